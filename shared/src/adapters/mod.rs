@@ -1,0 +1,1 @@
+//! Adapters for the ports: SQLite (embedded, `sqlite` feature) and DynamoDB + SQS (`aws`).

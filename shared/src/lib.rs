@@ -1,0 +1,25 @@
+//! Sluice's runtime-independent core: the workflow model, dynamic-variable templates, the
+//! execution engine (a pure state machine), the step executors, the ports the engine needs
+//! from the outside and their adapters, and the HTTP handlers shared by the trigger Lambda
+//! and `sluice dev`.
+//!
+//! Dependency rule: `model`, `template`, `condition` and `engine` do no I/O and depend on no
+//! AWS, Lambda or HTTP-server crate. Adapters live under `adapters`, behind the `sqlite` and
+//! `aws` features.
+
+pub mod adapters;
+pub mod api;
+pub mod auth;
+pub mod condition;
+pub mod config;
+pub mod conformance;
+pub mod engine;
+pub mod error;
+pub mod model;
+pub mod net;
+pub mod ports;
+pub mod record;
+pub mod runner;
+pub mod steps;
+pub mod template;
+pub mod waiter;

@@ -1,0 +1,283 @@
+//! Workflow definitions, format version 1 (see `docs/workflow-format.md`).
+//!
+//! These serde types are what the engine runs. Files are checked by [`load`] before they are
+//! turned into these types, so every problem is reported with its file and path; the types
+//! themselves are lenient about unknown keys because [`load`] already rejected them.
+
+pub mod duration;
+pub mod load;
+pub mod schema;
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub use duration::DurationSpec;
+
+/// One workflow: a trigger and the steps it runs, in order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Workflow {
+    /// `[a-z0-9][a-z0-9-]*`, unique within a project.
+    pub id: String,
+    /// Optional display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub trigger: Trigger,
+    pub steps: Vec<Step>,
+}
+
+/// What starts an execution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Trigger {
+    /// `POST /projects/{projectId}/sdk/triggers/{workflowId}` with a connected-user token.
+    Request {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        validate: Option<RequestValidation>,
+    },
+}
+
+/// Rules an incoming request must meet; every violation is reported with status 400.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestValidation {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<QueryValidation>,
+    /// Header name (case-insensitive) → the exact value it must have.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    /// Required top-level body field → its JSON type.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub body: BTreeMap<String, JsonType>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct QueryValidation {
+    /// Query parameters that must be present.
+    #[serde(default)]
+    pub required: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JsonType {
+    String,
+    Number,
+    Boolean,
+    Object,
+    Array,
+}
+
+impl JsonType {
+    /// Whether `value` is of this JSON type.
+    pub fn matches(self, value: &Value) -> bool {
+        match self {
+            JsonType::String => value.is_string(),
+            JsonType::Number => value.is_number(),
+            JsonType::Boolean => value.is_boolean(),
+            JsonType::Object => value.is_object(),
+            JsonType::Array => value.is_array(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JsonType::String => "string",
+            JsonType::Number => "number",
+            JsonType::Boolean => "boolean",
+            JsonType::Object => "object",
+            JsonType::Array => "array",
+        }
+    }
+}
+
+/// One step. `id` is unique across the whole workflow, branches included.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    pub id: String,
+    #[serde(flatten)]
+    pub kind: StepKind,
+    /// Automatic retries of a retryable failure, with exponential backoff (default 0).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// Delay before the first retry; each further retry doubles it (default 10s, at most 15m).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_delay: Option<DurationSpec>,
+    /// When the step fails for good, record the failure and go on with the next step.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub continue_on_failure: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StepKind {
+    Request(RequestStep),
+    Conditional(ConditionalStep),
+    Response(ResponseStep),
+}
+
+impl StepKind {
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StepKind::Request(_) => "request",
+            StepKind::Conditional(_) => "conditional",
+            StepKind::Response(_) => "response",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Method {
+    #[default]
+    Get,
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
+}
+
+/// An HTTP request. Every string value may hold `{{...}}` dynamic variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RequestStep {
+    #[serde(default)]
+    pub method: Method,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub query: BTreeMap<String, Value>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Value>,
+    /// Sent as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Whole-request timeout (default 30s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<DurationSpec>,
+}
+
+/// Branches on a condition; after the branch the flow continues below the conditional.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ConditionalStep {
+    pub when: Condition,
+    #[serde(default)]
+    pub then: Vec<Step>,
+    #[serde(default, rename = "else")]
+    pub otherwise: Vec<Step>,
+}
+
+/// `all` / `any` groups (nestable; a bare list means `all`) of comparisons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Condition {
+    All { all: Vec<Condition> },
+    Any { any: Vec<Condition> },
+    List(Vec<Condition>),
+    Compare(Comparison),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Comparison {
+    pub left: Value,
+    pub op: Operator,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub right: Option<Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Operator {
+    Equals,
+    NotEquals,
+    GreaterThan,
+    GreaterOrEqual,
+    LessThan,
+    LessOrEqual,
+    Contains,
+    NotContains,
+    StartsWith,
+    EndsWith,
+    IsIn,
+    NotIn,
+    Exists,
+    NotExists,
+    IsNull,
+    IsNotNull,
+    IsEmpty,
+    IsNotEmpty,
+    IsTrue,
+    IsFalse,
+    Matches,
+    Before,
+    After,
+    SameTime,
+}
+
+/// The answer to a synchronous caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResponseStep {
+    /// HTTP status, 200–599 (default 200); may be a `{{...}}` expression.
+    #[serde(default = "default_status")]
+    pub status: Value,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, Value>,
+    /// JSON body (a string body is sent as `text/plain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+fn default_status() -> Value {
+    Value::from(200)
+}
+
+impl Workflow {
+    /// Whether any step (in any branch) is a Response step: the caller then waits for it.
+    pub fn has_response_step(&self) -> bool {
+        fn any(steps: &[Step]) -> bool {
+            steps.iter().any(|s| match &s.kind {
+                StepKind::Response(_) => true,
+                StepKind::Conditional(c) => any(&c.then) || any(&c.otherwise),
+                StepKind::Request(_) => false,
+            })
+        }
+        any(&self.steps)
+    }
+
+    /// The step with this id, wherever it is.
+    pub fn find_step(&self, id: &str) -> Option<&Step> {
+        fn find<'a>(steps: &'a [Step], id: &str) -> Option<&'a Step> {
+            for s in steps {
+                if s.id == id {
+                    return Some(s);
+                }
+                if let StepKind::Conditional(c) = &s.kind {
+                    if let Some(found) = find(&c.then, id).or_else(|| find(&c.otherwise, id)) {
+                        return Some(found);
+                    }
+                }
+            }
+            None
+        }
+        find(&self.steps, id)
+    }
+}

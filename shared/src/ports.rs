@@ -1,0 +1,162 @@
+//! What the engine needs from the outside, as small traits. Adapters: SQLite (embedded) and
+//! DynamoDB + SQS (AWS). `crate::conformance` is the one suite every adapter must pass.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::model::Workflow;
+use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The backend failed or could not be reached; worth retrying.
+    #[error("storage backend error: {0}")]
+    Backend(String),
+    /// Stored data could not be read back (a bug or a manual edit).
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    /// A write that must create something found it already there.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue backend error: {0}")]
+    Backend(String),
+    /// Some entries of a batch were not accepted; none of them is lost silently.
+    #[error("{failed} of {total} messages were not sent: {reason}")]
+    PartialBatch { failed: usize, total: usize, reason: String },
+}
+
+/// A project: its connected-user token key and the hash of its API key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Project {
+    pub id: String,
+    /// SPKI PEM of the RSA key user tokens are signed with.
+    pub signing_public_key_pem: String,
+    /// Lower-case hex SHA-256 of the project API key (the key itself is never stored).
+    pub api_key_sha256: String,
+    pub created_at: Timestamp,
+}
+
+#[async_trait]
+pub trait ProjectStore: Send + Sync {
+    /// Creates the project; `AlreadyExists` if the id is taken.
+    async fn create_project(&self, project: &Project) -> Result<(), StoreError>;
+    async fn get_project(&self, project_id: &str) -> Result<Option<Project>, StoreError>;
+}
+
+/// A deployed version of a workflow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub project_id: String,
+    pub workflow_id: String,
+    /// 1, 2, 3... per workflow; a new version only when the definition changed.
+    pub version: u32,
+    pub workflow: Workflow,
+    pub deployed_at: Timestamp,
+}
+
+#[async_trait]
+pub trait WorkflowStore: Send + Sync {
+    /// Deploys `workflow` as the live version. Re-deploying an identical definition returns the
+    /// current deployment unchanged; a changed one gets the next version number. Older versions
+    /// stay readable so executions started on them finish on them.
+    async fn deploy_workflow(&self, project_id: &str, workflow: &Workflow) -> Result<Deployment, StoreError>;
+    /// The live version, if the workflow is deployed.
+    async fn get_deployed(&self, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError>;
+    async fn get_version(&self, project_id: &str, workflow_id: &str, version: u32) -> Result<Option<Deployment>, StoreError>;
+}
+
+/// The result of a first-writer-wins write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FirstWrite<T> {
+    /// This call wrote it.
+    Written,
+    /// Someone wrote it before; this is what they wrote.
+    Existing(T),
+}
+
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Creates the execution; `AlreadyExists` if the id is taken.
+    async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError>;
+    /// By id alone; callers check `project_id` before showing it to anyone.
+    async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError>;
+    /// Moves a running execution to `status` (and records `error`, `ended_at`). Returns false,
+    /// changing nothing, if it was not running any more: only the first finish counts.
+    async fn finish_execution(
+        &self,
+        execution_id: &str,
+        status: ExecutionStatus,
+        error: Option<&ExecutionError>,
+        ended_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Records one attempt of one step, keyed by (execution, step, attempt). First writer wins:
+    /// a redelivered message gets back the attempt recorded before it.
+    async fn record_step(&self, execution_id: &str, attempt: &StepAttempt) -> Result<FirstWrite<StepAttempt>, StoreError>;
+    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError>;
+    /// Every recorded attempt of the execution, ordered by start time (then step, attempt).
+    async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError>;
+    /// Settles what a synchronous caller gets. First writer wins.
+    async fn settle_response(&self, execution_id: &str, response: &SettledResponse) -> Result<FirstWrite<SettledResponse>, StoreError>;
+    async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError>;
+}
+
+/// Everything the runtime stores.
+pub trait Store: ProjectStore + WorkflowStore + ExecutionStore {}
+impl<T: ProjectStore + WorkflowStore + ExecutionStore> Store for T {}
+
+/// The two queues: step messages for the step runner, deadline messages for the response waiter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum QueueName {
+    Steps,
+    Responses,
+}
+
+impl QueueName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Steps => "steps",
+            QueueName::Responses => "responses",
+        }
+    }
+}
+
+/// A message to send, delivered no earlier than `delay` from now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    pub body: String,
+    pub delay: Duration,
+}
+
+/// A received message; invisible to other receivers until acked or its visibility ends.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received {
+    pub body: String,
+    /// Opaque handle for `ack`.
+    pub receipt: String,
+    /// How many times it has been received, this time included (1 the first time).
+    pub receive_count: u32,
+}
+
+/// The longest delay a queue can hold a message (SQS's limit); longer waits are chained.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Sends one message. Delays above [`MAX_QUEUE_DELAY`] are capped to it; sub-second
+    /// delays may be rounded up to a whole second by adapters that count in seconds.
+    async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError>;
+    /// Sends many (adapters split into the backend's batch size). Fails with `PartialBatch`
+    /// if any entry was refused, after sending all the others.
+    async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError>;
+    /// Receives up to `max` visible messages, waiting up to `wait` for the first. Each stays
+    /// invisible for `visibility`, then is delivered again unless acked. Messages received
+    /// more than the adapter's redrive limit go to the dead-letter queue instead.
+    async fn receive(&self, queue: QueueName, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Received>, QueueError>;
+    /// Deletes a received message.
+    async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError>;
+}

@@ -1,0 +1,139 @@
+//! What an execution leaves behind: the execution itself, one record per step attempt, and
+//! the settled response of a synchronous execution. These are stored by the `Store` port and
+//! rendered as the execution record (Task History) of the HTTP API.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Timestamps are UTC with millisecond precision, rendered `2026-11-23T10:00:00.000Z`.
+pub type Timestamp = DateTime<Utc>;
+
+/// The current time, truncated to milliseconds (what every adapter can store losslessly).
+pub fn now() -> Timestamp {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+/// Formats a timestamp as ISO 8601 with milliseconds and `Z`.
+pub fn format_timestamp(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutionStatus {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl ExecutionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutionStatus::Running => "running",
+            ExecutionStatus::Succeeded => "succeeded",
+            ExecutionStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The HTTP request that triggered an execution (header names lower-case).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TriggerData {
+    pub query: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+}
+
+/// Why an execution failed: the step and its error, or an internal reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecutionError {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Execution {
+    pub id: String,
+    pub project_id: String,
+    pub workflow_id: String,
+    pub workflow_version: u32,
+    pub user_id: String,
+    pub status: ExecutionStatus,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    pub trigger: TriggerData,
+    /// Set for executions whose caller waits for a Response step: when it stops waiting.
+    pub response_deadline: Option<Timestamp>,
+    pub error: Option<ExecutionError>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Succeeded,
+    Failed,
+}
+
+/// A step failure. `retryable` is decided once, where the failure is classified.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepError {
+    pub message: String,
+    pub retryable: bool,
+    /// Extra facts, e.g. `{ "status": 503, "body": ... }` for an HTTP failure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+impl StepError {
+    pub fn terminal(message: impl Into<String>) -> Self {
+        StepError { message: message.into(), retryable: false, details: None }
+    }
+
+    pub fn retryable(message: impl Into<String>) -> Self {
+        StepError { message: message.into(), retryable: true, details: None }
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = Some(details);
+        self
+    }
+}
+
+/// One attempt of one step. Written once (first writer wins), never updated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepAttempt {
+    pub step: String,
+    /// 1 for the first try, 2 for the first retry, ...
+    pub attempt: u32,
+    pub status: StepStatus,
+    /// The step's templated input (null when templating itself failed).
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<StepError>,
+    pub started_at: Timestamp,
+    pub ended_at: Timestamp,
+}
+
+/// The answer a Response step produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Value,
+}
+
+/// What a synchronous caller gets; whatever is settled first wins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SettledResponse {
+    /// The Response step ran in time.
+    Step { response: HttpResponse, at: Timestamp },
+    /// The deadline passed first: the caller gets 542.
+    TimedOut { at: Timestamp },
+}
