@@ -20,6 +20,7 @@ pub mod net;
 pub mod ports;
 pub mod record;
 pub mod runner;
+pub mod runtime;
 pub mod steps;
 pub mod template;
 pub mod waiter;
