@@ -1,1 +1,6 @@
+//! The `sluice` command's library: the local stack (also started in-process by the
+//! end-to-end tests) and `sluice dev`.
 
+pub mod demo;
+pub mod dev;
+pub mod stack;

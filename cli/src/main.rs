@@ -1,1 +1,109 @@
-fn main() {}
+//! `sluice`: run the local stack, validate workflow files, print the JSON Schema, make tokens.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use sluice_cli::dev::{self, DevOptions};
+use sluice_shared::model::{DurationSpec, load, schema};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "Sluice: durable workflows for product integrations")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole stack locally on SQLite: HTTP API, step runners, response waiter.
+    Dev {
+        #[arg(long, default_value_t = 8787)]
+        port: u16,
+        #[arg(long, default_value = ".sluice")]
+        data_dir: PathBuf,
+        /// Folder of workflow files to deploy (the bundled examples if it does not exist).
+        #[arg(long, default_value = "workflows")]
+        workflows: PathBuf,
+        /// How long a synchronous caller waits for a Response step before getting 542.
+        #[arg(long, default_value = "55s")]
+        response_timeout: DurationSpec,
+        /// Let Request steps reach private and link-local addresses (loopback is always allowed in dev).
+        #[arg(long)]
+        allow_private_network: bool,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+    },
+    /// Check every workflow file of a folder (or one file) and list every problem.
+    Validate { path: PathBuf },
+    /// Print the JSON Schema of workflow files (for editor autocompletion).
+    Schema,
+    /// Print a connected-user token for the dev project.
+    Token {
+        #[arg(long)]
+        user: String,
+        #[arg(long, default_value = ".sluice")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "24h")]
+        ttl: DurationSpec,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sluice=info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse().command).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Dev { port, data_dir, workflows, response_timeout, allow_private_network, workers } => {
+            let response_timeout = response_timeout.duration();
+            if response_timeout < Duration::from_millis(100) {
+                anyhow::bail!("--response-timeout must be at least 100ms");
+            }
+            dev::run(DevOptions { port, data_dir, workflows, response_timeout, allow_private_network, workers }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Validate { path } => {
+            let result = if path.is_dir() {
+                load::load_dir(&path).map(|found| found.len())
+            } else {
+                load::load_file(&path).map(|_| 1)
+            };
+            match result {
+                Ok(count) => {
+                    println!("{count} workflow file(s) OK");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(problems) => {
+                    for problem in &problems {
+                        println!("{problem}");
+                    }
+                    eprintln!("{} problem(s)", problems.len());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Command::Schema => {
+            println!("{}", serde_json::to_string_pretty(&schema::workflow_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { user, data_dir, ttl } => {
+            println!("{}", dev::user_token(&data_dir, &user, ttl.duration())?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -19,7 +19,7 @@ pub enum ApiError {
     Unauthorized(String),
     #[error("{0}")]
     NotFound(String),
-    #[error("the request body is {size} bytes; the limit is {limit} bytes")]
+    #[error("the request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     MethodNotAllowed(String),

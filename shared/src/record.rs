@@ -136,4 +136,7 @@ pub enum SettledResponse {
     Step { response: HttpResponse, at: Timestamp },
     /// The deadline passed first: the caller gets 542.
     TimedOut { at: Timestamp },
+    /// The execution ended (failed, or succeeded without reaching a Response step) before
+    /// the deadline: the caller gets this answer at once instead of waiting for 542.
+    WorkflowEnded { response: HttpResponse, at: Timestamp },
 }

@@ -1,9 +1,17 @@
 //! The HTTP API, written once against `http::Request`/`Response` and served by the trigger
-//! Lambda (through lambda_http) and by `sluice dev` (through axum).
+//! Lambda (through lambda_http) and by `sluice dev` (through axum). Every error becomes a
+//! JSON body through [`ApiError::into_response`]; nothing here panics on client input.
+
+mod executions;
+mod respond;
+mod trigger;
+mod validate;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::{Method, Request, Response, StatusCode};
+use serde_json::json;
 
+use crate::error::{ApiError, json_response};
 use crate::runtime::Runtime;
 
 /// Routes every inbound request.
@@ -23,7 +31,44 @@ impl Api {
 
     /// Handles one request. Never fails: errors become JSON error responses.
     pub async fn handle(&self, request: Request<Bytes>) -> Response<Bytes> {
-        let _ = request;
-        crate::error::ApiError::NotFound("no such route".into()).into_response()
+        match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        }
     }
+
+    async fn route(&self, request: Request<Bytes>) -> Result<Response<Bytes>, ApiError> {
+        let path = request.uri().path().to_string();
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["projects", project, "sdk", "triggers", workflow] => {
+                allow(&request, &Method::POST)?;
+                let (project, workflow) = (id(project)?, id(workflow)?);
+                trigger::handle(&self.runtime, project, workflow, request).await
+            }
+            ["projects", project, "executions", execution] => {
+                allow(&request, &Method::GET)?;
+                let (project, execution) = (id(project)?, id(execution)?);
+                executions::get(&self.runtime, project, execution, request.headers()).await
+            }
+            ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
+            _ => Err(ApiError::NotFound(format!("no route for {path}"))),
+        }
+    }
+}
+
+fn allow(request: &Request<Bytes>, method: &Method) -> Result<(), ApiError> {
+    if request.method() == method {
+        Ok(())
+    } else {
+        Err(ApiError::MethodNotAllowed(format!("use {method} for this route")))
+    }
+}
+
+/// Path ids are 1–128 characters of `[A-Za-z0-9_-]`; anything else cannot exist.
+fn id(segment: &str) -> Result<&str, ApiError> {
+    let valid = !segment.is_empty()
+        && segment.len() <= 128
+        && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if valid { Ok(segment) } else { Err(ApiError::NotFound(format!("no such resource `{segment}`"))) }
 }

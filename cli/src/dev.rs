@@ -1,0 +1,190 @@
+//! `sluice dev`: the local stack on SQLite under a data folder, with a dev project created on
+//! first start (its signing key and API key kept in the data folder), every workflow file of
+//! a folder deployed, and a ready-to-paste curl command printed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sluice_shared::adapters::sqlite::Sqlite;
+use sluice_shared::auth;
+use sluice_shared::model::{Workflow, load};
+use sluice_shared::net::{HttpClient, OutboundPolicy};
+use sluice_shared::ports::{Project, Queue, Store};
+use sluice_shared::record::now;
+use sluice_shared::runtime::{Runtime, Settings};
+
+use crate::stack::{LocalStack, StackOptions};
+
+/// The project every `sluice dev` data folder holds.
+pub const DEV_PROJECT_ID: &str = "dev";
+const PROJECT_FILE: &str = "dev-project.json";
+const KEY_FILE: &str = "dev-signing-key.pem";
+const PUBLIC_KEY_FILE: &str = "dev-signing-key.pub.pem";
+
+/// The bundled examples, used when the workflows folder does not exist.
+const BUNDLED: &[(&str, &str)] = &[
+    ("contact-lookup.yaml", include_str!("../../examples/workflows/contact-lookup.yaml")),
+    ("lead-created.yaml", include_str!("../../examples/workflows/lead-created.yaml")),
+];
+
+#[derive(Debug, Clone)]
+pub struct DevOptions {
+    pub port: u16,
+    pub data_dir: PathBuf,
+    pub workflows: PathBuf,
+    pub response_timeout: Duration,
+    pub allow_private_network: bool,
+    pub workers: usize,
+}
+
+/// `<data-dir>/dev-project.json`: what a developer needs to call the local stack.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DevProject {
+    pub project_id: String,
+    pub api_key: String,
+    pub base_url: String,
+}
+
+/// Runs `sluice dev` until Ctrl-C.
+pub async fn run(options: DevOptions) -> anyhow::Result<()> {
+    let workflows = load_workflows(&options.workflows)?;
+    let db = Arc::new(Sqlite::open(&options.data_dir.join("sluice.db")).context("cannot open the SQLite database")?);
+    let store: Arc<dyn Store> = db.clone();
+    let queue: Arc<dyn Queue> = db;
+    let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
+    let settings = Settings { response_timeout: options.response_timeout, ..Settings::default() };
+    let runtime = Runtime { store: store.clone(), queue, http: HttpClient::new(policy)?, settings };
+    let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
+    let stack = LocalStack::start(runtime, StackOptions { addr, workers: options.workers, demo_routes: true }).await?;
+    let project = ensure_dev_project(store.as_ref(), &options.data_dir, &stack.base_url).await?;
+
+    println!("Sluice dev is running at {}  (data in {})", stack.base_url, options.data_dir.display());
+    for (source, workflow) in &workflows {
+        let deployment = store.deploy_workflow(&project.project_id, workflow).await?;
+        println!(
+            "  deployed {:<24} v{}  POST {}/projects/{}/sdk/triggers/{}   ({source})",
+            workflow.id, deployment.version, stack.base_url, project.project_id, workflow.id
+        );
+    }
+    let token = user_token(&options.data_dir, "dev-user", Duration::from_secs(24 * 3600))?;
+    print_try_it(&project, &workflows, &token);
+    tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
+    println!("stopping...");
+    stack.shutdown().await;
+    Ok(())
+}
+
+/// The workflow files of `dir`, or the bundled examples when `dir` does not exist.
+pub fn load_workflows(dir: &Path) -> anyhow::Result<Vec<(String, Workflow)>> {
+    if dir.exists() {
+        return match load::load_dir(dir) {
+            Ok(found) if found.is_empty() => bail!("no workflow files (*.yaml, *.yml, *.json) in {}", dir.display()),
+            Ok(found) => Ok(found.into_iter().map(|(path, wf)| (path.display().to_string(), wf)).collect()),
+            Err(problems) => bail!(problem_list(&problems)),
+        };
+    }
+    println!("{} does not exist: deploying the bundled examples", dir.display());
+    BUNDLED
+        .iter()
+        .map(|(name, text)| {
+            let source = format!("bundled example {name}");
+            load::load_str(name, text).map(|wf| (source, wf)).map_err(|p| anyhow::anyhow!(problem_list(&p)))
+        })
+        .collect()
+}
+
+pub fn problem_list(problems: &[load::Problem]) -> String {
+    let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+    format!("{} problem(s) in the workflow files:\n{}", problems.len(), lines.join("\n"))
+}
+
+/// Creates the dev project and its keys on first start; later starts reuse them.
+pub async fn ensure_dev_project(store: &dyn Store, data_dir: &Path, base_url: &str) -> anyhow::Result<DevProject> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let project_file = data_dir.join(PROJECT_FILE);
+    let (private_key, public_key) = (data_dir.join(KEY_FILE), data_dir.join(PUBLIC_KEY_FILE));
+    let (api_key, public_pem) = if project_file.exists() && private_key.exists() && public_key.exists() {
+        let existing: DevProject = serde_json::from_str(&std::fs::read_to_string(&project_file)?)
+            .with_context(|| format!("{} is not valid; delete the data folder to start over", project_file.display()))?;
+        (existing.api_key, std::fs::read_to_string(&public_key)?)
+    } else {
+        let keys = auth::generate_signing_key()?;
+        write_private(&private_key, &keys.private_pem)?;
+        std::fs::write(&public_key, &keys.public_pem)?;
+        (auth::generate_api_key(), keys.public_pem)
+    };
+    if store.get_project(DEV_PROJECT_ID).await?.is_none() {
+        let project = Project {
+            id: DEV_PROJECT_ID.to_string(),
+            signing_public_key_pem: public_pem,
+            api_key_sha256: auth::hash_api_key(&api_key),
+            created_at: now(),
+        };
+        store.create_project(&project).await?;
+    }
+    let project = DevProject { project_id: DEV_PROJECT_ID.to_string(), api_key, base_url: base_url.to_string() };
+    write_private(&project_file, &serde_json::to_string_pretty(&project)?)?;
+    Ok(project)
+}
+
+/// A connected-user token for the dev project of `data_dir`.
+pub fn user_token(data_dir: &Path, user_id: &str, ttl: Duration) -> anyhow::Result<String> {
+    let key_path = data_dir.join(KEY_FILE);
+    let private_pem = std::fs::read_to_string(&key_path).with_context(|| {
+        format!("no dev signing key at {}: run `sluice dev` once with this data folder first", key_path.display())
+    })?;
+    Ok(auth::issue_user_token(&private_pem, user_id, ttl)?)
+}
+
+/// Writes a file only its owner can read (keys and the API key).
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    std::fs::write(path, contents).with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(())
+}
+
+fn print_try_it(project: &DevProject, workflows: &[(String, Workflow)], token: &str) {
+    let base = &project.base_url;
+    let Some((_, workflow)) = workflows.first() else { return };
+    let body = example_body(workflow);
+    println!("\nTry it (the token is valid for 24 hours; `sluice token --user ID` makes more):\n");
+    println!("  export SLUICE_TOKEN='{token}'");
+    println!(
+        "  curl -i -X POST {base}/projects/{}/sdk/triggers/{} \\\n    -H \"Authorization: Bearer $SLUICE_TOKEN\" \\\n    -H 'content-type: application/json' \\\n    -d '{body}'",
+        project.project_id, workflow.id
+    );
+    println!("\nThen read the execution record (executionId from a 202 body or the x-sluice-execution-id header):\n");
+    println!(
+        "  curl -s {base}/projects/{}/executions/EXECUTION_ID -H 'Authorization: Bearer {}'\n",
+        project.project_id, project.api_key
+    );
+}
+
+/// A body that passes the workflow's `validate.body` rules.
+fn example_body(workflow: &Workflow) -> String {
+    use sluice_shared::model::{JsonType, Trigger};
+    let Trigger::Request { validate } = &workflow.trigger;
+    let mut body = serde_json::Map::new();
+    for (field, kind) in validate.iter().flat_map(|v| &v.body) {
+        let value = match (field.as_str(), kind) {
+            ("email", JsonType::String) => serde_json::json!("ada@example.com"),
+            ("name", JsonType::String) => serde_json::json!("Ada Lovelace"),
+            (_, JsonType::String) => serde_json::json!("text"),
+            (_, JsonType::Number) => serde_json::json!(1),
+            (_, JsonType::Boolean) => serde_json::json!(true),
+            (_, JsonType::Object) => serde_json::json!({}),
+            (_, JsonType::Array) => serde_json::json!([]),
+        };
+        body.insert(field.clone(), value);
+    }
+    serde_json::Value::Object(body).to_string()
+}

@@ -1,0 +1,152 @@
+//! The local stack: the HTTP API, step-runner workers and the response waiter as tasks of
+//! one process, over any `Store` and `Queue` (SQLite for `sluice dev`; the end-to-end tests
+//! also run it on DynamoDB + SQS). Workers ack a message only when its handler succeeded;
+//! a failed message comes back after its visibility timeout, as on SQS.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::response::Response;
+use sluice_shared::api::Api;
+use sluice_shared::error::ApiError;
+use sluice_shared::ports::{Queue, QueueName};
+use sluice_shared::runner::Runner;
+use sluice_shared::runtime::Runtime;
+use sluice_shared::waiter::Waiter;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// How long a received message stays invisible before it is delivered again.
+const VISIBILITY: Duration = Duration::from_secs(30);
+/// How long one receive call waits for messages.
+const RECEIVE_WAIT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct StackOptions {
+    /// Where the HTTP API listens; port 0 picks a free port.
+    pub addr: SocketAddr,
+    /// Step-runner workers, each handling one message at a time.
+    pub workers: usize,
+    /// Also serve the demo CRM the bundled examples call (`sluice dev` only).
+    pub demo_routes: bool,
+}
+
+/// A running local stack; dropping it (or `shutdown`) stops every task.
+pub struct LocalStack {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+}
+
+impl LocalStack {
+    /// Binds the listener and starts the server, the workers and the waiter.
+    pub async fn start(runtime: Runtime, options: StackOptions) -> anyhow::Result<LocalStack> {
+        let listener = TcpListener::bind(options.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", options.addr))?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+
+        let api = Api::new(runtime.clone());
+        let max_body = runtime.settings.max_body_bytes;
+        let mut app = axum::Router::new().fallback(move |request: Request| {
+            let api = api.clone();
+            async move { serve(&api, request, max_body).await }
+        });
+        if options.demo_routes {
+            app = app.merge(crate::demo::routes());
+        }
+        let mut server_stop = stopped.clone();
+        tasks.spawn(async move {
+            let shutdown = async move {
+                let _ = server_stop.wait_for(|s| *s).await;
+            };
+            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
+                tracing::error!(%error, "HTTP server stopped");
+            }
+        });
+
+        for _ in 0..options.workers.max(1) {
+            let runner = Runner::new(runtime.clone());
+            let queue = runtime.queue.clone();
+            tasks.spawn(consume(queue, QueueName::Steps, stopped.clone(), move |body, count| {
+                let runner = runner.clone();
+                async move { runner.handle(&body, count).await.map_err(|e| e.to_string()) }
+            }));
+        }
+        let waiter = Waiter::new(runtime.clone());
+        tasks.spawn(consume(runtime.queue.clone(), QueueName::Responses, stopped, move |body, _| {
+            let waiter = waiter.clone();
+            async move { waiter.handle(&body).await.map_err(|e| e.to_string()) }
+        }));
+
+        Ok(LocalStack { addr, base_url: format!("http://{addr}"), stop, tasks })
+    }
+
+    /// Stops accepting requests and messages, and waits for the tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+impl Drop for LocalStack {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort_all();
+    }
+}
+
+async fn serve(api: &Api, request: Request, max_body: usize) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, max_body).await else {
+        let too_large = ApiError::PayloadTooLarge { size: max_body + 1, limit: max_body };
+        return too_large.into_response().map(Body::from);
+    };
+    let response = api.handle(http::Request::from_parts(parts, bytes)).await;
+    response.map(Body::from)
+}
+
+/// Receives and handles messages of one queue until stopped.
+async fn consume<F, Fut>(queue: Arc<dyn Queue>, name: QueueName, mut stopped: watch::Receiver<bool>, handle: F)
+where
+    F: Fn(String, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let received = tokio::select! {
+            r = queue.receive(name, 1, RECEIVE_WAIT, VISIBILITY) => r,
+            _ = stopped.changed() => return,
+        };
+        let messages = match received {
+            Ok(messages) => messages,
+            Err(error) => {
+                tracing::error!(queue = name.as_str(), %error, "receive failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        for message in messages {
+            match handle(message.body, message.receive_count).await {
+                Ok(()) => {
+                    if let Err(error) = queue.ack(name, &message.receipt).await {
+                        tracing::error!(queue = name.as_str(), %error, "ack failed; the message will be handled again");
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(queue = name.as_str(), %error, "message failed; it will be delivered again");
+                }
+            }
+        }
+    }
+}
