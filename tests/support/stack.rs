@@ -1,0 +1,187 @@
+//! The local stack started in-process on a free port, over SQLite or over DynamoDB + SQS on
+//! the local AWS-API server (`SLUICE_AWS_ENDPOINT`), with a project, its keys and a client.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_cli::stack::{LocalStack, StackOptions};
+use sluice_shared::adapters::dynamodb::{self, DynamoStore};
+use sluice_shared::adapters::sqlite::Sqlite;
+use sluice_shared::adapters::sqs::{self, SqsQueue};
+use sluice_shared::auth;
+use sluice_shared::model::load;
+use sluice_shared::net::{HttpClient, OutboundPolicy};
+use sluice_shared::ports::{Deployment, Project, Queue, Store};
+use sluice_shared::record::now;
+use sluice_shared::runtime::{Runtime, Settings};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Aws,
+}
+
+pub struct TestStack {
+    pub base_url: String,
+    pub project_id: String,
+    pub api_key: String,
+    pub store: Arc<dyn Store>,
+    /// The stack's runtime, for driving handlers directly (e.g. a redelivered message).
+    pub runtime: Runtime,
+    private_pem: String,
+    http: reqwest::Client,
+    _stack: LocalStack,
+    data_dir: Option<PathBuf>,
+}
+
+/// The local AWS-API server's endpoint, or None (the caller skips) unless it is required.
+pub fn aws_endpoint() -> Option<String> {
+    match std::env::var("SLUICE_AWS_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+        _ if std::env::var("SLUICE_REQUIRE_AWS").as_deref() == Ok("1") => {
+            panic!("SLUICE_REQUIRE_AWS=1 but SLUICE_AWS_ENDPOINT is not set: start it with infra/moto.sh")
+        }
+        _ => None,
+    }
+}
+
+pub async fn aws_sdk_config(endpoint: &str) -> aws_config::SdkConfig {
+    let credentials = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "sluice-tests");
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(credentials)
+        .load()
+        .await
+}
+
+impl TestStack {
+    /// Starts a stack whose synchronous callers wait `response_timeout`; None when the AWS
+    /// backend was asked for and no local AWS-API server is configured.
+    pub async fn start(backend: Backend, response_timeout: Duration) -> Option<TestStack> {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let (store, queue, data_dir): (Arc<dyn Store>, Arc<dyn Queue>, _) = match backend {
+            Backend::Sqlite => {
+                let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
+                let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
+                (db.clone(), db, Some(dir))
+            }
+            Backend::Aws => {
+                let Some(endpoint) = aws_endpoint() else {
+                    eprintln!("skipped: SLUICE_AWS_ENDPOINT is not set (the README's test command sets it)");
+                    return None;
+                };
+                let sdk = aws_sdk_config(&endpoint).await;
+                let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+                let sqs_client = aws_sdk_sqs::Client::new(&sdk);
+                let table = format!("sluice-e2e-{unique}");
+                dynamodb::create_table(&dynamo, &table).await.expect("create table");
+                let (steps, responses) =
+                    sqs::create_queues(&sqs_client, &format!("e2e-{unique}"), 5).await.expect("create queues");
+                (
+                    Arc::new(DynamoStore::new(dynamo, table)),
+                    Arc::new(SqsQueue::new(sqs_client, steps, responses)),
+                    None,
+                )
+            }
+        };
+        let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
+        let settings = Settings { response_timeout, ..Settings::default() };
+        let runtime = Runtime {
+            store: store.clone(),
+            queue,
+            http: HttpClient::new(policy).expect("HTTP client"),
+            settings,
+        };
+        let options = StackOptions { addr: ([127, 0, 0, 1], 0).into(), workers: 4, demo_routes: false };
+        let stack = LocalStack::start(runtime.clone(), options).await.expect("start the local stack");
+
+        let keys = auth::generate_signing_key().expect("signing key");
+        let api_key = auth::generate_api_key();
+        let project_id = format!("p-{}", &unique[..12]);
+        let project = Project {
+            id: project_id.clone(),
+            signing_public_key_pem: keys.public_pem.clone(),
+            api_key_sha256: auth::hash_api_key(&api_key),
+            created_at: now(),
+        };
+        store.create_project(&project).await.expect("create project");
+        Some(TestStack {
+            base_url: stack.base_url.clone(),
+            project_id,
+            api_key,
+            store,
+            runtime,
+            private_pem: keys.private_pem,
+            http: reqwest::Client::new(),
+            _stack: stack,
+            data_dir,
+        })
+    }
+
+    /// Deploys a workflow written as YAML (it must pass validation).
+    pub async fn deploy(&self, yaml: &str) -> Deployment {
+        let workflow = match load::load_str("test.yaml", yaml) {
+            Ok(workflow) => workflow,
+            Err(problems) => panic!("test workflow is invalid: {problems:#?}"),
+        };
+        self.store.deploy_workflow(&self.project_id, &workflow).await.expect("deploy")
+    }
+
+    pub fn token(&self, user_id: &str) -> String {
+        auth::issue_user_token(&self.private_pem, user_id, Duration::from_secs(600)).expect("token")
+    }
+
+    pub fn trigger_url(&self, workflow_id: &str) -> String {
+        format!("{}/projects/{}/sdk/triggers/{workflow_id}", self.base_url, self.project_id)
+    }
+
+    /// A POST to the trigger with a valid token for user `user-1`, ready to add to or send.
+    pub fn trigger_request(&self, workflow_id: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.trigger_url(workflow_id)).bearer_auth(self.token("user-1"))
+    }
+
+    pub async fn trigger(&self, workflow_id: &str, body: Value) -> reqwest::Response {
+        self.trigger_request(workflow_id).json(&body).send().await.expect("trigger request")
+    }
+
+    /// The project's signing key, to forge tokens the stack must refuse.
+    pub fn private_pem(&self) -> &str {
+        &self.private_pem
+    }
+
+    pub fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The execution record, through the API with the project API key.
+    pub async fn execution(&self, execution_id: &str) -> Value {
+        let url = format!("{}/projects/{}/executions/{execution_id}", self.base_url, self.project_id);
+        let response = self.http.get(url).bearer_auth(&self.api_key).send().await.expect("execution request");
+        assert_eq!(response.status(), 200, "GET execution");
+        response.json().await.expect("execution JSON")
+    }
+
+    /// Polls the execution record until it is no longer running.
+    pub async fn wait_until_ended(&self, execution_id: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let record = self.execution(execution_id).await;
+            if record["status"] != "running" {
+                return record;
+            }
+            assert!(Instant::now() < deadline, "execution still running after {within:?}: {record:#}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestStack {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
