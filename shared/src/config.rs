@@ -1,0 +1,261 @@
+//! The Lambda functions' configuration, read once at cold start from the environment that
+//! `template.yaml` sets. Invariant: a missing or malformed variable is an error naming it, so
+//! a misconfigured function fails at init instead of on its first event.
+
+use std::time::Duration;
+
+use crate::runtime::DEFAULT_RESPONSE_TIMEOUT;
+#[cfg(feature = "aws")]
+use crate::runtime::Runtime;
+
+/// The DynamoDB table holding every record.
+pub const ENV_TABLE: &str = "SLUICE_TABLE";
+/// The URL of the steps queue (read by the step runner, written by everyone).
+pub const ENV_STEP_QUEUE_URL: &str = "SLUICE_STEP_QUEUE_URL";
+/// The URL of the responses queue (deadline messages for the response waiter).
+pub const ENV_RESPONSE_QUEUE_URL: &str = "SLUICE_RESPONSE_QUEUE_URL";
+/// Whole seconds a synchronous caller waits for a Response step (default 55).
+pub const ENV_RESPONSE_TIMEOUT_SECONDS: &str = "SLUICE_RESPONSE_TIMEOUT_SECONDS";
+/// `true` lets steps reach loopback and private addresses (default `false`).
+pub const ENV_ALLOW_PRIVATE_NETWORK: &str = "SLUICE_ALLOW_PRIVATE_NETWORK";
+
+/// Every variable [`LambdaConfig::from_env`] reads; `template.yaml` sets exactly these.
+pub const ENV_VARS: [&str; 5] = [
+    ENV_TABLE,
+    ENV_STEP_QUEUE_URL,
+    ENV_RESPONSE_QUEUE_URL,
+    ENV_RESPONSE_TIMEOUT_SECONDS,
+    ENV_ALLOW_PRIVATE_NETWORK,
+];
+
+/// Longest accepted response timeout: the trigger function must outlive it (Lambda's own
+/// limit is 900 s).
+const MAX_RESPONSE_TIMEOUT_SECONDS: u64 = 890;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("missing environment variable {0} (template.yaml sets it)")]
+    Missing(&'static str),
+    #[error("invalid environment variable {name}={value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+    /// A client could not be built from a valid configuration.
+    #[error("{0}")]
+    Client(String),
+}
+
+/// What every Sluice Lambda function needs to know about its deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaConfig {
+    pub table_name: String,
+    pub step_queue_url: String,
+    pub response_queue_url: String,
+    pub response_timeout: Duration,
+    pub allow_private_network: bool,
+}
+
+impl LambdaConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<LambdaConfig, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the variables through `lookup` (the environment, or a map in tests).
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<LambdaConfig, ConfigError> {
+        let required = |name: &'static str| match lookup(name) {
+            Some(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
+            _ => Err(ConfigError::Missing(name)),
+        };
+        let table_name = required(ENV_TABLE)?;
+        let step_queue_url = required(ENV_STEP_QUEUE_URL)?;
+        let response_queue_url = required(ENV_RESPONSE_QUEUE_URL)?;
+        let response_timeout = match lookup(ENV_RESPONSE_TIMEOUT_SECONDS) {
+            None => DEFAULT_RESPONSE_TIMEOUT,
+            Some(value) => parse_timeout(&value)?,
+        };
+        let allow_private_network = match lookup(ENV_ALLOW_PRIVATE_NETWORK) {
+            None => false,
+            Some(value) => parse_bool(ENV_ALLOW_PRIVATE_NETWORK, &value)?,
+        };
+        Ok(LambdaConfig {
+            table_name,
+            step_queue_url,
+            response_queue_url,
+            response_timeout,
+            allow_private_network,
+        })
+    }
+}
+
+fn parse_timeout(value: &str) -> Result<Duration, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        name: ENV_RESPONSE_TIMEOUT_SECONDS,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    };
+    let seconds: u64 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid("expected a whole number of seconds"))?;
+    if seconds == 0 || seconds > MAX_RESPONSE_TIMEOUT_SECONDS {
+        return Err(invalid(&format!(
+            "expected 1 to {MAX_RESPONSE_TIMEOUT_SECONDS} seconds"
+        )));
+    }
+    Ok(Duration::from_secs(seconds))
+}
+
+fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(ConfigError::Invalid {
+            name,
+            value: value.to_string(),
+            reason: "expected `true` or `false`".to_string(),
+        }),
+    }
+}
+
+/// Builds the ports and clients of a Lambda function: DynamoDB store, SQS queues and the
+/// guarded outbound HTTP client, once per cold start.
+#[cfg(feature = "aws")]
+pub async fn build_runtime(
+    config: &LambdaConfig,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Runtime, ConfigError> {
+    use std::sync::Arc;
+
+    use crate::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
+    use crate::net::{HttpClient, OutboundPolicy};
+    use crate::runtime::Settings;
+
+    let store = DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(sdk),
+        config.table_name.clone(),
+    );
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(sdk),
+        config.step_queue_url.clone(),
+        config.response_queue_url.clone(),
+    );
+    let policy = OutboundPolicy {
+        allow_loopback: config.allow_private_network,
+        allow_private: config.allow_private_network,
+    };
+    let http = HttpClient::new(policy).map_err(|e| ConfigError::Client(e.to_string()))?;
+    let settings = Settings {
+        response_timeout: config.response_timeout,
+        ..Settings::default()
+    };
+    Ok(Runtime {
+        store: Arc::new(store),
+        queue: Arc::new(queue),
+        http,
+        settings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(vars: &[(&str, &str)]) -> Result<LambdaConfig, ConfigError> {
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        LambdaConfig::from_lookup(|name| vars.get(name).cloned())
+    }
+
+    const REQUIRED: [(&str, &str); 3] = [
+        (ENV_TABLE, "sluice"),
+        (ENV_STEP_QUEUE_URL, "https://sqs.example/steps"),
+        (ENV_RESPONSE_QUEUE_URL, "https://sqs.example/responses"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        REQUIRED.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn required_variables_alone_give_the_defaults() {
+        let config = config(&REQUIRED).expect("valid");
+        assert_eq!(
+            config,
+            LambdaConfig {
+                table_name: "sluice".into(),
+                step_queue_url: "https://sqs.example/steps".into(),
+                response_queue_url: "https://sqs.example/responses".into(),
+                response_timeout: Duration::from_secs(55),
+                allow_private_network: false,
+            }
+        );
+    }
+
+    #[test]
+    fn each_missing_required_variable_is_named() {
+        for missing in [ENV_TABLE, ENV_STEP_QUEUE_URL, ENV_RESPONSE_QUEUE_URL] {
+            let vars: Vec<_> = REQUIRED
+                .iter()
+                .copied()
+                .filter(|(k, _)| *k != missing)
+                .collect();
+            let error = config(&vars).expect_err("a required variable is missing");
+            assert!(matches!(error, ConfigError::Missing(name) if name == missing));
+            assert!(error.to_string().contains(missing), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_empty_required_variable_counts_as_missing() {
+        let vars: Vec<_> = REQUIRED
+            .iter()
+            .map(|&(k, v)| if k == ENV_TABLE { (k, "  ") } else { (k, v) })
+            .collect();
+        assert!(matches!(
+            config(&vars),
+            Err(ConfigError::Missing(ENV_TABLE))
+        ));
+    }
+
+    #[test]
+    fn response_timeout_is_read_in_seconds() {
+        let config = config(&with(&[(ENV_RESPONSE_TIMEOUT_SECONDS, "20")])).expect("valid");
+        assert_eq!(config.response_timeout, Duration::from_secs(20));
+    }
+
+    #[test]
+    fn a_malformed_or_out_of_range_timeout_is_an_error_naming_the_variable() {
+        for bad in ["", "abc", "-1", "1.5", "0", "891"] {
+            let error = config(&with(&[(ENV_RESPONSE_TIMEOUT_SECONDS, bad)])).expect_err(bad);
+            assert!(
+                matches!(&error, ConfigError::Invalid { name, .. } if *name == ENV_RESPONSE_TIMEOUT_SECONDS),
+                "{bad}: {error}"
+            );
+            assert!(error.to_string().contains(ENV_RESPONSE_TIMEOUT_SECONDS));
+        }
+    }
+
+    #[test]
+    fn allow_private_network_accepts_only_true_and_false() {
+        let on = config(&with(&[(ENV_ALLOW_PRIVATE_NETWORK, "true")])).expect("valid");
+        assert!(on.allow_private_network);
+        let off = config(&with(&[(ENV_ALLOW_PRIVATE_NETWORK, "false")])).expect("valid");
+        assert!(!off.allow_private_network);
+        for bad in ["yes", "1", "TRUE", ""] {
+            let error = config(&with(&[(ENV_ALLOW_PRIVATE_NETWORK, bad)])).expect_err(bad);
+            assert!(
+                error.to_string().contains(ENV_ALLOW_PRIVATE_NETWORK),
+                "{error}"
+            );
+        }
+    }
+}

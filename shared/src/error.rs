@@ -31,6 +31,16 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(error: crate::auth::AuthError) -> Self {
+        if error.is_client_error() {
+            ApiError::Unauthorized(error.to_string())
+        } else {
+            ApiError::Internal(error.to_string())
+        }
+    }
+}
+
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {

@@ -18,7 +18,6 @@ pub mod error;
 pub mod messages;
 pub mod model;
 pub mod net;
-mod pending;
 pub mod ports;
 pub mod record;
 pub mod runner;

@@ -1,1 +1,23 @@
-fn main() {}
+//! The trigger function: every inbound HTTP route (Function URL or HTTP API events), served
+//! by `sluice_shared::api::Api`.
+
+use anyhow::Context;
+use lambda_http::{Error, Request, service_fn};
+use sluice_shared::api::Api;
+use sluice_shared::config::{LambdaConfig, build_runtime};
+use trigger::{from_api_response, into_api_request};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    lambda_http::tracing::init_default_subscriber();
+    let config = LambdaConfig::from_env().context("the trigger function cannot start")?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let api = Api::new(build_runtime(&config, &sdk).await?);
+    let api = &api;
+    lambda_http::run(service_fn(move |request: Request| async move {
+        let response = api.handle(into_api_request(request)).await;
+        Ok::<_, Error>(from_api_response(response))
+    }))
+    .await
+    .map_err(|error| anyhow::anyhow!(error))
+}

@@ -7,7 +7,7 @@ use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::respond::settled_summary;
-use crate::pending::auth;
+use crate::auth;
 use crate::error::{ApiError, json_response};
 use crate::record::{Execution, SettledResponse, StepAttempt, StepStatus, format_timestamp};
 use crate::runtime::Runtime;
@@ -33,7 +33,7 @@ pub(super) async fn get(
 /// Checks `Authorization: Bearer <project API key>`.
 pub(super) async fn authorize(runtime: &Runtime, project_id: &str, headers: &HeaderMap) -> Result<(), ApiError> {
     let invalid = || ApiError::Unauthorized("the API key is not valid for this project".into());
-    let key = auth::bearer_token(headers).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let key = auth::bearer_token(headers)?;
     let project = runtime.store.get_project(project_id).await?.ok_or_else(invalid)?;
     if auth::api_key_matches(key, &project.api_key_sha256) { Ok(()) } else { Err(invalid()) }
 }

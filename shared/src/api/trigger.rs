@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::respond::{settled_to_http, wait_for_response};
 use super::validate::violations;
-use crate::pending::auth;
+use crate::auth;
 use crate::engine::{self, Effect};
 use crate::error::{ApiError, json_response};
 use crate::messages::{DeadlineMessage, StepMessage};
@@ -36,9 +36,9 @@ pub(super) async fn handle(
     let store = &runtime.store;
     let unauthorized = || ApiError::Unauthorized("the token is not valid for this project".into());
     let project = store.get_project(project_id).await?.ok_or_else(unauthorized)?;
-    let token = auth::bearer_token(&parts.headers).map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+    let token = auth::bearer_token(&parts.headers)?;
     let user_id = auth::verify_user_token(&project.signing_public_key_pem, token)
-        .map_err(|e| ApiError::Unauthorized(e.to_string()))?;
+        ?;
     let deployment = store
         .get_deployed(project_id, workflow_id)
         .await?

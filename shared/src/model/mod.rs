@@ -270,10 +270,10 @@ impl Workflow {
                 if s.id == id {
                     return Some(s);
                 }
-                if let StepKind::Conditional(c) = &s.kind {
-                    if let Some(found) = find(&c.then, id).or_else(|| find(&c.otherwise, id)) {
-                        return Some(found);
-                    }
+                if let StepKind::Conditional(c) = &s.kind
+                    && let Some(found) = find(&c.then, id).or_else(|| find(&c.otherwise, id))
+                {
+                    return Some(found);
                 }
             }
             None

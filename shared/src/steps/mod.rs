@@ -2,18 +2,18 @@
 //! execution's variables into one [`StepAttempt`] record; none of them decides what runs
 //! next (that is the engine's job). Templating errors fail the attempt terminally.
 
-use crate::pending::request;
+pub mod request;
 mod response;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::pending::condition;
+use crate::condition;
 use crate::model::{RequestStep, Step, StepKind};
 use crate::record::{Execution, StepAttempt, StepError, StepStatus, now};
 use crate::runtime::Runtime;
-use crate::pending::template;
+use crate::template;
 
 /// A Request step's timeout when it sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);

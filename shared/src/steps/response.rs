@@ -10,7 +10,7 @@ use crate::model::ResponseStep;
 use crate::ports::FirstWrite;
 use crate::record::{Execution, HttpResponse, SettledResponse, StepError, now};
 use crate::runtime::Runtime;
-use crate::pending::template;
+use crate::template;
 
 pub(super) async fn run(
     runtime: &Runtime,

@@ -1,0 +1,198 @@
+//! Executions on DynamoDB: one partition `EXEC#<id>` holds the execution item, one item per
+//! step attempt and the settled response.
+//!
+//! Invariants: step attempts and the response are created once (`attribute_not_exists(pk)`)
+//! and never updated, so a redelivered step message reads back the attempt recorded first
+//! instead of overwriting it; the execution item leaves `running` through one UpdateItem
+//! conditioned on `#status = :running`, so exactly one finish wins.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use super::{
+    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_json, get_n, get_opt_json,
+    get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk,
+};
+use crate::ports::{ExecutionStore, FirstWrite, StoreError};
+use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
+
+fn item(attributes: Vec<(&str, AttributeValue)>) -> Item {
+    attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn parse_status(text: &str) -> Result<ExecutionStatus, StoreError> {
+    match text {
+        "running" => Ok(ExecutionStatus::Running),
+        "succeeded" => Ok(ExecutionStatus::Succeeded),
+        "failed" => Ok(ExecutionStatus::Failed),
+        other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
+    }
+}
+
+fn decode_execution(item: &Item) -> Result<Execution, StoreError> {
+    Ok(Execution {
+        id: get_s(item, "execution_id")?.to_string(),
+        project_id: get_s(item, "project_id")?.to_string(),
+        workflow_id: get_s(item, "workflow_id")?.to_string(),
+        workflow_version: get_n(item, "workflow_version")?,
+        user_id: get_s(item, "user_id")?.to_string(),
+        status: parse_status(get_s(item, "status")?)?,
+        started_at: get_ts(item, "started_at")?,
+        ended_at: get_opt_ts(item, "ended_at")?,
+        trigger: get_json(item, "trigger")?,
+        response_deadline: get_opt_ts(item, "response_deadline")?,
+        error: get_opt_json(item, "error")?,
+    })
+}
+
+impl DynamoStore {
+    async fn read_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
+        let item = self.get(execution_pk(execution_id), &step_sk(step, attempt)).await?;
+        item.map(|item| get_json(&item, "record")).transpose()
+    }
+}
+
+#[async_trait]
+impl ExecutionStore for DynamoStore {
+    async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError> {
+        let e = execution;
+        let mut attributes = vec![
+            ("pk", s(execution_pk(&e.id))),
+            ("sk", s(EXECUTION_SK)),
+            ("execution_id", s(&e.id)),
+            ("project_id", s(&e.project_id)),
+            ("workflow_id", s(&e.workflow_id)),
+            ("workflow_version", n(e.workflow_version)),
+            ("user_id", s(&e.user_id)),
+            ("status", s(e.status.as_str())),
+            ("started_at", ms(&e.started_at)),
+            ("trigger", json(&e.trigger)?),
+        ];
+        if let Some(ended_at) = &e.ended_at {
+            attributes.push(("ended_at", ms(ended_at)));
+        }
+        if let Some(deadline) = &e.response_deadline {
+            attributes.push(("response_deadline", ms(deadline)));
+        }
+        if let Some(error) = &e.error {
+            attributes.push(("error", json(error)?));
+        }
+        if self.put_new(item(attributes)).await? {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists(format!("execution {}", e.id)))
+        }
+    }
+
+    async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
+        let item = self.get(execution_pk(execution_id), EXECUTION_SK).await?;
+        item.as_ref().map(decode_execution).transpose()
+    }
+
+    async fn finish_execution(
+        &self,
+        execution_id: &str,
+        status: ExecutionStatus,
+        error: Option<&ExecutionError>,
+        ended_at: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(execution_pk(execution_id)))
+            .key("sk", s(EXECUTION_SK))
+            .condition_expression("#status = :running")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":running", s(ExecutionStatus::Running.as_str()))
+            .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":ended_at", ms(&ended_at));
+        let update = match error {
+            Some(error) => update
+                .update_expression("SET #status = :status, ended_at = :ended_at, #error = :error")
+                .expression_attribute_values(":error", json(error)?),
+            None => update.update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error"),
+        };
+        match update.send().await {
+            Ok(_) => Ok(true),
+            // Not running any more, or no such execution: the condition fails either way.
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    async fn record_step(&self, execution_id: &str, attempt: &StepAttempt) -> Result<FirstWrite<StepAttempt>, StoreError> {
+        let attributes = vec![
+            ("pk", s(execution_pk(execution_id))),
+            ("sk", s(step_sk(&attempt.step, attempt.attempt))),
+            ("step", s(&attempt.step)),
+            ("attempt", n(attempt.attempt)),
+            ("started_at", ms(&attempt.started_at)),
+            ("record", json(attempt)?),
+        ];
+        if self.put_new(item(attributes)).await? {
+            return Ok(FirstWrite::Written);
+        }
+        match self.read_step(execution_id, &attempt.step, attempt.attempt).await? {
+            Some(existing) => Ok(FirstWrite::Existing(existing)),
+            None => Err(StoreError::Backend("step record conflicted but cannot be read back".into())),
+        }
+    }
+
+    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
+        self.read_step(execution_id, step, attempt).await
+    }
+
+    async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError> {
+        let mut steps: Vec<StepAttempt> = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            // A query page stops at 1 MB: large outputs spread a history over several pages.
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .expression_attribute_values(":pk", s(execution_pk(execution_id)))
+                .expression_attribute_values(":prefix", s(STEP_PREFIX))
+                .projection_expression("#record")
+                .expression_attribute_names("#record", "record")
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in page.items.unwrap_or_default() {
+                steps.push(get_json(&item, "record")?);
+            }
+            match page.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => break,
+            }
+        }
+        steps.sort_by(|a, b| (a.started_at, &a.step, a.attempt).cmp(&(b.started_at, &b.step, b.attempt)));
+        Ok(steps)
+    }
+
+    async fn settle_response(
+        &self,
+        execution_id: &str,
+        response: &SettledResponse,
+    ) -> Result<FirstWrite<SettledResponse>, StoreError> {
+        let attributes =
+            vec![("pk", s(execution_pk(execution_id))), ("sk", s(RESPONSE_SK)), ("response", json(response)?)];
+        if self.put_new(item(attributes)).await? {
+            return Ok(FirstWrite::Written);
+        }
+        match self.get_response(execution_id).await? {
+            Some(existing) => Ok(FirstWrite::Existing(existing)),
+            None => Err(StoreError::Backend("response conflicted but cannot be read back".into())),
+        }
+    }
+
+    async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
+        let item = self.get(execution_pk(execution_id), RESPONSE_SK).await?;
+        item.map(|item| get_json(&item, "response")).transpose()
+    }
+}

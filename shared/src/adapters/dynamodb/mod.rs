@@ -1,0 +1,251 @@
+//! The AWS store: every record in one DynamoDB table with string keys `pk`/`sk` (see
+//! `infra/dynamodb.md` for the item types and access patterns).
+//!
+//! Invariants: every create-once item is written with `attribute_not_exists(pk)` and a failed
+//! condition becomes `FirstWrite::Existing` / `StoreError::AlreadyExists` at the call site,
+//! never a generic error; every read is strongly consistent, because each one either follows
+//! a write of the same flow (possibly in another Lambda a few milliseconds earlier) or decides
+//! what happens next; documents (definitions, trigger data, step records, responses) are JSON
+//! text in `S` attributes: schema-free, converted once with serde, and small enough (the API
+//! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB.
+
+mod executions;
+mod workflows;
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+};
+use chrono::DateTime;
+
+use crate::ports::StoreError;
+use crate::record::Timestamp;
+
+/// A DynamoDB item as the SDK sees it.
+type Item = HashMap<String, AttributeValue>;
+
+/// `ProjectStore`, `WorkflowStore` and `ExecutionStore` over one DynamoDB table.
+#[derive(Debug, Clone)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+}
+
+impl DynamoStore {
+    /// A store over `table`, which must exist with the key schema of [`create_table`].
+    pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
+        DynamoStore { client, table: table.into() }
+    }
+
+    /// Reads one item with a strongly consistent read.
+    async fn get(&self, pk: String, sk: &str) -> Result<Option<Item>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", AttributeValue::S(pk))
+            .key("sk", AttributeValue::S(sk.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        Ok(output.item)
+    }
+
+    /// Puts `item` unless an item with its key exists. Returns false if one did.
+    async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend("PutItem", e)),
+        }
+    }
+}
+
+/// Creates `table` (on-demand capacity, string keys `pk` HASH and `sk` RANGE) and waits until
+/// it is active. Succeeds without change if the table already exists. For tests and local use;
+/// deployed stacks get their table from `template.yaml`.
+pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
+    let key = |name: &str, key_type: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(key_type)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))
+    };
+    let attribute = |name: &str| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(ScalarAttributeType::S)
+            .build()
+            .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))
+    };
+    let result = client
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(attribute("pk")?)
+        .attribute_definitions(attribute("sk")?)
+        .key_schema(key("pk", KeyType::Hash)?)
+        .key_schema(key("sk", KeyType::Range)?)
+        .send()
+        .await;
+    match result {
+        Ok(_) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) => return Err(backend("CreateTable", e)),
+    }
+    // DynamoDB takes a few seconds to activate a table (local servers: none).
+    for _ in 0..120 {
+        let described = client.describe_table().table_name(table).send().await.map_err(|e| backend("DescribeTable", e))?;
+        if described.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err(StoreError::Backend(format!("table {table} did not become active within 60 s")))
+}
+
+fn backend<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
+where
+    E: std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    StoreError::Backend(format!("DynamoDB {operation}: {}", DisplayErrorContext(&e)))
+}
+
+// Keys. Workflow ids are `[a-z0-9][a-z0-9-]*` (no `#`); numbers are zero-padded to 10 digits
+// (u32::MAX has 10) so that string order is numeric order within a partition.
+
+fn project_pk(project_id: &str) -> String {
+    format!("PROJECT#{project_id}")
+}
+
+const PROJECT_SK: &str = "PROJECT";
+
+fn version_prefix(workflow_id: &str) -> String {
+    format!("WORKFLOW#{workflow_id}#V#")
+}
+
+fn version_sk(workflow_id: &str, version: u32) -> String {
+    format!("WORKFLOW#{workflow_id}#V#{version:010}")
+}
+
+fn deployed_sk(workflow_id: &str) -> String {
+    format!("WORKFLOW#{workflow_id}#DEPLOYED")
+}
+
+fn execution_pk(execution_id: &str) -> String {
+    format!("EXEC#{execution_id}")
+}
+
+const EXECUTION_SK: &str = "EXEC";
+const RESPONSE_SK: &str = "RESPONSE";
+const STEP_PREFIX: &str = "STEP#";
+
+fn step_sk(step: &str, attempt: u32) -> String {
+    format!("{STEP_PREFIX}{step}#{attempt:010}")
+}
+
+// Attribute values.
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn ms(t: &Timestamp) -> AttributeValue {
+    n(t.timestamp_millis())
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<AttributeValue, StoreError> {
+    serde_json::to_string(value).map(AttributeValue::S).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+}
+
+fn get_opt_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::S(text)) => Ok(Some(text)),
+        Some(_) => Err(StoreError::Corrupt(format!("attribute {name} is not a string"))),
+    }
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    get_opt_s(item, name)?.ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
+}
+
+fn get_opt_n<T: FromStr>(item: &Item, name: &str) -> Result<Option<T>, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(None),
+        Some(AttributeValue::N(text)) => {
+            text.parse().map(Some).map_err(|_| StoreError::Corrupt(format!("attribute {name} is not a valid number: {text}")))
+        }
+        Some(_) => Err(StoreError::Corrupt(format!("attribute {name} is not a number"))),
+    }
+}
+
+fn get_n<T: FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
+    get_opt_n(item, name)?.ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
+}
+
+fn to_timestamp(ms: i64) -> Result<Timestamp, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
+}
+
+fn get_ts(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
+    to_timestamp(get_n(item, name)?)
+}
+
+fn get_opt_ts(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> {
+    get_opt_n(item, name)?.map(to_timestamp).transpose()
+}
+
+fn get_json<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T, StoreError> {
+    serde_json::from_str(get_s(item, name)?).map_err(|e| StoreError::Corrupt(format!("attribute {name}: {e}")))
+}
+
+fn get_opt_json<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<Option<T>, StoreError> {
+    get_opt_s(item, name)?
+        .map(|text| serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("attribute {name}: {e}"))))
+        .transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sort_keys_order_numerically() {
+        assert!(version_sk("wf", 9) < version_sk("wf", 10));
+        assert!(step_sk("a", 2) < step_sk("a", 11));
+        assert_eq!(step_sk("fetch", 3), "STEP#fetch#0000000003");
+        assert_eq!(version_sk("wf", u32::MAX).len(), version_sk("wf", 1).len());
+        assert!(version_sk("wf", 1).starts_with(&version_prefix("wf")));
+        assert!(!version_sk("wf-2", 1).starts_with(&version_prefix("wf")));
+    }
+
+    #[test]
+    fn wrong_attribute_types_are_corrupt() {
+        let item: Item = [("a".to_string(), n(1)), ("b".to_string(), s("x"))].into_iter().collect();
+        assert!(matches!(get_s(&item, "a"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(get_n::<u32>(&item, "b"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(get_s(&item, "missing"), Err(StoreError::Corrupt(_))));
+        assert_eq!(get_opt_s(&item, "missing").expect("optional"), None);
+    }
+}

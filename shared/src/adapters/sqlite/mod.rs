@@ -1,0 +1,257 @@
+//! The embedded backend: one SQLite database holds projects, workflow versions, executions,
+//! step records, settled responses and both queues (with their dead letters).
+//!
+//! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
+//! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
+//! migrations keyed on `PRAGMA user_version` before any other statement runs; timestamps are
+//! integer milliseconds since the epoch and JSON values are stored as TEXT, so everything
+//! round-trips exactly.
+
+mod queue;
+mod store;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::DateTime;
+use rusqlite::{Connection, TransactionBehavior};
+use tokio::sync::Notify;
+
+use crate::ports::StoreError;
+use crate::record::Timestamp;
+
+/// How many times a message may be received before it moves to the dead letters.
+pub const DEFAULT_MAX_RECEIVES: u32 = 5;
+
+/// How long a writer waits for another connection's lock on the database file.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Schema migrations, applied in order; `PRAGMA user_version` is how many have been applied.
+/// Never edit a published entry: add a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE projects (
+    id                     TEXT PRIMARY KEY,
+    signing_public_key_pem TEXT NOT NULL,
+    api_key_sha256         TEXT NOT NULL,
+    created_at_ms          INTEGER NOT NULL
+);
+CREATE TABLE workflow_versions (
+    project_id     TEXT NOT NULL,
+    workflow_id    TEXT NOT NULL,
+    version        INTEGER NOT NULL,
+    definition     TEXT NOT NULL,
+    deployed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, workflow_id, version)
+);
+CREATE TABLE deployed (
+    project_id  TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    PRIMARY KEY (project_id, workflow_id),
+    FOREIGN KEY (project_id, workflow_id, version)
+        REFERENCES workflow_versions (project_id, workflow_id, version)
+);
+CREATE TABLE executions (
+    id                   TEXT PRIMARY KEY,
+    project_id           TEXT NOT NULL,
+    workflow_id          TEXT NOT NULL,
+    workflow_version     INTEGER NOT NULL,
+    user_id              TEXT NOT NULL,
+    status               TEXT NOT NULL,
+    started_at_ms        INTEGER NOT NULL,
+    ended_at_ms          INTEGER,
+    trigger              TEXT NOT NULL,
+    response_deadline_ms INTEGER,
+    error                TEXT
+);
+CREATE TABLE step_attempts (
+    execution_id  TEXT NOT NULL,
+    step          TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    input         TEXT NOT NULL,
+    output        TEXT,
+    error         TEXT,
+    started_at_ms INTEGER NOT NULL,
+    ended_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (execution_id, step, attempt)
+);
+CREATE TABLE responses (
+    execution_id TEXT PRIMARY KEY,
+    response     TEXT NOT NULL
+);
+CREATE TABLE messages (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    visible_at_ms INTEGER NOT NULL,
+    receipt       TEXT,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    sent_at_ms    INTEGER NOT NULL
+);
+CREATE INDEX messages_by_visibility ON messages (queue, visible_at_ms, id);
+CREATE UNIQUE INDEX messages_by_receipt ON messages (receipt);
+CREATE TABLE dead_letters (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    queue         TEXT NOT NULL,
+    body          TEXT NOT NULL,
+    receive_count INTEGER NOT NULL,
+    sent_at_ms    INTEGER NOT NULL,
+    dead_at_ms    INTEGER NOT NULL
+);
+CREATE INDEX dead_letters_by_queue ON dead_letters (queue, id);
+"#];
+
+/// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
+/// `ExecutionStore` and `Queue` over one SQLite database. Cheap to clone (shared connection).
+#[derive(Clone)]
+pub struct Sqlite {
+    conn: Arc<Mutex<Connection>>,
+    /// Woken whenever a message is sent, so long-polling receivers return at once.
+    sent: Arc<Notify>,
+    max_receives: u32,
+}
+
+impl std::fmt::Debug for Sqlite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sqlite").field("max_receives", &self.max_receives).finish_non_exhaustive()
+    }
+}
+
+impl Sqlite {
+    /// Opens (creating it and its parent folders if needed) the database file at `path`, in
+    /// WAL mode with a busy timeout and foreign keys on, and migrates its schema.
+    pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", parent.display())))?;
+        }
+        let conn = Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+        let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(backend)?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Backend(format!("{} refused WAL mode (journal_mode is {mode})", path.display())));
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
+        Sqlite::from_connection(conn)
+    }
+
+    /// A private database in memory, gone when the last clone is dropped (tests, demos).
+    pub fn in_memory() -> Result<Sqlite, StoreError> {
+        let conn = Connection::open_in_memory().map_err(backend)?;
+        Sqlite::from_connection(conn)
+    }
+
+    /// Sets how many times a message may be received; the receive after that moves it to the
+    /// dead letters instead of delivering it (SQS's `maxReceiveCount`). Default 5; at least 1.
+    pub fn with_max_receives(mut self, max_receives: u32) -> Sqlite {
+        self.max_receives = max_receives.max(1);
+        self
+    }
+
+    fn from_connection(mut conn: Connection) -> Result<Sqlite, StoreError> {
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
+        migrate(&mut conn)?;
+        Ok(Sqlite { conn: Arc::new(Mutex::new(conn)), sent: Arc::new(Notify::new()), max_receives: DEFAULT_MAX_RECEIVES })
+    }
+
+    /// Runs `f` with the connection on a blocking thread.
+    async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| StoreError::Backend("the SQLite connection lock is poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| StoreError::Backend(format!("SQLite task failed: {e}")))?
+    }
+}
+
+/// Applies the migrations the database has not seen yet, each in its own transaction.
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
+    let known = MIGRATIONS.len() as i64;
+    if applied > known {
+        return Err(StoreError::Corrupt(format!(
+            "the database schema is version {applied}, newer than this build of Sluice knows ({known})"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(0)) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {} failed: {e}", index + 1)))?;
+        tx.pragma_update(None, "user_version", index as i64 + 1).map_err(backend)?;
+        tx.commit().map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(format!("SQLite: {e}"))
+}
+
+fn to_ms(t: &Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(ms: i64) -> Result<Timestamp, StoreError> {
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Whole milliseconds in `d`, rounded up (so a delay is never shortened), saturating.
+fn ceil_ms(d: Duration) -> i64 {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    i64::try_from(ms).unwrap_or(i64::MAX)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_idempotent_on_reopen() {
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("nested").join("db.sqlite");
+        drop(Sqlite::open(&path).expect("first open"));
+        drop(Sqlite::open(&path).expect("second open"));
+        let conn = Connection::open(&path).expect("raw open");
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn newer_schema_is_refused() {
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("db.sqlite");
+        drop(Sqlite::open(&path).expect("open"));
+        let conn = Connection::open(&path).expect("raw open");
+        conn.pragma_update(None, "user_version", 999).expect("bump");
+        drop(conn);
+        assert!(matches!(Sqlite::open(&path), Err(StoreError::Corrupt(_))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn delays_round_up_to_milliseconds() {
+        assert_eq!(ceil_ms(Duration::from_micros(1)), 1);
+        assert_eq!(ceil_ms(Duration::from_millis(1500)), 1500);
+        assert_eq!(ceil_ms(Duration::ZERO), 0);
+    }
+}

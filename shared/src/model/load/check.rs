@@ -1,0 +1,312 @@
+//! The validation walk over a raw workflow document: top level and trigger here, steps in
+//! [`super::steps`], `{{...}}` references in [`super::refs`].
+//!
+//! Invariant: the walk never stops at the first problem; it records `(path, message)` for
+//! every problem it finds, step by step in document order, and only descends into values whose shape it
+//! has confirmed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+use crate::model::duration::DurationSpec;
+use crate::template::kind;
+
+/// Workflow ids: `[a-z0-9][a-z0-9-]*`, at most 64 characters.
+static WORKFLOW_ID: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new("^[a-z0-9][a-z0-9-]*$").ok());
+pub(super) const MAX_WORKFLOW_ID_LEN: usize = 64;
+
+const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps"];
+const TRIGGER_TYPES: &[&str] = &[
+    "request",
+    "app_event",
+    "webhook",
+    "integration_enabled",
+    "schedule",
+];
+const JSON_TYPES: &[&str] = &["string", "number", "boolean", "object", "array"];
+
+/// Collects problems while walking one document.
+pub(super) struct Checker {
+    pub(super) problems: Vec<(String, String)>,
+    /// Every step id of the workflow (valid ones), to tell "no such step" from "not before".
+    pub(super) known_steps: HashSet<String>,
+    /// Step id → path of its first `id`, to report duplicates.
+    pub(super) first_seen: HashMap<String, String>,
+}
+
+/// Every problem of the workflow document `value`, as `(path, message)`.
+pub(super) fn check_workflow(value: &Value) -> Vec<(String, String)> {
+    let mut checker = Checker {
+        problems: Vec::new(),
+        known_steps: HashSet::new(),
+        first_seen: HashMap::new(),
+    };
+    checker.workflow(value);
+    checker.problems
+}
+
+impl Checker {
+    pub(super) fn problem(&mut self, path: &str, message: impl Into<String>) {
+        self.problems.push((path.to_string(), message.into()));
+    }
+
+    /// The mapping at `path`, or a problem saying what `what` must be.
+    pub(super) fn mapping<'v>(
+        &mut self,
+        value: &'v Value,
+        path: &str,
+        what: &str,
+    ) -> Option<&'v Map<String, Value>> {
+        match value {
+            Value::Object(map) => Some(map),
+            other => {
+                self.problem(
+                    path,
+                    format!("{what} must be a mapping, not {}", kind(other)),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports every key of `map` that is not in `allowed`.
+    pub(super) fn only_keys(&mut self, map: &Map<String, Value>, path: &str, allowed: &[&str]) {
+        for key in map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                self.problem(
+                    &key_path(path, key),
+                    format!("unknown key `{key}` (allowed here: {})", allowed.join(", ")),
+                );
+            }
+        }
+    }
+
+    pub(super) fn string<'v>(&mut self, value: &'v Value, path: &str) -> Option<&'v str> {
+        match value {
+            Value::String(text) => Some(text),
+            other => {
+                self.problem(path, format!("must be a string, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    pub(super) fn boolean(&mut self, value: &Value, path: &str) {
+        if !value.is_boolean() {
+            self.problem(path, format!("must be true or false, not {}", kind(value)));
+        }
+    }
+
+    /// A duration such as `10s`, at most `max_minutes` minutes; `positive` rejects zero.
+    pub(super) fn duration(&mut self, value: &Value, path: &str, max_minutes: u64, positive: bool) {
+        let Some(text) = self.string(value, path) else {
+            return;
+        };
+        match text.parse::<DurationSpec>() {
+            Err(e) => self.problem(path, e.to_string()),
+            Ok(spec) if spec.duration() > Duration::from_secs(max_minutes * 60) => {
+                self.problem(
+                    path,
+                    format!("`{text}` is too long: at most {max_minutes}m"),
+                );
+            }
+            Ok(spec) if positive && spec.duration().is_zero() => {
+                self.problem(path, "must be longer than 0")
+            }
+            Ok(_) => {}
+        }
+    }
+
+    fn workflow(&mut self, value: &Value) {
+        let Value::Object(map) = value else {
+            self.problem(
+                "",
+                format!(
+                    "the top level must be a mapping with `id`, `trigger` and `steps`, not {}",
+                    kind(value)
+                ),
+            );
+            return;
+        };
+        self.only_keys(map, "", TOP_KEYS);
+        match map.get("id") {
+            None => self.problem("id", "`id` is required"),
+            Some(id) => self.workflow_id(id),
+        }
+        if let Some(name) = map.get("name") {
+            self.string(name, "name");
+        }
+        match map.get("trigger") {
+            None => self.problem("trigger", "`trigger` is required"),
+            Some(trigger) => self.trigger(trigger),
+        }
+        match map.get("steps") {
+            None => self.problem(
+                "steps",
+                "`steps` is required: a workflow needs at least one step",
+            ),
+            Some(steps) => self.workflow_steps(steps),
+        }
+    }
+
+    fn workflow_id(&mut self, value: &Value) {
+        let Some(id) = self.string(value, "id") else {
+            return;
+        };
+        if id.len() > MAX_WORKFLOW_ID_LEN {
+            self.problem(
+                "id",
+                format!(
+                    "`{id}` is {} characters long; at most {MAX_WORKFLOW_ID_LEN}",
+                    id.len()
+                ),
+            );
+        }
+        if !WORKFLOW_ID.as_ref().is_some_and(|re| re.is_match(id)) {
+            self.problem(
+                "id",
+                format!("`{id}` is not a valid workflow id: use lowercase letters, digits and `-`, starting with a letter or digit"),
+            );
+        }
+    }
+
+    fn trigger(&mut self, value: &Value) {
+        let Some(map) = self.mapping(value, "trigger", "`trigger`") else {
+            return;
+        };
+        let Some(kind_value) = map.get("type") else {
+            self.problem("trigger.type", "`type` is required (supported: request)");
+            return;
+        };
+        let Some(trigger_type) = self.string(kind_value, "trigger.type") else {
+            return;
+        };
+        match trigger_type {
+            "request" => {
+                self.only_keys(map, "trigger", &["type", "validate"]);
+                if let Some(validate) = map.get("validate") {
+                    self.validate(validate);
+                }
+            }
+            other if TRIGGER_TYPES.contains(&other) => {
+                self.problem(
+                    "trigger.type",
+                    format!("trigger type `{other}` is not supported yet (supported: request)"),
+                );
+            }
+            other => self.problem(
+                "trigger.type",
+                format!(
+                    "unknown trigger type `{other}` (valid: {})",
+                    TRIGGER_TYPES.join(", ")
+                ),
+            ),
+        }
+    }
+
+    fn validate(&mut self, value: &Value) {
+        let path = "trigger.validate";
+        let Some(map) = self.mapping(value, path, "`validate`") else {
+            return;
+        };
+        self.only_keys(map, path, &["query", "headers", "body"]);
+        if let Some(query) = map.get("query") {
+            self.validate_query(query);
+        }
+        if let Some(headers) = map.get("headers") {
+            let path = "trigger.validate.headers";
+            if let Some(headers) = self.mapping(headers, path, "`headers`") {
+                for (name, expected) in headers {
+                    if !expected.is_string() {
+                        self.problem(
+                            &key_path(path, name),
+                            format!("must be a string (the exact value of the header), not {}; quote it", kind(expected)),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(body) = map.get("body") {
+            let path = "trigger.validate.body";
+            if let Some(body) = self.mapping(body, path, "`body`") {
+                for (field, expected) in body {
+                    let field_path = key_path(path, field);
+                    let Some(type_name) = self.string(expected, &field_path) else {
+                        continue;
+                    };
+                    if !JSON_TYPES.contains(&type_name) {
+                        self.problem(
+                            &field_path,
+                            format!(
+                                "`{type_name}` is not a JSON type (use {})",
+                                JSON_TYPES.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn validate_query(&mut self, value: &Value) {
+        let path = "trigger.validate.query";
+        let Some(map) = self.mapping(value, path, "`query`") else {
+            return;
+        };
+        self.only_keys(map, path, &["required"]);
+        let Some(required) = map.get("required") else {
+            return;
+        };
+        let path = "trigger.validate.query.required";
+        let Value::Array(names) = required else {
+            self.problem(
+                path,
+                format!("must be a list of parameter names, not {}", kind(required)),
+            );
+            return;
+        };
+        for (i, name) in names.iter().enumerate() {
+            self.string(name, &index_path(path, i));
+        }
+    }
+}
+
+/// `parent.key`; keys that are not plain names are quoted: `parent["a b"]`.
+pub(super) fn key_path(parent: &str, key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    match (parent.is_empty(), plain) {
+        (true, true) => key.to_string(),
+        (false, true) => format!("{parent}.{key}"),
+        (_, false) => format!("{parent}[{}]", Value::String(key.to_string())),
+    }
+}
+
+/// `parent[index]`.
+pub(super) fn index_path(parent: &str, index: usize) -> String {
+    format!("{parent}[{index}]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plain_keys_join_with_dots_and_others_are_quoted() {
+        assert_eq!(key_path("", "id"), "id");
+        assert_eq!(key_path("steps[0]", "url"), "steps[0].url");
+        assert_eq!(
+            key_path("trigger.validate.headers", "x-source"),
+            "trigger.validate.headers.x-source"
+        );
+        assert_eq!(key_path("steps[0].body", "a b"), "steps[0].body[\"a b\"]");
+        assert_eq!(index_path("steps[1].then", 0), "steps[1].then[0]");
+    }
+}

@@ -1,0 +1,130 @@
+//! Checks of `{{...}}` expressions inside step values.
+//!
+//! Invariant: every string that contains `{{` or `}}` is parsed; each expression's root is a
+//! known variable, and every `steps.ID` reference names a step that certainly ran before
+//! the step using it (see [`super::steps`] for how that set is built).
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use super::check::{Checker, index_path, key_path};
+use crate::template::{PathExpr, Segment, Template};
+
+const ROOTS: &[&str] = &[
+    "trigger",
+    "steps",
+    "settings",
+    "user",
+    "execution",
+    "workflow",
+];
+const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload"];
+
+/// What a step may refer to.
+pub(super) struct Scope<'a> {
+    /// Ids of the steps that certainly ran before this one.
+    pub(super) ran_before: &'a HashSet<String>,
+    /// The id of the step being checked (for messages).
+    pub(super) current: &'a str,
+}
+
+impl Checker {
+    /// Checks every string inside `value` (object values and array items, not keys).
+    pub(super) fn templates(&mut self, value: &Value, path: &str, scope: &Scope) {
+        match value {
+            Value::String(text) => self.template_string(text, path, scope),
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.templates(item, &index_path(path, i), scope);
+                }
+            }
+            Value::Object(map) => {
+                for (key, item) in map {
+                    self.templates(item, &key_path(path, key), scope);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn template_string(&mut self, text: &str, path: &str, scope: &Scope) {
+        if !text.contains("{{") && !text.contains("}}") {
+            return;
+        }
+        match Template::parse(text) {
+            Err(e) => self.problem(path, e.to_string()),
+            Ok(template) => {
+                for expr in template.expressions() {
+                    if let Some(message) = self.reference_problem(expr, scope) {
+                        self.problem(path, format!("`{{{{{expr}}}}}`: {message}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Why `expr` cannot be used here, if it cannot.
+    fn reference_problem(&self, expr: &PathExpr, scope: &Scope) -> Option<String> {
+        let root = expr.root().unwrap_or_default();
+        match root {
+            "trigger" => match expr.segments.get(1) {
+                None => None,
+                Some(Segment::Key(part)) if TRIGGER_PARTS.contains(&part.as_str()) => None,
+                Some(_) => Some(format!(
+                    "`{}` does not exist (use trigger.body, trigger.query, trigger.headers or trigger.payload)",
+                    prefix(expr, 2)
+                )),
+            },
+            "steps" => self.step_reference_problem(expr, scope),
+            "settings" => None,
+            "user" | "execution" | "workflow" => {
+                let only_id = expr.segments.len() == 2 && expr.key_at(1) == Some("id");
+                (!only_id).then(|| format!("only `{root}.id` is available"))
+            }
+            "item" | "index" => Some(format!(
+                "`{root}` is only available inside a fan-out branch"
+            )),
+            other => Some(format!(
+                "unknown variable `{other}` (available: {})",
+                ROOTS.join(", ")
+            )),
+        }
+    }
+
+    fn step_reference_problem(&self, expr: &PathExpr, scope: &Scope) -> Option<String> {
+        let Some(id) = expr.key_at(1) else {
+            return Some(
+                "write `steps.<step id>.output` to use an earlier step's output".to_string(),
+            );
+        };
+        if !matches!(expr.key_at(2), Some("output" | "error")) {
+            return Some(format!(
+                "`steps.{id}` must be followed by `.output` or `.error`"
+            ));
+        }
+        if !self.known_steps.contains(id) {
+            return Some(format!("no step `{id}`"));
+        }
+        if id == scope.current {
+            return Some(format!(
+                "step `{id}` does not run before `{id}` (a step cannot use its own output)"
+            ));
+        }
+        if !scope.ran_before.contains(id) {
+            return Some(format!(
+                "step `{id}` does not run before `{}`",
+                scope.current
+            ));
+        }
+        None
+    }
+}
+
+/// The first `len` segments of `expr`, as text.
+fn prefix(expr: &PathExpr, len: usize) -> String {
+    PathExpr {
+        segments: expr.segments.iter().take(len).cloned().collect(),
+    }
+    .to_string()
+}

@@ -1,0 +1,219 @@
+//! Runs the conformance suites (`sluice_shared::conformance`) against every adapter: SQLite in
+//! memory and on a file, and DynamoDB + SQS on the local AWS-API server named by
+//! `SLUICE_AWS_ENDPOINT` (start it with `infra/moto.sh start`). Without that variable the AWS
+//! tests print a notice and pass, unless `SLUICE_REQUIRE_AWS=1`, which makes them fail.
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use std::path::PathBuf;
+    use std::time::{Duration, Instant};
+
+    use sluice_shared::adapters::sqlite::Sqlite;
+    use sluice_shared::conformance::{queue_suite, store_suite};
+    use sluice_shared::ports::{Outgoing, Queue, QueueName};
+
+    /// A temporary folder removed on drop.
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new() -> TempDir {
+            TempDir(std::env::temp_dir().join(format!("sluice-conformance-{}", uuid::Uuid::new_v4().simple())))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            if let Err(e) = std::fs::remove_dir_all(&self.0) {
+                eprintln!("cannot remove {}: {e}", self.0.display());
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_store_conforms() {
+        store_suite(&Sqlite::in_memory().expect("in-memory database")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_queue_conforms() {
+        queue_suite(&Sqlite::in_memory().expect("in-memory database")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_store_conforms() {
+        let dir = TempDir::new();
+        store_suite(&Sqlite::open(&dir.0.join("nested/sluice.db")).expect("database file")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_queue_conforms() {
+        let dir = TempDir::new();
+        queue_suite(&Sqlite::open(&dir.0.join("sluice.db")).expect("database file")).await;
+    }
+
+    fn message(body: &str) -> Outgoing {
+        Outgoing { body: body.to_string(), delay: Duration::ZERO }
+    }
+
+    #[tokio::test]
+    async fn message_received_more_than_max_receives_goes_to_dead_letters() {
+        let db = Sqlite::in_memory().expect("database").with_max_receives(2);
+        db.send(QueueName::Steps, message("poison")).await.expect("send");
+        db.send(QueueName::Responses, message("other queue")).await.expect("send");
+        for expected in 1..=2 {
+            let got = db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
+            assert_eq!(got.len(), 1, "receive {expected}: one delivery even with a zero visibility");
+            assert_eq!((got[0].body.as_str(), got[0].receive_count), ("poison", expected));
+        }
+        let third = db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
+        assert!(third.is_empty(), "the third receive dead-letters it: {third:?}");
+        assert_eq!(db.dead_letters(QueueName::Steps).await.expect("dead letters"), vec!["poison".to_string()]);
+        assert!(db.dead_letters(QueueName::Responses).await.expect("dead letters").is_empty());
+        let other = db.receive(QueueName::Responses, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
+        assert_eq!(other.len(), 1, "the other queue is untouched");
+    }
+
+    #[tokio::test]
+    async fn dead_letters_make_room_for_live_messages_in_the_same_receive() {
+        let db = Sqlite::in_memory().expect("database").with_max_receives(1);
+        db.send(QueueName::Steps, message("first")).await.expect("send");
+        let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::ZERO).await.expect("receive");
+        assert_eq!(got.len(), 1);
+        db.send(QueueName::Steps, message("second")).await.expect("send");
+        let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::from_secs(30)).await.expect("receive");
+        let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
+        assert_eq!(bodies, ["second"]);
+        assert_eq!(db.dead_letters(QueueName::Steps).await.expect("dead letters"), vec!["first".to_string()]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn long_poll_wakes_when_a_message_is_sent() {
+        let db = Sqlite::in_memory().expect("database");
+        let sender = db.clone();
+        let send = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            sender.send(QueueName::Steps, message("wake up")).await.expect("send");
+        });
+        let start = Instant::now();
+        let got = db.receive(QueueName::Steps, 10, Duration::from_secs(10), Duration::from_secs(30)).await.expect("receive");
+        assert_eq!(got.len(), 1);
+        assert!(start.elapsed() < Duration::from_secs(2), "woke after {:?}", start.elapsed());
+        send.await.expect("sender task");
+    }
+
+    #[tokio::test]
+    async fn sub_second_delays_are_honoured_to_the_millisecond() {
+        let db = Sqlite::in_memory().expect("database");
+        let start = Instant::now();
+        db.send(QueueName::Steps, Outgoing { body: "soon".into(), delay: Duration::from_millis(300) }).await.expect("send");
+        let got = db.receive(QueueName::Steps, 10, Duration::from_secs(5), Duration::from_secs(30)).await.expect("receive");
+        let at = start.elapsed();
+        assert_eq!(got.len(), 1);
+        assert!(at >= Duration::from_millis(300) && at < Duration::from_millis(900), "delivered after {at:?}");
+    }
+
+    #[tokio::test]
+    async fn two_handles_on_one_file_share_the_queue() {
+        let dir = TempDir::new();
+        let path = dir.0.join("sluice.db");
+        let (a, b) = (Sqlite::open(&path).expect("open a"), Sqlite::open(&path).expect("open b"));
+        a.send(QueueName::Steps, message("across")).await.expect("send");
+        let got = b.receive(QueueName::Steps, 10, Duration::from_secs(2), Duration::from_secs(30)).await.expect("receive");
+        assert_eq!(got.len(), 1);
+        b.ack(QueueName::Steps, &got[0].receipt).await.expect("ack");
+        let rest = a.receive(QueueName::Steps, 10, Duration::ZERO, Duration::from_secs(30)).await.expect("receive");
+        assert!(rest.is_empty());
+    }
+}
+
+#[cfg(feature = "aws")]
+mod aws {
+    use std::time::Duration;
+
+    use aws_config::{BehaviorVersion, Region, SdkConfig};
+    use aws_sdk_sqs::types::MessageSystemAttributeName;
+    use sluice_shared::adapters::dynamodb::{self, DynamoStore};
+    use sluice_shared::adapters::sqs::{self, SqsQueue};
+    use sluice_shared::conformance::{queue_suite, store_suite};
+    use sluice_shared::ports::{Outgoing, Queue, QueueName};
+
+    /// The local AWS-API server, or None (the test passes with a notice) unless required.
+    fn endpoint(test: &str) -> Option<String> {
+        match std::env::var("SLUICE_AWS_ENDPOINT") {
+            Ok(endpoint) if !endpoint.is_empty() => Some(endpoint),
+            _ if std::env::var("SLUICE_REQUIRE_AWS").as_deref() == Ok("1") => {
+                panic!("SLUICE_REQUIRE_AWS=1 but SLUICE_AWS_ENDPOINT is not set: run `infra/moto.sh start` and export it")
+            }
+            _ => {
+                eprintln!("skipped {test}: SLUICE_AWS_ENDPOINT is not set (run `infra/moto.sh start`)");
+                None
+            }
+        }
+    }
+
+    async fn sdk_config(endpoint: &str) -> SdkConfig {
+        let credentials = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "sluice-conformance");
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(endpoint)
+            .region(Region::new("us-east-1"))
+            .credentials_provider(credentials)
+            .load()
+            .await
+    }
+
+    fn unique() -> String {
+        uuid::Uuid::new_v4().simple().to_string()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_store_conforms() {
+        let Some(endpoint) = endpoint("dynamodb_store_conforms") else { return };
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+        let table = format!("sluice-conformance-{}", unique());
+        dynamodb::create_table(&client, &table).await.expect("create table");
+        dynamodb::create_table(&client, &table).await.expect("creating an existing table is a no-op");
+        store_suite(&DynamoStore::new(client.clone(), table.clone())).await;
+        client.delete_table().table_name(&table).send().await.expect("delete table");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqs_queue_conforms() {
+        let Some(endpoint) = endpoint("sqs_queue_conforms") else { return };
+        let client = aws_sdk_sqs::Client::new(&sdk_config(&endpoint).await);
+        let prefix = format!("conformance-{}", unique());
+        let (steps, responses) = sqs::create_queues(&client, &prefix, 5).await.expect("create queues");
+        let again = sqs::create_queues(&client, &prefix, 5).await.expect("creating existing queues is a no-op");
+        assert_eq!(again, (steps.clone(), responses.clone()));
+        queue_suite(&SqsQueue::new(client, steps, responses)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqs_message_received_more_than_max_receives_goes_to_the_dlq() {
+        let Some(endpoint) = endpoint("sqs_message_received_more_than_max_receives_goes_to_the_dlq") else { return };
+        let client = aws_sdk_sqs::Client::new(&sdk_config(&endpoint).await);
+        let prefix = format!("conformance-{}", unique());
+        let (steps, responses) = sqs::create_queues(&client, &prefix, 2).await.expect("create queues");
+        let queue = SqsQueue::new(client.clone(), steps, responses);
+        queue.send(QueueName::Steps, Outgoing { body: "poison".into(), delay: Duration::ZERO }).await.expect("send");
+        for expected in 1..=2 {
+            let got = queue.receive(QueueName::Steps, 10, Duration::from_secs(2), Duration::ZERO).await.expect("receive");
+            assert_eq!(got.len(), 1, "receive {expected}");
+            assert_eq!((got[0].body.as_str(), got[0].receive_count), ("poison", expected));
+        }
+        let third = queue.receive(QueueName::Steps, 10, Duration::from_secs(1), Duration::ZERO).await.expect("receive");
+        assert!(third.is_empty(), "the third receive moves it to the DLQ: {third:?}");
+
+        let dlq = client.get_queue_url().queue_name(format!("{prefix}-steps-dlq")).send().await.expect("DLQ URL");
+        let dead = client
+            .receive_message()
+            .queue_url(dlq.queue_url().expect("DLQ URL"))
+            .max_number_of_messages(10)
+            .wait_time_seconds(2)
+            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
+            .send()
+            .await
+            .expect("receive from the DLQ");
+        let bodies: Vec<&str> = dead.messages().iter().filter_map(|m| m.body()).collect();
+        assert_eq!(bodies, ["poison"]);
+    }
+}
