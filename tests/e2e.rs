@@ -17,19 +17,21 @@ const ENDED_WITHIN: Duration = Duration::from_secs(30);
 macro_rules! on_both_backends {
     ($($scenario:ident: $timeout:expr;)*) => {
         mod sqlite {
+            use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    let stack = super::TestStack::start(super::Backend::Sqlite, $timeout).await.expect("SQLite stack");
+                    let stack = TestStack::start(Backend::Sqlite, $timeout).await.expect("SQLite stack");
                     super::$scenario(&stack).await;
                 }
             )*
         }
         mod aws {
+            use super::*;
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $scenario() {
-                    if let Some(stack) = super::TestStack::start(super::Backend::Aws, $timeout).await {
+                    if let Some(stack) = TestStack::start(Backend::Aws, $timeout).await {
                         super::$scenario(&stack).await;
                     }
                 }

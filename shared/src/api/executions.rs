@@ -27,7 +27,11 @@ pub(super) async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("no execution `{execution_id}` in this project")))?;
     let attempts = store.list_steps(execution_id).await?;
     let response = store.get_response(execution_id).await?;
-    Ok(json_response(StatusCode::OK, &record(&execution, &attempts, response.as_ref())))
+    let deployment = store
+        .get_version(project_id, &execution.workflow_id, execution.workflow_version)
+        .await?;
+    let order = deployment.as_ref().map(|d| d.workflow.step_order()).unwrap_or_default();
+    Ok(json_response(StatusCode::OK, &record(&execution, &attempts, &order, response.as_ref())))
 }
 
 /// Checks `Authorization: Bearer <project API key>`.
@@ -38,9 +42,20 @@ pub(super) async fn authorize(runtime: &Runtime, project_id: &str, headers: &Hea
     if auth::api_key_matches(key, &project.api_key_sha256) { Ok(()) } else { Err(invalid()) }
 }
 
-/// The execution record of the workflow format document.
-pub fn record(execution: &Execution, attempts: &[StepAttempt], response: Option<&SettledResponse>) -> Value {
-    let mut order: Vec<&str> = Vec::new();
+/// The execution record of the workflow format document. Steps are listed in workflow order
+/// (`step_order`; execution order, since steps of one execution never run concurrently),
+/// then any step the workflow does not know, by start time.
+pub fn record(
+    execution: &Execution,
+    attempts: &[StepAttempt],
+    step_order: &[&str],
+    response: Option<&SettledResponse>,
+) -> Value {
+    let mut order: Vec<&str> = step_order
+        .iter()
+        .copied()
+        .filter(|id| attempts.iter().any(|a| a.step == *id))
+        .collect();
     for attempt in attempts {
         if !order.contains(&attempt.step.as_str()) {
             order.push(&attempt.step);

@@ -263,6 +263,23 @@ impl Workflow {
         any(&self.steps)
     }
 
+    /// Every step id in the order steps can run: each step, then its branches (`then`
+    /// before `else`), then the next step.
+    pub fn step_order(&self) -> Vec<&str> {
+        fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a str>) {
+            for s in steps {
+                out.push(&s.id);
+                if let StepKind::Conditional(c) = &s.kind {
+                    walk(&c.then, out);
+                    walk(&c.otherwise, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(&self.steps, &mut out);
+        out
+    }
+
     /// The step with this id, wherever it is.
     pub fn find_step(&self, id: &str) -> Option<&Step> {
         fn find<'a>(steps: &'a [Step], id: &str) -> Option<&'a Step> {

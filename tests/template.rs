@@ -1,0 +1,619 @@
+//! Checks on `template.yaml` that cfn-lint and `sam validate` do not make: the functions are
+//! cargo-lambda builds of this workspace's binaries, SQS consumers report partial batch
+//! failures and have dead-letter queues, visibility timeouts fit the consumers, every function
+//! gets exactly the environment `LambdaConfig` reads, the trigger outlives the response
+//! timeout, policies name exact resources and every reference resolves. Plus cfn-lint itself
+//! when `SLUICE_CFN_LINT` names its binary (the test script sets it).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_yaml_ng::{Mapping, Value};
+use sluice_shared::config::{
+    ENV_ALLOW_PRIVATE_NETWORK, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS,
+    ENV_STEP_QUEUE_URL, ENV_TABLE, ENV_VARS,
+};
+use sluice_shared::runner::MAX_RECEIVES;
+use sluice_shared::runtime::DEFAULT_RESPONSE_TIMEOUT;
+
+/// AWS's advice for SQS event sources: visibility timeout ≥ 6 × the function timeout.
+const VISIBILITY_FACTOR: u64 = 6;
+/// Dead-letter queues keep messages as long as SQS allows (14 days).
+const DEAD_LETTER_RETENTION_SECONDS: u64 = 14 * 24 * 3600;
+/// Lambda's default function timeout when neither the function nor Globals sets one.
+const LAMBDA_DEFAULT_TIMEOUT: u64 = 3;
+/// The trigger gives up waiting this long after the response timeout.
+const TRIGGER_GRACE_SECONDS: u64 = 1;
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the tests package is inside the workspace")
+        .to_path_buf()
+}
+
+struct Template {
+    root: Value,
+}
+
+impl Template {
+    fn load() -> Template {
+        let path = workspace_root().join("template.yaml");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let root = serde_yaml_ng::from_str(&text)
+            .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+        Template { root }
+    }
+
+    fn resources(&self) -> &Mapping {
+        self.root["Resources"]
+            .as_mapping()
+            .expect("template has Resources")
+    }
+
+    fn resources_of_type<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Value)> {
+        self.resources().iter().filter_map(move |(name, resource)| {
+            (resource["Type"].as_str() == Some(kind))
+                .then(|| (name.as_str().expect("resource names are strings"), resource))
+        })
+    }
+
+    fn functions(&self) -> Vec<(&str, &Value)> {
+        let functions: Vec<_> = self
+            .resources_of_type("AWS::Serverless::Function")
+            .collect();
+        assert!(!functions.is_empty(), "the template declares no function");
+        functions
+    }
+
+    fn resource(&self, name: &str) -> Option<&Value> {
+        self.resources().get(name)
+    }
+
+    fn globals(&self) -> &Value {
+        &self.root["Globals"]["Function"]
+    }
+
+    /// A function property, falling back to `Globals.Function`.
+    fn property<'a>(&'a self, function: &'a Value, key: &str) -> &'a Value {
+        match &function["Properties"][key] {
+            Value::Null => &self.globals()[key],
+            value => value,
+        }
+    }
+
+    fn timeout(&self, function: &Value) -> u64 {
+        match self.property(function, "Timeout") {
+            Value::Null => LAMBDA_DEFAULT_TIMEOUT,
+            value => value
+                .as_u64()
+                .expect("Timeout is a whole number of seconds"),
+        }
+    }
+
+    /// The function whose cargo-lambda binary is `binary`.
+    fn function_by_binary(&self, binary: &str) -> (&str, &Value) {
+        self.functions()
+            .into_iter()
+            .find(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str() == Some(binary))
+            .unwrap_or_else(|| panic!("no function builds the `{binary}` binary"))
+    }
+
+    /// The SQS event sources of a function: (event name, properties).
+    fn sqs_events<'a>(&self, function: &'a Value) -> Vec<(&'a str, &'a Value)> {
+        let Some(events) = function["Properties"]["Events"].as_mapping() else {
+            return Vec::new();
+        };
+        events
+            .iter()
+            .filter(|(_, event)| event["Type"].as_str() == Some("SQS"))
+            .map(|(name, event)| {
+                (
+                    name.as_str().expect("event names are strings"),
+                    &event["Properties"],
+                )
+            })
+            .collect()
+    }
+
+    /// The queue resources that some queue's RedrivePolicy targets.
+    fn dead_letter_queues(&self) -> BTreeSet<String> {
+        self.resources_of_type("AWS::SQS::Queue")
+            .filter_map(|(_, queue)| {
+                get_att(&queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
+            })
+            .map(|(target, _)| target)
+            .collect()
+    }
+}
+
+/// `!GetAtt A.B`, `!GetAtt [A, B]` or `{"Fn::GetAtt": ...}` as (A, B).
+fn get_att(value: &Value) -> Option<(String, String)> {
+    let target = match value {
+        Value::Tagged(tagged) if tagged.tag == "GetAtt" => &tagged.value,
+        Value::Mapping(map) if map.len() == 1 => map.get("Fn::GetAtt")?,
+        _ => return None,
+    };
+    match target {
+        Value::String(dotted) => dotted
+            .split_once('.')
+            .map(|(a, b)| (a.to_string(), b.to_string())),
+        Value::Sequence(parts) => match parts.as_slice() {
+            [Value::String(a), Value::String(b)] => Some((a.clone(), b.clone())),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// `!Ref A` or `{"Ref": A}` as A.
+fn reference(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
+        Value::Mapping(map) if map.len() == 1 => map.get("Ref")?.as_str(),
+        _ => None,
+    }
+}
+
+fn as_strings(value: &Value) -> Vec<&str> {
+    match value {
+        Value::String(s) => vec![s.as_str()],
+        Value::Sequence(items) => items.iter().filter_map(Value::as_str).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The bin targets of the workspace's packages, from `cargo metadata`.
+fn workspace_binaries() -> BTreeSet<String> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let output = Command::new(cargo)
+        .args([
+            "metadata",
+            "--no-deps",
+            "--format-version",
+            "1",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("run cargo metadata");
+    assert!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let metadata: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    let members: BTreeSet<&str> = metadata["workspace_members"]
+        .as_array()
+        .expect("workspace_members")
+        .iter()
+        .filter_map(serde_json::Value::as_str)
+        .collect();
+    metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .filter(|package| {
+            package["id"]
+                .as_str()
+                .is_some_and(|id| members.contains(id))
+        })
+        .flat_map(|package| package["targets"].as_array().cloned().unwrap_or_default())
+        .filter(|target| {
+            target["kind"]
+                .as_array()
+                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
+        })
+        .filter_map(|target| target["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn functions_are_cargo_lambda_builds_of_workspace_binaries() {
+    let template = Template::load();
+    let binaries = workspace_binaries();
+    for (name, function) in template.functions() {
+        let metadata = &function["Metadata"];
+        assert_eq!(
+            metadata["BuildMethod"].as_str(),
+            Some("rust-cargolambda"),
+            "{name}: Metadata.BuildMethod"
+        );
+        let binary = metadata["BuildProperties"]["Binary"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: Metadata.BuildProperties.Binary is missing"));
+        assert!(
+            binaries.contains(binary),
+            "{name}: `{binary}` is not a binary of the workspace ({binaries:?})"
+        );
+        assert_eq!(
+            template.property(function, "Runtime").as_str(),
+            Some("provided.al2023"),
+            "{name}: Runtime"
+        );
+        assert_eq!(
+            template.property(function, "Handler").as_str(),
+            Some("bootstrap"),
+            "{name}: Handler"
+        );
+        let architectures = as_strings(template.property(function, "Architectures"));
+        assert!(
+            matches!(architectures.as_slice(), ["arm64"] | ["x86_64"]),
+            "{name}: Architectures must declare one of arm64, x86_64: {architectures:?}"
+        );
+        let code_uri = template
+            .property(function, "CodeUri")
+            .as_str()
+            .unwrap_or_else(|| panic!("{name}: CodeUri is missing"));
+        let manifest = workspace_root().join(code_uri).join("Cargo.toml");
+        let manifest = std::fs::read_to_string(&manifest)
+            .unwrap_or_else(|e| panic!("{name}: CodeUri `{code_uri}` has no Cargo.toml: {e}"));
+        assert!(
+            manifest.contains("[workspace]"),
+            "{name}: CodeUri `{code_uri}` must be the workspace root"
+        );
+    }
+    let built: BTreeSet<&str> = template
+        .functions()
+        .iter()
+        .filter_map(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str())
+        .collect();
+    for expected in ["trigger", "step-runner", "response-waiter"] {
+        assert!(built.contains(expected), "no function builds `{expected}`");
+    }
+}
+
+#[test]
+fn sqs_event_sources_report_batch_item_failures() {
+    // Linters accept unknown keys here (a misspelled FunctionResponseTypes deploys silently
+    // and makes every failure retry the whole batch).
+    const KNOWN: [&str; 8] = [
+        "Queue",
+        "BatchSize",
+        "Enabled",
+        "FilterCriteria",
+        "FunctionResponseTypes",
+        "MaximumBatchingWindowInSeconds",
+        "ScalingConfig",
+        "KmsKeyArn",
+    ];
+    let template = Template::load();
+    let mut sources = 0;
+    for (name, function) in template.functions() {
+        for (event, properties) in template.sqs_events(function) {
+            sources += 1;
+            let keys = properties
+                .as_mapping()
+                .unwrap_or_else(|| panic!("{name}.{event}: no Properties"));
+            for key in keys.keys().filter_map(Value::as_str) {
+                assert!(
+                    KNOWN.contains(&key),
+                    "{name}.{event}: unknown SQS event property `{key}`"
+                );
+            }
+            assert_eq!(
+                as_strings(&properties["FunctionResponseTypes"]),
+                ["ReportBatchItemFailures"],
+                "{name}.{event}: FunctionResponseTypes"
+            );
+            let (queue, attribute) = get_att(&properties["Queue"])
+                .unwrap_or_else(|| panic!("{name}.{event}: Queue must be !GetAtt <queue>.Arn"));
+            assert_eq!(attribute, "Arn", "{name}.{event}: Queue");
+            let resource = template
+                .resource(&queue)
+                .unwrap_or_else(|| panic!("{name}.{event}: no resource `{queue}`"));
+            assert_eq!(resource["Type"].as_str(), Some("AWS::SQS::Queue"));
+        }
+    }
+    assert_eq!(sources, 2, "expected the steps and responses event sources");
+}
+
+#[test]
+fn every_queue_redrives_to_a_dead_letter_queue() {
+    let template = Template::load();
+    let dead_letter_queues = template.dead_letter_queues();
+    let mut queues = 0;
+    for (name, queue) in template.resources_of_type("AWS::SQS::Queue") {
+        let properties = &queue["Properties"];
+        if dead_letter_queues.contains(name) {
+            assert!(
+                properties["RedrivePolicy"].is_null(),
+                "{name}: a dead-letter queue must not redrive further"
+            );
+            assert_eq!(
+                properties["MessageRetentionPeriod"].as_u64(),
+                Some(DEAD_LETTER_RETENTION_SECONDS),
+                "{name}: dead-letter queues keep messages 14 days"
+            );
+            continue;
+        }
+        queues += 1;
+        let redrive = &properties["RedrivePolicy"];
+        let (target, attribute) = get_att(&redrive["deadLetterTargetArn"]).unwrap_or_else(|| {
+            panic!("{name}: RedrivePolicy.deadLetterTargetArn must be !GetAtt <dlq>.Arn")
+        });
+        assert_eq!(attribute, "Arn", "{name}: deadLetterTargetArn");
+        assert_ne!(target, name, "{name}: redrives to itself");
+        let max_receives = match &redrive["maxReceiveCount"] {
+            Value::Number(n) => n.as_u64(),
+            Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        assert_eq!(
+            max_receives,
+            Some(u64::from(MAX_RECEIVES)),
+            "{name}: maxReceiveCount must match sluice_shared::runner::MAX_RECEIVES"
+        );
+    }
+    assert_eq!(queues, 2, "expected the steps and responses queues");
+}
+
+#[test]
+fn queue_visibility_is_at_least_six_times_the_consumer_timeout() {
+    let template = Template::load();
+    for (name, function) in template.functions() {
+        let timeout = template.timeout(function);
+        for (event, properties) in template.sqs_events(function) {
+            let (queue, _) =
+                get_att(&properties["Queue"]).unwrap_or_else(|| panic!("{name}.{event}: Queue"));
+            let visibility = template
+                .resource(&queue)
+                .and_then(|q| q["Properties"]["VisibilityTimeout"].as_u64())
+                .unwrap_or(30);
+            assert!(
+                visibility >= VISIBILITY_FACTOR * timeout,
+                "{queue}: VisibilityTimeout {visibility} s < {VISIBILITY_FACTOR} × {name}'s Timeout {timeout} s"
+            );
+        }
+    }
+}
+
+#[test]
+fn functions_set_exactly_the_variables_lambda_config_reads() {
+    let template = Template::load();
+    let expected: BTreeSet<&str> = ENV_VARS.into_iter().collect();
+    for (name, function) in template.functions() {
+        let mut variables: BTreeMap<String, &Value> = BTreeMap::new();
+        for source in [
+            &template.globals()["Environment"]["Variables"],
+            &function["Properties"]["Environment"]["Variables"],
+        ] {
+            if let Some(map) = source.as_mapping() {
+                for (key, value) in map {
+                    let key = key.as_str().expect("variable names are strings");
+                    variables.insert(key.to_string(), value);
+                }
+            }
+        }
+        let names: BTreeSet<&str> = variables.keys().map(String::as_str).collect();
+        assert_eq!(names, expected, "{name}: environment variables");
+
+        let referenced = |variable: &str| {
+            reference(variables[variable])
+                .unwrap_or_else(|| panic!("{name}: {variable} must be a !Ref"))
+        };
+        let table = referenced(ENV_TABLE);
+        assert_eq!(
+            template.resource(table).and_then(|t| t["Type"].as_str()),
+            Some("AWS::DynamoDB::Table"),
+            "{name}: {ENV_TABLE}"
+        );
+        for (variable, consumer) in [
+            (ENV_STEP_QUEUE_URL, "step-runner"),
+            (ENV_RESPONSE_QUEUE_URL, "response-waiter"),
+        ] {
+            let queue = referenced(variable);
+            let (consumer_name, consumer_fn) = template.function_by_binary(consumer);
+            let consumed: Vec<String> = template
+                .sqs_events(consumer_fn)
+                .into_iter()
+                .filter_map(|(_, p)| get_att(&p["Queue"]).map(|(q, _)| q))
+                .collect();
+            assert!(
+                consumed.iter().any(|q| q == queue),
+                "{name}: {variable} names `{queue}`, which {consumer_name} does not consume ({consumed:?})"
+            );
+        }
+        for (variable, parameter) in [
+            (ENV_RESPONSE_TIMEOUT_SECONDS, "ResponseTimeoutSeconds"),
+            (ENV_ALLOW_PRIVATE_NETWORK, "AllowPrivateNetwork"),
+        ] {
+            assert_eq!(referenced(variable), parameter, "{name}: {variable}");
+        }
+    }
+}
+
+#[test]
+fn the_trigger_url_outlives_the_longest_response_timeout() {
+    let template = Template::load();
+    let parameter = &template.root["Parameters"]["ResponseTimeoutSeconds"];
+    assert_eq!(
+        parameter["Default"].as_u64(),
+        Some(DEFAULT_RESPONSE_TIMEOUT.as_secs()),
+        "ResponseTimeoutSeconds defaults to the engine's default"
+    );
+    let longest = parameter["MaxValue"]
+        .as_u64()
+        .expect("ResponseTimeoutSeconds has a MaxValue");
+    let (name, trigger) = template.function_by_binary("trigger");
+    let timeout = template.timeout(trigger);
+    assert!(
+        timeout > longest + TRIGGER_GRACE_SECONDS,
+        "{name}: Timeout {timeout} s must exceed the longest response timeout {longest} s + {TRIGGER_GRACE_SECONDS} s"
+    );
+    let url = &trigger["Properties"]["FunctionUrlConfig"];
+    assert_eq!(
+        url["AuthType"].as_str(),
+        Some("NONE"),
+        "{name}: Sluice authenticates requests itself"
+    );
+    assert_eq!(
+        url["InvokeMode"].as_str(),
+        Some("BUFFERED"),
+        "{name}: InvokeMode"
+    );
+    // API Gateway would cut synchronous callers off at 30 s, before the 542.
+    for (function, f) in template.functions() {
+        if let Some(events) = f["Properties"]["Events"].as_mapping() {
+            for event in events.values() {
+                let kind = event["Type"].as_str().unwrap_or_default();
+                assert!(
+                    kind != "Api" && kind != "HttpApi",
+                    "{function}: an API Gateway event cuts requests at 30 s; use the Function URL"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn policies_name_exact_resources() {
+    let template = Template::load();
+    for (name, function) in template.functions() {
+        let policies = function["Properties"]["Policies"]
+            .as_sequence()
+            .unwrap_or_else(|| panic!("{name}: no Policies (every function gets its own)"));
+        for policy in policies {
+            let statements = policy["Statement"].as_sequence().unwrap_or_else(|| {
+                panic!("{name}: only inline policy statements are allowed, got {policy:?}")
+            });
+            for statement in statements {
+                let sid = statement["Sid"].as_str().unwrap_or("<no Sid>");
+                assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{name}.{sid}");
+                for action in as_strings(&statement["Action"]) {
+                    assert!(
+                        !action.contains('*'),
+                        "{name}.{sid}: wildcard action `{action}`"
+                    );
+                }
+                let resources = match &statement["Resource"] {
+                    Value::Sequence(items) => items.clone(),
+                    Value::Null => panic!("{name}.{sid}: no Resource"),
+                    single => vec![single.clone()],
+                };
+                for resource in &resources {
+                    match resource {
+                        Value::String(s) => {
+                            assert!(!s.contains('*'), "{name}.{sid}: wildcard resource `{s}`")
+                        }
+                        other => {
+                            let (target, _) = get_att(other).unwrap_or_else(|| {
+                                panic!("{name}.{sid}: resources must be !GetAtt <resource>.Arn, got {other:?}")
+                            });
+                            assert!(
+                                template.resource(&target).is_some(),
+                                "{name}.{sid}: no resource `{target}`"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Every `!Ref`, `!GetAtt` and `${...}` of `!Sub` names a parameter, a resource (or one SAM
+/// generates from it) or a pseudo parameter.
+#[test]
+fn every_reference_resolves() {
+    let template = Template::load();
+    let mut known: BTreeSet<String> = template
+        .resources()
+        .keys()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    if let Some(parameters) = template.root["Parameters"].as_mapping() {
+        known.extend(
+            parameters
+                .keys()
+                .filter_map(Value::as_str)
+                .map(str::to_string),
+        );
+    }
+    for (name, function) in template.functions() {
+        if !function["Properties"]["FunctionUrlConfig"].is_null() {
+            known.insert(format!("{name}Url"));
+        }
+        known.insert(format!("{name}Role"));
+    }
+    let mut unresolved = Vec::new();
+    walk(&template.root, &mut |value| {
+        let mut targets = Vec::new();
+        if let Some(target) = reference(value) {
+            targets.push(target.to_string());
+        }
+        if let Some((target, _)) = get_att(value) {
+            targets.push(target);
+        }
+        if let Value::Tagged(tagged) = value
+            && tagged.tag == "Sub"
+        {
+            let text = match &tagged.value {
+                Value::Sequence(parts) => parts.first().and_then(Value::as_str).unwrap_or_default(),
+                other => other.as_str().unwrap_or_default(),
+            };
+            for piece in text.split("${").skip(1) {
+                if let Some((variable, _)) = piece.split_once('}') {
+                    let resource = variable.split('.').next().unwrap_or(variable);
+                    targets.push(resource.to_string());
+                }
+            }
+        }
+        for target in targets {
+            if !target.starts_with("AWS::") && !known.contains(&target) {
+                unresolved.push(target);
+            }
+        }
+    });
+    assert!(
+        unresolved.is_empty(),
+        "unresolved references: {unresolved:?}"
+    );
+}
+
+fn walk(value: &Value, visit: &mut dyn FnMut(&Value)) {
+    visit(value);
+    match value {
+        Value::Sequence(items) => items.iter().for_each(|v| walk(v, visit)),
+        Value::Mapping(map) => map.values().for_each(|v| walk(v, visit)),
+        Value::Tagged(tagged) => walk(&tagged.value, visit),
+        _ => {}
+    }
+}
+
+/// cfn-lint (with the SAM transform) must report nothing. Skipped with a notice unless
+/// `SLUICE_CFN_LINT` names the binary; the test script always sets it.
+#[test]
+fn cfn_lint_reports_nothing() {
+    let Some(cfn_lint) = std::env::var_os("SLUICE_CFN_LINT").filter(|v| !v.is_empty()) else {
+        eprintln!(
+            "skipped: SLUICE_CFN_LINT is not set (infra/test.sh sets it to .venv/bin/cfn-lint)"
+        );
+        return;
+    };
+    let mut command = Command::new(&cfn_lint);
+    command
+        .arg("--")
+        .arg("template.yaml")
+        .current_dir(workspace_root());
+    if std::env::var_os("AWS_DEFAULT_REGION").is_none() {
+        command.env("AWS_DEFAULT_REGION", "us-east-1");
+    }
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {}: {e}", PathBuf::from(&cfn_lint).display()));
+    assert!(
+        output.status.success(),
+        "cfn-lint template.yaml failed ({}):\n{}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
