@@ -22,7 +22,7 @@ export SLUICE_AWS_ENDPOINT="http://127.0.0.1:$port"
 export SLUICE_REQUIRE_AWS=1
 export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1
 export SAM_CLI_TELEMETRY=0
-SLUICE_RIE="$(find .venv -path '*samcli/local/rapid/aws-lambda-rie-x86_64' -print -quit)"
+SLUICE_RIE="$(find "$PWD/.venv" -path '*samcli/local/rapid/aws-lambda-rie-x86_64' -print -quit)"
 [ -x "$SLUICE_RIE" ] || { echo "the Lambda Runtime Interface Emulator is missing from .venv" >&2; exit 1; }
 export SLUICE_RIE
 export SLUICE_CFN_LINT="$PWD/.venv/bin/cfn-lint"

@@ -57,10 +57,10 @@ impl Template {
         &'a self,
         kind: &'a str,
     ) -> impl Iterator<Item = (&'a str, &'a Value)> {
-        self.resources().iter().filter_map(move |(name, resource)| {
-            (resource["Type"].as_str() == Some(kind))
-                .then(|| (name.as_str().expect("resource names are strings"), resource))
-        })
+        self.resources()
+            .iter()
+            .filter(move |(_, resource)| resource["Type"].as_str() == Some(kind))
+            .map(|(name, resource)| (name.as_str().expect("resource names are strings"), resource))
     }
 
     fn functions(&self) -> Vec<(&str, &Value)> {

@@ -2,4 +2,5 @@
 //! either backend, a fake third-party API, and an HTTP client speaking the Sluice API.
 
 pub mod fake_api;
+pub mod rie;
 pub mod stack;

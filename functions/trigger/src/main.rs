@@ -1,5 +1,5 @@
-//! The trigger function: every inbound HTTP route (Function URL or HTTP API events), served
-//! by `sluice_shared::api::Api`.
+//! The trigger function: every inbound HTTP route, behind the Lambda Function URL, served by
+//! `sluice_shared::api::Api`.
 
 use anyhow::Context;
 use lambda_http::{Error, Request, service_fn};

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::{
-    DynamoStore, Item, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n, project_pk, s, version_prefix,
-    version_sk,
+    DynamoStore, Item, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n, project_pk,
+    s, version_prefix, version_sk,
 };
 use crate::model::Workflow;
 use crate::ports::{Deployment, Project, ProjectStore, StoreError, WorkflowStore};
@@ -36,11 +36,17 @@ impl ProjectStore for DynamoStore {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        if self.put_new(item).await? { Ok(()) } else { Err(StoreError::AlreadyExists(format!("project {}", project.id))) }
+        if self.put_new(item).await? {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists(format!("project {}", project.id)))
+        }
     }
 
     async fn get_project(&self, project_id: &str) -> Result<Option<Project>, StoreError> {
-        let Some(item) = self.get(project_pk(project_id), PROJECT_SK).await? else { return Ok(None) };
+        let Some(item) = self.get(project_pk(project_id), PROJECT_SK).await? else {
+            return Ok(None);
+        };
         Ok(Some(Project {
             id: get_s(&item, "project_id")?.to_string(),
             signing_public_key_pem: get_s(&item, "signing_public_key_pem")?.to_string(),
@@ -65,7 +71,11 @@ fn decode_deployment(project_id: &str, item: &Item) -> Result<Deployment, StoreE
 
 impl DynamoStore {
     /// The highest version ever written for the workflow (deployed or not).
-    async fn latest_version(&self, project_id: &str, workflow_id: &str) -> Result<Option<u32>, StoreError> {
+    async fn latest_version(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<u32>, StoreError> {
         let output = self
             .client
             .query()
@@ -79,31 +89,50 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| backend("Query", e))?;
-        output.items.unwrap_or_default().first().map(|item| get_n(item, "version")).transpose()
+        output
+            .items
+            .unwrap_or_default()
+            .first()
+            .map(|item| get_n(item, "version"))
+            .transpose()
     }
 
     /// One deploy attempt: Ok(None) if it lost a race and should re-read and retry.
-    async fn try_deploy(&self, project_id: &str, workflow: &Workflow, definition: &str) -> Result<Option<Deployment>, StoreError> {
+    async fn try_deploy(
+        &self,
+        project_id: &str,
+        workflow: &Workflow,
+        definition: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
         let pk = project_pk(project_id);
         let pointer = self.get(pk.clone(), &deployed_sk(&workflow.id)).await?;
         let live = match &pointer {
             Some(item) => {
-                let live = decode_deployment(project_id, item)?;
-                // Same text, or the same definition written differently: nothing to deploy.
-                if get_s(item, "definition")? == definition || live.workflow == *workflow {
-                    return Ok(Some(live));
+                let same_text = get_s(item, "definition")? == definition;
+                // Same text, or the same definition written differently: nothing to deploy. A
+                // live definition this build cannot read any more is simply replaced.
+                match decode_deployment(project_id, item) {
+                    Ok(live) if same_text || live.workflow == *workflow => return Ok(Some(live)),
+                    Err(e) if same_text => return Err(e),
+                    _ => {}
                 }
-                Some(live.version)
+                Some(get_n::<u32>(item, "version")?)
             }
             None => None,
         };
         let latest = match live {
             Some(version) => version,
-            None => self.latest_version(project_id, &workflow.id).await?.unwrap_or(0),
+            None => self
+                .latest_version(project_id, &workflow.id)
+                .await?
+                .unwrap_or(0),
         };
-        let version = latest
-            .checked_add(1)
-            .ok_or_else(|| StoreError::Corrupt(format!("{project_id}/{}: no version number left", workflow.id)))?;
+        let version = latest.checked_add(1).ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "{project_id}/{}: no version number left",
+                workflow.id
+            ))
+        })?;
         let deployed_at = crate::record::now();
         let item = |sk: String| -> Item {
             [
@@ -119,10 +148,14 @@ impl DynamoStore {
             .collect()
         };
         let build = |put: aws_sdk_dynamodb::types::builders::PutBuilder| {
-            put.table_name(&self.table).build().map_err(|e| StoreError::Backend(format!("TransactWriteItems request: {e}")))
+            put.table_name(&self.table)
+                .build()
+                .map_err(|e| StoreError::Backend(format!("TransactWriteItems request: {e}")))
         };
         let new_version = build(
-            Put::builder().set_item(Some(item(version_sk(&workflow.id, version)))).condition_expression("attribute_not_exists(pk)"),
+            Put::builder()
+                .set_item(Some(item(version_sk(&workflow.id, version))))
+                .condition_expression("attribute_not_exists(pk)"),
         )?;
         let pointer_put = Put::builder().set_item(Some(item(deployed_sk(&workflow.id))));
         let pointer_put = build(match live {
@@ -149,12 +182,23 @@ impl DynamoStore {
             })),
             Err(e) => {
                 let lost_race = e.as_service_error().and_then(|s| match s {
-                    TransactWriteItemsError::TransactionCanceledException(cancel) => Some(cancel.cancellation_reasons().iter().all(|r| {
-                        matches!(r.code(), None | Some("None" | "ConditionalCheckFailed" | "TransactionConflict"))
-                    })),
+                    TransactWriteItemsError::TransactionCanceledException(cancel) => {
+                        Some(cancel.cancellation_reasons().iter().all(|r| {
+                            matches!(
+                                r.code(),
+                                None | Some(
+                                    "None" | "ConditionalCheckFailed" | "TransactionConflict"
+                                )
+                            )
+                        }))
+                    }
                     _ => None,
                 });
-                if lost_race == Some(true) { Ok(None) } else { Err(backend("TransactWriteItems", e)) }
+                if lost_race == Some(true) {
+                    Ok(None)
+                } else {
+                    Err(backend("TransactWriteItems", e))
+                }
             }
         }
     }
@@ -162,9 +206,13 @@ impl DynamoStore {
 
 #[async_trait]
 impl WorkflowStore for DynamoStore {
-    async fn deploy_workflow(&self, project_id: &str, workflow: &Workflow) -> Result<Deployment, StoreError> {
-        let definition =
-            serde_json::to_string(workflow).map_err(|e| StoreError::Backend(format!("cannot encode the workflow: {e}")))?;
+    async fn deploy_workflow(
+        &self,
+        project_id: &str,
+        workflow: &Workflow,
+    ) -> Result<Deployment, StoreError> {
+        let definition = serde_json::to_string(workflow)
+            .map_err(|e| StoreError::Backend(format!("cannot encode the workflow: {e}")))?;
         for attempt in 1..=DEPLOY_ATTEMPTS {
             if let Some(deployment) = self.try_deploy(project_id, workflow, &definition).await? {
                 return Ok(deployment);
@@ -177,13 +225,28 @@ impl WorkflowStore for DynamoStore {
         )))
     }
 
-    async fn get_deployed(&self, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
-        let item = self.get(project_pk(project_id), &deployed_sk(workflow_id)).await?;
-        item.map(|item| decode_deployment(project_id, &item)).transpose()
+    async fn get_deployed(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let item = self
+            .get(project_pk(project_id), &deployed_sk(workflow_id))
+            .await?;
+        item.map(|item| decode_deployment(project_id, &item))
+            .transpose()
     }
 
-    async fn get_version(&self, project_id: &str, workflow_id: &str, version: u32) -> Result<Option<Deployment>, StoreError> {
-        let item = self.get(project_pk(project_id), &version_sk(workflow_id, version)).await?;
-        item.map(|item| decode_deployment(project_id, &item)).transpose()
+    async fn get_version(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        version: u32,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let item = self
+            .get(project_pk(project_id), &version_sk(workflow_id, version))
+            .await?;
+        item.map(|item| decode_deployment(project_id, &item))
+            .transpose()
     }
 }

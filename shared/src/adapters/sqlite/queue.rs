@@ -23,7 +23,12 @@ fn queue_error(e: StoreError) -> QueueError {
     QueueError::Backend(e.to_string())
 }
 
-fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, now: i64) -> Result<(), StoreError> {
+fn insert(
+    conn: &Connection,
+    queue: QueueName,
+    message: &Outgoing,
+    now: i64,
+) -> Result<(), StoreError> {
     let delay = ceil_ms(message.delay.min(MAX_QUEUE_DELAY));
     conn.execute(
         "INSERT INTO messages (queue, body, visible_at_ms, receive_count, sent_at_ms) VALUES (?1, ?2, ?3, 0, ?4)",
@@ -41,8 +46,16 @@ struct Take {
 }
 
 /// Delivers up to `max` visible messages of `queue`, dead-lettering the over-received ones.
-fn take(conn: &mut Connection, queue: QueueName, max: usize, visibility_ms: i64, max_receives: u32) -> Result<Take, StoreError> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+fn take(
+    conn: &mut Connection,
+    queue: QueueName,
+    max: usize,
+    visibility_ms: i64,
+    max_receives: u32,
+) -> Result<Take, StoreError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(backend)?;
     let now = now_ms();
     let mut delivered: Vec<Received> = Vec::new();
     let mut delivered_ids: Vec<i64> = Vec::new();
@@ -56,7 +69,9 @@ fn take(conn: &mut Connection, queue: QueueName, max: usize, visibility_ms: i64,
                 )
                 .map_err(backend)?;
             let rows = statement
-                .query_map(params![queue.as_str(), now, wanted], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map(params![queue.as_str(), now, wanted], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)?
         };
@@ -73,7 +88,8 @@ fn take(conn: &mut Connection, queue: QueueName, max: usize, visibility_ms: i64,
                     params![queue.as_str(), body, receive_count, sent_at, now],
                 )
                 .map_err(backend)?;
-                tx.execute("DELETE FROM messages WHERE id = ?1", params![id]).map_err(backend)?;
+                tx.execute("DELETE FROM messages WHERE id = ?1", params![id])
+                    .map_err(backend)?;
                 dead += 1;
                 continue;
             }
@@ -84,7 +100,11 @@ fn take(conn: &mut Connection, queue: QueueName, max: usize, visibility_ms: i64,
             )
             .map_err(backend)?;
             delivered_ids.push(id);
-            delivered.push(Received { body, receipt, receive_count: count });
+            delivered.push(Received {
+                body,
+                receipt,
+                receive_count: count,
+            });
         }
         // Dead letters made room for more; otherwise nothing else is visible.
         if dead == 0 || delivered.len() >= max {
@@ -99,16 +119,22 @@ fn take(conn: &mut Connection, queue: QueueName, max: usize, visibility_ms: i64,
         )
         .map_err(backend)?;
     tx.commit().map_err(backend)?;
-    Ok(Take { delivered, next_visible_at_ms })
+    Ok(Take {
+        delivered,
+        next_visible_at_ms,
+    })
 }
 
 impl Sqlite {
     /// Bodies of the messages of `queue` that were moved to the dead letters, oldest first.
     pub async fn dead_letters(&self, queue: QueueName) -> Result<Vec<String>, StoreError> {
         self.call(move |conn| {
-            let mut statement =
-                conn.prepare("SELECT body FROM dead_letters WHERE queue = ?1 ORDER BY id").map_err(backend)?;
-            let rows = statement.query_map(params![queue.as_str()], |r| r.get(0)).map_err(backend)?;
+            let mut statement = conn
+                .prepare("SELECT body FROM dead_letters WHERE queue = ?1 ORDER BY id")
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![queue.as_str()], |r| r.get(0))
+                .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
@@ -118,18 +144,26 @@ impl Sqlite {
 #[async_trait]
 impl Queue for Sqlite {
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
-        self.call(move |conn| insert(conn, queue, &message, now_ms())).await.map_err(queue_error)?;
+        self.call(move |conn| insert(conn, queue, &message, now_ms()))
+            .await
+            .map_err(queue_error)?;
         self.sent.notify_waiters();
         Ok(())
     }
 
-    async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError> {
+    async fn send_batch(
+        &self,
+        queue: QueueName,
+        messages: Vec<Outgoing>,
+    ) -> Result<(), QueueError> {
         if messages.is_empty() {
             return Ok(());
         }
         // One transaction: the whole batch is accepted or none of it (never a partial batch).
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
             let now = now_ms();
             for message in &messages {
                 insert(&tx, queue, message, now)?;
@@ -174,7 +208,8 @@ impl Queue for Sqlite {
             }
             let mut wake = deadline.min(now + POLL_INTERVAL);
             if let Some(at) = take.next_visible_at_ms {
-                let until = Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0));
+                let until =
+                    Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0));
                 wake = wake.min(now + until);
             }
             tokio::select! {
@@ -189,8 +224,11 @@ impl Queue for Sqlite {
         // A stale receipt (the message was received again since) deletes nothing, like SQS
         // refusing an expired handle; acking twice is harmless.
         self.call(move |conn| {
-            conn.execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
-                .map_err(backend)?;
+            conn.execute(
+                "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
+                params![queue.as_str(), receipt],
+            )
+            .map_err(backend)?;
             Ok(())
         })
         .await

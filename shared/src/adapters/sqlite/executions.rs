@@ -1,173 +1,27 @@
-//! `ProjectStore`, `WorkflowStore` and `ExecutionStore` on SQLite.
+//! `ExecutionStore` on SQLite.
 //!
-//! Invariants: first-writer-wins rows are written with `INSERT ... ON CONFLICT DO NOTHING`
-//! and, when nothing was inserted, the existing row is read back in the same transaction;
-//! an execution leaves `running` only through `UPDATE ... WHERE status = 'running'`; a deploy
-//! reads the live pointer and writes the new version and the pointer in one IMMEDIATE
-//! transaction, so concurrent deploys (even from other processes) cannot share a version.
+//! Invariants: step attempts and settled responses are written with `INSERT ... ON CONFLICT
+//! DO NOTHING` and, when nothing was inserted, the existing row is read back in the same
+//! transaction (first writer wins, and the loser learns what won); an execution leaves
+//! `running` only through `UPDATE ... WHERE status = 'running'`, so exactly one finish counts.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
-use crate::model::Workflow;
-use crate::ports::{Deployment, ExecutionStore, FirstWrite, Project, ProjectStore, StoreError, WorkflowStore};
+use crate::ports::{ExecutionStore, FirstWrite, StoreError};
 use crate::record::{
     Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp,
 };
-
-#[async_trait]
-impl ProjectStore for Sqlite {
-    async fn create_project(&self, project: &Project) -> Result<(), StoreError> {
-        let project = project.clone();
-        self.call(move |conn| {
-            let inserted = conn
-                .execute(
-                    "INSERT INTO projects (id, signing_public_key_pem, api_key_sha256, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
-                    params![project.id, project.signing_public_key_pem, project.api_key_sha256, to_ms(&project.created_at)],
-                )
-                .map_err(backend)?;
-            if inserted == 0 {
-                return Err(StoreError::AlreadyExists(format!("project {}", project.id)));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn get_project(&self, project_id: &str) -> Result<Option<Project>, StoreError> {
-        let project_id = project_id.to_string();
-        self.call(move |conn| {
-            let row = conn
-                .query_row(
-                    "SELECT id, signing_public_key_pem, api_key_sha256, created_at_ms FROM projects WHERE id = ?1",
-                    params![project_id],
-                    |row| Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)?)),
-                )
-                .optional()
-                .map_err(backend)?;
-            row.map(|(id, signing_public_key_pem, api_key_sha256, created_at)| {
-                Ok(Project { id, signing_public_key_pem, api_key_sha256, created_at: from_ms(created_at)? })
-            })
-            .transpose()
-        })
-        .await
-    }
-}
-
-/// A workflow version's row: (definition JSON, deployed at ms).
-fn version_row(conn: &Connection, project_id: &str, workflow_id: &str, version: u32) -> Result<Option<(String, i64)>, StoreError> {
-    conn.query_row(
-        "SELECT definition, deployed_at_ms FROM workflow_versions
-         WHERE project_id = ?1 AND workflow_id = ?2 AND version = ?3",
-        params![project_id, workflow_id, version],
-        |row| Ok((row.get(0)?, row.get(1)?)),
-    )
-    .optional()
-    .map_err(backend)
-}
-
-fn decode_deployment(project_id: &str, workflow_id: &str, version: u32, definition: &str, deployed_at: i64) -> Result<Deployment, StoreError> {
-    Ok(Deployment {
-        project_id: project_id.to_string(),
-        workflow_id: workflow_id.to_string(),
-        version,
-        workflow: from_json("workflow definition", definition)?,
-        deployed_at: from_ms(deployed_at)?,
-    })
-}
-
-fn read_version(conn: &Connection, project_id: &str, workflow_id: &str, version: u32) -> Result<Option<Deployment>, StoreError> {
-    version_row(conn, project_id, workflow_id, version)?
-        .map(|(definition, deployed_at)| decode_deployment(project_id, workflow_id, version, &definition, deployed_at))
-        .transpose()
-}
-
-/// The live version's number and row, if the workflow is deployed.
-fn deployed_row(conn: &Connection, project_id: &str, workflow_id: &str) -> Result<Option<(u32, String, i64)>, StoreError> {
-    let version: Option<u32> = conn
-        .query_row(
-            "SELECT version FROM deployed WHERE project_id = ?1 AND workflow_id = ?2",
-            params![project_id, workflow_id],
-            |row| row.get(0),
-        )
-        .optional()
-        .map_err(backend)?;
-    let Some(version) = version else { return Ok(None) };
-    match version_row(conn, project_id, workflow_id, version)? {
-        Some((definition, deployed_at)) => Ok(Some((version, definition, deployed_at))),
-        None => Err(StoreError::Corrupt(format!("{project_id}/{workflow_id} points at missing version {version}"))),
-    }
-}
-
-fn read_deployed(conn: &Connection, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
-    deployed_row(conn, project_id, workflow_id)?
-        .map(|(version, definition, deployed_at)| decode_deployment(project_id, workflow_id, version, &definition, deployed_at))
-        .transpose()
-}
-
-#[async_trait]
-impl WorkflowStore for Sqlite {
-    async fn deploy_workflow(&self, project_id: &str, workflow: &Workflow) -> Result<Deployment, StoreError> {
-        let project_id = project_id.to_string();
-        let workflow = workflow.clone();
-        let definition = to_json(&workflow)?;
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            if let Some((version, current, deployed_at)) = deployed_row(&tx, &project_id, &workflow.id)? {
-                let live = decode_deployment(&project_id, &workflow.id, version, &current, deployed_at)?;
-                // Same text, or the same definition written differently: nothing to deploy.
-                if current == definition || live.workflow == workflow {
-                    return Ok(live);
-                }
-            }
-            let latest: Option<u32> = tx
-                .query_row(
-                    "SELECT MAX(version) FROM workflow_versions WHERE project_id = ?1 AND workflow_id = ?2",
-                    params![project_id, workflow.id],
-                    |row| row.get(0),
-                )
-                .map_err(backend)?;
-            let version = latest.unwrap_or(0).checked_add(1).ok_or_else(|| {
-                StoreError::Corrupt(format!("{project_id}/{}: no version number left", workflow.id))
-            })?;
-            let deployed_at = crate::record::now();
-            tx.execute(
-                "INSERT INTO workflow_versions (project_id, workflow_id, version, definition, deployed_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![project_id, workflow.id, version, definition, to_ms(&deployed_at)],
-            )
-            .map_err(backend)?;
-            tx.execute(
-                "INSERT INTO deployed (project_id, workflow_id, version) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (project_id, workflow_id) DO UPDATE SET version = excluded.version",
-                params![project_id, workflow.id, version],
-            )
-            .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(Deployment { project_id, workflow_id: workflow.id.clone(), version, workflow, deployed_at })
-        })
-        .await
-    }
-
-    async fn get_deployed(&self, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
-        let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
-        self.call(move |conn| read_deployed(conn, &project_id, &workflow_id)).await
-    }
-
-    async fn get_version(&self, project_id: &str, workflow_id: &str, version: u32) -> Result<Option<Deployment>, StoreError> {
-        let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
-        self.call(move |conn| read_version(conn, &project_id, &workflow_id, version)).await
-    }
-}
 
 fn parse_execution_status(text: &str) -> Result<ExecutionStatus, StoreError> {
     match text {
         "running" => Ok(ExecutionStatus::Running),
         "succeeded" => Ok(ExecutionStatus::Succeeded),
         "failed" => Ok(ExecutionStatus::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown execution status `{other}`"
+        ))),
     }
 }
 
@@ -182,7 +36,9 @@ fn parse_step_status(text: &str) -> Result<StepStatus, StoreError> {
     match text {
         "succeeded" => Ok(StepStatus::Succeeded),
         "failed" => Ok(StepStatus::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown step status `{other}`"))),
+        other => Err(StoreError::Corrupt(format!(
+            "unknown step status `{other}`"
+        ))),
     }
 }
 
@@ -190,7 +46,10 @@ fn opt_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<String>, St
     value.map(to_json).transpose()
 }
 
-fn opt_from_json<T: serde::de::DeserializeOwned>(what: &str, text: Option<String>) -> Result<Option<T>, StoreError> {
+fn opt_from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
     text.map(|t| from_json(what, &t)).transpose()
 }
 
@@ -198,13 +57,32 @@ fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     ms.map(from_ms).transpose()
 }
 
-const STEP_COLUMNS: &str = "step, attempt, status, input, output, error, started_at_ms, ended_at_ms";
+const STEP_COLUMNS: &str =
+    "step, attempt, status, input, output, error, started_at_ms, ended_at_ms";
 
 /// The columns of [`STEP_COLUMNS`], decoded later (decoding errors are `StoreError`s).
-type StepRow = (String, u32, String, String, Option<String>, Option<String>, i64, i64);
+type StepRow = (
+    String,
+    u32,
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    i64,
+    i64,
+);
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+    ))
 }
 
 fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
@@ -221,15 +99,32 @@ fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
     })
 }
 
-fn read_step(conn: &Connection, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
-    let sql = format!("SELECT {STEP_COLUMNS} FROM step_attempts WHERE execution_id = ?1 AND step = ?2 AND attempt = ?3");
-    let row = conn.query_row(&sql, params![execution_id, step, attempt], step_row).optional().map_err(backend)?;
+fn read_step(
+    conn: &Connection,
+    execution_id: &str,
+    step: &str,
+    attempt: u32,
+) -> Result<Option<StepAttempt>, StoreError> {
+    let sql = format!(
+        "SELECT {STEP_COLUMNS} FROM step_attempts WHERE execution_id = ?1 AND step = ?2 AND attempt = ?3"
+    );
+    let row = conn
+        .query_row(&sql, params![execution_id, step, attempt], step_row)
+        .optional()
+        .map_err(backend)?;
     row.map(decode_step).transpose()
 }
 
-fn read_response(conn: &Connection, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
+fn read_response(
+    conn: &Connection,
+    execution_id: &str,
+) -> Result<Option<SettledResponse>, StoreError> {
     let text: Option<String> = conn
-        .query_row("SELECT response FROM responses WHERE execution_id = ?1", params![execution_id], |row| row.get(0))
+        .query_row(
+            "SELECT response FROM responses WHERE execution_id = ?1",
+            params![execution_id],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(backend)?;
     opt_from_json("settled response", text)
@@ -343,7 +238,11 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
-    async fn record_step(&self, execution_id: &str, attempt: &StepAttempt) -> Result<FirstWrite<StepAttempt>, StoreError> {
+    async fn record_step(
+        &self,
+        execution_id: &str,
+        attempt: &StepAttempt,
+    ) -> Result<FirstWrite<StepAttempt>, StoreError> {
         let execution_id = execution_id.to_string();
         let a = attempt.clone();
         let input = to_json(&a.input)?;
@@ -384,9 +283,15 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
-    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
+    async fn get_step(
+        &self,
+        execution_id: &str,
+        step: &str,
+        attempt: u32,
+    ) -> Result<Option<StepAttempt>, StoreError> {
         let (execution_id, step) = (execution_id.to_string(), step.to_string());
-        self.call(move |conn| read_step(conn, &execution_id, &step, attempt)).await
+        self.call(move |conn| read_step(conn, &execution_id, &step, attempt))
+            .await
     }
 
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError> {
@@ -397,7 +302,9 @@ impl ExecutionStore for Sqlite {
                  ORDER BY started_at_ms, step, attempt"
             );
             let mut statement = conn.prepare(&sql).map_err(backend)?;
-            let rows = statement.query_map(params![execution_id], step_row).map_err(backend)?;
+            let rows = statement
+                .query_map(params![execution_id], step_row)
+                .map_err(backend)?;
             rows.map(|row| decode_step(row.map_err(backend)?)).collect()
         })
         .await
@@ -411,7 +318,9 @@ impl ExecutionStore for Sqlite {
         let execution_id = execution_id.to_string();
         let text = to_json(response)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(backend)?;
             let inserted = tx
                 .execute(
                     "INSERT INTO responses (execution_id, response) VALUES (?1, ?2)
@@ -424,7 +333,11 @@ impl ExecutionStore for Sqlite {
             } else {
                 match read_response(&tx, &execution_id)? {
                     Some(existing) => FirstWrite::Existing(existing),
-                    None => return Err(StoreError::Backend("response conflicted but cannot be read back".into())),
+                    None => {
+                        return Err(StoreError::Backend(
+                            "response conflicted but cannot be read back".into(),
+                        ));
+                    }
                 }
             };
             tx.commit().map_err(backend)?;
@@ -433,8 +346,12 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
-    async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
+    async fn get_response(
+        &self,
+        execution_id: &str,
+    ) -> Result<Option<SettledResponse>, StoreError> {
         let execution_id = execution_id.to_string();
-        self.call(move |conn| read_response(conn, &execution_id)).await
+        self.call(move |conn| read_response(conn, &execution_id))
+            .await
     }
 }
