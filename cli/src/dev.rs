@@ -105,12 +105,27 @@ pub fn problem_list(problems: &[load::Problem]) -> String {
 
 /// Creates the dev project and its keys on first start; later starts reuse them.
 pub async fn ensure_dev_project(store: &dyn Store, data_dir: &Path, base_url: &str) -> anyhow::Result<DevProject> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create {}", data_dir.display()))?;
-    let project_file = data_dir.join(PROJECT_FILE);
-    let (private_key, public_key) = (data_dir.join(KEY_FILE), data_dir.join(PUBLIC_KEY_FILE));
-    let (api_key, public_pem) = if project_file.exists() && private_key.exists() && public_key.exists() {
-        let existing: DevProject = serde_json::from_str(&std::fs::read_to_string(&project_file)?)
-            .with_context(|| format!("{} is not valid; delete the data folder to start over", project_file.display()))?;
+    ensure_project(store, data_dir, PROJECT_FILE, DEV_PROJECT_ID, base_url).await
+}
+
+/// Makes sure project `project_id` exists in `store`, with its signing key pair and API key
+/// kept in `dir` (created on first use and reused after), and writes `dir/project_file`.
+pub async fn ensure_project(
+    store: &dyn Store,
+    dir: &Path,
+    project_file: &str,
+    project_id: &str,
+    base_url: &str,
+) -> anyhow::Result<DevProject> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let project_path = dir.join(project_file);
+    let (private_key, public_key) = (dir.join(KEY_FILE), dir.join(PUBLIC_KEY_FILE));
+    let (api_key, public_pem) = if project_path.exists() && private_key.exists() && public_key.exists() {
+        let existing: DevProject = serde_json::from_str(&std::fs::read_to_string(&project_path)?)
+            .with_context(|| format!("{} is not valid; delete the folder to start over", project_path.display()))?;
+        if existing.project_id != project_id {
+            bail!("{} belongs to project `{}`, not `{project_id}`", project_path.display(), existing.project_id);
+        }
         (existing.api_key, std::fs::read_to_string(&public_key)?)
     } else {
         let keys = auth::generate_signing_key()?;
@@ -118,25 +133,35 @@ pub async fn ensure_dev_project(store: &dyn Store, data_dir: &Path, base_url: &s
         std::fs::write(&public_key, &keys.public_pem)?;
         (auth::generate_api_key(), keys.public_pem)
     };
-    if store.get_project(DEV_PROJECT_ID).await?.is_none() {
-        let project = Project {
-            id: DEV_PROJECT_ID.to_string(),
-            signing_public_key_pem: public_pem,
-            api_key_sha256: auth::hash_api_key(&api_key),
-            created_at: now(),
-        };
-        store.create_project(&project).await?;
+    match store.get_project(project_id).await? {
+        None => {
+            let project = Project {
+                id: project_id.to_string(),
+                signing_public_key_pem: public_pem,
+                api_key_sha256: auth::hash_api_key(&api_key),
+                created_at: now(),
+            };
+            store.create_project(&project).await?;
+        }
+        Some(stored) if stored.signing_public_key_pem.trim() != public_pem.trim() => bail!(
+            "project `{project_id}` already exists with another signing key than the one in {}",
+            dir.display()
+        ),
+        Some(_) => {}
     }
-    let project = DevProject { project_id: DEV_PROJECT_ID.to_string(), api_key, base_url: base_url.to_string() };
-    write_private(&project_file, &serde_json::to_string_pretty(&project)?)?;
+    let project = DevProject { project_id: project_id.to_string(), api_key, base_url: base_url.to_string() };
+    write_private(&project_path, &serde_json::to_string_pretty(&project)?)?;
     Ok(project)
 }
 
-/// A connected-user token for the dev project of `data_dir`.
+/// A connected-user token for the project whose keys are in `data_dir`.
 pub fn user_token(data_dir: &Path, user_id: &str, ttl: Duration) -> anyhow::Result<String> {
     let key_path = data_dir.join(KEY_FILE);
     let private_pem = std::fs::read_to_string(&key_path).with_context(|| {
-        format!("no dev signing key at {}: run `sluice dev` once with this data folder first", key_path.display())
+        format!(
+            "no signing key at {}: run `sluice dev` (or `sluice project create`) with this folder first",
+            key_path.display()
+        )
     })?;
     Ok(auth::issue_user_token(&private_pem, user_id, ttl)?)
 }

@@ -1,6 +1,7 @@
 //! The `sluice` command's library: the local stack (also started in-process by the
 //! end-to-end tests) and `sluice dev`.
 
+pub mod aws;
 pub mod demo;
 pub mod dev;
 pub mod stack;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use sluice_cli::aws;
 use sluice_cli::dev::{self, DevOptions};
 use sluice_shared::model::{DurationSpec, load, schema};
 
@@ -39,7 +40,20 @@ enum Command {
     Validate { path: PathBuf },
     /// Print the JSON Schema of workflow files (for editor autocompletion).
     Schema,
-    /// Print a connected-user token for the dev project.
+    /// Manage projects of a deployed stack (its DynamoDB table).
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Validate every workflow file of a folder and deploy them to a deployed stack's table.
+    Deploy {
+        /// Folder of workflow files.
+        path: PathBuf,
+        /// The stack's DynamoDB table (the `TableName` output of the stack).
+        #[arg(long, env = "SLUICE_TABLE")]
+        table: String,
+        #[arg(long)]
+        project: String,
+    },
+    /// Print a connected-user token for the project whose keys are in --data-dir.
     Token {
         #[arg(long)]
         user: String,
@@ -47,6 +61,24 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "24h")]
         ttl: DurationSpec,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProjectCommand {
+    /// Create a project (signing key pair and API key kept in --dir) in a deployed stack.
+    Create {
+        #[arg(long)]
+        id: String,
+        /// The stack's DynamoDB table (the `TableName` output of the stack).
+        #[arg(long, env = "SLUICE_TABLE")]
+        table: String,
+        /// Where the keys and project.json are written (keep it private).
+        #[arg(long, default_value = ".sluice-aws")]
+        dir: PathBuf,
+        /// The stack's `TriggerUrl` output, recorded in project.json.
+        #[arg(long, default_value = "")]
+        base_url: String,
     },
 }
 
@@ -99,6 +131,20 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&schema::workflow_schema())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Project(ProjectCommand::Create { id, table, dir, base_url }) => {
+            let store = aws::table_store(&table).await;
+            let project = aws::create_project(&store, &dir, &id, &base_url).await?;
+            println!("project `{}` is ready; its API key and keys are in {}", project.project_id, dir.display());
+            println!("user tokens: sluice token --user USER_ID --data-dir {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy { path, table, project } => {
+            let store = aws::table_store(&table).await;
+            for deployment in aws::deploy_dir(&store, &project, &path).await? {
+                println!("deployed {} v{}", deployment.workflow_id, deployment.version);
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { user, data_dir, ttl } => {
