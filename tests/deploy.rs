@@ -41,7 +41,7 @@ async fn project_create_then_deploy_sets_up_a_stack() {
 
     let stored = store.get_project("acme").await.expect("get").expect("project");
     assert_eq!(stored.api_key_sha256, auth::hash_api_key(&project.api_key));
-    let private_pem = std::fs::read_to_string(dir.join("dev-signing-key.pem")).expect("key file");
+    let private_pem = std::fs::read_to_string(dir.join("signing-key.pem")).expect("key file");
     let token = auth::issue_user_token(&private_pem, "u1", std::time::Duration::from_secs(60)).expect("token");
     assert_eq!(auth::verify_user_token(&stored.signing_public_key_pem, &token).expect("valid"), "u1");
 
@@ -63,11 +63,17 @@ async fn deploy_refuses_invalid_files_and_unknown_projects() {
 
     create_project(&store, &temp_dir("keys"), "acme", "").await.expect("create");
     let dir = temp_dir("bad");
-    std::fs::write(dir.join("good.yaml"), "id: good\ntrigger: { type: request }\nsteps: [ { id: r, type: response } ]\n")
-        .expect("write");
+    std::fs::write(
+        dir.join("good.yaml"),
+        "id: good\ntrigger: { type: request }\nsteps: [ { id: r, type: response } ]\n",
+    )
+    .expect("write");
     std::fs::write(dir.join("bad.yaml"), "id: bad\ntrigger: { type: request }\nsteps: [ { id: r, type: nope } ]\n")
         .expect("write");
     let error = deploy_dir(&store, "acme", &dir).await.expect_err("invalid file");
     assert!(error.to_string().contains("bad.yaml"), "{error}");
-    assert!(store.get_deployed("acme", "good").await.expect("get").is_none(), "nothing is deployed when a file is invalid");
+    assert!(
+        store.get_deployed("acme", "good").await.expect("get").is_none(),
+        "nothing is deployed when a file is invalid"
+    );
 }

@@ -158,7 +158,8 @@ async fn sync_execution_answers_the_trigger_lambda_caller() {
     let Some(pipeline) = Pipeline::start(&workflow(&api, true)).await else { return };
     let event = pipeline.trigger_event("lookup", &json!({ "email": "bob@example.com" }));
     // The trigger waits for the response while the step runner works, as on AWS.
-    let (answer, handled) = tokio::join!(pipeline.trigger.invoke(&event), pipeline.drain_steps(Duration::from_secs(60)));
+    let (answer, handled) =
+        tokio::join!(pipeline.trigger.invoke(&event), pipeline.drain_steps(Duration::from_secs(60)));
     assert_eq!(handled, 1);
     let answer = answer.json();
     assert_eq!(answer["statusCode"], 201, "{answer}\n{}", pipeline.trigger.output());

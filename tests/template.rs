@@ -11,8 +11,8 @@ use std::process::Command;
 
 use serde_yaml_ng::{Mapping, Value};
 use sluice_shared::config::{
-    ENV_ALLOW_PRIVATE_NETWORK, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS,
-    ENV_STEP_QUEUE_URL, ENV_TABLE, ENV_VARS,
+    ENV_ALLOW_PRIVATE_NETWORK, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_TABLE,
+    ENV_VARS,
 };
 use sluice_shared::runner::MAX_RECEIVES;
 use sluice_shared::runtime::DEFAULT_RESPONSE_TIMEOUT;
@@ -27,10 +27,7 @@ const LAMBDA_DEFAULT_TIMEOUT: u64 = 3;
 const TRIGGER_GRACE_SECONDS: u64 = 1;
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests package is inside the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests package is inside the workspace").to_path_buf()
 }
 
 struct Template {
@@ -40,23 +37,16 @@ struct Template {
 impl Template {
     fn load() -> Template {
         let path = workspace_root().join("template.yaml");
-        let text = std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
-        let root = serde_yaml_ng::from_str(&text)
-            .unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let root = serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()));
         Template { root }
     }
 
     fn resources(&self) -> &Mapping {
-        self.root["Resources"]
-            .as_mapping()
-            .expect("template has Resources")
+        self.root["Resources"].as_mapping().expect("template has Resources")
     }
 
-    fn resources_of_type<'a>(
-        &'a self,
-        kind: &'a str,
-    ) -> impl Iterator<Item = (&'a str, &'a Value)> {
+    fn resources_of_type<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = (&'a str, &'a Value)> {
         self.resources()
             .iter()
             .filter(move |(_, resource)| resource["Type"].as_str() == Some(kind))
@@ -64,9 +54,7 @@ impl Template {
     }
 
     fn functions(&self) -> Vec<(&str, &Value)> {
-        let functions: Vec<_> = self
-            .resources_of_type("AWS::Serverless::Function")
-            .collect();
+        let functions: Vec<_> = self.resources_of_type("AWS::Serverless::Function").collect();
         assert!(!functions.is_empty(), "the template declares no function");
         functions
     }
@@ -90,9 +78,7 @@ impl Template {
     fn timeout(&self, function: &Value) -> u64 {
         match self.property(function, "Timeout") {
             Value::Null => LAMBDA_DEFAULT_TIMEOUT,
-            value => value
-                .as_u64()
-                .expect("Timeout is a whole number of seconds"),
+            value => value.as_u64().expect("Timeout is a whole number of seconds"),
         }
     }
 
@@ -112,21 +98,14 @@ impl Template {
         events
             .iter()
             .filter(|(_, event)| event["Type"].as_str() == Some("SQS"))
-            .map(|(name, event)| {
-                (
-                    name.as_str().expect("event names are strings"),
-                    &event["Properties"],
-                )
-            })
+            .map(|(name, event)| (name.as_str().expect("event names are strings"), &event["Properties"]))
             .collect()
     }
 
     /// The queue resources that some queue's RedrivePolicy targets.
     fn dead_letter_queues(&self) -> BTreeSet<String> {
         self.resources_of_type("AWS::SQS::Queue")
-            .filter_map(|(_, queue)| {
-                get_att(&queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"])
-            })
+            .filter_map(|(_, queue)| get_att(&queue["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
             .map(|(target, _)| target)
             .collect()
     }
@@ -140,9 +119,7 @@ fn get_att(value: &Value) -> Option<(String, String)> {
         _ => return None,
     };
     match target {
-        Value::String(dotted) => dotted
-            .split_once('.')
-            .map(|(a, b)| (a.to_string(), b.to_string())),
+        Value::String(dotted) => dotted.split_once('.').map(|(a, b)| (a.to_string(), b.to_string())),
         Value::Sequence(parts) => match parts.as_slice() {
             [Value::String(a), Value::String(b)] => Some((a.clone(), b.clone())),
             _ => None,
@@ -172,23 +149,12 @@ fn as_strings(value: &Value) -> Vec<&str> {
 fn workspace_binaries() -> BTreeSet<String> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args([
-            "metadata",
-            "--no-deps",
-            "--format-version",
-            "1",
-            "--offline",
-        ])
+        .args(["metadata", "--no-deps", "--format-version", "1", "--offline"])
         .current_dir(workspace_root())
         .output()
         .expect("run cargo metadata");
-    assert!(
-        output.status.success(),
-        "cargo metadata failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let metadata: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
+    assert!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).expect("cargo metadata prints JSON");
     let members: BTreeSet<&str> = metadata["workspace_members"]
         .as_array()
         .expect("workspace_members")
@@ -199,17 +165,9 @@ fn workspace_binaries() -> BTreeSet<String> {
         .as_array()
         .expect("packages")
         .iter()
-        .filter(|package| {
-            package["id"]
-                .as_str()
-                .is_some_and(|id| members.contains(id))
-        })
+        .filter(|package| package["id"].as_str().is_some_and(|id| members.contains(id)))
         .flat_map(|package| package["targets"].as_array().cloned().unwrap_or_default())
-        .filter(|target| {
-            target["kind"]
-                .as_array()
-                .is_some_and(|kinds| kinds.iter().any(|k| k == "bin"))
-        })
+        .filter(|target| target["kind"].as_array().is_some_and(|kinds| kinds.iter().any(|k| k == "bin")))
         .filter_map(|target| target["name"].as_str().map(str::to_string))
         .collect()
 }
@@ -220,50 +178,27 @@ fn functions_are_cargo_lambda_builds_of_workspace_binaries() {
     let binaries = workspace_binaries();
     for (name, function) in template.functions() {
         let metadata = &function["Metadata"];
-        assert_eq!(
-            metadata["BuildMethod"].as_str(),
-            Some("rust-cargolambda"),
-            "{name}: Metadata.BuildMethod"
-        );
+        assert_eq!(metadata["BuildMethod"].as_str(), Some("rust-cargolambda"), "{name}: Metadata.BuildMethod");
         let binary = metadata["BuildProperties"]["Binary"]
             .as_str()
             .unwrap_or_else(|| panic!("{name}: Metadata.BuildProperties.Binary is missing"));
-        assert!(
-            binaries.contains(binary),
-            "{name}: `{binary}` is not a binary of the workspace ({binaries:?})"
-        );
-        assert_eq!(
-            template.property(function, "Runtime").as_str(),
-            Some("provided.al2023"),
-            "{name}: Runtime"
-        );
-        assert_eq!(
-            template.property(function, "Handler").as_str(),
-            Some("bootstrap"),
-            "{name}: Handler"
-        );
+        assert!(binaries.contains(binary), "{name}: `{binary}` is not a binary of the workspace ({binaries:?})");
+        assert_eq!(template.property(function, "Runtime").as_str(), Some("provided.al2023"), "{name}: Runtime");
+        assert_eq!(template.property(function, "Handler").as_str(), Some("bootstrap"), "{name}: Handler");
         let architectures = as_strings(template.property(function, "Architectures"));
         assert!(
             matches!(architectures.as_slice(), ["arm64"] | ["x86_64"]),
             "{name}: Architectures must declare one of arm64, x86_64: {architectures:?}"
         );
-        let code_uri = template
-            .property(function, "CodeUri")
-            .as_str()
-            .unwrap_or_else(|| panic!("{name}: CodeUri is missing"));
+        let code_uri =
+            template.property(function, "CodeUri").as_str().unwrap_or_else(|| panic!("{name}: CodeUri is missing"));
         let manifest = workspace_root().join(code_uri).join("Cargo.toml");
         let manifest = std::fs::read_to_string(&manifest)
             .unwrap_or_else(|e| panic!("{name}: CodeUri `{code_uri}` has no Cargo.toml: {e}"));
-        assert!(
-            manifest.contains("[workspace]"),
-            "{name}: CodeUri `{code_uri}` must be the workspace root"
-        );
+        assert!(manifest.contains("[workspace]"), "{name}: CodeUri `{code_uri}` must be the workspace root");
     }
-    let built: BTreeSet<&str> = template
-        .functions()
-        .iter()
-        .filter_map(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str())
-        .collect();
+    let built: BTreeSet<&str> =
+        template.functions().iter().filter_map(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str()).collect();
     for expected in ["trigger", "step-runner", "response-waiter"] {
         assert!(built.contains(expected), "no function builds `{expected}`");
     }
@@ -288,14 +223,9 @@ fn sqs_event_sources_report_batch_item_failures() {
     for (name, function) in template.functions() {
         for (event, properties) in template.sqs_events(function) {
             sources += 1;
-            let keys = properties
-                .as_mapping()
-                .unwrap_or_else(|| panic!("{name}.{event}: no Properties"));
+            let keys = properties.as_mapping().unwrap_or_else(|| panic!("{name}.{event}: no Properties"));
             for key in keys.keys().filter_map(Value::as_str) {
-                assert!(
-                    KNOWN.contains(&key),
-                    "{name}.{event}: unknown SQS event property `{key}`"
-                );
+                assert!(KNOWN.contains(&key), "{name}.{event}: unknown SQS event property `{key}`");
             }
             assert_eq!(
                 as_strings(&properties["FunctionResponseTypes"]),
@@ -305,9 +235,7 @@ fn sqs_event_sources_report_batch_item_failures() {
             let (queue, attribute) = get_att(&properties["Queue"])
                 .unwrap_or_else(|| panic!("{name}.{event}: Queue must be !GetAtt <queue>.Arn"));
             assert_eq!(attribute, "Arn", "{name}.{event}: Queue");
-            let resource = template
-                .resource(&queue)
-                .unwrap_or_else(|| panic!("{name}.{event}: no resource `{queue}`"));
+            let resource = template.resource(&queue).unwrap_or_else(|| panic!("{name}.{event}: no resource `{queue}`"));
             assert_eq!(resource["Type"].as_str(), Some("AWS::SQS::Queue"));
         }
     }
@@ -322,10 +250,7 @@ fn every_queue_redrives_to_a_dead_letter_queue() {
     for (name, queue) in template.resources_of_type("AWS::SQS::Queue") {
         let properties = &queue["Properties"];
         if dead_letter_queues.contains(name) {
-            assert!(
-                properties["RedrivePolicy"].is_null(),
-                "{name}: a dead-letter queue must not redrive further"
-            );
+            assert!(properties["RedrivePolicy"].is_null(), "{name}: a dead-letter queue must not redrive further");
             assert_eq!(
                 properties["MessageRetentionPeriod"].as_u64(),
                 Some(DEAD_LETTER_RETENTION_SECONDS),
@@ -335,9 +260,8 @@ fn every_queue_redrives_to_a_dead_letter_queue() {
         }
         queues += 1;
         let redrive = &properties["RedrivePolicy"];
-        let (target, attribute) = get_att(&redrive["deadLetterTargetArn"]).unwrap_or_else(|| {
-            panic!("{name}: RedrivePolicy.deadLetterTargetArn must be !GetAtt <dlq>.Arn")
-        });
+        let (target, attribute) = get_att(&redrive["deadLetterTargetArn"])
+            .unwrap_or_else(|| panic!("{name}: RedrivePolicy.deadLetterTargetArn must be !GetAtt <dlq>.Arn"));
         assert_eq!(attribute, "Arn", "{name}: deadLetterTargetArn");
         assert_ne!(target, name, "{name}: redrives to itself");
         let max_receives = match &redrive["maxReceiveCount"] {
@@ -360,12 +284,9 @@ fn queue_visibility_is_at_least_six_times_the_consumer_timeout() {
     for (name, function) in template.functions() {
         let timeout = template.timeout(function);
         for (event, properties) in template.sqs_events(function) {
-            let (queue, _) =
-                get_att(&properties["Queue"]).unwrap_or_else(|| panic!("{name}.{event}: Queue"));
-            let visibility = template
-                .resource(&queue)
-                .and_then(|q| q["Properties"]["VisibilityTimeout"].as_u64())
-                .unwrap_or(30);
+            let (queue, _) = get_att(&properties["Queue"]).unwrap_or_else(|| panic!("{name}.{event}: Queue"));
+            let visibility =
+                template.resource(&queue).and_then(|q| q["Properties"]["VisibilityTimeout"].as_u64()).unwrap_or(30);
             assert!(
                 visibility >= VISIBILITY_FACTOR * timeout,
                 "{queue}: VisibilityTimeout {visibility} s < {VISIBILITY_FACTOR} × {name}'s Timeout {timeout} s"
@@ -380,10 +301,9 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
     let expected: BTreeSet<&str> = ENV_VARS.into_iter().collect();
     for (name, function) in template.functions() {
         let mut variables: BTreeMap<String, &Value> = BTreeMap::new();
-        for source in [
-            &template.globals()["Environment"]["Variables"],
-            &function["Properties"]["Environment"]["Variables"],
-        ] {
+        for source in
+            [&template.globals()["Environment"]["Variables"], &function["Properties"]["Environment"]["Variables"]]
+        {
             if let Some(map) = source.as_mapping() {
                 for (key, value) in map {
                     let key = key.as_str().expect("variable names are strings");
@@ -395,8 +315,7 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
         assert_eq!(names, expected, "{name}: environment variables");
 
         let referenced = |variable: &str| {
-            reference(variables[variable])
-                .unwrap_or_else(|| panic!("{name}: {variable} must be a !Ref"))
+            reference(variables[variable]).unwrap_or_else(|| panic!("{name}: {variable} must be a !Ref"))
         };
         let table = referenced(ENV_TABLE);
         assert_eq!(
@@ -404,10 +323,7 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
             Some("AWS::DynamoDB::Table"),
             "{name}: {ENV_TABLE}"
         );
-        for (variable, consumer) in [
-            (ENV_STEP_QUEUE_URL, "step-runner"),
-            (ENV_RESPONSE_QUEUE_URL, "response-waiter"),
-        ] {
+        for (variable, consumer) in [(ENV_STEP_QUEUE_URL, "step-runner"), (ENV_RESPONSE_QUEUE_URL, "response-waiter")] {
             let queue = referenced(variable);
             let (consumer_name, consumer_fn) = template.function_by_binary(consumer);
             let consumed: Vec<String> = template
@@ -438,9 +354,7 @@ fn the_trigger_url_outlives_the_longest_response_timeout() {
         Some(DEFAULT_RESPONSE_TIMEOUT.as_secs()),
         "ResponseTimeoutSeconds defaults to the engine's default"
     );
-    let longest = parameter["MaxValue"]
-        .as_u64()
-        .expect("ResponseTimeoutSeconds has a MaxValue");
+    let longest = parameter["MaxValue"].as_u64().expect("ResponseTimeoutSeconds has a MaxValue");
     let (name, trigger) = template.function_by_binary("trigger");
     let timeout = template.timeout(trigger);
     assert!(
@@ -448,16 +362,8 @@ fn the_trigger_url_outlives_the_longest_response_timeout() {
         "{name}: Timeout {timeout} s must exceed the longest response timeout {longest} s + {TRIGGER_GRACE_SECONDS} s"
     );
     let url = &trigger["Properties"]["FunctionUrlConfig"];
-    assert_eq!(
-        url["AuthType"].as_str(),
-        Some("NONE"),
-        "{name}: Sluice authenticates requests itself"
-    );
-    assert_eq!(
-        url["InvokeMode"].as_str(),
-        Some("BUFFERED"),
-        "{name}: InvokeMode"
-    );
+    assert_eq!(url["AuthType"].as_str(), Some("NONE"), "{name}: Sluice authenticates requests itself");
+    assert_eq!(url["InvokeMode"].as_str(), Some("BUFFERED"), "{name}: InvokeMode");
     // API Gateway would cut synchronous callers off at 30 s, before the 542.
     for (function, f) in template.functions() {
         if let Some(events) = f["Properties"]["Events"].as_mapping() {
@@ -480,17 +386,14 @@ fn policies_name_exact_resources() {
             .as_sequence()
             .unwrap_or_else(|| panic!("{name}: no Policies (every function gets its own)"));
         for policy in policies {
-            let statements = policy["Statement"].as_sequence().unwrap_or_else(|| {
-                panic!("{name}: only inline policy statements are allowed, got {policy:?}")
-            });
+            let statements = policy["Statement"]
+                .as_sequence()
+                .unwrap_or_else(|| panic!("{name}: only inline policy statements are allowed, got {policy:?}"));
             for statement in statements {
                 let sid = statement["Sid"].as_str().unwrap_or("<no Sid>");
                 assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{name}.{sid}");
                 for action in as_strings(&statement["Action"]) {
-                    assert!(
-                        !action.contains('*'),
-                        "{name}.{sid}: wildcard action `{action}`"
-                    );
+                    assert!(!action.contains('*'), "{name}.{sid}: wildcard action `{action}`");
                 }
                 let resources = match &statement["Resource"] {
                     Value::Sequence(items) => items.clone(),
@@ -506,10 +409,7 @@ fn policies_name_exact_resources() {
                             let (target, _) = get_att(other).unwrap_or_else(|| {
                                 panic!("{name}.{sid}: resources must be !GetAtt <resource>.Arn, got {other:?}")
                             });
-                            assert!(
-                                template.resource(&target).is_some(),
-                                "{name}.{sid}: no resource `{target}`"
-                            );
+                            assert!(template.resource(&target).is_some(), "{name}.{sid}: no resource `{target}`");
                         }
                     }
                 }
@@ -523,19 +423,10 @@ fn policies_name_exact_resources() {
 #[test]
 fn every_reference_resolves() {
     let template = Template::load();
-    let mut known: BTreeSet<String> = template
-        .resources()
-        .keys()
-        .filter_map(Value::as_str)
-        .map(str::to_string)
-        .collect();
+    let mut known: BTreeSet<String> =
+        template.resources().keys().filter_map(Value::as_str).map(str::to_string).collect();
     if let Some(parameters) = template.root["Parameters"].as_mapping() {
-        known.extend(
-            parameters
-                .keys()
-                .filter_map(Value::as_str)
-                .map(str::to_string),
-        );
+        known.extend(parameters.keys().filter_map(Value::as_str).map(str::to_string));
     }
     for (name, function) in template.functions() {
         if !function["Properties"]["FunctionUrlConfig"].is_null() {
@@ -572,10 +463,7 @@ fn every_reference_resolves() {
             }
         }
     });
-    assert!(
-        unresolved.is_empty(),
-        "unresolved references: {unresolved:?}"
-    );
+    assert!(unresolved.is_empty(), "unresolved references: {unresolved:?}");
 }
 
 fn walk(value: &Value, visit: &mut dyn FnMut(&Value)) {
@@ -593,22 +481,15 @@ fn walk(value: &Value, visit: &mut dyn FnMut(&Value)) {
 #[test]
 fn cfn_lint_reports_nothing() {
     let Some(cfn_lint) = std::env::var_os("SLUICE_CFN_LINT").filter(|v| !v.is_empty()) else {
-        eprintln!(
-            "skipped: SLUICE_CFN_LINT is not set (infra/test.sh sets it to .venv/bin/cfn-lint)"
-        );
+        eprintln!("skipped: SLUICE_CFN_LINT is not set (infra/test.sh sets it to .venv/bin/cfn-lint)");
         return;
     };
     let mut command = Command::new(&cfn_lint);
-    command
-        .arg("--")
-        .arg("template.yaml")
-        .current_dir(workspace_root());
+    command.arg("--").arg("template.yaml").current_dir(workspace_root());
     if std::env::var_os("AWS_DEFAULT_REGION").is_none() {
         command.env("AWS_DEFAULT_REGION", "us-east-1");
     }
-    let output = command
-        .output()
-        .unwrap_or_else(|e| panic!("run {}: {e}", PathBuf::from(&cfn_lint).display()));
+    let output = command.output().unwrap_or_else(|e| panic!("run {}: {e}", PathBuf::from(&cfn_lint).display()));
     assert!(
         output.status.success(),
         "cfn-lint template.yaml failed ({}):\n{}{}",

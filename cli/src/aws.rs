@@ -20,7 +20,12 @@ pub async fn table_store(table: &str) -> DynamoStore {
 }
 
 /// Creates project `project_id` (or checks the one that exists) with keys kept in `dir`.
-pub async fn create_project(store: &dyn Store, dir: &Path, project_id: &str, base_url: &str) -> anyhow::Result<DevProject> {
+pub async fn create_project(
+    store: &dyn Store,
+    dir: &Path,
+    project_id: &str,
+    base_url: &str,
+) -> anyhow::Result<DevProject> {
     if !valid_id(project_id) {
         anyhow::bail!("a project id is 1–64 characters of a-z, 0-9, `-` and `_`");
     }

@@ -23,10 +23,7 @@ struct Search {
 /// The demo CRM routes: `GET /demo/crm/contacts?email=` and `POST /demo/crm/leads`.
 pub fn routes() -> Router {
     let crm = Arc::new(Mutex::new(Crm::default()));
-    Router::new()
-        .route("/demo/crm/contacts", get(search))
-        .route("/demo/crm/leads", post(create_lead))
-        .with_state(crm)
+    Router::new().route("/demo/crm/contacts", get(search)).route("/demo/crm/leads", post(create_lead)).with_state(crm)
 }
 
 /// Every `@example.com` address is a known contact; leads created here are found too.

@@ -22,8 +22,8 @@ use crate::stack::{LocalStack, StackOptions};
 /// The project every `sluice dev` data folder holds.
 pub const DEV_PROJECT_ID: &str = "dev";
 const PROJECT_FILE: &str = "dev-project.json";
-const KEY_FILE: &str = "dev-signing-key.pem";
-const PUBLIC_KEY_FILE: &str = "dev-signing-key.pub.pem";
+const KEY_FILE: &str = "signing-key.pem";
+const PUBLIC_KEY_FILE: &str = "signing-key.pub.pem";
 
 /// The bundled examples, used when the workflows folder does not exist.
 const BUNDLED: &[(&str, &str)] = &[
@@ -143,10 +143,9 @@ pub async fn ensure_project(
             };
             store.create_project(&project).await?;
         }
-        Some(stored) if stored.signing_public_key_pem.trim() != public_pem.trim() => bail!(
-            "project `{project_id}` already exists with another signing key than the one in {}",
-            dir.display()
-        ),
+        Some(stored) if stored.signing_public_key_pem.trim() != public_pem.trim() => {
+            bail!("project `{project_id}` already exists with another signing key than the one in {}", dir.display())
+        }
         Some(_) => {}
     }
     let project = DevProject { project_id: project_id.to_string(), api_key, base_url: base_url.to_string() };

@@ -106,7 +106,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if response_timeout < Duration::from_millis(100) {
                 anyhow::bail!("--response-timeout must be at least 100ms");
             }
-            dev::run(DevOptions { port, data_dir, workflows, response_timeout, allow_private_network, workers }).await?;
+            dev::run(DevOptions { port, data_dir, workflows, response_timeout, allow_private_network, workers })
+                .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { path } => {

@@ -47,9 +47,8 @@ pub struct LocalStack {
 impl LocalStack {
     /// Binds the listener and starts the server, the workers and the waiter.
     pub async fn start(runtime: Runtime, options: StackOptions) -> anyhow::Result<LocalStack> {
-        let listener = TcpListener::bind(options.addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", options.addr))?;
+        let listener =
+            TcpListener::bind(options.addr).await.with_context(|| format!("cannot listen on {}", options.addr))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();

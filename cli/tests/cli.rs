@@ -43,7 +43,9 @@ steps:
     let out = sluice(&["validate", dir.to_str().expect("utf-8 path")]);
     assert_eq!(out.status.code(), Some(1));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for expected in ["bad.yaml: id:", "steps[0].url", "steps[1].id", "steps[1].type", "steps[2].when.op", "steps[3].body"] {
+    for expected in
+        ["bad.yaml: id:", "steps[0].url", "steps[1].id", "steps[1].type", "steps[2].when.op", "steps[3].body"]
+    {
         assert!(stdout.contains(expected), "missing `{expected}` in:\n{stdout}");
     }
     assert!(stdout.lines().count() >= 6, "{stdout}");

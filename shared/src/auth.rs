@@ -80,12 +80,9 @@ impl fmt::Debug for SigningKeyPair {
 /// Generates a fresh RSA 2048 signing key pair.
 pub fn generate_signing_key() -> Result<SigningKeyPair, AuthError> {
     const FAILED: AuthError = AuthError::Key("could not generate an RSA signing key");
-    let pair =
-        aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|_| FAILED)?;
-    let private_der =
-        AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).map_err(|_| FAILED)?;
-    let public_der = AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(pair.public_key())
-        .map_err(|_| FAILED)?;
+    let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).map_err(|_| FAILED)?;
+    let private_der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der>::as_der(&pair).map_err(|_| FAILED)?;
+    let public_der = AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(pair.public_key()).map_err(|_| FAILED)?;
     Ok(SigningKeyPair {
         private_pem: pem_encode("PRIVATE KEY", private_der.as_ref()),
         public_pem: pem_encode("PUBLIC KEY", public_der.as_ref()),
@@ -117,10 +114,8 @@ fn install_crypto_provider() {
     static INSTALL: Once = Once::new();
     INSTALL.call_once(|| {
         // An error means a provider is already installed, which is what we need.
-        if jsonwebtoken::crypto::CryptoProvider::install_default(
-            &jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER,
-        )
-        .is_err()
+        if jsonwebtoken::crypto::CryptoProvider::install_default(&jsonwebtoken::crypto::aws_lc::DEFAULT_PROVIDER)
+            .is_err()
         {
             tracing::debug!("a jsonwebtoken crypto provider was already installed");
         }
@@ -132,21 +127,10 @@ fn unix_now() -> u64 {
 }
 
 /// Issues an RS256 token for `user_id`, valid for `ttl`.
-pub fn issue_user_token(
-    private_pem: &str,
-    user_id: &str,
-    ttl: Duration,
-) -> Result<String, AuthError> {
+pub fn issue_user_token(private_pem: &str, user_id: &str, ttl: Duration) -> Result<String, AuthError> {
     check_user_id(user_id)?;
     let iat = unix_now();
-    sign(
-        private_pem,
-        &Claims {
-            sub: user_id,
-            iat,
-            exp: iat.saturating_add(ttl.as_secs()),
-        },
-    )
+    sign(private_pem, &Claims { sub: user_id, iat, exp: iat.saturating_add(ttl.as_secs()) })
 }
 
 fn sign(private_pem: &str, claims: &Claims<'_>) -> Result<String, AuthError> {
@@ -167,12 +151,10 @@ pub fn verify_user_token(public_pem: &str, token: &str) -> Result<String, AuthEr
     validation.validate_exp = true;
     validation.validate_nbf = true;
     validation.set_required_spec_claims(&["exp", "sub"]);
-    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
-        .map_err(map_jwt_error)?;
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation).map_err(map_jwt_error)?;
     match data.claims.get("sub") {
         Some(Value::String(sub)) => {
-            check_user_id(sub)
-                .map_err(|_| AuthError::BadClaims("`sub` must be 1 to 256 characters".into()))?;
+            check_user_id(sub).map_err(|_| AuthError::BadClaims("`sub` must be 1 to 256 characters".into()))?;
             Ok(sub.clone())
         }
         _ => Err(AuthError::BadClaims("`sub` must be a string".into())),
@@ -182,9 +164,7 @@ pub fn verify_user_token(public_pem: &str, token: &str) -> Result<String, AuthEr
 fn check_user_id(user_id: &str) -> Result<(), AuthError> {
     let len = user_id.chars().count();
     if len == 0 || len > MAX_USER_ID_LEN {
-        return Err(AuthError::BadClaims(format!(
-            "the user id must be 1 to {MAX_USER_ID_LEN} characters"
-        )));
+        return Err(AuthError::BadClaims(format!("the user id must be 1 to {MAX_USER_ID_LEN} characters")));
     }
     Ok(())
 }
@@ -193,15 +173,11 @@ fn map_jwt_error(error: jsonwebtoken::errors::Error) -> AuthError {
     match error.kind() {
         ErrorKind::InvalidSignature => AuthError::BadSignature,
         ErrorKind::ExpiredSignature => AuthError::Expired,
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::UnsupportedAlgorithm
-        | ErrorKind::InvalidAlgorithmName => AuthError::UnsupportedAlgorithm,
-        ErrorKind::MissingRequiredClaim(claim) => {
-            AuthError::BadClaims(format!("`{}` is required", claim_name(claim)))
+        ErrorKind::InvalidAlgorithm | ErrorKind::UnsupportedAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            AuthError::UnsupportedAlgorithm
         }
-        ErrorKind::InvalidClaimFormat(claim) => {
-            AuthError::BadClaims(format!("`{}` is invalid", claim_name(claim)))
-        }
+        ErrorKind::MissingRequiredClaim(claim) => AuthError::BadClaims(format!("`{}` is required", claim_name(claim))),
+        ErrorKind::InvalidClaimFormat(claim) => AuthError::BadClaims(format!("`{}` is invalid", claim_name(claim))),
         ErrorKind::ImmatureSignature => AuthError::BadClaims("`nbf` is in the future".into()),
         ErrorKind::InvalidAudience | ErrorKind::InvalidIssuer | ErrorKind::InvalidSubject => {
             AuthError::BadClaims("unexpected `aud`, `iss` or `sub`".into())
@@ -227,26 +203,17 @@ fn claim_name(claim: &str) -> &'static str {
 
 /// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
 pub fn bearer_token(headers: &http::HeaderMap) -> Result<&str, AuthError> {
-    let value = headers
-        .get(http::header::AUTHORIZATION)
-        .ok_or(AuthError::MissingToken)?;
-    let value = value
-        .to_str()
-        .map_err(|_| AuthError::Malformed("the Authorization header is not visible ASCII"))?
-        .trim();
-    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed(
-        "expected `Authorization: Bearer <token>`",
-    ))?;
+    let value = headers.get(http::header::AUTHORIZATION).ok_or(AuthError::MissingToken)?;
+    let value =
+        value.to_str().map_err(|_| AuthError::Malformed("the Authorization header is not visible ASCII"))?.trim();
+    let (scheme, token) =
+        value.split_once(' ').ok_or(AuthError::Malformed("expected `Authorization: Bearer <token>`"))?;
     if !scheme.eq_ignore_ascii_case("bearer") {
-        return Err(AuthError::Malformed(
-            "expected `Authorization: Bearer <token>`",
-        ));
+        return Err(AuthError::Malformed("expected `Authorization: Bearer <token>`"));
     }
     let token = token.trim_start();
     if token.is_empty() || token.contains(char::is_whitespace) {
-        return Err(AuthError::Malformed(
-            "expected `Authorization: Bearer <token>`",
-        ));
+        return Err(AuthError::Malformed("expected `Authorization: Bearer <token>`"));
     }
     Ok(token)
 }
@@ -268,11 +235,7 @@ pub fn hash_api_key(key: &str) -> String {
 /// Whether `key` hashes to `sha256_hex` (case-insensitive hex), compared in constant time.
 pub fn api_key_matches(key: &str, sha256_hex: &str) -> bool {
     let expected = sha256_hex.to_ascii_lowercase();
-    aws_lc_rs::constant_time::verify_slices_are_equal(
-        hash_api_key(key).as_bytes(),
-        expected.as_bytes(),
-    )
-    .is_ok()
+    aws_lc_rs::constant_time::verify_slices_are_equal(hash_api_key(key).as_bytes(), expected.as_bytes()).is_ok()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -339,18 +302,8 @@ mod tests {
     fn expired_token_is_rejected_as_expired() -> Result<(), AuthError> {
         let (key, _) = keys();
         let now = unix_now();
-        let token = sign(
-            &key.private_pem,
-            &Claims {
-                sub: "user-1",
-                iat: now - 120,
-                exp: now - 60,
-            },
-        )?;
-        assert_eq!(
-            verify_user_token(&key.public_pem, &token),
-            Err(AuthError::Expired)
-        );
+        let token = sign(&key.private_pem, &Claims { sub: "user-1", iat: now - 120, exp: now - 60 })?;
+        assert_eq!(verify_user_token(&key.public_pem, &token), Err(AuthError::Expired));
         Ok(())
     }
 
@@ -358,10 +311,7 @@ mod tests {
     fn token_signed_by_another_key_is_rejected() -> Result<(), AuthError> {
         let (key, other) = keys();
         let token = issue_user_token(&other.private_pem, "user-1", Duration::from_secs(60))?;
-        assert_eq!(
-            verify_user_token(&key.public_pem, &token),
-            Err(AuthError::BadSignature)
-        );
+        assert_eq!(verify_user_token(&key.public_pem, &token), Err(AuthError::BadSignature));
         Ok(())
     }
 
@@ -370,18 +320,14 @@ mod tests {
         let (key, _) = keys();
         let header = b64url(br#"{"alg":"none","typ":"JWT"}"#);
         let payload = b64url(claims_now(60).to_string().as_bytes());
-        for token in [
-            format!("{header}.{payload}."),
-            format!("{header}.{payload}"),
-        ] {
+        for token in [format!("{header}.{payload}."), format!("{header}.{payload}")] {
             let result = verify_user_token(&key.public_pem, &token);
             assert!(result.is_err(), "accepted {token}");
         }
     }
 
     #[test]
-    fn hs256_token_signed_with_the_public_key_is_rejected()
-    -> Result<(), jsonwebtoken::errors::Error> {
+    fn hs256_token_signed_with_the_public_key_is_rejected() -> Result<(), jsonwebtoken::errors::Error> {
         install_crypto_provider();
         let (key, _) = keys();
         let forged = jsonwebtoken::encode(
@@ -389,10 +335,7 @@ mod tests {
             &claims_now(60),
             &EncodingKey::from_secret(key.public_pem.as_bytes()),
         )?;
-        assert_eq!(
-            verify_user_token(&key.public_pem, &forged),
-            Err(AuthError::UnsupportedAlgorithm)
-        );
+        assert_eq!(verify_user_token(&key.public_pem, &forged), Err(AuthError::UnsupportedAlgorithm));
         Ok(())
     }
 
@@ -404,60 +347,35 @@ mod tests {
         assert_eq!(parts.len(), 3);
         let mut claims = claims_now(60);
         claims["sub"] = Value::from("admin");
-        let tampered = format!(
-            "{}.{}.{}",
-            parts[0],
-            b64url(claims.to_string().as_bytes()),
-            parts[2]
-        );
-        assert_eq!(
-            verify_user_token(&key.public_pem, &tampered),
-            Err(AuthError::BadSignature)
-        );
+        let tampered = format!("{}.{}.{}", parts[0], b64url(claims.to_string().as_bytes()), parts[2]);
+        assert_eq!(verify_user_token(&key.public_pem, &tampered), Err(AuthError::BadSignature));
         Ok(())
     }
 
     #[test]
     fn token_without_exp_or_with_bad_sub_is_rejected() -> Result<(), AuthError> {
         let (key, _) = keys();
-        let encoding = EncodingKey::from_rsa_pem(key.private_pem.as_bytes())
-            .map_err(|_| AuthError::Key("test"))?;
+        let encoding = EncodingKey::from_rsa_pem(key.private_pem.as_bytes()).map_err(|_| AuthError::Key("test"))?;
         let sign_value = |claims: Value| {
             install_crypto_provider();
-            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &encoding)
-                .map_err(|_| AuthError::Key("test"))
+            jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &encoding).map_err(|_| AuthError::Key("test"))
         };
         let now = unix_now();
         let no_exp = sign_value(serde_json::json!({ "sub": "u", "iat": now }))?;
-        assert!(matches!(
-            verify_user_token(&key.public_pem, &no_exp),
-            Err(AuthError::BadClaims(_))
-        ));
+        assert!(matches!(verify_user_token(&key.public_pem, &no_exp), Err(AuthError::BadClaims(_))));
         let empty_sub = sign_value(serde_json::json!({ "sub": "", "exp": now + 60 }))?;
-        assert!(matches!(
-            verify_user_token(&key.public_pem, &empty_sub),
-            Err(AuthError::BadClaims(_))
-        ));
+        assert!(matches!(verify_user_token(&key.public_pem, &empty_sub), Err(AuthError::BadClaims(_))));
         let long_sub = sign_value(serde_json::json!({ "sub": "x".repeat(257), "exp": now + 60 }))?;
-        assert!(matches!(
-            verify_user_token(&key.public_pem, &long_sub),
-            Err(AuthError::BadClaims(_))
-        ));
+        assert!(matches!(verify_user_token(&key.public_pem, &long_sub), Err(AuthError::BadClaims(_))));
         let no_sub = sign_value(serde_json::json!({ "exp": now + 60 }))?;
-        assert!(matches!(
-            verify_user_token(&key.public_pem, &no_sub),
-            Err(AuthError::BadClaims(_))
-        ));
+        assert!(matches!(verify_user_token(&key.public_pem, &no_sub), Err(AuthError::BadClaims(_))));
         Ok(())
     }
 
     #[test]
     fn garbage_token_is_malformed_and_bad_key_is_a_server_error() {
         let (key, _) = keys();
-        assert!(matches!(
-            verify_user_token(&key.public_pem, "not-a-jwt"),
-            Err(AuthError::Malformed(_))
-        ));
+        assert!(matches!(verify_user_token(&key.public_pem, "not-a-jwt"), Err(AuthError::Malformed(_))));
         let error = verify_user_token("not a pem", "a.b.c");
         assert!(matches!(&error, Err(AuthError::Key(_))));
         assert!(error.is_err_and(|e| !e.is_client_error()));
@@ -473,38 +391,20 @@ mod tests {
 
     #[test]
     fn bearer_token_accepts_any_scheme_case() {
-        assert_eq!(
-            bearer_token(&headers_with("Bearer abc.def.ghi")),
-            Ok("abc.def.ghi")
-        );
+        assert_eq!(bearer_token(&headers_with("Bearer abc.def.ghi")), Ok("abc.def.ghi"));
         assert_eq!(bearer_token(&headers_with("bearer abc")), Ok("abc"));
         assert_eq!(bearer_token(&headers_with("BEARER  abc ")), Ok("abc"));
     }
 
     #[test]
     fn missing_authorization_header_is_a_distinct_error() {
-        assert_eq!(
-            bearer_token(&http::HeaderMap::new()),
-            Err(AuthError::MissingToken)
-        );
+        assert_eq!(bearer_token(&http::HeaderMap::new()), Err(AuthError::MissingToken));
     }
 
     #[test]
     fn non_bearer_or_empty_authorization_is_malformed() {
-        for value in [
-            "Basic dXNlcjpwYXNz",
-            "Bearer",
-            "Bearer ",
-            "abc",
-            "Bearer a b",
-        ] {
-            assert!(
-                matches!(
-                    bearer_token(&headers_with(value)),
-                    Err(AuthError::Malformed(_))
-                ),
-                "{value}"
-            );
+        for value in ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "abc", "Bearer a b"] {
+            assert!(matches!(bearer_token(&headers_with(value)), Err(AuthError::Malformed(_))), "{value}");
         }
     }
 
@@ -513,20 +413,13 @@ mod tests {
         let key = generate_api_key();
         let hex_part = key.strip_prefix(API_KEY_PREFIX).unwrap_or_default();
         assert_eq!(hex_part.len(), 64);
-        assert!(
-            hex_part
-                .chars()
-                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
-        );
+        assert!(hex_part.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(key, generate_api_key());
     }
 
     #[test]
     fn api_key_hash_is_sha256_hex_and_matches_only_its_key() {
-        assert_eq!(
-            hash_api_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
+        assert_eq!(hash_api_key("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let key = generate_api_key();
         let hash = hash_api_key(&key);
         assert!(api_key_matches(&key, &hash));
@@ -539,10 +432,7 @@ mod tests {
     fn error_messages_never_contain_the_token() -> Result<(), AuthError> {
         let (key, other) = keys();
         let token = issue_user_token(&other.private_pem, "user-1", Duration::from_secs(60))?;
-        let message = verify_user_token(&key.public_pem, &token)
-            .err()
-            .map(|e| e.to_string())
-            .unwrap_or_default();
+        let message = verify_user_token(&key.public_pem, &token).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(!message.is_empty());
         assert!(!message.contains(&token[..20]));
         Ok(())

@@ -211,20 +211,14 @@ pub fn loose_eq(left: &Value, right: &Value) -> bool {
 /// Structural equality where numbers compare by value.
 fn json_eq(left: &Value, right: &Value) -> bool {
     match (left, right) {
-        (Value::Number(a), Value::Number(b)) => {
-            match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
-                (Some(a), Some(b), _, _) => a == b,
-                (_, _, Some(a), Some(b)) => a == b,
-                _ => a.as_f64() == b.as_f64(),
-            }
-        }
-        (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_eq(x, y))
-        }
+        (Value::Number(a), Value::Number(b)) => match (a.as_i64(), b.as_i64(), a.as_u64(), b.as_u64()) {
+            (Some(a), Some(b), _, _) => a == b,
+            (_, _, Some(a), Some(b)) => a == b,
+            _ => a.as_f64() == b.as_f64(),
+        },
+        (Value::Array(a), Value::Array(b)) => a.len() == b.len() && a.iter().zip(b).all(|(x, y)| json_eq(x, y)),
         (Value::Object(a), Value::Object(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .all(|(k, x)| b.get(k).is_some_and(|y| json_eq(x, y)))
+            a.len() == b.len() && a.iter().all(|(k, x)| b.get(k).is_some_and(|y| json_eq(x, y)))
         }
         _ => left == right,
     }
@@ -271,12 +265,7 @@ fn number(op: Operator, value: &Value) -> Result<f64, ConditionError> {
         Value::String(s) => s.trim().parse::<f64>().ok().filter(|n| n.is_finite()),
         _ => None,
     };
-    parsed.ok_or_else(|| {
-        fail(
-            op,
-            format!("compares numbers, but got {} {}", kind(value), show(value)),
-        )
-    })
+    parsed.ok_or_else(|| fail(op, format!("compares numbers, but got {} {}", kind(value), show(value))))
 }
 
 /// The string form of a scalar: strings raw, numbers and booleans as written.
@@ -284,10 +273,7 @@ fn text(op: Operator, value: &Value) -> Result<String, ConditionError> {
     match value {
         Value::String(s) => Ok(s.clone()),
         Value::Number(_) | Value::Bool(_) => Ok(value.to_string()),
-        _ => Err(fail(
-            op,
-            format!("compares text, but got {} {}", kind(value), show(value)),
-        )),
+        _ => Err(fail(op, format!("compares text, but got {} {}", kind(value), show(value)))),
     }
 }
 
@@ -298,11 +284,7 @@ fn contains(op: Operator, left: &Value, right: &Value) -> Result<bool, Condition
         Value::Object(map) => Ok(map.contains_key(&text(op, right)?)),
         other => Err(fail(
             op,
-            format!(
-                "needs a string, array or object on the left, but got {} {}",
-                kind(other),
-                show(other)
-            ),
+            format!("needs a string, array or object on the left, but got {} {}", kind(other), show(other)),
         )),
     }
 }
@@ -311,26 +293,15 @@ fn is_in(op: Operator, left: &Value, right: &Value) -> Result<bool, ConditionErr
     match right {
         Value::Array(items) => Ok(items.iter().any(|item| loose_eq(left, item))),
         Value::String(haystack) => Ok(haystack.contains(&text(op, left)?)),
-        other => Err(fail(
-            op,
-            format!(
-                "needs an array or a string on the right, but got {} {}",
-                kind(other),
-                show(other)
-            ),
-        )),
+        other => {
+            Err(fail(op, format!("needs an array or a string on the right, but got {} {}", kind(other), show(other))))
+        }
     }
 }
 
 fn matches_regex(op: Operator, left: &Value, right: &Value) -> Result<bool, ConditionError> {
     let Value::String(pattern) = right else {
-        return Err(fail(
-            op,
-            format!(
-                "needs a regular expression (a string) on the right, but got {}",
-                kind(right)
-            ),
-        ));
+        return Err(fail(op, format!("needs a regular expression (a string) on the right, but got {}", kind(right))));
     };
     let regex = compile_regex(pattern).map_err(|e| fail(op, e))?;
     Ok(regex.is_match(&text(op, left)?))
@@ -344,10 +315,7 @@ pub fn compile_regex(pattern: &str) -> Result<Regex, String> {
             .lines()
             .rev()
             .find_map(|line| line.trim().strip_prefix("error:"))
-            .map_or_else(
-                || full.split_whitespace().collect::<Vec<_>>().join(" "),
-                |r| r.trim().to_string(),
-            );
+            .map_or_else(|| full.split_whitespace().collect::<Vec<_>>().join(" "), |r| r.trim().to_string());
         format!("`{pattern}` is not a valid regular expression: {reason}")
     })
 }

@@ -20,13 +20,8 @@ pub const ENV_RESPONSE_TIMEOUT_SECONDS: &str = "SLUICE_RESPONSE_TIMEOUT_SECONDS"
 pub const ENV_ALLOW_PRIVATE_NETWORK: &str = "SLUICE_ALLOW_PRIVATE_NETWORK";
 
 /// Every variable [`LambdaConfig::from_env`] reads; `template.yaml` sets exactly these.
-pub const ENV_VARS: [&str; 5] = [
-    ENV_TABLE,
-    ENV_STEP_QUEUE_URL,
-    ENV_RESPONSE_QUEUE_URL,
-    ENV_RESPONSE_TIMEOUT_SECONDS,
-    ENV_ALLOW_PRIVATE_NETWORK,
-];
+pub const ENV_VARS: [&str; 5] =
+    [ENV_TABLE, ENV_STEP_QUEUE_URL, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS, ENV_ALLOW_PRIVATE_NETWORK];
 
 /// Longest accepted response timeout: the trigger function must outlive it (Lambda's own
 /// limit is 900 s).
@@ -37,11 +32,7 @@ pub enum ConfigError {
     #[error("missing environment variable {0} (template.yaml sets it)")]
     Missing(&'static str),
     #[error("invalid environment variable {name}={value:?}: {reason}")]
-    Invalid {
-        name: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { name: &'static str, value: String, reason: String },
     /// A client could not be built from a valid configuration.
     #[error("{0}")]
     Client(String),
@@ -64,9 +55,7 @@ impl LambdaConfig {
     }
 
     /// Reads the variables through `lookup` (the environment, or a map in tests).
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-    ) -> Result<LambdaConfig, ConfigError> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<LambdaConfig, ConfigError> {
         let required = |name: &'static str| match lookup(name) {
             Some(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
             _ => Err(ConfigError::Missing(name)),
@@ -82,13 +71,7 @@ impl LambdaConfig {
             None => false,
             Some(value) => parse_bool(ENV_ALLOW_PRIVATE_NETWORK, &value)?,
         };
-        Ok(LambdaConfig {
-            table_name,
-            step_queue_url,
-            response_queue_url,
-            response_timeout,
-            allow_private_network,
-        })
+        Ok(LambdaConfig { table_name, step_queue_url, response_queue_url, response_timeout, allow_private_network })
     }
 }
 
@@ -98,14 +81,9 @@ fn parse_timeout(value: &str) -> Result<Duration, ConfigError> {
         value: value.to_string(),
         reason: reason.to_string(),
     };
-    let seconds: u64 = value
-        .trim()
-        .parse()
-        .map_err(|_| invalid("expected a whole number of seconds"))?;
+    let seconds: u64 = value.trim().parse().map_err(|_| invalid("expected a whole number of seconds"))?;
     if seconds == 0 || seconds > MAX_RESPONSE_TIMEOUT_SECONDS {
-        return Err(invalid(&format!(
-            "expected 1 to {MAX_RESPONSE_TIMEOUT_SECONDS} seconds"
-        )));
+        return Err(invalid(&format!("expected 1 to {MAX_RESPONSE_TIMEOUT_SECONDS} seconds")));
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -125,40 +103,21 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
 /// Builds the ports and clients of a Lambda function: DynamoDB store, SQS queues and the
 /// guarded outbound HTTP client, once per cold start.
 #[cfg(feature = "aws")]
-pub async fn build_runtime(
-    config: &LambdaConfig,
-    sdk: &aws_config::SdkConfig,
-) -> Result<Runtime, ConfigError> {
+pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -> Result<Runtime, ConfigError> {
     use std::sync::Arc;
 
     use crate::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
     use crate::net::{HttpClient, OutboundPolicy};
     use crate::runtime::Settings;
 
-    let store = DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(sdk),
-        config.table_name.clone(),
-    );
-    let queue = SqsQueue::new(
-        aws_sdk_sqs::Client::new(sdk),
-        config.step_queue_url.clone(),
-        config.response_queue_url.clone(),
-    );
-    let policy = OutboundPolicy {
-        allow_loopback: config.allow_private_network,
-        allow_private: config.allow_private_network,
-    };
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone());
+    let queue =
+        SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.step_queue_url.clone(), config.response_queue_url.clone());
+    let policy =
+        OutboundPolicy { allow_loopback: config.allow_private_network, allow_private: config.allow_private_network };
     let http = HttpClient::new(policy).map_err(|e| ConfigError::Client(e.to_string()))?;
-    let settings = Settings {
-        response_timeout: config.response_timeout,
-        ..Settings::default()
-    };
-    Ok(Runtime {
-        store: Arc::new(store),
-        queue: Arc::new(queue),
-        http,
-        settings,
-    })
+    let settings = Settings { response_timeout: config.response_timeout, ..Settings::default() };
+    Ok(Runtime { store: Arc::new(store), queue: Arc::new(queue), http, settings })
 }
 
 #[cfg(test)]
@@ -168,10 +127,7 @@ mod tests {
     use super::*;
 
     fn config(vars: &[(&str, &str)]) -> Result<LambdaConfig, ConfigError> {
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         LambdaConfig::from_lookup(|name| vars.get(name).cloned())
     }
 
@@ -203,11 +159,7 @@ mod tests {
     #[test]
     fn each_missing_required_variable_is_named() {
         for missing in [ENV_TABLE, ENV_STEP_QUEUE_URL, ENV_RESPONSE_QUEUE_URL] {
-            let vars: Vec<_> = REQUIRED
-                .iter()
-                .copied()
-                .filter(|(k, _)| *k != missing)
-                .collect();
+            let vars: Vec<_> = REQUIRED.iter().copied().filter(|(k, _)| *k != missing).collect();
             let error = config(&vars).expect_err("a required variable is missing");
             assert!(matches!(error, ConfigError::Missing(name) if name == missing));
             assert!(error.to_string().contains(missing), "{error}");
@@ -216,14 +168,8 @@ mod tests {
 
     #[test]
     fn an_empty_required_variable_counts_as_missing() {
-        let vars: Vec<_> = REQUIRED
-            .iter()
-            .map(|&(k, v)| if k == ENV_TABLE { (k, "  ") } else { (k, v) })
-            .collect();
-        assert!(matches!(
-            config(&vars),
-            Err(ConfigError::Missing(ENV_TABLE))
-        ));
+        let vars: Vec<_> = REQUIRED.iter().map(|&(k, v)| if k == ENV_TABLE { (k, "  ") } else { (k, v) }).collect();
+        assert!(matches!(config(&vars), Err(ConfigError::Missing(ENV_TABLE))));
     }
 
     #[test]
@@ -252,10 +198,7 @@ mod tests {
         assert!(!off.allow_private_network);
         for bad in ["yes", "1", "TRUE", ""] {
             let error = config(&with(&[(ENV_ALLOW_PRIVATE_NETWORK, bad)])).expect_err(bad);
-            assert!(
-                error.to_string().contains(ENV_ALLOW_PRIVATE_NETWORK),
-                "{error}"
-            );
+            assert!(error.to_string().contains(ENV_ALLOW_PRIVATE_NETWORK), "{error}");
         }
     }
 }

@@ -96,16 +96,9 @@ fn blocked_class_v6(ip: Ipv6Addr) -> Option<&'static str> {
     // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible) and 64:ff9b::a.b.c.d (NAT64) reach
     // the embedded IPv4 address.
     let embedded = match segments {
-        [0, 0, 0, 0, 0, 0xffff, _, _]
-        | [0, 0, 0, 0, 0, 0, _, _]
-        | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
             let [_, _, _, _, _, _, hi, lo] = segments;
-            Some(Ipv4Addr::new(
-                (hi >> 8) as u8,
-                hi as u8,
-                (lo >> 8) as u8,
-                lo as u8,
-            ))
+            Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8))
         }
         _ => None,
     };
@@ -139,10 +132,7 @@ pub fn check_ip(ip: IpAddr, policy: OutboundPolicy) -> Result<(), NetError> {
 /// Checks a URL's scheme and, when its host is an IP literal, that address.
 fn check_url_with(url: &url::Url, policy: OutboundPolicy) -> Result<(), NetError> {
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(NetError::InvalidUrl(format!(
-            "scheme `{}` is not allowed, only http and https",
-            url.scheme()
-        )));
+        return Err(NetError::InvalidUrl(format!("scheme `{}` is not allowed, only http and https", url.scheme())));
     }
     match url.host() {
         None => Err(NetError::InvalidUrl("the URL has no host".into())),
@@ -165,14 +155,10 @@ impl Resolve for GuardedResolver {
         Box::pin(async move {
             let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await
-                .map_err(|e| NetError::Resolve {
-                    host: host.clone(),
-                    reason: e.to_string(),
-                })?
+                .map_err(|e| NetError::Resolve { host: host.clone(), reason: e.to_string() })?
                 .collect();
-            let (allowed, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) = resolved
-                .into_iter()
-                .partition(|addr| check_ip(addr.ip(), policy).is_ok());
+            let (allowed, blocked): (Vec<SocketAddr>, Vec<SocketAddr>) =
+                resolved.into_iter().partition(|addr| check_ip(addr.ip(), policy).is_ok());
             if allowed.is_empty() {
                 return Err(resolve_failure(&host, &blocked).into());
             }
@@ -186,10 +172,7 @@ impl Resolve for GuardedResolver {
 
 fn resolve_failure(host: &str, blocked: &[SocketAddr]) -> NetError {
     if blocked.is_empty() {
-        return NetError::Resolve {
-            host: host.to_owned(),
-            reason: "no addresses".into(),
-        };
+        return NetError::Resolve { host: host.to_owned(), reason: "no addresses".into() };
     }
     let mut listed: Vec<String> = Vec::new();
     for addr in blocked {
@@ -214,11 +197,10 @@ impl HttpClient {
     /// [`MAX_REDIRECTS`]), no proxy, [`CONNECT_TIMEOUT`].
     pub fn new(policy: OutboundPolicy) -> Result<Self, NetError> {
         let limit = redirect::Policy::limited(MAX_REDIRECTS);
-        let redirects =
-            redirect::Policy::custom(move |attempt| match check_url_with(attempt.url(), policy) {
-                Ok(()) => limit.redirect(attempt),
-                Err(error) => attempt.error(error),
-            });
+        let redirects = redirect::Policy::custom(move |attempt| match check_url_with(attempt.url(), policy) {
+            Ok(()) => limit.redirect(attempt),
+            Err(error) => attempt.error(error),
+        });
         let client = reqwest::Client::builder()
             .no_proxy()
             .dns_resolver(GuardedResolver { policy })
@@ -282,18 +264,9 @@ mod tests {
 
     use super::*;
 
-    const DENY: OutboundPolicy = OutboundPolicy {
-        allow_loopback: false,
-        allow_private: false,
-    };
-    const LOOPBACK: OutboundPolicy = OutboundPolicy {
-        allow_loopback: true,
-        allow_private: false,
-    };
-    const PRIVATE: OutboundPolicy = OutboundPolicy {
-        allow_loopback: false,
-        allow_private: true,
-    };
+    const DENY: OutboundPolicy = OutboundPolicy { allow_loopback: false, allow_private: false };
+    const LOOPBACK: OutboundPolicy = OutboundPolicy { allow_loopback: true, allow_private: false };
+    const PRIVATE: OutboundPolicy = OutboundPolicy { allow_loopback: false, allow_private: true };
 
     fn ip(text: &str) -> IpAddr {
         match text.parse() {
@@ -308,14 +281,7 @@ mod tests {
 
     #[test]
     fn public_addresses_are_allowed() {
-        for addr in [
-            "1.1.1.1",
-            "8.8.8.8",
-            "93.184.216.34",
-            "100.128.0.1",
-            "2606:4700::1111",
-            "2a00:1450::1",
-        ] {
+        for addr in ["1.1.1.1", "8.8.8.8", "93.184.216.34", "100.128.0.1", "2606:4700::1111", "2a00:1450::1"] {
             assert!(!blocked(addr, DENY), "{addr}");
         }
     }
@@ -331,14 +297,7 @@ mod tests {
 
     #[test]
     fn private_ranges_are_blocked_even_with_loopback_allowed() {
-        for addr in [
-            "10.0.0.1",
-            "172.16.0.1",
-            "172.31.255.255",
-            "192.168.1.1",
-            "100.64.0.1",
-            "100.127.255.254",
-        ] {
+        for addr in ["10.0.0.1", "172.16.0.1", "172.31.255.255", "192.168.1.1", "100.64.0.1", "100.127.255.254"] {
             assert!(blocked(addr, DENY), "{addr}");
             assert!(blocked(addr, LOOPBACK), "{addr}");
             assert!(!blocked(addr, PRIVATE), "{addr}");
@@ -347,14 +306,7 @@ mod tests {
 
     #[test]
     fn metadata_and_link_local_addresses_are_blocked() {
-        for addr in [
-            "169.254.169.254",
-            "169.254.0.1",
-            "fe80::1",
-            "febf::1",
-            "fd00:ec2::254",
-            "fc00::1",
-        ] {
+        for addr in ["169.254.169.254", "169.254.0.1", "fe80::1", "febf::1", "fd00:ec2::254", "fc00::1"] {
             assert!(blocked(addr, DENY), "{addr}");
             assert!(blocked(addr, LOOPBACK), "{addr}");
             assert!(!blocked(addr, PRIVATE), "{addr}");
@@ -363,16 +315,7 @@ mod tests {
 
     #[test]
     fn unspecified_broadcast_multicast_and_reserved_are_blocked() {
-        for addr in [
-            "0.0.0.0",
-            "0.1.2.3",
-            "::",
-            "255.255.255.255",
-            "224.0.0.1",
-            "239.1.1.1",
-            "ff02::1",
-            "240.0.0.1",
-        ] {
+        for addr in ["0.0.0.0", "0.1.2.3", "::", "255.255.255.255", "224.0.0.1", "239.1.1.1", "ff02::1", "240.0.0.1"] {
             assert!(blocked(addr, DENY), "{addr}");
             assert!(blocked(addr, LOOPBACK), "{addr}");
             assert!(!blocked(addr, PRIVATE), "{addr}");
@@ -381,13 +324,9 @@ mod tests {
 
     #[test]
     fn ipv4_mapped_compatible_and_nat64_forms_are_blocked_like_ipv4() {
-        for addr in [
-            "::ffff:169.254.169.254",
-            "::ffff:10.0.0.1",
-            "::169.254.169.254",
-            "::ffff:0.0.0.0",
-            "64:ff9b::a9fe:a9fe",
-        ] {
+        for addr in
+            ["::ffff:169.254.169.254", "::ffff:10.0.0.1", "::169.254.169.254", "::ffff:0.0.0.0", "64:ff9b::a9fe:a9fe"]
+        {
             assert!(blocked(addr, DENY), "{addr}");
             assert!(blocked(addr, LOOPBACK), "{addr}");
         }
@@ -397,13 +336,8 @@ mod tests {
 
     #[test]
     fn blocked_message_names_address_and_class() {
-        let message = check_ip(ip("169.254.169.254"), DENY)
-            .err()
-            .map(|e| e.to_string());
-        assert_eq!(
-            message.as_deref(),
-            Some("blocked by the outbound network guard: 169.254.169.254 (link-local)")
-        );
+        let message = check_ip(ip("169.254.169.254"), DENY).err().map(|e| e.to_string());
+        assert_eq!(message.as_deref(), Some("blocked by the outbound network guard: 169.254.169.254 (link-local)"));
     }
 
     #[test]
@@ -416,8 +350,7 @@ mod tests {
     }
 
     #[test]
-    fn check_url_refuses_other_schemes_and_blocked_ip_literals()
-    -> Result<(), Box<dyn std::error::Error>> {
+    fn check_url_refuses_other_schemes_and_blocked_ip_literals() -> Result<(), Box<dyn std::error::Error>> {
         let client = HttpClient::new(DENY)?;
         assert!(client.check_url(&"https://example.com/x".parse()?).is_ok());
         assert!(client.check_url(&"http://93.184.216.34/".parse()?).is_ok());
@@ -436,26 +369,20 @@ mod tests {
     }
 
     async fn hello_server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
-        let router = axum::Router::new()
-            .route("/", get(|| async { "hello" }))
-            .route(
-                "/to-metadata",
-                get(|| async {
-                    (
-                        axum::http::StatusCode::FOUND,
-                        [(
-                            axum::http::header::LOCATION,
-                            "http://169.254.169.254/latest/meta-data/",
-                        )],
-                    )
-                }),
-            );
+        let router = axum::Router::new().route("/", get(|| async { "hello" })).route(
+            "/to-metadata",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [(axum::http::header::LOCATION, "http://169.254.169.254/latest/meta-data/")],
+                )
+            }),
+        );
         Ok(test_server::spawn(router).await?)
     }
 
     #[tokio::test]
-    async fn localhost_is_blocked_by_default_at_resolution()
-    -> Result<(), Box<dyn std::error::Error>> {
+    async fn localhost_is_blocked_by_default_at_resolution() -> Result<(), Box<dyn std::error::Error>> {
         let addr = hello_server().await?;
         let client = HttpClient::new(DENY)?;
         let url: url::Url = format!("http://localhost:{}/", addr.port()).parse()?;
@@ -466,24 +393,15 @@ mod tests {
         };
         let net = find_net_error(&error).ok_or_else(|| format!("no guard error in {error:?}"))?;
         assert!(net.is_blocked());
-        assert!(
-            net.to_string()
-                .contains("`localhost` resolves only to 127.0.0.1 (loopback)"),
-            "{net}"
-        );
+        assert!(net.to_string().contains("`localhost` resolves only to 127.0.0.1 (loopback)"), "{net}");
         Ok(())
     }
 
     #[tokio::test]
-    async fn localhost_is_reachable_with_allow_loopback() -> Result<(), Box<dyn std::error::Error>>
-    {
+    async fn localhost_is_reachable_with_allow_loopback() -> Result<(), Box<dyn std::error::Error>> {
         let addr = hello_server().await?;
         let client = HttpClient::new(LOOPBACK)?;
-        let response = client
-            .client()
-            .get(format!("http://localhost:{}/", addr.port()))
-            .send()
-            .await?;
+        let response = client.client().get(format!("http://localhost:{}/", addr.port())).send().await?;
         assert_eq!(response.status(), 200);
         assert_eq!(response.text().await?, "hello");
         Ok(())
@@ -494,25 +412,15 @@ mod tests {
         let addr = hello_server().await?;
         let client = HttpClient::new(LOOPBACK)?;
         let started = std::time::Instant::now();
-        let result = client
-            .client()
-            .get(format!("http://127.0.0.1:{}/to-metadata", addr.port()))
-            .send()
-            .await;
+        let result = client.client().get(format!("http://127.0.0.1:{}/to-metadata", addr.port())).send().await;
         let error = match result {
             Ok(response) => return Err(format!("request succeeded: {}", response.status()).into()),
             Err(error) => error,
         };
         assert!(error.is_redirect());
         let net = find_net_error(&error).ok_or_else(|| format!("no guard error in {error:?}"))?;
-        assert!(
-            net.to_string().contains("169.254.169.254 (link-local)"),
-            "{net}"
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the guard must refuse before connecting"
-        );
+        assert!(net.to_string().contains("169.254.169.254 (link-local)"), "{net}");
+        assert!(started.elapsed() < Duration::from_secs(5), "the guard must refuse before connecting");
         Ok(())
     }
 }

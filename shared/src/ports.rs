@@ -67,7 +67,12 @@ pub trait WorkflowStore: Send + Sync {
     async fn deploy_workflow(&self, project_id: &str, workflow: &Workflow) -> Result<Deployment, StoreError>;
     /// The live version, if the workflow is deployed.
     async fn get_deployed(&self, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError>;
-    async fn get_version(&self, project_id: &str, workflow_id: &str, version: u32) -> Result<Option<Deployment>, StoreError>;
+    async fn get_version(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        version: u32,
+    ) -> Result<Option<Deployment>, StoreError>;
 }
 
 /// The result of a first-writer-wins write.
@@ -96,12 +101,20 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<bool, StoreError>;
     /// Records one attempt of one step, keyed by (execution, step, attempt). First writer wins:
     /// a redelivered message gets back the attempt recorded before it.
-    async fn record_step(&self, execution_id: &str, attempt: &StepAttempt) -> Result<FirstWrite<StepAttempt>, StoreError>;
+    async fn record_step(
+        &self,
+        execution_id: &str,
+        attempt: &StepAttempt,
+    ) -> Result<FirstWrite<StepAttempt>, StoreError>;
     async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError>;
     /// Every recorded attempt of the execution, ordered by start time (then step, attempt).
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError>;
     /// Settles what a synchronous caller gets. First writer wins.
-    async fn settle_response(&self, execution_id: &str, response: &SettledResponse) -> Result<FirstWrite<SettledResponse>, StoreError>;
+    async fn settle_response(
+        &self,
+        execution_id: &str,
+        response: &SettledResponse,
+    ) -> Result<FirstWrite<SettledResponse>, StoreError>;
     async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError>;
 }
 
@@ -156,7 +169,13 @@ pub trait Queue: Send + Sync {
     /// Receives up to `max` visible messages, waiting up to `wait` for the first. Each stays
     /// invisible for `visibility`, then is delivered again unless acked. Messages received
     /// more than the adapter's redrive limit go to the dead-letter queue instead.
-    async fn receive(&self, queue: QueueName, max: usize, wait: Duration, visibility: Duration) -> Result<Vec<Received>, QueueError>;
+    async fn receive(
+        &self,
+        queue: QueueName,
+        max: usize,
+        wait: Duration,
+        visibility: Duration,
+    ) -> Result<Vec<Received>, QueueError>;
     /// Deletes a received message.
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError>;
 }

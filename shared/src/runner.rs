@@ -63,8 +63,8 @@ impl Runner {
     /// last delivery before the dead-letter queue, a failure also fails the execution, so
     /// no execution stays `running` forever.
     pub async fn handle(&self, body: &str, receive_count: u32) -> Result<(), RunError> {
-        let message: StepMessage = serde_json::from_str(body)
-            .map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
+        let message: StepMessage =
+            serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
         let result = self.run(&message).await;
         if let Err(error) = &result {
             let final_delivery = matches!(error, RunError::Poison(_)) || receive_count >= MAX_RECEIVES;
@@ -155,9 +155,7 @@ impl Runner {
         store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
         if execution.response_deadline.is_some() {
             let response = ended_response(execution, status, error.as_ref());
-            store
-                .settle_response(&execution.id, &SettledResponse::WorkflowEnded { response, at: now() })
-                .await?;
+            store.settle_response(&execution.id, &SettledResponse::WorkflowEnded { response, at: now() }).await?;
         }
         tracing::info!(execution = %execution.id, status = status.as_str(), "execution ended");
         Ok(())

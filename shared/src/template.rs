@@ -61,10 +61,7 @@ impl PathExpr {
 
     /// The path made of the first `len` segments, as text.
     fn prefix_text(&self, len: usize) -> String {
-        PathExpr {
-            segments: self.segments[..len.min(self.segments.len())].to_vec(),
-        }
-        .to_string()
+        PathExpr { segments: self.segments[..len.min(self.segments.len())].to_vec() }.to_string()
     }
 }
 
@@ -142,11 +139,7 @@ impl Template {
 pub fn render(value: &Value, ctx: &Value) -> Result<Value, TemplateError> {
     match value {
         Value::String(text) => render_str(text, ctx),
-        Value::Array(items) => items
-            .iter()
-            .map(|item| render(item, ctx))
-            .collect::<Result<_, _>>()
-            .map(Value::Array),
+        Value::Array(items) => items.iter().map(|item| render(item, ctx)).collect::<Result<_, _>>().map(Value::Array),
         Value::Object(map) => map
             .iter()
             .map(|(key, item)| Ok((key.clone(), render(item, ctx)?)))
@@ -196,10 +189,7 @@ pub fn resolve<'a>(ctx: &'a Value, path: &PathExpr) -> Result<&'a Value, Templat
             } else {
                 format!("`{}` {why}", path.prefix_text(depth))
             };
-            TemplateError::MissingPath {
-                path: path.to_string(),
-                detail,
-            }
+            TemplateError::MissingPath { path: path.to_string(), detail }
         })?;
     }
     Ok(current)
@@ -208,29 +198,20 @@ pub fn resolve<'a>(ctx: &'a Value, path: &PathExpr) -> Result<&'a Value, Templat
 /// One segment down from `value`; the error completes "`<prefix>` ...".
 fn step_into<'a>(value: &'a Value, segment: &Segment) -> Result<&'a Value, String> {
     match (value, segment) {
-        (Value::Object(map), Segment::Key(key)) => {
-            map.get(key).ok_or_else(|| format!("has no key `{key}`"))
-        }
+        (Value::Object(map), Segment::Key(key)) => map.get(key).ok_or_else(|| format!("has no key `{key}`")),
         (Value::Array(items), Segment::Index(index)) => index_into(items, *index),
         (Value::Array(items), Segment::Key(key)) if is_digits(key) => match key.parse::<usize>() {
             Ok(index) => index_into(items, index),
-            Err(_) => Err(format!(
-                "{}, index {key} is out of range",
-                describe_array(items)
-            )),
+            Err(_) => Err(format!("{}, index {key} is out of range", describe_array(items))),
         },
-        (other, Segment::Key(key)) if is_digits(key) => {
-            Err(format!("is {}, not an object or array", kind(other)))
-        }
+        (other, Segment::Key(key)) if is_digits(key) => Err(format!("is {}, not an object or array", kind(other))),
         (other, Segment::Key(_)) => Err(format!("is {}, not an object", kind(other))),
         (other, Segment::Index(_)) => Err(format!("is {}, not an array", kind(other))),
     }
 }
 
 fn index_into(items: &[Value], index: usize) -> Result<&Value, String> {
-    items
-        .get(index)
-        .ok_or_else(|| format!("{}, index {index} is out of range", describe_array(items)))
+    items.get(index).ok_or_else(|| format!("{}, index {index} is out of range", describe_array(items)))
 }
 
 fn describe_array(items: &[Value]) -> String {
@@ -283,79 +264,40 @@ mod tests {
     #[test]
     fn single_expression_keeps_the_json_type() {
         let ctx = ctx();
-        assert_eq!(
-            render(&json!("{{steps.lookup.output.status}}"), &ctx),
-            Ok(json!(200))
-        );
-        assert_eq!(
-            render(&json!("{{ steps.lookup.output.body.items }}"), &ctx).map(|v| v.is_array()),
-            Ok(true)
-        );
-        assert_eq!(
-            render(&json!("{{steps.lookup.output.body.tag}}"), &ctx),
-            Ok(Value::Null)
-        );
+        assert_eq!(render(&json!("{{steps.lookup.output.status}}"), &ctx), Ok(json!(200)));
+        assert_eq!(render(&json!("{{ steps.lookup.output.body.items }}"), &ctx).map(|v| v.is_array()), Ok(true));
+        assert_eq!(render(&json!("{{steps.lookup.output.body.tag}}"), &ctx), Ok(Value::Null));
     }
 
     #[test]
     fn text_around_expressions_makes_a_string_with_compact_json_for_non_strings() {
         let ctx = ctx();
+        assert_eq!(render(&json!("Bearer {{settings.api_key}}"), &ctx), Ok(json!("Bearer k")));
         assert_eq!(
-            render(&json!("Bearer {{settings.api_key}}"), &ctx),
-            Ok(json!("Bearer k"))
-        );
-        assert_eq!(
-            render(
-                &json!(
-                    "{{trigger.body.age}}/{{steps.lookup.output.body.tag}}/{{steps.list.output}}"
-                ),
-                &ctx
-            ),
+            render(&json!("{{trigger.body.age}}/{{steps.lookup.output.body.tag}}/{{steps.list.output}}"), &ctx),
             Ok(json!("42/null/[\"first\",\"second\"]"))
         );
     }
 
     #[test]
     fn arrays_and_object_values_are_rendered_but_keys_are_not() {
-        let value =
-            json!({"{{user.id}}": ["{{user.id}}", 1, true, null, {"n": "{{trigger.body.age}}"}]});
-        assert_eq!(
-            render(&value, &ctx()),
-            Ok(json!({"{{user.id}}": ["u1", 1, true, null, {"n": 42}]}))
-        );
+        let value = json!({"{{user.id}}": ["{{user.id}}", 1, true, null, {"n": "{{trigger.body.age}}"}]});
+        assert_eq!(render(&value, &ctx()), Ok(json!({"{{user.id}}": ["u1", 1, true, null, {"n": 42}]})));
     }
 
     #[test]
     fn strings_without_braces_are_returned_unchanged() {
-        assert_eq!(
-            render(&json!("plain } text"), &ctx()),
-            Ok(json!("plain } text"))
-        );
+        assert_eq!(render(&json!("plain } text"), &ctx()), Ok(json!("plain } text")));
     }
 
     #[test]
     fn array_indexes_work_as_brackets_and_as_digit_segments() {
         let ctx = ctx();
-        assert_eq!(
-            render(&json!("{{steps.lookup.output.body.items[1].id}}"), &ctx),
-            Ok(json!("y"))
-        );
-        assert_eq!(
-            render(&json!("{{steps.lookup.output.body.items.2.id}}"), &ctx),
-            Ok(json!("z"))
-        );
-        assert_eq!(
-            render(&json!("{{steps.list.output.0}}"), &ctx),
-            Ok(json!("first"))
-        );
-        assert_eq!(
-            render(&json!("{{steps.map.output.0}}"), &ctx),
-            Ok(json!("zero"))
-        );
-        assert_eq!(
-            render(&json!("{{trigger.headers.x-source}}"), &ctx),
-            Ok(json!("crm"))
-        );
+        assert_eq!(render(&json!("{{steps.lookup.output.body.items[1].id}}"), &ctx), Ok(json!("y")));
+        assert_eq!(render(&json!("{{steps.lookup.output.body.items.2.id}}"), &ctx), Ok(json!("z")));
+        assert_eq!(render(&json!("{{steps.list.output.0}}"), &ctx), Ok(json!("first")));
+        assert_eq!(render(&json!("{{steps.map.output.0}}"), &ctx), Ok(json!("zero")));
+        assert_eq!(render(&json!("{{trigger.headers.x-source}}"), &ctx), Ok(json!("crm")));
     }
 
     #[test]
@@ -369,11 +311,7 @@ mod tests {
 
     #[test]
     fn out_of_range_index_says_how_long_the_array_is() {
-        let err = render(
-            &json!("id: {{steps.lookup.output.body.items[5].id}}"),
-            &ctx(),
-        )
-        .expect_err("missing");
+        let err = render(&json!("id: {{steps.lookup.output.body.items[5].id}}"), &ctx()).expect_err("missing");
         assert_eq!(
             err.to_string(),
             "`steps.lookup.output.body.items[5].id` does not exist: `steps.lookup.output.body.items` is an array of 3 items, index 5 is out of range"
@@ -384,56 +322,30 @@ mod tests {
     fn walking_into_a_scalar_says_what_it_is() {
         let ctx = ctx();
         let err = render(&json!("{{trigger.body.email.domain}}"), &ctx).expect_err("scalar");
-        assert!(
-            err.to_string()
-                .ends_with("`trigger.body.email` is a string, not an object"),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("`trigger.body.email` is a string, not an object"), "{err}");
         let err = render(&json!("{{trigger.body.age[0]}}"), &ctx).expect_err("scalar");
-        assert!(
-            err.to_string()
-                .ends_with("`trigger.body.age` is a number, not an array"),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("`trigger.body.age` is a number, not an array"), "{err}");
         let err = render(&json!("{{steps.lookup.output.body.tag.0}}"), &ctx).expect_err("null");
-        assert!(
-            err.to_string().ends_with("is null, not an object or array"),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("is null, not an object or array"), "{err}");
     }
 
     #[test]
     fn unknown_root_variable_is_reported() {
         let err = render(&json!("{{nothing.here}}"), &ctx()).expect_err("missing");
-        assert_eq!(
-            err.to_string(),
-            "`nothing.here` does not exist: there is no variable `nothing`"
-        );
+        assert_eq!(err.to_string(), "`nothing.here` does not exist: there is no variable `nothing`");
     }
 
     #[test]
     fn syntax_errors_surface_from_render() {
-        assert!(matches!(
-            render(&json!("{{oops"), &ctx()),
-            Err(TemplateError::Syntax { .. })
-        ));
+        assert!(matches!(render(&json!("{{oops"), &ctx()), Err(TemplateError::Syntax { .. })));
     }
 
     #[test]
     fn render_optional_gives_none_only_for_a_missing_single_expression() {
         let ctx = ctx();
-        assert_eq!(
-            render_optional(&json!("{{trigger.body.missing}}"), &ctx),
-            Ok(None)
-        );
-        assert_eq!(
-            render_optional(&json!("{{trigger.body.email}}"), &ctx),
-            Ok(Some(json!("a@b.c")))
-        );
-        assert_eq!(
-            render_optional(&json!("{{steps.lookup.output.body.tag}}"), &ctx),
-            Ok(Some(Value::Null))
-        );
+        assert_eq!(render_optional(&json!("{{trigger.body.missing}}"), &ctx), Ok(None));
+        assert_eq!(render_optional(&json!("{{trigger.body.email}}"), &ctx), Ok(Some(json!("a@b.c"))));
+        assert_eq!(render_optional(&json!("{{steps.lookup.output.body.tag}}"), &ctx), Ok(Some(Value::Null)));
         assert_eq!(render_optional(&json!(5), &ctx), Ok(Some(json!(5))));
         assert!(render_optional(&json!("x {{trigger.body.missing}}"), &ctx).is_err());
     }
@@ -447,27 +359,16 @@ mod tests {
         let exprs: Vec<String> = template.expressions().map(ToString::to_string).collect();
         assert_eq!(exprs, ["user.id", "trigger.body.age"]);
         assert!(template.as_single_expr().is_none());
-        assert!(
-            Template::parse(" {{user.id}}")
-                .expect("valid")
-                .as_single_expr()
-                .is_none()
-        );
+        assert!(Template::parse(" {{user.id}}").expect("valid").as_single_expr().is_none());
         assert_eq!(
-            Template::parse("{{ user.id }}")
-                .expect("valid")
-                .as_single_expr()
-                .map(|p| p.root()),
+            Template::parse("{{ user.id }}").expect("valid").as_single_expr().map(|p| p.root()),
             Some(Some("user"))
         );
     }
 
     #[test]
     fn path_displays_as_dotted_text_with_brackets() {
-        assert_eq!(
-            path("steps.a.output.items.[0].id").to_string(),
-            "steps.a.output.items[0].id"
-        );
+        assert_eq!(path("steps.a.output.items.[0].id").to_string(), "steps.a.output.items[0].id");
         assert_eq!(path("steps.a.output.0").to_string(), "steps.a.output.0");
     }
 }

@@ -23,8 +23,8 @@ impl Waiter {
 
     /// Handles one message from the response queue. Ok means: delete the message.
     pub async fn handle(&self, body: &str) -> Result<(), RunError> {
-        let message: DeadlineMessage = serde_json::from_str(body)
-            .map_err(|e| RunError::Poison(format!("malformed deadline message: {e}")))?;
+        let message: DeadlineMessage =
+            serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed deadline message: {e}")))?;
         let store = &self.runtime.store;
         let Some(execution) = store.get_execution(&message.execution_id).await? else {
             tracing::warn!(execution = %message.execution_id, "deadline for an unknown execution; dropped");

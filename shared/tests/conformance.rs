@@ -17,10 +17,7 @@ mod sqlite {
 
     impl TempDir {
         fn new() -> TempDir {
-            TempDir(std::env::temp_dir().join(format!(
-                "sluice-conformance-{}",
-                uuid::Uuid::new_v4().simple()
-            )))
+            TempDir(std::env::temp_dir().join(format!("sluice-conformance-{}", uuid::Uuid::new_v4().simple())))
         }
     }
 
@@ -55,89 +52,38 @@ mod sqlite {
     }
 
     fn message(body: &str) -> Outgoing {
-        Outgoing {
-            body: body.to_string(),
-            delay: Duration::ZERO,
-        }
+        Outgoing { body: body.to_string(), delay: Duration::ZERO }
     }
 
     #[tokio::test]
     async fn message_received_more_than_max_receives_goes_to_dead_letters() {
         let db = Sqlite::in_memory().expect("database").with_max_receives(2);
-        db.send(QueueName::Steps, message("poison"))
-            .await
-            .expect("send");
-        db.send(QueueName::Responses, message("other queue"))
-            .await
-            .expect("send");
+        db.send(QueueName::Steps, message("poison")).await.expect("send");
+        db.send(QueueName::Responses, message("other queue")).await.expect("send");
         for expected in 1..=2 {
-            let got = db
-                .receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO)
-                .await
-                .expect("receive");
-            assert_eq!(
-                got.len(),
-                1,
-                "receive {expected}: one delivery even with a zero visibility"
-            );
-            assert_eq!(
-                (got[0].body.as_str(), got[0].receive_count),
-                ("poison", expected)
-            );
+            let got = db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
+            assert_eq!(got.len(), 1, "receive {expected}: one delivery even with a zero visibility");
+            assert_eq!((got[0].body.as_str(), got[0].receive_count), ("poison", expected));
         }
-        let third = db
-            .receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO)
-            .await
-            .expect("receive");
-        assert!(
-            third.is_empty(),
-            "the third receive dead-letters it: {third:?}"
-        );
-        assert_eq!(
-            db.dead_letters(QueueName::Steps)
-                .await
-                .expect("dead letters"),
-            vec!["poison".to_string()]
-        );
-        assert!(
-            db.dead_letters(QueueName::Responses)
-                .await
-                .expect("dead letters")
-                .is_empty()
-        );
-        let other = db
-            .receive(QueueName::Responses, 10, Duration::ZERO, Duration::ZERO)
-            .await
-            .expect("receive");
+        let third = db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
+        assert!(third.is_empty(), "the third receive dead-letters it: {third:?}");
+        assert_eq!(db.dead_letters(QueueName::Steps).await.expect("dead letters"), vec!["poison".to_string()]);
+        assert!(db.dead_letters(QueueName::Responses).await.expect("dead letters").is_empty());
+        let other = db.receive(QueueName::Responses, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
         assert_eq!(other.len(), 1, "the other queue is untouched");
     }
 
     #[tokio::test]
     async fn dead_letters_make_room_for_live_messages_in_the_same_receive() {
         let db = Sqlite::in_memory().expect("database").with_max_receives(1);
-        db.send(QueueName::Steps, message("first"))
-            .await
-            .expect("send");
-        let got = db
-            .receive(QueueName::Steps, 1, Duration::ZERO, Duration::ZERO)
-            .await
-            .expect("receive");
+        db.send(QueueName::Steps, message("first")).await.expect("send");
+        let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::ZERO).await.expect("receive");
         assert_eq!(got.len(), 1);
-        db.send(QueueName::Steps, message("second"))
-            .await
-            .expect("send");
-        let got = db
-            .receive(QueueName::Steps, 1, Duration::ZERO, Duration::from_secs(30))
-            .await
-            .expect("receive");
+        db.send(QueueName::Steps, message("second")).await.expect("send");
+        let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::from_secs(30)).await.expect("receive");
         let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
         assert_eq!(bodies, ["second"]);
-        assert_eq!(
-            db.dead_letters(QueueName::Steps)
-                .await
-                .expect("dead letters"),
-            vec!["first".to_string()]
-        );
+        assert_eq!(db.dead_letters(QueueName::Steps).await.expect("dead letters"), vec!["first".to_string()]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,27 +92,13 @@ mod sqlite {
         let sender = db.clone();
         let send = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(300)).await;
-            sender
-                .send(QueueName::Steps, message("wake up"))
-                .await
-                .expect("send");
+            sender.send(QueueName::Steps, message("wake up")).await.expect("send");
         });
         let start = Instant::now();
-        let got = db
-            .receive(
-                QueueName::Steps,
-                10,
-                Duration::from_secs(10),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("receive");
+        let got =
+            db.receive(QueueName::Steps, 10, Duration::from_secs(10), Duration::from_secs(30)).await.expect("receive");
         assert_eq!(got.len(), 1);
-        assert!(
-            start.elapsed() < Duration::from_secs(2),
-            "woke after {:?}",
-            start.elapsed()
-        );
+        assert!(start.elapsed() < Duration::from_secs(2), "woke after {:?}", start.elapsed());
         send.await.expect("sender task");
     }
 
@@ -174,63 +106,27 @@ mod sqlite {
     async fn sub_second_delays_are_honoured_to_the_millisecond() {
         let db = Sqlite::in_memory().expect("database");
         let start = Instant::now();
-        db.send(
-            QueueName::Steps,
-            Outgoing {
-                body: "soon".into(),
-                delay: Duration::from_millis(300),
-            },
-        )
-        .await
-        .expect("send");
-        let got = db
-            .receive(
-                QueueName::Steps,
-                10,
-                Duration::from_secs(5),
-                Duration::from_secs(30),
-            )
+        db.send(QueueName::Steps, Outgoing { body: "soon".into(), delay: Duration::from_millis(300) })
             .await
-            .expect("receive");
+            .expect("send");
+        let got =
+            db.receive(QueueName::Steps, 10, Duration::from_secs(5), Duration::from_secs(30)).await.expect("receive");
         let at = start.elapsed();
         assert_eq!(got.len(), 1);
-        assert!(
-            at >= Duration::from_millis(300) && at < Duration::from_millis(900),
-            "delivered after {at:?}"
-        );
+        assert!(at >= Duration::from_millis(300) && at < Duration::from_millis(900), "delivered after {at:?}");
     }
 
     #[tokio::test]
     async fn two_handles_on_one_file_share_the_queue() {
         let dir = TempDir::new();
         let path = dir.0.join("sluice.db");
-        let (a, b) = (
-            Sqlite::open(&path).expect("open a"),
-            Sqlite::open(&path).expect("open b"),
-        );
-        a.send(QueueName::Steps, message("across"))
-            .await
-            .expect("send");
-        let got = b
-            .receive(
-                QueueName::Steps,
-                10,
-                Duration::from_secs(2),
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("receive");
+        let (a, b) = (Sqlite::open(&path).expect("open a"), Sqlite::open(&path).expect("open b"));
+        a.send(QueueName::Steps, message("across")).await.expect("send");
+        let got =
+            b.receive(QueueName::Steps, 10, Duration::from_secs(2), Duration::from_secs(30)).await.expect("receive");
         assert_eq!(got.len(), 1);
         b.ack(QueueName::Steps, &got[0].receipt).await.expect("ack");
-        let rest = a
-            .receive(
-                QueueName::Steps,
-                10,
-                Duration::ZERO,
-                Duration::from_secs(30),
-            )
-            .await
-            .expect("receive");
+        let rest = a.receive(QueueName::Steps, 10, Duration::ZERO, Duration::from_secs(30)).await.expect("receive");
         assert!(rest.is_empty());
     }
 }
@@ -256,22 +152,14 @@ mod aws {
                 )
             }
             _ => {
-                eprintln!(
-                    "skipped {test}: SLUICE_AWS_ENDPOINT is not set (run `infra/moto.sh start`)"
-                );
+                eprintln!("skipped {test}: SLUICE_AWS_ENDPOINT is not set (run `infra/moto.sh start`)");
                 None
             }
         }
     }
 
     async fn sdk_config(endpoint: &str) -> SdkConfig {
-        let credentials = aws_sdk_dynamodb::config::Credentials::new(
-            "test",
-            "test",
-            None,
-            None,
-            "sluice-conformance",
-        );
+        let credentials = aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "sluice-conformance");
         aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(endpoint)
             .region(Region::new("us-east-1"))
@@ -291,19 +179,10 @@ mod aws {
         };
         let client = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
         let table = format!("sluice-conformance-{}", unique());
-        dynamodb::create_table(&client, &table)
-            .await
-            .expect("create table");
-        dynamodb::create_table(&client, &table)
-            .await
-            .expect("creating an existing table is a no-op");
+        dynamodb::create_table(&client, &table).await.expect("create table");
+        dynamodb::create_table(&client, &table).await.expect("creating an existing table is a no-op");
         store_suite(&DynamoStore::new(client.clone(), table.clone())).await;
-        client
-            .delete_table()
-            .table_name(&table)
-            .send()
-            .await
-            .expect("delete table");
+        client.delete_table().table_name(&table).send().await.expect("delete table");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,65 +192,32 @@ mod aws {
         };
         let client = aws_sdk_sqs::Client::new(&sdk_config(&endpoint).await);
         let prefix = format!("conformance-{}", unique());
-        let (steps, responses) = sqs::create_queues(&client, &prefix, 5)
-            .await
-            .expect("create queues");
-        let again = sqs::create_queues(&client, &prefix, 5)
-            .await
-            .expect("creating existing queues is a no-op");
+        let (steps, responses) = sqs::create_queues(&client, &prefix, 5).await.expect("create queues");
+        let again = sqs::create_queues(&client, &prefix, 5).await.expect("creating existing queues is a no-op");
         assert_eq!(again, (steps.clone(), responses.clone()));
         queue_suite(&SqsQueue::new(client, steps, responses)).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqs_message_received_more_than_max_receives_goes_to_the_dlq() {
-        let Some(endpoint) =
-            endpoint("sqs_message_received_more_than_max_receives_goes_to_the_dlq")
-        else {
+        let Some(endpoint) = endpoint("sqs_message_received_more_than_max_receives_goes_to_the_dlq") else {
             return;
         };
         let client = aws_sdk_sqs::Client::new(&sdk_config(&endpoint).await);
         let prefix = format!("conformance-{}", unique());
-        let (steps, responses) = sqs::create_queues(&client, &prefix, 2)
-            .await
-            .expect("create queues");
+        let (steps, responses) = sqs::create_queues(&client, &prefix, 2).await.expect("create queues");
         let queue = SqsQueue::new(client.clone(), steps, responses);
-        queue
-            .send(
-                QueueName::Steps,
-                Outgoing {
-                    body: "poison".into(),
-                    delay: Duration::ZERO,
-                },
-            )
-            .await
-            .expect("send");
+        queue.send(QueueName::Steps, Outgoing { body: "poison".into(), delay: Duration::ZERO }).await.expect("send");
         for expected in 1..=2 {
-            let got = queue
-                .receive(QueueName::Steps, 10, Duration::from_secs(2), Duration::ZERO)
-                .await
-                .expect("receive");
+            let got =
+                queue.receive(QueueName::Steps, 10, Duration::from_secs(2), Duration::ZERO).await.expect("receive");
             assert_eq!(got.len(), 1, "receive {expected}");
-            assert_eq!(
-                (got[0].body.as_str(), got[0].receive_count),
-                ("poison", expected)
-            );
+            assert_eq!((got[0].body.as_str(), got[0].receive_count), ("poison", expected));
         }
-        let third = queue
-            .receive(QueueName::Steps, 10, Duration::from_secs(1), Duration::ZERO)
-            .await
-            .expect("receive");
-        assert!(
-            third.is_empty(),
-            "the third receive moves it to the DLQ: {third:?}"
-        );
+        let third = queue.receive(QueueName::Steps, 10, Duration::from_secs(1), Duration::ZERO).await.expect("receive");
+        assert!(third.is_empty(), "the third receive moves it to the DLQ: {third:?}");
 
-        let dlq = client
-            .get_queue_url()
-            .queue_name(format!("{prefix}-steps-dlq"))
-            .send()
-            .await
-            .expect("DLQ URL");
+        let dlq = client.get_queue_url().queue_name(format!("{prefix}-steps-dlq")).send().await.expect("DLQ URL");
         let dead = client
             .receive_message()
             .queue_url(dlq.queue_url().expect("DLQ URL"))

@@ -33,9 +33,8 @@ impl FakeApi {
             .route("/slow/{millis}", get(slow))
             .route("/status/{code}", get(status).post(status))
             .with_state(calls.clone());
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .expect("bind fake API");
+        let listener =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind fake API");
         let addr = listener.local_addr().expect("fake API address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -68,7 +67,11 @@ async fn contacts(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
 }
 
 /// Fails with 503 the first `failures` calls for `key`, then answers 200.
-async fn flaky(State(calls): Shared, Path((key, failures)): Path<(String, u32)>, headers: HeaderMap) -> (StatusCode, Json<Value>) {
+async fn flaky(
+    State(calls): Shared,
+    Path((key, failures)): Path<(String, u32)>,
+    headers: HeaderMap,
+) -> (StatusCode, Json<Value>) {
     let n = {
         let mut calls = calls.lock().expect("calls");
         if let Some(k) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {

@@ -47,9 +47,7 @@ pub fn emulator_and_endpoint() -> Option<(PathBuf, String)> {
         return None;
     };
     let Some(endpoint) = aws_endpoint() else {
-        eprintln!(
-            "skipped: SLUICE_AWS_ENDPOINT is not set (infra/test.sh starts moto and sets it)"
-        );
+        eprintln!("skipped: SLUICE_AWS_ENDPOINT is not set (infra/test.sh starts moto and sets it)");
         return None;
     };
     Some((emulator, endpoint))
@@ -58,9 +56,7 @@ pub fn emulator_and_endpoint() -> Option<(PathBuf, String)> {
 /// A workspace binary as `cargo build -p <name>` leaves it (debug profile, in
 /// `CARGO_TARGET_DIR` or the workspace's `target/`).
 pub fn lambda_binary(name: &str) -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the tests package is inside the workspace");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests package is inside the workspace");
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace.join(dir),
         _ => workspace.join("target"),
@@ -89,23 +85,12 @@ impl AwsResources {
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let sdk = aws_sdk_config(endpoint).await;
         let table = format!("sluice-lambda-{unique}");
-        dynamodb::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table)
-            .await
-            .expect("create the table");
-        let (steps_url, responses_url) = sqs::create_queues(
-            &aws_sdk_sqs::Client::new(&sdk),
-            &format!("lambda-{unique}"),
-            MAX_RECEIVES,
-        )
-        .await
-        .expect("create the queues");
-        AwsResources {
-            endpoint: endpoint.to_string(),
-            sdk,
-            table,
-            steps_url,
-            responses_url,
-        }
+        dynamodb::create_table(&aws_sdk_dynamodb::Client::new(&sdk), &table).await.expect("create the table");
+        let (steps_url, responses_url) =
+            sqs::create_queues(&aws_sdk_sqs::Client::new(&sdk), &format!("lambda-{unique}"), MAX_RECEIVES)
+                .await
+                .expect("create the queues");
+        AwsResources { endpoint: endpoint.to_string(), sdk, table, steps_url, responses_url }
     }
 
     /// The store the functions write to, for arranging and checking records.
@@ -163,14 +148,8 @@ impl Rie {
     /// metadata Lambda sets) and waits until the emulator listens.
     pub async fn start(emulator: &Path, binary: &Path, env: &[(String, String)]) -> Rie {
         let (invoke_port, runtime_port) = (free_port(), free_port());
-        let name = binary
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("function");
-        let log = std::env::temp_dir().join(format!(
-            "sluice-rie-{name}-{}.log",
-            uuid::Uuid::new_v4().simple()
-        ));
+        let name = binary.file_name().and_then(|n| n.to_str()).unwrap_or("function");
+        let log = std::env::temp_dir().join(format!("sluice-rie-{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let out = File::create(&log).expect("create the emulator log");
         let err = out.try_clone().expect("clone the log handle");
         let mut command = Command::new(emulator);
@@ -192,14 +171,10 @@ impl Rie {
             .stderr(err)
             // Its own process group, so the function it spawns ends with it.
             .process_group(0);
-        let child = command
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", emulator.display()));
+        let child = command.spawn().unwrap_or_else(|e| panic!("start {}: {e}", emulator.display()));
         let mut rie = Rie {
             child,
-            invoke_url: format!(
-                "http://127.0.0.1:{invoke_port}/2015-03-31/functions/function/invocations"
-            ),
+            invoke_url: format!("http://127.0.0.1:{invoke_port}/2015-03-31/functions/function/invocations"),
             log,
             http: reqwest::Client::new(),
         };
@@ -245,10 +220,7 @@ impl Drop for Rie {
         // Failures are ignored: the group may be gone already, which is the goal.
         let group = format!("-{}", self.child.id());
         let kill = |signal: &str| {
-            let _ = Command::new("kill")
-                .args([signal, "--", &group])
-                .stderr(Stdio::null())
-                .status();
+            let _ = Command::new("kill").args([signal, "--", &group]).stderr(Stdio::null()).status();
         };
         kill("-TERM");
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -259,11 +231,7 @@ impl Drop for Rie {
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
-            eprintln!(
-                "--- {} (emulator and function output) ---\n{}",
-                self.log.display(),
-                self.output()
-            );
+            eprintln!("--- {} (emulator and function output) ---\n{}", self.log.display(), self.output());
         }
         let _ = std::fs::remove_file(&self.log);
     }

@@ -80,21 +80,13 @@ impl TestStack {
                 dynamodb::create_table(&dynamo, &table).await.expect("create table");
                 let (steps, responses) =
                     sqs::create_queues(&sqs_client, &format!("e2e-{unique}"), 5).await.expect("create queues");
-                (
-                    Arc::new(DynamoStore::new(dynamo, table)),
-                    Arc::new(SqsQueue::new(sqs_client, steps, responses)),
-                    None,
-                )
+                (Arc::new(DynamoStore::new(dynamo, table)), Arc::new(SqsQueue::new(sqs_client, steps, responses)), None)
             }
         };
         let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
         let settings = Settings { response_timeout, ..Settings::default() };
-        let runtime = Runtime {
-            store: store.clone(),
-            queue,
-            http: HttpClient::new(policy).expect("HTTP client"),
-            settings,
-        };
+        let runtime =
+            Runtime { store: store.clone(), queue, http: HttpClient::new(policy).expect("HTTP client"), settings };
         let options = StackOptions { addr: ([127, 0, 0, 1], 0).into(), workers: 4, demo_routes: false };
         let stack = LocalStack::start(runtime.clone(), options).await.expect("start the local stack");
 

@@ -39,12 +39,7 @@ where
     let tasks: Vec<_> = event
         .records
         .into_iter()
-        .map(|record| {
-            (
-                record.message_id,
-                record.body.map(|body| tokio::spawn(handle(body))),
-            )
-        })
+        .map(|record| (record.message_id, record.body.map(|body| tokio::spawn(handle(body)))))
         .collect();
     let mut response = SqsBatchResponse::default();
     for (message_id, task) in tasks {
@@ -74,8 +69,7 @@ mod tests {
 
     #[tokio::test]
     async fn failed_and_bodiless_records_are_reported_by_id() {
-        let mut event: SqsEvent =
-            serde_json::from_str(RESPONSES_EVENT).expect("the fixture is an SQS event");
+        let mut event: SqsEvent = serde_json::from_str(RESPONSES_EVENT).expect("the fixture is an SQS event");
         let mut second = event.records[0].clone();
         second.message_id = Some("no-body".into());
         second.body = None;
@@ -84,19 +78,11 @@ mod tests {
         third.body = Some("refuse".into());
         event.records.extend([second, third]);
         let response = handle_batch(event, |body| async move {
-            if body == "refuse" {
-                Err(RunError::Retryable("refused".into()))
-            } else {
-                Ok(())
-            }
+            if body == "refuse" { Err(RunError::Retryable("refused".into())) } else { Ok(()) }
         })
         .await
         .expect("batch handled");
-        let failed: Vec<_> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
         assert_eq!(failed, ["no-body", "refused"]);
     }
 }

@@ -40,9 +40,7 @@ where
         .into_iter()
         .map(|record| {
             let receive_count = receive_count(&record);
-            let task = record
-                .body
-                .map(|body| tokio::spawn(handle(body, receive_count)));
+            let task = record.body.map(|body| tokio::spawn(handle(body, receive_count)));
             (record.message_id, task)
         })
         .collect();
@@ -93,23 +91,14 @@ mod tests {
     }
 
     fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
-        response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect()
+        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
     }
 
     #[tokio::test]
     async fn only_the_malformed_record_of_the_fixture_is_reported() {
         let event = fixture();
-        let malformed = event.records[1]
-            .message_id
-            .clone()
-            .expect("fixture has ids");
-        let response = handle_batch(event, parse_only)
-            .await
-            .expect("batch handled");
+        let malformed = event.records[1].message_id.clone().expect("fixture has ids");
+        let response = handle_batch(event, parse_only).await.expect("batch handled");
         assert_eq!(failed_ids(&response), [malformed.as_str()]);
     }
 
@@ -118,13 +107,8 @@ mod tests {
         let mut event = fixture();
         event.records.truncate(1);
         event.records[0].body = None;
-        let id = event.records[0]
-            .message_id
-            .clone()
-            .expect("fixture has ids");
-        let response = handle_batch(event, parse_only)
-            .await
-            .expect("batch handled");
+        let id = event.records[0].message_id.clone().expect("fixture has ids");
+        let response = handle_batch(event, parse_only).await.expect("batch handled");
         assert_eq!(failed_ids(&response), [id.as_str()]);
     }
 
@@ -139,15 +123,9 @@ mod tests {
     async fn the_receive_count_comes_from_the_record_attributes() {
         let mut event = fixture();
         event.records.truncate(1);
-        event.records[0]
-            .attributes
-            .insert("ApproximateReceiveCount".into(), "4".into());
+        event.records[0].attributes.insert("ApproximateReceiveCount".into(), "4".into());
         let response = handle_batch(event, |_, count| async move {
-            if count == 4 {
-                Ok(())
-            } else {
-                Err(RunError::Retryable(format!("count {count}")))
-            }
+            if count == 4 { Ok(()) } else { Err(RunError::Retryable(format!("count {count}"))) }
         })
         .await
         .expect("batch handled");

@@ -16,9 +16,7 @@ pub fn into_api_request(request: lambda_http::Request) -> Request<Bytes> {
     let query = match request.uri().query() {
         Some(query) => Some(query.to_string()),
         // API Gateway REST events carry parsed parameters only: rebuild the query from them.
-        None => request
-            .query_string_parameters_ref()
-            .map(|params| params.to_query_string()),
+        None => request.query_string_parameters_ref().map(|params| params.to_query_string()),
     };
     let (mut parts, body) = request.into_parts();
     let path = parts.uri.path();
@@ -54,10 +52,7 @@ pub fn from_api_response(response: Response<Bytes>) -> Response<Body> {
             Ok(text) => Body::Text(text),
             Err(error) => {
                 if !parts.headers.contains_key(CONTENT_TYPE) {
-                    parts.headers.insert(
-                        CONTENT_TYPE,
-                        HeaderValue::from_static("application/octet-stream"),
-                    );
+                    parts.headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
                 }
                 Body::Binary(error.into_bytes())
             }
@@ -70,8 +65,7 @@ pub fn from_api_response(response: Response<Bytes>) -> Response<Body> {
 mod tests {
     use super::*;
 
-    const FUNCTION_URL_EVENT: &str =
-        include_str!("../../../infra/events/trigger-function-url.json");
+    const FUNCTION_URL_EVENT: &str = include_str!("../../../infra/events/trigger-function-url.json");
 
     #[test]
     fn a_function_url_event_keeps_method_path_raw_query_and_body() {
@@ -80,21 +74,14 @@ mod tests {
         assert_eq!(request.method(), http::Method::POST);
         assert_eq!(request.uri().path(), "/projects/p/sdk/triggers/w");
         assert_eq!(request.uri().query(), Some("source=fixture&tag=a&tag=b"));
-        assert_eq!(
-            request
-                .headers()
-                .get("content-type")
-                .map(HeaderValue::as_bytes),
-            Some(&b"application/json"[..])
-        );
+        assert_eq!(request.headers().get("content-type").map(HeaderValue::as_bytes), Some(&b"application/json"[..]));
         let body: serde_json::Value = serde_json::from_slice(request.body()).expect("JSON body");
         assert_eq!(body["email"], "ada@example.com");
     }
 
     #[test]
     fn a_base64_body_arrives_as_its_bytes() {
-        let mut event: serde_json::Value =
-            serde_json::from_str(FUNCTION_URL_EVENT).expect("fixture is JSON");
+        let mut event: serde_json::Value = serde_json::from_str(FUNCTION_URL_EVENT).expect("fixture is JSON");
         event["isBase64Encoded"] = true.into();
         event["body"] = "/wA=".into();
         let request = lambda_http::request::from_str(&event.to_string()).expect("event parses");
@@ -103,8 +90,7 @@ mod tests {
 
     #[test]
     fn an_event_without_body_or_query_gives_an_empty_body_and_bare_path() {
-        let mut event: serde_json::Value =
-            serde_json::from_str(FUNCTION_URL_EVENT).expect("fixture is JSON");
+        let mut event: serde_json::Value = serde_json::from_str(FUNCTION_URL_EVENT).expect("fixture is JSON");
         event["rawQueryString"] = "".into();
         event["queryStringParameters"] = serde_json::Value::Null;
         event["body"] = serde_json::Value::Null;
@@ -129,9 +115,6 @@ mod tests {
         assert!(matches!(binary.body(), Body::Binary(bytes) if bytes == &[0xff, 0xfe]));
         assert_eq!(binary.headers()[CONTENT_TYPE], "application/octet-stream");
 
-        assert!(matches!(
-            from_api_response(Response::new(Bytes::new())).body(),
-            Body::Empty
-        ));
+        assert!(matches!(from_api_response(Response::new(Bytes::new())).body(), Body::Empty));
     }
 }

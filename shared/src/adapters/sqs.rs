@@ -10,9 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
-use aws_sdk_sqs::types::{
-    MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry,
-};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
 
 use crate::ports::{MAX_QUEUE_DELAY, Outgoing, Queue, QueueError, QueueName, Received};
 
@@ -35,16 +33,8 @@ pub struct SqsQueue {
 
 impl SqsQueue {
     /// A queue over the queues at `steps_url` and `responses_url` (see [`create_queues`]).
-    pub fn new(
-        client: Client,
-        steps_url: impl Into<String>,
-        responses_url: impl Into<String>,
-    ) -> SqsQueue {
-        SqsQueue {
-            client,
-            steps_url: steps_url.into(),
-            responses_url: responses_url.into(),
-        }
+    pub fn new(client: Client, steps_url: impl Into<String>, responses_url: impl Into<String>) -> SqsQueue {
+        SqsQueue { client, steps_url: steps_url.into(), responses_url: responses_url.into() }
     }
 
     fn url(&self, queue: QueueName) -> &str {
@@ -57,10 +47,7 @@ impl SqsQueue {
 
 /// Whole seconds in `d`, rounded up and capped at `max`.
 fn ceil_seconds(d: Duration, max: u64) -> i32 {
-    let seconds = d
-        .as_secs()
-        .saturating_add(u64::from(d.subsec_nanos() > 0))
-        .min(max);
+    let seconds = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)).min(max);
     i32::try_from(seconds).unwrap_or(i32::MAX)
 }
 
@@ -91,11 +78,7 @@ impl Queue for SqsQueue {
         Ok(())
     }
 
-    async fn send_batch(
-        &self,
-        queue: QueueName,
-        messages: Vec<Outgoing>,
-    ) -> Result<(), QueueError> {
+    async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError> {
         let total = messages.len();
         let mut failed = 0;
         let mut reasons: Vec<String> = Vec::new();
@@ -110,14 +93,7 @@ impl Queue for SqsQueue {
                     .map_err(|e| QueueError::Backend(format!("SendMessageBatch request: {e}")))?;
                 entries.push(entry);
             }
-            match self
-                .client
-                .send_message_batch()
-                .queue_url(self.url(queue))
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
+            match self.client.send_message_batch().queue_url(self.url(queue)).set_entries(Some(entries)).send().await {
                 Ok(output) => {
                     for refused in output.failed() {
                         failed += 1;
@@ -137,11 +113,7 @@ impl Queue for SqsQueue {
             }
         }
         if failed > 0 {
-            return Err(QueueError::PartialBatch {
-                failed,
-                total,
-                reason: reasons.join("; "),
-            });
+            return Err(QueueError::PartialBatch { failed, total, reason: reasons.join("; ") });
         }
         Ok(())
     }
@@ -207,38 +179,19 @@ impl Queue for SqsQueue {
 /// `<prefix>-responses`, each with a `-dlq` queue that takes a message after `max_receives`
 /// receives, and returns `(steps_url, responses_url)`. For tests and local use; deployed
 /// stacks get their queues from `template.yaml`.
-pub async fn create_queues(
-    client: &Client,
-    prefix: &str,
-    max_receives: u32,
-) -> Result<(String, String), QueueError> {
-    let steps = create_with_dead_letters(
-        client,
-        &format!("{prefix}-{}", QueueName::Steps.as_str()),
-        max_receives,
-    )
-    .await?;
-    let responses = create_with_dead_letters(
-        client,
-        &format!("{prefix}-{}", QueueName::Responses.as_str()),
-        max_receives,
-    )
-    .await?;
+pub async fn create_queues(client: &Client, prefix: &str, max_receives: u32) -> Result<(String, String), QueueError> {
+    let steps =
+        create_with_dead_letters(client, &format!("{prefix}-{}", QueueName::Steps.as_str()), max_receives).await?;
+    let responses =
+        create_with_dead_letters(client, &format!("{prefix}-{}", QueueName::Responses.as_str()), max_receives).await?;
     Ok((steps, responses))
 }
 
-async fn create_with_dead_letters(
-    client: &Client,
-    name: &str,
-    max_receives: u32,
-) -> Result<String, QueueError> {
+async fn create_with_dead_letters(client: &Client, name: &str, max_receives: u32) -> Result<String, QueueError> {
     let dlq_url = client
         .create_queue()
         .queue_name(format!("{name}-dlq"))
-        .attributes(
-            QueueAttributeName::MessageRetentionPeriod,
-            DEAD_LETTER_RETENTION_SECONDS.to_string(),
-        )
+        .attributes(QueueAttributeName::MessageRetentionPeriod, DEAD_LETTER_RETENTION_SECONDS.to_string())
         .send()
         .await
         .map_err(|e| backend("CreateQueue", e))?
@@ -253,12 +206,9 @@ async fn create_with_dead_letters(
         .map_err(|e| backend("GetQueueAttributes", e))?
         .attributes
         .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .ok_or_else(|| {
-            QueueError::Backend(format!(
-                "GetQueueAttributes {name}-dlq returned no QueueArn"
-            ))
-        })?;
-    let redrive = serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.max(1).to_string() });
+        .ok_or_else(|| QueueError::Backend(format!("GetQueueAttributes {name}-dlq returned no QueueArn")))?;
+    let redrive =
+        serde_json::json!({ "deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receives.max(1).to_string() });
     client
         .create_queue()
         .queue_name(name)
@@ -285,10 +235,7 @@ mod tests {
 
     #[test]
     fn waits_cap_at_twenty_seconds() {
-        assert_eq!(
-            ceil_seconds(Duration::from_millis(200), MAX_WAIT_SECONDS),
-            1
-        );
+        assert_eq!(ceil_seconds(Duration::from_millis(200), MAX_WAIT_SECONDS), 1);
         assert_eq!(ceil_seconds(Duration::from_secs(60), MAX_WAIT_SECONDS), 20);
     }
 }

@@ -27,9 +27,7 @@ pub(super) async fn get(
         .ok_or_else(|| ApiError::NotFound(format!("no execution `{execution_id}` in this project")))?;
     let attempts = store.list_steps(execution_id).await?;
     let response = store.get_response(execution_id).await?;
-    let deployment = store
-        .get_version(project_id, &execution.workflow_id, execution.workflow_version)
-        .await?;
+    let deployment = store.get_version(project_id, &execution.workflow_id, execution.workflow_version).await?;
     let order = deployment.as_ref().map(|d| d.workflow.step_order()).unwrap_or_default();
     Ok(json_response(StatusCode::OK, &record(&execution, &attempts, &order, response.as_ref())))
 }
@@ -51,11 +49,7 @@ pub fn record(
     step_order: &[&str],
     response: Option<&SettledResponse>,
 ) -> Value {
-    let mut order: Vec<&str> = step_order
-        .iter()
-        .copied()
-        .filter(|id| attempts.iter().any(|a| a.step == *id))
-        .collect();
+    let mut order: Vec<&str> = step_order.iter().copied().filter(|id| attempts.iter().any(|a| a.step == *id)).collect();
     for attempt in attempts {
         if !order.contains(&attempt.step.as_str()) {
             order.push(&attempt.step);

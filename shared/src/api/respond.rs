@@ -55,11 +55,9 @@ pub fn timeout_body(execution: &Execution) -> Value {
 pub fn settled_summary(execution: &Execution, settled: &SettledResponse) -> HttpResponse {
     match settled {
         SettledResponse::Step { response, .. } | SettledResponse::WorkflowEnded { response, .. } => response.clone(),
-        SettledResponse::TimedOut { .. } => HttpResponse {
-            status: TIMEOUT_STATUS,
-            headers: Default::default(),
-            body: timeout_body(execution),
-        },
+        SettledResponse::TimedOut { .. } => {
+            HttpResponse { status: TIMEOUT_STATUS, headers: Default::default(), body: timeout_body(execution) }
+        }
     }
 }
 
@@ -81,7 +79,9 @@ pub(super) fn settled_to_http(execution: &Execution, settled: &SettledResponse) 
             (Ok(name), Ok(value)) => {
                 headers.insert(name, value);
             }
-            _ => tracing::warn!(execution = %execution.id, header = %name, "response header skipped: not a valid HTTP header"),
+            _ => {
+                tracing::warn!(execution = %execution.id, header = %name, "response header skipped: not a valid HTTP header")
+            }
         }
     }
     headers.insert(

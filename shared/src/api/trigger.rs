@@ -37,8 +37,7 @@ pub(super) async fn handle(
     let unauthorized = || ApiError::Unauthorized("the token is not valid for this project".into());
     let project = store.get_project(project_id).await?.ok_or_else(unauthorized)?;
     let token = auth::bearer_token(&parts.headers)?;
-    let user_id = auth::verify_user_token(&project.signing_public_key_pem, token)
-        ?;
+    let user_id = auth::verify_user_token(&project.signing_public_key_pem, token)?;
     let deployment = store
         .get_deployed(project_id, workflow_id)
         .await?
@@ -63,9 +62,7 @@ pub(super) async fn handle(
         started_at,
         ended_at: None,
         trigger,
-        response_deadline: waits
-            .then(|| chrono::Duration::from_std(timeout).ok().map(|d| started_at + d))
-            .flatten(),
+        response_deadline: waits.then(|| chrono::Duration::from_std(timeout).ok().map(|d| started_at + d)).flatten(),
         error: None,
     };
     store.create_execution(&execution).await?;
@@ -86,7 +83,11 @@ pub(super) async fn handle(
     Ok(settled_to_http(&execution, &settled))
 }
 
-async fn enqueue_start(runtime: &Runtime, execution: &Execution, workflow: &crate::model::Workflow) -> Result<(), ApiError> {
+async fn enqueue_start(
+    runtime: &Runtime,
+    execution: &Execution,
+    workflow: &crate::model::Workflow,
+) -> Result<(), ApiError> {
     if execution.response_deadline.is_some() {
         let body = DeadlineMessage { execution_id: execution.id.clone() }.to_json();
         let delay = runtime.settings.response_timeout.min(MAX_QUEUE_DELAY);
@@ -106,23 +107,16 @@ async fn enqueue_start(runtime: &Runtime, execution: &Execution, workflow: &crat
 
 /// The request as the workflow sees it: query, lower-case headers (secrets left out), body.
 fn trigger_data(parts: &http::request::Parts, body: &Bytes) -> Result<TriggerData, ApiError> {
-    let query: BTreeMap<String, String> = parts
-        .uri
-        .query()
-        .map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-        .unwrap_or_default();
+    let query: BTreeMap<String, String> =
+        parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let headers = parts
         .headers
         .iter()
         .filter(|(name, _)| !SECRET_HEADERS.contains(&name.as_str()))
         .map(|(name, value)| (name.as_str().to_string(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type =
+        parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     Ok(TriggerData { query, headers, body: parse_body(&content_type, body)? })
 }
 
@@ -131,18 +125,18 @@ fn parse_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
         return Ok(json!({}));
     }
     if content_type.starts_with("application/x-www-form-urlencoded") {
-        let form: serde_json::Map<String, Value> = url::form_urlencoded::parse(body)
-            .into_owned()
-            .map(|(k, v)| (k, Value::String(v)))
-            .collect();
+        let form: serde_json::Map<String, Value> =
+            url::form_urlencoded::parse(body).into_owned().map(|(k, v)| (k, Value::String(v))).collect();
         return Ok(Value::Object(form));
     }
-    let text = std::str::from_utf8(body)
-        .map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
+    let text =
+        std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
     let looks_json = content_type.contains("json") || content_type.is_empty();
     match serde_json::from_str::<Value>(text) {
         Ok(value) if looks_json || text.trim_start().starts_with(['{', '[']) => Ok(value),
-        Err(e) if content_type.contains("json") => Err(ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))),
+        Err(e) if content_type.contains("json") => {
+            Err(ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))
+        }
         _ => Ok(Value::String(text.to_string())),
     }
 }

@@ -10,18 +10,9 @@ use serde_json::Value;
 /// Epoch values below this are seconds; from it on, milliseconds (1e11 s is the year 5138).
 const SECONDS_LIMIT: f64 = 1e11;
 
-const OFFSET_FORMATS: [&str; 4] = [
-    "%Y-%m-%dT%H:%M:%S%.f%z",
-    "%Y-%m-%d %H:%M:%S%.f%:z",
-    "%Y-%m-%d %H:%M:%S%.f%z",
-    "%Y-%m-%dT%H:%M%:z",
-];
-const NAIVE_FORMATS: [&str; 4] = [
-    "%Y-%m-%dT%H:%M:%S%.f",
-    "%Y-%m-%d %H:%M:%S%.f",
-    "%Y-%m-%dT%H:%M",
-    "%Y-%m-%d %H:%M",
-];
+const OFFSET_FORMATS: [&str; 4] =
+    ["%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%:z"];
+const NAIVE_FORMATS: [&str; 4] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
 
 /// The instant `value` denotes, if it is a timestamp in one of the accepted forms.
 pub(super) fn parse_timestamp(value: &Value) -> Option<DateTime<Utc>> {
@@ -39,16 +30,10 @@ fn parse_text(text: &str) -> Option<DateTime<Utc>> {
     if let Ok(at) = DateTime::parse_from_rfc3339(text) {
         return Some(at.with_timezone(&Utc));
     }
-    if let Some(at) = OFFSET_FORMATS
-        .iter()
-        .find_map(|f| DateTime::parse_from_str(text, f).ok())
-    {
+    if let Some(at) = OFFSET_FORMATS.iter().find_map(|f| DateTime::parse_from_str(text, f).ok()) {
         return Some(at.with_timezone(&Utc));
     }
-    if let Some(at) = NAIVE_FORMATS
-        .iter()
-        .find_map(|f| NaiveDateTime::parse_from_str(text, f).ok())
-    {
+    if let Some(at) = NAIVE_FORMATS.iter().find_map(|f| NaiveDateTime::parse_from_str(text, f).ok()) {
         return Some(at.and_utc());
     }
     let date = NaiveDate::parse_from_str(text, "%Y-%m-%d").ok()?;
@@ -59,11 +44,7 @@ fn from_epoch(number: f64) -> Option<DateTime<Utc>> {
     if !number.is_finite() {
         return None;
     }
-    let millis = if number.abs() < SECONDS_LIMIT {
-        number * 1000.0
-    } else {
-        number
-    };
+    let millis = if number.abs() < SECONDS_LIMIT { number * 1000.0 } else { number };
     let millis = millis.round();
     // i64 milliseconds cover far more than chrono's range; out-of-range gives None below.
     if millis.abs() >= 9.2e18 {
@@ -79,9 +60,7 @@ mod tests {
     use super::*;
 
     fn at(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text)
-            .expect("valid test timestamp")
-            .with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text).expect("valid test timestamp").with_timezone(&Utc)
     }
 
     #[test]
@@ -99,10 +78,7 @@ mod tests {
         ] {
             assert_eq!(parse_timestamp(&json!(text)), Some(noon), "{text}");
         }
-        assert_eq!(
-            parse_timestamp(&json!("2026-11-23")),
-            Some(at("2026-11-23T00:00:00Z"))
-        );
+        assert_eq!(parse_timestamp(&json!("2026-11-23")), Some(at("2026-11-23T00:00:00Z")));
     }
 
     #[test]
@@ -112,27 +88,15 @@ mod tests {
         assert_eq!(parse_timestamp(&json!(seconds)), Some(instant));
         assert_eq!(parse_timestamp(&json!(seconds * 1000)), Some(instant));
         assert_eq!(parse_timestamp(&json!(seconds.to_string())), Some(instant));
-        assert_eq!(
-            parse_timestamp(&json!((seconds * 1000).to_string())),
-            Some(instant)
-        );
-        assert_eq!(
-            parse_timestamp(&json!(0.5)),
-            Some(at("1970-01-01T00:00:00.500Z"))
-        );
+        assert_eq!(parse_timestamp(&json!((seconds * 1000).to_string())), Some(instant));
+        assert_eq!(parse_timestamp(&json!(0.5)), Some(at("1970-01-01T00:00:00.500Z")));
     }
 
     #[test]
     fn non_timestamps_are_none() {
-        for value in [
-            json!("yesterday"),
-            json!(""),
-            json!("2026-13-40"),
-            json!(true),
-            json!(null),
-            json!([1]),
-            json!(1e300),
-        ] {
+        for value in
+            [json!("yesterday"), json!(""), json!("2026-13-40"), json!(true), json!(null), json!([1]), json!(1e300)]
+        {
             assert_eq!(parse_timestamp(&value), None, "{value}");
         }
     }

@@ -9,8 +9,8 @@ use serde_json::json;
 use super::{at_ms, unique};
 use crate::ports::{FirstWrite, Store, StoreError};
 use crate::record::{
-    Execution, ExecutionError, ExecutionStatus, HttpResponse, SettledResponse, StepAttempt,
-    StepError, StepStatus, Timestamp, TriggerData, now,
+    Execution, ExecutionError, ExecutionStatus, HttpResponse, SettledResponse, StepAttempt, StepError, StepStatus,
+    Timestamp, TriggerData, now,
 };
 
 fn execution(id: &str) -> Execution {
@@ -49,136 +49,55 @@ fn attempt(step: &str, n: u32, started_at: Timestamp, output: serde_json::Value)
 pub async fn case_execution_create_get_and_duplicate(store: &dyn Store) {
     let e = execution(&unique("e"));
     store.create_execution(&e).await.expect("create execution");
-    assert_eq!(
-        store.get_execution(&e.id).await.expect("get execution"),
-        Some(e.clone())
-    );
+    assert_eq!(store.get_execution(&e.id).await.expect("get execution"), Some(e.clone()));
 
     let mut other = e.clone();
     other.user_id = "someone-else".into();
     let duplicate = store.create_execution(&other).await;
-    assert!(
-        matches!(duplicate, Err(StoreError::AlreadyExists(_))),
-        "duplicate execution: {duplicate:?}"
-    );
-    assert_eq!(
-        store.get_execution(&e.id).await.expect("get execution"),
-        Some(e),
-        "the first execution is kept"
-    );
-    assert_eq!(
-        store
-            .get_execution(&unique("e"))
-            .await
-            .expect("get unknown"),
-        None
-    );
+    assert!(matches!(duplicate, Err(StoreError::AlreadyExists(_))), "duplicate execution: {duplicate:?}");
+    assert_eq!(store.get_execution(&e.id).await.expect("get execution"), Some(e), "the first execution is kept");
+    assert_eq!(store.get_execution(&unique("e")).await.expect("get unknown"), None);
 }
 
 /// Only the first finish of a running execution changes it; later ones return false.
 pub async fn case_finish_execution_only_once(store: &dyn Store) {
     let e = execution(&unique("e"));
     store.create_execution(&e).await.expect("create execution");
-    let error = ExecutionError {
-        step: Some("fetch".into()),
-        message: "HTTP 500".into(),
-    };
+    let error = ExecutionError { step: Some("fetch".into()), message: "HTTP 500".into() };
     let ended = at_ms(e.started_at.timestamp_millis() + 1_501);
-    assert!(
-        store
-            .finish_execution(&e.id, ExecutionStatus::Failed, Some(&error), ended)
-            .await
-            .expect("finish")
-    );
+    assert!(store.finish_execution(&e.id, ExecutionStatus::Failed, Some(&error), ended).await.expect("finish"));
 
     let later = at_ms(ended.timestamp_millis() + 10_000);
-    let second = store
-        .finish_execution(&e.id, ExecutionStatus::Succeeded, None, later)
-        .await
-        .expect("second finish");
+    let second = store.finish_execution(&e.id, ExecutionStatus::Succeeded, None, later).await.expect("second finish");
     assert!(!second, "only the first finish counts");
-    let stored = store
-        .get_execution(&e.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    let stored = store.get_execution(&e.id).await.expect("get").expect("exists");
     assert_eq!(stored.status, ExecutionStatus::Failed);
     assert_eq!(stored.error, Some(error));
     assert_eq!(stored.ended_at, Some(ended));
-    assert_eq!(
-        Execution {
-            status: e.status,
-            error: None,
-            ended_at: None,
-            ..stored
-        },
-        e,
-        "nothing else changed"
-    );
+    assert_eq!(Execution { status: e.status, error: None, ended_at: None, ..stored }, e, "nothing else changed");
 
     let ok = execution(&unique("e"));
     store.create_execution(&ok).await.expect("create execution");
-    assert!(
-        store
-            .finish_execution(&ok.id, ExecutionStatus::Succeeded, None, ended)
-            .await
-            .expect("finish ok")
-    );
-    let stored = store
-        .get_execution(&ok.id)
-        .await
-        .expect("get")
-        .expect("exists");
-    assert_eq!(
-        (stored.status, stored.error, stored.ended_at),
-        (ExecutionStatus::Succeeded, None, Some(ended))
-    );
+    assert!(store.finish_execution(&ok.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish ok"));
+    let stored = store.get_execution(&ok.id).await.expect("get").expect("exists");
+    assert_eq!((stored.status, stored.error, stored.ended_at), (ExecutionStatus::Succeeded, None, Some(ended)));
 
-    let unknown = store
-        .finish_execution(&unique("e"), ExecutionStatus::Failed, None, ended)
-        .await;
-    assert!(
-        !unknown.expect("finish unknown"),
-        "an unknown execution is not running"
-    );
+    let unknown = store.finish_execution(&unique("e"), ExecutionStatus::Failed, None, ended).await;
+    assert!(!unknown.expect("finish unknown"), "an unknown execution is not running");
 }
 
 /// A redelivered step gets back the attempt recorded first, never overwrites it.
 pub async fn case_record_step_first_writer_wins(store: &dyn Store) {
     let execution_id = unique("e");
-    let first = attempt(
-        "fetch",
-        1,
-        now(),
-        json!({ "status": 200, "body": { "id": 7 } }),
-    );
-    assert_eq!(
-        store
-            .record_step(&execution_id, &first)
-            .await
-            .expect("record"),
-        FirstWrite::Written
-    );
+    let first = attempt("fetch", 1, now(), json!({ "status": 200, "body": { "id": 7 } }));
+    assert_eq!(store.record_step(&execution_id, &first).await.expect("record"), FirstWrite::Written);
 
     let mut redelivered = first.clone();
     redelivered.output = Some(json!({ "status": 200, "body": { "id": 8 } }));
     redelivered.ended_at = at_ms(first.ended_at.timestamp_millis() + 5);
-    let second = store
-        .record_step(&execution_id, &redelivered)
-        .await
-        .expect("record again");
-    assert_eq!(
-        second,
-        FirstWrite::Existing(first.clone()),
-        "the second writer gets the first record"
-    );
-    assert_eq!(
-        store
-            .get_step(&execution_id, "fetch", 1)
-            .await
-            .expect("get step"),
-        Some(first.clone())
-    );
+    let second = store.record_step(&execution_id, &redelivered).await.expect("record again");
+    assert_eq!(second, FirstWrite::Existing(first.clone()), "the second writer gets the first record");
+    assert_eq!(store.get_step(&execution_id, "fetch", 1).await.expect("get step"), Some(first.clone()));
 
     let failed = StepAttempt {
         attempt: 2,
@@ -187,41 +106,11 @@ pub async fn case_record_step_first_writer_wins(store: &dyn Store) {
         error: Some(StepError::retryable("timed out").with_details(json!({ "after_ms": 30000 }))),
         ..first.clone()
     };
-    assert_eq!(
-        store
-            .record_step(&execution_id, &failed)
-            .await
-            .expect("record 2"),
-        FirstWrite::Written
-    );
-    assert_eq!(
-        store
-            .get_step(&execution_id, "fetch", 2)
-            .await
-            .expect("get 2"),
-        Some(failed)
-    );
-    assert_eq!(
-        store
-            .get_step(&execution_id, "fetch", 3)
-            .await
-            .expect("get 3"),
-        None
-    );
-    assert_eq!(
-        store
-            .get_step(&execution_id, "other", 1)
-            .await
-            .expect("get other"),
-        None
-    );
-    assert_eq!(
-        store
-            .get_step(&unique("e"), "fetch", 1)
-            .await
-            .expect("get unknown"),
-        None
-    );
+    assert_eq!(store.record_step(&execution_id, &failed).await.expect("record 2"), FirstWrite::Written);
+    assert_eq!(store.get_step(&execution_id, "fetch", 2).await.expect("get 2"), Some(failed));
+    assert_eq!(store.get_step(&execution_id, "fetch", 3).await.expect("get 3"), None);
+    assert_eq!(store.get_step(&execution_id, "other", 1).await.expect("get other"), None);
+    assert_eq!(store.get_step(&unique("e"), "fetch", 1).await.expect("get unknown"), None);
 }
 
 /// Two concurrent writers of one attempt: exactly one writes, the other reads its record.
@@ -230,15 +119,8 @@ pub async fn case_concurrent_record_step_has_one_winner(store: &dyn Store) {
     let started = now();
     let a = attempt("fetch", 1, started, json!("from a"));
     let b = attempt("fetch", 1, started, json!("from b"));
-    let (ra, rb) = tokio::join!(
-        store.record_step(&execution_id, &a),
-        store.record_step(&execution_id, &b)
-    );
-    let stored = store
-        .get_step(&execution_id, "fetch", 1)
-        .await
-        .expect("get")
-        .expect("recorded");
+    let (ra, rb) = tokio::join!(store.record_step(&execution_id, &a), store.record_step(&execution_id, &b));
+    let stored = store.get_step(&execution_id, "fetch", 1).await.expect("get").expect("recorded");
     match (ra.expect("record a"), rb.expect("record b")) {
         (FirstWrite::Written, FirstWrite::Existing(seen)) => assert_eq!((&seen, &stored), (&a, &a)),
         (FirstWrite::Existing(seen), FirstWrite::Written) => assert_eq!((&seen, &stored), (&b, &b)),
@@ -249,10 +131,7 @@ pub async fn case_concurrent_record_step_has_one_winner(store: &dyn Store) {
 /// Every attempt is listed, ordered by start time, step, attempt, across query pages.
 pub async fn case_list_steps_is_ordered_and_complete(store: &dyn Store) {
     let execution_id = unique("e");
-    assert_eq!(
-        store.list_steps(&execution_id).await.expect("list empty"),
-        vec![]
-    );
+    assert_eq!(store.list_steps(&execution_id).await.expect("list empty"), vec![]);
     // 30 attempts of ~48 KB each: more than DynamoDB's 1 MB per query page.
     let base = 1_764_000_000_001_i64;
     let mut written = Vec::new();
@@ -262,45 +141,23 @@ pub async fn case_list_steps_is_ordered_and_complete(store: &dyn Store) {
         let started = at_ms(base + i64::from((i * 7) % 10));
         let blob = format!("{i:02}-{}", "x".repeat(48 * 1024));
         let a = attempt(step, i / 3 + 1, started, json!({ "i": i, "blob": blob }));
-        assert_eq!(
-            store.record_step(&execution_id, &a).await.expect("record"),
-            FirstWrite::Written
-        );
+        assert_eq!(store.record_step(&execution_id, &a).await.expect("record"), FirstWrite::Written);
         written.push(a);
     }
-    written.sort_by(|a, b| {
-        (a.started_at, &a.step, a.attempt).cmp(&(b.started_at, &b.step, b.attempt))
-    });
+    written.sort_by(|a, b| (a.started_at, &a.step, a.attempt).cmp(&(b.started_at, &b.step, b.attempt)));
     let listed = store.list_steps(&execution_id).await.expect("list steps");
     assert_eq!(listed.len(), written.len(), "every attempt is listed");
-    let keys = |v: &[StepAttempt]| {
-        v.iter()
-            .map(|a| (a.started_at, a.step.clone(), a.attempt))
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(
-        keys(&listed),
-        keys(&written),
-        "ordered by start time, then step, then attempt"
-    );
+    let keys = |v: &[StepAttempt]| v.iter().map(|a| (a.started_at, a.step.clone(), a.attempt)).collect::<Vec<_>>();
+    assert_eq!(keys(&listed), keys(&written), "ordered by start time, then step, then attempt");
     assert!(listed == written, "listed attempts equal what was written");
 }
 
 /// The first settled response is what every later settle and read gets.
 pub async fn case_settle_response_first_wins(store: &dyn Store) {
     let execution_id = unique("e");
-    assert_eq!(
-        store.get_response(&execution_id).await.expect("get none"),
-        None
-    );
+    assert_eq!(store.get_response(&execution_id).await.expect("get none"), None);
     let timed_out = SettledResponse::TimedOut { at: now() };
-    assert_eq!(
-        store
-            .settle_response(&execution_id, &timed_out)
-            .await
-            .expect("settle"),
-        FirstWrite::Written
-    );
+    assert_eq!(store.settle_response(&execution_id, &timed_out).await.expect("settle"), FirstWrite::Written);
 
     let late = SettledResponse::Step {
         response: HttpResponse {
@@ -310,32 +167,13 @@ pub async fn case_settle_response_first_wins(store: &dyn Store) {
         },
         at: now(),
     };
-    let second = store
-        .settle_response(&execution_id, &late)
-        .await
-        .expect("settle late");
-    assert_eq!(
-        second,
-        FirstWrite::Existing(timed_out.clone()),
-        "the first settled response wins"
-    );
-    assert_eq!(
-        store.get_response(&execution_id).await.expect("get"),
-        Some(timed_out)
-    );
+    let second = store.settle_response(&execution_id, &late).await.expect("settle late");
+    assert_eq!(second, FirstWrite::Existing(timed_out.clone()), "the first settled response wins");
+    assert_eq!(store.get_response(&execution_id).await.expect("get"), Some(timed_out));
 
     let other = unique("e");
-    assert_eq!(
-        store
-            .settle_response(&other, &late)
-            .await
-            .expect("settle other"),
-        FirstWrite::Written
-    );
-    assert_eq!(
-        store.get_response(&other).await.expect("get other"),
-        Some(late)
-    );
+    assert_eq!(store.settle_response(&other, &late).await.expect("settle other"), FirstWrite::Written);
+    assert_eq!(store.get_response(&other).await.expect("get other"), Some(late));
 }
 
 /// Every stored timestamp reads back to the exact millisecond.
@@ -345,15 +183,8 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
     e.response_deadline = Some(at_ms(1_764_000_055_999));
     store.create_execution(&e).await.expect("create");
     let ended = at_ms(1_764_000_001_001);
-    store
-        .finish_execution(&e.id, ExecutionStatus::Succeeded, None, ended)
-        .await
-        .expect("finish");
-    let stored = store
-        .get_execution(&e.id)
-        .await
-        .expect("get")
-        .expect("exists");
+    store.finish_execution(&e.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish");
+    let stored = store.get_execution(&e.id).await.expect("get").expect("exists");
     assert_eq!(
         (stored.started_at, stored.response_deadline, stored.ended_at),
         (e.started_at, e.response_deadline, Some(ended))
@@ -361,24 +192,13 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
 
     let a = attempt("t", 1, at_ms(1_764_000_000_999), json!(null));
     store.record_step(&e.id, &a).await.expect("record");
-    let got = store
-        .get_step(&e.id, "t", 1)
-        .await
-        .expect("get")
-        .expect("exists");
+    let got = store.get_step(&e.id, "t", 1).await.expect("get").expect("exists");
     assert_eq!((got.started_at, got.ended_at), (a.started_at, a.ended_at));
 
     let settled = SettledResponse::WorkflowEnded {
-        response: HttpResponse {
-            status: 500,
-            headers: BTreeMap::new(),
-            body: json!("failed"),
-        },
+        response: HttpResponse { status: 500, headers: BTreeMap::new(), body: json!("failed") },
         at: at_ms(1_764_000_002_003),
     };
-    store
-        .settle_response(&e.id, &settled)
-        .await
-        .expect("settle");
+    store.settle_response(&e.id, &settled).await.expect("settle");
     assert_eq!(store.get_response(&e.id).await.expect("get"), Some(settled));
 }

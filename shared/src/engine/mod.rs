@@ -49,15 +49,8 @@ pub fn start(workflow: &Workflow) -> Effect {
 }
 
 /// The effect that follows `attempt` of step `step_id` ending with `outcome`.
-pub fn after_step(
-    workflow: &Workflow,
-    step_id: &str,
-    attempt: u32,
-    outcome: &Outcome,
-) -> Result<Effect, EngineError> {
-    let step = workflow
-        .find_step(step_id)
-        .ok_or_else(|| EngineError::UnknownStep(step_id.to_string()))?;
+pub fn after_step(workflow: &Workflow, step_id: &str, attempt: u32, outcome: &Outcome) -> Result<Effect, EngineError> {
+    let step = workflow.find_step(step_id).ok_or_else(|| EngineError::UnknownStep(step_id.to_string()))?;
     match outcome {
         Outcome::Succeeded(output) => after_success(workflow, step, output),
         Outcome::Failed(error) => Ok(after_failure(workflow, step, attempt, error)),
@@ -82,11 +75,7 @@ fn after_success(workflow: &Workflow, step: &Step, output: &Value) -> Result<Eff
 
 fn after_failure(workflow: &Workflow, step: &Step, attempt: u32, error: &StepError) -> Effect {
     if error.retryable && attempt <= step.retries {
-        return Effect::RunStep {
-            step: step.id.clone(),
-            attempt: attempt + 1,
-            delay: retry_delay(step, attempt),
-        };
+        return Effect::RunStep { step: step.id.clone(), attempt: attempt + 1, delay: retry_delay(step, attempt) };
     }
     if step.continue_on_failure {
         return continue_after(workflow, &step.id);

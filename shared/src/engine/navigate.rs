@@ -12,10 +12,7 @@ pub fn first_step(steps: &[Step]) -> Option<&Step> {
 /// engine, not here): its next sibling, or the successor of the enclosing conditional.
 pub fn successor<'a>(steps: &'a [Step], step_id: &str) -> Option<&'a Step> {
     let frames = locate(steps, step_id)?;
-    frames
-        .iter()
-        .rev()
-        .find_map(|(list, index)| list.get(index + 1))
+    frames.iter().rev().find_map(|(list, index)| list.get(index + 1))
 }
 
 /// The chain of (list, index) frames from the top-level list down to the step.

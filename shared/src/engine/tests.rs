@@ -39,9 +39,11 @@ fn branch(name: &str) -> Outcome {
 fn nested() -> Workflow {
     workflow(json!([
         request("a"),
-        conditional("c", json!([request("t1"),
-            conditional("inner", json!([request("i1")]), json!([])),
-            request("t2")]), json!([request("e1")])),
+        conditional(
+            "c",
+            json!([request("t1"), conditional("inner", json!([request("i1")]), json!([])), request("t2")]),
+            json!([request("e1")])
+        ),
         request("z"),
     ]))
 }
@@ -102,10 +104,7 @@ fn conditional_without_a_branch_in_its_output_is_an_error() {
 
 #[test]
 fn unknown_step_is_an_error() {
-    assert_eq!(
-        after_step(&nested(), "nope", 1, &ok(json!(1))),
-        Err(EngineError::UnknownStep("nope".into()))
-    );
+    assert_eq!(after_step(&nested(), "nope", 1, &ok(json!(1))), Err(EngineError::UnknownStep("nope".into())));
 }
 
 fn retrying(retries: u32, delay: &str, continue_on_failure: bool) -> Workflow {
@@ -123,11 +122,8 @@ fn failed(retryable: bool) -> Outcome {
 #[test]
 fn retryable_failure_is_retried_with_exponential_backoff() {
     let wf = retrying(3, "2s", false);
-    let expect = |attempt: u32, secs: u64| Effect::RunStep {
-        step: "a".into(),
-        attempt,
-        delay: Duration::from_secs(secs),
-    };
+    let expect =
+        |attempt: u32, secs: u64| Effect::RunStep { step: "a".into(), attempt, delay: Duration::from_secs(secs) };
     assert_eq!(after_step(&wf, "a", 1, &failed(true)), Ok(expect(2, 2)));
     assert_eq!(after_step(&wf, "a", 2, &failed(true)), Ok(expect(3, 4)));
     assert_eq!(after_step(&wf, "a", 3, &failed(true)), Ok(expect(4, 8)));

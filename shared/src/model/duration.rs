@@ -28,9 +28,7 @@ impl FromStr for DurationSpec {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let bad = || BadDuration(text.to_string());
         let trimmed = text.trim();
-        let split = trimmed
-            .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(bad)?;
+        let split = trimmed.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
         let (digits, unit) = trimmed.split_at(split);
         let n: u64 = digits.parse().map_err(|_| bad())?;
         let millis_per = match unit {
@@ -42,10 +40,7 @@ impl FromStr for DurationSpec {
             _ => return Err(bad()),
         };
         let millis = n.checked_mul(millis_per).ok_or_else(bad)?;
-        Ok(DurationSpec {
-            text: trimmed.to_string(),
-            value: Duration::from_millis(millis),
-        })
+        Ok(DurationSpec { text: trimmed.to_string(), value: Duration::from_millis(millis) })
     }
 }
 

@@ -41,11 +41,7 @@ impl fmt::Display for Problem {
 
 impl Problem {
     fn whole_file(file: &str, message: String) -> Problem {
-        Problem {
-            file: file.to_string(),
-            path: String::new(),
-            message,
-        }
+        Problem { file: file.to_string(), path: String::new(), message }
     }
 }
 
@@ -62,30 +58,18 @@ pub fn load_value(file: &str, value: &Value) -> Result<Workflow, Vec<Problem>> {
     if !found.is_empty() {
         return Err(found
             .into_iter()
-            .map(|(path, message)| Problem {
-                file: file.to_string(),
-                path,
-                message,
-            })
+            .map(|(path, message)| Problem { file: file.to_string(), path, message })
             .collect());
     }
-    serde_json::from_value::<Workflow>(value.clone()).map_err(|e| {
-        vec![Problem::whole_file(
-            file,
-            format!("the workflow could not be read: {e}"),
-        )]
-    })
+    serde_json::from_value::<Workflow>(value.clone())
+        .map_err(|e| vec![Problem::whole_file(file, format!("the workflow could not be read: {e}"))])
 }
 
 /// Reads and validates one workflow file.
 pub fn load_file(path: &Path) -> Result<Workflow, Vec<Problem>> {
     let file = path.display().to_string();
-    let text = fs::read_to_string(path).map_err(|e| {
-        vec![Problem::whole_file(
-            &file,
-            format!("cannot read the file: {e}"),
-        )]
-    })?;
+    let text =
+        fs::read_to_string(path).map_err(|e| vec![Problem::whole_file(&file, format!("cannot read the file: {e}"))])?;
     load_str(&file, &text)
 }
 
@@ -94,12 +78,8 @@ pub fn load_file(path: &Path) -> Result<Workflow, Vec<Problem>> {
 /// the same workflow id are a problem. An empty folder gives `Ok(vec![])`.
 pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
     let folder = dir.display().to_string();
-    let entries = fs::read_dir(dir).map_err(|e| {
-        vec![Problem::whole_file(
-            &folder,
-            format!("cannot read the folder: {e}"),
-        )]
-    })?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| vec![Problem::whole_file(&folder, format!("cannot read the folder: {e}"))])?;
     let mut problems = Vec::new();
     let mut files = Vec::new();
     for entry in entries {
@@ -110,10 +90,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
                     files.push(path);
                 }
             }
-            Err(e) => problems.push(Problem::whole_file(
-                &folder,
-                format!("cannot list the folder: {e}"),
-            )),
+            Err(e) => problems.push(Problem::whole_file(&folder, format!("cannot list the folder: {e}"))),
         }
     }
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
@@ -141,18 +118,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
             Err(found) => problems.extend(found),
         }
     }
-    if problems.is_empty() {
-        Ok(loaded)
-    } else {
-        Err(problems)
-    }
+    if problems.is_empty() { Ok(loaded) } else { Err(problems) }
 }
 
 fn is_workflow_file(path: &Path) -> bool {
-    let hidden = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .is_none_or(|n| n.starts_with('.'));
+    let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
     !hidden && format_of(&path.display().to_string()).is_some()
 }
 
@@ -174,18 +144,12 @@ fn format_of(file: &str) -> Option<Format> {
 /// The document as a JSON tree; syntax errors name their line and column.
 fn parse_text(file: &str, text: &str) -> Result<Value, Problem> {
     match format_of(file) {
-        Some(Format::Yaml) => {
-            parse_yaml(text).map_err(|message| Problem::whole_file(file, message))
-        }
+        Some(Format::Yaml) => parse_yaml(text).map_err(|message| Problem::whole_file(file, message)),
         Some(Format::Json) => serde_json::from_str(text).map_err(|e| {
             let message = without_location(&e.to_string(), e.line(), e.column());
             Problem::whole_file(
                 file,
-                format!(
-                    "JSON syntax error at line {}, column {}: {message}",
-                    e.line(),
-                    e.column()
-                ),
+                format!("JSON syntax error at line {}, column {}: {message}", e.line(), e.column()),
             )
         }),
         None => Err(Problem::whole_file(
@@ -207,8 +171,7 @@ fn parse_yaml(text: &str) -> Result<Value, String> {
     };
     let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(syntax)?;
     yaml.apply_merge().map_err(syntax)?;
-    serde_json::to_value(&yaml)
-        .map_err(|e| format!("the YAML document cannot be read as workflow data: {e}"))
+    serde_json::to_value(&yaml).map_err(|e| format!("the YAML document cannot be read as workflow data: {e}"))
 }
 
 /// `message` without its first " at line L column C" (the caller puts the location first).

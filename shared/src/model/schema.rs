@@ -38,18 +38,13 @@ mod tests {
         let schema = workflow_schema();
         assert_eq!(schema["$id"], SCHEMA_ID);
         assert_eq!(schema["title"], "Sluice workflow");
-        let properties = schema["properties"]
-            .as_object()
-            .expect("top-level properties");
+        let properties = schema["properties"].as_object().expect("top-level properties");
         for key in ["id", "name", "trigger", "steps"] {
             assert!(properties.contains_key(key), "schema lacks `{key}`");
         }
         let required = schema["required"].as_array().expect("required list");
         for key in ["id", "trigger", "steps"] {
-            assert!(
-                required.iter().any(|r| r == key),
-                "`{key}` should be required"
-            );
+            assert!(required.iter().any(|r| r == key), "`{key}` should be required");
         }
     }
 
@@ -57,17 +52,11 @@ mod tests {
     fn schema_mentions_every_step_type_and_operator() {
         let text = workflow_schema().to_string();
         for step_type in ["\"request\"", "\"conditional\"", "\"response\""] {
-            assert!(
-                text.contains(step_type),
-                "schema lacks step type {step_type}"
-            );
+            assert!(text.contains(step_type), "schema lacks step type {step_type}");
         }
         for op in crate::condition::ALL_OPERATORS {
             let name = crate::condition::op_name(op);
-            assert!(
-                text.contains(&format!("\"{name}\"")),
-                "schema lacks operator {name}"
-            );
+            assert!(text.contains(&format!("\"{name}\"")), "schema lacks operator {name}");
         }
     }
 }

@@ -15,6 +15,10 @@ use crate::record::{Execution, StepAttempt, StepError, StepStatus, now};
 use crate::runtime::Runtime;
 use crate::template;
 
+/// The largest step attempt record kept (its JSON). DynamoDB items hold at most 400 KB; a
+/// bigger output fails the step rather than the storage write.
+pub const MAX_RECORD_BYTES: usize = 350 * 1024;
+
 /// A Request step's timeout when it sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -36,7 +40,40 @@ pub async fn execute(runtime: &Runtime, execution: &Execution, step: &Step, atte
         Ok(output) => (StepStatus::Succeeded, Some(output), None),
         Err(error) => (StepStatus::Failed, None, Some(error)),
     };
-    StepAttempt { step: step.id.clone(), attempt, status, input, output, error, started_at, ended_at: now() }
+    within_record_limit(StepAttempt {
+        step: step.id.clone(),
+        attempt,
+        status,
+        input,
+        output,
+        error,
+        started_at,
+        ended_at: now(),
+    })
+}
+
+/// Keeps an attempt within [`MAX_RECORD_BYTES`]: an oversized one fails (terminally) without
+/// its output, and an oversized input is replaced by its size.
+fn within_record_limit(mut attempt: StepAttempt) -> StepAttempt {
+    let size = json_size(&attempt);
+    if size <= MAX_RECORD_BYTES {
+        return attempt;
+    }
+    let input_size = json_size(&attempt.input);
+    if input_size > MAX_RECORD_BYTES / 2 {
+        attempt.input = json!({ "omitted": "the input is too large to record", "bytes": input_size });
+    }
+    attempt.status = StepStatus::Failed;
+    attempt.output = None;
+    attempt.error = Some(StepError::terminal(format!(
+        "the step's result is {size} bytes; a step may keep at most {MAX_RECORD_BYTES} bytes \
+         (reduce what it returns, e.g. ask the API for fewer fields or a smaller page)"
+    )));
+    attempt
+}
+
+fn json_size<T: serde::Serialize>(value: &T) -> usize {
+    serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
 }
 
 async fn run_request(
@@ -58,9 +95,7 @@ async fn run_request(
 fn render_request(step: &RequestStep, ctx: &Value) -> Result<request::RenderedRequest, StepError> {
     let render = |value: &Value| template::render(value, ctx).map_err(|e| StepError::terminal(e.to_string()));
     let render_map = |map: &std::collections::BTreeMap<String, Value>| {
-        map.iter()
-            .map(|(k, v)| Ok((k.clone(), render(v)?)))
-            .collect::<Result<_, StepError>>()
+        map.iter().map(|(k, v)| Ok((k.clone(), render(v)?))).collect::<Result<_, StepError>>()
     };
     let url = match render(&Value::String(step.url.clone()))? {
         Value::String(url) => url,
@@ -74,4 +109,47 @@ fn render_request(step: &RequestStep, ctx: &Value) -> Result<request::RenderedRe
         body: step.body.as_ref().map(render).transpose()?,
         timeout: step.timeout.as_ref().map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.duration()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(input: Value, output: Value) -> StepAttempt {
+        StepAttempt {
+            step: "s".into(),
+            attempt: 1,
+            status: StepStatus::Succeeded,
+            input,
+            output: Some(output),
+            error: None,
+            started_at: now(),
+            ended_at: now(),
+        }
+    }
+
+    #[test]
+    fn a_record_within_the_limit_is_kept_as_is() {
+        let small = attempt(json!({ "url": "x" }), json!({ "body": "y".repeat(1000) }));
+        assert_eq!(within_record_limit(small.clone()), small);
+    }
+
+    #[test]
+    fn an_oversized_output_fails_the_step_without_being_kept() {
+        let big = within_record_limit(attempt(json!({ "url": "x" }), json!({ "body": "y".repeat(MAX_RECORD_BYTES) })));
+        assert_eq!(big.status, StepStatus::Failed);
+        assert_eq!(big.output, None);
+        assert_eq!(big.input, json!({ "url": "x" }));
+        let error = big.error.expect("error");
+        assert!(!error.retryable);
+        assert!(error.message.contains("at most"), "{}", error.message);
+        assert!(json_size(&big.input) < MAX_RECORD_BYTES);
+    }
+
+    #[test]
+    fn an_oversized_input_is_replaced_by_its_size() {
+        let big = within_record_limit(attempt(json!({ "body": "y".repeat(MAX_RECORD_BYTES) }), json!(1)));
+        assert_eq!(big.status, StepStatus::Failed);
+        assert!(big.input["bytes"].as_u64().is_some_and(|n| n > MAX_RECORD_BYTES as u64));
+    }
 }

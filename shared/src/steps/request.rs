@@ -43,11 +43,7 @@ impl RenderedRequest {
             .headers
             .iter()
             .map(|(name, value)| {
-                let value = if is_sensitive_header(name) {
-                    Value::from(REDACTED)
-                } else {
-                    value.clone()
-                };
+                let value = if is_sensitive_header(name) { Value::from(REDACTED) } else { value.clone() };
                 (name.clone(), value)
             })
             .collect();
@@ -65,36 +61,21 @@ impl RenderedRequest {
 /// Whether a header's value is a credential that must not be recorded.
 pub fn is_sensitive_header(name: &str) -> bool {
     let name = name.to_ascii_lowercase();
-    matches!(
-        name.as_str(),
-        "authorization" | "proxy-authorization" | "cookie" | "x-api-key"
-    ) || ["token", "secret", "password", "api-key", "apikey"]
-        .iter()
-        .any(|word| name.contains(word))
+    matches!(name.as_str(), "authorization" | "proxy-authorization" | "cookie" | "x-api-key")
+        || ["token", "secret", "password", "api-key", "apikey"].iter().any(|word| name.contains(word))
 }
 
 /// Sends `req` and returns the step's output `{status, headers, body}`.
-pub async fn send(
-    client: &HttpClient,
-    req: &RenderedRequest,
-    idempotency_key: &str,
-) -> Result<Value, StepError> {
+pub async fn send(client: &HttpClient, req: &RenderedRequest, idempotency_key: &str) -> Result<Value, StepError> {
     let url = build_url(client, req)?;
     let target = format!("{} {}", req.method.as_str(), display_url(&url));
     let headers = build_headers(req, idempotency_key)?;
-    let mut builder = client
-        .client()
-        .request(reqwest_method(req.method), url)
-        .headers(headers)
-        .timeout(req.timeout);
+    let mut builder = client.client().request(reqwest_method(req.method), url).headers(headers).timeout(req.timeout);
     if let Some(body) = &req.body {
         builder = builder.json(body);
     }
     tracing::debug!(%target, "sending request");
-    let mut response = builder
-        .send()
-        .await
-        .map_err(|e| classify_error(e, &target, req.timeout))?;
+    let mut response = builder.send().await.map_err(|e| classify_error(e, &target, req.timeout))?;
     let status = response.status();
     let headers = response_headers(response.headers());
     let is_json = response
@@ -104,9 +85,7 @@ pub async fn send(
     let bytes = match read_body(&mut response, &target, req.timeout).await {
         Ok(bytes) => bytes,
         Err(error) => {
-            return Err(
-                error.with_details(json!({ "status": status.as_u16(), "headers": headers }))
-            );
+            return Err(error.with_details(json!({ "status": status.as_u16(), "headers": headers })));
         }
     };
     tracing::debug!(%target, status = status.as_u16(), bytes = bytes.len(), "response received");
@@ -114,17 +93,10 @@ pub async fn send(
     if status.is_success() {
         return Ok(output);
     }
-    let reason = status
-        .canonical_reason()
-        .map(|r| format!(" {r}"))
-        .unwrap_or_default();
+    let reason = status.canonical_reason().map(|r| format!(" {r}")).unwrap_or_default();
     let message = format!("HTTP {}{reason} from {target}", status.as_u16());
     let retryable = status.as_u16() == 408 || status.as_u16() == 429 || status.is_server_error();
-    let error = if retryable {
-        StepError::retryable(message)
-    } else {
-        StepError::terminal(message)
-    };
+    let error = if retryable { StepError::retryable(message) } else { StepError::terminal(message) };
     Err(error.with_details(output))
 }
 
@@ -147,16 +119,11 @@ fn value_text(value: &Value) -> String {
 }
 
 fn build_url(client: &HttpClient, req: &RenderedRequest) -> Result<Url, StepError> {
-    let mut url = Url::parse(&req.url).map_err(|e| {
-        StepError::terminal(format!("invalid URL `{}`: {e}", display_raw_url(&req.url)))
-    })?;
-    client.check_url(&url).map_err(|e| {
-        StepError::terminal(format!(
-            "{e} ({} {})",
-            req.method.as_str(),
-            display_url(&url)
-        ))
-    })?;
+    let mut url = Url::parse(&req.url)
+        .map_err(|e| StepError::terminal(format!("invalid URL `{}`: {e}", display_raw_url(&req.url))))?;
+    client
+        .check_url(&url)
+        .map_err(|e| StepError::terminal(format!("{e} ({} {})", req.method.as_str(), display_url(&url))))?;
     if !req.query.is_empty() {
         let mut pairs = url.query_pairs_mut();
         for (name, value) in &req.query {
@@ -169,13 +136,11 @@ fn build_url(client: &HttpClient, req: &RenderedRequest) -> Result<Url, StepErro
 fn build_headers(req: &RenderedRequest, idempotency_key: &str) -> Result<HeaderMap, StepError> {
     let mut headers = HeaderMap::new();
     for (name, value) in &req.headers {
-        let header_name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            StepError::terminal(format!("invalid header name `{}`", name.escape_debug()))
-        })?;
+        let header_name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| StepError::terminal(format!("invalid header name `{}`", name.escape_debug())))?;
         // The value is not quoted: it may be a credential.
-        let header_value = HeaderValue::from_bytes(value_text(value).as_bytes()).map_err(|_| {
-            StepError::terminal(format!("invalid value for header `{header_name}`"))
-        })?;
+        let header_value = HeaderValue::from_bytes(value_text(value).as_bytes())
+            .map_err(|_| StepError::terminal(format!("invalid value for header `{header_name}`")))?;
         headers.insert(header_name, header_value);
     }
     if !headers.contains_key(IDEMPOTENCY_KEY_HEADER) {
@@ -189,12 +154,7 @@ fn build_headers(req: &RenderedRequest, idempotency_key: &str) -> Result<HeaderM
 /// `scheme://host[:port]/path`: no user info, query or fragment (they may hold secrets).
 fn display_url(url: &Url) -> String {
     let port = url.port().map(|p| format!(":{p}")).unwrap_or_default();
-    format!(
-        "{}://{}{port}{}",
-        url.scheme(),
-        url.host_str().unwrap_or_default(),
-        url.path()
-    )
+    format!("{}://{}{port}{}", url.scheme(), url.host_str().unwrap_or_default(), url.path())
 }
 
 /// The same for text that did not parse as a URL.
@@ -205,25 +165,16 @@ fn display_raw_url(raw: &str) -> String {
         Some((scheme, rest)) => {
             let authority_end = rest.find('/').unwrap_or(rest.len());
             let (authority, path) = rest.split_at(authority_end);
-            let host = authority
-                .rsplit_once('@')
-                .map_or(authority, |(_, host)| host);
+            let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
             format!("{scheme}://{host}{path}")
         }
-        None => raw
-            .rsplit_once('@')
-            .map_or(raw, |(_, after)| after)
-            .to_owned(),
+        None => raw.rsplit_once('@').map_or(raw, |(_, after)| after).to_owned(),
     }
 }
 
 fn human_duration(duration: Duration) -> String {
     let ms = duration.as_millis();
-    if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+    if ms.is_multiple_of(1000) { format!("{}s", ms / 1000) } else { format!("{ms}ms") }
 }
 
 /// The error's own message and its sources, `: `-separated, repeated parts dropped.
@@ -243,10 +194,7 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 fn has_io_error(error: &(dyn std::error::Error + 'static), kind: std::io::ErrorKind) -> bool {
     let mut current = Some(error);
     while let Some(error) = current {
-        if error
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == kind)
-        {
+        if error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind) {
             return true;
         }
         current = error.source();
@@ -261,9 +209,7 @@ fn classify_error(error: reqwest::Error, target: &str, timeout: Duration) -> Ste
         let message = format!("{net} ({target})");
         return match net {
             NetError::Resolve { .. } => StepError::retryable(message),
-            NetError::Blocked(_) | NetError::InvalidUrl(_) | NetError::Client(_) => {
-                StepError::terminal(message)
-            }
+            NetError::Blocked(_) | NetError::InvalidUrl(_) | NetError::Client(_) => StepError::terminal(message),
         };
     }
     if error.is_connect() {
@@ -276,16 +222,10 @@ fn classify_error(error: reqwest::Error, target: &str, timeout: Duration) -> Ste
                 human_duration(net::CONNECT_TIMEOUT)
             ));
         }
-        return StepError::retryable(format!(
-            "connection failed: {target}: {}",
-            error_chain(&error)
-        ));
+        return StepError::retryable(format!("connection failed: {target}: {}", error_chain(&error)));
     }
     if error.is_timeout() {
-        return StepError::retryable(format!(
-            "{target} timed out after {}",
-            human_duration(timeout)
-        ));
+        return StepError::retryable(format!("{target} timed out after {}", human_duration(timeout)));
     }
     if error.is_redirect() || error.is_builder() {
         return StepError::terminal(format!("{target} failed: {}", error_chain(&error)));
@@ -297,51 +237,25 @@ fn response_headers(headers: &HeaderMap) -> Map<String, Value> {
     headers
         .keys()
         .map(|name| {
-            let values: Vec<String> = headers
-                .get_all(name)
-                .iter()
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
-                .collect();
-            (
-                name.as_str().to_ascii_lowercase(),
-                Value::from(values.join(", ")),
-            )
+            let values: Vec<String> =
+                headers.get_all(name).iter().map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()).collect();
+            (name.as_str().to_ascii_lowercase(), Value::from(values.join(", ")))
         })
         .collect()
 }
 
 fn is_json_content_type(content_type: &str) -> bool {
-    let mime = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
     mime == "application/json" || (mime.contains('/') && mime.ends_with("+json"))
 }
 
-async fn read_body(
-    response: &mut reqwest::Response,
-    target: &str,
-    timeout: Duration,
-) -> Result<Vec<u8>, StepError> {
-    let too_large = || {
-        StepError::terminal(format!(
-            "the response body from {target} is larger than 5 MiB"
-        ))
-    };
-    if response
-        .content_length()
-        .is_some_and(|len| len > MAX_RESPONSE_BYTES as u64)
-    {
+async fn read_body(response: &mut reqwest::Response, target: &str, timeout: Duration) -> Result<Vec<u8>, StepError> {
+    let too_large = || StepError::terminal(format!("the response body from {target} is larger than 5 MiB"));
+    if response.content_length().is_some_and(|len| len > MAX_RESPONSE_BYTES as u64) {
         return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(|e| classify_error(e, target, timeout))?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(|e| classify_error(e, target, timeout))? {
         if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
             return Err(too_large());
         }
@@ -386,19 +300,10 @@ mod tests {
     async fn echo(method: AxumMethod, uri: Uri, headers: AxumHeaders, body: String) -> Response {
         let headers: Map<String, Value> = headers
             .iter()
-            .map(|(k, v)| {
-                (
-                    k.to_string(),
-                    Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned()),
-                )
-            })
+            .map(|(k, v)| (k.to_string(), Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
             .collect();
         let echo = json!({ "method": method.as_str(), "query": uri.query(), "headers": headers, "body": body });
-        respond(
-            200,
-            &[("content-type", "application/json")],
-            echo.to_string(),
-        )
+        respond(200, &[("content-type", "application/json")], echo.to_string())
     }
 
     async fn server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
@@ -406,40 +311,18 @@ mod tests {
             .route(
                 "/json",
                 get(|| async {
-                    respond(
-                        200,
-                        &[("content-type", "application/json; charset=utf-8")],
-                        r#"{"hello":"world"}"#,
-                    )
+                    respond(200, &[("content-type", "application/json; charset=utf-8")], r#"{"hello":"world"}"#)
                 }),
             )
-            .route(
-                "/text",
-                get(|| async { respond(200, &[("content-type", "text/plain")], "plain text") }),
-            )
+            .route("/text", get(|| async { respond(200, &[("content-type", "text/plain")], "plain text") }))
             .route(
                 "/problem",
-                get(|| async {
-                    respond(
-                        200,
-                        &[("content-type", "application/problem+json")],
-                        r#"{"title":"x"}"#,
-                    )
-                }),
+                get(|| async { respond(200, &[("content-type", "application/problem+json")], r#"{"title":"x"}"#) }),
             )
-            .route(
-                "/bad-json",
-                get(|| async { respond(200, &[("content-type", "application/json")], "not json") }),
-            )
+            .route("/bad-json", get(|| async { respond(200, &[("content-type", "application/json")], "not json") }))
             .route("/empty", get(|| async { respond(204, &[], Body::empty()) }))
-            .route(
-                "/multi",
-                get(|| async { respond(200, &[("x-multi", "a"), ("x-multi", "b")], "") }),
-            )
-            .route(
-                "/big",
-                get(|| async { respond(200, &[], vec![b'x'; MAX_RESPONSE_BYTES + 1]) }),
-            )
+            .route("/multi", get(|| async { respond(200, &[("x-multi", "a"), ("x-multi", "b")], "") }))
+            .route("/big", get(|| async { respond(200, &[], vec![b'x'; MAX_RESPONSE_BYTES + 1]) }))
             .route(
                 "/slow",
                 get(|| async {
@@ -450,24 +333,15 @@ mod tests {
             .route("/echo", any(echo))
             .route(
                 "/status/{code}",
-                get(
-                    |axum::extract::Path(code): axum::extract::Path<u16>| async move {
-                        respond(
-                            code,
-                            &[("content-type", "application/json")],
-                            r#"{"error":"nope"}"#,
-                        )
-                    },
-                ),
+                get(|axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                    respond(code, &[("content-type", "application/json")], r#"{"error":"nope"}"#)
+                }),
             );
         Ok(test_server::spawn(router).await?)
     }
 
     fn local_client() -> Result<HttpClient, NetError> {
-        HttpClient::new(OutboundPolicy {
-            allow_loopback: true,
-            allow_private: false,
-        })
+        HttpClient::new(OutboundPolicy { allow_loopback: true, allow_private: false })
     }
 
     fn get_request(url: String) -> RenderedRequest {
@@ -484,9 +358,7 @@ mod tests {
     async fn get_output(path: &str) -> Result<Value, Box<dyn std::error::Error>> {
         let addr = server().await?;
         let req = get_request(format!("http://{addr}{path}"));
-        Ok(send(&local_client()?, &req, "key")
-            .await
-            .map_err(|e| e.message)?)
+        Ok(send(&local_client()?, &req, "key").await.map_err(|e| e.message)?)
     }
 
     async fn get_error(path: &str) -> Result<StepError, Box<dyn std::error::Error>> {
@@ -503,14 +375,8 @@ mod tests {
         let output = get_output("/json").await?;
         assert_eq!(output["status"], 200);
         assert_eq!(output["body"], json!({ "hello": "world" }));
-        assert_eq!(
-            output["headers"]["content-type"],
-            "application/json; charset=utf-8"
-        );
-        assert_eq!(
-            get_output("/problem").await?["body"],
-            json!({ "title": "x" })
-        );
+        assert_eq!(output["headers"]["content-type"], "application/json; charset=utf-8");
+        assert_eq!(get_output("/problem").await?["body"], json!({ "title": "x" }));
         Ok(())
     }
 
@@ -519,10 +385,7 @@ mod tests {
         assert_eq!(get_output("/text").await?["body"], "plain text");
         assert_eq!(get_output("/bad-json").await?["body"], "not json");
         let empty = get_output("/empty").await?;
-        assert_eq!(
-            (empty["status"].clone(), empty["body"].clone()),
-            (json!(204), Value::Null)
-        );
+        assert_eq!((empty["status"].clone(), empty["body"].clone()), (json!(204), Value::Null));
         Ok(())
     }
 
@@ -547,28 +410,12 @@ mod tests {
             body: Some(json!({ "name": "Ada", "tags": ["x"] })),
             timeout: Duration::from_secs(10),
         };
-        let echo = send(&local_client()?, &req, "exec-1:step-a")
-            .await
-            .map_err(|e| e.message)?["body"]
-            .clone();
+        let echo = send(&local_client()?, &req, "exec-1:step-a").await.map_err(|e| e.message)?["body"].clone();
         assert_eq!(echo["method"], "POST");
         let query: BTreeMap<String, String> =
-            url::form_urlencoded::parse(echo["query"].as_str().unwrap_or_default().as_bytes())
-                .into_owned()
-                .collect();
-        let expected = [
-            ("email", "a@b.com"),
-            ("fixed", "1"),
-            ("n", "5"),
-            ("obj", r#"{"a":[1,2]}"#),
-        ];
-        assert_eq!(
-            query,
-            expected
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
-        );
+            url::form_urlencoded::parse(echo["query"].as_str().unwrap_or_default().as_bytes()).into_owned().collect();
+        let expected = [("email", "a@b.com"), ("fixed", "1"), ("n", "5"), ("obj", r#"{"a":[1,2]}"#)];
+        assert_eq!(query, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
         assert_eq!(echo["headers"]["x-custom"], "v");
         assert_eq!(echo["headers"]["x-num"], "42");
         assert_eq!(echo["headers"]["idempotency-key"], "exec-1:step-a");
@@ -583,9 +430,7 @@ mod tests {
         let addr = server().await?;
         let mut req = get_request(format!("http://{addr}/echo"));
         req.headers.insert("Idempotency-Key".into(), json!("mine"));
-        let output = send(&local_client()?, &req, "generated")
-            .await
-            .map_err(|e| e.message)?;
+        let output = send(&local_client()?, &req, "generated").await.map_err(|e| e.message)?;
         assert_eq!(output["body"]["headers"]["idempotency-key"], "mine");
         Ok(())
     }
@@ -594,15 +439,9 @@ mod tests {
     async fn not_found_is_terminal_with_status_and_body_in_details() -> TestResult {
         let addr = server().await?;
         let req = get_request(format!("http://{addr}/status/404?api_key=secret"));
-        let error = send(&local_client()?, &req, "key")
-            .await
-            .err()
-            .ok_or("expected an error")?;
+        let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
         assert!(!error.retryable);
-        assert_eq!(
-            error.message,
-            format!("HTTP 404 Not Found from GET http://{addr}/status/404")
-        );
+        assert_eq!(error.message, format!("HTTP 404 Not Found from GET http://{addr}/status/404"));
         let details = error.details.ok_or("no details")?;
         assert_eq!(details["status"], 404);
         assert_eq!(details["body"], json!({ "error": "nope" }));
@@ -619,13 +458,7 @@ mod tests {
         ] {
             let error = get_error(&format!("/status/{code}")).await?;
             assert!(error.retryable, "{code}");
-            assert!(
-                error
-                    .message
-                    .starts_with(&format!("HTTP {code} {reason} from GET http://")),
-                "{}",
-                error.message
-            );
+            assert!(error.message.starts_with(&format!("HTTP {code} {reason} from GET http://")), "{}", error.message);
         }
         assert!(!get_error("/status/400").await?.retryable);
         Ok(())
@@ -636,33 +469,19 @@ mod tests {
         let addr = server().await?;
         let mut req = get_request(format!("http://{addr}/slow"));
         req.timeout = Duration::from_millis(200);
-        let error = send(&local_client()?, &req, "key")
-            .await
-            .err()
-            .ok_or("expected an error")?;
+        let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
         assert!(error.retryable);
-        assert_eq!(
-            error.message,
-            format!("GET http://{addr}/slow timed out after 200ms")
-        );
+        assert_eq!(error.message, format!("GET http://{addr}/slow timed out after 200ms"));
         Ok(())
     }
 
     #[tokio::test]
     async fn connection_refused_is_retryable() -> TestResult {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let req = get_request(format!("http://127.0.0.1:{port}/x?token=abc"));
-        let error = send(&local_client()?, &req, "key")
-            .await
-            .err()
-            .ok_or("expected an error")?;
+        let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
         assert!(error.retryable);
-        assert_eq!(
-            error.message,
-            format!("connection refused: GET http://127.0.0.1:{port}/x")
-        );
+        assert_eq!(error.message, format!("connection refused: GET http://127.0.0.1:{port}/x"));
         Ok(())
     }
 
@@ -670,11 +489,7 @@ mod tests {
     async fn oversized_response_body_fails_terminally() -> TestResult {
         let error = get_error("/big").await?;
         assert!(!error.retryable);
-        assert!(
-            error.message.contains("larger than 5 MiB"),
-            "{}",
-            error.message
-        );
+        assert!(error.message.contains("larger than 5 MiB"), "{}", error.message);
         Ok(())
     }
 
@@ -687,18 +502,9 @@ mod tests {
             format!("http://localhost:{}/json", addr.port()),
             "http://169.254.169.254/latest/meta-data/".into(),
         ] {
-            let error = send(&client, &get_request(url.clone()), "key")
-                .await
-                .err()
-                .ok_or("expected an error")?;
+            let error = send(&client, &get_request(url.clone()), "key").await.err().ok_or("expected an error")?;
             assert!(!error.retryable, "{url}");
-            assert!(
-                error
-                    .message
-                    .starts_with("blocked by the outbound network guard"),
-                "{}",
-                error.message
-            );
+            assert!(error.message.starts_with("blocked by the outbound network guard"), "{}", error.message);
         }
         Ok(())
     }
@@ -706,58 +512,30 @@ mod tests {
     #[tokio::test]
     async fn invalid_url_and_headers_are_terminal_without_leaking_secrets() -> TestResult {
         let client = local_client()?;
-        let error = send(
-            &client,
-            &get_request("https://user:pw@/x?token=abc".into()),
-            "k",
-        )
-        .await
-        .err()
-        .ok_or("expected an error")?;
+        let error = send(&client, &get_request("https://user:pw@/x?token=abc".into()), "k")
+            .await
+            .err()
+            .ok_or("expected an error")?;
         assert!(!error.retryable);
-        assert!(
-            !error.message.contains("pw") && !error.message.contains("abc"),
-            "{}",
-            error.message
-        );
-        assert!(
-            send(&client, &get_request("ftp://example.com/".into()), "k")
-                .await
-                .is_err_and(|e| !e.retryable)
-        );
+        assert!(!error.message.contains("pw") && !error.message.contains("abc"), "{}", error.message);
+        assert!(send(&client, &get_request("ftp://example.com/".into()), "k").await.is_err_and(|e| !e.retryable));
         let mut req = get_request("http://127.0.0.1:9/".into());
         req.headers.insert("bad name".into(), json!("v"));
         assert!(send(&client, &req, "k").await.is_err_and(|e| !e.retryable));
         let mut req = get_request("http://127.0.0.1:9/".into());
-        req.headers
-            .insert("authorization".into(), json!("Bearer s3cr3t\n"));
-        let error = send(&client, &req, "k")
-            .await
-            .err()
-            .ok_or("expected an error")?;
-        assert!(
-            !error.retryable && !error.message.contains("s3cr3t"),
-            "{}",
-            error.message
-        );
+        req.headers.insert("authorization".into(), json!("Bearer s3cr3t\n"));
+        let error = send(&client, &req, "k").await.err().ok_or("expected an error")?;
+        assert!(!error.retryable && !error.message.contains("s3cr3t"), "{}", error.message);
         Ok(())
     }
 
     #[test]
     fn input_record_redacts_sensitive_headers() {
         let mut req = get_request("https://api.example.com/x".into());
-        for name in [
-            "Authorization",
-            "proxy-authorization",
-            "Cookie",
-            "x-api-key",
-            "X-Auth-Token",
-            "client-secret",
-        ] {
+        for name in ["Authorization", "proxy-authorization", "Cookie", "x-api-key", "X-Auth-Token", "client-secret"] {
             req.headers.insert(name.into(), json!("s3cr3t"));
         }
-        req.headers
-            .insert("accept".into(), json!("application/json"));
+        req.headers.insert("accept".into(), json!("application/json"));
         req.body = Some(json!({ "a": 1 }));
         let record = req.input_record();
         assert!(!record.to_string().contains("s3cr3t"));
@@ -772,13 +550,9 @@ mod tests {
 
     #[test]
     fn urls_in_messages_lose_user_info_query_and_fragment() {
-        assert_eq!(
-            display_raw_url("https://u:p@host/a?b=c#d"),
-            "https://host/a"
-        );
+        assert_eq!(display_raw_url("https://u:p@host/a?b=c#d"), "https://host/a");
         assert_eq!(display_raw_url("no url?x"), "no url");
-        let url = Url::parse("https://u:p@host:8443/a/b?token=x#f")
-            .map_or(String::new(), |u| display_url(&u));
+        let url = Url::parse("https://u:p@host:8443/a/b?token=x#f").map_or(String::new(), |u| display_url(&u));
         assert_eq!(url, "https://host:8443/a/b");
     }
 

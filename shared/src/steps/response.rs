@@ -22,20 +22,22 @@ pub(super) async fn run(
         Ok(response) => response,
         Err(error) => return (Value::Null, Err(error)),
     };
-    let input = json!({ "status": response.status, "headers": response.headers, "body": response.body });
+    // The body is recorded once, in the output (the record must stay small).
+    let input = json!({ "status": response.status, "headers": response.headers });
+    let sent = json!({ "status": response.status, "headers": response.headers, "body": response.body });
     if execution.response_deadline.is_none() {
         // Only executions whose caller waits have a response to settle.
-        return (input.clone(), Ok(with_delivery(input, false, Some("the caller did not wait for a response"))));
+        return (input, Ok(with_delivery(sent, false, Some("the caller did not wait for a response"))));
     }
     let settled = SettledResponse::Step { response: response.clone(), at: now() };
     let result = match runtime.store.settle_response(&execution.id, &settled).await {
-        Ok(FirstWrite::Written) => Ok(with_delivery(input.clone(), true, None)),
+        Ok(FirstWrite::Written) => Ok(with_delivery(sent, true, None)),
         Ok(FirstWrite::Existing(SettledResponse::Step { response: earlier, .. })) => {
             // A redelivery of this same step: it was delivered the first time.
-            Ok(with_delivery(input.clone(), earlier == response, None))
+            Ok(with_delivery(sent, earlier == response, None))
         }
         Ok(FirstWrite::Existing(_)) => Ok(with_delivery(
-            input.clone(),
+            sent,
             false,
             Some("the response came too late: the caller had already been answered (542)"),
         )),

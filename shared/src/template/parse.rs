@@ -46,10 +46,7 @@ pub(super) fn parse_path(expr: &str) -> Result<PathExpr, TemplateError> {
 /// Parses `expr`, reporting errors against `whole` (the full template text).
 fn parse_path_in(whole: &str, expr: &str) -> Result<PathExpr, TemplateError> {
     if expr.is_empty() {
-        return Err(syntax(
-            whole,
-            "empty `{{ }}`: write a variable such as `{{trigger.body.id}}`",
-        ));
+        return Err(syntax(whole, "empty `{{ }}`: write a variable such as `{{trigger.body.id}}`"));
     }
     let mut segments = Vec::new();
     let mut chars = expr.char_indices().peekable();
@@ -61,10 +58,7 @@ fn parse_path_in(whole: &str, expr: &str) -> Result<PathExpr, TemplateError> {
                 let message = if segments.is_empty() {
                     format!("`{expr}` must start with a variable name such as `trigger` or `steps`")
                 } else {
-                    format!(
-                        "`{expr}` has an empty or invalid name after `.` at position {}",
-                        start + 1
-                    )
+                    format!("`{expr}` has an empty or invalid name after `.` at position {}", start + 1)
                 };
                 return Err(syntax(whole, &message));
             }
@@ -104,12 +98,7 @@ fn parse_path_in(whole: &str, expr: &str) -> Result<PathExpr, TemplateError> {
                     return Err(syntax(whole, &format!("`{expr}` has a `[` without `]`")));
                 }
                 let index = parse_index(&digits).ok_or_else(|| {
-                    syntax(
-                        whole,
-                        &format!(
-                            "`[{digits}]` in `{expr}` is not an array index (write e.g. `[0]`)"
-                        ),
-                    )
+                    syntax(whole, &format!("`[{digits}]` in `{expr}` is not an array index (write e.g. `[0]`)"))
                 })?;
                 segments.push(Segment::Index(index));
             }
@@ -142,10 +131,7 @@ fn parse_index(digits: &str) -> Option<usize> {
 }
 
 fn syntax(text: &str, message: &str) -> TemplateError {
-    TemplateError::Syntax {
-        text: text.to_string(),
-        message: message.to_string(),
-    }
+    TemplateError::Syntax { text: text.to_string(), message: message.to_string() }
 }
 
 #[cfg(test)]
@@ -165,10 +151,7 @@ mod tests {
     #[test]
     fn dotted_path_with_brackets_and_digits_parses_into_segments() {
         let path = parse_path("steps.a.output.body.items[0].id").expect("valid path");
-        assert_eq!(
-            keys(&path),
-            ["steps", "a", "output", "body", "items", "[0]", "id"]
-        );
+        assert_eq!(keys(&path), ["steps", "a", "output", "body", "items", "[0]", "id"]);
         let path = parse_path("steps.a.output.0").expect("valid path");
         assert_eq!(path.segments[3], Segment::Key("0".into()));
         let path = parse_path("trigger.headers.x-source").expect("valid path");
@@ -218,10 +201,7 @@ mod tests {
             match parse_template(text) {
                 Err(TemplateError::Syntax { text: t, message }) => {
                     assert_eq!(t, text);
-                    assert!(
-                        message.contains(needle),
-                        "{text}: {message} should contain {needle}"
-                    );
+                    assert!(message.contains(needle), "{text}: {message} should contain {needle}");
                 }
                 other => panic!("{text} should be a syntax error, got {other:?}"),
             }

@@ -10,19 +10,14 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::{
-    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_json,
-    get_n, get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk,
+    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_json, get_n, get_opt_json,
+    get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk,
 };
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
-use crate::record::{
-    Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp,
-};
+use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
 
 fn item(attributes: Vec<(&str, AttributeValue)>) -> Item {
-    attributes
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+    attributes.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 fn parse_status(text: &str) -> Result<ExecutionStatus, StoreError> {
@@ -30,9 +25,7 @@ fn parse_status(text: &str) -> Result<ExecutionStatus, StoreError> {
         "running" => Ok(ExecutionStatus::Running),
         "succeeded" => Ok(ExecutionStatus::Succeeded),
         "failed" => Ok(ExecutionStatus::Failed),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown execution status `{other}`"
-        ))),
+        other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
     }
 }
 
@@ -53,15 +46,8 @@ fn decode_execution(item: &Item) -> Result<Execution, StoreError> {
 }
 
 impl DynamoStore {
-    async fn read_step(
-        &self,
-        execution_id: &str,
-        step: &str,
-        attempt: u32,
-    ) -> Result<Option<StepAttempt>, StoreError> {
-        let item = self
-            .get(execution_pk(execution_id), &step_sk(step, attempt))
-            .await?;
+    async fn read_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
+        let item = self.get(execution_pk(execution_id), &step_sk(step, attempt)).await?;
         item.map(|item| get_json(&item, "record")).transpose()
     }
 }
@@ -126,18 +112,12 @@ impl ExecutionStore for DynamoStore {
             Some(error) => update
                 .update_expression("SET #status = :status, ended_at = :ended_at, #error = :error")
                 .expression_attribute_values(":error", json(error)?),
-            None => update
-                .update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error"),
+            None => update.update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error"),
         };
         match update.send().await {
             Ok(_) => Ok(true),
             // Not running any more, or no such execution: the condition fails either way.
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
             Err(e) => Err(backend("UpdateItem", e)),
         }
     }
@@ -158,23 +138,13 @@ impl ExecutionStore for DynamoStore {
         if self.put_new(item(attributes)).await? {
             return Ok(FirstWrite::Written);
         }
-        match self
-            .read_step(execution_id, &attempt.step, attempt.attempt)
-            .await?
-        {
+        match self.read_step(execution_id, &attempt.step, attempt.attempt).await? {
             Some(existing) => Ok(FirstWrite::Existing(existing)),
-            None => Err(StoreError::Backend(
-                "step record conflicted but cannot be read back".into(),
-            )),
+            None => Err(StoreError::Backend("step record conflicted but cannot be read back".into())),
         }
     }
 
-    async fn get_step(
-        &self,
-        execution_id: &str,
-        step: &str,
-        attempt: u32,
-    ) -> Result<Option<StepAttempt>, StoreError> {
+    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
         self.read_step(execution_id, step, attempt).await
     }
 
@@ -205,9 +175,7 @@ impl ExecutionStore for DynamoStore {
                 _ => break,
             }
         }
-        steps.sort_by(|a, b| {
-            (a.started_at, &a.step, a.attempt).cmp(&(b.started_at, &b.step, b.attempt))
-        });
+        steps.sort_by(|a, b| (a.started_at, &a.step, a.attempt).cmp(&(b.started_at, &b.step, b.attempt)));
         Ok(steps)
     }
 
@@ -216,26 +184,18 @@ impl ExecutionStore for DynamoStore {
         execution_id: &str,
         response: &SettledResponse,
     ) -> Result<FirstWrite<SettledResponse>, StoreError> {
-        let attributes = vec![
-            ("pk", s(execution_pk(execution_id))),
-            ("sk", s(RESPONSE_SK)),
-            ("response", json(response)?),
-        ];
+        let attributes =
+            vec![("pk", s(execution_pk(execution_id))), ("sk", s(RESPONSE_SK)), ("response", json(response)?)];
         if self.put_new(item(attributes)).await? {
             return Ok(FirstWrite::Written);
         }
         match self.get_response(execution_id).await? {
             Some(existing) => Ok(FirstWrite::Existing(existing)),
-            None => Err(StoreError::Backend(
-                "response conflicted but cannot be read back".into(),
-            )),
+            None => Err(StoreError::Backend("response conflicted but cannot be read back".into())),
         }
     }
 
-    async fn get_response(
-        &self,
-        execution_id: &str,
-    ) -> Result<Option<SettledResponse>, StoreError> {
+    async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
         let item = self.get(execution_pk(execution_id), RESPONSE_SK).await?;
         item.map(|item| get_json(&item, "response")).transpose()
     }

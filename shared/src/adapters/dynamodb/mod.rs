@@ -19,8 +19,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
 };
 use chrono::DateTime;
 
@@ -40,10 +39,7 @@ pub struct DynamoStore {
 impl DynamoStore {
     /// A store over `table`, which must exist with the key schema of [`create_table`].
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
-        DynamoStore {
-            client,
-            table: table.into(),
-        }
+        DynamoStore { client, table: table.into() }
     }
 
     /// Reads one item with a strongly consistent read.
@@ -73,12 +69,7 @@ impl DynamoStore {
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
             Err(e) => Err(backend("PutItem", e)),
         }
     }
@@ -114,27 +105,19 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .await;
     match result {
         Ok(_) => {}
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|s| s.is_resource_in_use_exception()) => {}
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(backend("CreateTable", e)),
     }
     // DynamoDB takes a few seconds to activate a table (local servers: none).
     for _ in 0..120 {
-        let described = client
-            .describe_table()
-            .table_name(table)
-            .send()
-            .await
-            .map_err(|e| backend("DescribeTable", e))?;
+        let described =
+            client.describe_table().table_name(table).send().await.map_err(|e| backend("DescribeTable", e))?;
         if described.table.and_then(|t| t.table_status) == Some(TableStatus::Active) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(StoreError::Backend(format!(
-        "table {table} did not become active within 60 s"
-    )))
+    Err(StoreError::Backend(format!("table {table} did not become active within 60 s")))
 }
 
 fn backend<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError
@@ -202,37 +185,31 @@ fn get_opt_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreErr
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
         Some(AttributeValue::S(text)) => Ok(Some(text)),
-        Some(_) => Err(StoreError::Corrupt(format!(
-            "attribute {name} is not a string"
-        ))),
+        Some(_) => Err(StoreError::Corrupt(format!("attribute {name} is not a string"))),
     }
 }
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
-    get_opt_s(item, name)?
-        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
+    get_opt_s(item, name)?.ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
 }
 
 fn get_opt_n<T: FromStr>(item: &Item, name: &str) -> Result<Option<T>, StoreError> {
     match item.get(name) {
         None | Some(AttributeValue::Null(_)) => Ok(None),
-        Some(AttributeValue::N(text)) => text.parse().map(Some).map_err(|_| {
-            StoreError::Corrupt(format!("attribute {name} is not a valid number: {text}"))
-        }),
-        Some(_) => Err(StoreError::Corrupt(format!(
-            "attribute {name} is not a number"
-        ))),
+        Some(AttributeValue::N(text)) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt(format!("attribute {name} is not a valid number: {text}"))),
+        Some(_) => Err(StoreError::Corrupt(format!("attribute {name} is not a number"))),
     }
 }
 
 fn get_n<T: FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
-    get_opt_n(item, name)?
-        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
+    get_opt_n(item, name)?.ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
 }
 
 fn to_timestamp(ms: i64) -> Result<Timestamp, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
 }
 
 fn get_ts(item: &Item, name: &str) -> Result<Timestamp, StoreError> {
@@ -244,19 +221,12 @@ fn get_opt_ts(item: &Item, name: &str) -> Result<Option<Timestamp>, StoreError> 
 }
 
 fn get_json<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<T, StoreError> {
-    serde_json::from_str(get_s(item, name)?)
-        .map_err(|e| StoreError::Corrupt(format!("attribute {name}: {e}")))
+    serde_json::from_str(get_s(item, name)?).map_err(|e| StoreError::Corrupt(format!("attribute {name}: {e}")))
 }
 
-fn get_opt_json<T: serde::de::DeserializeOwned>(
-    item: &Item,
-    name: &str,
-) -> Result<Option<T>, StoreError> {
+fn get_opt_json<T: serde::de::DeserializeOwned>(item: &Item, name: &str) -> Result<Option<T>, StoreError> {
     get_opt_s(item, name)?
-        .map(|text| {
-            serde_json::from_str(text)
-                .map_err(|e| StoreError::Corrupt(format!("attribute {name}: {e}")))
-        })
+        .map(|text| serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("attribute {name}: {e}"))))
         .transpose()
 }
 
@@ -276,18 +246,10 @@ mod tests {
 
     #[test]
     fn wrong_attribute_types_are_corrupt() {
-        let item: Item = [("a".to_string(), n(1)), ("b".to_string(), s("x"))]
-            .into_iter()
-            .collect();
+        let item: Item = [("a".to_string(), n(1)), ("b".to_string(), s("x"))].into_iter().collect();
         assert!(matches!(get_s(&item, "a"), Err(StoreError::Corrupt(_))));
-        assert!(matches!(
-            get_n::<u32>(&item, "b"),
-            Err(StoreError::Corrupt(_))
-        ));
-        assert!(matches!(
-            get_s(&item, "missing"),
-            Err(StoreError::Corrupt(_))
-        ));
+        assert!(matches!(get_n::<u32>(&item, "b"), Err(StoreError::Corrupt(_))));
+        assert!(matches!(get_s(&item, "missing"), Err(StoreError::Corrupt(_))));
         assert_eq!(get_opt_s(&item, "missing").expect("optional"), None);
     }
 }

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::{
-    DynamoStore, Item, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n, project_pk,
-    s, version_prefix, version_sk,
+    DynamoStore, Item, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n, project_pk, s, version_prefix,
+    version_sk,
 };
 use crate::model::Workflow;
 use crate::ports::{Deployment, Project, ProjectStore, StoreError, WorkflowStore};
@@ -71,11 +71,7 @@ fn decode_deployment(project_id: &str, item: &Item) -> Result<Deployment, StoreE
 
 impl DynamoStore {
     /// The highest version ever written for the workflow (deployed or not).
-    async fn latest_version(
-        &self,
-        project_id: &str,
-        workflow_id: &str,
-    ) -> Result<Option<u32>, StoreError> {
+    async fn latest_version(&self, project_id: &str, workflow_id: &str) -> Result<Option<u32>, StoreError> {
         let output = self
             .client
             .query()
@@ -89,12 +85,7 @@ impl DynamoStore {
             .send()
             .await
             .map_err(|e| backend("Query", e))?;
-        output
-            .items
-            .unwrap_or_default()
-            .first()
-            .map(|item| get_n(item, "version"))
-            .transpose()
+        output.items.unwrap_or_default().first().map(|item| get_n(item, "version")).transpose()
     }
 
     /// One deploy attempt: Ok(None) if it lost a race and should re-read and retry.
@@ -122,17 +113,11 @@ impl DynamoStore {
         };
         let latest = match live {
             Some(version) => version,
-            None => self
-                .latest_version(project_id, &workflow.id)
-                .await?
-                .unwrap_or(0),
+            None => self.latest_version(project_id, &workflow.id).await?.unwrap_or(0),
         };
-        let version = latest.checked_add(1).ok_or_else(|| {
-            StoreError::Corrupt(format!(
-                "{project_id}/{}: no version number left",
-                workflow.id
-            ))
-        })?;
+        let version = latest
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Corrupt(format!("{project_id}/{}: no version number left", workflow.id)))?;
         let deployed_at = crate::record::now();
         let item = |sk: String| -> Item {
             [
@@ -184,21 +169,12 @@ impl DynamoStore {
                 let lost_race = e.as_service_error().and_then(|s| match s {
                     TransactWriteItemsError::TransactionCanceledException(cancel) => {
                         Some(cancel.cancellation_reasons().iter().all(|r| {
-                            matches!(
-                                r.code(),
-                                None | Some(
-                                    "None" | "ConditionalCheckFailed" | "TransactionConflict"
-                                )
-                            )
+                            matches!(r.code(), None | Some("None" | "ConditionalCheckFailed" | "TransactionConflict"))
                         }))
                     }
                     _ => None,
                 });
-                if lost_race == Some(true) {
-                    Ok(None)
-                } else {
-                    Err(backend("TransactWriteItems", e))
-                }
+                if lost_race == Some(true) { Ok(None) } else { Err(backend("TransactWriteItems", e)) }
             }
         }
     }
@@ -206,11 +182,7 @@ impl DynamoStore {
 
 #[async_trait]
 impl WorkflowStore for DynamoStore {
-    async fn deploy_workflow(
-        &self,
-        project_id: &str,
-        workflow: &Workflow,
-    ) -> Result<Deployment, StoreError> {
+    async fn deploy_workflow(&self, project_id: &str, workflow: &Workflow) -> Result<Deployment, StoreError> {
         let definition = serde_json::to_string(workflow)
             .map_err(|e| StoreError::Backend(format!("cannot encode the workflow: {e}")))?;
         for attempt in 1..=DEPLOY_ATTEMPTS {
@@ -225,16 +197,9 @@ impl WorkflowStore for DynamoStore {
         )))
     }
 
-    async fn get_deployed(
-        &self,
-        project_id: &str,
-        workflow_id: &str,
-    ) -> Result<Option<Deployment>, StoreError> {
-        let item = self
-            .get(project_pk(project_id), &deployed_sk(workflow_id))
-            .await?;
-        item.map(|item| decode_deployment(project_id, &item))
-            .transpose()
+    async fn get_deployed(&self, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
+        let item = self.get(project_pk(project_id), &deployed_sk(workflow_id)).await?;
+        item.map(|item| decode_deployment(project_id, &item)).transpose()
     }
 
     async fn get_version(
@@ -243,10 +208,7 @@ impl WorkflowStore for DynamoStore {
         workflow_id: &str,
         version: u32,
     ) -> Result<Option<Deployment>, StoreError> {
-        let item = self
-            .get(project_pk(project_id), &version_sk(workflow_id, version))
-            .await?;
-        item.map(|item| decode_deployment(project_id, &item))
-            .transpose()
+        let item = self.get(project_pk(project_id), &version_sk(workflow_id, version)).await?;
+        item.map(|item| decode_deployment(project_id, &item)).transpose()
     }
 }

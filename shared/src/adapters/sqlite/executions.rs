@@ -10,18 +10,14 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
-use crate::record::{
-    Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp,
-};
+use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp};
 
 fn parse_execution_status(text: &str) -> Result<ExecutionStatus, StoreError> {
     match text {
         "running" => Ok(ExecutionStatus::Running),
         "succeeded" => Ok(ExecutionStatus::Succeeded),
         "failed" => Ok(ExecutionStatus::Failed),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown execution status `{other}`"
-        ))),
+        other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
     }
 }
 
@@ -36,9 +32,7 @@ fn parse_step_status(text: &str) -> Result<StepStatus, StoreError> {
     match text {
         "succeeded" => Ok(StepStatus::Succeeded),
         "failed" => Ok(StepStatus::Failed),
-        other => Err(StoreError::Corrupt(format!(
-            "unknown step status `{other}`"
-        ))),
+        other => Err(StoreError::Corrupt(format!("unknown step status `{other}`"))),
     }
 }
 
@@ -46,10 +40,7 @@ fn opt_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<String>, St
     value.map(to_json).transpose()
 }
 
-fn opt_from_json<T: serde::de::DeserializeOwned>(
-    what: &str,
-    text: Option<String>,
-) -> Result<Option<T>, StoreError> {
+fn opt_from_json<T: serde::de::DeserializeOwned>(what: &str, text: Option<String>) -> Result<Option<T>, StoreError> {
     text.map(|t| from_json(what, &t)).transpose()
 }
 
@@ -57,32 +48,13 @@ fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     ms.map(from_ms).transpose()
 }
 
-const STEP_COLUMNS: &str =
-    "step, attempt, status, input, output, error, started_at_ms, ended_at_ms";
+const STEP_COLUMNS: &str = "step, attempt, status, input, output, error, started_at_ms, ended_at_ms";
 
 /// The columns of [`STEP_COLUMNS`], decoded later (decoding errors are `StoreError`s).
-type StepRow = (
-    String,
-    u32,
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    i64,
-    i64,
-);
+type StepRow = (String, u32, String, String, Option<String>, Option<String>, i64, i64);
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
-    Ok((
-        row.get(0)?,
-        row.get(1)?,
-        row.get(2)?,
-        row.get(3)?,
-        row.get(4)?,
-        row.get(5)?,
-        row.get(6)?,
-        row.get(7)?,
-    ))
+    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
 }
 
 fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
@@ -105,26 +77,15 @@ fn read_step(
     step: &str,
     attempt: u32,
 ) -> Result<Option<StepAttempt>, StoreError> {
-    let sql = format!(
-        "SELECT {STEP_COLUMNS} FROM step_attempts WHERE execution_id = ?1 AND step = ?2 AND attempt = ?3"
-    );
-    let row = conn
-        .query_row(&sql, params![execution_id, step, attempt], step_row)
-        .optional()
-        .map_err(backend)?;
+    let sql =
+        format!("SELECT {STEP_COLUMNS} FROM step_attempts WHERE execution_id = ?1 AND step = ?2 AND attempt = ?3");
+    let row = conn.query_row(&sql, params![execution_id, step, attempt], step_row).optional().map_err(backend)?;
     row.map(decode_step).transpose()
 }
 
-fn read_response(
-    conn: &Connection,
-    execution_id: &str,
-) -> Result<Option<SettledResponse>, StoreError> {
+fn read_response(conn: &Connection, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
     let text: Option<String> = conn
-        .query_row(
-            "SELECT response FROM responses WHERE execution_id = ?1",
-            params![execution_id],
-            |row| row.get(0),
-        )
+        .query_row("SELECT response FROM responses WHERE execution_id = ?1", params![execution_id], |row| row.get(0))
         .optional()
         .map_err(backend)?;
     opt_from_json("settled response", text)
@@ -194,8 +155,19 @@ impl ExecutionStore for Sqlite {
                 )
                 .optional()
                 .map_err(backend)?;
-            let Some((id, project_id, workflow_id, workflow_version, user_id, status, started, ended, trigger, deadline, error)) =
-                row
+            let Some((
+                id,
+                project_id,
+                workflow_id,
+                workflow_version,
+                user_id,
+                status,
+                started,
+                ended,
+                trigger,
+                deadline,
+                error,
+            )) = row
             else {
                 return Ok(None);
             };
@@ -283,15 +255,9 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
-    async fn get_step(
-        &self,
-        execution_id: &str,
-        step: &str,
-        attempt: u32,
-    ) -> Result<Option<StepAttempt>, StoreError> {
+    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
         let (execution_id, step) = (execution_id.to_string(), step.to_string());
-        self.call(move |conn| read_step(conn, &execution_id, &step, attempt))
-            .await
+        self.call(move |conn| read_step(conn, &execution_id, &step, attempt)).await
     }
 
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError> {
@@ -302,9 +268,7 @@ impl ExecutionStore for Sqlite {
                  ORDER BY started_at_ms, step, attempt"
             );
             let mut statement = conn.prepare(&sql).map_err(backend)?;
-            let rows = statement
-                .query_map(params![execution_id], step_row)
-                .map_err(backend)?;
+            let rows = statement.query_map(params![execution_id], step_row).map_err(backend)?;
             rows.map(|row| decode_step(row.map_err(backend)?)).collect()
         })
         .await
@@ -318,9 +282,7 @@ impl ExecutionStore for Sqlite {
         let execution_id = execution_id.to_string();
         let text = to_json(response)?;
         self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let inserted = tx
                 .execute(
                     "INSERT INTO responses (execution_id, response) VALUES (?1, ?2)
@@ -334,9 +296,7 @@ impl ExecutionStore for Sqlite {
                 match read_response(&tx, &execution_id)? {
                     Some(existing) => FirstWrite::Existing(existing),
                     None => {
-                        return Err(StoreError::Backend(
-                            "response conflicted but cannot be read back".into(),
-                        ));
+                        return Err(StoreError::Backend("response conflicted but cannot be read back".into()));
                     }
                 }
             };
@@ -346,12 +306,8 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
-    async fn get_response(
-        &self,
-        execution_id: &str,
-    ) -> Result<Option<SettledResponse>, StoreError> {
+    async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
         let execution_id = execution_id.to_string();
-        self.call(move |conn| read_response(conn, &execution_id))
-            .await
+        self.call(move |conn| read_response(conn, &execution_id)).await
     }
 }

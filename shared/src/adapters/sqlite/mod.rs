@@ -116,9 +116,7 @@ pub struct Sqlite {
 
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sqlite")
-            .field("max_receives", &self.max_receives)
-            .finish_non_exhaustive()
+        f.debug_struct("Sqlite").field("max_receives", &self.max_receives).finish_non_exhaustive()
     }
 }
 
@@ -127,24 +125,18 @@ impl Sqlite {
     /// WAL mode with a busy timeout and foreign keys on, and migrates its schema.
     pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Backend(format!("cannot create {}: {e}", parent.display()))
-            })?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", parent.display())))?;
         }
-        let conn = Connection::open(path)
-            .map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
+        let conn =
+            Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
-        let mode: String = conn
-            .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
-            .map_err(backend)?;
+        let mode: String =
+            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0)).map_err(backend)?;
         if !mode.eq_ignore_ascii_case("wal") {
-            return Err(StoreError::Backend(format!(
-                "{} refused WAL mode (journal_mode is {mode})",
-                path.display()
-            )));
+            return Err(StoreError::Backend(format!("{} refused WAL mode (journal_mode is {mode})", path.display())));
         }
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(backend)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(backend)?;
         Sqlite::from_connection(conn)
     }
 
@@ -162,8 +154,7 @@ impl Sqlite {
     }
 
     fn from_connection(mut conn: Connection) -> Result<Sqlite, StoreError> {
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(backend)?;
+        conn.pragma_update(None, "foreign_keys", "ON").map_err(backend)?;
         migrate(&mut conn)?;
         Ok(Sqlite {
             conn: Arc::new(Mutex::new(conn)),
@@ -180,9 +171,8 @@ impl Sqlite {
     {
         let conn = Arc::clone(&self.conn);
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| {
-                StoreError::Backend("the SQLite connection lock is poisoned".into())
-            })?;
+            let mut guard =
+                conn.lock().map_err(|_| StoreError::Backend("the SQLite connection lock is poisoned".into()))?;
             f(&mut guard)
         })
         .await
@@ -192,27 +182,17 @@ impl Sqlite {
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.
 fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
-    let applied: i64 = conn
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .map_err(backend)?;
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(backend)?;
     let known = MIGRATIONS.len() as i64;
     if applied > known {
         return Err(StoreError::Corrupt(format!(
             "the database schema is version {applied}, newer than this build of Sluice knows ({known})"
         )));
     }
-    for (index, sql) in MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(usize::try_from(applied).unwrap_or(0))
-    {
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(backend)?;
-        tx.execute_batch(sql)
-            .map_err(|e| StoreError::Backend(format!("migration {} failed: {e}", index + 1)))?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)
-            .map_err(backend)?;
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(applied).unwrap_or(0)) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+        tx.execute_batch(sql).map_err(|e| StoreError::Backend(format!("migration {} failed: {e}", index + 1)))?;
+        tx.pragma_update(None, "user_version", index as i64 + 1).map_err(backend)?;
         tx.commit().map_err(backend)?;
     }
     Ok(())
@@ -227,12 +207,21 @@ fn to_ms(t: &Timestamp) -> i64 {
 }
 
 fn from_ms(ms: i64) -> Result<Timestamp, StoreError> {
-    DateTime::from_timestamp_millis(ms)
-        .ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
+    DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
 }
 
+/// The current time in whole milliseconds, rounded down: "is it visible yet?" is then never
+/// answered yes too early.
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// The current time in whole milliseconds, rounded up: a visibility starting now, counted from
+/// this, never ends early.
+fn now_ms_ceil() -> i64 {
+    let now = chrono::Utc::now();
+    let ms = now.timestamp_millis();
+    if now.timestamp_subsec_nanos().is_multiple_of(1_000_000) { ms } else { ms.saturating_add(1) }
 }
 
 /// Whole milliseconds in `d`, rounded up (so a delay is never shortened), saturating.
@@ -242,8 +231,7 @@ fn ceil_ms(d: Duration) -> i64 {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("cannot encode JSON: {e}")))
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
@@ -256,23 +244,19 @@ mod tests {
 
     #[test]
     fn migrations_are_idempotent_on_reopen() {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
         let path = dir.join("nested").join("db.sqlite");
         drop(Sqlite::open(&path).expect("first open"));
         drop(Sqlite::open(&path).expect("second open"));
         let conn = Connection::open(&path).expect("raw open");
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |row| row.get(0))
-            .expect("user_version");
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
         assert_eq!(version, MIGRATIONS.len() as i64);
         let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
     fn newer_schema_is_refused() {
-        let dir =
-            std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
         let path = dir.join("db.sqlite");
         drop(Sqlite::open(&path).expect("open"));
         let conn = Connection::open(&path).expect("raw open");

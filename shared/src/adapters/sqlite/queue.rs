@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::{Sqlite, backend, ceil_ms, now_ms};
+use super::{Sqlite, backend, ceil_ms, now_ms, now_ms_ceil};
 use crate::ports::{MAX_QUEUE_DELAY, Outgoing, Queue, QueueError, QueueName, Received, StoreError};
 
 /// The longest a long-polling receiver sleeps before looking again, in case another process
@@ -23,16 +23,13 @@ fn queue_error(e: StoreError) -> QueueError {
     QueueError::Backend(e.to_string())
 }
 
-fn insert(
-    conn: &Connection,
-    queue: QueueName,
-    message: &Outgoing,
-    now: i64,
-) -> Result<(), StoreError> {
+fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, now: i64) -> Result<(), StoreError> {
     let delay = ceil_ms(message.delay.min(MAX_QUEUE_DELAY));
+    // Counted from `now` rounded up, so the delay is never cut short; no delay means at once.
+    let visible_at = if delay == 0 { now } else { now_ms_ceil().saturating_add(delay) };
     conn.execute(
         "INSERT INTO messages (queue, body, visible_at_ms, receive_count, sent_at_ms) VALUES (?1, ?2, ?3, 0, ?4)",
-        params![queue.as_str(), message.body, now.saturating_add(delay), now],
+        params![queue.as_str(), message.body, visible_at, now],
     )
     .map_err(backend)?;
     Ok(())
@@ -53,10 +50,10 @@ fn take(
     visibility_ms: i64,
     max_receives: u32,
 ) -> Result<Take, StoreError> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(backend)?;
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
     let now = now_ms();
+    // A zero visibility hides nothing; any other is counted from `now` rounded up.
+    let hidden_until = if visibility_ms == 0 { now } else { now_ms_ceil().saturating_add(visibility_ms) };
     let mut delivered: Vec<Received> = Vec::new();
     let mut delivered_ids: Vec<i64> = Vec::new();
     loop {
@@ -69,9 +66,7 @@ fn take(
                 )
                 .map_err(backend)?;
             let rows = statement
-                .query_map(params![queue.as_str(), now, wanted], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })
+                .query_map(params![queue.as_str(), now, wanted], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)?
         };
@@ -88,23 +83,18 @@ fn take(
                     params![queue.as_str(), body, receive_count, sent_at, now],
                 )
                 .map_err(backend)?;
-                tx.execute("DELETE FROM messages WHERE id = ?1", params![id])
-                    .map_err(backend)?;
+                tx.execute("DELETE FROM messages WHERE id = ?1", params![id]).map_err(backend)?;
                 dead += 1;
                 continue;
             }
             let receipt = format!("{id}-{}", uuid::Uuid::new_v4().simple());
             tx.execute(
                 "UPDATE messages SET visible_at_ms = ?2, receipt = ?3, receive_count = ?4 WHERE id = ?1",
-                params![id, now.saturating_add(visibility_ms), receipt, count],
+                params![id, hidden_until, receipt, count],
             )
             .map_err(backend)?;
             delivered_ids.push(id);
-            delivered.push(Received {
-                body,
-                receipt,
-                receive_count: count,
-            });
+            delivered.push(Received { body, receipt, receive_count: count });
         }
         // Dead letters made room for more; otherwise nothing else is visible.
         if dead == 0 || delivered.len() >= max {
@@ -119,22 +109,16 @@ fn take(
         )
         .map_err(backend)?;
     tx.commit().map_err(backend)?;
-    Ok(Take {
-        delivered,
-        next_visible_at_ms,
-    })
+    Ok(Take { delivered, next_visible_at_ms })
 }
 
 impl Sqlite {
     /// Bodies of the messages of `queue` that were moved to the dead letters, oldest first.
     pub async fn dead_letters(&self, queue: QueueName) -> Result<Vec<String>, StoreError> {
         self.call(move |conn| {
-            let mut statement = conn
-                .prepare("SELECT body FROM dead_letters WHERE queue = ?1 ORDER BY id")
-                .map_err(backend)?;
-            let rows = statement
-                .query_map(params![queue.as_str()], |r| r.get(0))
-                .map_err(backend)?;
+            let mut statement =
+                conn.prepare("SELECT body FROM dead_letters WHERE queue = ?1 ORDER BY id").map_err(backend)?;
+            let rows = statement.query_map(params![queue.as_str()], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)
         })
         .await
@@ -144,26 +128,18 @@ impl Sqlite {
 #[async_trait]
 impl Queue for Sqlite {
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
-        self.call(move |conn| insert(conn, queue, &message, now_ms()))
-            .await
-            .map_err(queue_error)?;
+        self.call(move |conn| insert(conn, queue, &message, now_ms())).await.map_err(queue_error)?;
         self.sent.notify_waiters();
         Ok(())
     }
 
-    async fn send_batch(
-        &self,
-        queue: QueueName,
-        messages: Vec<Outgoing>,
-    ) -> Result<(), QueueError> {
+    async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError> {
         if messages.is_empty() {
             return Ok(());
         }
         // One transaction: the whole batch is accepted or none of it (never a partial batch).
         self.call(move |conn| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(backend)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let now = now_ms();
             for message in &messages {
                 insert(&tx, queue, message, now)?;
@@ -208,8 +184,9 @@ impl Queue for Sqlite {
             }
             let mut wake = deadline.min(now + POLL_INTERVAL);
             if let Some(at) = take.next_visible_at_ms {
-                let until =
-                    Duration::from_millis(u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0));
+                // At least 1 ms, so a clock just short of `at` does not spin.
+                let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0).max(1);
+                let until = Duration::from_millis(ms);
                 wake = wake.min(now + until);
             }
             tokio::select! {
@@ -224,11 +201,8 @@ impl Queue for Sqlite {
         // A stale receipt (the message was received again since) deletes nothing, like SQS
         // refusing an expired handle; acking twice is harmless.
         self.call(move |conn| {
-            conn.execute(
-                "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
-                params![queue.as_str(), receipt],
-            )
-            .map_err(backend)?;
+            conn.execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
+                .map_err(backend)?;
             Ok(())
         })
         .await

@@ -21,7 +21,12 @@ impl ProjectStore for Sqlite {
                 .execute(
                     "INSERT INTO projects (id, signing_public_key_pem, api_key_sha256, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
-                    params![project.id, project.signing_public_key_pem, project.api_key_sha256, to_ms(&project.created_at)],
+                    params![
+                        project.id,
+                        project.signing_public_key_pem,
+                        project.api_key_sha256,
+                        to_ms(&project.created_at)
+                    ],
                 )
                 .map_err(backend)?;
             if inserted == 0 {
@@ -92,9 +97,7 @@ fn read_version(
     version: u32,
 ) -> Result<Option<Deployment>, StoreError> {
     version_row(conn, project_id, workflow_id, version)?
-        .map(|(definition, deployed_at)| {
-            decode_deployment(project_id, workflow_id, version, &definition, deployed_at)
-        })
+        .map(|(definition, deployed_at)| decode_deployment(project_id, workflow_id, version, &definition, deployed_at))
         .transpose()
 }
 
@@ -117,17 +120,11 @@ fn deployed_row(
     };
     match version_row(conn, project_id, workflow_id, version)? {
         Some((definition, deployed_at)) => Ok(Some((version, definition, deployed_at))),
-        None => Err(StoreError::Corrupt(format!(
-            "{project_id}/{workflow_id} points at missing version {version}"
-        ))),
+        None => Err(StoreError::Corrupt(format!("{project_id}/{workflow_id} points at missing version {version}"))),
     }
 }
 
-fn read_deployed(
-    conn: &Connection,
-    project_id: &str,
-    workflow_id: &str,
-) -> Result<Option<Deployment>, StoreError> {
+fn read_deployed(conn: &Connection, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
     deployed_row(conn, project_id, workflow_id)?
         .map(|(version, definition, deployed_at)| {
             decode_deployment(project_id, workflow_id, version, &definition, deployed_at)
@@ -137,11 +134,7 @@ fn read_deployed(
 
 #[async_trait]
 impl WorkflowStore for Sqlite {
-    async fn deploy_workflow(
-        &self,
-        project_id: &str,
-        workflow: &Workflow,
-    ) -> Result<Deployment, StoreError> {
+    async fn deploy_workflow(&self, project_id: &str, workflow: &Workflow) -> Result<Deployment, StoreError> {
         let project_id = project_id.to_string();
         let workflow = workflow.clone();
         let definition = to_json(&workflow)?;
@@ -163,9 +156,10 @@ impl WorkflowStore for Sqlite {
                     |row| row.get(0),
                 )
                 .map_err(backend)?;
-            let version = latest.unwrap_or(0).checked_add(1).ok_or_else(|| {
-                StoreError::Corrupt(format!("{project_id}/{}: no version number left", workflow.id))
-            })?;
+            let version = latest
+                .unwrap_or(0)
+                .checked_add(1)
+                .ok_or_else(|| StoreError::Corrupt(format!("{project_id}/{}: no version number left", workflow.id)))?;
             let deployed_at = crate::record::now();
             tx.execute(
                 "INSERT INTO workflow_versions (project_id, workflow_id, version, definition, deployed_at_ms)
@@ -185,14 +179,9 @@ impl WorkflowStore for Sqlite {
         .await
     }
 
-    async fn get_deployed(
-        &self,
-        project_id: &str,
-        workflow_id: &str,
-    ) -> Result<Option<Deployment>, StoreError> {
+    async fn get_deployed(&self, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
         let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
-        self.call(move |conn| read_deployed(conn, &project_id, &workflow_id))
-            .await
+        self.call(move |conn| read_deployed(conn, &project_id, &workflow_id)).await
     }
 
     async fn get_version(
@@ -202,7 +191,6 @@ impl WorkflowStore for Sqlite {
         version: u32,
     ) -> Result<Option<Deployment>, StoreError> {
         let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
-        self.call(move |conn| read_version(conn, &project_id, &workflow_id, version))
-            .await
+        self.call(move |conn| read_version(conn, &project_id, &workflow_id, version)).await
     }
 }

@@ -16,18 +16,11 @@ use crate::model::duration::DurationSpec;
 use crate::template::kind;
 
 /// Workflow ids: `[a-z0-9][a-z0-9-]*`, at most 64 characters.
-static WORKFLOW_ID: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new("^[a-z0-9][a-z0-9-]*$").ok());
+static WORKFLOW_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z0-9][a-z0-9-]*$").ok());
 pub(super) const MAX_WORKFLOW_ID_LEN: usize = 64;
 
 const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps"];
-const TRIGGER_TYPES: &[&str] = &[
-    "request",
-    "app_event",
-    "webhook",
-    "integration_enabled",
-    "schedule",
-];
+const TRIGGER_TYPES: &[&str] = &["request", "app_event", "webhook", "integration_enabled", "schedule"];
 const JSON_TYPES: &[&str] = &["string", "number", "boolean", "object", "array"];
 
 /// Collects problems while walking one document.
@@ -41,11 +34,7 @@ pub(super) struct Checker {
 
 /// Every problem of the workflow document `value`, as `(path, message)`.
 pub(super) fn check_workflow(value: &Value) -> Vec<(String, String)> {
-    let mut checker = Checker {
-        problems: Vec::new(),
-        known_steps: HashSet::new(),
-        first_seen: HashMap::new(),
-    };
+    let mut checker = Checker { problems: Vec::new(), known_steps: HashSet::new(), first_seen: HashMap::new() };
     checker.workflow(value);
     checker.problems
 }
@@ -56,19 +45,11 @@ impl Checker {
     }
 
     /// The mapping at `path`, or a problem saying what `what` must be.
-    pub(super) fn mapping<'v>(
-        &mut self,
-        value: &'v Value,
-        path: &str,
-        what: &str,
-    ) -> Option<&'v Map<String, Value>> {
+    pub(super) fn mapping<'v>(&mut self, value: &'v Value, path: &str, what: &str) -> Option<&'v Map<String, Value>> {
         match value {
             Value::Object(map) => Some(map),
             other => {
-                self.problem(
-                    path,
-                    format!("{what} must be a mapping, not {}", kind(other)),
-                );
+                self.problem(path, format!("{what} must be a mapping, not {}", kind(other)));
                 None
             }
         }
@@ -110,14 +91,9 @@ impl Checker {
         match text.parse::<DurationSpec>() {
             Err(e) => self.problem(path, e.to_string()),
             Ok(spec) if spec.duration() > Duration::from_secs(max_minutes * 60) => {
-                self.problem(
-                    path,
-                    format!("`{text}` is too long: at most {max_minutes}m"),
-                );
+                self.problem(path, format!("`{text}` is too long: at most {max_minutes}m"));
             }
-            Ok(spec) if positive && spec.duration().is_zero() => {
-                self.problem(path, "must be longer than 0")
-            }
+            Ok(spec) if positive && spec.duration().is_zero() => self.problem(path, "must be longer than 0"),
             Ok(_) => {}
         }
     }
@@ -126,10 +102,7 @@ impl Checker {
         let Value::Object(map) = value else {
             self.problem(
                 "",
-                format!(
-                    "the top level must be a mapping with `id`, `trigger` and `steps`, not {}",
-                    kind(value)
-                ),
+                format!("the top level must be a mapping with `id`, `trigger` and `steps`, not {}", kind(value)),
             );
             return;
         };
@@ -146,10 +119,7 @@ impl Checker {
             Some(trigger) => self.trigger(trigger),
         }
         match map.get("steps") {
-            None => self.problem(
-                "steps",
-                "`steps` is required: a workflow needs at least one step",
-            ),
+            None => self.problem("steps", "`steps` is required: a workflow needs at least one step"),
             Some(steps) => self.workflow_steps(steps),
         }
     }
@@ -159,13 +129,7 @@ impl Checker {
             return;
         };
         if id.len() > MAX_WORKFLOW_ID_LEN {
-            self.problem(
-                "id",
-                format!(
-                    "`{id}` is {} characters long; at most {MAX_WORKFLOW_ID_LEN}",
-                    id.len()
-                ),
-            );
+            self.problem("id", format!("`{id}` is {} characters long; at most {MAX_WORKFLOW_ID_LEN}", id.len()));
         }
         if !WORKFLOW_ID.as_ref().is_some_and(|re| re.is_match(id)) {
             self.problem(
@@ -201,10 +165,7 @@ impl Checker {
             }
             other => self.problem(
                 "trigger.type",
-                format!(
-                    "unknown trigger type `{other}` (valid: {})",
-                    TRIGGER_TYPES.join(", ")
-                ),
+                format!("unknown trigger type `{other}` (valid: {})", TRIGGER_TYPES.join(", ")),
             ),
         }
     }
@@ -225,7 +186,10 @@ impl Checker {
                     if !expected.is_string() {
                         self.problem(
                             &key_path(path, name),
-                            format!("must be a string (the exact value of the header), not {}; quote it", kind(expected)),
+                            format!(
+                                "must be a string (the exact value of the header), not {}; quote it",
+                                kind(expected)
+                            ),
                         );
                     }
                 }
@@ -242,10 +206,7 @@ impl Checker {
                     if !JSON_TYPES.contains(&type_name) {
                         self.problem(
                             &field_path,
-                            format!(
-                                "`{type_name}` is not a JSON type (use {})",
-                                JSON_TYPES.join(", ")
-                            ),
+                            format!("`{type_name}` is not a JSON type (use {})", JSON_TYPES.join(", ")),
                         );
                     }
                 }
@@ -264,10 +225,7 @@ impl Checker {
         };
         let path = "trigger.validate.query.required";
         let Value::Array(names) = required else {
-            self.problem(
-                path,
-                format!("must be a list of parameter names, not {}", kind(required)),
-            );
+            self.problem(path, format!("must be a list of parameter names, not {}", kind(required)));
             return;
         };
         for (i, name) in names.iter().enumerate() {
@@ -278,10 +236,7 @@ impl Checker {
 
 /// `parent.key`; keys that are not plain names are quoted: `parent["a b"]`.
 pub(super) fn key_path(parent: &str, key: &str) -> String {
-    let plain = !key.is_empty()
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
     match (parent.is_empty(), plain) {
         (true, true) => key.to_string(),
         (false, true) => format!("{parent}.{key}"),
@@ -302,10 +257,7 @@ mod tests {
     fn plain_keys_join_with_dots_and_others_are_quoted() {
         assert_eq!(key_path("", "id"), "id");
         assert_eq!(key_path("steps[0]", "url"), "steps[0].url");
-        assert_eq!(
-            key_path("trigger.validate.headers", "x-source"),
-            "trigger.validate.headers.x-source"
-        );
+        assert_eq!(key_path("trigger.validate.headers", "x-source"), "trigger.validate.headers.x-source");
         assert_eq!(key_path("steps[0].body", "a b"), "steps[0].body[\"a b\"]");
         assert_eq!(index_path("steps[1].then", 0), "steps[1].then[0]");
     }

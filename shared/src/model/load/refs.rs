@@ -11,14 +11,7 @@ use serde_json::Value;
 use super::check::{Checker, index_path, key_path};
 use crate::template::{PathExpr, Segment, Template};
 
-const ROOTS: &[&str] = &[
-    "trigger",
-    "steps",
-    "settings",
-    "user",
-    "execution",
-    "workflow",
-];
+const ROOTS: &[&str] = &["trigger", "steps", "settings", "user", "execution", "workflow"];
 const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload"];
 
 /// What a step may refer to.
@@ -82,40 +75,26 @@ impl Checker {
                 let only_id = expr.segments.len() == 2 && expr.key_at(1) == Some("id");
                 (!only_id).then(|| format!("only `{root}.id` is available"))
             }
-            "item" | "index" => Some(format!(
-                "`{root}` is only available inside a fan-out branch"
-            )),
-            other => Some(format!(
-                "unknown variable `{other}` (available: {})",
-                ROOTS.join(", ")
-            )),
+            "item" | "index" => Some(format!("`{root}` is only available inside a fan-out branch")),
+            other => Some(format!("unknown variable `{other}` (available: {})", ROOTS.join(", "))),
         }
     }
 
     fn step_reference_problem(&self, expr: &PathExpr, scope: &Scope) -> Option<String> {
         let Some(id) = expr.key_at(1) else {
-            return Some(
-                "write `steps.<step id>.output` to use an earlier step's output".to_string(),
-            );
+            return Some("write `steps.<step id>.output` to use an earlier step's output".to_string());
         };
         if !matches!(expr.key_at(2), Some("output" | "error")) {
-            return Some(format!(
-                "`steps.{id}` must be followed by `.output` or `.error`"
-            ));
+            return Some(format!("`steps.{id}` must be followed by `.output` or `.error`"));
         }
         if !self.known_steps.contains(id) {
             return Some(format!("no step `{id}`"));
         }
         if id == scope.current {
-            return Some(format!(
-                "step `{id}` does not run before `{id}` (a step cannot use its own output)"
-            ));
+            return Some(format!("step `{id}` does not run before `{id}` (a step cannot use its own output)"));
         }
         if !scope.ran_before.contains(id) {
-            return Some(format!(
-                "step `{id}` does not run before `{}`",
-                scope.current
-            ));
+            return Some(format!("step `{id}` does not run before `{}`", scope.current));
         }
         None
     }
@@ -123,8 +102,5 @@ impl Checker {
 
 /// The first `len` segments of `expr`, as text.
 fn prefix(expr: &PathExpr, len: usize) -> String {
-    PathExpr {
-        segments: expr.segments.iter().take(len).cloned().collect(),
-    }
-    .to_string()
+    PathExpr { segments: expr.segments.iter().take(len).cloned().collect() }.to_string()
 }

@@ -18,18 +18,11 @@ use crate::condition::{ALL_OPERATORS, compile_regex, is_unary, op_name, parse_op
 use crate::model::Operator;
 use crate::template::kind;
 
-static STEP_ID: LazyLock<Option<Regex>> =
-    LazyLock::new(|| Regex::new("^[A-Za-z0-9_][A-Za-z0-9_-]*$").ok());
+static STEP_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[A-Za-z0-9_][A-Za-z0-9_-]*$").ok());
 
 const STEP_TYPES: &[&str] = &["request", "conditional", "response"];
 const NOT_YET_STEP_TYPES: &[&str] = &["function", "fan_out"];
-const COMMON_KEYS: &[&str] = &[
-    "id",
-    "type",
-    "retries",
-    "retry_delay",
-    "continue_on_failure",
-];
+const COMMON_KEYS: &[&str] = &["id", "type", "retries", "retry_delay", "continue_on_failure"];
 const REQUEST_KEYS: &[&str] = &["method", "url", "query", "headers", "body", "timeout"];
 const CONDITIONAL_KEYS: &[&str] = &["when", "then", "else"];
 const RESPONSE_KEYS: &[&str] = &["status", "headers", "body"];
@@ -54,10 +47,7 @@ impl Checker {
 
     fn step_list(&mut self, value: &Value, path: &str, ran_before: &HashSet<String>) {
         let Value::Array(items) = value else {
-            self.problem(
-                path,
-                format!("must be a list of steps, not {}", kind(value)),
-            );
+            self.problem(path, format!("must be a list of steps, not {}", kind(value)));
             return;
         };
         let mut available = ran_before.clone();
@@ -69,27 +59,15 @@ impl Checker {
 
     fn step(&mut self, value: &Value, path: &str, ran_before: &HashSet<String>) {
         let Value::Object(map) = value else {
-            self.problem(
-                path,
-                format!(
-                    "a step must be a mapping with `id` and `type`, not {}",
-                    kind(value)
-                ),
-            );
+            self.problem(path, format!("a step must be a mapping with `id` and `type`, not {}", kind(value)));
             return;
         };
         let id = self.step_id(map, path);
-        let scope = Scope {
-            ran_before,
-            current: id.unwrap_or("this step"),
-        };
+        let scope = Scope { ran_before, current: id.unwrap_or("this step") };
         let type_path = key_path(path, "type");
         let step_type = match map.get("type") {
             None => {
-                self.problem(
-                    &type_path,
-                    format!("`type` is required ({})", STEP_TYPES.join(", ")),
-                );
+                self.problem(&type_path, format!("`type` is required ({})", STEP_TYPES.join(", ")));
                 None
             }
             Some(value) => self.string(value, &type_path),
@@ -100,20 +78,11 @@ impl Checker {
             Some("response") => RESPONSE_KEYS,
             Some(other) if NOT_YET_STEP_TYPES.contains(&other) => {
                 let supported = STEP_TYPES.join(", ");
-                self.problem(
-                    &type_path,
-                    format!("step type `{other}` is not supported yet (supported: {supported})"),
-                );
+                self.problem(&type_path, format!("step type `{other}` is not supported yet (supported: {supported})"));
                 return;
             }
             Some(other) => {
-                self.problem(
-                    &type_path,
-                    format!(
-                        "unknown step type `{other}` (known: {})",
-                        STEP_TYPES.join(", ")
-                    ),
-                );
+                self.problem(&type_path, format!("unknown step type `{other}` (known: {})", STEP_TYPES.join(", ")));
                 return;
             }
             None => return,
@@ -157,18 +126,10 @@ impl Checker {
         if let Some(retries) = map.get("retries")
             && retries.as_u64().is_none_or(|n| n > MAX_RETRIES)
         {
-            self.problem(
-                &key_path(path, "retries"),
-                format!("must be a whole number from 0 to {MAX_RETRIES}"),
-            );
+            self.problem(&key_path(path, "retries"), format!("must be a whole number from 0 to {MAX_RETRIES}"));
         }
         if let Some(delay) = map.get("retry_delay") {
-            self.duration(
-                delay,
-                &key_path(path, "retry_delay"),
-                MAX_WAIT_MINUTES,
-                false,
-            );
+            self.duration(delay, &key_path(path, "retry_delay"), MAX_WAIT_MINUTES, false);
         }
         if let Some(flag) = map.get("continue_on_failure") {
             self.boolean(flag, &key_path(path, "continue_on_failure"));
@@ -184,10 +145,7 @@ impl Checker {
                     if url.trim().is_empty() {
                         self.problem(&url_path, "must not be empty");
                     } else if !is_http_url_or_template(url) {
-                        self.problem(
-                            &url_path,
-                            format!("`{url}` must start with http:// or https://"),
-                        );
+                        self.problem(&url_path, format!("`{url}` must start with http:// or https://"));
                     }
                 }
                 self.templates(value, &url_path, scope);
@@ -223,13 +181,7 @@ impl Checker {
         }
     }
 
-    fn conditional(
-        &mut self,
-        map: &Map<String, Value>,
-        path: &str,
-        scope: &Scope,
-        id: Option<&str>,
-    ) {
+    fn conditional(&mut self, map: &Map<String, Value>, path: &str, scope: &Scope, id: Option<&str>) {
         match map.get("when") {
             None => self.problem(&key_path(path, "when"), "`when` is required"),
             Some(when) => self.condition(when, &key_path(path, "when"), scope),
@@ -251,22 +203,15 @@ impl Checker {
             let status_path = key_path(path, "status");
             match status {
                 Value::Number(n) if n.as_u64().is_some_and(|n| (200..=599).contains(&n)) => {}
-                Value::String(text) if text.contains("{{") => {
-                    self.templates(status, &status_path, scope)
-                }
+                Value::String(text) if text.contains("{{") => self.templates(status, &status_path, scope),
                 Value::String(text) if text.trim().parse::<u64>().is_ok() => {
                     self.problem(
                         &status_path,
-                        format!(
-                            "write the status as a number, without quotes: {}",
-                            text.trim()
-                        ),
+                        format!("write the status as a number, without quotes: {}", text.trim()),
                     );
                 }
-                _ => self.problem(
-                    &status_path,
-                    "must be an integer from 200 to 599 or a `{{...}}` expression".to_string(),
-                ),
+                _ => self
+                    .problem(&status_path, "must be an integer from 200 to 599 or a `{{...}}` expression".to_string()),
             }
         }
         if let Some(headers) = map.get("headers") {
@@ -333,10 +278,7 @@ impl Checker {
                 let op = parse_op(name);
                 if op.is_none() {
                     let known: Vec<&str> = ALL_OPERATORS.into_iter().map(op_name).collect();
-                    self.problem(
-                        &op_path,
-                        format!("unknown operator `{name}` (known: {})", known.join(", ")),
-                    );
+                    self.problem(&op_path, format!("unknown operator `{name}` (known: {})", known.join(", ")));
                 }
                 op
             }),
@@ -348,13 +290,8 @@ impl Checker {
         }
         let Some(op) = op else { return };
         match right {
-            Some(_) if is_unary(op) => {
-                self.problem(&right_path, format!("`{}` takes no `right`", op_name(op)))
-            }
-            None if !is_unary(op) => self.problem(
-                &right_path,
-                format!("`{}` needs a `right` value", op_name(op)),
-            ),
+            Some(_) if is_unary(op) => self.problem(&right_path, format!("`{}` takes no `right`", op_name(op))),
+            None if !is_unary(op) => self.problem(&right_path, format!("`{}` needs a `right` value", op_name(op))),
             Some(Value::String(pattern)) if op == Operator::Matches && !pattern.contains("{{") => {
                 if let Err(message) = compile_regex(pattern) {
                     self.problem(&right_path, message);

@@ -61,11 +61,7 @@ fn assert_problems(yaml: &str, expected: &[(&str, &str)]) {
             "missing problem at `{path}` containing `{word}`; found:\n{found:#?}"
         );
     }
-    assert_eq!(
-        found.len(),
-        expected.len(),
-        "unexpected problems:\n{found:#?}"
-    );
+    assert_eq!(found.len(), expected.len(), "unexpected problems:\n{found:#?}");
 }
 
 fn steps_yaml(steps: &str) -> String {
@@ -74,37 +70,18 @@ fn steps_yaml(steps: &str) -> String {
 
 #[test]
 fn the_documented_example_loads() {
-    let workflow =
-        load_str("lead-created.yaml", FULL_EXAMPLE).expect("the documented example is valid");
+    let workflow = load_str("lead-created.yaml", FULL_EXAMPLE).expect("the documented example is valid");
     assert_eq!(workflow.id, "lead-created");
     assert_eq!(workflow.name.as_deref(), Some("Lead created"));
-    let Trigger::Request {
-        validate: Some(validate),
-    } = &workflow.trigger
-    else {
-        panic!("request trigger")
-    };
-    assert_eq!(
-        validate.query.as_ref().map(|q| q.required.clone()),
-        Some(vec!["source".to_string()])
-    );
-    assert_eq!(
-        validate.headers.get("x-source").map(String::as_str),
-        Some("crm")
-    );
+    let Trigger::Request { validate: Some(validate) } = &workflow.trigger else { panic!("request trigger") };
+    assert_eq!(validate.query.as_ref().map(|q| q.required.clone()), Some(vec!["source".to_string()]));
+    assert_eq!(validate.headers.get("x-source").map(String::as_str), Some("crm"));
     assert_eq!(workflow.steps.len(), 3);
-    let StepKind::Request(lookup) = &workflow.steps[0].kind else {
-        panic!("request step")
-    };
+    let StepKind::Request(lookup) = &workflow.steps[0].kind else { panic!("request step") };
     assert_eq!(lookup.method, Method::Get);
-    assert_eq!(
-        lookup.timeout.as_ref().map(|t| t.duration().as_secs()),
-        Some(10)
-    );
+    assert_eq!(lookup.timeout.as_ref().map(|t| t.duration().as_secs()), Some(10));
     assert_eq!(workflow.steps[0].retries, 3);
-    let StepKind::Conditional(route) = &workflow.steps[1].kind else {
-        panic!("conditional step")
-    };
+    let StepKind::Conditional(route) = &workflow.steps[1].kind else { panic!("conditional step") };
     assert!(matches!(&route.when, Condition::All { all } if all.len() == 2));
     assert!(workflow.has_response_step());
 }
@@ -172,14 +149,8 @@ steps:
             ("steps[0].continue_on_failure", "true or false"),
             ("steps[1].id", "already used at steps[0].id"),
             ("steps[1].url", "http:// or https://"),
-            (
-                "steps[1].headers.authorization",
-                "unknown variable `secrets`",
-            ),
-            (
-                "steps[1].body.nested[0]",
-                "step `reply` does not run before `lookup`",
-            ),
+            ("steps[1].headers.authorization", "unknown variable `secrets`"),
+            ("steps[1].body.nested[0]", "step `reply` does not run before `lookup`"),
             ("steps[1].body.nested[1]", "no step `ghost`"),
             ("steps[1].body.nested[2]", "never closed"),
             ("steps[2].id", "`id` is required"),
@@ -187,14 +158,8 @@ steps:
             ("steps[3].when", "exactly one key"),
             ("steps[3].when.all[0].op", "unknown operator `eq`"),
             ("steps[3].when.all[1].right", "`exists` takes no `right`"),
-            (
-                "steps[3].when.all[2].right",
-                "`greater_than` needs a `right`",
-            ),
-            (
-                "steps[3].when.all[3].right",
-                "not a valid regular expression",
-            ),
+            ("steps[3].when.all[2].right", "`greater_than` needs a `right`"),
+            ("steps[3].when.all[3].right", "not a valid regular expression"),
             ("steps[3].when.all[4].left", "`left` is required"),
             ("steps[3].then", "must be a list of steps"),
             ("steps[4].status", "without quotes"),
@@ -206,20 +171,9 @@ steps:
 
 #[test]
 fn problems_display_file_path_and_message() {
-    let problem = Problem {
-        file: "a.yaml".into(),
-        path: "steps[2].url".into(),
-        message: "`url` is required".into(),
-    };
-    assert_eq!(
-        problem.to_string(),
-        "a.yaml: steps[2].url: `url` is required"
-    );
-    let problem = Problem {
-        file: "a.yaml".into(),
-        path: String::new(),
-        message: "bad".into(),
-    };
+    let problem = Problem { file: "a.yaml".into(), path: "steps[2].url".into(), message: "`url` is required".into() };
+    assert_eq!(problem.to_string(), "a.yaml: steps[2].url: `url` is required");
+    let problem = Problem { file: "a.yaml".into(), path: String::new(), message: "bad".into() };
     assert_eq!(problem.to_string(), "a.yaml: bad");
 }
 
@@ -227,65 +181,37 @@ fn problems_display_file_path_and_message() {
 fn missing_top_level_parts_are_reported() {
     assert_problems(
         "name: x\n",
-        &[
-            ("id", "`id` is required"),
-            ("trigger", "`trigger` is required"),
-            ("steps", "`steps` is required"),
-        ],
+        &[("id", "`id` is required"), ("trigger", "`trigger` is required"), ("steps", "`steps` is required")],
     );
     assert_problems("- 1\n", &[("", "top level must be a mapping")]);
     assert_problems("", &[("", "top level must be a mapping")]);
-    assert_problems(
-        "id: wf\ntrigger: { type: request }\nsteps: []\n",
-        &[("steps", "at least one step")],
-    );
-    assert_problems(
-        "id: wf\ntrigger: { type: request }\nsteps: {}\n",
-        &[("steps", "must be a list of steps")],
-    );
+    assert_problems("id: wf\ntrigger: { type: request }\nsteps: []\n", &[("steps", "at least one step")]);
+    assert_problems("id: wf\ntrigger: { type: request }\nsteps: {}\n", &[("steps", "must be a list of steps")]);
 }
 
 #[test]
 fn workflow_ids_are_limited_to_64_characters() {
     let long = "a".repeat(65);
     assert_problems(
-        &format!(
-            "id: {long}\ntrigger: {{ type: request }}\nsteps: [{{ id: r, type: response }}]\n"
-        ),
+        &format!("id: {long}\ntrigger: {{ type: request }}\nsteps: [{{ id: r, type: response }}]\n"),
         &[("id", "at most 64")],
     );
     let ok = "a".repeat(64);
     assert!(
-        load_str(
-            "wf.yaml",
-            &format!(
-                "id: {ok}\ntrigger: {{ type: request }}\nsteps: [{{ id: r, type: response }}]\n"
-            )
-        )
-        .is_ok()
+        load_str("wf.yaml", &format!("id: {ok}\ntrigger: {{ type: request }}\nsteps: [{{ id: r, type: response }}]\n"))
+            .is_ok()
     );
 }
 
 #[test]
 fn trigger_types_other_than_request_are_not_supported_yet_or_unknown() {
-    let with = |t: &str| {
-        format!("id: wf\ntrigger: {{ type: {t} }}\nsteps: [{{ id: r, type: response }}]\n")
-    };
+    let with = |t: &str| format!("id: wf\ntrigger: {{ type: {t} }}\nsteps: [{{ id: r, type: response }}]\n");
     assert_problems(
         &with("webhook"),
-        &[(
-            "trigger.type",
-            "trigger type `webhook` is not supported yet (supported: request)",
-        )],
+        &[("trigger.type", "trigger type `webhook` is not supported yet (supported: request)")],
     );
     assert_problems(&with("schedule"), &[("trigger.type", "not supported yet")]);
-    assert_problems(
-        &with("cron"),
-        &[(
-            "trigger.type",
-            "unknown trigger type `cron` (valid: request, app_event",
-        )],
-    );
+    assert_problems(&with("cron"), &[("trigger.type", "unknown trigger type `cron` (valid: request, app_event")]);
     assert_problems(
         "id: wf\ntrigger: {}\nsteps: [{ id: r, type: response }]\n",
         &[("trigger.type", "`type` is required")],
@@ -297,10 +223,7 @@ fn unknown_step_types_list_the_known_ones() {
     assert_problems(
         &steps_yaml("  - { id: a, type: email }\n  - { id: b, type: function }\n  - { id: c }\n"),
         &[
-            (
-                "steps[0].type",
-                "unknown step type `email` (known: request, conditional, response)",
-            ),
+            ("steps[0].type", "unknown step type `email` (known: request, conditional, response)"),
             ("steps[1].type", "step type `function` is not supported yet"),
             ("steps[2].type", "`type` is required"),
         ],
@@ -337,14 +260,8 @@ fn duplicate_step_ids_across_branches_are_reported_at_the_second_use() {
     assert_problems(
         &yaml,
         &[
-            (
-                "steps[0].else[0].id",
-                "step id `call` is already used at steps[0].then[0].id",
-            ),
-            (
-                "steps[1].id",
-                "step id `route` is already used at steps[0].id",
-            ),
+            ("steps[0].else[0].id", "step id `call` is already used at steps[0].then[0].id"),
+            ("steps[1].id", "step id `route` is already used at steps[0].id"),
         ],
     );
 }
@@ -380,14 +297,8 @@ fn references_into_the_other_branch_or_own_branches_from_when_are_rejected() {
     assert_problems(
         &yaml,
         &[
-            (
-                "steps[0].when.left",
-                "step `yes` does not run before `route`",
-            ),
-            (
-                "steps[0].else[0].body",
-                "step `yes` does not run before `no`",
-            ),
+            ("steps[0].when.left", "step `yes` does not run before `route`"),
+            ("steps[0].else[0].body", "step `yes` does not run before `no`"),
         ],
     );
 }
@@ -442,30 +353,15 @@ fn variable_roots_and_their_allowed_shapes_are_checked() {
     assert_problems(
         &yaml,
         &[
-            (
-                "steps[0].body[0]",
-                "`item` is only available inside a fan-out branch",
-            ),
-            (
-                "steps[0].body[1]",
-                "`index` is only available inside a fan-out branch",
-            ),
+            ("steps[0].body[0]", "`item` is only available inside a fan-out branch"),
+            ("steps[0].body[1]", "`index` is only available inside a fan-out branch"),
             ("steps[0].body[2]", "only `user.id` is available"),
             ("steps[0].body[3]", "only `execution.id` is available"),
             ("steps[0].body[4]", "`trigger.cookies` does not exist"),
             ("steps[0].body[5]", "write `steps.<step id>.output`"),
-            (
-                "steps[0].body[6]",
-                "must be followed by `.output` or `.error`",
-            ),
-            (
-                "steps[0].body[7]",
-                "must be followed by `.output` or `.error`",
-            ),
-            (
-                "steps[0].body[8]",
-                "unknown variable `env` (available: trigger, steps, settings",
-            ),
+            ("steps[0].body[6]", "must be followed by `.output` or `.error`"),
+            ("steps[0].body[7]", "must be followed by `.output` or `.error`"),
+            ("steps[0].body[8]", "unknown variable `env` (available: trigger, steps, settings"),
             ("steps[0].body[9]", "without a matching"),
         ],
     );
@@ -475,27 +371,17 @@ fn variable_roots_and_their_allowed_shapes_are_checked() {
 fn branches_must_be_lists_but_may_be_empty_and_when_is_required() {
     assert_problems(
         &steps_yaml("  - { id: c, type: conditional, then: [], else: x }\n"),
-        &[
-            ("steps[0].when", "`when` is required"),
-            ("steps[0].else", "must be a list of steps"),
-        ],
+        &[("steps[0].when", "`when` is required"), ("steps[0].else", "must be a list of steps")],
     );
     assert_problems(
-        &steps_yaml(
-            "  - { id: c, type: conditional, when: 5 }\n  - { id: d, type: conditional, when: { all: 1 } }\n",
-        ),
-        &[
-            ("steps[0].when", "a condition must be a mapping"),
-            ("steps[1].when.all", "must be a list of conditions"),
-        ],
+        &steps_yaml("  - { id: c, type: conditional, when: 5 }\n  - { id: d, type: conditional, when: { all: 1 } }\n"),
+        &[("steps[0].when", "a condition must be a mapping"), ("steps[1].when.all", "must be a list of conditions")],
     );
 }
 
 #[test]
 fn right_null_is_accepted_for_binary_operators() {
-    let yaml = steps_yaml(
-        "  - { id: c, type: conditional, when: { left: 1, op: equals, right: null } }\n",
-    );
+    let yaml = steps_yaml("  - { id: c, type: conditional, when: { left: 1, op: equals, right: null } }\n");
     assert!(load_str("wf.yaml", &yaml).is_ok());
 }
 
@@ -505,10 +391,7 @@ fn comparison_keys_are_checked_and_templated_regex_is_not_compiled() {
         &steps_yaml(
             "  - { id: c, type: conditional, when: { left: 1, op: matches, right: '{{trigger.body.re}}', rigth: 2 } }\n",
         ),
-        &[(
-            "steps[0].when.rigth",
-            "unknown key `rigth` (allowed here: left, op, right)",
-        )],
+        &[("steps[0].when.rigth", "unknown key `rigth` (allowed here: left, op, right)")],
     );
 }
 

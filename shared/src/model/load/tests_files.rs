@@ -11,11 +11,7 @@ struct TempDir(PathBuf);
 impl TempDir {
     fn new(name: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let unique = format!(
-            "sluice-load-{name}-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        );
+        let unique = format!("sluice-load-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(unique);
         let _ignored_if_absent = fs::remove_dir_all(&path);
         fs::create_dir_all(&path).expect("create temp dir");
@@ -57,11 +53,9 @@ fn json_files_load_like_yaml() {
 
 #[test]
 fn json_problems_have_paths_too() {
-    let found = load_str(
-        "flow.json",
-        r#"{"id": "x", "trigger": {"type": "request"}, "steps": [{"id": "a", "type": "nope"}]}"#,
-    )
-    .expect_err("invalid");
+    let found =
+        load_str("flow.json", r#"{"id": "x", "trigger": {"type": "request"}, "steps": [{"id": "a", "type": "nope"}]}"#)
+            .expect_err("invalid");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, "steps[0].type");
 }
@@ -72,32 +66,16 @@ fn yaml_syntax_errors_name_line_and_column() {
     let found = load_str("bad.yaml", text).expect_err("syntax error");
     assert_eq!(found.len(), 1);
     assert_eq!(found[0].path, "");
-    assert!(
-        found[0]
-            .message
-            .starts_with("YAML syntax error at line 4, column 4:"),
-        "{}",
-        found[0]
-    );
+    assert!(found[0].message.starts_with("YAML syntax error at line 4, column 4:"), "{}", found[0]);
     let found = load_str("dup.yaml", "id: a\nid: b\n").expect_err("duplicate key");
-    assert!(
-        found[0].message.contains("line 1") && found[0].message.contains("duplicate"),
-        "{}",
-        found[0]
-    );
+    assert!(found[0].message.contains("line 1") && found[0].message.contains("duplicate"), "{}", found[0]);
 }
 
 #[test]
 fn json_syntax_errors_name_line_and_column() {
     let found = load_str("bad.json", "{\"id\": \"a\",\n \"trigger\" 2}").expect_err("syntax error");
-    assert_eq!(
-        found[0].message,
-        "JSON syntax error at line 2, column 12: expected `:`"
-    );
-    assert_eq!(
-        found[0].to_string(),
-        "bad.json: JSON syntax error at line 2, column 12: expected `:`"
-    );
+    assert_eq!(found[0].message, "JSON syntax error at line 2, column 12: expected `:`");
+    assert_eq!(found[0].to_string(), "bad.json: JSON syntax error at line 2, column 12: expected `:`");
 }
 
 #[test]
@@ -134,10 +112,7 @@ fn load_file_reads_and_names_the_file() {
 fn load_dir_loads_workflow_files_sorted_by_name_and_ignores_others() {
     let dir = TempDir::new("sorted");
     dir.write("b.yml", &workflow_yaml("bee"));
-    dir.write(
-        "a.json",
-        r#"{"id":"ay","trigger":{"type":"request"},"steps":[{"id":"r","type":"response"}]}"#,
-    );
+    dir.write("a.json", r#"{"id":"ay","trigger":{"type":"request"},"steps":[{"id":"r","type":"response"}]}"#);
     dir.write("c.yaml", &workflow_yaml("sea"));
     dir.write("README.md", "not a workflow");
     dir.write(".hidden.yaml", "not: valid: yaml: [");
@@ -159,10 +134,7 @@ fn load_dir_reports_duplicate_workflow_ids_and_problems_of_every_file() {
     let dir = TempDir::new("dups");
     dir.write("one.yaml", &workflow_yaml("same"));
     dir.write("two.yaml", &workflow_yaml("same"));
-    dir.write(
-        "three.yaml",
-        "id: Bad\ntrigger: { type: request }\nsteps: []\n",
-    );
+    dir.write("three.yaml", "id: Bad\ntrigger: { type: request }\nsteps: []\n");
     let found = load_dir(&dir.0).expect_err("problems");
     let described: Vec<String> = found.iter().map(ToString::to_string).collect();
     assert_eq!(found.len(), 3, "{described:#?}");
@@ -170,16 +142,10 @@ fn load_dir_reports_duplicate_workflow_ids_and_problems_of_every_file() {
     assert!(found.iter().any(|p| p.file == three && p.path == "id"));
     assert!(found.iter().any(|p| p.file == three && p.path == "steps"));
     let two = dir.0.join("two.yaml").display().to_string();
-    let duplicate = found
-        .iter()
-        .find(|p| p.file == two)
-        .expect("duplicate reported on the second file");
+    let duplicate = found.iter().find(|p| p.file == two).expect("duplicate reported on the second file");
     assert_eq!(duplicate.path, "id");
     assert!(
-        duplicate
-            .message
-            .contains("workflow id `same` is already used by")
-            && duplicate.message.contains("one.yaml")
+        duplicate.message.contains("workflow id `same` is already used by") && duplicate.message.contains("one.yaml")
     );
 }
 
