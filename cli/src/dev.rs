@@ -88,7 +88,10 @@ pub fn load_workflows(dir: &Path) -> anyhow::Result<Vec<(String, Workflow)>> {
             Err(problems) => bail!(problem_list(&problems)),
         };
     }
-    println!("{} does not exist: deploying the bundled examples", dir.display());
+    println!(
+        "{} does not exist: deploying the bundled examples (they call the demo CRM at 127.0.0.1:8787)",
+        dir.display()
+    );
     BUNDLED
         .iter()
         .map(|(name, text)| {
