@@ -66,3 +66,105 @@ fn token_without_a_project_folder_says_what_to_do() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("sluice dev"));
 }
+
+/// A free local port (released before `sluice dev` binds it).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// `sluice dev` as a child process, killed when dropped.
+struct Dev(std::process::Child);
+
+impl Drop for Dev {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_dev(args: &[&str]) -> (Dev, String) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("dev")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start sluice dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let dev = Dev(child);
+    let mut printed = String::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("line");
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.contains("/executions/EXECUTION_ID") {
+            return (dev, printed);
+        }
+    }
+    panic!("sluice dev stopped before it was ready:\n{printed}");
+}
+
+#[test]
+fn dev_creates_the_project_deploys_the_folder_and_answers_the_printed_curl() {
+    let data = temp_dir("dev-data");
+    let workflows = temp_dir("dev-workflows");
+    std::fs::write(
+        workflows.join("hello.yaml"),
+        "id: hello\ntrigger: { type: request }\nsteps:\n  - { id: reply, type: response, status: 201, body: { hello: \"{{user.id}}\" } }\n",
+    )
+    .expect("write");
+    let port = free_port().to_string();
+    let (data_arg, workflows_arg) = (data.to_str().expect("utf-8"), workflows.to_str().expect("utf-8"));
+    let (_dev, printed) = start_dev(&["--port", &port, "--data-dir", data_arg, "--workflows", workflows_arg]);
+    assert!(printed.contains("deployed hello"), "{printed}");
+
+    let project: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("dev-project.json")).expect("dev-project.json"))
+            .expect("JSON");
+    assert_eq!(project["projectId"], "dev");
+    assert_eq!(project["baseUrl"], format!("http://127.0.0.1:{port}"));
+    assert!(project["apiKey"].as_str().is_some_and(|k| k.starts_with("sk_")));
+
+    // The printed curl command, run as printed (with the printed token).
+    let token = printed
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export SLUICE_TOKEN='")?.strip_suffix('\''))
+        .expect("a token line");
+    let curl = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "-X", "POST"])
+        .arg(format!("http://127.0.0.1:{port}/projects/dev/sdk/triggers/hello"))
+        .args(["-H", &format!("Authorization: Bearer {token}"), "-H", "content-type: application/json", "-d", "{}"])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "{\"hello\":\"dev-user\"}\n201");
+
+    // `sluice token` makes tokens for the same project.
+    let out = sluice(&["token", "--user", "u-42", "--data-dir", data_arg]);
+    assert!(out.status.success());
+    let other = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let curl = Command::new("curl")
+        .args(["-s", "-X", "POST"])
+        .arg(format!("http://127.0.0.1:{port}/projects/dev/sdk/triggers/hello"))
+        .args(["-H", &format!("Authorization: Bearer {other}")])
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "{\"hello\":\"u-42\"}");
+}
+
+#[test]
+fn dev_without_a_workflows_folder_deploys_the_bundled_examples() {
+    let data = temp_dir("dev-bundled");
+    let port = free_port().to_string();
+    let missing = data.join("no-such-folder");
+    let (_dev, printed) = start_dev(&[
+        "--port",
+        &port,
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+        "--workflows",
+        missing.to_str().expect("utf-8"),
+    ]);
+    assert!(printed.contains("deploying the bundled examples"), "{printed}");
+    assert!(printed.contains("deployed contact-lookup") && printed.contains("deployed lead-created"), "{printed}");
+}

@@ -22,6 +22,8 @@ pub mod ports;
 pub mod record;
 pub mod runner;
 pub mod runtime;
+#[cfg(feature = "lambda")]
+pub mod sqs_batch;
 pub mod steps;
 pub mod template;
 pub mod waiter;

@@ -2,13 +2,12 @@
 //! `sluice_shared::runner::Runner`; the records it could not handle go back to the queue
 //! (partial batch response) and reach the dead-letter queue after the redrive limit.
 
-use std::future::Future;
-
 use anyhow::Context;
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use lambda_runtime::{Error, LambdaEvent, service_fn};
+use aws_lambda_events::sqs::SqsEvent;
+use lambda_runtime::{LambdaEvent, service_fn};
 use sluice_shared::config::{LambdaConfig, build_runtime};
-use sluice_shared::runner::{RunError, Runner};
+use sluice_shared::runner::Runner;
+use sluice_shared::sqs_batch::handle_batch;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -17,118 +16,13 @@ async fn main() -> anyhow::Result<()> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let runner = Runner::new(build_runtime(&config, &sdk).await?);
     let runner = &runner;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        handle_batch(event.payload, move |body, receive_count| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
+        let handled = handle_batch(event.payload, move |body, receive_count| {
             let runner = runner.clone();
             async move { runner.handle(&body, receive_count).await }
-        })
+        });
+        handled.await.map_err(lambda_runtime::Error::from)
     }))
     .await
     .map_err(|error| anyhow::anyhow!(error))
-}
-
-/// Handles every record concurrently and reports the ids of those that failed. A record
-/// without a body fails; a failed record without an id fails the whole invocation (SQS then
-/// redelivers the batch: nothing is lost, handled records are idempotent).
-async fn handle_batch<F, Fut>(event: SqsEvent, handle: F) -> Result<SqsBatchResponse, Error>
-where
-    F: Fn(String, u32) -> Fut,
-    Fut: Future<Output = Result<(), RunError>> + Send + 'static,
-{
-    let tasks: Vec<_> = event
-        .records
-        .into_iter()
-        .map(|record| {
-            let receive_count = receive_count(&record);
-            let task = record.body.map(|body| tokio::spawn(handle(body, receive_count)));
-            (record.message_id, task)
-        })
-        .collect();
-    let mut response = SqsBatchResponse::default();
-    for (message_id, task) in tasks {
-        let failure = match task {
-            None => "the message has no body".to_string(),
-            Some(task) => match task.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(error)) => error.to_string(),
-                Err(join_error) => format!("the handler panicked: {join_error}"),
-            },
-        };
-        let id = message_id.as_deref().unwrap_or("<no messageId>");
-        tracing::error!(message_id = id, error = %failure, "step message not handled; SQS will redeliver it");
-        match message_id {
-            Some(message_id) => response.add_failure(message_id),
-            None => return Err(format!("a message without messageId failed: {failure}").into()),
-        }
-    }
-    Ok(response)
-}
-
-/// SQS's `ApproximateReceiveCount` (1 on the first delivery); 1 when absent or malformed.
-fn receive_count(record: &SqsMessage) -> u32 {
-    let count = record.attributes.get("ApproximateReceiveCount");
-    count.and_then(|c| c.parse().ok()).unwrap_or_else(|| {
-        tracing::warn!(message_id = ?record.message_id, ?count, "no usable ApproximateReceiveCount; assuming 1");
-        1
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const STEPS_EVENT: &str = include_str!("../../../infra/events/sqs-steps.json");
-
-    /// Stands in for the runner: a body that is not a step message is poison.
-    async fn parse_only(body: String, _receive_count: u32) -> Result<(), RunError> {
-        serde_json::from_str::<sluice_shared::messages::StepMessage>(&body)
-            .map(drop)
-            .map_err(|e| RunError::Poison(e.to_string()))
-    }
-
-    fn fixture() -> SqsEvent {
-        serde_json::from_str(STEPS_EVENT).expect("the fixture is an SQS event")
-    }
-
-    fn failed_ids(response: &SqsBatchResponse) -> Vec<&str> {
-        response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect()
-    }
-
-    #[tokio::test]
-    async fn only_the_malformed_record_of_the_fixture_is_reported() {
-        let event = fixture();
-        let malformed = event.records[1].message_id.clone().expect("fixture has ids");
-        let response = handle_batch(event, parse_only).await.expect("batch handled");
-        assert_eq!(failed_ids(&response), [malformed.as_str()]);
-    }
-
-    #[tokio::test]
-    async fn a_record_without_body_is_a_failure() {
-        let mut event = fixture();
-        event.records.truncate(1);
-        event.records[0].body = None;
-        let id = event.records[0].message_id.clone().expect("fixture has ids");
-        let response = handle_batch(event, parse_only).await.expect("batch handled");
-        assert_eq!(failed_ids(&response), [id.as_str()]);
-    }
-
-    #[tokio::test]
-    async fn a_failed_record_without_id_fails_the_whole_batch() {
-        let mut event = fixture();
-        event.records[1].message_id = None;
-        assert!(handle_batch(event, parse_only).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn the_receive_count_comes_from_the_record_attributes() {
-        let mut event = fixture();
-        event.records.truncate(1);
-        event.records[0].attributes.insert("ApproximateReceiveCount".into(), "4".into());
-        let response = handle_batch(event, |_, count| async move {
-            if count == 4 { Ok(()) } else { Err(RunError::Retryable(format!("count {count}"))) }
-        })
-        .await
-        .expect("batch handled");
-        assert!(response.batch_item_failures.is_empty());
-    }
 }
