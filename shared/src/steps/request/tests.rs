@@ -1,0 +1,291 @@
+//! Tests of the Request step against local HTTP servers.
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::http::{HeaderMap as AxumHeaders, Method as AxumMethod, Uri};
+use axum::response::Response;
+use axum::routing::{any, get};
+
+use super::*;
+use crate::net::{OutboundPolicy, test_server};
+
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
+    let mut builder = Response::builder().status(status);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    builder.body(body.into()).unwrap_or_default()
+}
+
+async fn echo(method: AxumMethod, uri: Uri, headers: AxumHeaders, body: String) -> Response {
+    let headers: Map<String, Value> = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+        .collect();
+    let echo = json!({ "method": method.as_str(), "query": uri.query(), "headers": headers, "body": body });
+    respond(200, &[("content-type", "application/json")], echo.to_string())
+}
+
+async fn server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let router = axum::Router::new()
+        .route(
+            "/json",
+            get(|| async {
+                respond(200, &[("content-type", "application/json; charset=utf-8")], r#"{"hello":"world"}"#)
+            }),
+        )
+        .route("/text", get(|| async { respond(200, &[("content-type", "text/plain")], "plain text") }))
+        .route(
+            "/problem",
+            get(|| async { respond(200, &[("content-type", "application/problem+json")], r#"{"title":"x"}"#) }),
+        )
+        .route("/bad-json", get(|| async { respond(200, &[("content-type", "application/json")], "not json") }))
+        .route("/empty", get(|| async { respond(204, &[], Body::empty()) }))
+        .route("/multi", get(|| async { respond(200, &[("x-multi", "a"), ("x-multi", "b")], "") }))
+        .route("/big", get(|| async { respond(200, &[], vec![b'x'; MAX_RESPONSE_BYTES + 1]) }))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "late"
+            }),
+        )
+        .route("/echo", any(echo))
+        .route(
+            "/status/{code}",
+            get(|axum::extract::Path(code): axum::extract::Path<u16>| async move {
+                respond(code, &[("content-type", "application/json")], r#"{"error":"nope"}"#)
+            }),
+        );
+    Ok(test_server::spawn(router).await?)
+}
+
+fn local_client() -> Result<HttpClient, NetError> {
+    HttpClient::new(OutboundPolicy { allow_loopback: true, allow_private: false })
+}
+
+fn get_request(url: String) -> RenderedRequest {
+    RenderedRequest {
+        method: Method::Get,
+        url,
+        query: BTreeMap::new(),
+        headers: BTreeMap::new(),
+        body: None,
+        timeout: Duration::from_secs(10),
+    }
+}
+
+async fn get_output(path: &str) -> Result<Value, Box<dyn std::error::Error>> {
+    let addr = server().await?;
+    let req = get_request(format!("http://{addr}{path}"));
+    Ok(send(&local_client()?, &req, "key").await.map_err(|e| e.message)?)
+}
+
+async fn get_error(path: &str) -> Result<StepError, Box<dyn std::error::Error>> {
+    let addr = server().await?;
+    let req = get_request(format!("http://{addr}{path}"));
+    match send(&local_client()?, &req, "key").await {
+        Ok(output) => Err(format!("unexpected success: {output}").into()),
+        Err(error) => Ok(error),
+    }
+}
+
+#[tokio::test]
+async fn json_response_body_is_parsed() -> TestResult {
+    let output = get_output("/json").await?;
+    assert_eq!(output["status"], 200);
+    assert_eq!(output["body"], json!({ "hello": "world" }));
+    assert_eq!(output["headers"]["content-type"], "application/json; charset=utf-8");
+    assert_eq!(get_output("/problem").await?["body"], json!({ "title": "x" }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn text_invalid_json_and_empty_bodies_are_text_or_null() -> TestResult {
+    assert_eq!(get_output("/text").await?["body"], "plain text");
+    assert_eq!(get_output("/bad-json").await?["body"], "not json");
+    let empty = get_output("/empty").await?;
+    assert_eq!((empty["status"].clone(), empty["body"].clone()), (json!(204), Value::Null));
+    Ok(())
+}
+
+#[tokio::test]
+async fn repeated_response_headers_are_joined() -> TestResult {
+    assert_eq!(get_output("/multi").await?["headers"]["x-multi"], "a, b");
+    Ok(())
+}
+
+#[tokio::test]
+async fn query_headers_body_and_idempotency_key_are_sent() -> TestResult {
+    let addr = server().await?;
+    let req = RenderedRequest {
+        method: Method::Post,
+        url: format!("http://{addr}/echo?fixed=1"),
+        query: BTreeMap::from([
+            ("email".into(), json!("a@b.com")),
+            ("n".into(), json!(5)),
+            ("obj".into(), json!({ "a": [1, 2] })),
+        ]),
+        headers: BTreeMap::from([("X-Custom".into(), json!("v")), ("x-num".into(), json!(42))]),
+        body: Some(json!({ "name": "Ada", "tags": ["x"] })),
+        timeout: Duration::from_secs(10),
+    };
+    let echo = send(&local_client()?, &req, "exec-1:step-a").await.map_err(|e| e.message)?["body"].clone();
+    assert_eq!(echo["method"], "POST");
+    let query: BTreeMap<String, String> =
+        url::form_urlencoded::parse(echo["query"].as_str().unwrap_or_default().as_bytes()).into_owned().collect();
+    let expected = [("email", "a@b.com"), ("fixed", "1"), ("n", "5"), ("obj", r#"{"a":[1,2]}"#)];
+    assert_eq!(query, expected.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+    assert_eq!(echo["headers"]["x-custom"], "v");
+    assert_eq!(echo["headers"]["x-num"], "42");
+    assert_eq!(echo["headers"]["idempotency-key"], "exec-1:step-a");
+    assert_eq!(echo["headers"]["content-type"], "application/json");
+    let body: Value = serde_json::from_str(echo["body"].as_str().unwrap_or_default())?;
+    assert_eq!(body, json!({ "name": "Ada", "tags": ["x"] }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn idempotency_key_set_by_the_step_is_kept() -> TestResult {
+    let addr = server().await?;
+    let mut req = get_request(format!("http://{addr}/echo"));
+    req.headers.insert("Idempotency-Key".into(), json!("mine"));
+    let output = send(&local_client()?, &req, "generated").await.map_err(|e| e.message)?;
+    assert_eq!(output["body"]["headers"]["idempotency-key"], "mine");
+    Ok(())
+}
+
+#[tokio::test]
+async fn not_found_is_terminal_with_status_and_body_in_details() -> TestResult {
+    let addr = server().await?;
+    let req = get_request(format!("http://{addr}/status/404?api_key=secret"));
+    let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
+    assert!(!error.retryable);
+    assert_eq!(error.message, format!("HTTP 404 Not Found from GET http://{addr}/status/404"));
+    let details = error.details.ok_or("no details")?;
+    assert_eq!(details["status"], 404);
+    assert_eq!(details["body"], json!({ "error": "nope" }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn server_errors_429_and_408_are_retryable() -> TestResult {
+    for (code, reason) in [
+        (503, "Service Unavailable"),
+        (429, "Too Many Requests"),
+        (408, "Request Timeout"),
+        (500, "Internal Server Error"),
+    ] {
+        let error = get_error(&format!("/status/{code}")).await?;
+        assert!(error.retryable, "{code}");
+        assert!(error.message.starts_with(&format!("HTTP {code} {reason} from GET http://")), "{}", error.message);
+    }
+    assert!(!get_error("/status/400").await?.retryable);
+    Ok(())
+}
+
+#[tokio::test]
+async fn timeout_is_retryable_and_names_the_timeout() -> TestResult {
+    let addr = server().await?;
+    let mut req = get_request(format!("http://{addr}/slow"));
+    req.timeout = Duration::from_millis(200);
+    let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
+    assert!(error.retryable);
+    assert_eq!(error.message, format!("GET http://{addr}/slow timed out after 200ms"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn connection_refused_is_retryable() -> TestResult {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let req = get_request(format!("http://127.0.0.1:{port}/x?token=abc"));
+    let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
+    assert!(error.retryable);
+    assert_eq!(error.message, format!("connection refused: GET http://127.0.0.1:{port}/x"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn oversized_response_body_fails_terminally() -> TestResult {
+    let error = get_error("/big").await?;
+    assert!(!error.retryable);
+    assert!(error.message.contains("larger than 5 MiB"), "{}", error.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn guard_blocks_are_terminal() -> TestResult {
+    let addr = server().await?;
+    let client = HttpClient::new(OutboundPolicy::default())?;
+    for url in [
+        format!("http://{addr}/json"),
+        format!("http://localhost:{}/json", addr.port()),
+        "http://169.254.169.254/latest/meta-data/".into(),
+    ] {
+        let error = send(&client, &get_request(url.clone()), "key").await.err().ok_or("expected an error")?;
+        assert!(!error.retryable, "{url}");
+        assert!(error.message.starts_with("blocked by the outbound network guard"), "{}", error.message);
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn invalid_url_and_headers_are_terminal_without_leaking_secrets() -> TestResult {
+    let client = local_client()?;
+    let error = send(&client, &get_request("https://user:pw@/x?token=abc".into()), "k")
+        .await
+        .err()
+        .ok_or("expected an error")?;
+    assert!(!error.retryable);
+    assert!(!error.message.contains("pw") && !error.message.contains("abc"), "{}", error.message);
+    assert!(send(&client, &get_request("ftp://example.com/".into()), "k").await.is_err_and(|e| !e.retryable));
+    let mut req = get_request("http://127.0.0.1:9/".into());
+    req.headers.insert("bad name".into(), json!("v"));
+    assert!(send(&client, &req, "k").await.is_err_and(|e| !e.retryable));
+    let mut req = get_request("http://127.0.0.1:9/".into());
+    req.headers.insert("authorization".into(), json!("Bearer s3cr3t\n"));
+    let error = send(&client, &req, "k").await.err().ok_or("expected an error")?;
+    assert!(!error.retryable && !error.message.contains("s3cr3t"), "{}", error.message);
+    Ok(())
+}
+
+#[test]
+fn input_record_redacts_sensitive_headers() {
+    let mut req = get_request("https://api.example.com/x".into());
+    for name in ["Authorization", "proxy-authorization", "Cookie", "x-api-key", "X-Auth-Token", "client-secret"] {
+        req.headers.insert(name.into(), json!("s3cr3t"));
+    }
+    req.headers.insert("accept".into(), json!("application/json"));
+    req.body = Some(json!({ "a": 1 }));
+    let record = req.input_record();
+    assert!(!record.to_string().contains("s3cr3t"));
+    assert_eq!(record["headers"]["Authorization"], REDACTED);
+    assert_eq!(record["headers"]["accept"], "application/json");
+    assert_eq!(record["method"], "GET");
+    assert_eq!(record["url"], "https://api.example.com/x");
+    assert_eq!(record["body"], json!({ "a": 1 }));
+    assert_eq!(record["timeout_ms"], 10_000);
+    assert_eq!(record["query"], json!({}));
+}
+
+#[test]
+fn urls_in_messages_lose_user_info_query_and_fragment() {
+    assert_eq!(display_raw_url("https://u:p@host/a?b=c#d"), "https://host/a");
+    assert_eq!(display_raw_url("no url?x"), "no url");
+    let url = Url::parse("https://u:p@host:8443/a/b?token=x#f").map_or(String::new(), |u| display_url(&u));
+    assert_eq!(url, "https://host:8443/a/b");
+}
+
+#[test]
+fn json_content_types_are_recognised() {
+    for ct in
+        ["application/json", "Application/JSON; charset=utf-8", "application/problem+json", "application/vnd.api+json"]
+    {
+        assert!(is_json_content_type(ct), "{ct}");
+    }
+    for ct in ["text/plain", "text/json-ish", "+json", "application/jsonp"] {
+        assert!(!is_json_content_type(ct), "{ct}");
+    }
+}
