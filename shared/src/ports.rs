@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::Bytes;
 
 use crate::model::Workflow;
-use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
+use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +20,9 @@ pub enum StoreError {
     /// A write that must create something found it already there.
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// The data is over a size limit; retrying will not help.
+    #[error("too large: {0}")]
+    TooLarge(String),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,14 +94,22 @@ pub trait ExecutionStore: Send + Sync {
     async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError>;
     /// By id alone; callers check `project_id` before showing it to anyone.
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError>;
-    /// Moves a running execution to `status` (and records `error`, `ended_at`). Returns false,
-    /// changing nothing, if it was not running any more: only the first finish counts.
+    /// Moves a running or waiting execution to `status` (and records `error`, `ended_at`).
+    /// Returns false, changing nothing, if it had ended already: only the first finish counts.
     async fn finish_execution(
         &self,
         execution_id: &str,
         status: ExecutionStatus,
         error: Option<&ExecutionError>,
         ended_at: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// Moves the execution from `from` to `to` (running ⇄ waiting, for Delay steps). Returns
+    /// false, changing nothing, when it was not in `from`.
+    async fn set_execution_status(
+        &self,
+        execution_id: &str,
+        from: ExecutionStatus,
+        to: ExecutionStatus,
     ) -> Result<bool, StoreError>;
     /// Records one attempt of one step, keyed by (execution, step, attempt). First writer wins:
     /// a redelivered message gets back the attempt recorded before it.
@@ -118,9 +130,29 @@ pub trait ExecutionStore: Send + Sync {
     async fn get_response(&self, execution_id: &str) -> Result<Option<SettledResponse>, StoreError>;
 }
 
+/// The largest file a step can produce or a Response step can send.
+pub const MAX_FILE_BYTES: usize = 5 * 1024 * 1024;
+
+/// Files produced by steps (binary HTTP responses...), scoped to one execution.
+#[async_trait]
+pub trait FileStore: Send + Sync {
+    /// Stores `bytes` (at most [`MAX_FILE_BYTES`], else `TooLarge`) as a file of the
+    /// execution and returns its file object (`data` = `sluice-file:<new id>`).
+    async fn put_file(
+        &self,
+        execution_id: &str,
+        name: &str,
+        mime_type: &str,
+        bytes: Bytes,
+    ) -> Result<FileObject, StoreError>;
+    /// The bytes of `file`, only if it is a file of `execution_id` (None otherwise: a file
+    /// object copied into another execution's data never reads another execution's file).
+    async fn get_file(&self, execution_id: &str, file: &FileObject) -> Result<Option<Bytes>, StoreError>;
+}
+
 /// Everything the runtime stores.
-pub trait Store: ProjectStore + WorkflowStore + ExecutionStore {}
-impl<T: ProjectStore + WorkflowStore + ExecutionStore> Store for T {}
+pub trait Store: ProjectStore + WorkflowStore + ExecutionStore + FileStore {}
+impl<T: ProjectStore + WorkflowStore + ExecutionStore + FileStore> Store for T {}
 
 /// The two queues: step messages for the step runner, deadline messages for the response waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

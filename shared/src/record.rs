@@ -26,14 +26,22 @@ pub fn format_timestamp(t: &Timestamp) -> String {
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
     Running,
+    /// Running, but its next step waits for a Delay step's time to come.
+    Waiting,
     Succeeded,
     Failed,
 }
 
 impl ExecutionStatus {
+    /// Succeeded or failed: nothing more happens to the execution.
+    pub fn is_ended(self) -> bool {
+        matches!(self, ExecutionStatus::Succeeded | ExecutionStatus::Failed)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             ExecutionStatus::Running => "running",
+            ExecutionStatus::Waiting => "waiting",
             ExecutionStatus::Succeeded => "succeeded",
             ExecutionStatus::Failed => "failed",
         }
@@ -87,15 +95,19 @@ pub struct StepError {
     /// Extra facts, e.g. `{ "status": 503, "body": ... }` for an HTTP failure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub details: Option<Value>,
+    /// The least time to wait before retrying, when the failure said so (HTTP `Retry-After`),
+    /// in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
 }
 
 impl StepError {
     pub fn terminal(message: impl Into<String>) -> Self {
-        StepError { message: message.into(), retryable: false, details: None }
+        StepError { message: message.into(), retryable: false, details: None, retry_after_ms: None }
     }
 
     pub fn retryable(message: impl Into<String>) -> Self {
-        StepError { message: message.into(), retryable: true, details: None }
+        StepError { message: message.into(), retryable: true, details: None, retry_after_ms: None }
     }
 
     pub fn with_details(mut self, details: Value) -> Self {
@@ -117,6 +129,31 @@ pub struct StepAttempt {
     pub error: Option<StepError>,
     pub started_at: Timestamp,
     pub ended_at: Timestamp,
+    /// What the step printed (a Function step's `console.log`), in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub logs: Vec<String>,
+}
+
+/// A file produced by a step (a binary HTTP response, ...), as it appears in outputs:
+/// `{ "name", "mimeType", "size", "data": "sluice-file:<id>" }`. The bytes live in the
+/// `FileStore`, scoped to the execution, never inline in queue messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileObject {
+    pub name: String,
+    pub mime_type: String,
+    pub size: u64,
+    /// `sluice-file:<id>`.
+    pub data: String,
+}
+
+impl FileObject {
+    pub const DATA_PREFIX: &'static str = "sluice-file:";
+
+    /// The file id inside `data`, if `data` is a file reference.
+    pub fn id(&self) -> Option<&str> {
+        self.data.strip_prefix(Self::DATA_PREFIX)
+    }
 }
 
 /// The answer a Response step produced.
@@ -126,6 +163,9 @@ pub struct HttpResponse {
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub body: Value,
+    /// A file answer: sent as raw bytes with the file's MIME type (`body` is then null).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<FileObject>,
 }
 
 /// What a synchronous caller gets; whatever is settled first wins.

@@ -84,7 +84,7 @@ impl Runner {
         let Some(execution) = store.get_execution(&message.execution_id).await? else {
             return Err(RunError::Poison(format!("no execution `{}`", message.execution_id)));
         };
-        if execution.status != ExecutionStatus::Running {
+        if execution.status.is_ended() {
             tracing::debug!(execution = %execution.id, "execution already ended; message dropped");
             return Ok(());
         }
@@ -165,7 +165,7 @@ impl Runner {
         let Some(execution) = self.runtime.store.get_execution(&message.execution_id).await? else {
             return Ok(());
         };
-        if execution.status != ExecutionStatus::Running {
+        if execution.status.is_ended() {
             return Ok(());
         }
         let error = ExecutionError { step: Some(message.step.clone()), message: reason };
@@ -191,7 +191,7 @@ fn ended_response(execution: &Execution, status: ExecutionStatus, error: Option<
         }),
     };
     let status = if status == ExecutionStatus::Failed { 500 } else { 200 };
-    HttpResponse { status, headers: Default::default(), body }
+    HttpResponse { status, headers: Default::default(), body, file: None }
 }
 
 /// The dynamic variables a step sees: the trigger, earlier steps' outputs and errors (the

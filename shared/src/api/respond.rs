@@ -55,9 +55,12 @@ pub fn timeout_body(execution: &Execution) -> Value {
 pub fn settled_summary(execution: &Execution, settled: &SettledResponse) -> HttpResponse {
     match settled {
         SettledResponse::Step { response, .. } | SettledResponse::WorkflowEnded { response, .. } => response.clone(),
-        SettledResponse::TimedOut { .. } => {
-            HttpResponse { status: TIMEOUT_STATUS, headers: Default::default(), body: timeout_body(execution) }
-        }
+        SettledResponse::TimedOut { .. } => HttpResponse {
+            status: TIMEOUT_STATUS,
+            headers: Default::default(),
+            body: timeout_body(execution),
+            file: None,
+        },
     }
 }
 

@@ -43,6 +43,7 @@ fn attempt(step: &str, n: u32, started_at: Timestamp, output: serde_json::Value)
         error: None,
         started_at,
         ended_at: at_ms(started_at.timestamp_millis() + 250),
+        logs: vec![format!("attempt {n}")],
     }
 }
 /// A created execution reads back equal; a duplicate create is `AlreadyExists`.
@@ -164,6 +165,7 @@ pub async fn case_settle_response_first_wins(store: &dyn Store) {
             status: 201,
             headers: BTreeMap::from([("x-id".to_string(), "7".to_string())]),
             body: json!({ "ok": true }),
+            file: None,
         },
         at: now(),
     };
@@ -196,7 +198,7 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
     assert_eq!((got.started_at, got.ended_at), (a.started_at, a.ended_at));
 
     let settled = SettledResponse::WorkflowEnded {
-        response: HttpResponse { status: 500, headers: BTreeMap::new(), body: json!("failed") },
+        response: HttpResponse { status: 500, headers: BTreeMap::new(), body: json!("failed"), file: None },
         at: at_ms(1_764_000_002_003),
     };
     store.settle_response(&e.id, &settled).await.expect("settle");

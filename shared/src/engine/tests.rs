@@ -116,7 +116,7 @@ fn retrying(retries: u32, delay: &str, continue_on_failure: bool) -> Workflow {
 }
 
 fn failed(retryable: bool) -> Outcome {
-    Outcome::Failed(StepError { message: "HTTP 503".into(), retryable, details: None })
+    Outcome::Failed(StepError { message: "HTTP 503".into(), retryable, details: None, retry_after_ms: None })
 }
 
 #[test]

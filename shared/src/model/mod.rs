@@ -5,6 +5,7 @@
 //! themselves are lenient about unknown keys because [`load`] already rejected them.
 
 pub mod duration;
+pub mod kinds;
 pub mod load;
 pub mod schema;
 
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use duration::DurationSpec;
+pub use kinds::{BodyType, DelayStep, FanOutStep, FunctionStep, Pagination, RequestAuth};
 
 /// One workflow: a trigger and the steps it runs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -123,6 +125,9 @@ pub enum StepKind {
     Request(RequestStep),
     Conditional(ConditionalStep),
     Response(ResponseStep),
+    Function(FunctionStep),
+    FanOut(FanOutStep),
+    Delay(DelayStep),
 }
 
 impl StepKind {
@@ -131,6 +136,18 @@ impl StepKind {
             StepKind::Request(_) => "request",
             StepKind::Conditional(_) => "conditional",
             StepKind::Response(_) => "response",
+            StepKind::Function(_) => "function",
+            StepKind::FanOut(_) => "fan_out",
+            StepKind::Delay(_) => "delay",
+        }
+    }
+
+    /// The lists of steps nested in this step: a conditional's branches, a fan-out's branch.
+    pub fn nested(&self) -> Vec<&[Step]> {
+        match self {
+            StepKind::Conditional(c) => vec![&c.then, &c.otherwise],
+            StepKind::FanOut(f) => vec![&f.steps],
+            _ => Vec::new(),
         }
     }
 }
@@ -168,12 +185,22 @@ pub struct RequestStep {
     pub query: BTreeMap<String, Value>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Value>,
-    /// Sent as JSON.
+    /// Encoded as `body_type` says (JSON by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub body_type: BodyType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<RequestAuth>,
     /// Whole-request timeout (default 30s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<DurationSpec>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pagination: Option<Pagination>,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// Branches on a condition; after the branch the flow continues below the conditional.
@@ -244,6 +271,10 @@ pub struct ResponseStep {
     /// JSON body (a string body is sent as `text/plain`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// A file object (`{{steps.x.output.file}}`), answered as raw bytes with its MIME type;
+    /// instead of `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<Value>,
 }
 
 fn default_status() -> Value {
@@ -254,11 +285,7 @@ impl Workflow {
     /// Whether any step (in any branch) is a Response step: the caller then waits for it.
     pub fn has_response_step(&self) -> bool {
         fn any(steps: &[Step]) -> bool {
-            steps.iter().any(|s| match &s.kind {
-                StepKind::Response(_) => true,
-                StepKind::Conditional(c) => any(&c.then) || any(&c.otherwise),
-                StepKind::Request(_) => false,
-            })
+            steps.iter().any(|s| matches!(s.kind, StepKind::Response(_)) || s.kind.nested().into_iter().any(any))
         }
         any(&self.steps)
     }
@@ -269,9 +296,8 @@ impl Workflow {
         fn walk<'a>(steps: &'a [Step], out: &mut Vec<&'a str>) {
             for s in steps {
                 out.push(&s.id);
-                if let StepKind::Conditional(c) = &s.kind {
-                    walk(&c.then, out);
-                    walk(&c.otherwise, out);
+                for nested in s.kind.nested() {
+                    walk(nested, out);
                 }
             }
         }
@@ -287,9 +313,7 @@ impl Workflow {
                 if s.id == id {
                     return Some(s);
                 }
-                if let StepKind::Conditional(c) = &s.kind
-                    && let Some(found) = find(&c.then, id).or_else(|| find(&c.otherwise, id))
-                {
+                if let Some(found) = s.kind.nested().into_iter().find_map(|list| find(list, id)) {
                     return Some(found);
                 }
             }

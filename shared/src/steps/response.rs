@@ -73,5 +73,5 @@ fn render(step: &ResponseStep, ctx: &Value) -> Result<HttpResponse, StepError> {
         headers.insert(name.to_ascii_lowercase(), text);
     }
     let body = step.body.as_ref().map(render).transpose()?.unwrap_or(Value::Null);
-    Ok(HttpResponse { status, headers, body })
+    Ok(HttpResponse { status, headers, body, file: None })
 }

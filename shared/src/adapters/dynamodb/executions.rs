@@ -23,6 +23,7 @@ fn item(attributes: Vec<(&str, AttributeValue)>) -> Item {
 fn parse_status(text: &str) -> Result<ExecutionStatus, StoreError> {
     match text {
         "running" => Ok(ExecutionStatus::Running),
+        "waiting" => Ok(ExecutionStatus::Waiting),
         "succeeded" => Ok(ExecutionStatus::Succeeded),
         "failed" => Ok(ExecutionStatus::Failed),
         other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
@@ -89,6 +90,30 @@ impl ExecutionStore for DynamoStore {
         item.as_ref().map(decode_execution).transpose()
     }
 
+    async fn set_execution_status(
+        &self,
+        execution_id: &str,
+        from: ExecutionStatus,
+        to: ExecutionStatus,
+    ) -> Result<bool, StoreError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(execution_pk(execution_id)))
+            .key("sk", s(EXECUTION_SK))
+            .condition_expression("#status = :from")
+            .update_expression("SET #status = :to")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":from", s(from.as_str()))
+            .expression_attribute_values(":to", s(to.as_str()));
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
     async fn finish_execution(
         &self,
         execution_id: &str,
@@ -102,10 +127,11 @@ impl ExecutionStore for DynamoStore {
             .table_name(&self.table)
             .key("pk", s(execution_pk(execution_id)))
             .key("sk", s(EXECUTION_SK))
-            .condition_expression("#status = :running")
+            .condition_expression("#status IN (:running, :waiting)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#error", "error")
             .expression_attribute_values(":running", s(ExecutionStatus::Running.as_str()))
+            .expression_attribute_values(":waiting", s(ExecutionStatus::Waiting.as_str()))
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":ended_at", ms(&ended_at));
         let update = match error {

@@ -10,6 +10,7 @@
 //! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB.
 
 mod executions;
+mod files;
 mod workflows;
 
 use std::collections::HashMap;

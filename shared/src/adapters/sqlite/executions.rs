@@ -15,6 +15,7 @@ use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse,
 fn parse_execution_status(text: &str) -> Result<ExecutionStatus, StoreError> {
     match text {
         "running" => Ok(ExecutionStatus::Running),
+        "waiting" => Ok(ExecutionStatus::Waiting),
         "succeeded" => Ok(ExecutionStatus::Succeeded),
         "failed" => Ok(ExecutionStatus::Failed),
         other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
@@ -68,6 +69,7 @@ fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
         ended_at: from_ms(ended_at)?,
         step,
         attempt,
+        logs: Vec::new(), // TODO(files helper): persist logs
     })
 }
 
@@ -201,8 +203,27 @@ impl ExecutionStore for Sqlite {
             let changed = conn
                 .execute(
                     "UPDATE executions SET status = ?2, error = ?3, ended_at_ms = ?4
-                     WHERE id = ?1 AND status = 'running'",
+                     WHERE id = ?1 AND status IN ('running', 'waiting')",
                     params![execution_id, status.as_str(), error, to_ms(&ended_at)],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn set_execution_status(
+        &self,
+        execution_id: &str,
+        from: ExecutionStatus,
+        to: ExecutionStatus,
+    ) -> Result<bool, StoreError> {
+        let execution_id = execution_id.to_string();
+        self.call(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE executions SET status = ?3 WHERE id = ?1 AND status = ?2",
+                    params![execution_id, from.as_str(), to.as_str()],
                 )
                 .map_err(backend)?;
             Ok(changed == 1)

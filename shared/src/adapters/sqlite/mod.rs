@@ -8,6 +8,7 @@
 //! round-trips exactly.
 
 mod executions;
+mod files;
 mod queue;
 mod workflows;
 
