@@ -441,7 +441,7 @@ async fn redelivered_step_message_does_not_rerun_the_step(stack: &TestStack) {
 
     // SQS delivers at least once: the same message again, handled to completion.
     let runner = Runner::new(stack.runtime.clone());
-    let duplicate = StepMessage { execution_id: id.clone(), step: "call".into(), attempt: 1 }.to_json();
+    let duplicate = StepMessage::first(&id, "call").to_json();
     runner.handle(&duplicate, 2).await.expect("duplicate handled");
     assert_eq!(api.calls(&key), 1, "the recorded step ran again");
 
@@ -455,7 +455,7 @@ async fn redelivered_step_message_does_not_rerun_the_step(stack: &TestStack) {
     execution.ended_at = None;
     store.create_execution(&execution).await.expect("create");
     store.record_step(&execution.id, &recorded[0]).await.expect("record");
-    let message = StepMessage { execution_id: execution.id.clone(), step: "call".into(), attempt: 1 }.to_json();
+    let message = StepMessage::first(&execution.id, "call").to_json();
     runner.handle(&message, 1).await.expect("handled");
     runner.handle(&message, 2).await.expect("handled again");
     assert_eq!(api.calls(&key), 1, "a recorded step ran again");

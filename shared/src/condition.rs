@@ -7,7 +7,7 @@
 //! silently turns a type mismatch into `false` (except where documented below, e.g.
 //! `is_true` of a non-boolean).
 
-mod time;
+pub mod time;
 
 use regex::Regex;
 use serde_json::Value;

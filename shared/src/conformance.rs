@@ -1,6 +1,6 @@
 //! The conformance suites every adapter must pass: [`store_suite`] for `Store` and
 //! [`queue_suite`] for `Queue`, each a list of `pub async fn case_*` taking the trait object (in
-//! [`projects`], [`executions`] and [`queue`])
+//! [`projects`], [`executions`], [`files`] and [`queue`])
 //! (run them one by one to narrow a failure down). Cases assert by panicking: this is test code.
 //!
 //! Invariants: store cases use fresh uuid ids, so they can share one table or database with
@@ -21,8 +21,13 @@
 //!   accept or refuse one. Never rely on acking with an old receipt.
 //! - Consistency: DynamoDB reads are all strongly consistent, so both stores read their own
 //!   writes at once, as these cases require.
+//! - Files: SQLite keeps a file in one row; DynamoDB splits it into 300 KiB chunk items and
+//!   writes a manifest item last, so a file that failed half-way is invisible. Both take
+//!   exactly `MAX_FILE_BYTES` and refuse one byte more, and both read a file only through the
+//!   execution it was stored for.
 
 pub mod executions;
+pub mod files;
 pub mod projects;
 pub mod queue;
 
@@ -43,6 +48,13 @@ pub async fn store_suite(store: &dyn Store) {
     executions::case_list_steps_is_ordered_and_complete(store).await;
     executions::case_settle_response_first_wins(store).await;
     executions::case_timestamps_round_trip_to_the_millisecond(store).await;
+    executions::case_step_logs_round_trip(store).await;
+    executions::case_set_execution_status_moves_only_from_the_given_status(store).await;
+    files::case_file_round_trips(store).await;
+    files::case_file_over_the_limit_is_too_large(store).await;
+    files::case_file_is_scoped_to_its_execution(store).await;
+    files::case_unknown_or_forged_file_is_none(store).await;
+    files::case_files_of_one_execution_are_independent(store).await;
 }
 
 /// Runs every queue case against `queue`, whose two queues must be empty and unshared.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde_json::Value;
 
 use crate::model::Workflow;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
@@ -150,9 +151,38 @@ pub trait FileStore: Send + Sync {
     async fn get_file(&self, execution_id: &str, file: &FileObject) -> Result<Option<Bytes>, StoreError>;
 }
 
+/// The most items one fan-out may have.
+pub const MAX_FAN_OUT_ITEMS: usize = 10_000;
+
+/// Step records by key, and the join of fan-out branches. A *step key* is the step id, plus
+/// `@` and the dot-separated branch indexes of its enclosing fan-outs when it runs inside
+/// one (`notify@3`, `leaf@3.5`); a *fan-out key* is the step key of the fan-out step.
+#[async_trait]
+pub trait FanOutStore: Send + Sync {
+    /// The attempt of `step_key` with the highest attempt number, if any.
+    async fn latest_step(&self, execution_id: &str, step_key: &str) -> Result<Option<StepAttempt>, StoreError>;
+    /// Keeps the items of a fan-out (so that branches started later find theirs). Calling it
+    /// again with the same items is harmless.
+    async fn put_fan_out_items(&self, execution_id: &str, fan_out_key: &str, items: &[Value]) -> Result<(), StoreError>;
+    /// Item `index` of a fan-out, as kept by `put_fan_out_items`.
+    async fn fan_out_item(&self, execution_id: &str, fan_out_key: &str, index: u32) -> Result<Option<Value>, StoreError>;
+    /// Counts branch `index` as done with `result`, once: a repeated call for the same branch
+    /// (a redelivery) changes nothing and keeps the first result. Returns how many distinct
+    /// branches of the fan-out are done after this call.
+    async fn complete_branch(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        index: u32,
+        result: &Value,
+    ) -> Result<u32, StoreError>;
+    /// The result of every done branch, in index order.
+    async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError>;
+}
+
 /// Everything the runtime stores.
-pub trait Store: ProjectStore + WorkflowStore + ExecutionStore + FileStore {}
-impl<T: ProjectStore + WorkflowStore + ExecutionStore + FileStore> Store for T {}
+pub trait Store: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore {}
+impl<T: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore> Store for T {}
 
 /// The two queues: step messages for the step runner, deadline messages for the response waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -80,7 +80,7 @@ pub(super) async fn handle(
     }
     let give_up_at = Instant::now() + timeout + Duration::from_secs(1);
     let settled = wait_for_response(runtime, &execution.id, give_up_at).await?;
-    Ok(settled_to_http(&execution, &settled))
+    Ok(settled_to_http(runtime.store.as_ref(), &execution, &settled).await)
 }
 
 async fn enqueue_start(
@@ -94,12 +94,16 @@ async fn enqueue_start(
         runtime.queue.send(QueueName::Responses, Outgoing { body, delay }).await?;
     }
     match engine::start(workflow) {
-        Effect::RunStep { step, attempt, delay } => {
-            let body = StepMessage { execution_id: execution.id.clone(), step, attempt }.to_json();
-            runtime.queue.send(QueueName::Steps, Outgoing { body, delay }).await?;
-        }
         Effect::Finish { status, error } => {
             runtime.store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
+        }
+        Effect::RunStep { step, .. } => {
+            let body = StepMessage::first(&execution.id, &step).to_json();
+            runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
+        }
+        // The first effect of an execution is to run its first step or to end.
+        Effect::BranchDone { .. } | Effect::BranchFailed { .. } => {
+            return Err(ApiError::Internal("the engine did not start the execution".into()));
         }
     }
     Ok(())

@@ -15,7 +15,7 @@ const OFFSET_FORMATS: [&str; 4] =
 const NAIVE_FORMATS: [&str; 4] = ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"];
 
 /// The instant `value` denotes, if it is a timestamp in one of the accepted forms.
-pub(super) fn parse_timestamp(value: &Value) -> Option<DateTime<Utc>> {
+pub fn parse_timestamp(value: &Value) -> Option<DateTime<Utc>> {
     match value {
         Value::Number(n) => from_epoch(n.as_f64()?),
         Value::String(text) => parse_text(text.trim()),

@@ -204,3 +204,58 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
     store.settle_response(&e.id, &settled).await.expect("settle");
     assert_eq!(store.get_response(&e.id).await.expect("get"), Some(settled));
 }
+
+/// Logs read back in order, as written, through `get_step`, `list_steps` and a losing
+/// `record_step`; an attempt without logs reads back without logs.
+pub async fn case_step_logs_round_trip(store: &dyn Store) {
+    let execution_id = unique("e");
+    let started = now();
+    let mut logged = attempt("transform", 1, started, json!({ "ok": true }));
+    logged.logs = vec![
+        "first line".into(),
+        String::new(),
+        "ünïcødé ✓ \"quoted\" \\ back\nsecond line\ttab".into(),
+        "x".repeat(10_000),
+    ];
+    // Its output is JSON null, which must not read back as no output (templates differ).
+    let mut silent = attempt("notify", 1, at_ms(started.timestamp_millis() + 1), json!(null));
+    silent.logs = Vec::new();
+    for a in [&logged, &silent] {
+        assert_eq!(store.record_step(&execution_id, a).await.expect("record"), FirstWrite::Written);
+        assert_eq!(store.get_step(&execution_id, &a.step, 1).await.expect("get step").as_ref(), Some(a));
+    }
+    assert_eq!(store.list_steps(&execution_id).await.expect("list"), vec![logged.clone(), silent]);
+
+    let redelivered = StepAttempt { logs: vec!["another run".into()], ..logged.clone() };
+    let second = store.record_step(&execution_id, &redelivered).await.expect("record again");
+    assert_eq!(second, FirstWrite::Existing(logged), "the first attempt's logs win");
+}
+
+/// running ⇄ waiting moves only from the stated status; a waiting execution can finish; an
+/// ended or unknown execution moves no more.
+pub async fn case_set_execution_status_moves_only_from_the_given_status(store: &dyn Store) {
+    use ExecutionStatus::{Running, Succeeded, Waiting};
+    let e = execution(&unique("e"));
+    store.create_execution(&e).await.expect("create execution");
+    let status = async |id: &str| store.get_execution(id).await.expect("get").expect("exists");
+
+    assert!(store.set_execution_status(&e.id, Running, Waiting).await.expect("to waiting"));
+    assert_eq!(status(&e.id).await, Execution { status: Waiting, ..e.clone() }, "only the status changed");
+    let again = store.set_execution_status(&e.id, Running, Waiting).await.expect("from running again");
+    assert!(!again, "it is not running any more");
+    assert_eq!(status(&e.id).await.status, Waiting);
+    assert!(store.set_execution_status(&e.id, Waiting, Running).await.expect("back to running"));
+    assert!(store.set_execution_status(&e.id, Running, Waiting).await.expect("waiting again"));
+
+    let ended = at_ms(e.started_at.timestamp_millis() + 60_001);
+    assert!(store.finish_execution(&e.id, Succeeded, None, ended).await.expect("finish while waiting"));
+    let finished = status(&e.id).await;
+    assert_eq!((finished.status, finished.ended_at), (Succeeded, Some(ended)));
+    assert!(!store.set_execution_status(&e.id, Waiting, Running).await.expect("after finish"));
+    assert!(!store.set_execution_status(&e.id, Running, Waiting).await.expect("after finish"));
+    assert_eq!(status(&e.id).await, finished, "an ended execution stays ended");
+
+    let unknown = unique("e");
+    assert!(!store.set_execution_status(&unknown, Running, Waiting).await.expect("unknown"));
+    assert_eq!(store.get_execution(&unknown).await.expect("get unknown"), None, "nothing was created");
+}

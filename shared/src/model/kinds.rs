@@ -14,7 +14,8 @@ use super::{DurationSpec, Step};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FunctionStep {
     /// The source of the function, e.g. `function (parameters, libraries) { return 1; }` or
-    /// `(parameters, { lodash }) => ...`.
+    /// `(parameters, { lodash }) => ...`. Not templated; at most 100 KB.
+    #[schemars(length(min = 1, max = 102400))]
     pub code: String,
     /// Templated, then passed as the first argument.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -24,6 +25,7 @@ pub struct FunctionStep {
     pub time_limit: Option<DurationSpec>,
     /// Memory the function may use, in MB (default 64, at most 512).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 512))]
     pub memory_limit_mb: Option<u32>,
 }
 
@@ -31,17 +33,21 @@ pub struct FunctionStep {
 /// last step output, in input order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct FanOutStep {
-    /// A `{{...}}` expression giving an array.
+    /// Exactly one `{{...}}` expression giving an array (at most 10,000 items), e.g.
+    /// `{{steps.list.output.body.items}}`.
+    #[schemars(with = "String")]
     pub over: Value,
     pub steps: Vec<Step>,
-    /// At most this many branches run at once (default: all).
+    /// At most this many branches run at once (default: all), 1–1000.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
     pub concurrency: Option<u32>,
 }
 
 /// Waits without holding a function: `for` a duration or `until` a timestamp (one of them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DelayStep {
+    /// How long to wait, at most 366 days (e.g. `15m`, `2h`, `7d`).
     #[serde(default, rename = "for", skip_serializing_if = "Option::is_none")]
     pub duration: Option<DurationSpec>,
     /// ISO 8601 timestamp or epoch seconds/milliseconds; may be a `{{...}}` expression.
@@ -84,12 +90,14 @@ pub enum Pagination {
         cursor: String,
         param: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1000))]
         max_pages: Option<u32>,
     },
     /// Follows the `Link: <...>; rel="next"` response header.
     Link {
         items: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1000))]
         max_pages: Option<u32>,
     },
     /// Sends `param` = start, start+1, ... until a page has fewer than `page_size` items
@@ -101,8 +109,10 @@ pub enum Pagination {
         #[serde(default = "default_start")]
         start: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1))]
         page_size: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1000))]
         max_pages: Option<u32>,
     },
     /// Sends `param` = 0, limit, 2×limit, ... and `limit_param` = limit, until a page has
@@ -113,8 +123,10 @@ pub enum Pagination {
         param: String,
         #[serde(default = "default_limit_param")]
         limit_param: String,
+        #[schemars(range(min = 1))]
         limit: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1000))]
         max_pages: Option<u32>,
     },
 }

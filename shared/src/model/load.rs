@@ -182,4 +182,10 @@ fn without_location(message: &str, line: usize, column: usize) -> String {
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_docs;
+#[cfg(test)]
+mod tests_fan_out;
+#[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_kinds;

@@ -51,12 +51,62 @@ mod tests {
     #[test]
     fn schema_mentions_every_step_type_and_operator() {
         let text = workflow_schema().to_string();
-        for step_type in ["\"request\"", "\"conditional\"", "\"response\""] {
-            assert!(text.contains(step_type), "schema lacks step type {step_type}");
+        for step_type in ["request", "conditional", "response", "function", "fan_out", "delay"] {
+            assert!(text.contains(&format!("\"{step_type}\"")), "schema lacks step type {step_type}");
         }
         for op in crate::condition::ALL_OPERATORS {
             let name = crate::condition::op_name(op);
             assert!(text.contains(&format!("\"{name}\"")), "schema lacks operator {name}");
         }
+    }
+
+    #[test]
+    fn schema_mentions_the_request_options_and_the_new_steps_keys() {
+        let text = workflow_schema().to_string();
+        let words = [
+            // body types, auth types, pagination styles
+            "json",
+            "form",
+            "multipart",
+            "raw",
+            "basic",
+            "bearer",
+            "cursor",
+            "link",
+            "page",
+            "offset",
+            // keys
+            "body_type",
+            "auth",
+            "pagination",
+            "items",
+            "max_pages",
+            "limit_param",
+            "page_size",
+            "file",
+            "code",
+            "parameters",
+            "time_limit",
+            "memory_limit_mb",
+            "over",
+            "concurrency",
+            "for",
+            "until",
+        ];
+        for word in words {
+            assert!(text.contains(&format!("\"{word}\"")), "schema lacks {word}");
+        }
+    }
+
+    #[test]
+    fn schema_states_the_ranges_of_the_new_numbers() {
+        let schema = workflow_schema();
+        let defs = &schema["$defs"];
+        let function = &defs["FunctionStep"]["properties"];
+        assert_eq!(function["memory_limit_mb"]["maximum"], 512);
+        assert_eq!(function["code"]["maxLength"], 102_400);
+        let fan_out = &defs["FanOutStep"]["properties"];
+        assert_eq!(fan_out["concurrency"]["maximum"], 1000);
+        assert_eq!(fan_out["over"]["type"], "string");
     }
 }

@@ -3,6 +3,7 @@
 //! next (that is the engine's job). Templating errors fail the attempt terminally.
 
 pub mod request;
+mod delay;
 mod response;
 
 use std::time::Duration;
@@ -35,7 +36,8 @@ pub async fn execute(runtime: &Runtime, execution: &Execution, step: &Step, atte
             (input, result)
         }
         StepKind::Response(response) => response::run(runtime, execution, response, ctx).await,
-        StepKind::Function(_) | StepKind::FanOut(_) | StepKind::Delay(_) => {
+        StepKind::Delay(delay) => delay::run(delay, ctx),
+        StepKind::Function(_) | StepKind::FanOut(_) => {
             let message = format!("`{}` steps are not supported by this version", step.kind.type_name());
             (Value::Null, Err(StepError::terminal(message)))
         }
@@ -59,7 +61,7 @@ pub async fn execute(runtime: &Runtime, execution: &Execution, step: &Step, atte
 
 /// Keeps an attempt within [`MAX_RECORD_BYTES`]: an oversized one fails (terminally) without
 /// its output, and an oversized input is replaced by its size.
-fn within_record_limit(mut attempt: StepAttempt) -> StepAttempt {
+pub fn within_record_limit(mut attempt: StepAttempt) -> StepAttempt {
     let size = json_size(&attempt);
     if size <= MAX_RECORD_BYTES {
         return attempt;
@@ -93,7 +95,9 @@ async fn run_request(
         Err(error) => return (Value::Null, Err(error)),
     };
     let idempotency_key = format!("{}:{}", execution.id, step.id);
-    let result = request::send(&runtime.http, &rendered, &idempotency_key).await;
+    let files: &dyn crate::ports::FileStore = runtime.store.as_ref();
+    let options = request::SendOptions::default();
+    let result = request::send(&runtime.http, files, &execution.id, &rendered, &idempotency_key, &options).await;
     (rendered.input_record(), result)
 }
 
@@ -102,9 +106,25 @@ fn render_request(step: &RequestStep, ctx: &Value) -> Result<request::RenderedRe
     let render_map = |map: &std::collections::BTreeMap<String, Value>| {
         map.iter().map(|(k, v)| Ok((k.clone(), render(v)?))).collect::<Result<_, StepError>>()
     };
+    // Credentials: text, numbers and booleans as text; the value never appears in a message.
+    let credential = |field: &str, value: &Value| match render(value)? {
+        Value::String(text) => Ok(text),
+        value @ (Value::Number(_) | Value::Bool(_)) => Ok(value.to_string()),
+        other => Err(StepError::terminal(format!("`auth.{field}` must be text, got {}", template::kind(&other)))),
+    };
     let url = match render(&Value::String(step.url.clone()))? {
         Value::String(url) => url,
         other => return Err(StepError::terminal(format!("`url` must be text, got {other}"))),
+    };
+    let auth = match &step.auth {
+        None => None,
+        Some(crate::model::RequestAuth::Basic { username, password }) => Some(request::RenderedAuth::Basic {
+            username: credential("username", username)?,
+            password: credential("password", password)?,
+        }),
+        Some(crate::model::RequestAuth::Bearer { token }) => {
+            Some(request::RenderedAuth::Bearer { token: credential("token", token)? })
+        }
     };
     Ok(request::RenderedRequest {
         method: step.method,
@@ -112,7 +132,10 @@ fn render_request(step: &RequestStep, ctx: &Value) -> Result<request::RenderedRe
         query: render_map(&step.query)?,
         headers: render_map(&step.headers)?,
         body: step.body.as_ref().map(render).transpose()?,
+        body_type: step.body_type,
+        auth,
         timeout: step.timeout.as_ref().map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.duration()),
+        pagination: step.pagination.clone(),
     })
 }
 

@@ -3,11 +3,14 @@
 //!
 //! Invariants: step attempts and the response are created once (`attribute_not_exists(pk)`)
 //! and never updated, so a redelivered step message reads back the attempt recorded first
-//! instead of overwriting it; the execution item leaves `running` through one UpdateItem
-//! conditioned on `#status = :running`, so exactly one finish wins.
+//! instead of overwriting it; the execution item ends through one UpdateItem conditioned on
+//! `#status IN (:running, :waiting)` and moves between running and waiting through one
+//! conditioned on `#status = :from`, so exactly one finish wins. A step item holds the JSON of
+//! the whole attempt plus `output_null` when its output is JSON null, so that reads back too.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
 
 use super::{
     DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_json, get_n, get_opt_json,
@@ -46,10 +49,23 @@ fn decode_execution(item: &Item) -> Result<Execution, StoreError> {
     })
 }
 
+/// Marks a step item whose output is JSON `null`: the JSON record alone reads that back as no
+/// output at all (`"output": null` either way), which templates see differently.
+const OUTPUT_NULL: &str = "output_null";
+
+/// The attempt in a step item (its `record`, and [`OUTPUT_NULL`]).
+pub(super) fn decode_step(item: &Item) -> Result<StepAttempt, StoreError> {
+    let mut attempt: StepAttempt = get_json(item, "record")?;
+    if attempt.output.is_none() && matches!(item.get(OUTPUT_NULL), Some(AttributeValue::Bool(true))) {
+        attempt.output = Some(Value::Null);
+    }
+    Ok(attempt)
+}
+
 impl DynamoStore {
     async fn read_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
         let item = self.get(execution_pk(execution_id), &step_sk(step, attempt)).await?;
-        item.map(|item| get_json(&item, "record")).transpose()
+        item.as_ref().map(decode_step).transpose()
     }
 }
 
@@ -153,7 +169,7 @@ impl ExecutionStore for DynamoStore {
         execution_id: &str,
         attempt: &StepAttempt,
     ) -> Result<FirstWrite<StepAttempt>, StoreError> {
-        let attributes = vec![
+        let mut attributes = vec![
             ("pk", s(execution_pk(execution_id))),
             ("sk", s(step_sk(&attempt.step, attempt.attempt))),
             ("step", s(&attempt.step)),
@@ -161,6 +177,9 @@ impl ExecutionStore for DynamoStore {
             ("started_at", ms(&attempt.started_at)),
             ("record", json(attempt)?),
         ];
+        if attempt.output == Some(Value::Null) {
+            attributes.push((OUTPUT_NULL, AttributeValue::Bool(true)));
+        }
         if self.put_new(item(attributes)).await? {
             return Ok(FirstWrite::Written);
         }
@@ -186,15 +205,16 @@ impl ExecutionStore for DynamoStore {
                 .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
                 .expression_attribute_values(":pk", s(execution_pk(execution_id)))
                 .expression_attribute_values(":prefix", s(STEP_PREFIX))
-                .projection_expression("#record")
+                .projection_expression("#record, #output_null")
                 .expression_attribute_names("#record", "record")
+                .expression_attribute_names("#output_null", OUTPUT_NULL)
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|e| backend("Query", e))?;
             for item in page.items.unwrap_or_default() {
-                steps.push(get_json(&item, "record")?);
+                steps.push(decode_step(&item)?);
             }
             match page.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),

@@ -7,9 +7,11 @@
 //! a write of the same flow (possibly in another Lambda a few milliseconds earlier) or decides
 //! what happens next; documents (definitions, trigger data, step records, responses) are JSON
 //! text in `S` attributes: schema-free, converted once with serde, and small enough (the API
-//! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB.
+//! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB; files, which may be
+//! larger, are split into binary chunk items of at most 300 KiB (`files`).
 
 mod executions;
+mod fan_out;
 mod files;
 mod workflows;
 
@@ -30,7 +32,7 @@ use crate::record::Timestamp;
 /// A DynamoDB item as the SDK sees it.
 type Item = HashMap<String, AttributeValue>;
 
-/// `ProjectStore`, `WorkflowStore` and `ExecutionStore` over one DynamoDB table.
+/// `ProjectStore`, `WorkflowStore`, `ExecutionStore` and `FileStore` over one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,

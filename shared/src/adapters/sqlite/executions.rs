@@ -1,9 +1,12 @@
 //! `ExecutionStore` on SQLite.
 //!
+//! Step attempts keep their fields in columns (JSON text for input, output, error and logs).
+//!
 //! Invariants: step attempts and settled responses are written with `INSERT ... ON CONFLICT
 //! DO NOTHING` and, when nothing was inserted, the existing row is read back in the same
-//! transaction (first writer wins, and the loser learns what won); an execution leaves
-//! `running` only through `UPDATE ... WHERE status = 'running'`, so exactly one finish counts.
+//! transaction (first writer wins, and the loser learns what won); an execution ends only
+//! through `UPDATE ... WHERE status IN ('running', 'waiting')` and moves between running and
+//! waiting only through `UPDATE ... WHERE status = <from>`, so exactly one finish counts.
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
@@ -49,17 +52,33 @@ fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     ms.map(from_ms).transpose()
 }
 
-const STEP_COLUMNS: &str = "step, attempt, status, input, output, error, started_at_ms, ended_at_ms";
+const STEP_COLUMNS: &str = "step, attempt, status, input, output, error, started_at_ms, ended_at_ms, logs";
 
 /// The columns of [`STEP_COLUMNS`], decoded later (decoding errors are `StoreError`s).
-type StepRow = (String, u32, String, String, Option<String>, Option<String>, i64, i64);
+type StepRow = (String, u32, String, String, Option<String>, Option<String>, i64, i64, Option<String>);
 
 fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
-    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?, row.get(6)?, row.get(7)?))
+    Ok((
+        row.get(0)?,
+        row.get(1)?,
+        row.get(2)?,
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(6)?,
+        row.get(7)?,
+        row.get(8)?,
+    ))
+}
+
+/// Logs are a JSON array of strings, NULL when there are none (and in rows written before
+/// migration 2).
+fn encode_logs(logs: &[String]) -> Result<Option<String>, StoreError> {
+    if logs.is_empty() { Ok(None) } else { to_json(&logs).map(Some) }
 }
 
 fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
-    let (step, attempt, status, input, output, error, started_at, ended_at) = row;
+    let (step, attempt, status, input, output, error, started_at, ended_at, logs) = row;
     Ok(StepAttempt {
         status: parse_step_status(&status)?,
         input: from_json("step input", &input)?,
@@ -69,7 +88,7 @@ fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
         ended_at: from_ms(ended_at)?,
         step,
         attempt,
-        logs: Vec::new(), // TODO(files helper): persist logs
+        logs: opt_from_json("step logs", logs)?.unwrap_or_default(),
     })
 }
 
@@ -241,13 +260,14 @@ impl ExecutionStore for Sqlite {
         let input = to_json(&a.input)?;
         let output = opt_json(a.output.as_ref())?;
         let error = opt_json(a.error.as_ref())?;
+        let logs = encode_logs(&a.logs)?;
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let inserted = tx
                 .execute(
                     "INSERT INTO step_attempts (execution_id, step, attempt, status, input, output, error,
-                         started_at_ms, ended_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                         started_at_ms, ended_at_ms, logs)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                      ON CONFLICT (execution_id, step, attempt) DO NOTHING",
                     params![
                         execution_id,
@@ -259,6 +279,7 @@ impl ExecutionStore for Sqlite {
                         error,
                         to_ms(&a.started_at),
                         to_ms(&a.ended_at),
+                        logs,
                     ],
                 )
                 .map_err(backend)?;

@@ -1,5 +1,5 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
-//! step records, settled responses and both queues (with their dead letters).
+//! step records, settled responses, execution files and both queues (with their dead letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -8,6 +8,7 @@
 //! round-trips exactly.
 
 mod executions;
+mod fan_out;
 mod files;
 mod queue;
 mod workflows;
@@ -31,7 +32,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Schema migrations, applied in order; `PRAGMA user_version` is how many have been applied.
 /// Never edit a published entry: add a new one.
-const MIGRATIONS: &[&str] = &[r#"
+/// 1: the initial schema. 2: step logs (a JSON array, NULL when empty) and execution files.
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE projects (
     id                     TEXT PRIMARY KEY,
     signing_public_key_pem TEXT NOT NULL,
@@ -103,10 +106,23 @@ CREATE TABLE dead_letters (
     dead_at_ms    INTEGER NOT NULL
 );
 CREATE INDEX dead_letters_by_queue ON dead_letters (queue, id);
-"#];
+"#,
+    r#"
+ALTER TABLE step_attempts ADD COLUMN logs TEXT;
+CREATE TABLE files (
+    execution_id TEXT NOT NULL,
+    id           TEXT NOT NULL,
+    name         TEXT NOT NULL,
+    mime_type    TEXT NOT NULL,
+    size         INTEGER NOT NULL,
+    bytes        BLOB NOT NULL,
+    PRIMARY KEY (execution_id, id)
+);
+"#,
+];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
-/// `ExecutionStore` and `Queue` over one SQLite database. Cheap to clone (shared connection).
+/// `ExecutionStore`, `FileStore` and `Queue` over one SQLite database. Cheap to clone (shared connection).
 #[derive(Clone)]
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
@@ -264,6 +280,40 @@ mod tests {
         conn.pragma_update(None, "user_version", 999).expect("bump");
         drop(conn);
         assert!(matches!(Sqlite::open(&path), Err(StoreError::Corrupt(_))));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A database written by a build that knew only migration 1 keeps its step records and
+    /// gains logs and files when opened.
+    #[tokio::test]
+    async fn version_1_database_upgrades_in_place() {
+        use crate::ports::{ExecutionStore, FileStore};
+
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("db.sqlite");
+        let conn = Connection::open(&path).expect("raw open");
+        conn.execute_batch(MIGRATIONS[0]).expect("migration 1");
+        conn.pragma_update(None, "user_version", 1).expect("user_version");
+        conn.execute(
+            "INSERT INTO step_attempts (execution_id, step, attempt, status, input, output, error, started_at_ms,
+                 ended_at_ms)
+             VALUES ('e1', 'fetch', 1, 'succeeded', '{\"a\":1}', '\"ok\"', NULL, 1764000000001, 1764000000002)",
+            [],
+        )
+        .expect("old step row");
+        drop(conn);
+
+        let db = Sqlite::open(&path).expect("open upgrades");
+        let step = db.get_step("e1", "fetch", 1).await.expect("get step").expect("kept");
+        assert_eq!((step.output, step.logs), (Some(serde_json::json!("ok")), Vec::<String>::new()));
+        let file = db.put_file("e1", "a.txt", "text/plain", bytes::Bytes::from_static(b"hi")).await.expect("put");
+        assert_eq!(db.get_file("e1", &file).await.expect("get file"), Some(bytes::Bytes::from_static(b"hi")));
+        drop(db);
+        let conn = Connection::open(&path).expect("raw open");
+        let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        drop(conn);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -5,7 +5,7 @@
 //! every problem it finds, step by step in document order, and only descends into values whose shape it
 //! has confirmed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -23,18 +23,26 @@ const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps"];
 const TRIGGER_TYPES: &[&str] = &["request", "app_event", "webhook", "integration_enabled", "schedule"];
 const JSON_TYPES: &[&str] = &["string", "number", "boolean", "object", "array"];
 
+/// The longest a duration may be, and how messages write it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct MaxDuration {
+    pub(super) value: Duration,
+    pub(super) text: &'static str,
+}
+
 /// Collects problems while walking one document.
 pub(super) struct Checker {
     pub(super) problems: Vec<(String, String)>,
-    /// Every step id of the workflow (valid ones), to tell "no such step" from "not before".
-    pub(super) known_steps: HashSet<String>,
+    /// Every step id of the workflow → the fan-outs whose branch it runs in (outermost first),
+    /// to tell "no such step" from "not before" and to keep a branch's steps inside it.
+    pub(super) known_steps: HashMap<String, Vec<String>>,
     /// Step id → path of its first `id`, to report duplicates.
     pub(super) first_seen: HashMap<String, String>,
 }
 
 /// Every problem of the workflow document `value`, as `(path, message)`.
 pub(super) fn check_workflow(value: &Value) -> Vec<(String, String)> {
-    let mut checker = Checker { problems: Vec::new(), known_steps: HashSet::new(), first_seen: HashMap::new() };
+    let mut checker = Checker { problems: Vec::new(), known_steps: HashMap::new(), first_seen: HashMap::new() };
     checker.workflow(value);
     checker.problems
 }
@@ -83,19 +91,37 @@ impl Checker {
         }
     }
 
-    /// A duration such as `10s`, at most `max_minutes` minutes; `positive` rejects zero.
-    pub(super) fn duration(&mut self, value: &Value, path: &str, max_minutes: u64, positive: bool) {
+    /// A duration such as `10s`, at most `max`; `positive` rejects zero.
+    pub(super) fn duration(&mut self, value: &Value, path: &str, max: MaxDuration, positive: bool) {
         let Some(text) = self.string(value, path) else {
             return;
         };
         match text.parse::<DurationSpec>() {
             Err(e) => self.problem(path, e.to_string()),
-            Ok(spec) if spec.duration() > Duration::from_secs(max_minutes * 60) => {
-                self.problem(path, format!("`{text}` is too long: at most {max_minutes}m"));
+            Ok(spec) if spec.duration() > max.value => {
+                self.problem(path, format!("`{text}` is too long: at most {}", max.text));
             }
             Ok(spec) if positive && spec.duration().is_zero() => self.problem(path, "must be longer than 0"),
             Ok(_) => {}
         }
+    }
+
+    /// A whole number from `min` to `max` (no upper bound when `max` is `None`).
+    pub(super) fn whole_number(&mut self, value: &Value, path: &str, min: u64, max: Option<u64>) -> Option<u64> {
+        if let Some(n) = value.as_u64()
+            && n >= min
+            && max.is_none_or(|max| n <= max)
+        {
+            return Some(n);
+        }
+        let range = match max {
+            Some(max) => format!("from {min} to {max}"),
+            None if min == 0 => "(0 or more)".to_string(),
+            None => format!("of at least {min}"),
+        };
+        let found = if value.is_number() { value.to_string() } else { kind(value).to_string() };
+        self.problem(path, format!("must be a whole number {range}, not {found}"));
+        None
     }
 
     fn workflow(&mut self, value: &Value) {

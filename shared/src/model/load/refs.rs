@@ -1,8 +1,10 @@
 //! Checks of `{{...}}` expressions inside step values.
 //!
 //! Invariant: every string that contains `{{` or `}}` is parsed; each expression's root is a
-//! known variable, and every `steps.ID` reference names a step that certainly ran before
-//! the step using it (see [`super::steps`] for how that set is built).
+//! known variable, `item` and `index` are used only inside a fan-out branch, and every
+//! `steps.ID` reference names a step that ran before the step using it (see [`super::steps`]
+//! for how that set is built) and, when that step is inside a fan-out branch, is used from
+//! inside the same branch (elsewhere it ran once per item: only the fan-out's output exists).
 
 use std::collections::HashSet;
 
@@ -12,6 +14,8 @@ use super::check::{Checker, index_path, key_path};
 use crate::template::{PathExpr, Segment, Template};
 
 const ROOTS: &[&str] = &["trigger", "steps", "settings", "user", "execution", "workflow"];
+/// Roots that exist only inside a fan-out branch.
+const BRANCH_ROOTS: &[&str] = &["item", "index"];
 const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload"];
 
 /// What a step may refer to.
@@ -20,6 +24,9 @@ pub(super) struct Scope<'a> {
     pub(super) ran_before: &'a HashSet<String>,
     /// The id of the step being checked (for messages).
     pub(super) current: &'a str,
+    /// The fan-outs whose branch the step runs in, outermost first (empty outside any): their
+    /// ids, or their paths when they have no id.
+    pub(super) fan_outs: &'a [String],
 }
 
 impl Checker {
@@ -75,8 +82,19 @@ impl Checker {
                 let only_id = expr.segments.len() == 2 && expr.key_at(1) == Some("id");
                 (!only_id).then(|| format!("only `{root}.id` is available"))
             }
-            "item" | "index" => Some(format!("`{root}` is only available inside a fan-out branch")),
-            other => Some(format!("unknown variable `{other}` (available: {})", ROOTS.join(", "))),
+            "item" | "index" if scope.fan_outs.is_empty() => {
+                Some(format!("`{root}` is only available inside a fan-out branch"))
+            }
+            "item" => None,
+            "index" => (expr.segments.len() > 1)
+                .then(|| "`index` is a number (the item's position, from 0): write `{{index}}` alone".to_string()),
+            other => {
+                let mut available = ROOTS.to_vec();
+                if !scope.fan_outs.is_empty() {
+                    available.extend(BRANCH_ROOTS);
+                }
+                Some(format!("unknown variable `{other}` (available: {})", available.join(", ")))
+            }
         }
     }
 
@@ -87,16 +105,25 @@ impl Checker {
         if !matches!(expr.key_at(2), Some("output" | "error")) {
             return Some(format!("`steps.{id}` must be followed by `.output` or `.error`"));
         }
-        if !self.known_steps.contains(id) {
+        let Some(runs_in) = self.known_steps.get(id) else {
             return Some(format!("no step `{id}`"));
-        }
+        };
         if id == scope.current {
             return Some(format!("step `{id}` does not run before `{id}` (a step cannot use its own output)"));
+        }
+        if scope.fan_outs.iter().any(|fan_out| fan_out == id) {
+            return Some(format!(
+                "`{}` runs inside fan-out `{id}`, whose output exists only once every branch has finished",
+                scope.current
+            ));
         }
         if !scope.ran_before.contains(id) {
             return Some(format!("step `{id}` does not run before `{}`", scope.current));
         }
-        None
+        // The first fan-out around `id` that is not around the current step: `id` ran once per
+        // item of it, so outside its branch there is no single output to use.
+        let outside = runs_in.iter().enumerate().find(|&(depth, fan_out)| scope.fan_outs.get(depth) != Some(fan_out));
+        outside.map(|(_, fan_out)| format!("step `{id}` runs inside fan-out `{fan_out}`; use `steps.{fan_out}.output`"))
     }
 }
 

@@ -1,48 +1,10 @@
 //! Validation tests: what is reported, where, and in which words.
 
+use super::tests_docs::full_example;
 use super::*;
 use crate::model::{Condition, Method, StepKind, Trigger};
 
-/// The example of docs/workflow-format.md, comments included.
-pub(super) const FULL_EXAMPLE: &str = r#"
-id: lead-created            # required; [a-z0-9][a-z0-9-]*; unique within a project
-name: Lead created          # optional display name
-trigger:
-  type: request             # request | app_event | webhook | integration_enabled | schedule
-  validate:                 # request trigger only; every violation is reported, status 400
-    query:   { required: [source] }            # these query parameters must be present
-    headers: { x-source: crm }                 # header must equal this value (name case-insensitive)
-    body:    { email: string, age: number }    # required body fields and their JSON types:
-                                               # string | number | boolean | object | array
-steps:
-  - id: lookup              # required; unique within the whole workflow (all branches)
-    type: request
-    method: GET             # default GET
-    url: "https://api.example.com/contacts"
-    query:   { email: "{{trigger.body.email}}" }
-    headers: { authorization: "Bearer {{settings.api_key}}" }
-    body: { any: "JSON, templated" }
-    timeout: 10s            # durations: 500ms, 10s, 5m, 1h
-    retries: 3              # auto-retries with exponential backoff (default 0)
-    continue_on_failure: false
-  - id: route
-    type: conditional
-    when:                   # `all` / `any`, nestable; a bare list means `all`
-      all:
-        - { left: "{{steps.lookup.output.status}}", op: equals, right: 200 }
-        - any:
-            - { left: "{{trigger.body.email}}", op: exists }
-            - { left: "{{trigger.query.source}}", op: equals, right: crm }
-    then: [ ]               # steps; after the branch, the flow continues below the conditional
-    else: [ ]
-  - id: reply
-    type: response
-    status: 201
-    headers: { x-handled-by: sluice }
-    body: { id: "{{steps.lookup.output.body.id}}", branch: "{{steps.route.output.branch}}" }
-"#;
-
-fn problems(yaml: &str) -> Vec<(String, String)> {
+pub(super) fn problems(yaml: &str) -> Vec<(String, String)> {
     match load_str("wf.yaml", yaml) {
         Ok(workflow) => panic!("expected problems, loaded {workflow:?}"),
         Err(found) => {
@@ -53,7 +15,7 @@ fn problems(yaml: &str) -> Vec<(String, String)> {
 }
 
 /// Asserts that exactly these (path, keyword) problems were reported, in any order.
-fn assert_problems(yaml: &str, expected: &[(&str, &str)]) {
+pub(super) fn assert_problems(yaml: &str, expected: &[(&str, &str)]) {
     let found = problems(yaml);
     for (path, word) in expected {
         assert!(
@@ -64,13 +26,13 @@ fn assert_problems(yaml: &str, expected: &[(&str, &str)]) {
     assert_eq!(found.len(), expected.len(), "unexpected problems:\n{found:#?}");
 }
 
-fn steps_yaml(steps: &str) -> String {
+pub(super) fn steps_yaml(steps: &str) -> String {
     format!("id: wf\ntrigger: {{ type: request }}\nsteps:\n{steps}")
 }
 
 #[test]
 fn the_documented_example_loads() {
-    let workflow = load_str("lead-created.yaml", FULL_EXAMPLE).expect("the documented example is valid");
+    let workflow = load_str("lead-created.yaml", &full_example()).expect("the documented example is valid");
     assert_eq!(workflow.id, "lead-created");
     assert_eq!(workflow.name.as_deref(), Some("Lead created"));
     let Trigger::Request { validate: Some(validate) } = &workflow.trigger else { panic!("request trigger") };
@@ -131,6 +93,8 @@ steps:
     headers: { x-count: 3 }
   - id: fan
     type: fan_out
+  - id: wait
+    type: delay
 "#;
     assert_problems(
         yaml,
@@ -164,7 +128,9 @@ steps:
             ("steps[3].then", "must be a list of steps"),
             ("steps[4].status", "without quotes"),
             ("steps[4].headers.x-count", "must be a string"),
-            ("steps[5].type", "step type `fan_out` is not supported yet"),
+            ("steps[5].over", "`over` is required"),
+            ("steps[5].steps", "`steps` is required"),
+            ("steps[6]", "a delay needs `for`"),
         ],
     );
 }
@@ -219,12 +185,15 @@ fn trigger_types_other_than_request_are_not_supported_yet_or_unknown() {
 }
 
 #[test]
-fn unknown_step_types_list_the_known_ones() {
+fn unknown_step_types_list_the_known_ones_and_every_type_is_supported() {
     assert_problems(
         &steps_yaml("  - { id: a, type: email }\n  - { id: b, type: function }\n  - { id: c }\n"),
         &[
-            ("steps[0].type", "unknown step type `email` (known: request, conditional, response)"),
-            ("steps[1].type", "step type `function` is not supported yet"),
+            (
+                "steps[0].type",
+                "unknown step type `email` (known: request, conditional, response, function, fan_out, delay)",
+            ),
+            ("steps[1].code", "`code` is required"),
             ("steps[2].type", "`type` is required"),
         ],
     );

@@ -2,7 +2,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use super::tests::FULL_EXAMPLE;
+use super::tests_docs::full_example;
 use super::*;
 
 /// A fresh, empty folder under the system temp dir, removed when dropped.
@@ -46,7 +46,7 @@ fn json_files_load_like_yaml() {
     let workflow = load_str("flow.json", json).expect("valid JSON workflow");
     assert_eq!(workflow.id, "json-flow");
     assert_eq!(workflow.steps.len(), 2);
-    let yaml = load_str("lead.yml", FULL_EXAMPLE).expect("valid");
+    let yaml = load_str("lead.yml", &full_example()).expect("valid");
     let as_json = serde_json::to_string(&yaml).expect("serializes");
     assert_eq!(load_str("lead.json", &as_json), Ok(yaml));
 }
@@ -99,7 +99,7 @@ fn yaml_merge_keys_and_anchors_are_applied() {
 #[test]
 fn load_file_reads_and_names_the_file() {
     let dir = TempDir::new("file");
-    dir.write("lead.yaml", FULL_EXAMPLE);
+    dir.write("lead.yaml", &full_example());
     let workflow = load_file(&dir.0.join("lead.yaml")).expect("valid file");
     assert_eq!(workflow.id, "lead-created");
     let missing = dir.0.join("missing.yaml");

@@ -1,4 +1,5 @@
-//! Tests of the Request step against local HTTP servers.
+//! Tests of the Request step against local HTTP servers: transport, errors and redaction
+//! (bodies, files and pagination have their own test modules, which share these helpers).
 use std::net::SocketAddr;
 
 use axum::body::Body;
@@ -6,12 +7,15 @@ use axum::http::{HeaderMap as AxumHeaders, Method as AxumMethod, Uri};
 use axum::response::Response;
 use axum::routing::{any, get};
 
+use super::test_files::MemoryFiles;
 use super::*;
-use crate::net::{OutboundPolicy, test_server};
+use crate::net::{NetError, OutboundPolicy, test_server};
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(super) type TestResult = Result<(), Box<dyn std::error::Error>>;
+/// The execution the tests' requests belong to.
+pub(super) const EXECUTION: &str = "exec-1";
 
-fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
+pub(super) fn respond(status: u16, headers: &[(&str, &str)], body: impl Into<Body>) -> Response {
     let mut builder = Response::builder().status(status);
     for (name, value) in headers {
         builder = builder.header(*name, *value);
@@ -53,6 +57,16 @@ async fn server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
             }),
         )
         .route("/echo", any(echo))
+        .route("/limited", get(|| async { respond(429, &[("retry-after", "7")], "slow down") }))
+        .route(
+            "/unavailable",
+            get(|| async {
+                let until = chrono::Utc::now() + chrono::Duration::seconds(120);
+                let date = until.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+                respond(503, &[("retry-after", date.as_str())], "")
+            }),
+        )
+        .route("/forbidden", get(|| async { respond(403, &[("retry-after", "7")], "") }))
         .route(
             "/status/{code}",
             get(|axum::extract::Path(code): axum::extract::Path<u16>| async move {
@@ -62,34 +76,47 @@ async fn server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
     Ok(test_server::spawn(router).await?)
 }
 
-fn local_client() -> Result<HttpClient, NetError> {
+pub(super) fn local_client() -> Result<HttpClient, NetError> {
     HttpClient::new(OutboundPolicy { allow_loopback: true, allow_private: false })
 }
 
-fn get_request(url: String) -> RenderedRequest {
-    RenderedRequest {
-        method: Method::Get,
-        url,
-        query: BTreeMap::new(),
-        headers: BTreeMap::new(),
-        body: None,
-        timeout: Duration::from_secs(10),
+pub(super) fn get_request(url: String) -> RenderedRequest {
+    let mut req = RenderedRequest::new(Method::Get, url);
+    req.timeout = Duration::from_secs(10);
+    req
+}
+
+/// Sends `req` with `client` for [`EXECUTION`], files in `files`, idempotency key `key`.
+pub(super) async fn send_with(
+    client: &HttpClient,
+    files: &MemoryFiles,
+    req: &RenderedRequest,
+    key: &str,
+) -> Result<Value, StepError> {
+    send(client, files, EXECUTION, req, key, &SendOptions::default()).await
+}
+
+/// Sends `req` through the loopback-allowing client with an empty file store.
+pub(super) async fn call(req: &RenderedRequest) -> Result<Value, Box<dyn std::error::Error>> {
+    Ok(send_with(&local_client()?, &MemoryFiles::new(), req, "key").await.map_err(|e| e.message)?)
+}
+
+/// The error sending `req` gives.
+pub(super) async fn call_error(req: &RenderedRequest) -> Result<StepError, Box<dyn std::error::Error>> {
+    match send_with(&local_client()?, &MemoryFiles::new(), req, "key").await {
+        Ok(output) => Err(format!("unexpected success: {output}").into()),
+        Err(error) => Ok(error),
     }
 }
 
 async fn get_output(path: &str) -> Result<Value, Box<dyn std::error::Error>> {
     let addr = server().await?;
-    let req = get_request(format!("http://{addr}{path}"));
-    Ok(send(&local_client()?, &req, "key").await.map_err(|e| e.message)?)
+    call(&get_request(format!("http://{addr}{path}"))).await
 }
 
 async fn get_error(path: &str) -> Result<StepError, Box<dyn std::error::Error>> {
     let addr = server().await?;
-    let req = get_request(format!("http://{addr}{path}"));
-    match send(&local_client()?, &req, "key").await {
-        Ok(output) => Err(format!("unexpected success: {output}").into()),
-        Err(error) => Ok(error),
-    }
+    call_error(&get_request(format!("http://{addr}{path}"))).await
 }
 
 #[tokio::test]
@@ -120,19 +147,16 @@ async fn repeated_response_headers_are_joined() -> TestResult {
 #[tokio::test]
 async fn query_headers_body_and_idempotency_key_are_sent() -> TestResult {
     let addr = server().await?;
-    let req = RenderedRequest {
-        method: Method::Post,
-        url: format!("http://{addr}/echo?fixed=1"),
-        query: BTreeMap::from([
-            ("email".into(), json!("a@b.com")),
-            ("n".into(), json!(5)),
-            ("obj".into(), json!({ "a": [1, 2] })),
-        ]),
-        headers: BTreeMap::from([("X-Custom".into(), json!("v")), ("x-num".into(), json!(42))]),
-        body: Some(json!({ "name": "Ada", "tags": ["x"] })),
-        timeout: Duration::from_secs(10),
-    };
-    let echo = send(&local_client()?, &req, "exec-1:step-a").await.map_err(|e| e.message)?["body"].clone();
+    let mut req = RenderedRequest::new(Method::Post, format!("http://{addr}/echo?fixed=1"));
+    req.query = BTreeMap::from([
+        ("email".into(), json!("a@b.com")),
+        ("n".into(), json!(5)),
+        ("obj".into(), json!({ "a": [1, 2] })),
+    ]);
+    req.headers = BTreeMap::from([("X-Custom".into(), json!("v")), ("x-num".into(), json!(42))]);
+    req.body = Some(json!({ "name": "Ada", "tags": ["x"] }));
+    let files = MemoryFiles::new();
+    let echo = send_with(&local_client()?, &files, &req, "exec-1:step-a").await.map_err(|e| e.message)?["body"].clone();
     assert_eq!(echo["method"], "POST");
     let query: BTreeMap<String, String> =
         url::form_urlencoded::parse(echo["query"].as_str().unwrap_or_default().as_bytes()).into_owned().collect();
@@ -152,7 +176,7 @@ async fn idempotency_key_set_by_the_step_is_kept() -> TestResult {
     let addr = server().await?;
     let mut req = get_request(format!("http://{addr}/echo"));
     req.headers.insert("Idempotency-Key".into(), json!("mine"));
-    let output = send(&local_client()?, &req, "generated").await.map_err(|e| e.message)?;
+    let output = send_with(&local_client()?, &MemoryFiles::new(), &req, "generated").await.map_err(|e| e.message)?;
     assert_eq!(output["body"]["headers"]["idempotency-key"], "mine");
     Ok(())
 }
@@ -161,7 +185,7 @@ async fn idempotency_key_set_by_the_step_is_kept() -> TestResult {
 async fn not_found_is_terminal_with_status_and_body_in_details() -> TestResult {
     let addr = server().await?;
     let req = get_request(format!("http://{addr}/status/404?api_key=secret"));
-    let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
+    let error = call_error(&req).await?;
     assert!(!error.retryable);
     assert_eq!(error.message, format!("HTTP 404 Not Found from GET http://{addr}/status/404"));
     let details = error.details.ok_or("no details")?;
@@ -191,7 +215,7 @@ async fn timeout_is_retryable_and_names_the_timeout() -> TestResult {
     let addr = server().await?;
     let mut req = get_request(format!("http://{addr}/slow"));
     req.timeout = Duration::from_millis(200);
-    let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
+    let error = call_error(&req).await?;
     assert!(error.retryable);
     assert_eq!(error.message, format!("GET http://{addr}/slow timed out after 200ms"));
     Ok(())
@@ -201,7 +225,7 @@ async fn timeout_is_retryable_and_names_the_timeout() -> TestResult {
 async fn connection_refused_is_retryable() -> TestResult {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let req = get_request(format!("http://127.0.0.1:{port}/x?token=abc"));
-    let error = send(&local_client()?, &req, "key").await.err().ok_or("expected an error")?;
+    let error = call_error(&req).await?;
     assert!(error.retryable);
     assert_eq!(error.message, format!("connection refused: GET http://127.0.0.1:{port}/x"));
     Ok(())
@@ -224,7 +248,10 @@ async fn guard_blocks_are_terminal() -> TestResult {
         format!("http://localhost:{}/json", addr.port()),
         "http://169.254.169.254/latest/meta-data/".into(),
     ] {
-        let error = send(&client, &get_request(url.clone()), "key").await.err().ok_or("expected an error")?;
+        let error = send_with(&client, &MemoryFiles::new(), &get_request(url.clone()), "key")
+            .await
+            .err()
+            .ok_or("expected an error")?;
         assert!(!error.retryable, "{url}");
         assert!(error.message.starts_with("blocked by the outbound network guard"), "{}", error.message);
     }
@@ -233,20 +260,20 @@ async fn guard_blocks_are_terminal() -> TestResult {
 
 #[tokio::test]
 async fn invalid_url_and_headers_are_terminal_without_leaking_secrets() -> TestResult {
-    let client = local_client()?;
-    let error = send(&client, &get_request("https://user:pw@/x?token=abc".into()), "k")
-        .await
-        .err()
-        .ok_or("expected an error")?;
+    let error = call_error(&get_request("https://user:pw@/x?token=abc".into())).await?;
     assert!(!error.retryable);
     assert!(!error.message.contains("pw") && !error.message.contains("abc"), "{}", error.message);
-    assert!(send(&client, &get_request("ftp://example.com/".into()), "k").await.is_err_and(|e| !e.retryable));
+    assert!(!call_error(&get_request("ftp://example.com/".into())).await?.retryable);
     let mut req = get_request("http://127.0.0.1:9/".into());
     req.headers.insert("bad name".into(), json!("v"));
-    assert!(send(&client, &req, "k").await.is_err_and(|e| !e.retryable));
+    assert!(!call_error(&req).await?.retryable);
     let mut req = get_request("http://127.0.0.1:9/".into());
     req.headers.insert("authorization".into(), json!("Bearer s3cr3t\n"));
-    let error = send(&client, &req, "k").await.err().ok_or("expected an error")?;
+    let error = call_error(&req).await?;
+    assert!(!error.retryable && !error.message.contains("s3cr3t"), "{}", error.message);
+    let mut req = get_request("http://127.0.0.1:9/".into());
+    req.auth = Some(RenderedAuth::Bearer { token: "s3cr3t\n".into() });
+    let error = call_error(&req).await?;
     assert!(!error.retryable && !error.message.contains("s3cr3t"), "{}", error.message);
     Ok(())
 }
@@ -270,22 +297,80 @@ fn input_record_redacts_sensitive_headers() {
     assert_eq!(record["query"], json!({}));
 }
 
-#[test]
-fn urls_in_messages_lose_user_info_query_and_fragment() {
-    assert_eq!(display_raw_url("https://u:p@host/a?b=c#d"), "https://host/a");
-    assert_eq!(display_raw_url("no url?x"), "no url");
-    let url = Url::parse("https://u:p@host:8443/a/b?token=x#f").map_or(String::new(), |u| display_url(&u));
-    assert_eq!(url, "https://host:8443/a/b");
+#[tokio::test]
+async fn retry_after_seconds_and_dates_reach_the_step_error() -> TestResult {
+    let limited = get_error("/limited").await?;
+    assert!(limited.retryable);
+    assert_eq!(limited.retry_after_ms, Some(7_000));
+    let unavailable = get_error("/unavailable").await?;
+    assert!(unavailable.retryable);
+    let waited = unavailable.retry_after_ms.ok_or("no retry_after_ms")?;
+    assert!((100_000..=120_000).contains(&waited), "{waited}");
+    let forbidden = get_error("/forbidden").await?;
+    assert!(!forbidden.retryable);
+    assert_eq!(forbidden.retry_after_ms, None);
+    assert_eq!(get_error("/status/503").await?.retry_after_ms, None);
+    Ok(())
 }
 
 #[test]
-fn json_content_types_are_recognised() {
-    for ct in
-        ["application/json", "Application/JSON; charset=utf-8", "application/problem+json", "application/vnd.api+json"]
-    {
-        assert!(is_json_content_type(ct), "{ct}");
-    }
-    for ct in ["text/plain", "text/json-ish", "+json", "application/jsonp"] {
-        assert!(!is_json_content_type(ct), "{ct}");
-    }
+fn input_record_shows_auth_without_its_secrets() {
+    let mut req = get_request("https://api.example.com/x".into());
+    req.auth = Some(RenderedAuth::Basic { username: "ada".into(), password: "s3cr3t".into() });
+    req.body_type = crate::model::BodyType::Form;
+    let record = req.input_record();
+    assert_eq!(record["auth"], json!({ "type": "basic", "username": "ada", "password": REDACTED }));
+    assert_eq!(record["body_type"], "form");
+    req.auth = Some(RenderedAuth::Bearer { token: "s3cr3t".into() });
+    let record = req.input_record();
+    assert_eq!(record["auth"], json!({ "type": "bearer", "token": REDACTED }));
+    assert!(!record.to_string().contains("s3cr3t"));
+    assert_eq!(record.get("pagination"), None);
+}
+
+#[test]
+fn test_runs_cap_pagination_at_three_pages() {
+    let pagination = |max_pages| crate::model::Pagination::Link { items: "body".into(), max_pages };
+    assert_eq!(SendOptions::default().max_pages(&pagination(None)), crate::model::kinds::DEFAULT_MAX_PAGES);
+    assert_eq!(SendOptions::test_run().max_pages(&pagination(None)), TEST_RUN_MAX_PAGES);
+    assert_eq!(SendOptions::test_run().max_pages(&pagination(Some(2))), 2);
+    assert_eq!(SendOptions::default().max_pages(&pagination(Some(0))), 1);
+}
+
+fn request_step(value: Value) -> Result<crate::model::RequestStep, serde_json::Error> {
+    serde_json::from_value(value)
+}
+
+#[test]
+fn rendering_templates_auth_and_keeps_body_type_and_pagination() -> TestResult {
+    let ctx = json!({ "settings": { "user": "ada", "pw": "s3cr3t", "n": 7 } });
+    let step = request_step(json!({
+        "url": "https://api.example.com/x",
+        "body_type": "form",
+        "body": { "a": "{{settings.n}}" },
+        "auth": { "type": "basic", "username": "{{settings.user}}", "password": "{{settings.pw}}" },
+        "pagination": { "style": "link", "items": "body" },
+    }))?;
+    let rendered = super::super::render_request(&step, &ctx).map_err(|e| e.message)?;
+    assert_eq!(rendered.auth, Some(RenderedAuth::Basic { username: "ada".into(), password: "s3cr3t".into() }));
+    assert_eq!(rendered.body_type, crate::model::BodyType::Form);
+    assert_eq!(rendered.body, Some(json!({ "a": 7 })));
+    assert_eq!(rendered.pagination, step.pagination);
+    let bearer =
+        request_step(json!({ "url": "https://x.example/", "auth": { "type": "bearer", "token": "{{settings.n}}" } }))?;
+    let rendered = super::super::render_request(&bearer, &ctx).map_err(|e| e.message)?;
+    assert_eq!(rendered.auth, Some(RenderedAuth::Bearer { token: "7".into() }));
+    Ok(())
+}
+
+#[test]
+fn a_credential_that_is_not_text_fails_without_showing_it() -> TestResult {
+    let ctx = json!({ "settings": { "secret": { "s3cr3t": true } } });
+    let step = request_step(
+        json!({ "url": "https://x.example/", "auth": { "type": "bearer", "token": "{{settings.secret}}" } }),
+    )?;
+    let error = super::super::render_request(&step, &ctx).err().ok_or("expected an error")?;
+    assert!(!error.retryable);
+    assert_eq!(error.message, "`auth.token` must be text, got an object");
+    Ok(())
 }

@@ -1,0 +1,98 @@
+//! The Delay step: works out when the wait ends. It does not wait itself: its output
+//! `{ "waitedUntil": ... }` tells the engine when the next step may run, and the runner
+//! carries that through queue delays (re-sent past the 15-minute queue maximum).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use crate::condition::time::parse_timestamp;
+use crate::model::DelayStep;
+use crate::record::{StepError, format_timestamp, now};
+use crate::template;
+
+/// The longest wait a Delay step may ask for.
+pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+pub(super) fn run(step: &DelayStep, ctx: &Value) -> (Value, Result<Value, StepError>) {
+    let started = now();
+    let until = match (&step.duration, &step.until) {
+        (Some(duration), None) => (json!({ "for": duration.to_string() }), wait_for(started, duration.duration())),
+        (None, Some(until)) => match template::render(until, ctx) {
+            Ok(rendered) => {
+                let until = parse_timestamp(&rendered).ok_or_else(|| {
+                    StepError::terminal(format!("`until` is not a timestamp (ISO 8601 or epoch): {rendered}"))
+                });
+                (json!({ "until": rendered }), until)
+            }
+            Err(error) => (Value::Null, Err(StepError::terminal(error.to_string()))),
+        },
+        _ => (Value::Null, Err(StepError::terminal("a Delay step needs exactly one of `for` and `until`"))),
+    };
+    let (input, until) = until;
+    let result = until.and_then(|until| {
+        let limit = started + chrono::Duration::from_std(MAX_DELAY).unwrap_or(chrono::Duration::MAX);
+        if until > limit {
+            return Err(StepError::terminal(format!(
+                "`until` {} is more than 366 days away",
+                format_timestamp(&until)
+            )));
+        }
+        Ok(json!({ "waitedUntil": format_timestamp(&until.max(started)) }))
+    });
+    (input, result)
+}
+
+fn wait_for(from: DateTime<Utc>, duration: Duration) -> Result<DateTime<Utc>, StepError> {
+    if duration > MAX_DELAY {
+        return Err(StepError::terminal("`for` is longer than the 366 days a Delay step may wait"));
+    }
+    chrono::Duration::from_std(duration)
+        .ok()
+        .and_then(|d| from.checked_add_signed(d))
+        .ok_or_else(|| StepError::terminal("`for` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delay(value: Value) -> DelayStep {
+        serde_json::from_value(value).expect("delay step")
+    }
+
+    fn waited_until(output: &Result<Value, StepError>) -> DateTime<Utc> {
+        let value = output.as_ref().expect("succeeded")["waitedUntil"].clone();
+        parse_timestamp(&value).expect("timestamp")
+    }
+
+    #[test]
+    fn for_waits_that_long_from_now() {
+        let before = now();
+        let (_, output) = run(&delay(json!({ "for": "90s" })), &json!({}));
+        let until = waited_until(&output);
+        assert!(until >= before + chrono::Duration::seconds(90) && until <= now() + chrono::Duration::seconds(90));
+    }
+
+    #[test]
+    fn until_takes_a_templated_timestamp_and_a_past_one_means_now() {
+        let ctx = json!({ "trigger": { "body": { "at": "2099-01-02T03:04:05Z" } } });
+        let (input, output) = run(&delay(json!({ "until": "{{trigger.body.at}}" })), &ctx);
+        assert_eq!(input["until"], "2099-01-02T03:04:05Z");
+        assert!(output.is_err(), "2099 is more than 366 days away");
+        let soon = format_timestamp(&(now() + chrono::Duration::days(2)));
+        assert!(run(&delay(json!({ "until": soon })), &json!({})).1.is_ok());
+        let before = now();
+        let past = run(&delay(json!({ "until": "2020-01-01T00:00:00Z" })), &json!({})).1;
+        assert!(waited_until(&past) >= before);
+    }
+
+    #[test]
+    fn bad_waits_fail_terminally() {
+        for step in [json!({ "until": "tomorrow" }), json!({ "for": "400d" }), json!({})] {
+            let (_, output) = run(&delay(step.clone()), &json!({}));
+            assert!(output.is_err_and(|e| !e.retryable), "{step}");
+        }
+    }
+}
