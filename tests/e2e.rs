@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_e2e::fake_api::FakeApi;
+use sluice_e2e::on_both_backends;
 use sluice_e2e::stack::{Backend, TestStack};
 use sluice_shared::messages::StepMessage;
 use sluice_shared::record::ExecutionStatus;
@@ -13,32 +14,6 @@ use sluice_shared::runner::Runner;
 
 const LONG: Duration = Duration::from_secs(30);
 const ENDED_WITHIN: Duration = Duration::from_secs(30);
-
-macro_rules! on_both_backends {
-    ($($scenario:ident: $timeout:expr;)*) => {
-        mod sqlite {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let stack = TestStack::start(Backend::Sqlite, $timeout).await.expect("SQLite stack");
-                    super::$scenario(&stack).await;
-                }
-            )*
-        }
-        mod aws {
-            use super::*;
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    if let Some(stack) = TestStack::start(Backend::Aws, $timeout).await {
-                        super::$scenario(&stack).await;
-                    }
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends! {
     async_workflow_answers_202_and_runs_in_the_background: LONG;

@@ -39,6 +39,7 @@ fn execution(id: &str, status: ExecutionStatus, response_deadline: Option<Timest
         trigger: TriggerData::default(),
         response_deadline,
         error: None,
+        test: false,
     }
 }
 

@@ -5,3 +5,4 @@ pub mod aws;
 pub mod demo;
 pub mod dev;
 pub mod stack;
+pub mod test_run;

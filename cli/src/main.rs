@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use sluice_cli::aws;
 use sluice_cli::dev::{self, DevOptions};
+use sluice_cli::{aws, test_run};
 use sluice_shared::model::{DurationSpec, load, schema};
 
 #[derive(Parser)]
@@ -40,6 +40,21 @@ enum Command {
     Validate { path: PathBuf },
     /// Print the JSON Schema of workflow files (for editor autocompletion).
     Schema,
+    /// Run a workflow file once on the running `sluice dev` (a test run: delays skipped, at
+    /// most 3 pages per paginated request, arrays shown up to 20 items) and print each step.
+    Test {
+        /// The workflow file.
+        file: PathBuf,
+        /// A JSON file with the trigger request: `{"body": ..., "query": {...}, "headers": {...}}`
+        /// (a file without those keys is taken as the body).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Test only this step (earlier steps' outputs can be given in the data file as `steps`).
+        #[arg(long)]
+        step: Option<String>,
+        #[arg(long, default_value = ".sluice")]
+        data_dir: PathBuf,
+    },
     /// Manage projects of a deployed stack (its DynamoDB table).
     #[command(subcommand)]
     Project(ProjectCommand),
@@ -133,6 +148,9 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Schema => {
             println!("{}", serde_json::to_string_pretty(&schema::workflow_schema())?);
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Test { file, data, step, data_dir } => {
+            test_run::run(&file, data.as_deref(), step.as_deref(), &data_dir).await
         }
         Command::Project(ProjectCommand::Create { id, table, dir, base_url }) => {
             let store = aws::table_store(&table).await;

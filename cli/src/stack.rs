@@ -23,6 +23,8 @@ use tokio::task::JoinSet;
 
 /// How long a received message stays invisible before it is delivered again.
 const VISIBILITY: Duration = Duration::from_secs(30);
+/// Messages one worker receives and handles at a time.
+const RECEIVE_BATCH: usize = 10;
 /// How long one receive call waits for messages.
 const RECEIVE_WAIT: Duration = Duration::from_secs(1);
 
@@ -113,18 +115,19 @@ async fn serve(api: &Api, request: Request, max_body: usize) -> Response {
     response.map(Body::from)
 }
 
-/// Receives and handles messages of one queue until stopped.
+/// Receives and handles messages of one queue until stopped: up to [`RECEIVE_BATCH`] at a
+/// time, handled concurrently (as the Lambda event source hands a batch to one invocation).
 async fn consume<F, Fut>(queue: Arc<dyn Queue>, name: QueueName, mut stopped: watch::Receiver<bool>, handle: F)
 where
     F: Fn(String, u32) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
 {
     loop {
         if *stopped.borrow() {
             return;
         }
         let received = tokio::select! {
-            r = queue.receive(name, 1, RECEIVE_WAIT, VISIBILITY) => r,
+            r = queue.receive(name, RECEIVE_BATCH, RECEIVE_WAIT, VISIBILITY) => r,
             _ = stopped.changed() => return,
         };
         let messages = match received {
@@ -135,16 +138,22 @@ where
                 continue;
             }
         };
+        let mut handling = JoinSet::new();
         for message in messages {
-            match handle(message.body, message.receive_count).await {
-                Ok(()) => {
-                    if let Err(error) = queue.ack(name, &message.receipt).await {
+            let done = handle(message.body, message.receive_count);
+            handling.spawn(async move { (message.receipt, done.await) });
+        }
+        while let Some(joined) = handling.join_next().await {
+            match joined {
+                Ok((receipt, Ok(()))) => {
+                    if let Err(error) = queue.ack(name, &receipt).await {
                         tracing::error!(queue = name.as_str(), %error, "ack failed; the message will be handled again");
                     }
                 }
-                Err(error) => {
+                Ok((_, Err(error))) => {
                     tracing::warn!(queue = name.as_str(), %error, "message failed; it will be delivered again");
                 }
+                Err(error) => tracing::error!(queue = name.as_str(), %error, "message handler panicked"),
             }
         }
     }

@@ -27,34 +27,93 @@
 //!   execution it was stored for.
 
 pub mod executions;
+pub mod fan_out;
 pub mod files;
 pub mod projects;
 pub mod queue;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use chrono::DateTime;
 
 use crate::ports::{Queue, Store};
 use crate::record::Timestamp;
 
-/// Runs every store case against `store`.
+/// How hard `store_suite_with` pushes the backend. Real backends take [`SuiteLimits::FULL`];
+/// an emulator that cannot do more gets less, and the difference is written down above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SuiteLimits {
+    /// How many branches are completed to check `branch_results` (at most `MAX_FAN_OUT_ITEMS`).
+    pub branches: u32,
+    /// How many `complete_branch` calls run at once (1: one after another).
+    pub concurrent_completions: usize,
+}
+
+impl SuiteLimits {
+    /// Everything the port promises: a fan-out of `MAX_FAN_OUT_ITEMS` branches, completed 50 at
+    /// a time.
+    pub const FULL: SuiteLimits =
+        SuiteLimits { branches: crate::ports::MAX_FAN_OUT_ITEMS as u32, concurrent_completions: 50 };
+    /// moto (the local AWS-API server): see "moto" in the backend differences above.
+    pub const MOTO: SuiteLimits = SuiteLimits { branches: 500, concurrent_completions: 1 };
+}
+
+/// Runs every store case against `store`, with [`SuiteLimits::FULL`].
 pub async fn store_suite(store: &dyn Store) {
+    store_suite_with(store, SuiteLimits::FULL).await;
+}
+
+/// Runs every store case against `store`, within `limits`.
+pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
+    let mut t = std::time::Instant::now();
     projects::case_project_create_get_and_duplicate(store).await;
+    eprintln!("TIMING projects::case_proje {:?}", t.elapsed()); t = std::time::Instant::now();
     projects::case_deploy_versions_only_on_change(store).await;
+    eprintln!("TIMING projects::case_deplo {:?}", t.elapsed()); t = std::time::Instant::now();
     projects::case_concurrent_deploys_get_distinct_versions(store).await;
+    eprintln!("TIMING projects::case_concu {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_execution_create_get_and_duplicate(store).await;
+    eprintln!("TIMING executions::case_exe {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_finish_execution_only_once(store).await;
+    eprintln!("TIMING executions::case_fin {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_record_step_first_writer_wins(store).await;
+    eprintln!("TIMING executions::case_rec {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_concurrent_record_step_has_one_winner(store).await;
+    eprintln!("TIMING executions::case_con {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_list_steps_is_ordered_and_complete(store).await;
+    eprintln!("TIMING executions::case_lis {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_settle_response_first_wins(store).await;
+    eprintln!("TIMING executions::case_set {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_timestamps_round_trip_to_the_millisecond(store).await;
+    eprintln!("TIMING executions::case_tim {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_step_logs_round_trip(store).await;
+    eprintln!("TIMING executions::case_ste {:?}", t.elapsed()); t = std::time::Instant::now();
     executions::case_set_execution_status_moves_only_from_the_given_status(store).await;
+    eprintln!("TIMING executions::case_set {:?}", t.elapsed()); t = std::time::Instant::now();
+    executions::case_test_flag_round_trips(store).await;
+    eprintln!("TIMING executions::case_tes {:?}", t.elapsed()); t = std::time::Instant::now();
     files::case_file_round_trips(store).await;
+    eprintln!("TIMING files::case_file_rou {:?}", t.elapsed()); t = std::time::Instant::now();
     files::case_file_over_the_limit_is_too_large(store).await;
+    eprintln!("TIMING files::case_file_ove {:?}", t.elapsed()); t = std::time::Instant::now();
     files::case_file_is_scoped_to_its_execution(store).await;
+    eprintln!("TIMING files::case_file_is_ {:?}", t.elapsed()); t = std::time::Instant::now();
     files::case_unknown_or_forged_file_is_none(store).await;
+    eprintln!("TIMING files::case_unknown_ {:?}", t.elapsed()); t = std::time::Instant::now();
     files::case_files_of_one_execution_are_independent(store).await;
+    eprintln!("TIMING files::case_files_of {:?}", t.elapsed()); t = std::time::Instant::now();
+    fan_out::case_latest_step_is_the_highest_attempt_of_its_key(store).await;
+    eprintln!("TIMING fan_out::case_latest {:?}", t.elapsed()); t = std::time::Instant::now();
+    fan_out::case_fan_out_items_round_trip(store).await;
+    eprintln!("TIMING fan_out::case_fan_ou {:?}", t.elapsed()); t = std::time::Instant::now();
+    fan_out::case_complete_branch_counts_once(store).await;
+    eprintln!("TIMING fan_out::case_comple {:?}", t.elapsed()); t = std::time::Instant::now();
+    fan_out::case_concurrent_completions_count_each_branch_once(store, limits.concurrent_completions).await;
+    eprintln!("TIMING fan_out::case_concur {:?}", t.elapsed()); t = std::time::Instant::now();
+    fan_out::case_branch_results_are_ordered_and_complete(store, limits).await;
+    eprintln!("TIMING fan_out::case_branch {:?}", t.elapsed()); t = std::time::Instant::now();
 }
 
 /// Runs every queue case against `queue`, whose two queues must be empty and unshared.
@@ -69,6 +128,27 @@ pub async fn queue_suite(queue: &dyn Queue) {
 /// A fresh id, so cases never collide in a shared table or queue.
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Runs `futures` concurrently on the current task and returns their outputs in order (the
+/// cases hold a borrowed `&dyn Store`, so they cannot spawn tasks).
+async fn join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut pending: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = pending.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut finished = true;
+        for (future, output) in pending.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    Poll::Ready(value) => *output = Some(value),
+                    Poll::Pending => finished = false,
+                }
+            }
+        }
+        if finished { Poll::Ready(()) } else { Poll::Pending }
+    })
+    .await;
+    outputs.into_iter().map(|output| output.expect("every future has finished")).collect()
 }
 
 /// A timestamp with an odd millisecond, to catch adapters that store seconds.

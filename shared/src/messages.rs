@@ -40,7 +40,13 @@ pub struct DeadlineMessage {
 impl StepMessage {
     /// The first attempt of `step`, outside any fan-out, now.
     pub fn first(execution_id: &str, step: &str) -> StepMessage {
-        StepMessage { execution_id: execution_id.into(), step: step.into(), attempt: 1, scope: vec![], not_before_ms: None }
+        StepMessage {
+            execution_id: execution_id.into(),
+            step: step.into(),
+            attempt: 1,
+            scope: vec![],
+            not_before_ms: None,
+        }
     }
 
     pub fn to_json(&self) -> String {

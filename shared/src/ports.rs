@@ -163,9 +163,15 @@ pub trait FanOutStore: Send + Sync {
     async fn latest_step(&self, execution_id: &str, step_key: &str) -> Result<Option<StepAttempt>, StoreError>;
     /// Keeps the items of a fan-out (so that branches started later find theirs). Calling it
     /// again with the same items is harmless.
-    async fn put_fan_out_items(&self, execution_id: &str, fan_out_key: &str, items: &[Value]) -> Result<(), StoreError>;
+    async fn put_fan_out_items(&self, execution_id: &str, fan_out_key: &str, items: &[Value])
+    -> Result<(), StoreError>;
     /// Item `index` of a fan-out, as kept by `put_fan_out_items`.
-    async fn fan_out_item(&self, execution_id: &str, fan_out_key: &str, index: u32) -> Result<Option<Value>, StoreError>;
+    async fn fan_out_item(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        index: u32,
+    ) -> Result<Option<Value>, StoreError>;
     /// Counts branch `index` as done with `result`, once: a repeated call for the same branch
     /// (a redelivery) changes nothing and keeps the first result. Returns how many distinct
     /// branches of the fan-out are done after this call.

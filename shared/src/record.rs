@@ -78,6 +78,10 @@ pub struct Execution {
     /// Set for executions whose caller waits for a Response step: when it stops waiting.
     pub response_deadline: Option<Timestamp>,
     pub error: Option<ExecutionError>,
+    /// A test run (`sluice test`): delays are skipped, displayed arrays truncated, paginated
+    /// requests capped.
+    #[serde(default)]
+    pub test: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

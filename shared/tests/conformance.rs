@@ -139,7 +139,7 @@ mod aws {
     use aws_sdk_sqs::types::MessageSystemAttributeName;
     use sluice_shared::adapters::dynamodb::{self, DynamoStore};
     use sluice_shared::adapters::sqs::{self, SqsQueue};
-    use sluice_shared::conformance::{queue_suite, store_suite};
+    use sluice_shared::conformance::{SuiteLimits, queue_suite, store_suite_with};
     use sluice_shared::ports::{Outgoing, Queue, QueueName};
 
     /// The local AWS-API server, or None (the test passes with a notice) unless required.
@@ -181,7 +181,7 @@ mod aws {
         let table = format!("sluice-conformance-{}", unique());
         dynamodb::create_table(&client, &table).await.expect("create table");
         dynamodb::create_table(&client, &table).await.expect("creating an existing table is a no-op");
-        store_suite(&DynamoStore::new(client.clone(), table.clone())).await;
+        store_suite_with(&DynamoStore::new(client.clone(), table.clone()), SuiteLimits::MOTO).await;
         client.delete_table().table_name(&table).send().await.expect("delete table");
     }
 

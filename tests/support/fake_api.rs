@@ -16,6 +16,10 @@ use serde_json::{Value, json};
 struct Calls {
     by_key: HashMap<String, u32>,
     idempotency_keys: Vec<String>,
+    /// When each `/limited` call arrived.
+    limited_at: Vec<std::time::Instant>,
+    in_flight: u32,
+    max_in_flight: u32,
 }
 
 /// A running fake API; the server stops with the test's runtime.
@@ -32,6 +36,9 @@ impl FakeApi {
             .route("/flaky/{key}/{failures}", post(flaky).get(flaky))
             .route("/slow/{millis}", get(slow))
             .route("/status/{code}", get(status).post(status))
+            .route("/list/{n}", get(list))
+            .route("/limited/{retry_after}", get(limited))
+            .route("/concurrent/{millis}", get(concurrent))
             .with_state(calls.clone());
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind fake API");
@@ -45,6 +52,16 @@ impl FakeApi {
     /// How many times `/flaky/{key}/..` was called.
     pub fn calls(&self, key: &str) -> u32 {
         self.calls.lock().expect("calls").by_key.get(key).copied().unwrap_or(0)
+    }
+
+    /// When each call to `/limited` arrived.
+    pub fn limited_calls(&self) -> Vec<std::time::Instant> {
+        self.calls.lock().expect("calls").limited_at.clone()
+    }
+
+    /// The most `/concurrent` calls that were in flight at once.
+    pub fn max_in_flight(&self) -> u32 {
+        self.calls.lock().expect("calls").max_in_flight
     }
 
     /// Every Idempotency-Key header received by `/flaky`.
@@ -96,4 +113,41 @@ async fn slow(Path(millis): Path<u64>) -> Json<Value> {
 async fn status(Path(code): Path<u16>) -> (StatusCode, Json<Value>) {
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::IM_A_TEAPOT);
     (status, Json(json!({ "status": code })))
+}
+
+/// `{ "items": [0, 1, ..., n-1] }`.
+async fn list(Path(n): Path<u32>) -> Json<Value> {
+    Json(json!({ "items": (0..n).collect::<Vec<_>>() }))
+}
+
+/// The first call answers 429 with `Retry-After: <retry_after>` (seconds); later ones 200.
+async fn limited(State(calls): Shared, Path(retry_after): Path<u32>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let first = {
+        let mut calls = calls.lock().expect("calls");
+        calls.limited_at.push(std::time::Instant::now());
+        calls.limited_at.len() == 1
+    };
+    if first {
+        (
+            StatusCode::TOO_MANY_REQUESTS,
+            [("retry-after", retry_after.to_string())],
+            Json(json!({ "error": "slow down" })),
+        )
+            .into_response()
+    } else {
+        Json(json!({ "ok": true })).into_response()
+    }
+}
+
+/// Takes `millis`, counting how many calls are in flight at once.
+async fn concurrent(State(calls): Shared, Path(millis): Path<u64>) -> Json<Value> {
+    {
+        let mut calls = calls.lock().expect("calls");
+        calls.in_flight += 1;
+        calls.max_in_flight = calls.max_in_flight.max(calls.in_flight);
+    }
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    calls.lock().expect("calls").in_flight -= 1;
+    Json(json!({ "slept": millis }))
 }

@@ -10,12 +10,30 @@ use sluice_cli::stack::{LocalStack, StackOptions};
 use sluice_shared::adapters::dynamodb::{self, DynamoStore};
 use sluice_shared::adapters::sqlite::Sqlite;
 use sluice_shared::adapters::sqs::{self, SqsQueue};
+
+use crate::duplicating::DuplicatingQueue;
 use sluice_shared::auth;
 use sluice_shared::model::load;
 use sluice_shared::net::{HttpClient, OutboundPolicy};
 use sluice_shared::ports::{Deployment, Project, Queue, Store};
 use sluice_shared::record::now;
 use sluice_shared::runtime::{Runtime, Settings};
+
+/// How a test stack differs from the default.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    pub response_timeout: Duration,
+    /// Every message is delivered twice.
+    pub duplicate_deliveries: bool,
+    /// Step-runner workers (each handles up to 10 messages at a time).
+    pub workers: usize,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig { response_timeout: Duration::from_secs(30), duplicate_deliveries: false, workers: 4 }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -61,6 +79,12 @@ impl TestStack {
     /// Starts a stack whose synchronous callers wait `response_timeout`; None when the AWS
     /// backend was asked for and no local AWS-API server is configured.
     pub async fn start(backend: Backend, response_timeout: Duration) -> Option<TestStack> {
+        TestStack::start_with(backend, StackConfig { response_timeout, ..StackConfig::default() }).await
+    }
+
+    /// Starts a stack with more options (see [`StackConfig`]).
+    pub async fn start_with(backend: Backend, config: StackConfig) -> Option<TestStack> {
+        let response_timeout = config.response_timeout;
         let unique = uuid::Uuid::new_v4().simple().to_string();
         let (store, queue, data_dir): (Arc<dyn Store>, Arc<dyn Queue>, _) = match backend {
             Backend::Sqlite => {
@@ -85,9 +109,10 @@ impl TestStack {
         };
         let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
         let settings = Settings { response_timeout, ..Settings::default() };
+        let queue: Arc<dyn Queue> = if config.duplicate_deliveries { Arc::new(DuplicatingQueue(queue)) } else { queue };
         let runtime =
             Runtime { store: store.clone(), queue, http: HttpClient::new(policy).expect("HTTP client"), settings };
-        let options = StackOptions { addr: ([127, 0, 0, 1], 0).into(), workers: 4, demo_routes: false };
+        let options = StackOptions { addr: ([127, 0, 0, 1], 0).into(), workers: config.workers, demo_routes: false };
         let stack = LocalStack::start(runtime.clone(), options).await.expect("start the local stack");
 
         let keys = auth::generate_signing_key().expect("signing key");

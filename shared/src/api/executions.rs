@@ -97,6 +97,7 @@ fn step_record(attempts: &[&StepAttempt]) -> Value {
         "input": last.input,
         "output": last.output,
         "error": last.error.as_ref().map(|e| json!({ "message": e.message, "retryable": e.retryable, "details": e.details })),
+        "logs": last.logs,
         "attempts": attempts.len(),
         "startedAt": format_timestamp(&first.started_at),
         "endedAt": format_timestamp(&last.ended_at),

@@ -4,6 +4,7 @@
 
 mod executions;
 mod respond;
+mod test_runs;
 mod trigger;
 mod validate;
 
@@ -50,6 +51,12 @@ impl Api {
                 allow(&request, &Method::GET)?;
                 let (project, execution) = (id(project)?, id(execution)?);
                 executions::get(&self.runtime, project, execution, request.headers()).await
+            }
+            ["projects", project, "test-runs"] => {
+                allow(&request, &Method::POST)?;
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                test_runs::handle(&self.runtime, project, &parts.headers, &body).await
             }
             ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),

@@ -198,6 +198,7 @@ mod tests {
             trigger: TriggerData::default(),
             response_deadline: None,
             error: None,
+            test: false,
         }
     }
 

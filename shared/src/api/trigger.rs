@@ -64,6 +64,7 @@ pub(super) async fn handle(
         trigger,
         response_deadline: waits.then(|| chrono::Duration::from_std(timeout).ok().map(|d| started_at + d)).flatten(),
         error: None,
+        test: false,
     };
     store.create_execution(&execution).await?;
     if let Err(error) = enqueue_start(runtime, &execution, workflow).await {

@@ -30,6 +30,7 @@ fn execution(id: &str) -> Execution {
         },
         response_deadline: None,
         error: None,
+        test: false,
     }
 }
 
@@ -258,4 +259,18 @@ pub async fn case_set_execution_status_moves_only_from_the_given_status(store: &
     let unknown = unique("e");
     assert!(!store.set_execution_status(&unknown, Running, Waiting).await.expect("unknown"));
     assert_eq!(store.get_execution(&unknown).await.expect("get unknown"), None, "nothing was created");
+}
+
+/// The test-run flag reads back as written; an ordinary execution is not a test run.
+pub async fn case_test_flag_round_trips(store: &dyn Store) {
+    let test = Execution { test: true, ..execution(&unique("e")) };
+    store.create_execution(&test).await.expect("create test run");
+    assert_eq!(store.get_execution(&test.id).await.expect("get"), Some(test.clone()));
+    let ended = at_ms(test.started_at.timestamp_millis() + 2_001);
+    assert!(store.finish_execution(&test.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish"));
+    assert!(store.get_execution(&test.id).await.expect("get").expect("exists").test, "still a test run");
+
+    let ordinary = execution(&unique("e"));
+    store.create_execution(&ordinary).await.expect("create");
+    assert!(!store.get_execution(&ordinary.id).await.expect("get").expect("exists").test);
 }

@@ -163,7 +163,8 @@ fn jitter_is_deterministic_per_seed_and_spreads_across_seeds() {
     let wf = retrying(3, "10s", false);
     let delay = |seed| delay_of(after_step(&wf, "a", &[], 1, &failed(true), seed), 1);
     assert_eq!(delay(42), delay(42));
-    let spread: std::collections::BTreeSet<u128> = (0..50).map(|seed| delay(jitter_seed("e", "a", seed)).as_millis()).collect();
+    let spread: std::collections::BTreeSet<u128> =
+        (0..50).map(|seed| delay(jitter_seed("e", "a", seed)).as_millis()).collect();
     assert!(spread.len() > 40, "50 seeds gave only {} distinct delays", spread.len());
     assert!(spread.iter().all(|ms| (8_000..=12_000).contains(ms)));
 }
@@ -215,7 +216,13 @@ fn delay_step_continues_not_before_its_end() {
     let expected = chrono::DateTime::parse_from_rfc3339(until).expect("time").with_timezone(&chrono::Utc);
     assert_eq!(
         effect,
-        Ok(Effect::RunStep { step: "b".into(), scope: vec![], attempt: 1, delay: Duration::ZERO, not_before: Some(expected) })
+        Ok(Effect::RunStep {
+            step: "b".into(),
+            scope: vec![],
+            attempt: 1,
+            delay: Duration::ZERO,
+            not_before: Some(expected)
+        })
     );
 }
 
@@ -226,11 +233,14 @@ fn fan_out(id: &str, steps: Value) -> Value {
 fn fanned() -> Workflow {
     workflow(json!([
         request("a"),
-        fan_out("f", json!([
-            request("f1"),
-            conditional("fc", json!([request("f2")]), json!([])),
-            fan_out("g", json!([request("g1")])),
-        ])),
+        fan_out(
+            "f",
+            json!([
+                request("f1"),
+                conditional("fc", json!([request("f2")]), json!([])),
+                fan_out("g", json!([request("g1")])),
+            ])
+        ),
         request("z"),
     ]))
 }
@@ -275,9 +285,12 @@ fn a_failed_branch_fails_its_fan_out() {
 
 #[test]
 fn a_branch_step_that_continues_on_failure_ends_the_branch_with_null() {
-    let wf = workflow(json!([fan_out("f", json!([
-        { "id": "x", "type": "request", "url": "https://x", "continue_on_failure": true }
-    ]))]));
+    let wf = workflow(json!([fan_out(
+        "f",
+        json!([
+            { "id": "x", "type": "request", "url": "https://x", "continue_on_failure": true }
+        ])
+    )]));
     assert_eq!(
         after_step(&wf, "x", &[0], 1, &failed(false), 0),
         Ok(Effect::BranchDone { fan_out: "f".into(), scope: vec![], index: 0, result: Value::Null })

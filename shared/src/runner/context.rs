@@ -35,23 +35,29 @@ pub(super) async fn for_step(
             steps.insert(id, step_variables(&attempt));
         }
     }
-    let mut ctx = json!({
-        "trigger": {
-            "query": execution.trigger.query,
-            "headers": execution.trigger.headers,
-            "body": execution.trigger.body,
-        },
-        "steps": steps,
-        "settings": {},
-        "user": { "id": execution.user_id },
-        "execution": { "id": execution.id },
-        "workflow": { "id": execution.workflow_id },
-    });
+    let mut ctx = base(execution);
+    ctx["steps"] = Value::Object(steps);
     if let Some(innermost) = scope.last() {
         ctx["item"] = innermost.item.clone();
         ctx["index"] = json!(innermost.index);
     }
     Ok(ctx)
+}
+
+/// The variables every step sees: the trigger and the execution's context, no steps yet.
+pub fn base(execution: &Execution) -> Value {
+    json!({
+        "trigger": {
+            "query": execution.trigger.query,
+            "headers": execution.trigger.headers,
+            "body": execution.trigger.body,
+        },
+        "steps": {},
+        "settings": {},
+        "user": { "id": execution.user_id },
+        "execution": { "id": execution.id },
+        "workflow": { "id": execution.workflow_id },
+    })
 }
 
 /// `{ "output": ... }` and/or `{ "error": { "message", "details" } }` of one attempt.

@@ -22,7 +22,7 @@ use crate::record::{
 use crate::runtime::Runtime;
 use crate::steps;
 
-pub use context::{referenced_steps, step_variables};
+pub use context::{base as test_context, referenced_steps, step_variables};
 
 /// Deliveries of one message before it is given up on (matches the queues' redrive policy).
 pub const MAX_RECEIVES: u32 = 5;
@@ -133,8 +133,12 @@ impl Runner {
                 ))
             })?;
         let workflow = &deployment.workflow;
-        let mut current =
-            Current { step: message.step.clone(), attempt: message.attempt, scope: message.scope.clone(), record: None };
+        let mut current = Current {
+            step: message.step.clone(),
+            attempt: message.attempt,
+            scope: message.scope.clone(),
+            record: None,
+        };
         let started = Instant::now();
         for inline in 0.. {
             let step = workflow
@@ -154,11 +158,13 @@ impl Runner {
                 (StepStatus::Failed, _, None) => Outcome::Failed(StepError::terminal("failed")),
             };
             let seed = engine::jitter_seed(&execution.id, &current.key(), current.attempt);
-            let effect = engine::after_step(workflow, &current.step, &current.indexes(), current.attempt, &outcome, seed)
-                .map_err(|e| RunError::Poison(e.to_string()))?;
+            let effect =
+                engine::after_step(workflow, &current.step, &current.indexes(), current.attempt, &outcome, seed)
+                    .map_err(|e| RunError::Poison(e.to_string()))?;
             let next = match effect {
                 Effect::RunStep { step, attempt, delay, not_before, .. } => {
-                    let wait = delay.max(not_before.and_then(|t| remaining_until(t.timestamp_millis())).unwrap_or_default());
+                    let wait =
+                        delay.max(not_before.and_then(|t| remaining_until(t.timestamp_millis())).unwrap_or_default());
                     if wait.is_zero() && inline < MAX_INLINE_STEPS && started.elapsed() < SEGMENT_BUDGET {
                         Current { step, attempt, scope: current.scope, record: None }
                     } else {

@@ -15,7 +15,8 @@ use crate::template;
 /// The longest wait a Delay step may ask for.
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 
-pub(super) fn run(step: &DelayStep, ctx: &Value) -> (Value, Result<Value, StepError>) {
+/// Works out the end of the wait; a test run (`skip`) does not wait: the wait ends now.
+pub(super) fn run(step: &DelayStep, ctx: &Value, skip: bool) -> (Value, Result<Value, StepError>) {
     let started = now();
     let until = match (&step.duration, &step.until) {
         (Some(duration), None) => (json!({ "for": duration.to_string() }), wait_for(started, duration.duration())),
@@ -38,6 +39,9 @@ pub(super) fn run(step: &DelayStep, ctx: &Value) -> (Value, Result<Value, StepEr
                 "`until` {} is more than 366 days away",
                 format_timestamp(&until)
             )));
+        }
+        if skip {
+            return Ok(json!({ "waitedUntil": format_timestamp(&started), "skipped": "test runs do not wait" }));
         }
         Ok(json!({ "waitedUntil": format_timestamp(&until.max(started)) }))
     });
@@ -70,7 +74,7 @@ mod tests {
     #[test]
     fn for_waits_that_long_from_now() {
         let before = now();
-        let (_, output) = run(&delay(json!({ "for": "90s" })), &json!({}));
+        let (_, output) = run(&delay(json!({ "for": "90s" })), &json!({}), false);
         let until = waited_until(&output);
         assert!(until >= before + chrono::Duration::seconds(90) && until <= now() + chrono::Duration::seconds(90));
     }
@@ -78,20 +82,27 @@ mod tests {
     #[test]
     fn until_takes_a_templated_timestamp_and_a_past_one_means_now() {
         let ctx = json!({ "trigger": { "body": { "at": "2099-01-02T03:04:05Z" } } });
-        let (input, output) = run(&delay(json!({ "until": "{{trigger.body.at}}" })), &ctx);
+        let (input, output) = run(&delay(json!({ "until": "{{trigger.body.at}}" })), &ctx, false);
         assert_eq!(input["until"], "2099-01-02T03:04:05Z");
         assert!(output.is_err(), "2099 is more than 366 days away");
         let soon = format_timestamp(&(now() + chrono::Duration::days(2)));
-        assert!(run(&delay(json!({ "until": soon })), &json!({})).1.is_ok());
+        assert!(run(&delay(json!({ "until": soon })), &json!({}), false).1.is_ok());
         let before = now();
-        let past = run(&delay(json!({ "until": "2020-01-01T00:00:00Z" })), &json!({})).1;
+        let past = run(&delay(json!({ "until": "2020-01-01T00:00:00Z" })), &json!({}), false).1;
         assert!(waited_until(&past) >= before);
+    }
+
+    #[test]
+    fn a_test_run_does_not_wait() {
+        let before = now();
+        let (_, output) = run(&delay(json!({ "for": "30d" })), &json!({}), true);
+        assert!(waited_until(&output) <= now() && waited_until(&output) >= before);
     }
 
     #[test]
     fn bad_waits_fail_terminally() {
         for step in [json!({ "until": "tomorrow" }), json!({ "for": "400d" }), json!({})] {
-            let (_, output) = run(&delay(step.clone()), &json!({}));
+            let (_, output) = run(&delay(step.clone()), &json!({}), false);
             assert!(output.is_err_and(|e| !e.retryable), "{step}");
         }
     }

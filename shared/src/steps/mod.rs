@@ -2,8 +2,8 @@
 //! execution's variables into one [`StepAttempt`] record; none of them decides what runs
 //! next (that is the engine's job). Templating errors fail the attempt terminally.
 
-pub mod request;
 mod delay;
+pub mod request;
 mod response;
 
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub async fn execute(runtime: &Runtime, execution: &Execution, step: &Step, atte
             (input, result)
         }
         StepKind::Response(response) => response::run(runtime, execution, response, ctx).await,
-        StepKind::Delay(delay) => delay::run(delay, ctx),
+        StepKind::Delay(delay) => delay::run(delay, ctx, execution.test),
         StepKind::Function(_) | StepKind::FanOut(_) => {
             let message = format!("`{}` steps are not supported by this version", step.kind.type_name());
             (Value::Null, Err(StepError::terminal(message)))
@@ -96,7 +96,8 @@ async fn run_request(
     };
     let idempotency_key = format!("{}:{}", execution.id, step.id);
     let files: &dyn crate::ports::FileStore = runtime.store.as_ref();
-    let options = request::SendOptions::default();
+    // A test run fetches at most `TEST_RUN_MAX_PAGES` pages of a paginated request.
+    let options = if execution.test { request::SendOptions::test_run() } else { request::SendOptions::default() };
     let result = request::send(&runtime.http, files, &execution.id, &rendered, &idempotency_key, &options).await;
     (rendered.input_record(), result)
 }

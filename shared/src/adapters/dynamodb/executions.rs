@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use super::{
-    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_json, get_n, get_opt_json,
-    get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk,
+    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_flag, get_json, get_n,
+    get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk,
 };
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
 use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
@@ -46,6 +46,7 @@ fn decode_execution(item: &Item) -> Result<Execution, StoreError> {
         trigger: get_json(item, "trigger")?,
         response_deadline: get_opt_ts(item, "response_deadline")?,
         error: get_opt_json(item, "error")?,
+        test: get_flag(item, "test")?,
     })
 }
 
@@ -93,6 +94,9 @@ impl ExecutionStore for DynamoStore {
         }
         if let Some(error) = &e.error {
             attributes.push(("error", json(error)?));
+        }
+        if e.test {
+            attributes.push(("test", AttributeValue::Bool(true)));
         }
         if self.put_new(item(attributes)).await? {
             Ok(())

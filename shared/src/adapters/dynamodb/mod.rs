@@ -32,7 +32,8 @@ use crate::record::Timestamp;
 /// A DynamoDB item as the SDK sees it.
 type Item = HashMap<String, AttributeValue>;
 
-/// `ProjectStore`, `WorkflowStore`, `ExecutionStore` and `FileStore` over one DynamoDB table.
+/// `ProjectStore`, `WorkflowStore`, `ExecutionStore`, `FileStore` and `FanOutStore` over one
+/// DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -160,8 +161,14 @@ const EXECUTION_SK: &str = "EXEC";
 const RESPONSE_SK: &str = "RESPONSE";
 const STEP_PREFIX: &str = "STEP#";
 
+/// The prefix of the attempts of one step key. The `#` after the key keeps other keys out:
+/// `STEP#a#` matches neither `STEP#a@1#...` nor `STEP#ab#...`.
+fn step_prefix(step: &str) -> String {
+    format!("{STEP_PREFIX}{step}#")
+}
+
 fn step_sk(step: &str, attempt: u32) -> String {
-    format!("{STEP_PREFIX}{step}#{attempt:010}")
+    format!("{}{attempt:010}", step_prefix(step))
 }
 
 // Attribute values.
@@ -211,6 +218,15 @@ fn get_n<T: FromStr>(item: &Item, name: &str) -> Result<T, StoreError> {
     get_opt_n(item, name)?.ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
 }
 
+/// A boolean flag: absent (or NULL) is false.
+fn get_flag(item: &Item, name: &str) -> Result<bool, StoreError> {
+    match item.get(name) {
+        None | Some(AttributeValue::Null(_)) => Ok(false),
+        Some(AttributeValue::Bool(flag)) => Ok(*flag),
+        Some(_) => Err(StoreError::Corrupt(format!("attribute {name} is not a boolean"))),
+    }
+}
+
 fn to_timestamp(ms: i64) -> Result<Timestamp, StoreError> {
     DateTime::from_timestamp_millis(ms).ok_or_else(|| StoreError::Corrupt(format!("timestamp {ms} ms is out of range")))
 }
@@ -248,11 +264,22 @@ mod tests {
     }
 
     #[test]
+    fn a_step_prefix_matches_only_its_own_key() {
+        assert!(step_sk("a", 3).starts_with(&step_prefix("a")));
+        assert!(!step_sk("a@1", 3).starts_with(&step_prefix("a")));
+        assert!(!step_sk("ab", 3).starts_with(&step_prefix("a")));
+        assert!(!step_sk("a", 3).starts_with(&step_prefix("a@1")));
+        assert!(!step_sk("leaf@3.5", 1).starts_with(&step_prefix("leaf@3")));
+    }
+
+    #[test]
     fn wrong_attribute_types_are_corrupt() {
         let item: Item = [("a".to_string(), n(1)), ("b".to_string(), s("x"))].into_iter().collect();
         assert!(matches!(get_s(&item, "a"), Err(StoreError::Corrupt(_))));
         assert!(matches!(get_n::<u32>(&item, "b"), Err(StoreError::Corrupt(_))));
         assert!(matches!(get_s(&item, "missing"), Err(StoreError::Corrupt(_))));
         assert_eq!(get_opt_s(&item, "missing").expect("optional"), None);
+        assert!(matches!(get_flag(&item, "a"), Err(StoreError::Corrupt(_))));
+        assert!(!get_flag(&item, "missing").expect("absent is false"));
     }
 }

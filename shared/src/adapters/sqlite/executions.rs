@@ -52,12 +52,12 @@ fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     ms.map(from_ms).transpose()
 }
 
-const STEP_COLUMNS: &str = "step, attempt, status, input, output, error, started_at_ms, ended_at_ms, logs";
+pub(super) const STEP_COLUMNS: &str = "step, attempt, status, input, output, error, started_at_ms, ended_at_ms, logs";
 
 /// The columns of [`STEP_COLUMNS`], decoded later (decoding errors are `StoreError`s).
-type StepRow = (String, u32, String, String, Option<String>, Option<String>, i64, i64, Option<String>);
+pub(super) type StepRow = (String, u32, String, String, Option<String>, Option<String>, i64, i64, Option<String>);
 
-fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
+pub(super) fn step_row(row: &Row<'_>) -> rusqlite::Result<StepRow> {
     Ok((
         row.get(0)?,
         row.get(1)?,
@@ -77,7 +77,7 @@ fn encode_logs(logs: &[String]) -> Result<Option<String>, StoreError> {
     if logs.is_empty() { Ok(None) } else { to_json(&logs).map(Some) }
 }
 
-fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
+pub(super) fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
     let (step, attempt, status, input, output, error, started_at, ended_at, logs) = row;
     Ok(StepAttempt {
         status: parse_step_status(&status)?,
@@ -122,8 +122,8 @@ impl ExecutionStore for Sqlite {
             let inserted = conn
                 .execute(
                     "INSERT INTO executions (id, project_id, workflow_id, workflow_version, user_id, status,
-                         started_at_ms, ended_at_ms, trigger, response_deadline_ms, error)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT (id) DO NOTHING",
+                         started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
                     params![
                         e.id,
                         e.project_id,
@@ -136,6 +136,7 @@ impl ExecutionStore for Sqlite {
                         trigger,
                         e.response_deadline.as_ref().map(to_ms),
                         error,
+                        e.test,
                     ],
                 )
                 .map_err(backend)?;
@@ -150,12 +151,24 @@ impl ExecutionStore for Sqlite {
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
         let execution_id = execution_id.to_string();
         self.call(move |conn| {
-            type ExecutionRow =
-                (String, String, String, u32, String, String, i64, Option<i64>, String, Option<i64>, Option<String>);
+            type ExecutionRow = (
+                String,
+                String,
+                String,
+                u32,
+                String,
+                String,
+                i64,
+                Option<i64>,
+                String,
+                Option<i64>,
+                Option<String>,
+                bool,
+            );
             let row: Option<ExecutionRow> = conn
                 .query_row(
                     "SELECT id, project_id, workflow_id, workflow_version, user_id, status, started_at_ms,
-                         ended_at_ms, trigger, response_deadline_ms, error
+                         ended_at_ms, trigger, response_deadline_ms, error, test
                      FROM executions WHERE id = ?1",
                     params![execution_id],
                     |r| {
@@ -171,6 +184,7 @@ impl ExecutionStore for Sqlite {
                             r.get(8)?,
                             r.get(9)?,
                             r.get(10)?,
+                            r.get(11)?,
                         ))
                     },
                 )
@@ -188,6 +202,7 @@ impl ExecutionStore for Sqlite {
                 trigger,
                 deadline,
                 error,
+                test,
             )) = row
             else {
                 return Ok(None);
@@ -204,6 +219,7 @@ impl ExecutionStore for Sqlite {
                 trigger: from_json("trigger data", &trigger)?,
                 response_deadline: opt_from_ms(deadline)?,
                 error: opt_from_json::<ExecutionError>("execution error", error)?,
+                test,
             }))
         })
         .await

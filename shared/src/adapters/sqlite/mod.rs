@@ -1,5 +1,6 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
-//! step records, settled responses, execution files and both queues (with their dead letters).
+//! step records, settled responses, execution files, fan-out items and branch results, and
+//! both queues (with their dead letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -33,6 +34,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Schema migrations, applied in order; `PRAGMA user_version` is how many have been applied.
 /// Never edit a published entry: add a new one.
 /// 1: the initial schema. 2: step logs (a JSON array, NULL when empty) and execution files.
+/// 3: the test-run flag of executions (0 for executions written before), fan-out items and
+/// completed fan-out branches.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -119,10 +122,27 @@ CREATE TABLE files (
     PRIMARY KEY (execution_id, id)
 );
 "#,
+    r#"
+ALTER TABLE executions ADD COLUMN test INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE fan_out_items (
+    execution_id TEXT NOT NULL,
+    fan_out_key  TEXT NOT NULL,
+    item_index   INTEGER NOT NULL,
+    item         TEXT NOT NULL,
+    PRIMARY KEY (execution_id, fan_out_key, item_index)
+);
+CREATE TABLE fan_out_branches (
+    execution_id TEXT NOT NULL,
+    fan_out_key  TEXT NOT NULL,
+    branch_index INTEGER NOT NULL,
+    result       TEXT NOT NULL,
+    PRIMARY KEY (execution_id, fan_out_key, branch_index)
+);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
-/// `ExecutionStore`, `FileStore` and `Queue` over one SQLite database. Cheap to clone (shared connection).
+/// `ExecutionStore`, `FileStore`, `FanOutStore` and `Queue` over one SQLite database. Cheap to clone (shared connection).
 #[derive(Clone)]
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
@@ -283,11 +303,12 @@ mod tests {
         let _ = std::fs::remove_dir_all(dir);
     }
 
-    /// A database written by a build that knew only migration 1 keeps its step records and
-    /// gains logs and files when opened.
+    /// A database written by a build that knew only migration 1 keeps its executions and step
+    /// records and gains logs, files, the test flag (false for old executions) and fan-outs
+    /// when opened.
     #[tokio::test]
     async fn version_1_database_upgrades_in_place() {
-        use crate::ports::{ExecutionStore, FileStore};
+        use crate::ports::{ExecutionStore, FanOutStore, FileStore};
 
         let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -302,11 +323,25 @@ mod tests {
             [],
         )
         .expect("old step row");
+        conn.execute(
+            "INSERT INTO executions (id, project_id, workflow_id, workflow_version, user_id, status, started_at_ms,
+                 ended_at_ms, trigger, response_deadline_ms, error)
+             VALUES ('e1', 'p', 'w', 1, 'u', 'running', 1764000000001, NULL,
+                 '{\"query\":{},\"headers\":{},\"body\":null}', NULL, NULL)",
+            [],
+        )
+        .expect("old execution row");
         drop(conn);
 
         let db = Sqlite::open(&path).expect("open upgrades");
+        let execution = db.get_execution("e1").await.expect("get execution").expect("kept");
+        assert_eq!((execution.workflow_id.as_str(), execution.test), ("w", false));
         let step = db.get_step("e1", "fetch", 1).await.expect("get step").expect("kept");
         assert_eq!((step.output, step.logs), (Some(serde_json::json!("ok")), Vec::<String>::new()));
+        assert_eq!(db.latest_step("e1", "fetch").await.expect("latest step").map(|s| s.attempt), Some(1));
+        db.put_fan_out_items("e1", "f", &[serde_json::json!(1)]).await.expect("put items");
+        assert_eq!(db.fan_out_item("e1", "f", 0).await.expect("item"), Some(serde_json::json!(1)));
+        assert_eq!(db.complete_branch("e1", "f", 0, &serde_json::json!("r")).await.expect("complete"), 1);
         let file = db.put_file("e1", "a.txt", "text/plain", bytes::Bytes::from_static(b"hi")).await.expect("put");
         assert_eq!(db.get_file("e1", &file).await.expect("get file"), Some(bytes::Bytes::from_static(b"hi")));
         drop(db);

@@ -181,7 +181,7 @@ pub async fn send(
     let exchange = Exchange::prepare(client, files, execution_id, req, idempotency_key).await?;
     match &req.pagination {
         None => {
-            let page = exchange.fetch(exchange.base_url.clone()).await?;
+            let page = exchange.fetch(exchange.base_url.clone(), 1).await?;
             page.into_output(files, execution_id).await
         }
         Some(pagination) => pagination::fetch_all(&exchange, pagination, options.max_pages(pagination)).await,
@@ -195,6 +195,8 @@ struct Exchange<'a> {
     base_url: Url,
     headers: HeaderMap,
     body: body::PreparedBody,
+    /// The generated idempotency key, when the step did not set its own.
+    generated_key: Option<String>,
 }
 
 impl<'a> Exchange<'a> {
@@ -206,18 +208,28 @@ impl<'a> Exchange<'a> {
         idempotency_key: &str,
     ) -> Result<Exchange<'a>, StepError> {
         let base_url = build_url(client, req)?;
+        let generated_key = (!req.headers.keys().any(|name| name.eq_ignore_ascii_case(IDEMPOTENCY_KEY_HEADER)))
+            .then(|| idempotency_key.to_string());
         let mut headers = build_headers(req, idempotency_key)?;
         let body = body::prepare(req, files, execution_id).await?;
         body.set_content_type(&mut headers)?;
-        Ok(Exchange { client, req, base_url, headers, body })
+        Ok(Exchange { client, req, base_url, headers, body, generated_key })
     }
 
-    /// One HTTP exchange with `url` (checked by the outbound guard first).
-    async fn fetch(&self, url: Url) -> Result<response::RawPage, StepError> {
+    /// One HTTP exchange with `url` (checked by the outbound guard first) for page `page`
+    /// (1 for an unpaginated request). A generated idempotency key gets `:page-N` from page 2
+    /// on, so that a receiver de-duplicating by key does not answer every page with the first.
+    async fn fetch(&self, url: Url, page: u32) -> Result<response::RawPage, StepError> {
         let method = self.req.method.as_str();
         let target = format!("{method} {}", errors::display_url(&url));
         self.client.check_url(&url).map_err(|e| StepError::terminal(format!("{e} ({target})")))?;
         let mut headers = self.headers.clone();
+        if let Some(key) = &self.generated_key
+            && page > 1
+            && let Ok(value) = HeaderValue::from_str(&format!("{key}:page-{page}"))
+        {
+            headers.insert(IDEMPOTENCY_KEY_HEADER, value);
+        }
         if url.origin() != self.base_url.origin() {
             // A page on another origin (a `Link` header's choice) gets no credentials, as
             // reqwest does for redirects.

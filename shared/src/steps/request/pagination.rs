@@ -34,7 +34,7 @@ pub(super) async fn fetch_all(
     let mut pages: u32 = 0;
     let mut previous_cursor: Option<String> = None;
     loop {
-        let page = exchange.fetch(url.clone()).await?;
+        let page = exchange.fetch(url.clone(), pages + 1).await?;
         let body = page.body_value();
         page.ensure_success(&body)?;
         pages += 1;

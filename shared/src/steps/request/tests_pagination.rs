@@ -46,6 +46,14 @@ async fn server() -> Result<SocketAddr, Box<dyn std::error::Error>> {
             }),
         )
         .route(
+            "/keys",
+            get(|headers: axum::http::HeaderMap, Query(q): Params| async move {
+                let key = headers.get("idempotency-key").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+                let n: u64 = q.get("cursor").and_then(|c| c.parse().ok()).unwrap_or(0);
+                json_page(json!({ "data": [key], "next": n + 1 }), &[])
+            }),
+        )
+        .route(
             "/link",
             get(|Query(q): Params| async move {
                 match q.get("p").map(String::as_str) {
@@ -266,5 +274,22 @@ async fn a_next_link_to_another_origin_is_fetched_without_credentials() -> TestR
     req.headers.insert("x-api-key".into(), json!("k"));
     let output = call(&req).await?;
     assert_eq!(output["items"], json!([{ "auth": "Bearer tok" }, { "auth": null }]));
+    Ok(())
+}
+
+#[tokio::test]
+async fn each_page_gets_its_own_generated_idempotency_key() -> TestResult {
+    let addr = server().await?;
+    let pagination = Pagination::Cursor {
+        items: "body.data".into(),
+        cursor: "body.next".into(),
+        param: "cursor".into(),
+        max_pages: Some(3),
+    };
+    let output = call(&paginated(addr, "/keys", pagination.clone())).await?;
+    assert_eq!(output["items"], json!(["key", "key:page-2", "key:page-3"]));
+    let mut own = paginated(addr, "/keys", pagination);
+    own.headers.insert("Idempotency-Key".into(), json!("mine"));
+    assert_eq!(call(&own).await?["items"], json!(["mine", "mine", "mine"]));
     Ok(())
 }

@@ -1,0 +1,84 @@
+//! `sluice test`: one test run of a workflow file on the running `sluice dev`, printed step
+//! by step (input, output, error, logs).
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+use sluice_shared::model::load;
+
+use crate::dev::DevProject;
+
+pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir: &Path) -> anyhow::Result<ExitCode> {
+    let workflow = load::load_file(file).map_err(|problems| anyhow::anyhow!(crate::dev::problem_list(&problems)))?;
+    let project_path = data_dir.join("dev-project.json");
+    let project: DevProject = serde_json::from_str(
+        &std::fs::read_to_string(&project_path)
+            .with_context(|| format!("no {}: start `sluice dev` first", project_path.display()))?,
+    )
+    .with_context(|| format!("{} is not valid", project_path.display()))?;
+    let mut request = json!({ "workflow": workflow });
+    if let Some(data) = data {
+        let text = std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
+        let data: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", data.display()))?;
+        let is_request = data.as_object().is_some_and(|o| {
+            !o.is_empty() && o.keys().all(|k| ["body", "query", "headers", "steps", "userId"].contains(&k.as_str()))
+        });
+        if is_request {
+            for (key, value) in data.as_object().into_iter().flatten() {
+                let target = if key == "steps" || key == "userId" { key.clone() } else { format!("trigger.{key}") };
+                match target.split_once('.') {
+                    Some((_, field)) => request["trigger"][field] = value.clone(),
+                    None => request[target] = value.clone(),
+                }
+            }
+        } else {
+            request["trigger"] = json!({ "body": data });
+        }
+    }
+    if let Some(step) = step {
+        request["step"] = json!(step);
+    }
+    let url = format!("{}/projects/{}/test-runs", project.base_url, project.project_id);
+    let response = reqwest::Client::new()
+        .post(&url)
+        .bearer_auth(&project.api_key)
+        .json(&request)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach sluice dev at {}: is it running?", project.base_url))?;
+    let status = response.status();
+    let body: Value = response.json().await.context("sluice dev answered something that is not JSON")?;
+    if !status.is_success() {
+        bail!("the test run was refused ({status}): {}", serde_json::to_string_pretty(&body)?);
+    }
+    let steps = if step.is_some() { vec![body.clone()] } else { body["steps"].as_array().cloned().unwrap_or_default() };
+    for shown in &steps {
+        print_step(shown);
+    }
+    if step.is_some() {
+        let ok = body["status"] == "succeeded";
+        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    println!("execution {}: {}", body["executionId"].as_str().unwrap_or("?"), body["status"].as_str().unwrap_or("?"));
+    if let Some(error) = body.get("error").filter(|e| !e.is_null()) {
+        println!("  error: {}", error["message"].as_str().unwrap_or_default());
+    }
+    Ok(if body["status"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn print_step(step: &Value) {
+    let id = step["id"].as_str().or_else(|| step["step"].as_str()).unwrap_or("?");
+    let attempts = step["attempts"].as_u64().map(|n| format!(", {n} attempt(s)")).unwrap_or_default();
+    println!("── {id} ({}{attempts})", step["status"].as_str().unwrap_or("?"));
+    for field in ["input", "output", "error"] {
+        if let Some(value) = step.get(field).filter(|v| !v.is_null()) {
+            let text = serde_json::to_string_pretty(value).unwrap_or_default();
+            println!("  {field}: {}", text.replace('\n', "\n  "));
+        }
+    }
+    for line in step["logs"].as_array().into_iter().flatten() {
+        println!("  log: {}", line.as_str().unwrap_or_default());
+    }
+}

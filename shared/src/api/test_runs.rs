@@ -1,0 +1,181 @@
+//! Test runs, with the project API key:
+//! `POST /projects/{projectId}/test-runs` `{ "workflow": {...}, "trigger": { "query", "headers",
+//! "body" }, "userId": "...", "step": "optional step id", "steps": { "ID": { "output": ... } } }`.
+//!
+//! A whole-workflow test run deploys the definition under a test-only workflow id (the
+//! trigger route can never reach it), runs it as a *test* execution — delays skipped,
+//! paginated requests capped at 3 pages — waits for it to end, and answers every step's input
+//! and output with arrays truncated to 20 items. A single-step test (`step`) runs just that
+//! step against the given trigger and earlier step outputs, and records nothing.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::executions::{authorize, record};
+use crate::engine::{self, Effect};
+use crate::error::{ApiError, json_response};
+use crate::messages::StepMessage;
+use crate::model::{StepKind, load};
+use crate::ports::{Outgoing, QueueName};
+use crate::record::{Execution, ExecutionStatus, TriggerData, now};
+use crate::runtime::Runtime;
+use crate::steps;
+
+/// Arrays in test-run output show at most this many items.
+pub const DISPLAY_ARRAY_ITEMS: usize = 20;
+/// How long a whole-workflow test run may take before the answer says it is still running.
+const TEST_RUN_WAIT: Duration = Duration::from_secs(120);
+/// Test definitions are deployed under this prefix, which no trigger URL can name.
+pub const TEST_WORKFLOW_PREFIX: &str = "test:";
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TestRun {
+    workflow: Value,
+    #[serde(default)]
+    trigger: TriggerInput,
+    #[serde(default = "default_user")]
+    user_id: String,
+    #[serde(default)]
+    step: Option<String>,
+    /// For a single-step test: earlier steps' variables, `{ "ID": { "output": ... } }`.
+    #[serde(default)]
+    steps: Map<String, Value>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TriggerInput {
+    #[serde(default)]
+    query: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    headers: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    body: Option<Value>,
+}
+
+fn default_user() -> String {
+    "test-user".into()
+}
+
+pub(super) async fn handle(
+    runtime: &Runtime,
+    project_id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response<Bytes>, ApiError> {
+    authorize(runtime, project_id, headers).await?;
+    let limit = runtime.settings.max_body_bytes;
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
+    }
+    let request: TestRun =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the test run is not valid: {e}")))?;
+    let workflow = load::load_value("workflow", &request.workflow)
+        .map_err(|problems| ApiError::Validation(problems.iter().map(ToString::to_string).collect()))?;
+    let trigger = TriggerData {
+        query: request.trigger.query.clone(),
+        headers: request.trigger.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
+        body: request.trigger.body.clone().unwrap_or_else(|| json!({})),
+    };
+    let mut execution = Execution {
+        id: uuid::Uuid::now_v7().to_string(),
+        project_id: project_id.to_string(),
+        workflow_id: format!("{TEST_WORKFLOW_PREFIX}{}", workflow.id),
+        workflow_version: 0,
+        user_id: request.user_id.clone(),
+        status: ExecutionStatus::Running,
+        started_at: now(),
+        ended_at: None,
+        trigger,
+        response_deadline: None,
+        error: None,
+        test: true,
+    };
+    if let Some(step_id) = &request.step {
+        let step = workflow
+            .find_step(step_id)
+            .ok_or_else(|| ApiError::BadRequest(format!("the workflow has no step `{step_id}`")))?;
+        if matches!(step.kind, StepKind::FanOut(_)) {
+            return Err(ApiError::BadRequest("a fan-out step is tested by testing the whole workflow".into()));
+        }
+        let mut ctx = crate::runner::test_context(&execution);
+        ctx["steps"] = Value::Object(request.steps);
+        let attempt = steps::execute(runtime, &execution, step, 1, &ctx).await;
+        let shown = json!({
+            "step": step_id,
+            "status": attempt.status,
+            "input": truncate_arrays(&attempt.input),
+            "output": attempt.output.as_ref().map(truncate_arrays),
+            "error": attempt.error,
+            "logs": attempt.logs,
+        });
+        return Ok(json_response(StatusCode::OK, &shown));
+    }
+
+    let mut test_workflow = workflow;
+    test_workflow.id = execution.workflow_id.clone();
+    let deployment = runtime.store.deploy_workflow(project_id, &test_workflow).await?;
+    execution.workflow_version = deployment.version;
+    runtime.store.create_execution(&execution).await?;
+    match engine::start(&test_workflow) {
+        Effect::RunStep { step, .. } => {
+            let body = StepMessage::first(&execution.id, &step).to_json();
+            runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
+        }
+        Effect::Finish { status, error } => {
+            runtime.store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
+        }
+        Effect::BranchDone { .. } | Effect::BranchFailed { .. } => {
+            return Err(ApiError::Internal("the engine did not start the test run".into()));
+        }
+    }
+    let deadline = Instant::now() + TEST_RUN_WAIT;
+    let ended = loop {
+        let current = runtime.store.get_execution(&execution.id).await?;
+        match current {
+            Some(current) if current.status.is_ended() => break current,
+            Some(current) if Instant::now() >= deadline => break current,
+            _ => tokio::time::sleep(runtime.settings.poll_interval).await,
+        }
+    };
+    let attempts = runtime.store.list_steps(&execution.id).await?;
+    let order = test_workflow.step_order();
+    let shown = truncate_arrays(&record(&ended, &attempts, &order, None));
+    Ok(json_response(StatusCode::OK, &shown))
+}
+
+/// `value` with every array cut to [`DISPLAY_ARRAY_ITEMS`] items (a cut array ends with a
+/// note saying how many items were left out).
+pub fn truncate_arrays(value: &Value) -> Value {
+    match value {
+        Value::Array(items) => {
+            let mut shown: Vec<Value> = items.iter().take(DISPLAY_ARRAY_ITEMS).map(truncate_arrays).collect();
+            if items.len() > DISPLAY_ARRAY_ITEMS {
+                shown.push(json!(format!("… {} more items", items.len() - DISPLAY_ARRAY_ITEMS)));
+            }
+            Value::Array(shown)
+        }
+        Value::Object(fields) => Value::Object(fields.iter().map(|(k, v)| (k.clone(), truncate_arrays(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arrays_are_cut_to_twenty_items_at_any_depth() {
+        let long: Vec<u32> = (0..30).collect();
+        let shown = truncate_arrays(&json!({ "a": long, "b": { "c": [[1, 2]], "d": (0..25).collect::<Vec<_>>() } }));
+        assert_eq!(shown["a"].as_array().map(Vec::len), Some(21));
+        assert_eq!(shown["a"][20], "… 10 more items");
+        assert_eq!(shown["b"]["c"], json!([[1, 2]]));
+        assert_eq!(shown["b"]["d"][20], "… 5 more items");
+    }
+}

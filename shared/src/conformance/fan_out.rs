@@ -1,0 +1,175 @@
+//! Store cases for `FanOutStore`: the latest attempt of a step key, fan-out items, and the
+//! join of branches (counted once, whatever the concurrency or redelivery).
+//!
+//! Invariant: every case works on fresh execution ids, so cases never see each other's data;
+//! keys that share a prefix (`a`, `a@1`, `ab`; `f`, `f@1`, `fa`) are always checked to be
+//! independent.
+
+use serde_json::{Value, json};
+
+use super::{SuiteLimits, at_ms, join_all, unique};
+use crate::adapters::MAX_FAN_OUT_VALUE_BYTES;
+use crate::ports::{FirstWrite, MAX_FAN_OUT_ITEMS, Store, StoreError};
+use crate::record::{StepAttempt, StepStatus};
+
+fn attempt(step: &str, n: u32) -> StepAttempt {
+    let started_at = at_ms(1_764_000_000_001 + i64::from(n) * 1_000);
+    StepAttempt {
+        step: step.to_string(),
+        attempt: n,
+        status: StepStatus::Succeeded,
+        input: json!({ "attempt": n }),
+        output: Some(json!({ "step": step, "attempt": n })),
+        error: None,
+        started_at,
+        ended_at: at_ms(started_at.timestamp_millis() + 3),
+        logs: vec![format!("{step} attempt {n}")],
+    }
+}
+
+/// A string of JSON length `bytes` (quotes included).
+fn blob(bytes: usize) -> Value {
+    Value::String("x".repeat(bytes - 2))
+}
+
+/// The attempt with the highest number, by number (not by write order), of exactly that key.
+pub async fn case_latest_step_is_the_highest_attempt_of_its_key(store: &dyn Store) {
+    let execution_id = unique("e");
+    assert_eq!(store.latest_step(&execution_id, "a").await.expect("latest of nothing"), None);
+    let written = [("a", 2), ("a", 3), ("a", 1), ("a@1", 5), ("a@1.2", 6), ("ab", 10), ("ab", 9), ("b", 4)];
+    for (step, n) in written {
+        assert_eq!(store.record_step(&execution_id, &attempt(step, n)).await.expect("record"), FirstWrite::Written);
+    }
+    for (key, latest) in [("a", 3), ("a@1", 5), ("a@1.2", 6), ("ab", 10), ("b", 4)] {
+        let got = store.latest_step(&execution_id, key).await.expect("latest step");
+        assert_eq!(got, Some(attempt(key, latest)), "the latest attempt of `{key}`");
+    }
+    for key in ["a@2", "a@1.", "a@", "", "c", "A"] {
+        assert_eq!(store.latest_step(&execution_id, key).await.expect("latest"), None, "nothing under `{key}`");
+    }
+    assert_eq!(store.latest_step(&unique("e"), "a").await.expect("other execution"), None);
+}
+
+/// 10,000 small items read back one by one; large items (60 KiB) too; other keys and indexes
+/// past the end are None; putting the same items again is harmless.
+pub async fn case_fan_out_items_round_trip(store: &dyn Store) {
+    let execution_id = unique("e");
+    let items: Vec<Value> = (0..MAX_FAN_OUT_ITEMS).map(|i| json!({ "i": i, "name": format!("item-{i}") })).collect();
+    assert_eq!(store.fan_out_item(&execution_id, "f", 0).await.expect("item before any"), None);
+    store.put_fan_out_items(&execution_id, "f", &items).await.expect("put 10,000 items");
+    let check = async |key: &str, items: &[Value], indexes: &[usize]| {
+        for &i in indexes {
+            let index = u32::try_from(i).expect("a small index");
+            let got = store.fan_out_item(&execution_id, key, index).await.expect("fan-out item");
+            assert_eq!(got.as_ref(), items.get(i), "item {i} of `{key}`");
+        }
+    };
+    check("f", &items, &[0, 1, 99, 100, 101, 4_999, 5_000, 9_998, 9_999, 10_000, 12_345]).await;
+    store.put_fan_out_items(&execution_id, "f", &items).await.expect("put the same items again");
+    check("f", &items, &[0, 5_000, 9_999, 10_000]).await;
+
+    // Large items (the runner allows up to 64 KiB each) of a nested fan-out key.
+    let large: Vec<Value> = (0..7).map(|i| json!({ "i": i, "blob": blob(60 * 1024) })).collect();
+    store.put_fan_out_items(&execution_id, "f@1", &large).await.expect("put large items");
+    check("f@1", &large, &[0, 1, 2, 3, 4, 5, 6, 7]).await;
+    check("f", &items, &[0, 6, 9_999]).await;
+    for key in ["fa", "f@", "f@1.0", "g"] {
+        assert_eq!(store.fan_out_item(&execution_id, key, 0).await.expect("item"), None, "nothing under `{key}`");
+    }
+    assert_eq!(store.fan_out_item(&unique("e"), "f", 0).await.expect("other execution"), None);
+    assert_eq!(store.fan_out_item(&execution_id, "f", u32::MAX).await.expect("index u32::MAX"), None);
+
+    let too_many = vec![json!(1); MAX_FAN_OUT_ITEMS + 1];
+    let refused = store.put_fan_out_items(&execution_id, "h", &too_many).await;
+    assert!(matches!(refused, Err(StoreError::TooLarge(_))), "10,001 items: {refused:?}");
+    let refused = store.put_fan_out_items(&execution_id, "h", &[blob(MAX_FAN_OUT_VALUE_BYTES + 1)]).await;
+    assert!(matches!(refused, Err(StoreError::TooLarge(_))), "an item over the limit: {refused:?}");
+}
+
+/// A branch is counted once: completing it again (a redelivery) returns the same count and
+/// keeps the first result; results over the limit are refused.
+pub async fn case_complete_branch_counts_once(store: &dyn Store) {
+    let execution_id = unique("e");
+    assert_eq!(store.branch_results(&execution_id, "f").await.expect("no results"), vec![]);
+    assert_eq!(store.complete_branch(&execution_id, "f", 1, &json!({ "first": true })).await.expect("complete 1"), 1);
+    let again = store.complete_branch(&execution_id, "f", 1, &json!({ "second": true })).await.expect("again");
+    assert_eq!(again, 1, "a redelivered completion is not counted again");
+    assert_eq!(store.complete_branch(&execution_id, "f", 0, &Value::Null).await.expect("complete 0"), 2);
+    assert_eq!(store.complete_branch(&execution_id, "f", 0, &json!("late")).await.expect("0 again"), 2);
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results, vec![(0, Value::Null), (1, json!({ "first": true }))], "the first results, in order");
+
+    let largest = blob(MAX_FAN_OUT_VALUE_BYTES);
+    assert_eq!(store.complete_branch(&execution_id, "f", 2, &largest).await.expect("largest result"), 3);
+    let over = store.complete_branch(&execution_id, "f", 3, &blob(MAX_FAN_OUT_VALUE_BYTES + 1)).await;
+    assert!(matches!(over, Err(StoreError::TooLarge(_))), "a result over the limit: {over:?}");
+    let beyond = store.complete_branch(&execution_id, "f", MAX_FAN_OUT_ITEMS as u32, &json!(1)).await;
+    assert!(matches!(beyond, Err(StoreError::TooLarge(_))), "an index no fan-out has: {beyond:?}");
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2], "refused results are not kept");
+    assert_eq!(results[2].1, largest);
+    assert_eq!(store.complete_branch(&execution_id, "f", 0, &json!("later")).await.expect("0 once more"), 3);
+}
+
+/// 50 branches each delivered twice, `concurrency` completions at once (50 on a real backend):
+/// every branch counted exactly once. Concurrent counts are only monotonic (a call may see
+/// others' increments), so what holds is: each count is in 1..=50, the highest is 50, and the
+/// count ends at 50.
+pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Store, concurrency: usize) {
+    let execution_id = unique("e");
+    let deliveries: Vec<u32> = (0..100).collect();
+    let mut counts = Vec::new();
+    for window in deliveries.chunks(concurrency.max(1)) {
+        let completions = window.iter().map(|&n| {
+            let index = n % 50;
+            let result = json!({ "index": index, "delivery": n / 50 });
+            let execution_id = execution_id.as_str();
+            async move { store.complete_branch(execution_id, "f", index, &result).await }
+        });
+        counts.extend(join_all(completions).await.into_iter().map(|c| c.expect("complete")));
+    }
+    assert!(counts.iter().all(|c| (1..=50).contains(c)), "counts out of range: {counts:?}");
+    assert_eq!(counts.iter().max(), Some(&50), "the last completion sees every branch: {counts:?}");
+    assert_eq!(store.complete_branch(&execution_id, "f", 7, &json!("again")).await.expect("redelivery"), 50);
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
+    for (index, result) in results {
+        assert_eq!(result["index"], json!(index), "branch {index} keeps its own result");
+    }
+}
+
+/// `limits.branches` results, completed out of order (`limits.concurrent_completions` at a
+/// time), read back complete and in index order, across many query pages; fan-outs whose keys
+/// share a prefix (`f@1`, `fa`) are counted and listed apart.
+pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, limits: SuiteLimits) {
+    let execution_id = unique("e");
+    let count = limits.branches;
+    // A permutation of 0..count (7,919 is prime, so coprime with any count it does not divide).
+    let order: Vec<u32> = (0..count).map(|n| (u64::from(n) * 7_919 % u64::from(count)) as u32).collect();
+    let result = |index: u32| json!({ "index": index, "pad": "r".repeat(150 + (index % 7) as usize) });
+    let mut highest = 0;
+    for window in order.chunks(limits.concurrent_completions.max(1)) {
+        let completions = window.iter().map(|&index| {
+            let (execution_id, result) = (execution_id.as_str(), result(index));
+            async move { store.complete_branch(execution_id, "f", index, &result).await }
+        });
+        for done in join_all(completions).await {
+            highest = highest.max(done.expect("complete"));
+        }
+    }
+    assert_eq!(highest, count, "the last completions see every branch");
+    for (key, index) in [("f@1", 0), ("f@1", 5), ("fa", 3)] {
+        let done = store.complete_branch(&execution_id, key, index, &json!(key)).await.expect("other key");
+        assert!(done <= 2, "`{key}` is counted apart from `f`: {done}");
+    }
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results.len(), count as usize, "every result is listed");
+    assert!(results.iter().enumerate().all(|(i, (index, _))| *index as usize == i), "results are in index order");
+    assert!(results.iter().all(|(index, value)| *value == result(*index)), "every result is its branch's");
+    assert_eq!(
+        store.branch_results(&execution_id, "f@1").await.expect("f@1"),
+        vec![(0, json!("f@1")), (5, json!("f@1"))]
+    );
+    assert_eq!(store.branch_results(&execution_id, "fa").await.expect("fa"), vec![(3, json!("fa"))]);
+    assert_eq!(store.complete_branch(&execution_id, "f", 0, &json!("redelivered")).await.expect("again"), count);
+}

@@ -1,0 +1,298 @@
+//! End-to-end scenarios of the step types beyond the first three — fan-out, delay — and of
+//! retries honouring Retry-After and of test runs, over HTTP against the local stack, on
+//! SQLite and on DynamoDB + SQS (the local AWS-API server).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_e2e::fake_api::FakeApi;
+use sluice_e2e::on_both_backends;
+use sluice_e2e::stack::{Backend, StackConfig, TestStack};
+
+const LONG: Duration = Duration::from_secs(30);
+
+on_both_backends! {
+    fan_out_collects_branch_results_in_input_order: LONG;
+    fan_out_with_concurrency_runs_at_most_that_many_branches_at_once: LONG;
+    nested_fan_outs_collect_nested_arrays: LONG;
+    a_failed_branch_fails_the_fan_out: LONG;
+    delay_step_waits_with_the_execution_waiting: LONG;
+    retry_after_is_honoured_before_retrying: LONG;
+    test_run_skips_delays_and_truncates_arrays: LONG;
+    single_step_test_uses_the_given_step_outputs: LONG;
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    response.json().await.expect("JSON body")
+}
+
+fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
+    record["steps"]
+        .as_array()
+        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
+        .unwrap_or_else(|| panic!("no step `{id}` in the record"))
+}
+
+async fn started(stack: &TestStack, workflow: &str, body: Value) -> String {
+    let response = stack.trigger(workflow, body).await;
+    assert_eq!(response.status(), 202);
+    json_of(response).await["executionId"].as_str().expect("executionId").to_string()
+}
+
+async fn fan_out_collects_branch_results_in_input_order(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    stack
+        .deploy(&format!(
+            r#"
+id: fan
+trigger: {{ type: request }}
+steps:
+  - id: each
+    type: fan_out
+    over: "{{{{trigger.body.codes}}}}"
+    steps:
+      - id: call
+        type: request
+        url: "{}/status/{{{{item}}}}"
+        query: {{ position: "{{{{index}}}}" }}
+  - id: reply
+    type: response
+    body: {{ statuses: "{{{{steps.each.output}}}}" }}
+"#,
+            api.base_url
+        ))
+        .await;
+    let response = stack.trigger("fan", json!({ "codes": [202, 200, 201] })).await;
+    assert_eq!(response.status(), 200);
+    let body = json_of(response).await;
+    let statuses: Vec<&Value> = body["statuses"].as_array().expect("array").iter().map(|o| &o["status"]).collect();
+    assert_eq!(statuses, [&json!(202), &json!(200), &json!(201)]);
+    let positions: Vec<&Value> =
+        body["statuses"].as_array().expect("array").iter().map(|o| &o["body"]["status"]).collect();
+    assert_eq!(positions, [&json!(202), &json!(200), &json!(201)]);
+}
+
+async fn fan_out_with_concurrency_runs_at_most_that_many_branches_at_once(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    stack
+        .deploy(&format!(
+            r#"
+id: gentle
+trigger: {{ type: request }}
+steps:
+  - id: each
+    type: fan_out
+    over: "{{{{trigger.body.items}}}}"
+    concurrency: 2
+    steps:
+      - {{ id: call, type: request, url: "{}/concurrent/150" }}
+"#,
+            api.base_url
+        ))
+        .await;
+    let id = started(stack, "gentle", json!({ "items": [1, 2, 3, 4, 5, 6] })).await;
+    let record = stack.wait_until_ended(&id, LONG).await;
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(step(&record, "each")["output"].as_array().map(Vec::len), Some(6));
+    assert!(api.max_in_flight() <= 2, "{} branches ran at once", api.max_in_flight());
+    assert_eq!(api.max_in_flight(), 2, "the two lanes should overlap");
+}
+
+async fn nested_fan_outs_collect_nested_arrays(stack: &TestStack) {
+    stack
+        .deploy(
+            r#"
+id: nested
+trigger: { type: request }
+steps:
+  - id: outer
+    type: fan_out
+    over: "{{trigger.body.groups}}"
+    steps:
+      - id: inner
+        type: fan_out
+        over: "{{item}}"
+        steps:
+          - id: big
+            type: conditional
+            when: { left: "{{item}}", op: greater_than, right: 10 }
+  - { id: reply, type: response, body: "{{steps.outer.output}}" }
+"#,
+        )
+        .await;
+    let response = stack.trigger("nested", json!({ "groups": [[1, 20], [], [30]] })).await;
+    assert_eq!(response.status(), 200);
+    let then = json!({ "branch": "then" });
+    let otherwise = json!({ "branch": "else" });
+    assert_eq!(json_of(response).await, json!([[otherwise, then], [], [then]]));
+}
+
+async fn a_failed_branch_fails_the_fan_out(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    stack
+        .deploy(&format!(
+            r#"
+id: partly
+trigger: {{ type: request }}
+steps:
+  - id: each
+    type: fan_out
+    over: "{{{{trigger.body.codes}}}}"
+    steps:
+      - {{ id: call, type: request, url: "{}/status/{{{{item}}}}" }}
+  - {{ id: never, type: response, body: done }}
+"#,
+            api.base_url
+        ))
+        .await;
+    let response = stack.trigger("partly", json!({ "codes": [200, 404, 200] })).await;
+    assert_eq!(response.status(), 500);
+    let body = json_of(response).await;
+    assert_eq!(body["error"]["step"], "each");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(message.contains("branch 1 failed at step `call`") && message.contains("404"), "{message}");
+}
+
+async fn delay_step_waits_with_the_execution_waiting(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    stack
+        .deploy(&format!(
+            "id: later\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: pause, type: delay, for: 2s }}\n  - {{ id: call, type: request, url: \"{}/status/200\" }}\n",
+            api.base_url
+        ))
+        .await;
+    let begun = Instant::now();
+    let id = started(stack, "later", json!({})).await;
+    let mut saw_waiting = false;
+    let record = loop {
+        let record = stack.execution(&id).await;
+        saw_waiting |= record["status"] == "waiting";
+        if record["status"] == "succeeded" || record["status"] == "failed" {
+            break record;
+        }
+        assert!(begun.elapsed() < LONG, "still {} after {LONG:?}", record["status"]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert!(saw_waiting, "the execution never showed `waiting`");
+    assert!(begun.elapsed() >= Duration::from_secs(2));
+    let waited_until = step(&record, "pause")["output"]["waitedUntil"].as_str().expect("waitedUntil").to_string();
+    let call_started = step(&record, "call")["startedAt"].as_str().expect("startedAt").to_string();
+    assert!(call_started >= waited_until, "the next step started at {call_started}, before {waited_until}");
+}
+
+async fn retry_after_is_honoured_before_retrying(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    stack
+        .deploy(&format!(
+            "id: polite\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: call, type: request, url: \"{}/limited/2\", retries: 2, retry_delay: 100ms }}\n",
+            api.base_url
+        ))
+        .await;
+    let id = started(stack, "polite", json!({})).await;
+    let record = stack.wait_until_ended(&id, LONG).await;
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(step(&record, "call")["attempts"], 2);
+    let calls = api.limited_calls();
+    assert_eq!(calls.len(), 2);
+    assert!(calls[1] - calls[0] >= Duration::from_millis(1900), "retried after {:?}", calls[1] - calls[0]);
+}
+
+async fn test_run(stack: &TestStack, request: Value) -> (u16, Value) {
+    let url = format!("{}/projects/{}/test-runs", stack.base_url, stack.project_id);
+    let response = stack.client().post(url).bearer_auth(&stack.api_key).json(&request).send().await.expect("send");
+    let status = response.status().as_u16();
+    (status, json_of(response).await)
+}
+
+async fn test_run_skips_delays_and_truncates_arrays(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    let workflow = json!({
+        "id": "trial",
+        "trigger": { "type": "request" },
+        "steps": [
+            { "id": "pause", "type": "delay", "for": "1h" },
+            { "id": "list", "type": "request", "url": format!("{}/list/30", api.base_url) },
+        ]
+    });
+    let begun = Instant::now();
+    let (status, record) = test_run(stack, json!({ "workflow": workflow, "trigger": { "body": { "x": 1 } } })).await;
+    assert_eq!(status, 200, "{record:#}");
+    assert!(begun.elapsed() < Duration::from_secs(20), "the test run waited for the delay");
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["trigger"]["body"], json!({ "x": 1 }));
+    let items = step(&record, "list")["output"]["body"]["items"].as_array().expect("items").clone();
+    assert_eq!(items.len(), 21, "20 items and a note");
+    assert_eq!(items[20], "… 10 more items");
+    assert!(step(&record, "pause")["output"]["skipped"].is_string());
+
+    // The test workflow is not reachable through the trigger route.
+    assert_eq!(stack.trigger("trial", json!({})).await.status(), 404);
+    // A test run wants the project API key.
+    let url = format!("{}/projects/{}/test-runs", stack.base_url, stack.project_id);
+    let refused = stack.client().post(url).bearer_auth(stack.token("u")).json(&json!({})).send().await.expect("send");
+    assert_eq!(refused.status(), 401);
+    // An invalid workflow lists its problems.
+    let (status, body) = test_run(stack, json!({ "workflow": { "id": "Bad!", "steps": [] } })).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body["error"]["violations"].as_array().is_some_and(|v| v.len() >= 2), "{body}");
+}
+
+async fn single_step_test_uses_the_given_step_outputs(stack: &TestStack) {
+    let workflow = json!({
+        "id": "one",
+        "trigger": { "type": "request" },
+        "steps": [
+            { "id": "lookup", "type": "request", "url": "https://api.example.com/x" },
+            { "id": "route", "type": "conditional",
+              "when": { "left": "{{steps.lookup.output.body.total}}", "op": "greater_than", "right": 0 } },
+        ]
+    });
+    let (status, shown) = test_run(
+        stack,
+        json!({ "workflow": workflow, "step": "route", "steps": { "lookup": { "output": { "body": { "total": 3 } } } } }),
+    )
+    .await;
+    assert_eq!(status, 200, "{shown:#}");
+    assert_eq!(shown["output"], json!({ "branch": "then" }));
+    let (status, shown) = test_run(stack, json!({ "workflow": workflow, "step": "nope" })).await;
+    assert_eq!(status, 400, "{shown}");
+}
+
+/// 10,000 branches, every message delivered twice: the join counts each branch once, keeps
+/// input order, and the reduced result is exact. SQLite only here; the AWS adapters' join is
+/// covered by the conformance suite (10,000 branch results) and the smaller scenarios above.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_of_ten_thousand_items_under_duplicate_delivery() {
+    let config = StackConfig { duplicate_deliveries: true, workers: 8, ..StackConfig::default() };
+    let stack = TestStack::start_with(Backend::Sqlite, config).await.expect("stack");
+    stack
+        .deploy(
+            r#"
+id: wide
+trigger: { type: request }
+steps:
+  - id: each
+    type: fan_out
+    over: "{{trigger.body.items}}"
+    steps:
+      - id: small
+        type: conditional
+        when: { left: "{{item}}", op: less_than, right: 5000 }
+"#,
+        )
+        .await;
+    let items: Vec<u32> = (0..10_000).collect();
+    let id = started(&stack, "wide", json!({ "items": items })).await;
+    let record = stack.wait_until_ended(&id, Duration::from_secs(600)).await;
+    assert_eq!(record["status"], "succeeded", "{}", record["error"]);
+    let output = step(&record, "each")["output"].as_array().expect("fan-out output").clone();
+    assert_eq!(output.len(), 10_000);
+    for (i, result) in output.iter().enumerate() {
+        let expected = if i < 5000 { "then" } else { "else" };
+        assert_eq!(result["branch"], expected, "branch {i}");
+    }
+    let branch_records = record["steps"].as_array().expect("steps").iter().filter(|s| s["id"] != "each").count();
+    assert_eq!(branch_records, 10_000, "one record per branch, none twice");
+    assert!(record["steps"].as_array().expect("steps").iter().all(|s| s["attempts"] == 1));
+}
