@@ -105,7 +105,7 @@ pub(super) async fn handle(
         }
         let mut ctx = crate::runner::test_context(&execution);
         ctx["steps"] = Value::Object(request.steps);
-        let attempt = steps::execute(runtime, &execution, step, 1, &ctx).await;
+        let attempt = steps::execute(runtime, &execution, step, step_id, 1, &ctx).await;
         let shown = json!({
             "step": step_id,
             "status": attempt.status,

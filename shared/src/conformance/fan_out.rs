@@ -144,9 +144,11 @@ pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Stor
 pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, limits: SuiteLimits) {
     let execution_id = unique("e");
     let count = limits.branches;
-    // A permutation of 0..count (7,919 is prime, so coprime with any count it does not divide).
-    let order: Vec<u32> = (0..count).map(|n| (u64::from(n) * 7_919 % u64::from(count)) as u32).collect();
-    let result = |index: u32| json!({ "index": index, "pad": "r".repeat(150 + (index % 7) as usize) });
+    // Out of order: the even indexes downwards, then the odd ones upwards.
+    let order: Vec<u32> = (0..count).rev().filter(|i| i % 2 == 0).chain((0..count).filter(|i| i % 2 == 1)).collect();
+    // About 2.5 MB of results in all, whatever the count: more than two 1 MB query pages.
+    let pad = (2_500_000 / count.max(1) as usize).max(150);
+    let result = |index: u32| json!({ "index": index, "pad": "r".repeat(pad + (index % 7) as usize) });
     let mut highest = 0;
     for window in order.chunks(limits.concurrent_completions.max(1)) {
         let completions = window.iter().map(|&index| {

@@ -220,7 +220,7 @@ impl Runner {
                     None => return Ok(None),
                 }
             }
-            _ => steps::execute(&self.runtime, execution, step, current.attempt, &ctx).await,
+            _ => steps::execute(&self.runtime, execution, step, &key, current.attempt, &ctx).await,
         };
         record.step = key;
         Ok(Some(self.record(execution, record).await?))

@@ -23,11 +23,19 @@ pub const MAX_RECORD_BYTES: usize = 350 * 1024;
 /// A Request step's timeout when it sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs one attempt of `step` and returns its record (not yet stored).
-pub async fn execute(runtime: &Runtime, execution: &Execution, step: &Step, attempt: u32, ctx: &Value) -> StepAttempt {
+/// Runs one attempt of `step` — stored under `key` (the step id, plus the fan-out branch
+/// indexes when it runs in a branch) — and returns its record (not yet stored).
+pub async fn execute(
+    runtime: &Runtime,
+    execution: &Execution,
+    step: &Step,
+    key: &str,
+    attempt: u32,
+    ctx: &Value,
+) -> StepAttempt {
     let started_at = now();
     let (input, result) = match &step.kind {
-        StepKind::Request(request) => run_request(runtime, execution, step, request, ctx).await,
+        StepKind::Request(request) => run_request(runtime, execution, key, request, ctx).await,
         StepKind::Conditional(conditional) => {
             let input = json!({ "when": conditional.when });
             let result = condition::evaluate(&conditional.when, ctx)
@@ -47,7 +55,7 @@ pub async fn execute(runtime: &Runtime, execution: &Execution, step: &Step, atte
         Err(error) => (StepStatus::Failed, None, Some(error)),
     };
     within_record_limit(StepAttempt {
-        step: step.id.clone(),
+        step: key.to_string(),
         attempt,
         status,
         input,
@@ -86,7 +94,7 @@ fn json_size<T: serde::Serialize>(value: &T) -> usize {
 async fn run_request(
     runtime: &Runtime,
     execution: &Execution,
-    step: &Step,
+    key: &str,
     request: &RequestStep,
     ctx: &Value,
 ) -> (Value, Result<Value, StepError>) {
@@ -94,7 +102,7 @@ async fn run_request(
         Ok(rendered) => rendered,
         Err(error) => return (Value::Null, Err(error)),
     };
-    let idempotency_key = format!("{}:{}", execution.id, step.id);
+    let idempotency_key = format!("{}:{key}", execution.id);
     let files: &dyn crate::ports::FileStore = runtime.store.as_ref();
     // A test run fetches at most `TEST_RUN_MAX_PAGES` pages of a paginated request.
     let options = if execution.test { request::SendOptions::test_run() } else { request::SendOptions::default() };

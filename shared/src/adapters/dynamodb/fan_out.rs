@@ -102,6 +102,8 @@ enum Cancelled {
     AlreadyCounted,
     /// Another transaction on the join item got in the way (or throttling): try again.
     Conflict,
+    /// Cancelled without reasons: whether the branch item exists tells.
+    Unexplained,
 }
 
 fn cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
@@ -109,6 +111,9 @@ fn cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
         return None;
     };
     let reasons = cancel.cancellation_reasons();
+    if reasons.is_empty() {
+        return Some(Cancelled::Unexplained);
+    }
     if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
         return Some(Cancelled::AlreadyCounted);
     }
@@ -118,10 +123,11 @@ fn cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
             None | Some("None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
         )
     };
-    (!reasons.is_empty() && reasons.iter().all(|r| transient(r.code()))).then_some(Cancelled::Conflict)
+    reasons.iter().all(|r| transient(r.code())).then_some(Cancelled::Conflict)
 }
 
-/// A random wait before retry `attempt` (1, 2, ...): up to 25 ms doubling, at most 1 s.
+/// A random wait before retry `attempt` (1, 2, ...): between half and all of 25 ms × 2^attempt,
+/// at most 1 s.
 fn backoff(attempt: u32) -> Duration {
     let cap_ms = (25u64 << attempt.min(6)).min(1_000);
     let random = uuid::Uuid::new_v4().as_u128() as u64;
@@ -239,7 +245,12 @@ impl DynamoStore {
                 Ok(_) => return Ok(()),
                 Err(e) => match cancelled(&e) {
                     Some(Cancelled::AlreadyCounted) => return Ok(()),
-                    Some(Cancelled::Conflict) if attempt < JOIN_ATTEMPTS => {
+                    Some(Cancelled::Unexplained)
+                        if self.get(execution_pk(execution_id), &branch_sk(key, index)).await?.is_some() =>
+                    {
+                        return Ok(());
+                    }
+                    Some(Cancelled::Conflict | Cancelled::Unexplained) if attempt < JOIN_ATTEMPTS => {
                         tokio::time::sleep(backoff(attempt)).await;
                         attempt += 1;
                     }
@@ -400,6 +411,31 @@ mod tests {
         assert!(!join_sk("f").starts_with(&items_prefix("f")));
         assert_eq!(chunk_sk("f", MAX_FAN_OUT_ITEMS - 1).len(), chunk_sk("f", 0).len());
         assert_eq!(branch_sk("f", MAX_FAN_OUT_ITEMS as u32 - 1).len(), branch_sk("f", 0).len());
+    }
+
+    fn cancellation(codes: &[&str]) -> SdkError<TransactWriteItemsError, ()> {
+        use aws_sdk_dynamodb::types::CancellationReason;
+        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+        let reasons = codes.iter().map(|code| CancellationReason::builder().code(*code).build()).collect();
+        let cancel = TransactionCanceledException::builder().set_cancellation_reasons(Some(reasons)).build();
+        SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(cancel), ())
+    }
+
+    #[test]
+    fn only_a_failed_branch_condition_means_already_counted() {
+        let kind = |codes: &[&str]| match cancelled(&cancellation(codes)) {
+            Some(Cancelled::AlreadyCounted) => "counted",
+            Some(Cancelled::Conflict) => "retry",
+            Some(Cancelled::Unexplained) => "look",
+            None => "error",
+        };
+        assert_eq!(kind(&["ConditionalCheckFailed", "None"]), "counted");
+        assert_eq!(kind(&["None", "TransactionConflict"]), "retry");
+        assert_eq!(kind(&["TransactionConflict", "None"]), "retry");
+        assert_eq!(kind(&["None", "ThrottlingError"]), "retry");
+        assert_eq!(kind(&["None", "ValidationError"]), "error");
+        assert_eq!(kind(&["ItemCollectionSizeLimitExceeded", "None"]), "error");
+        assert_eq!(kind(&[]), "look", "no reasons: the branch item tells whether it was counted");
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! what happens next; documents (definitions, trigger data, step records, responses) are JSON
 //! text in `S` attributes: schema-free, converted once with serde, and small enough (the API
 //! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB; files, which may be
-//! larger, are split into binary chunk items of at most 300 KiB (`files`).
+//! larger, are split into binary chunk items of at most 300 KiB (`files`); fan-out items are
+//! grouped into JSON chunk items of at most 100 items or 64 KiB, and completed branches are
+//! recorded and counted by one transaction each (`fan_out`).
 
 mod executions;
 mod fan_out;
