@@ -20,6 +20,8 @@ on_both_backends! {
     retry_after_is_honoured_before_retrying: LONG;
     test_run_skips_delays_and_truncates_arrays: LONG;
     single_step_test_uses_the_given_step_outputs: LONG;
+    downloaded_file_is_answered_byte_for_byte: LONG;
+    pagination_collects_every_page_in_three_styles: LONG;
 }
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -295,4 +297,66 @@ steps:
     let branch_records = record["steps"].as_array().expect("steps").iter().filter(|s| s["id"] != "each").count();
     assert_eq!(branch_records, 10_000, "one record per branch, none twice");
     assert!(record["steps"].as_array().expect("steps").iter().all(|s| s["attempts"] == 1));
+}
+
+async fn downloaded_file_is_answered_byte_for_byte(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    stack
+        .deploy(&format!(
+            "id: chart\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: download, type: request, url: \"{}/file.png\" }}\n  - {{ id: reply, type: response, file: \"{{{{steps.download.output.file}}}}\" }}\n",
+            api.base_url
+        ))
+        .await;
+    let response = stack.trigger("chart", json!({})).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "image/png");
+    let id = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
+    let bytes = response.bytes().await.expect("bytes");
+    assert_eq!(bytes.as_ref(), sluice_e2e::fake_api::png_bytes().as_slice());
+    let record = stack.wait_until_ended(&id, LONG).await;
+    let file = &step(&record, "download")["output"]["file"];
+    assert_eq!(file["name"], "chart.png");
+    assert_eq!(file["mimeType"], "image/png");
+    assert_eq!(file["size"], 4104);
+    assert!(file["data"].as_str().is_some_and(|d| d.starts_with("sluice-file:")), "{file}");
+}
+
+async fn pagination_collects_every_page_in_three_styles(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    let base = &api.base_url;
+    stack
+        .deploy(&format!(
+            r#"
+id: pages
+trigger: {{ type: request }}
+steps:
+  - id: by_cursor
+    type: request
+    url: "{base}/pages/cursor"
+    pagination: {{ style: cursor, items: body.data, cursor: body.meta.next, param: after }}
+  - id: by_link
+    type: request
+    url: "{base}/pages/link"
+    pagination: {{ style: link, items: body }}
+  - id: by_number
+    type: request
+    url: "{base}/pages/number"
+    pagination: {{ style: page, items: body.results, param: p, page_size: 3 }}
+  - id: capped
+    type: request
+    url: "{base}/pages/cursor"
+    pagination: {{ style: cursor, items: body.data, cursor: body.meta.next, param: after, max_pages: 2 }}
+"#
+        ))
+        .await;
+    let id = started(stack, "pages", json!({})).await;
+    let record = stack.wait_until_ended(&id, LONG).await;
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let all = json!(["a", "b", "c", "d", "e", "f", "g"]);
+    for (name, pages) in [("by_cursor", 3), ("by_link", 3), ("by_number", 3)] {
+        let output = &step(&record, name)["output"];
+        assert_eq!(output["items"], all, "{name}");
+        assert_eq!(output["pages"], pages, "{name}");
+    }
+    assert_eq!(step(&record, "capped")["output"]["items"], json!(["a", "b", "c", "d", "e", "f"]));
 }

@@ -37,6 +37,10 @@ impl FakeApi {
             .route("/slow/{millis}", get(slow))
             .route("/status/{code}", get(status).post(status))
             .route("/list/{n}", get(list))
+            .route("/file.png", get(png))
+            .route("/pages/cursor", get(cursor_page))
+            .route("/pages/link", get(link_page))
+            .route("/pages/number", get(number_page))
             .route("/limited/{retry_after}", get(limited))
             .route("/concurrent/{millis}", get(concurrent))
             .with_state(calls.clone());
@@ -150,4 +154,50 @@ async fn concurrent(State(calls): Shared, Path(millis): Path<u64>) -> Json<Value
     tokio::time::sleep(Duration::from_millis(millis)).await;
     calls.lock().expect("calls").in_flight -= 1;
     Json(json!({ "slept": millis }))
+}
+
+/// Bytes that are not UTF-8 (a PNG signature, then every byte value), as a PNG.
+pub fn png_bytes() -> Vec<u8> {
+    let mut bytes = vec![0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a];
+    bytes.extend((0..=255u8).cycle().take(4096));
+    bytes
+}
+
+async fn png() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    ([("content-type", "image/png"), ("content-disposition", "attachment; filename=\"chart.png\"")], png_bytes())
+        .into_response()
+}
+
+/// Seven records, `a` to `g`, three to a page.
+const RECORDS: [&str; 7] = ["a", "b", "c", "d", "e", "f", "g"];
+
+fn page_of(start: usize) -> Vec<&'static str> {
+    RECORDS.iter().skip(start).take(3).copied().collect()
+}
+
+/// Cursor in the body: `?after=<index>`; `next` is absent on the last page.
+async fn cursor_page(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    let start: usize = q.get("after").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let next = (start + 3 < RECORDS.len()).then(|| (start + 3).to_string());
+    Json(json!({ "data": page_of(start), "meta": { "next": next } }))
+}
+
+/// A top-level array with a `Link: <...>; rel="next"` header (relative).
+async fn link_page(Query(q): Query<HashMap<String, String>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let page: usize = q.get("page").and_then(|a| a.parse().ok()).unwrap_or(0);
+    let body = Json(json!(page_of(page * 3)));
+    if (page + 1) * 3 < RECORDS.len() {
+        let link = format!("</pages/link?page={}>; rel=\"next\"", page + 1);
+        ([("link", link)], body).into_response()
+    } else {
+        body.into_response()
+    }
+}
+
+/// Page numbers from 1: `?p=<n>`; an empty page past the end.
+async fn number_page(Query(q): Query<HashMap<String, String>>) -> Json<Value> {
+    let page: usize = q.get("p").and_then(|a| a.parse().ok()).unwrap_or(1).max(1);
+    Json(json!({ "results": page_of((page - 1) * 3) }))
 }

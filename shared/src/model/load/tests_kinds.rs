@@ -162,7 +162,7 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
     body_type: multipart
     body: "name={{trigger.body.name}}"
     auth: bearer-token
-    pagination: { style: page, items: body, start: -1, page_size: 0, cursor: x }
+    pagination: { style: page, items: headers, start: -1, page_size: 0, cursor: x }
   - { id: call5, type: request, url: "https://a", pagination: { style: scroll, items: body.x } }
   - id: reply
     type: response
@@ -226,7 +226,10 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
             ("steps[8].body", "with `body_type: raw` the body must be a string (the text to send), not an object"),
             ("steps[8].auth.token", "unknown key `token` (allowed here: type, username, password)"),
             ("steps[8].auth.password", "`password` is required for `basic` auth"),
-            ("steps[8].pagination.items", "`data` must be a path in the response starting with `body.` or `headers.`"),
+            (
+                "steps[8].pagination.items",
+                "`data` must be `body` or a path in the response starting with `body.` or `headers.`",
+            ),
             ("steps[8].pagination.cursor", "`cursor` is required for `cursor` pagination"),
             ("steps[8].pagination.param", "`param` is required for `cursor` pagination"),
             ("steps[8].pagination.max_pages", "must be a whole number from 1 to 1000, not 0"),
@@ -247,7 +250,10 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
                 ),
             ),
             ("steps[10].auth", "`auth` must be a mapping, not a string"),
-            ("steps[10].pagination.items", "`body` must be a path in the response starting with `body.` or `headers.`"),
+            (
+                "steps[10].pagination.items",
+                "`headers` must be `body` or a path in the response starting with `body.` or `headers.`",
+            ),
             ("steps[10].pagination.start", "must be a whole number (0 or more), not -1"),
             ("steps[10].pagination.page_size", "of at least 1, not 0"),
             (

@@ -96,9 +96,13 @@ impl Checker {
         match PathExpr::parse(text) {
             Err(e) => self.problem(path, e.to_string()),
             Ok(expr) if matches!(expr.root(), Some("body" | "headers")) && expr.segments.len() > 1 => {}
+            // A top-level array (`items: body`), as many APIs paginated by `Link` return.
+            Ok(expr) if path.ends_with(".items") && expr.root() == Some("body") => {}
             Ok(_) => self.problem(
                 path,
-                format!("`{text}` must be a path in the response starting with `body.` or `headers.`, {example}"),
+                format!(
+                    "`{text}` must be `body` or a path in the response starting with `body.` or `headers.`, {example}"
+                ),
             ),
         }
     }
