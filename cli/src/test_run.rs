@@ -54,31 +54,33 @@ pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir:
         bail!("the test run was refused ({status}): {}", serde_json::to_string_pretty(&body)?);
     }
     let steps = if step.is_some() { vec![body.clone()] } else { body["steps"].as_array().cloned().unwrap_or_default() };
+    let mut out = String::new();
     for shown in &steps {
-        print_step(shown);
+        show_step(&mut out, shown);
     }
-    if step.is_some() {
-        let ok = body["status"] == "succeeded";
-        return Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    if step.is_none() {
+        let (id, status) = (body["executionId"].as_str().unwrap_or("?"), body["status"].as_str().unwrap_or("?"));
+        out.push_str(&format!("execution {id}: {status}\n"));
+        if let Some(error) = body.get("error").filter(|e| !e.is_null()) {
+            out.push_str(&format!("  error: {}\n", error["message"].as_str().unwrap_or_default()));
+        }
     }
-    println!("execution {}: {}", body["executionId"].as_str().unwrap_or("?"), body["status"].as_str().unwrap_or("?"));
-    if let Some(error) = body.get("error").filter(|e| !e.is_null()) {
-        println!("  error: {}", error["message"].as_str().unwrap_or_default());
-    }
+    // A closed pipe (`| head`) is not an error of the test run.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(if body["status"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn print_step(step: &Value) {
+fn show_step(out: &mut String, step: &Value) {
     let id = step["id"].as_str().or_else(|| step["step"].as_str()).unwrap_or("?");
     let attempts = step["attempts"].as_u64().map(|n| format!(", {n} attempt(s)")).unwrap_or_default();
-    println!("── {id} ({}{attempts})", step["status"].as_str().unwrap_or("?"));
+    out.push_str(&format!("── {id} ({}{attempts})\n", step["status"].as_str().unwrap_or("?")));
     for field in ["input", "output", "error"] {
         if let Some(value) = step.get(field).filter(|v| !v.is_null()) {
             let text = serde_json::to_string_pretty(value).unwrap_or_default();
-            println!("  {field}: {}", text.replace('\n', "\n  "));
+            out.push_str(&format!("  {field}: {}\n", text.replace('\n', "\n  ")));
         }
     }
     for line in step["logs"].as_array().into_iter().flatten() {
-        println!("  log: {}", line.as_str().unwrap_or_default());
+        out.push_str(&format!("  log: {}\n", line.as_str().unwrap_or_default()));
     }
 }

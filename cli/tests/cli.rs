@@ -150,6 +150,14 @@ fn dev_creates_the_project_deploys_the_folder_and_answers_the_printed_curl() {
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&curl.stdout), "{\"hello\":\"u-42\"}");
+
+    // `sluice test` runs the file once on the running stack and prints every step.
+    let file = workflows.join("hello.yaml");
+    let out = sluice(&["test", file.to_str().expect("utf-8"), "--data-dir", data_arg]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("── reply (succeeded") && printed.contains("test-user"), "{printed}");
+    assert!(printed.contains(": succeeded"), "{printed}");
 }
 
 #[test]
