@@ -22,6 +22,8 @@ on_both_backends! {
     single_step_test_uses_the_given_step_outputs: LONG;
     downloaded_file_is_answered_byte_for_byte: LONG;
     pagination_collects_every_page_in_three_styles: LONG;
+    function_step_reduces_a_fan_out_and_logs: LONG;
+    function_sandbox_refuses_escapes_and_runaway_code: LONG;
 }
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -359,4 +361,59 @@ steps:
         assert_eq!(output["pages"], pages, "{name}");
     }
     assert_eq!(step(&record, "capped")["output"]["items"], json!(["a", "b", "c", "d", "e", "f"]));
+}
+
+async fn function_step_reduces_a_fan_out_and_logs(stack: &TestStack) {
+    stack
+        .deploy(
+            r#"
+id: reduce
+trigger: { type: request }
+steps:
+  - id: each
+    type: fan_out
+    over: "{{trigger.body.numbers}}"
+    steps:
+      - id: square
+        type: function
+        code: "async (p) => p.n * p.n"
+        parameters: { n: "{{item}}" }
+  - id: sum
+    type: function
+    code: |
+      function (parameters) {
+        console.log("adding", parameters.squares.length, "squares");
+        return parameters.squares.reduce((a, b) => a + b, 0);
+      }
+    parameters: { squares: "{{steps.each.output}}" }
+  - { id: reply, type: response, body: { sum: "{{steps.sum.output}}" } }
+"#,
+        )
+        .await;
+    let response = stack.trigger("reduce", json!({ "numbers": [1, 2, 3, 4] })).await;
+    assert_eq!(response.status(), 200);
+    let id = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
+    assert_eq!(json_of(response).await, json!({ "sum": 30 }));
+    let record = stack.wait_until_ended(&id, LONG).await;
+    assert_eq!(step(&record, "sum")["logs"], json!(["adding 4 squares"]));
+}
+
+async fn function_sandbox_refuses_escapes_and_runaway_code(stack: &TestStack) {
+    for (code, expected) in [
+        ("() => require('fs').readFileSync('/etc/passwd')", "ReferenceError"),
+        ("() => fetch('http://169.254.169.254/latest/meta-data/')", "ReferenceError"),
+        ("() => { while (true) {} }", "time limit of 300ms"),
+        ("() => { const a = []; while (true) a.push('x'.repeat(1 << 20) + a.length) }", "memory limit of 16 MB"),
+    ] {
+        let yaml = format!(
+            "id: escape\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: js, type: function, time_limit: 300ms, memory_limit_mb: 16, code: {} }}\n  - {{ id: reply, type: response, body: escaped }}\n",
+            serde_json::to_string(code).expect("code")
+        );
+        stack.deploy(&yaml).await;
+        let response = stack.trigger("escape", json!({})).await;
+        assert_eq!(response.status(), 500, "{code}");
+        let body = json_of(response).await;
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{code}: {message}");
+    }
 }

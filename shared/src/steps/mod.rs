@@ -3,6 +3,7 @@
 //! next (that is the engine's job). Templating errors fail the attempt terminally.
 
 mod delay;
+pub mod function;
 pub mod request;
 mod response;
 
@@ -11,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::condition;
-use crate::model::{RequestStep, Step, StepKind};
+use crate::model::{FunctionStep, RequestStep, Step, StepKind};
 use crate::record::{Execution, StepAttempt, StepError, StepStatus, now};
 use crate::runtime::Runtime;
 use crate::template;
@@ -34,6 +35,7 @@ pub async fn execute(
     ctx: &Value,
 ) -> StepAttempt {
     let started_at = now();
+    let mut logs = Vec::new();
     let (input, result) = match &step.kind {
         StepKind::Request(request) => run_request(runtime, execution, key, request, ctx).await,
         StepKind::Conditional(conditional) => {
@@ -45,10 +47,13 @@ pub async fn execute(
         }
         StepKind::Response(response) => response::run(runtime, execution, response, ctx).await,
         StepKind::Delay(delay) => delay::run(delay, ctx, execution.test),
-        StepKind::Function(_) | StepKind::FanOut(_) => {
-            let message = format!("`{}` steps are not supported by this version", step.kind.type_name());
-            (Value::Null, Err(StepError::terminal(message)))
+        StepKind::Function(function) => {
+            let (input, result, printed) = run_function(function, ctx).await;
+            logs = printed;
+            (input, result)
         }
+        // A fan-out is started by the runner, never executed as one attempt.
+        StepKind::FanOut(_) => (Value::Null, Err(StepError::terminal("a fan-out step cannot run on its own"))),
     };
     let (status, output, error) = match result {
         Ok(output) => (StepStatus::Succeeded, Some(output), None),
@@ -63,8 +68,24 @@ pub async fn execute(
         error,
         started_at,
         ended_at: now(),
-        logs: Vec::new(),
+        logs,
     })
+}
+
+async fn run_function(step: &FunctionStep, ctx: &Value) -> (Value, Result<Value, StepError>, Vec<String>) {
+    let parameters: serde_json::Map<String, Value> =
+        match step.parameters.iter().map(|(k, v)| template::render(v, ctx).map(|v| (k.clone(), v))).collect() {
+            Ok(parameters) => parameters,
+            Err(error) => return (Value::Null, Err(StepError::terminal(error.to_string())), Vec::new()),
+        };
+    let parameters = Value::Object(parameters);
+    let time_limit = step.time_limit.as_ref().map_or(function::DEFAULT_TIME_LIMIT, |t| t.duration());
+    let memory = step.memory_limit_mb.unwrap_or(function::DEFAULT_MEMORY_MB);
+    let input = json!({ "parameters": parameters });
+    match function::run(&step.code, parameters, time_limit, memory).await {
+        Ok(run) => (input, Ok(run.output), run.logs),
+        Err(failure) => (input, Err(failure.error), failure.logs),
+    }
 }
 
 /// Keeps an attempt within [`MAX_RECORD_BYTES`]: an oversized one fails (terminally) without
