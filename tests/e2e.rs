@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_e2e::fake_api::FakeApi;
 use sluice_e2e::on_both_backends;
+use sluice_e2e::record::{json_of, step};
 use sluice_e2e::stack::{Backend, TestStack};
 use sluice_shared::messages::StepMessage;
 use sluice_shared::record::ExecutionStatus;
@@ -31,17 +32,6 @@ on_both_backends! {
 
 fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-async fn json_of(response: reqwest::Response) -> Value {
-    response.json().await.expect("JSON body")
-}
-
-fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
-    record["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
-        .unwrap_or_else(|| panic!("no step `{id}` in {record:#}"))
 }
 
 fn step_ids(record: &Value) -> Vec<String> {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_e2e::fake_api::FakeApi;
 use sluice_e2e::on_both_backends;
+use sluice_e2e::record::{json_of, step};
 use sluice_e2e::stack::{Backend, StackConfig, TestStack};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -24,17 +25,6 @@ on_both_backends! {
     pagination_collects_every_page_in_three_styles: LONG;
     function_step_reduces_a_fan_out_and_logs: LONG;
     function_sandbox_refuses_escapes_and_runaway_code: LONG;
-}
-
-async fn json_of(response: reqwest::Response) -> Value {
-    response.json().await.expect("JSON body")
-}
-
-fn step<'a>(record: &'a Value, id: &str) -> &'a Value {
-    record["steps"]
-        .as_array()
-        .and_then(|steps| steps.iter().find(|s| s["id"] == id))
-        .unwrap_or_else(|| panic!("no step `{id}` in the record"))
 }
 
 async fn started(stack: &TestStack, workflow: &str, body: Value) -> String {

@@ -3,6 +3,7 @@
 
 pub mod duplicating;
 pub mod fake_api;
+pub mod record;
 pub mod rie;
 pub mod stack;
 

@@ -34,7 +34,9 @@ impl Runner {
         let key = step_key(&step.id, &indexes);
         let items = match template::render(&fan_out.over, ctx) {
             Ok(Value::Array(items)) => items,
-            Ok(other) => return Ok(Some(fail(&key, format!("`over` must give an array, got {}", kind(&other))))),
+            Ok(other) => {
+                return Ok(Some(fail(&key, format!("`over` must give an array, got {}", template::kind(&other)))));
+            }
             Err(error) => return Ok(Some(fail(&key, error.to_string()))),
         };
         if items.len() > MAX_FAN_OUT_ITEMS {
@@ -155,15 +157,4 @@ fn fail(key: &str, message: String) -> StepAttempt {
 
 fn json_size(value: &Value) -> usize {
     serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
