@@ -371,19 +371,23 @@ steps:
   - id: sum
     type: function
     code: |
-      function (parameters) {
+      function (parameters, { _, dateFns, uuid }) {
         console.log("adding", parameters.squares.length, "squares");
-        return parameters.squares.reduce((a, b) => a + b, 0);
+        return {
+          sum: _.sum(parameters.squares),
+          due: dateFns.formatISO(dateFns.addDays(dateFns.parseISO("2026-01-30"), 30), { representation: "date" }),
+          id: uuid.validate(uuid.v4()),
+        };
       }
     parameters: { squares: "{{steps.each.output}}" }
-  - { id: reply, type: response, body: { sum: "{{steps.sum.output}}" } }
+  - { id: reply, type: response, body: "{{steps.sum.output}}" }
 "#,
         )
         .await;
     let response = stack.trigger("reduce", json!({ "numbers": [1, 2, 3, 4] })).await;
     assert_eq!(response.status(), 200);
     let id = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
-    assert_eq!(json_of(response).await, json!({ "sum": 30 }));
+    assert_eq!(json_of(response).await, json!({ "sum": 30, "due": "2026-03-01", "id": true }));
     let record = stack.wait_until_ended(&id, LONG).await;
     assert_eq!(step(&record, "sum")["logs"], json!(["adding 4 squares"]));
 }

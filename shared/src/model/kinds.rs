@@ -23,9 +23,9 @@ pub struct FunctionStep {
     /// CPU time the function may use (default 5s, at most 60s).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_limit: Option<DurationSpec>,
-    /// Memory the function may use, in MB (default 64, at most 512).
+    /// Memory the function may use, in MB (default 64, at least 8, at most 512).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 512))]
+    #[schemars(range(min = 8, max = 512))]
     pub memory_limit_mb: Option<u32>,
 }
 

@@ -1,7 +1,10 @@
 //! The Function step: one JavaScript function `(parameters, libraries) => value` run in an
 //! embedded QuickJS engine (rquickjs), on a blocking thread, in a fresh runtime per run.
 //!
-//! Sandbox: only ECMAScript built-ins and a capturing `console` exist — no `require`,
+//! `libraries` holds lodash (also as `_`), date-fns (`dateFns`) and uuid, vendored from npm
+//! (see `function/libraries.rs`).
+//!
+//! Sandbox: only ECMAScript built-ins, the libraries and a capturing `console` exist — no `require`,
 //! modules, `process`, `fetch`, timers, file system or network. A CPU-time deadline (an
 //! interrupt the script cannot catch), a memory limit and a stack limit bound every run;
 //! each failure is terminal and says which limit was hit. `console.*` lines are captured
@@ -16,9 +19,13 @@ use serde_json::{Value, json};
 
 use crate::record::StepError;
 
+mod libraries;
+
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(5);
 pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(60);
 pub const DEFAULT_MEMORY_MB: u32 = 64;
+/// Below this the bundled libraries (about 3 MB loaded) may not fit.
+pub const MIN_MEMORY_MB: u32 = 8;
 pub const MAX_MEMORY_MB: u32 = 512;
 const STACK_BYTES: usize = 512 * 1024;
 
@@ -45,7 +52,7 @@ pub async fn run(
 ) -> Result<FunctionRun, FunctionFailure> {
     let code = code.to_string();
     let time_limit = time_limit.min(MAX_TIME_LIMIT);
-    let memory_mb = memory_mb.clamp(1, MAX_MEMORY_MB);
+    let memory_mb = memory_mb.clamp(MIN_MEMORY_MB, MAX_MEMORY_MB);
     match tokio::task::spawn_blocking(move || run_blocking(&code, &parameters, time_limit, memory_mb)).await {
         Ok(result) => result,
         Err(join) => Err(failure(format!("the function's thread failed: {join}"), None, Vec::new())),
@@ -73,6 +80,7 @@ fn run_blocking(
         over
     })));
     let context = Context::full(&runtime).map_err(setup)?;
+    context.with(|ctx| libraries::install(&ctx)).map_err(setup)?;
     let script = script(code, parameters);
     let eval_error: Option<String> = context.with(|ctx| match ctx.eval::<(), _>(script) {
         Ok(()) => None,
@@ -116,12 +124,14 @@ fn run_blocking(
     }
 }
 
-/// The script: a capturing console, then the user's function compiled by an indirect eval
-/// (so syntax errors are catchable) and called; the outcome lands in `__out` as JSON.
+/// The script: the lazy libraries, a capturing console, then the user's function compiled by
+/// an indirect eval (so syntax errors are catchable) and called; the outcome lands in `__out`
+/// as JSON.
 fn script(code: &str, parameters: &Value) -> String {
     let code = Value::String(code.to_string()).to_string();
+    let libraries = libraries::script();
     format!(
-        r#"
+        r#"{libraries}
 globalThis.__logs = []; globalThis.__dropped = 0; let __bytes = 0;
 const __show = (x) => {{ if (typeof x === 'string') return x; try {{ const t = JSON.stringify(x); return t === undefined ? String(x) : t; }} catch (e) {{ return String(x); }} }};
 globalThis.console = {{}};
@@ -135,11 +145,11 @@ for (const level of ['log', 'info', 'warn', 'error', 'debug']) {{
   try {{
     const f = (0, eval)('(' + {code} + '\n)');
     if (typeof f !== 'function') throw new TypeError('the code must be a function taking (parameters, libraries)');
-    const value = await f({parameters}, Object.freeze({{}}));
+    const value = await f({parameters}, __libraries);
     const text = JSON.stringify({{ ok: value === undefined ? null : value }});
     globalThis.__out = text === undefined ? '{{"ok":null}}' : text;
   }} catch (e) {{
-    const message = e && e.name ? e.name + ': ' + e.message : String(e);
+    const message = e === null ? 'the function threw null (QuickJS also throws null when the memory limit leaves no room for an error)' : e && e.name ? e.name + ': ' + e.message : String(e);
     globalThis.__out = JSON.stringify({{ err: message, stack: e && e.stack ? String(e.stack) : null }});
   }}
 }})();

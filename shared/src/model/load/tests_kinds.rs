@@ -179,7 +179,7 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
             ("steps[0].code", "must not be empty"),
             ("steps[0].parameters", "`parameters` must be a mapping"),
             ("steps[0].time_limit", "`2m` is too long: at most 60s"),
-            ("steps[0].memory_limit_mb", "must be a whole number from 1 to 512, not 1024"),
+            ("steps[0].memory_limit_mb", "must be a whole number from 8 to 512, not 1024"),
             (
                 "steps[0].runtime",
                 concat!(
@@ -189,7 +189,7 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
             ),
             ("steps[1].code", "must be a string, not a number"),
             ("steps[1].time_limit", "must be longer than 0"),
-            ("steps[1].memory_limit_mb", "must be a whole number from 1 to 512, not a string"),
+            ("steps[1].memory_limit_mb", "must be a whole number from 8 to 512, not a string"),
             ("steps[2].over", "must be exactly one `{{...}}` expression giving a list, with nothing around it"),
             ("steps[2].steps", "a fan-out needs at least one step"),
             ("steps[2].concurrency", "must be a whole number from 1 to 1000, not 0"),
@@ -278,10 +278,10 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
 #[test]
 fn function_limits_accept_their_bounds_and_reject_beyond() {
     let function = |extra: &str| steps_yaml(&format!("  - {{ id: f, type: function, code: 'x => x'{extra} }}\n"));
-    loads(&function(", time_limit: 1ms, memory_limit_mb: 1"));
+    loads(&function(", time_limit: 1ms, memory_limit_mb: 8"));
     loads(&function(", time_limit: 60s, memory_limit_mb: 512"));
     assert_problems(&function(", time_limit: 61s"), &[("steps[0].time_limit", "at most 60s")]);
-    assert_problems(&function(", memory_limit_mb: 0"), &[("steps[0].memory_limit_mb", "from 1 to 512, not 0")]);
+    assert_problems(&function(", memory_limit_mb: 7"), &[("steps[0].memory_limit_mb", "from 8 to 512, not 7")]);
     assert_problems(&function(", memory_limit_mb: 64.5"), &[("steps[0].memory_limit_mb", "not 64.5")]);
     assert_problems(&steps_yaml("  - { id: f, type: function }\n"), &[("steps[0].code", "`code` is required")]);
 }

@@ -12,6 +12,8 @@ pub(super) const KEYS: &[&str] = &["code", "parameters", "time_limit", "memory_l
 const MAX_CODE_BYTES: usize = 100 * 1024;
 const MAX_TIME_LIMIT: MaxDuration = MaxDuration { value: Duration::from_secs(60), text: "60s" };
 const MAX_MEMORY_MB: u64 = 512;
+/// The bundled libraries need about 3 MB.
+const MIN_MEMORY_MB: u64 = 8;
 
 impl Checker {
     pub(super) fn function(&mut self, map: &Map<String, Value>, path: &str, scope: &Scope) {
@@ -39,7 +41,7 @@ impl Checker {
             self.duration(limit, &key_path(path, "time_limit"), MAX_TIME_LIMIT, true);
         }
         if let Some(memory) = map.get("memory_limit_mb") {
-            self.whole_number(memory, &key_path(path, "memory_limit_mb"), 1, Some(MAX_MEMORY_MB));
+            self.whole_number(memory, &key_path(path, "memory_limit_mb"), MIN_MEMORY_MB, Some(MAX_MEMORY_MB));
         }
     }
 }
