@@ -107,7 +107,8 @@ start() {
         die "moto (pid $pid) from an earlier start is running on another port; run infra/moto.sh stop first"
     fi
     say "starting moto_server on $endpoint (log: $LOG)"
-    nohup "$VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$LOG" 2>&1 </dev/null &
+    # infra/moto_server.py is moto_server with atomic, partition-local DynamoDB requests.
+    nohup "$VENV/bin/python" "$ROOT/infra/moto_server.py" -H 127.0.0.1 -p "$port" >"$LOG" 2>&1 </dev/null &
     pid=$!
     echo "$pid" >"$PID_FILE"
     local deadline=$((SECONDS + READY_TIMEOUT))

@@ -172,16 +172,20 @@ pub trait FanOutStore: Send + Sync {
         fan_out_key: &str,
         index: u32,
     ) -> Result<Option<Value>, StoreError>;
-    /// Counts branch `index` as done with `result`, once: a repeated call for the same branch
-    /// (a redelivery) changes nothing and keeps the first result. Returns how many distinct
-    /// branches of the fan-out are done after this call.
+    /// Records branch `index` of a fan-out of `total` branches as done with `result`, once: a
+    /// repeated call for the same branch (a redelivery) keeps the first result. Returns whether
+    /// all `total` branches are done: `true` from the call that completes the last missing
+    /// branch and from every call after it (a redelivery must be able to finish the join when
+    /// the first delivery stopped half-way), never before. Every step is idempotent, so a call
+    /// that failed is simply made again.
     async fn complete_branch(
         &self,
         execution_id: &str,
         fan_out_key: &str,
         index: u32,
+        total: u32,
         result: &Value,
-    ) -> Result<u32, StoreError>;
+    ) -> Result<bool, StoreError>;
     /// The result of every done branch, in index order.
     async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError>;
 }

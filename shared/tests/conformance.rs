@@ -181,7 +181,7 @@ mod aws {
         let table = format!("sluice-conformance-{}", unique());
         dynamodb::create_table(&client, &table).await.expect("create table");
         dynamodb::create_table(&client, &table).await.expect("creating an existing table is a no-op");
-        store_suite_with(&DynamoStore::new(client.clone(), table.clone()), SuiteLimits::MOTO).await;
+        store_suite_with(&DynamoStore::new(client.clone(), table.clone()), SuiteLimits::FULL).await;
         client.delete_table().table_name(&table).send().await.expect("delete table");
     }
 

@@ -71,9 +71,14 @@ fn check_fan_out_len(len: usize) -> Result<(), StoreError> {
 
 /// `TooLarge` for a branch index no fan-out can have (one of at most [`MAX_FAN_OUT_ITEMS`]).
 #[cfg(any(feature = "sqlite", feature = "aws"))]
-fn check_branch_index(index: u32) -> Result<(), StoreError> {
-    if usize::try_from(index).map_or(true, |i| i >= MAX_FAN_OUT_ITEMS) {
-        return Err(StoreError::TooLarge(format!("branch {index} is beyond the {MAX_FAN_OUT_ITEMS}-item limit")));
+fn check_branch_index(index: u32, total: u32) -> Result<(), StoreError> {
+    if usize::try_from(total).map_or(true, |t| t > MAX_FAN_OUT_ITEMS) {
+        return Err(StoreError::TooLarge(format!(
+            "a fan-out of {total} branches is beyond the {MAX_FAN_OUT_ITEMS}-item limit"
+        )));
+    }
+    if index >= total {
+        return Err(StoreError::TooLarge(format!("branch {index} is beyond the {total} branches of its fan-out")));
     }
     Ok(())
 }
@@ -112,7 +117,10 @@ mod tests {
         assert!(matches!(fan_out_value_json("a result", &over), Err(StoreError::TooLarge(_))));
         assert!(check_fan_out_len(MAX_FAN_OUT_ITEMS).is_ok());
         assert!(matches!(check_fan_out_len(MAX_FAN_OUT_ITEMS + 1), Err(StoreError::TooLarge(_))));
-        assert!(check_branch_index(MAX_FAN_OUT_ITEMS as u32 - 1).is_ok());
-        assert!(matches!(check_branch_index(MAX_FAN_OUT_ITEMS as u32), Err(StoreError::TooLarge(_))));
+        let max = MAX_FAN_OUT_ITEMS as u32;
+        assert!(check_branch_index(max - 1, max).is_ok());
+        assert!(matches!(check_branch_index(max, max), Err(StoreError::TooLarge(_))));
+        assert!(matches!(check_branch_index(3, 3), Err(StoreError::TooLarge(_))));
+        assert!(matches!(check_branch_index(0, max + 1), Err(StoreError::TooLarge(_))));
     }
 }

@@ -86,51 +86,85 @@ pub async fn case_fan_out_items_round_trip(store: &dyn Store) {
     assert!(matches!(refused, Err(StoreError::TooLarge(_))), "an item over the limit: {refused:?}");
 }
 
-/// A branch is counted once: completing it again (a redelivery) returns the same count and
-/// keeps the first result; results over the limit are refused.
+/// A branch is counted once: completing it again (a redelivery) keeps the first result;
+/// the join reports all done only with the last missing branch, and again to redeliveries;
+/// results over the limit and indexes outside the fan-out are refused.
 pub async fn case_complete_branch_counts_once(store: &dyn Store) {
     let execution_id = unique("e");
+    let complete = async |index: u32, result: &Value| store.complete_branch(&execution_id, "f", index, 4, result).await;
     assert_eq!(store.branch_results(&execution_id, "f").await.expect("no results"), vec![]);
-    assert_eq!(store.complete_branch(&execution_id, "f", 1, &json!({ "first": true })).await.expect("complete 1"), 1);
-    let again = store.complete_branch(&execution_id, "f", 1, &json!({ "second": true })).await.expect("again");
-    assert_eq!(again, 1, "a redelivered completion is not counted again");
-    assert_eq!(store.complete_branch(&execution_id, "f", 0, &Value::Null).await.expect("complete 0"), 2);
-    assert_eq!(store.complete_branch(&execution_id, "f", 0, &json!("late")).await.expect("0 again"), 2);
+    assert!(!complete(1, &json!({ "first": true })).await.expect("complete 1"));
+    assert!(!complete(1, &json!({ "second": true })).await.expect("again"), "a redelivery is not a new branch");
+    assert!(!complete(0, &Value::Null).await.expect("complete 0"));
+    assert!(!complete(0, &json!("late")).await.expect("0 again"));
     let results = store.branch_results(&execution_id, "f").await.expect("results");
     assert_eq!(results, vec![(0, Value::Null), (1, json!({ "first": true }))], "the first results, in order");
 
     let largest = blob(MAX_FAN_OUT_VALUE_BYTES);
-    assert_eq!(store.complete_branch(&execution_id, "f", 2, &largest).await.expect("largest result"), 3);
-    let over = store.complete_branch(&execution_id, "f", 3, &blob(MAX_FAN_OUT_VALUE_BYTES + 1)).await;
+    assert!(!complete(2, &largest).await.expect("largest result"));
+    let over = complete(3, &blob(MAX_FAN_OUT_VALUE_BYTES + 1)).await;
     assert!(matches!(over, Err(StoreError::TooLarge(_))), "a result over the limit: {over:?}");
-    let beyond = store.complete_branch(&execution_id, "f", MAX_FAN_OUT_ITEMS as u32, &json!(1)).await;
-    assert!(matches!(beyond, Err(StoreError::TooLarge(_))), "an index no fan-out has: {beyond:?}");
+    let outside = complete(4, &json!(1)).await;
+    assert!(matches!(outside, Err(StoreError::TooLarge(_))), "an index past the fan-out's total: {outside:?}");
+    let beyond = store.complete_branch(&execution_id, "f", 0, MAX_FAN_OUT_ITEMS as u32 + 1, &json!(1)).await;
+    assert!(matches!(beyond, Err(StoreError::TooLarge(_))), "a total no fan-out has: {beyond:?}");
     let results = store.branch_results(&execution_id, "f").await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2], "refused results are not kept");
     assert_eq!(results[2].1, largest);
-    assert_eq!(store.complete_branch(&execution_id, "f", 0, &json!("later")).await.expect("0 once more"), 3);
+    assert!(complete(3, &json!("last")).await.expect("the last branch"), "the last branch completes the join");
+    assert!(complete(0, &json!("later")).await.expect("0 once more"), "a redelivery after the join sees it done");
+    assert!(complete(3, &json!("again")).await.expect("3 again"));
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(
+        results.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
+        [Value::Null, json!({ "first": true }), largest, json!("last")]
+    );
+}
+
+/// Fan-outs of sizes around the DynamoDB adapter's 100-branch shards: completed in a
+/// scrambled order with every branch also redelivered, the join is done exactly after the
+/// last distinct branch, whichever shard it is in.
+pub async fn case_join_is_done_only_after_every_branch(store: &dyn Store) {
+    for (total, last) in [(1, 0), (2, 0), (100, 57), (101, 100), (250, 150), (300, 299)] {
+        let execution_id = unique("e");
+        let mut order: Vec<u32> = (0..total).filter(|i| *i != last).collect();
+        order.sort_by_key(|i| (i * 7919) % total);
+        for index in order {
+            for delivery in 0..2 {
+                let done = store.complete_branch(&execution_id, "f", index, total, &json!(delivery)).await;
+                assert!(!done.expect("complete"), "{total} branches: done before branch {last} ({index} #{delivery})");
+            }
+        }
+        assert!(store.complete_branch(&execution_id, "f", last, total, &json!(0)).await.expect("last"), "{total}");
+        assert!(store.complete_branch(&execution_id, "f", last, total, &json!(1)).await.expect("again"), "{total}");
+        let results = store.branch_results(&execution_id, "f").await.expect("results");
+        assert_eq!(results.len(), total as usize, "{total}");
+        assert!(results.iter().all(|(_, r)| *r == json!(0)), "{total}: first deliveries' results");
+    }
 }
 
 /// 50 branches each delivered twice, `concurrency` completions at once (50 on a real backend):
-/// every branch counted exactly once. Concurrent counts are only monotonic (a call may see
-/// others' increments), so what holds is: each count is in 1..=50, the highest is 50, and the
-/// count ends at 50.
+/// the join is done once every branch is in, whichever delivery comes last, and every branch
+/// keeps one result.
 pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Store, concurrency: usize) {
     let execution_id = unique("e");
     let deliveries: Vec<u32> = (0..100).collect();
-    let mut counts = Vec::new();
+    let mut finished = Vec::new();
     for window in deliveries.chunks(concurrency.max(1)) {
         let completions = window.iter().map(|&n| {
             let index = n % 50;
             let result = json!({ "index": index, "delivery": n / 50 });
             let execution_id = execution_id.as_str();
-            async move { store.complete_branch(execution_id, "f", index, &result).await }
+            async move { store.complete_branch(execution_id, "f", index, 50, &result).await }
         });
-        counts.extend(join_all(completions).await.into_iter().map(|c| c.expect("complete")));
+        finished.extend(join_all(completions).await.into_iter().map(|c| c.expect("complete")));
     }
-    assert!(counts.iter().all(|c| (1..=50).contains(c)), "counts out of range: {counts:?}");
-    assert_eq!(counts.iter().max(), Some(&50), "the last completion sees every branch: {counts:?}");
-    assert_eq!(store.complete_branch(&execution_id, "f", 7, &json!("again")).await.expect("redelivery"), 50);
+    // The first deliveries all happen before the first redelivery only when run one by one.
+    if concurrency <= 1 {
+        assert_eq!(finished.iter().position(|done| *done), Some(49), "done exactly with the 50th branch");
+    }
+    assert!(finished[50..].iter().all(|done| *done), "every redelivery after all first deliveries sees it done");
+    assert!(store.complete_branch(&execution_id, "f", 7, 50, &json!("again")).await.expect("redelivery"));
     let results = store.branch_results(&execution_id, "f").await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
     for (index, result) in results {
@@ -149,20 +183,21 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
     // About 2.5 MB of results in all, whatever the count: more than two 1 MB query pages.
     let pad = (2_500_000 / count.max(1) as usize).max(150);
     let result = |index: u32| json!({ "index": index, "pad": "r".repeat(pad + (index % 7) as usize) });
-    let mut highest = 0;
+    let mut finished = Vec::new();
     for window in order.chunks(limits.concurrent_completions.max(1)) {
         let completions = window.iter().map(|&index| {
             let (execution_id, result) = (execution_id.as_str(), result(index));
-            async move { store.complete_branch(execution_id, "f", index, &result).await }
+            async move { store.complete_branch(execution_id, "f", index, count, &result).await }
         });
-        for done in join_all(completions).await {
-            highest = highest.max(done.expect("complete"));
-        }
+        finished.extend(join_all(completions).await.into_iter().map(|done| done.expect("complete")));
     }
-    assert_eq!(highest, count, "the last completions see every branch");
+    assert!(finished.iter().any(|done| *done), "the last completions see every branch");
+    if limits.concurrent_completions <= 1 {
+        assert_eq!(finished.iter().position(|done| *done), Some(count as usize - 1), "done only with the last");
+    }
     for (key, index) in [("f@1", 0), ("f@1", 5), ("fa", 3)] {
-        let done = store.complete_branch(&execution_id, key, index, &json!(key)).await.expect("other key");
-        assert!(done <= 2, "`{key}` is counted apart from `f`: {done}");
+        let done = store.complete_branch(&execution_id, key, index, 6, &json!(key)).await.expect("other key");
+        assert!(!done, "`{key}` is counted apart from `f`");
     }
     let results = store.branch_results(&execution_id, "f").await.expect("results");
     assert_eq!(results.len(), count as usize, "every result is listed");
@@ -173,5 +208,5 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
         vec![(0, json!("f@1")), (5, json!("f@1"))]
     );
     assert_eq!(store.branch_results(&execution_id, "fa").await.expect("fa"), vec![(3, json!("fa"))]);
-    assert_eq!(store.complete_branch(&execution_id, "f", 0, &json!("redelivered")).await.expect("again"), count);
+    assert!(store.complete_branch(&execution_id, "f", 0, count, &json!("redelivered")).await.expect("again"));
 }

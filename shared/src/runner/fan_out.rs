@@ -99,7 +99,7 @@ impl Runner {
         let outer: Vec<u32> = scope.iter().map(|s| s.index).collect();
         let key = step_key(fan_out_id, &outer);
         let store = &self.runtime.store;
-        let done = store.complete_branch(&execution.id, &key, index, &result).await?;
+        let all_done = store.complete_branch(&execution.id, &key, index, total, &result).await?;
 
         let fan_out = match workflow.find_step(fan_out_id).map(|s| &s.kind) {
             Some(StepKind::FanOut(fan_out)) => fan_out,
@@ -116,13 +116,13 @@ impl Runner {
                 self.runtime.queue.send(QueueName::Steps, message).await?;
             }
         }
-        if done < total {
+        if !all_done {
             return Ok(None);
         }
         let results = store.branch_results(&execution.id, &key).await?;
         if results.len() != total as usize || results.iter().enumerate().any(|(i, (n, _))| *n as usize != i) {
             return Err(RunError::Retryable(format!(
-                "fan-out `{key}` counts {done} branches done but {} results are stored",
+                "fan-out `{key}` counts all {total} branches done but {} results are stored",
                 results.len()
             )));
         }

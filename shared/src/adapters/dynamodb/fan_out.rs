@@ -5,22 +5,26 @@
 //! items as one JSON array (at most [`CHUNK_BYTES`] of it, unless one item alone is larger);
 //! `<first>` is the index of the chunk's first item, so the chunk holding item `i` is the one
 //! with the greatest first index ≤ `i`: one descending `Query` with `Limit 1`. Branches:
-//! `BRANCH#<key>#<index:06>` holds a branch's result and `FANOUT#<key>#JOIN` the count of
-//! completed branches (`done`).
+//! `BRANCH#<key>#<index:06>` holds a branch's result. The join is two levels of number sets:
+//! `FANOUT#<key>#DONE#<shard:03>` holds the indexes of the done branches of shard
+//! `index / 100` (`done`), and `FANOUT#<key>#JOIN` the numbers of the full shards (`shards`).
 //!
-//! Invariants: a branch item and the increment of `done` are written by one
-//! `TransactWriteItems`, the branch item conditioned on `attribute_not_exists(pk)`, so a branch
-//! is counted exactly when it is recorded: once, keeping its first result, whatever the
-//! concurrency or redelivery. Every prefix ends with `#` (step ids are `[A-Za-z0-9_-]`, keys
-//! add `@`, digits and `.`), so `f` never matches `f@1` or `fa`; every item also carries its
-//! key as an attribute, and reads skip items of another key.
-
-use std::time::Duration;
+//! Invariants: completing a branch is three idempotent writes, each repeated as is by a
+//! redelivery: a conditional put of the branch item (`attribute_not_exists`: the first result
+//! stays), `ADD` of the index to its shard's set, and, when that set holds every branch of the
+//! shard, `ADD` of the shard to the join's set. An `ADD` to a set is atomic and adding a member
+//! twice changes nothing, so no count can be off by a redelivery or a crash between writes,
+//! and all branches are done exactly when the join's set holds every shard. No transaction:
+//! concurrent completions never conflict (a transaction on one counter item would be
+//! cancelled with `TransactionConflict` under load), each write is one small item (1 write
+//! unit; a shard's set of 100 indexes is under 1 KB), and a 10,000-branch fan-out spreads its
+//! writes over 100 shard items. Every prefix ends with `#` (step ids are `[A-Za-z0-9_-]`, keys
+//! add `@`, digits and `.`), so `f` never matches `f@1` or `fa`; chunk and branch items also
+//! carry their key as an attribute, and reads skip items of another key.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::error::SdkError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
@@ -42,8 +46,8 @@ const CHUNK_BYTES: usize = 64 * 1024;
 /// How many chunk items `put_fan_out_items` writes at once.
 const PUT_CONCURRENCY: usize = 16;
 
-/// How many times `complete_branch` tries its transaction while it conflicts with another.
-const JOIN_ATTEMPTS: u32 = 8;
+/// How many branches one shard item of the join counts.
+const SHARD_BRANCHES: u32 = 100;
 
 /// The attribute holding the fan-out key on chunk, branch and join items.
 const KEY: &str = "fan_out_key";
@@ -58,6 +62,15 @@ fn chunk_sk(key: &str, first: usize) -> String {
 
 fn join_sk(key: &str) -> String {
     format!("FANOUT#{key}#JOIN")
+}
+
+fn shard_sk(key: &str, shard: u32) -> String {
+    format!("FANOUT#{key}#DONE#{shard:03}")
+}
+
+/// How many branches shard `shard` of a fan-out of `total` counts.
+fn shard_size(shard: u32, total: u32) -> u32 {
+    total.saturating_sub(shard * SHARD_BRANCHES).min(SHARD_BRANCHES)
 }
 
 fn branch_prefix(key: &str) -> String {
@@ -94,44 +107,6 @@ fn chunks(texts: &[String]) -> Vec<(usize, String)> {
         chunks.push((first, array));
     }
     chunks
-}
-
-/// What a cancelled join transaction means.
-enum Cancelled {
-    /// The branch item exists: this branch was counted before.
-    AlreadyCounted,
-    /// Another transaction on the join item got in the way (or throttling): try again.
-    Conflict,
-    /// Cancelled without reasons: whether the branch item exists tells.
-    Unexplained,
-}
-
-fn cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> Option<Cancelled> {
-    let Some(TransactWriteItemsError::TransactionCanceledException(cancel)) = e.as_service_error() else {
-        return None;
-    };
-    let reasons = cancel.cancellation_reasons();
-    if reasons.is_empty() {
-        return Some(Cancelled::Unexplained);
-    }
-    if reasons.first().and_then(|r| r.code()) == Some("ConditionalCheckFailed") {
-        return Some(Cancelled::AlreadyCounted);
-    }
-    let transient = |code: Option<&str>| {
-        matches!(
-            code,
-            None | Some("None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded")
-        )
-    };
-    reasons.iter().all(|r| transient(r.code())).then_some(Cancelled::Conflict)
-}
-
-/// A random wait before retry `attempt` (1, 2, ...): between half and all of 25 ms × 2^attempt,
-/// at most 1 s.
-fn backoff(attempt: u32) -> Duration {
-    let cap_ms = (25u64 << attempt.min(6)).min(1_000);
-    let random = uuid::Uuid::new_v4().as_u128() as u64;
-    Duration::from_millis(cap_ms / 2 + random % (cap_ms / 2 + 1))
 }
 
 /// A sort key condition and its values (`:pk` is added).
@@ -206,11 +181,11 @@ impl DynamoStore {
             .map_err(|e| backend("PutItem", e))
     }
 
-    /// Records branch `index` and counts it in one transaction, unless it was counted before.
-    async fn count_branch(&self, execution_id: &str, key: &str, index: u32, result: String) -> Result<(), StoreError> {
-        let request =
-            |e: aws_sdk_dynamodb::error::BuildError| StoreError::Backend(format!("TransactWriteItems request: {e}"));
-        let branch = Put::builder()
+    /// Puts the branch item unless it exists (a redelivery keeps the first result).
+    async fn put_branch(&self, execution_id: &str, key: &str, index: u32, result: String) -> Result<(), StoreError> {
+        let put = self
+            .client
+            .put_item()
             .table_name(&self.table)
             .set_item(Some(item(vec![
                 ("pk", s(execution_pk(execution_id))),
@@ -220,43 +195,40 @@ impl DynamoStore {
                 ("result", s(result)),
             ])))
             .condition_expression("attribute_not_exists(pk)")
-            .build()
-            .map_err(request)?;
-        let count = Update::builder()
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(()),
+            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => Ok(()),
+            Err(e) => Err(backend("PutItem", e)),
+        }
+    }
+
+    /// Adds `member` to the number set `attribute` of item `sk`; returns the set's size after.
+    async fn add_to_set(
+        &self,
+        execution_id: &str,
+        sk: String,
+        attribute: &str,
+        member: u32,
+    ) -> Result<usize, StoreError> {
+        let updated = self
+            .client
+            .update_item()
             .table_name(&self.table)
             .key("pk", s(execution_pk(execution_id)))
-            .key("sk", s(join_sk(key)))
-            .update_expression("SET #key = :key ADD done :one")
-            .expression_attribute_names("#key", KEY)
-            .expression_attribute_values(":key", s(key))
-            .expression_attribute_values(":one", n(1))
-            .build()
-            .map_err(request)?;
-        let mut attempt = 1;
-        loop {
-            let result = self
-                .client
-                .transact_write_items()
-                .transact_items(TransactWriteItem::builder().put(branch.clone()).build())
-                .transact_items(TransactWriteItem::builder().update(count.clone()).build())
-                .send()
-                .await;
-            match result {
-                Ok(_) => return Ok(()),
-                Err(e) => match cancelled(&e) {
-                    Some(Cancelled::AlreadyCounted) => return Ok(()),
-                    Some(Cancelled::Unexplained)
-                        if self.get(execution_pk(execution_id), &branch_sk(key, index)).await?.is_some() =>
-                    {
-                        return Ok(());
-                    }
-                    Some(Cancelled::Conflict | Cancelled::Unexplained) if attempt < JOIN_ATTEMPTS => {
-                        tokio::time::sleep(backoff(attempt)).await;
-                        attempt += 1;
-                    }
-                    _ => return Err(backend("TransactWriteItems", e)),
-                },
-            }
+            .key("sk", s(sk))
+            .update_expression("ADD #set :member")
+            .expression_attribute_names("#set", attribute)
+            .expression_attribute_values(":member", AttributeValue::Ns(vec![member.to_string()]))
+            // ALL_NEW, not UPDATED_NEW: adding a member already there may count as no update.
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await
+            .map_err(|e| backend("UpdateItem", e))?;
+        match updated.attributes.as_ref().and_then(|a| a.get(attribute)) {
+            Some(AttributeValue::Ns(members)) => Ok(members.len()),
+            other => Err(StoreError::Corrupt(format!("`{attribute}` after an ADD is not a number set: {other:?}"))),
         }
     }
 }
@@ -333,15 +305,23 @@ impl FanOutStore for DynamoStore {
         execution_id: &str,
         fan_out_key: &str,
         index: u32,
+        total: u32,
         result: &Value,
-    ) -> Result<u32, StoreError> {
-        check_branch_index(index)?;
+    ) -> Result<bool, StoreError> {
+        check_branch_index(index, total)?;
         let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
-        self.count_branch(execution_id, fan_out_key, index, text).await?;
-        let join = self.get(execution_pk(execution_id), &join_sk(fan_out_key)).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("fan-out `{fan_out_key}`: branch {index} is recorded but nothing is counted"))
-        })?;
-        get_n(&join, "done")
+        self.put_branch(execution_id, fan_out_key, index, text).await?;
+        let shard = index / SHARD_BRANCHES;
+        let done = self.add_to_set(execution_id, shard_sk(fan_out_key, shard), "done", index).await?;
+        if done < shard_size(shard, total) as usize {
+            return Ok(false);
+        }
+        let shards = total.div_ceil(SHARD_BRANCHES);
+        if shards == 1 {
+            return Ok(true);
+        }
+        let full = self.add_to_set(execution_id, join_sk(fan_out_key), "shards", shard).await?;
+        Ok(full >= shards as usize)
     }
 
     async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError> {
@@ -413,36 +393,12 @@ mod tests {
         assert_eq!(branch_sk("f", MAX_FAN_OUT_ITEMS as u32 - 1).len(), branch_sk("f", 0).len());
     }
 
-    fn cancellation(codes: &[&str]) -> SdkError<TransactWriteItemsError, ()> {
-        use aws_sdk_dynamodb::types::CancellationReason;
-        use aws_sdk_dynamodb::types::error::TransactionCanceledException;
-        let reasons = codes.iter().map(|code| CancellationReason::builder().code(*code).build()).collect();
-        let cancel = TransactionCanceledException::builder().set_cancellation_reasons(Some(reasons)).build();
-        SdkError::service_error(TransactWriteItemsError::TransactionCanceledException(cancel), ())
-    }
-
     #[test]
-    fn only_a_failed_branch_condition_means_already_counted() {
-        let kind = |codes: &[&str]| match cancelled(&cancellation(codes)) {
-            Some(Cancelled::AlreadyCounted) => "counted",
-            Some(Cancelled::Conflict) => "retry",
-            Some(Cancelled::Unexplained) => "look",
-            None => "error",
-        };
-        assert_eq!(kind(&["ConditionalCheckFailed", "None"]), "counted");
-        assert_eq!(kind(&["None", "TransactionConflict"]), "retry");
-        assert_eq!(kind(&["TransactionConflict", "None"]), "retry");
-        assert_eq!(kind(&["None", "ThrottlingError"]), "retry");
-        assert_eq!(kind(&["None", "ValidationError"]), "error");
-        assert_eq!(kind(&["ItemCollectionSizeLimitExceeded", "None"]), "error");
-        assert_eq!(kind(&[]), "look", "no reasons: the branch item tells whether it was counted");
-    }
-
-    #[test]
-    fn backoff_stays_within_a_second() {
-        for attempt in 1..20 {
-            let wait = backoff(attempt);
-            assert!(wait >= Duration::from_millis(12) && wait <= Duration::from_secs(1), "{attempt}: {wait:?}");
-        }
+    fn shards_split_a_fan_out_into_hundreds() {
+        assert_eq!((0..3).map(|shard| shard_size(shard, 250)).collect::<Vec<_>>(), [100, 100, 50]);
+        assert_eq!(shard_size(0, 1), 1);
+        assert_eq!(shard_size(99, 10_000), 100);
+        assert!(shard_sk("f", 9) < shard_sk("f", 10));
+        assert!(!shard_sk("f@1", 0).starts_with(&items_prefix("f")));
     }
 }

@@ -7,8 +7,8 @@
 //!
 //! Invariants: a branch is counted by the existence of its row, and `complete_branch` inserts
 //! the row (`ON CONFLICT DO NOTHING`: the first result stays) and counts the rows in one
-//! immediate transaction, so a branch is never recorded without being counted or counted
-//! twice, whatever the concurrency or redelivery. Items are inserted all in one transaction
+//! immediate transaction, so all branches are seen done exactly when every row exists,
+//! whatever the concurrency or redelivery. Items are inserted all in one transaction
 //! (`ON CONFLICT DO NOTHING`): a fan-out's items are either all there or none.
 
 use async_trait::async_trait;
@@ -94,9 +94,10 @@ impl FanOutStore for Sqlite {
         execution_id: &str,
         fan_out_key: &str,
         index: u32,
+        total: u32,
         result: &Value,
-    ) -> Result<u32, StoreError> {
-        check_branch_index(index)?;
+    ) -> Result<bool, StoreError> {
+        check_branch_index(index, total)?;
         let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
         let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
         self.call(move |conn| {
@@ -116,7 +117,7 @@ impl FanOutStore for Sqlite {
                 )
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
-            Ok(done)
+            Ok(done >= total)
         })
         .await
     }
