@@ -13,16 +13,30 @@
    quadratic. Here a query without an index starts from its partition's items only, in sort
    key order; moto's own code still applies the key condition, filters, limits and paging.
 
+3. Constant per-request overhead. To route each request, moto lists its own package directory
+   (one `stat` per service) under a lock that every request takes; the list never changes, so
+   it is read once here. And every message an SQS ReceiveMessage returns recomputes all the
+   queue's attributes, counting every message in the queue, to read the retention period:
+   here it reads the retention period alone. Sending a message also computes all the
+   attributes to read `ContentBasedDeduplication`: here that one alone. Together these made
+   a fan-out's traffic quadratic. Request lines are not logged (errors still are).
+
+Behaviour is unchanged in every case; only the locking (1) is stricter than moto's.
+
 Usage: python infra/moto_server.py [moto_server arguments, e.g. -H 127.0.0.1 -p 5000]
 """
 
 import functools
+import logging
 import sys
 import threading
 
+import moto.backends
+from moto.core.utils import unix_time
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
+from moto.sqs.models import Queue, SQSBackend
 
 _DYNAMODB_LOCK = threading.RLock()
 _original_call_action = DynamoHandler.call_action
@@ -67,6 +81,43 @@ def _partition_query(self, hash_key, *args, **kwargs):
 
 
 Table.query = _partition_query
+
+_MOTO_MODULES = tuple(moto.backends.list_of_moto_modules())
+moto.backends.list_of_moto_modules = lambda: _MOTO_MODULES
+
+
+def _retained(self, queue_name, message):
+    queue = self.get_queue(queue_name)
+    return queue.message_retention_period + message.sent_timestamp / 1000 > unix_time()
+
+
+SQSBackend.is_message_valid_based_on_retention_period = _retained
+
+# While a message is being sent, `queue.attributes` is read only for
+# `ContentBasedDeduplication` (a FIFO attribute): answer that without counting the messages.
+_sending = threading.local()
+_all_attributes = Queue.attributes.fget
+_original_send_message = SQSBackend.send_message
+
+
+def _attributes(self):
+    if getattr(_sending, "active", False):
+        return {"ContentBasedDeduplication": getattr(self, "content_based_deduplication", None)} if self.fifo_queue else {}
+    return _all_attributes(self)
+
+
+@functools.wraps(_original_send_message)
+def _send_message(self, *args, **kwargs):
+    _sending.active = True
+    try:
+        return _original_send_message(self, *args, **kwargs)
+    finally:
+        _sending.active = False
+
+
+Queue.attributes = property(_attributes)
+SQSBackend.send_message = _send_message
+logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -4,11 +4,15 @@
 
 use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use serde_json::{Value, json};
 
 use super::respond::settled_summary;
 use crate::auth;
 use crate::error::{ApiError, json_response};
+use crate::messages::{step_key, step_of_key};
+use crate::model::{StepKind, Workflow};
 use crate::record::{Execution, SettledResponse, StepAttempt, StepStatus, format_timestamp};
 use crate::runtime::Runtime;
 
@@ -28,8 +32,8 @@ pub(super) async fn get(
     let attempts = store.list_steps(execution_id).await?;
     let response = store.get_response(execution_id).await?;
     let deployment = store.get_version(project_id, &execution.workflow_id, execution.workflow_version).await?;
-    let order = deployment.as_ref().map(|d| d.workflow.step_order()).unwrap_or_default();
-    Ok(json_response(StatusCode::OK, &record(&execution, &attempts, &order, response.as_ref())))
+    let workflow = deployment.as_ref().map(|d| &d.workflow);
+    Ok(json_response(StatusCode::OK, &record(&execution, &attempts, workflow, response.as_ref())))
 }
 
 /// Checks `Authorization: Bearer <project API key>`.
@@ -42,27 +46,16 @@ pub(super) async fn authorize(runtime: &Runtime, project_id: &str, headers: &Hea
 
 /// The execution record of the workflow format document. Steps are listed in workflow order
 /// (`step_order`; execution order, since steps of one execution never run concurrently),
-/// then any step the workflow does not know, by start time.
+/// then any step the workflow does not know, by start time. A fan-out's branch steps (keys
+/// `id@i`, `id@i.j`...) are not listed on their own: they appear under their fan-out's entry
+/// as `branches: [{ index, steps: [...] }]`, in index order, nested fan-outs likewise (when
+/// the workflow is unknown, they stay in the flat list).
 pub fn record(
     execution: &Execution,
     attempts: &[StepAttempt],
-    step_order: &[&str],
+    workflow: Option<&Workflow>,
     response: Option<&SettledResponse>,
 ) -> Value {
-    let mut order: Vec<&str> = step_order.iter().copied().filter(|id| attempts.iter().any(|a| a.step == *id)).collect();
-    for attempt in attempts {
-        if !order.contains(&attempt.step.as_str()) {
-            order.push(&attempt.step);
-        }
-    }
-    let steps: Vec<Value> = order
-        .iter()
-        .map(|id| {
-            let mut mine: Vec<&StepAttempt> = attempts.iter().filter(|a| a.step == *id).collect();
-            mine.sort_by_key(|a| a.attempt);
-            step_record(&mine)
-        })
-        .collect();
     json!({
         "executionId": execution.id,
         "projectId": execution.project_id,
@@ -82,8 +75,82 @@ pub fn record(
             let answer = settled_summary(execution, settled);
             json!({ "status": answer.status, "body": answer.body })
         }),
-        "steps": steps,
+        "steps": steps(attempts, workflow),
     })
+}
+
+/// The step entries, branch steps grouped under their fan-outs. Linear in the attempts.
+fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
+    let order: HashMap<&str, usize> =
+        workflow.map(|w| w.step_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()).unwrap_or_default();
+    let parents = workflow.map(Workflow::enclosing_fan_outs).unwrap_or_default();
+    let is_fan_out =
+        |id: &str| workflow.and_then(|w| w.find_step(id)).is_some_and(|step| matches!(step.kind, StepKind::FanOut(_)));
+
+    // Attempts by key, keys in first-start order.
+    let mut by_key: HashMap<&str, Vec<&StepAttempt>> = HashMap::new();
+    let mut keys: Vec<&str> = Vec::new();
+    let mut by_start: Vec<&StepAttempt> = attempts.iter().collect();
+    by_start.sort_by_key(|a| a.started_at);
+    for attempt in by_start {
+        let mine = by_key.entry(attempt.step.as_str()).or_default();
+        if mine.is_empty() {
+            keys.push(&attempt.step);
+        }
+        mine.push(attempt);
+    }
+
+    // Where each key is listed: (parent fan-out key, branch index), or at the top.
+    let present: HashSet<&str> = keys.iter().copied().collect();
+    let place = |key: &str| -> Option<(String, u32)> {
+        let (id, indexes) = key.split_once('@')?;
+        let indexes: Vec<u32> = indexes.split('.').map(str::parse).collect::<Result<_, _>>().ok()?;
+        let (&index, outer) = indexes.split_last()?;
+        let parent = step_key(parents.get(id)?, outer);
+        present.contains(parent.as_str()).then_some((parent, index))
+    };
+    // Sort: workflow order, then start order, which keeps a branch's steps in execution order.
+    let rank = |key: &str, position: usize| (order.get(step_of_key(key)).copied().unwrap_or(usize::MAX), position);
+    let mut ranked: Vec<(usize, &str)> = keys.iter().enumerate().map(|(position, key)| (position, *key)).collect();
+    ranked.sort_by_key(|(position, key)| rank(key, *position));
+
+    // Deepest keys first, so that a nested fan-out has its branches before joining its own.
+    let depth = |key: &str| key.split_once('@').map_or(0, |(_, indexes)| indexes.split('.').count());
+    let mut deepest_first: Vec<&str> = ranked.iter().map(|(_, key)| *key).collect();
+    deepest_first.sort_by_key(|key| std::cmp::Reverse(depth(key)));
+    let mut branches: HashMap<String, BTreeMap<u32, Vec<(usize, Value)>>> = HashMap::new();
+    let mut top: HashMap<&str, Value> = HashMap::new();
+    let position: HashMap<&str, usize> = ranked.iter().enumerate().map(|(i, (_, key))| (*key, i)).collect();
+    for key in deepest_first {
+        let mut mine = by_key.remove(key).unwrap_or_default();
+        mine.sort_by_key(|a| a.attempt);
+        let mut entry = step_record(&mine);
+        let lanes = branches.remove(key);
+        if lanes.is_some() || is_fan_out(step_of_key(key)) {
+            let listed: Vec<Value> = lanes
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(index, mut steps)| {
+                    steps.sort_by_key(|(at, _)| *at);
+                    json!({ "index": index, "steps": steps.into_iter().map(|(_, v)| v).collect::<Vec<_>>() })
+                })
+                .collect();
+            entry["branches"] = Value::Array(listed);
+        }
+        match place(key) {
+            Some((parent, index)) => {
+                let at = position.get(key).copied().unwrap_or(usize::MAX);
+                if let Some(id) = entry.get_mut("id") {
+                    *id = Value::String(step_of_key(key).to_string());
+                }
+                branches.entry(parent).or_default().entry(index).or_default().push((at, entry));
+            }
+            None => {
+                top.insert(key, entry);
+            }
+        }
+    }
+    ranked.iter().filter_map(|(_, key)| top.remove(key)).collect()
 }
 
 /// One step: its latest attempt, with the number of attempts and the whole time span.
@@ -102,4 +169,78 @@ fn step_record(attempts: &[&StepAttempt]) -> Value {
         "startedAt": format_timestamp(&first.started_at),
         "endedAt": format_timestamp(&last.ended_at),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::DateTime;
+
+    use super::*;
+    use crate::model::load::load_str;
+
+    fn attempt(key: &str, attempt: u32, at: i64) -> StepAttempt {
+        let started_at = DateTime::from_timestamp_millis(1_764_000_000_000 + at).expect("in range");
+        StepAttempt {
+            step: key.to_string(),
+            attempt,
+            status: StepStatus::Succeeded,
+            input: json!({}),
+            output: Some(json!(key)),
+            error: None,
+            started_at,
+            ended_at: started_at,
+            logs: Vec::new(),
+        }
+    }
+
+    const WORKFLOW: &str = "id: w\ntrigger: { type: request }\nsteps:\n  - id: outer\n    type: fan_out\n    over: \"{{trigger.body.a}}\"\n    steps:\n      - { id: pick, type: conditional, when: { left: 1, op: equals, right: 1 }, then: [ { id: yes, type: delay, for: 1s } ] }\n      - id: inner\n        type: fan_out\n        over: \"{{item}}\"\n        steps:\n          - { id: leaf, type: delay, for: 1s }\n  - { id: last, type: delay, for: 1s }\n";
+
+    fn ids(entries: &Value) -> Vec<String> {
+        entries.as_array().expect("array").iter().map(|e| e["id"].as_str().unwrap_or("?").to_string()).collect()
+    }
+
+    #[test]
+    fn branch_steps_are_grouped_under_their_fan_outs_in_index_and_workflow_order() {
+        let workflow = load_str("w.yaml", WORKFLOW).expect("valid workflow");
+        // Out of order on purpose: start times, keys, attempts.
+        let attempts = [
+            attempt("last", 1, 90),
+            attempt("leaf@1.0", 1, 40),
+            attempt("inner@1", 1, 35),
+            attempt("pick@1", 1, 30),
+            attempt("yes@1", 2, 33),
+            attempt("yes@1", 1, 31),
+            attempt("outer", 1, 0),
+            attempt("pick@0", 1, 10),
+            attempt("inner@0", 1, 12),
+            attempt("leaf@1.1", 1, 41),
+            attempt("stray", 1, 95),
+        ];
+        let steps = Value::Array(steps(&attempts, Some(&workflow)));
+        assert_eq!(ids(&steps), ["outer", "last", "stray"], "unknown steps come last, by start time");
+        let outer = &steps[0]["branches"];
+        assert_eq!(outer.as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            (outer[0]["index"].clone(), ids(&outer[0]["steps"])),
+            (json!(0), vec!["pick".into(), "inner".into()])
+        );
+        assert_eq!(ids(&outer[1]["steps"]), ["pick", "yes", "inner"], "workflow order inside a branch");
+        assert_eq!(outer[1]["steps"][1]["attempts"], 2);
+        assert_eq!(outer[1]["steps"][1]["output"], json!("yes@1"), "the entry keeps its attempt's output");
+        assert_eq!(outer[0]["steps"][1]["branches"], json!([]), "a fan-out over nothing has no branches");
+        let leaves = &outer[1]["steps"][2]["branches"];
+        assert_eq!(
+            leaves.as_array().map(|l| l.iter().map(|b| b["index"].clone()).collect::<Vec<_>>()),
+            Some(vec![json!(0), json!(1)])
+        );
+        assert_eq!(ids(&leaves[1]["steps"]), ["leaf"]);
+        assert!(steps[1].get("branches").is_none(), "only fan-outs have branches");
+    }
+
+    #[test]
+    fn without_the_workflow_every_key_is_listed_flat_by_start_time() {
+        let attempts = [attempt("b@0", 1, 5), attempt("a", 1, 0), attempt("b", 1, 9)];
+        let steps = Value::Array(steps(&attempts, None));
+        assert_eq!(ids(&steps), ["a", "b@0", "b"]);
+    }
 }

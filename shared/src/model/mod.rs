@@ -306,6 +306,29 @@ impl Workflow {
         out
     }
 
+    /// For every step inside a fan-out's branch (at any depth, conditionals included), the
+    /// id of its innermost enclosing fan-out.
+    pub fn enclosing_fan_outs(&self) -> std::collections::HashMap<&str, &str> {
+        fn walk<'a>(
+            steps: &'a [Step],
+            fan_out: Option<&'a str>,
+            out: &mut std::collections::HashMap<&'a str, &'a str>,
+        ) {
+            for s in steps {
+                if let Some(fan_out) = fan_out {
+                    out.insert(&s.id, fan_out);
+                }
+                let inner = if matches!(s.kind, StepKind::FanOut(_)) { Some(s.id.as_str()) } else { fan_out };
+                for nested in s.kind.nested() {
+                    walk(nested, inner, out);
+                }
+            }
+        }
+        let mut out = std::collections::HashMap::new();
+        walk(&self.steps, None, &mut out);
+        out
+    }
+
     /// The step with this id, wherever it is.
     pub fn find_step(&self, id: &str) -> Option<&Step> {
         fn find<'a>(steps: &'a [Step], id: &str) -> Option<&'a Step> {

@@ -7,6 +7,8 @@
 mod context;
 mod fan_out;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -14,7 +16,7 @@ use serde_json::{Value, json};
 use crate::engine::{self, Effect, Outcome};
 use crate::messages::{ScopeEntry, StepMessage, step_key};
 use crate::model::{Step, StepKind, Workflow};
-use crate::ports::{FirstWrite, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, StoreError};
+use crate::ports::{Deployment, FirstWrite, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, StoreError};
 use crate::record::{
     Execution, ExecutionError, ExecutionStatus, HttpResponse, SettledResponse, StepAttempt, StepError, StepStatus,
     Timestamp, now,
@@ -61,6 +63,29 @@ impl From<QueueError> for RunError {
 #[derive(Clone)]
 pub struct Runner {
     runtime: Runtime,
+    versions: Arc<VersionCache>,
+}
+
+/// Deployed workflow versions already read: a version never changes once stored, so a warm
+/// step runner reads and parses each one once instead of once per message.
+#[derive(Default)]
+struct VersionCache(Mutex<HashMap<(String, String, u32), Arc<Deployment>>>);
+
+impl VersionCache {
+    /// More versions than one runner plausibly serves at once; past it the cache starts over.
+    const MAX_ENTRIES: usize = 256;
+
+    fn get(&self, key: &(String, String, u32)) -> Option<Arc<Deployment>> {
+        self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).get(key).cloned()
+    }
+
+    fn put(&self, key: (String, String, u32), deployment: Arc<Deployment>) {
+        let mut versions = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if versions.len() >= Self::MAX_ENTRIES {
+            versions.clear();
+        }
+        versions.insert(key, deployment);
+    }
 }
 
 /// The step attempt being handled, where it runs, and its record once known.
@@ -83,7 +108,7 @@ impl Current {
 
 impl Runner {
     pub fn new(runtime: Runtime) -> Self {
-        Runner { runtime }
+        Runner { runtime, versions: Arc::default() }
     }
 
     /// Handles one message from the step queue. `receive_count` is how many times it has
@@ -107,6 +132,23 @@ impl Runner {
         result
     }
 
+    /// The workflow version `execution` runs, from the cache or the store.
+    async fn deployment(&self, execution: &Execution) -> Result<Arc<Deployment>, RunError> {
+        let key = (execution.project_id.clone(), execution.workflow_id.clone(), execution.workflow_version);
+        if let Some(deployment) = self.versions.get(&key) {
+            return Ok(deployment);
+        }
+        let deployment = self
+            .runtime
+            .store
+            .get_version(&key.0, &key.1, key.2)
+            .await?
+            .map(Arc::new)
+            .ok_or_else(|| RunError::Poison(format!("workflow `{}` version {} is not stored", key.1, key.2)))?;
+        self.versions.put(key, deployment.clone());
+        Ok(deployment)
+    }
+
     async fn run(&self, message: &StepMessage) -> Result<(), RunError> {
         let store = &self.runtime.store;
         let Some(execution) = store.get_execution(&message.execution_id).await? else {
@@ -123,15 +165,7 @@ impl Runner {
         if execution.status == ExecutionStatus::Waiting {
             store.set_execution_status(&execution.id, ExecutionStatus::Waiting, ExecutionStatus::Running).await?;
         }
-        let deployment = store
-            .get_version(&execution.project_id, &execution.workflow_id, execution.workflow_version)
-            .await?
-            .ok_or_else(|| {
-                RunError::Poison(format!(
-                    "workflow `{}` version {} is not stored",
-                    execution.workflow_id, execution.workflow_version
-                ))
-            })?;
+        let deployment = self.deployment(&execution).await?;
         let workflow = &deployment.workflow;
         let mut current = Current {
             step: message.step.clone(),
@@ -318,4 +352,39 @@ fn ended_response(execution: &Execution, status: ExecutionStatus, error: Option<
     };
     let status = if status == ExecutionStatus::Failed { 500 } else { 200 };
     HttpResponse { status, headers: Default::default(), body, file: None }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::load::load_str;
+
+    fn deployment(version: u32) -> Arc<Deployment> {
+        let workflow =
+            load_str("w.yaml", "id: w\ntrigger: { type: request }\nsteps:\n  - { id: d, type: delay, for: 1s }\n")
+                .expect("valid workflow");
+        Arc::new(Deployment {
+            project_id: "p".into(),
+            workflow_id: "w".into(),
+            version,
+            workflow,
+            deployed_at: chrono::Utc::now(),
+        })
+    }
+
+    #[test]
+    fn version_cache_keeps_versions_apart_and_starts_over_when_full() {
+        let cache = VersionCache::default();
+        let key = |version: u32| ("p".to_string(), "w".to_string(), version);
+        cache.put(key(1), deployment(1));
+        cache.put(key(2), deployment(2));
+        assert_eq!(cache.get(&key(1)).map(|d| d.version), Some(1));
+        assert_eq!(cache.get(&key(2)).map(|d| d.version), Some(2));
+        assert!(cache.get(&("q".to_string(), "w".to_string(), 1)).is_none(), "another project's version");
+        for version in 3..=VersionCache::MAX_ENTRIES as u32 + 1 {
+            cache.put(key(version), deployment(version));
+        }
+        assert!(cache.get(&key(1)).is_none(), "a full cache starts over");
+        assert!(cache.get(&key(VersionCache::MAX_ENTRIES as u32 + 1)).is_some());
+    }
 }
