@@ -48,7 +48,8 @@ pub enum RunError {
 impl From<StoreError> for RunError {
     fn from(error: StoreError) -> Self {
         match error {
-            StoreError::Corrupt(_) => RunError::Poison(error.to_string()),
+            // Neither comes right by delivering the message again: fail the execution at once.
+            StoreError::Corrupt(_) | StoreError::TooLarge(_) => RunError::Poison(error.to_string()),
             _ => RunError::Retryable(error.to_string()),
         }
     }
