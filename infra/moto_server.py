@@ -19,7 +19,10 @@
    queue's attributes, counting every message in the queue, to read the retention period:
    here it reads the retention period alone. Sending a message also computes all the
    attributes to read `ContentBasedDeduplication`: here that one alone. Together these made
-   a fan-out's traffic quadratic. Request lines are not logged (errors still are).
+   a fan-out's traffic quadratic. Listing a queue's visible messages (every receive) read the
+   clock twice per message: here once per listing. Deleting a message searched every message
+   for its receipt handle, building a list per message: here a map from receipt handle to
+   message finds it. Request lines are not logged (errors still are).
 
 Behaviour is unchanged in every case; only the locking (1) is stricter than moto's.
 
@@ -32,11 +35,11 @@ import sys
 import threading
 
 import moto.backends
-from moto.core.utils import unix_time
+from moto.core.utils import unix_time, unix_time_millis
 from moto.dynamodb.models.table import Table
 from moto.dynamodb.responses import DynamoHandler
 from moto.server import main
-from moto.sqs.models import Queue, SQSBackend
+from moto.sqs.models import Message, Queue, SQSBackend
 
 _DYNAMODB_LOCK = threading.RLock()
 _original_call_action = DynamoHandler.call_action
@@ -117,6 +120,49 @@ def _send_message(self, *args, **kwargs):
 
 Queue.attributes = property(_attributes)
 SQSBackend.send_message = _send_message
+
+
+def _visible_messages(self):
+    now = unix_time_millis()
+    return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+
+Queue.messages = property(_visible_messages)
+
+# Receipt handle -> message, for every handle a message was given on receipt.
+_BY_HANDLE = {}
+_original_mark_received = Message.mark_received
+_original_delete_message = Queue.delete_message
+
+
+@functools.wraps(_original_mark_received)
+def _mark_received(self, *args, **kwargs):
+    _original_mark_received(self, *args, **kwargs)
+    _BY_HANDLE[self.receipt_handle] = self
+
+
+@functools.wraps(_original_delete_message)
+def _delete_message(self, receipt_handle):
+    if receipt_handle in self.deleted_messages:
+        return None
+    message = _BY_HANDLE.get(receipt_handle)
+    try:
+        index = self._messages.index(message) if message is not None else -1
+    except ValueError:
+        index = -1
+    if index < 0:
+        # Not a handle this server handed out for a message of this queue: moto decides.
+        return _original_delete_message(self, receipt_handle)
+    del self._messages[index]
+    self.pending_messages.discard(message)
+    self.deleted_messages.update(message.all_receipt_handles)
+    for handle in message.all_receipt_handles:
+        _BY_HANDLE.pop(handle, None)
+    return None
+
+
+Message.mark_received = _mark_received
+Queue.delete_message = _delete_message
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
 if __name__ == "__main__":
