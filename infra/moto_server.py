@@ -24,7 +24,9 @@
    for its receipt handle, building a list per message: here a map from receipt handle to
    message finds it. Request lines are not logged (errors still are).
 
-Behaviour is unchanged in every case; only the locking (1) is stricter than moto's.
+Behaviour is unchanged in every case; only the locking (1) is stricter than moto's. The
+patches are written against moto 5.2.5 (pinned in infra/requirements-test.txt): when moto is
+upgraded, check each one against the new code (the server warns when the version differs).
 
 Usage: python infra/moto_server.py [moto_server arguments, e.g. -H 127.0.0.1 -p 5000]
 """
@@ -34,6 +36,7 @@ import logging
 import sys
 import threading
 
+import moto
 import moto.backends
 from moto.core.utils import unix_time, unix_time_millis
 from moto.dynamodb.models.table import Table
@@ -164,6 +167,9 @@ def _delete_message(self, receipt_handle):
 Message.mark_received = _mark_received
 Queue.delete_message = _delete_message
 logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+if moto.__version__ != "5.2.5":
+    print(f"moto_server.py: written for moto 5.2.5, running {moto.__version__}: re-check its patches", file=sys.stderr)
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

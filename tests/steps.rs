@@ -16,6 +16,7 @@ on_both_backends! {
     fan_out_collects_branch_results_in_input_order: LONG;
     fan_out_with_concurrency_runs_at_most_that_many_branches_at_once: LONG;
     nested_fan_outs_collect_nested_arrays: LONG;
+    fan_out_of_large_items_sends_them_in_batches_that_fit: LONG;
     a_failed_branch_fails_the_fan_out: LONG;
     delay_step_waits_with_the_execution_waiting: LONG;
     retry_after_is_honoured_before_retrying: LONG;
@@ -149,6 +150,36 @@ steps:
             json!({ "index": 2, "id": "inner", "leaves": [[0, "big", then]] }),
         ]
     );
+}
+
+/// Five items of 60 KB: 300 KB of branch messages, more than one SQS batch may carry on AWS
+/// (moto does not enforce that limit; the split itself is unit-tested in `adapters::sqs`).
+async fn fan_out_of_large_items_sends_them_in_batches_that_fit(stack: &TestStack) {
+    stack
+        .deploy(
+            r#"
+id: large
+trigger: { type: request }
+steps:
+  - id: make
+    type: function
+    code: "() => Array.from({ length: 5 }, (_, i) => String(i).repeat(60000))"
+  - id: each
+    type: fan_out
+    over: "{{steps.make.output}}"
+    steps:
+      - id: measure
+        type: function
+        code: "(p) => ({ first: p.item[0], length: p.item.length })"
+        parameters: { item: "{{item}}" }
+"#,
+        )
+        .await;
+    let id = started(stack, "large", json!({})).await;
+    let record = stack.wait_until_ended(&id, LONG).await;
+    assert_eq!(record["status"], "succeeded", "{}", record["error"]);
+    let expected: Vec<Value> = (0..5).map(|i| json!({ "first": i.to_string(), "length": 60000 })).collect();
+    assert_eq!(step(&record, "each")["output"], json!(expected));
 }
 
 async fn a_failed_branch_fails_the_fan_out(stack: &TestStack) {

@@ -11,11 +11,17 @@ use async_trait::async_trait;
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
+use tokio::task::JoinSet;
 
 use crate::ports::{MAX_QUEUE_DELAY, Outgoing, Queue, QueueError, QueueName, Received};
 
 /// SQS's largest batch (send, receive, delete).
 const BATCH_SIZE: usize = 10;
+/// The most message bytes in one `SendMessageBatch` (SQS's limit on a batch's total payload
+/// is 256 KiB in older regions and emulators, 1 MiB since 2025: the lower one holds everywhere).
+const BATCH_BYTES: usize = 256 * 1024;
+/// How many `SendMessageBatch` requests `send_batch` keeps in flight.
+const SEND_CONCURRENCY: usize = 16;
 /// SQS's longest long-poll wait.
 const MAX_WAIT_SECONDS: u64 = 20;
 /// SQS's longest visibility timeout (12 h).
@@ -64,6 +70,27 @@ where
     QueueError::Backend(format!("SQS {operation}: {}", DisplayErrorContext(&e)))
 }
 
+/// Splits entries into batches of at most [`BATCH_SIZE`] entries and [`BATCH_BYTES`] of bodies
+/// (a single larger body gets a batch to itself, and SQS answers for it).
+fn batches(entries: Vec<SendMessageBatchRequestEntry>) -> Vec<Vec<SendMessageBatchRequestEntry>> {
+    let mut batches: Vec<Vec<SendMessageBatchRequestEntry>> = Vec::new();
+    let mut bytes = 0;
+    for entry in entries {
+        let size = entry.message_body().len();
+        match batches.last_mut() {
+            Some(batch) if batch.len() < BATCH_SIZE && bytes + size <= BATCH_BYTES => {
+                bytes += size;
+                batch.push(entry);
+            }
+            _ => {
+                bytes = size;
+                batches.push(vec![entry]);
+            }
+        }
+    }
+    batches
+}
+
 #[async_trait]
 impl Queue for SqsQueue {
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
@@ -80,35 +107,47 @@ impl Queue for SqsQueue {
 
     async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError> {
         let total = messages.len();
-        let mut failed = 0;
-        let mut reasons: Vec<String> = Vec::new();
-        for (chunk_index, chunk) in messages.chunks(BATCH_SIZE).enumerate() {
-            let mut entries = Vec::with_capacity(chunk.len());
-            for (i, message) in chunk.iter().enumerate() {
-                let entry = SendMessageBatchRequestEntry::builder()
-                    .id(format!("m{}", chunk_index * BATCH_SIZE + i))
-                    .message_body(message.body.clone())
-                    .delay_seconds(delay_seconds(message.delay))
-                    .build()
-                    .map_err(|e| QueueError::Backend(format!("SendMessageBatch request: {e}")))?;
-                entries.push(entry);
+        let mut entries = Vec::with_capacity(total);
+        for (i, message) in messages.into_iter().enumerate() {
+            let entry = SendMessageBatchRequestEntry::builder()
+                .id(format!("m{i}"))
+                .message_body(message.body)
+                .delay_seconds(delay_seconds(message.delay))
+                .build()
+                .map_err(|e| QueueError::Backend(format!("SendMessageBatch request: {e}")))?;
+            entries.push(entry);
+        }
+        // Chunks of 10 go out `SEND_CONCURRENCY` at a time: a 10,000-item fan-out is 1,000
+        // requests, which must take seconds, not minutes, well inside the visibility timeout
+        // of the message that started it. Every chunk is sent even when another fails.
+        let (mut failed, mut reasons) = (0, Vec::new());
+        let mut sending = JoinSet::new();
+        let batches = batches(entries);
+        let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+        let mut chunks = batches.into_iter().enumerate();
+        loop {
+            while sending.len() < SEND_CONCURRENCY {
+                let Some((index, chunk)) = chunks.next() else { break };
+                let request = self.client.send_message_batch().queue_url(self.url(queue)).set_entries(Some(chunk));
+                sending.spawn(async move { (index, request.send().await) });
             }
-            match self.client.send_message_batch().queue_url(self.url(queue)).set_entries(Some(entries)).send().await {
-                Ok(output) => {
+            let Some(sent) = sending.join_next().await else { break };
+            match sent {
+                Ok((_, Ok(output))) => {
                     for refused in output.failed() {
                         failed += 1;
-                        reasons.push(format!(
-                            "{}: {} {}",
-                            refused.id(),
-                            refused.code(),
-                            refused.message().unwrap_or_default()
-                        ));
+                        let detail = refused.message().unwrap_or_default();
+                        reasons.push(format!("{}: {} {detail}", refused.id(), refused.code()));
                     }
                 }
-                // The whole chunk was refused; the other chunks are still sent.
+                Ok((index, Err(e))) => {
+                    failed += sizes.get(index).copied().unwrap_or(BATCH_SIZE);
+                    reasons.push(format!("chunk {index}: {}", DisplayErrorContext(&e)));
+                }
                 Err(e) => {
-                    failed += chunk.len();
-                    reasons.push(format!("chunk {chunk_index}: {}", DisplayErrorContext(&e)));
+                    // A send task that panicked or was cancelled: its messages' fate is unknown,
+                    // so the whole batch is reported failed (the caller's retry resends them).
+                    return Err(QueueError::Backend(format!("SendMessageBatch task failed: {e}")));
                 }
             }
         }
@@ -237,5 +276,18 @@ mod tests {
     fn waits_cap_at_twenty_seconds() {
         assert_eq!(ceil_seconds(Duration::from_millis(200), MAX_WAIT_SECONDS), 1);
         assert_eq!(ceil_seconds(Duration::from_secs(60), MAX_WAIT_SECONDS), 20);
+    }
+
+    fn entry(bytes: usize) -> SendMessageBatchRequestEntry {
+        SendMessageBatchRequestEntry::builder().id("m").message_body("x".repeat(bytes)).build().expect("entry")
+    }
+
+    #[test]
+    fn batches_hold_ten_messages_or_256_kib() {
+        let small = batches((0..25).map(|_| entry(100)).collect());
+        assert_eq!(small.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+        let large = batches(vec![entry(100_000), entry(100_000), entry(100_000), entry(300_000), entry(10)]);
+        assert_eq!(large.iter().map(Vec::len).collect::<Vec<_>>(), [2, 1, 1, 1], "256 KiB per batch");
+        assert!(batches(Vec::new()).is_empty());
     }
 }
