@@ -6,7 +6,6 @@
 //! AWS-API server).
 
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use sluice_e2e::fake_api::serve_locally;
 use sluice_e2e::on_both_backends;
 use sluice_e2e::record::{json_of, step};
 use sluice_e2e::stack::{Backend, TestStack};
@@ -121,13 +121,7 @@ impl CaptureApi {
     async fn start() -> CaptureApi {
         let state = Shared::default();
         let app = Router::new().fallback(capture).with_state(state.clone());
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind capture API");
-        let addr = listener.local_addr().expect("capture API address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        CaptureApi { base_url: format!("http://{addr}"), state }
+        CaptureApi { base_url: serve_locally(app).await, state }
     }
 
     /// Queues `reply` as the next answer to `path`.

@@ -23,6 +23,18 @@ struct Calls {
 }
 
 /// A running fake API; the server stops with the test's runtime.
+/// Serves `app` on a free port of 127.0.0.1 until the test's runtime stops; returns its base
+/// URL (`http://127.0.0.1:PORT`).
+pub async fn serve_locally(app: Router) -> String {
+    let listener =
+        tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind a local port");
+    let addr = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    format!("http://{addr}")
+}
+
 pub struct FakeApi {
     pub base_url: String,
     calls: Arc<Mutex<Calls>>,
@@ -44,13 +56,7 @@ impl FakeApi {
             .route("/limited/{retry_after}", get(limited))
             .route("/concurrent/{millis}", get(concurrent))
             .with_state(calls.clone());
-        let listener =
-            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind fake API");
-        let addr = listener.local_addr().expect("fake API address");
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        FakeApi { base_url: format!("http://{addr}"), calls }
+        FakeApi { base_url: serve_locally(app).await, calls }
     }
 
     /// How many times `/flaky/{key}/..` was called.

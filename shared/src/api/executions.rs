@@ -2,10 +2,10 @@
 //! execution record (Task History). An execution of another project is reported as missing,
 //! never shown.
 
-use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use bytes::Bytes;
+use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::respond::settled_summary;
@@ -79,13 +79,17 @@ pub fn record(
     })
 }
 
-/// The step entries, branch steps grouped under their fan-outs. Linear in the attempts.
+/// The step entries, branch steps grouped under their fan-outs. Linear in the attempts (plus
+/// sorting).
 fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
     let order: HashMap<&str, usize> =
         workflow.map(|w| w.step_order().into_iter().enumerate().map(|(i, id)| (id, i)).collect()).unwrap_or_default();
     let parents = workflow.map(Workflow::enclosing_fan_outs).unwrap_or_default();
-    let is_fan_out =
-        |id: &str| workflow.and_then(|w| w.find_step(id)).is_some_and(|step| matches!(step.kind, StepKind::FanOut(_)));
+    let fan_outs: HashSet<&str> = order
+        .keys()
+        .copied()
+        .filter(|id| workflow.and_then(|w| w.find_step(id)).is_some_and(|s| matches!(s.kind, StepKind::FanOut(_))))
+        .collect();
 
     // Attempts by key, keys in first-start order.
     let mut by_key: HashMap<&str, Vec<&StepAttempt>> = HashMap::new();
@@ -99,6 +103,9 @@ fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
         }
         mine.push(attempt);
     }
+    // Workflow order, then start order (a stable sort), which keeps a branch's steps in
+    // execution order.
+    keys.sort_by_key(|key| order.get(step_of_key(key)).copied().unwrap_or(usize::MAX));
 
     // Where each key is listed: (parent fan-out key, branch index), or at the top.
     let present: HashSet<&str> = keys.iter().copied().collect();
@@ -109,48 +116,35 @@ fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
         let parent = step_key(parents.get(id)?, outer);
         present.contains(parent.as_str()).then_some((parent, index))
     };
-    // Sort: workflow order, then start order, which keeps a branch's steps in execution order.
-    let rank = |key: &str, position: usize| (order.get(step_of_key(key)).copied().unwrap_or(usize::MAX), position);
-    let mut ranked: Vec<(usize, &str)> = keys.iter().enumerate().map(|(position, key)| (position, *key)).collect();
-    ranked.sort_by_key(|(position, key)| rank(key, *position));
 
-    // Deepest keys first, so that a nested fan-out has its branches before joining its own.
+    // Deepest keys first (a stable sort, so in order within a depth): a nested fan-out has its
+    // branches before it joins its own, and every branch receives its steps in order.
     let depth = |key: &str| key.split_once('@').map_or(0, |(_, indexes)| indexes.split('.').count());
-    let mut deepest_first: Vec<&str> = ranked.iter().map(|(_, key)| *key).collect();
+    let mut deepest_first = keys.clone();
     deepest_first.sort_by_key(|key| std::cmp::Reverse(depth(key)));
-    let mut branches: HashMap<String, BTreeMap<u32, Vec<(usize, Value)>>> = HashMap::new();
+    let mut branches: HashMap<String, BTreeMap<u32, Vec<Value>>> = HashMap::new();
     let mut top: HashMap<&str, Value> = HashMap::new();
-    let position: HashMap<&str, usize> = ranked.iter().enumerate().map(|(i, (_, key))| (*key, i)).collect();
     for key in deepest_first {
         let mut mine = by_key.remove(key).unwrap_or_default();
         mine.sort_by_key(|a| a.attempt);
         let mut entry = step_record(&mine);
         let lanes = branches.remove(key);
-        if lanes.is_some() || is_fan_out(step_of_key(key)) {
-            let listed: Vec<Value> = lanes
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(index, mut steps)| {
-                    steps.sort_by_key(|(at, _)| *at);
-                    json!({ "index": index, "steps": steps.into_iter().map(|(_, v)| v).collect::<Vec<_>>() })
-                })
-                .collect();
-            entry["branches"] = Value::Array(listed);
+        if lanes.is_some() || fan_outs.contains(step_of_key(key)) {
+            let listed =
+                lanes.unwrap_or_default().into_iter().map(|(index, steps)| json!({ "index": index, "steps": steps }));
+            entry["branches"] = Value::Array(listed.collect());
         }
         match place(key) {
             Some((parent, index)) => {
-                let at = position.get(key).copied().unwrap_or(usize::MAX);
-                if let Some(id) = entry.get_mut("id") {
-                    *id = Value::String(step_of_key(key).to_string());
-                }
-                branches.entry(parent).or_default().entry(index).or_default().push((at, entry));
+                entry["id"] = Value::String(step_of_key(key).to_string());
+                branches.entry(parent).or_default().entry(index).or_default().push(entry);
             }
             None => {
                 top.insert(key, entry);
             }
         }
     }
-    ranked.iter().filter_map(|(_, key)| top.remove(key)).collect()
+    keys.iter().filter_map(|key| top.remove(key)).collect()
 }
 
 /// One step: its latest attempt, with the number of attempts and the whole time span.

@@ -23,7 +23,6 @@
 //! carry their key as an attribute, and reads skip items of another key.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use serde_json::Value;
 use tokio::task::JoinSet;
@@ -181,29 +180,6 @@ impl DynamoStore {
             .map_err(|e| backend("PutItem", e))
     }
 
-    /// Puts the branch item unless it exists (a redelivery keeps the first result).
-    async fn put_branch(&self, execution_id: &str, key: &str, index: u32, result: String) -> Result<(), StoreError> {
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item(vec![
-                ("pk", s(execution_pk(execution_id))),
-                ("sk", s(branch_sk(key, index))),
-                (KEY, s(key)),
-                ("index", n(index)),
-                ("result", s(result)),
-            ])))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match put {
-            Ok(_) => Ok(()),
-            Err(e) if matches!(e.as_service_error(), Some(PutItemError::ConditionalCheckFailedException(_))) => Ok(()),
-            Err(e) => Err(backend("PutItem", e)),
-        }
-    }
-
     /// Adds `member` to the number set `attribute` of item `sk`; returns the set's size after.
     async fn add_to_set(
         &self,
@@ -310,7 +286,15 @@ impl FanOutStore for DynamoStore {
     ) -> Result<bool, StoreError> {
         check_branch_index(index, total)?;
         let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
-        self.put_branch(execution_id, fan_out_key, index, text).await?;
+        // Unless it exists: a redelivery keeps the first result.
+        self.put_new(item(vec![
+            ("pk", s(execution_pk(execution_id))),
+            ("sk", s(branch_sk(fan_out_key, index))),
+            (KEY, s(fan_out_key)),
+            ("index", n(index)),
+            ("result", s(text)),
+        ]))
+        .await?;
         let shard = index / SHARD_BRANCHES;
         let done = self.add_to_set(execution_id, shard_sk(fan_out_key, shard), "done", index).await?;
         if done < shard_size(shard, total) as usize {
