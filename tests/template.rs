@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_yaml_ng::{Mapping, Value};
 use sluice_shared::config::{
     ENV_ALLOW_PRIVATE_NETWORK, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_TABLE,
-    ENV_VARS,
+    ENV_VARS, ENV_WORKFLOW_PREFIX,
 };
 use sluice_shared::runner::MAX_RECEIVES;
 use sluice_shared::runtime::DEFAULT_RESPONSE_TIMEOUT;
@@ -311,7 +311,9 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
                 }
             }
         }
-        let names: BTreeSet<&str> = variables.keys().map(String::as_str).collect();
+        // `SLUICE_ENV_<NAME>` variables are the deployer's `{{env.NAME}}` values, not configuration.
+        let names: BTreeSet<&str> =
+            variables.keys().map(String::as_str).filter(|k| !k.starts_with(ENV_WORKFLOW_PREFIX)).collect();
         assert_eq!(names, expected, "{name}: environment variables");
 
         let referenced = |variable: &str| {

@@ -2,6 +2,7 @@
 //! first start (its signing key and API key kept in the data folder), every workflow file of
 //! a folder deployed, and a ready-to-paste curl command printed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -50,27 +51,38 @@ pub struct DevProject {
     pub base_url: String,
 }
 
+/// The `{{env.NAME}}` variable holding the stack's own base URL (`http://127.0.0.1:8787`).
+pub const BASE_URL_ENV: &str = "SLUICE_BASE_URL";
+
 /// Runs `sluice dev` until Ctrl-C.
+///
+/// The listener is bound first (so the base URL is known), then the dev project, its keys and
+/// the workflows are set up, and only then does the stack serve HTTP: whatever answers, even
+/// `GET /health`, finds the project ready and `sluice token` finds its signing key. A client
+/// that connects earlier waits in the listener's backlog for that moment.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let workflows = load_workflows(&options.workflows)?;
     let db = Arc::new(Sqlite::open(&options.data_dir.join("sluice.db")).context("cannot open the SQLite database")?);
     let store: Arc<dyn Store> = db.clone();
-    let queue: Arc<dyn Queue> = db;
-    let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
-    let settings = Settings { response_timeout: options.response_timeout, ..Settings::default() };
-    let runtime = Runtime { store: store.clone(), queue, http: HttpClient::new(policy)?, settings };
+    let queue: Arc<dyn Queue> = db.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
-    let stack = LocalStack::start(runtime, StackOptions { addr, workers: options.workers, demo_routes: true }).await?;
-    let project = ensure_dev_project(store.as_ref(), &options.data_dir, &stack.base_url).await?;
+    let bound = LocalStack::bind(StackOptions { addr, workers: options.workers, demo_routes: true }).await?;
+    let base_url = bound.base_url.clone();
+    let workflows = load_workflows(&options.workflows, &base_url)?;
+    let project = ensure_dev_project(store.as_ref(), &options.data_dir, &base_url).await?;
 
-    println!("Sluice dev is running at {}  (data in {})", stack.base_url, options.data_dir.display());
+    println!("Sluice dev is running at {base_url}  (data in {})", options.data_dir.display());
     for (source, workflow) in &workflows {
         let deployment = store.deploy_workflow(&project.project_id, workflow).await?;
         println!(
-            "  deployed {:<24} v{}  POST {}/projects/{}/sdk/triggers/{}   ({source})",
-            workflow.id, deployment.version, stack.base_url, project.project_id, workflow.id
+            "  deployed {:<24} v{}  POST {base_url}/projects/{}/sdk/triggers/{}   ({source})",
+            workflow.id, deployment.version, project.project_id, workflow.id
         );
     }
+    let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
+    let env = BTreeMap::from([(BASE_URL_ENV.to_string(), base_url.clone())]);
+    let settings = Settings { response_timeout: options.response_timeout, env, ..Settings::default() };
+    let runtime = Runtime::new(store.clone(), queue.clone(), db, HttpClient::new(policy)?, settings);
+    let stack = bound.start(runtime, queue);
     let token = user_token(&options.data_dir, "dev-user", Duration::from_secs(24 * 3600))?;
     print_try_it(&project, &workflows, &token);
     tokio::signal::ctrl_c().await.context("cannot wait for Ctrl-C")?;
@@ -79,8 +91,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The workflow files of `dir`, or the bundled examples when `dir` does not exist.
-pub fn load_workflows(dir: &Path) -> anyhow::Result<Vec<(String, Workflow)>> {
+/// The workflow files of `dir`, or the bundled examples when `dir` does not exist (they call
+/// the demo CRM of the stack at `base_url` through `{{env.SLUICE_BASE_URL}}`).
+pub fn load_workflows(dir: &Path, base_url: &str) -> anyhow::Result<Vec<(String, Workflow)>> {
     if dir.exists() {
         return match load::load_dir(dir) {
             Ok(found) if found.is_empty() => bail!("no workflow files (*.yaml, *.yml, *.json) in {}", dir.display()),
@@ -89,7 +102,7 @@ pub fn load_workflows(dir: &Path) -> anyhow::Result<Vec<(String, Workflow)>> {
         };
     }
     println!(
-        "{} does not exist: deploying the bundled examples (they call the demo CRM at 127.0.0.1:8787)",
+        "{} does not exist: deploying the bundled examples (they call the demo CRM at {base_url}/demo/crm)",
         dir.display()
     );
     BUNDLED

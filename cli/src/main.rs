@@ -1,5 +1,6 @@
 //! `sluice`: run the local stack, validate workflow files, print the JSON Schema, make tokens.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -104,6 +105,8 @@ async fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sluice=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only on a terminal: a log written to a file or a pipe stays plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match run(Cli::parse().command).await {
         Ok(code) => code,

@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use sluice_shared::api::Api;
 use sluice_shared::error::ApiError;
-use sluice_shared::ports::{Queue, QueueName};
+use sluice_shared::ports::{ConsumeQueue, QueueName};
 use sluice_shared::runner::Runner;
 use sluice_shared::runtime::Runtime;
 use sluice_shared::waiter::Waiter;
@@ -47,11 +47,46 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
-    /// Binds the listener and starts the server, the workers and the waiter.
-    pub async fn start(runtime: Runtime, options: StackOptions) -> anyhow::Result<LocalStack> {
+    /// Binds the listener and starts the server, the workers and the waiter; the workers
+    /// consume `consumer` (the queue `runtime` sends to).
+    pub async fn start(
+        runtime: Runtime,
+        consumer: Arc<dyn ConsumeQueue>,
+        options: StackOptions,
+    ) -> anyhow::Result<LocalStack> {
+        Ok(LocalStack::bind(options).await?.start(runtime, consumer))
+    }
+
+    /// Binds the listener only, so that its address is known (port 0) before the runtime is
+    /// built and the stack is set up. Nothing answers until [`BoundStack::start`]: a client
+    /// that connects in between waits in the listener's backlog.
+    pub async fn bind(options: StackOptions) -> anyhow::Result<BoundStack> {
         let listener =
             TcpListener::bind(options.addr).await.with_context(|| format!("cannot listen on {}", options.addr))?;
         let addr = listener.local_addr()?;
+        Ok(BoundStack { listener, addr, base_url: format!("http://{addr}"), options })
+    }
+
+    /// Stops accepting requests and messages, and waits for the tasks to end.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A stack whose listener is bound but which serves nothing yet (see [`LocalStack::bind`]).
+pub struct BoundStack {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    listener: TcpListener,
+    options: StackOptions,
+}
+
+impl BoundStack {
+    /// Starts the server on the bound listener, the workers and the waiter; the workers
+    /// consume `consumer` (the queue `runtime` sends to).
+    pub fn start(self, runtime: Runtime, consumer: Arc<dyn ConsumeQueue>) -> LocalStack {
+        let BoundStack { listener, addr, base_url, options } = self;
         let (stop, stopped) = watch::channel(false);
         let mut tasks = JoinSet::new();
 
@@ -76,25 +111,19 @@ impl LocalStack {
 
         for _ in 0..options.workers.max(1) {
             let runner = Runner::new(runtime.clone());
-            let queue = runtime.queue.clone();
+            let queue = consumer.clone();
             tasks.spawn(consume(queue, QueueName::Steps, stopped.clone(), move |body, count| {
                 let runner = runner.clone();
                 async move { runner.handle(&body, count).await.map_err(|e| e.to_string()) }
             }));
         }
         let waiter = Waiter::new(runtime.clone());
-        tasks.spawn(consume(runtime.queue.clone(), QueueName::Responses, stopped, move |body, _| {
+        tasks.spawn(consume(consumer, QueueName::Responses, stopped, move |body, _| {
             let waiter = waiter.clone();
             async move { waiter.handle(&body).await.map_err(|e| e.to_string()) }
         }));
 
-        Ok(LocalStack { addr, base_url: format!("http://{addr}"), stop, tasks })
-    }
-
-    /// Stops accepting requests and messages, and waits for the tasks to end.
-    pub async fn shutdown(mut self) {
-        let _ = self.stop.send(true);
-        while self.tasks.join_next().await.is_some() {}
+        LocalStack { addr, base_url, stop, tasks }
     }
 }
 
@@ -117,7 +146,7 @@ async fn serve(api: &Api, request: Request, max_body: usize) -> Response {
 
 /// Receives and handles messages of one queue until stopped: up to [`RECEIVE_BATCH`] at a
 /// time, handled concurrently (as the Lambda event source hands a batch to one invocation).
-async fn consume<F, Fut>(queue: Arc<dyn Queue>, name: QueueName, mut stopped: watch::Receiver<bool>, handle: F)
+async fn consume<F, Fut>(queue: Arc<dyn ConsumeQueue>, name: QueueName, mut stopped: watch::Receiver<bool>, handle: F)
 where
     F: Fn(String, u32) -> Fut,
     Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,

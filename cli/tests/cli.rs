@@ -1,7 +1,10 @@
-//! The `sluice` binary's offline commands: validate, schema, token.
+//! The `sluice` binary run as a process: its offline commands (validate, schema, token) and
+//! `sluice dev` called over HTTP.
 
+use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 fn sluice(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice")).args(args).output().expect("run sluice")
@@ -83,12 +86,19 @@ impl Drop for Dev {
 }
 
 fn start_dev(args: &[&str]) -> (Dev, String) {
+    start_dev_logging_to(args, Stdio::inherit())
+}
+
+/// Starts `sluice dev` (the default log filter, whatever RUST_LOG the tests run with) and
+/// returns once it has printed everything, with what it printed.
+fn start_dev_logging_to(args: &[&str], stderr: Stdio) -> (Dev, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("dev")
         .args(args)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .expect("start sluice dev");
     let stdout = child.stdout.take().expect("stdout");
@@ -103,6 +113,44 @@ fn start_dev(args: &[&str]) -> (Dev, String) {
         }
     }
     panic!("sluice dev stopped before it was ready:\n{printed}");
+}
+
+/// One HTTP/1.0 request to `127.0.0.1:port` (the answer is read until the server closes the
+/// connection): its status and body, or None when the connection is refused or broken.
+fn http(port: u16, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(60))).ok()?;
+    let mut request =
+        format!("{method} {path} HTTP/1.0\r\nhost: 127.0.0.1:{port}\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    let (head, body) = answer.split_once("\r\n\r\n")?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+/// A POST of a JSON body to a trigger of the dev project with a user token.
+fn trigger(port: u16, workflow: &str, token: &str, body: &str) -> (u16, String) {
+    let auth = format!("Bearer {token}");
+    let headers = [("authorization", auth.as_str()), ("content-type", "application/json")];
+    http(port, "POST", &format!("/projects/dev/sdk/triggers/{workflow}"), &headers, body).expect("trigger request")
+}
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// A user token made by `sluice token` for the project of `data_dir`.
+fn token(data_dir: &str, user: &str) -> String {
+    let out = sluice(&["token", "--user", user, "--data-dir", data_dir]);
+    assert!(out.status.success(), "sluice token: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 #[test]
@@ -175,4 +223,141 @@ fn dev_without_a_workflows_folder_deploys_the_bundled_examples() {
     ]);
     assert!(printed.contains("deploying the bundled examples"), "{printed}");
     assert!(printed.contains("deployed contact-lookup") && printed.contains("deployed lead-created"), "{printed}");
+}
+
+/// A free port other than the default 8787 (what the examples used to hard-code).
+fn free_non_default_port() -> u16 {
+    loop {
+        let port = free_port();
+        if port != 8787 {
+            return port;
+        }
+    }
+}
+
+#[test]
+fn dev_on_another_port_runs_both_bundled_examples() {
+    let data = temp_dir("dev-port");
+    let port = free_non_default_port();
+    let missing = data.join("no-such-folder");
+    let data_arg = data.to_str().expect("utf-8");
+    let (_dev, printed) = start_dev(&[
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        data_arg,
+        "--workflows",
+        missing.to_str().expect("utf-8"),
+    ]);
+    assert!(printed.contains(&format!("demo CRM at http://127.0.0.1:{port}/demo/crm")), "{printed}");
+    let token = token(data_arg, "user-1");
+
+    let (status, body) = trigger(port, "contact-lookup", &token, r#"{"email":"ada@example.com"}"#);
+    assert_eq!(status, 200, "contact-lookup: {body}");
+    let answer = json(&body);
+    assert_eq!(answer["found"], true, "{answer}");
+    assert_eq!(answer["contact"]["email"], "ada@example.com", "{answer}");
+
+    let (status, body) = trigger(port, "lead-created", &token, r#"{"email":"grace@example.org","name":"Grace"}"#);
+    assert_eq!(status, 202, "lead-created: {body}");
+    let execution_id = json(&body)["executionId"].as_str().expect("an executionId").to_string();
+    let project = json(&std::fs::read_to_string(data.join("dev-project.json")).expect("dev-project.json"));
+    let api_key = format!("Bearer {}", project["apiKey"].as_str().expect("apiKey"));
+    let path = format!("/projects/dev/executions/{execution_id}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let record = loop {
+        let (status, body) = http(port, "GET", &path, &[("authorization", &api_key)], "").expect("execution request");
+        assert_eq!(status, 200, "GET execution: {body}");
+        let record = json(&body);
+        if record["status"] == "succeeded" || record["status"] == "failed" {
+            break record;
+        }
+        assert!(Instant::now() < deadline, "lead-created still running: {record}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    assert_eq!(record["steps"][0]["output"]["status"], 201, "{record:#}");
+}
+
+#[test]
+fn dev_gives_workflows_its_base_url_as_env_and_an_unknown_env_name_fails_the_step() {
+    let data = temp_dir("dev-env");
+    let workflows = temp_dir("dev-env-workflows");
+    std::fs::write(
+        workflows.join("base.yaml"),
+        "id: base\ntrigger: { type: request }\nsteps:\n  - { id: reply, type: response, body: { base: \"{{env.SLUICE_BASE_URL}}\" } }\n",
+    )
+    .expect("write");
+    std::fs::write(
+        workflows.join("unknown.yaml"),
+        "id: unknown\ntrigger: { type: request }\nsteps:\n  - { id: reply, type: response, body: { x: \"{{env.NOPE}}\" } }\n",
+    )
+    .expect("write");
+    let port = free_port();
+    let data_arg = data.to_str().expect("utf-8");
+    let (_dev, printed) = start_dev(&[
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        data_arg,
+        "--workflows",
+        workflows.to_str().expect("utf-8"),
+    ]);
+    assert!(printed.contains("deployed unknown"), "{printed}");
+    let token = token(data_arg, "user-1");
+
+    let (status, body) = trigger(port, "base", &token, "{}");
+    assert_eq!((status, json(&body)), (200, serde_json::json!({ "base": format!("http://127.0.0.1:{port}") })));
+    let (status, body) = trigger(port, "unknown", &token, "{}");
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("env.NOPE") && body.contains("reply"), "the error names the step and the path: {body}");
+}
+
+#[test]
+fn dev_log_has_no_colour_codes_when_it_is_not_a_terminal() {
+    let data = temp_dir("dev-log");
+    let workflows = temp_dir("dev-log-workflows");
+    // A header value with a line break cannot be sent: the stack logs a warning and skips it.
+    std::fs::write(
+        workflows.join("echo.yaml"),
+        "id: echo\ntrigger: { type: request }\nsteps:\n  - { id: reply, type: response, headers: { x-echo: \"{{trigger.body.v}}\" }, body: ok }\n",
+    )
+    .expect("write");
+    let port = free_port();
+    let data_arg = data.to_str().expect("utf-8");
+    let args = ["--port", &port.to_string(), "--data-dir", data_arg, "--workflows", workflows.to_str().expect("utf-8")];
+    let (mut dev, _) = start_dev_logging_to(&args, Stdio::piped());
+    let mut stderr = dev.0.stderr.take().expect("stderr");
+    let (status, body) = trigger(port, "echo", &token(data_arg, "user-1"), r#"{"v":"a\nb"}"#);
+    assert_eq!(status, 200, "{body}");
+    drop(dev);
+    let mut log = String::new();
+    stderr.read_to_string(&mut log).expect("read the log");
+    assert!(log.contains("WARN") && log.contains("response header skipped"), "the warning was logged:\n{log}");
+    assert!(!log.contains("\x1b["), "colour codes in a piped log:\n{log:?}");
+}
+
+#[test]
+fn health_answers_only_once_the_dev_project_signing_key_exists() {
+    for round in 0..5 {
+        let data = temp_dir(&format!("dev-health-{round}"));
+        let data_arg = data.to_str().expect("utf-8");
+        let missing = data.join("no-such-folder");
+        let port = free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["dev", "--port", &port.to_string(), "--data-dir", data_arg])
+            .args(["--workflows", missing.to_str().expect("utf-8")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start sluice dev");
+        let _dev = Dev(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        // As fast as possible: the first 200 must already find the project ready.
+        while http(port, "GET", "/health", &[], "").map(|(status, _)| status) != Some(200) {
+            assert!(Instant::now() < deadline, "round {round}: /health never answered 200");
+        }
+        let out = sluice(&["token", "--user", "u", "--data-dir", data_arg]);
+        assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }

@@ -2,6 +2,7 @@
 //! `template.yaml` sets. Invariant: a missing or malformed variable is an error naming it, so
 //! a misconfigured function fails at init instead of on its first event.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::runtime::DEFAULT_RESPONSE_TIMEOUT;
@@ -19,7 +20,12 @@ pub const ENV_RESPONSE_TIMEOUT_SECONDS: &str = "SLUICE_RESPONSE_TIMEOUT_SECONDS"
 /// `true` lets steps reach loopback and private addresses (default `false`).
 pub const ENV_ALLOW_PRIVATE_NETWORK: &str = "SLUICE_ALLOW_PRIVATE_NETWORK";
 
-/// Every variable [`LambdaConfig::from_env`] reads; `template.yaml` sets exactly these.
+/// The prefix of the variables that become workflows' `{{env.NAME}}` values: `SLUICE_ENV_CRM_URL`
+/// is `{{env.CRM_URL}}`. None is required; the deployer adds them to the functions.
+pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
+
+/// Every variable [`LambdaConfig::from_env`] requires or reads by name; `template.yaml` sets
+/// exactly these (besides any [`ENV_WORKFLOW_PREFIX`] variables the deployer adds).
 pub const ENV_VARS: [&str; 5] =
     [ENV_TABLE, ENV_STEP_QUEUE_URL, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS, ENV_ALLOW_PRIVATE_NETWORK];
 
@@ -33,6 +39,9 @@ pub enum ConfigError {
     Missing(&'static str),
     #[error("invalid environment variable {name}={value:?}: {reason}")]
     Invalid { name: &'static str, value: String, reason: String },
+    /// A `SLUICE_ENV_` variable without a name after the prefix, or not valid UTF-8.
+    #[error("invalid environment variable {name}: {reason}")]
+    InvalidWorkflowEnv { name: String, reason: &'static str },
     /// A client could not be built from a valid configuration.
     #[error("{0}")]
     Client(String),
@@ -46,15 +55,19 @@ pub struct LambdaConfig {
     pub response_queue_url: String,
     pub response_timeout: Duration,
     pub allow_private_network: bool,
+    /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
+    pub env: BTreeMap<String, String>,
 }
 
 impl LambdaConfig {
     /// Reads the process environment.
     pub fn from_env() -> Result<LambdaConfig, ConfigError> {
-        Self::from_lookup(|name| std::env::var(name).ok())
+        let config = Self::from_lookup(|name| std::env::var(name).ok())?;
+        Ok(LambdaConfig { env: workflow_env(std::env::vars_os())?, ..config })
     }
 
-    /// Reads the variables through `lookup` (the environment, or a map in tests).
+    /// Reads the variables through `lookup` (the environment, or a map in tests); `env` is
+    /// left empty (see [`workflow_env`]).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<LambdaConfig, ConfigError> {
         let required = |name: &'static str| match lookup(name) {
             Some(value) if !value.trim().is_empty() => Ok(value.trim().to_string()),
@@ -71,8 +84,33 @@ impl LambdaConfig {
             None => false,
             Some(value) => parse_bool(ENV_ALLOW_PRIVATE_NETWORK, &value)?,
         };
-        Ok(LambdaConfig { table_name, step_queue_url, response_queue_url, response_timeout, allow_private_network })
+        Ok(LambdaConfig {
+            table_name,
+            step_queue_url,
+            response_queue_url,
+            response_timeout,
+            allow_private_network,
+            env: BTreeMap::new(),
+        })
     }
+}
+
+/// The `{{env.NAME}}` values: every `SLUICE_ENV_<NAME>` variable of `vars`, by `<NAME>`.
+pub fn workflow_env(
+    vars: impl IntoIterator<Item = (std::ffi::OsString, std::ffi::OsString)>,
+) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut env = BTreeMap::new();
+    for (name, value) in vars {
+        let Some(text) = name.to_str() else { continue };
+        let Some(short) = text.strip_prefix(ENV_WORKFLOW_PREFIX) else { continue };
+        let invalid = |reason| ConfigError::InvalidWorkflowEnv { name: text.to_string(), reason };
+        if short.is_empty() {
+            return Err(invalid("expected a name after the prefix"));
+        }
+        let value = value.into_string().map_err(|_| invalid("the value is not valid UTF-8"))?;
+        env.insert(short.to_string(), value);
+    }
+    Ok(env)
 }
 
 fn parse_timeout(value: &str) -> Result<Duration, ConfigError> {
@@ -108,7 +146,7 @@ pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -
 
     use crate::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
     use crate::net::{HttpClient, OutboundPolicy};
-    use crate::runtime::Settings;
+    use crate::runtime::{Host, Settings};
 
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone());
     let queue =
@@ -116,8 +154,16 @@ pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -
     let policy =
         OutboundPolicy { allow_loopback: config.allow_private_network, allow_private: config.allow_private_network };
     let http = HttpClient::new(policy).map_err(|e| ConfigError::Client(e.to_string()))?;
-    let settings = Settings { response_timeout: config.response_timeout, ..Settings::default() };
-    Ok(Runtime { store: Arc::new(store), queue: Arc::new(queue), http, settings })
+    let settings = Settings {
+        response_timeout: config.response_timeout,
+        host: Host::Lambda,
+        env: config.env.clone(),
+        ..Settings::default()
+    };
+    let (store, queue): (Arc<dyn crate::ports::Store>, Arc<dyn crate::ports::SendQueue>) =
+        (Arc::new(store), Arc::new(queue));
+    let starter = Arc::new(crate::start::SendThenCreate { store: store.clone(), queue: queue.clone() });
+    Ok(Runtime::new(store, queue, starter, http, settings))
 }
 
 #[cfg(test)]
@@ -152,6 +198,7 @@ mod tests {
                 response_queue_url: "https://sqs.example/responses".into(),
                 response_timeout: Duration::from_secs(55),
                 allow_private_network: false,
+                env: BTreeMap::new(),
             }
         );
     }
@@ -200,5 +247,18 @@ mod tests {
             let error = config(&with(&[(ENV_ALLOW_PRIVATE_NETWORK, bad)])).expect_err(bad);
             assert!(error.to_string().contains(ENV_ALLOW_PRIVATE_NETWORK), "{error}");
         }
+    }
+
+    #[test]
+    fn sluice_env_variables_become_workflow_env_values_by_their_name() {
+        let vars = [("SLUICE_ENV_CRM_URL", "https://crm.example"), ("SLUICE_TABLE", "t"), ("HOME", "/root")];
+        let env = workflow_env(vars.map(|(k, v)| (k.into(), v.into()))).expect("valid");
+        assert_eq!(env, BTreeMap::from([("CRM_URL".to_string(), "https://crm.example".to_string())]));
+    }
+
+    #[test]
+    fn a_sluice_env_variable_without_a_name_is_an_error_naming_it() {
+        let error = workflow_env([("SLUICE_ENV_".into(), "x".into())]).expect_err("no name");
+        assert!(error.to_string().contains("SLUICE_ENV_"), "{error}");
     }
 }

@@ -45,6 +45,7 @@ pub mod fan_out;
 pub mod files;
 pub mod projects;
 pub mod queue;
+pub mod start;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,7 +53,7 @@ use std::task::Poll;
 
 use chrono::DateTime;
 
-use crate::ports::{Queue, Store};
+use crate::ports::{Queue, StartExecution, Store};
 use crate::record::Timestamp;
 
 /// How hard `store_suite_with` pushes the backend. Real backends take [`SuiteLimits::FULL`];
@@ -103,6 +104,12 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     fan_out::case_join_is_done_only_after_every_branch(store).await;
     fan_out::case_concurrent_completions_count_each_branch_once(store, limits.concurrent_completions).await;
     fan_out::case_branch_results_are_ordered_and_complete(store, limits).await;
+}
+
+/// Runs every start case: `starter` creates executions in `store` and sends to `queue`, whose
+/// steps queue must be unshared.
+pub async fn start_suite(starter: &dyn StartExecution, store: &dyn Store, queue: &dyn Queue) {
+    start::case_start_creates_the_execution_and_sends_its_messages(starter, store, queue).await;
 }
 
 /// Runs every queue case against `queue`, whose two queues must be empty and unshared.

@@ -31,6 +31,15 @@ pub enum ApiError {
     Internal(String),
 }
 
+impl From<crate::ports::StartError> for ApiError {
+    fn from(error: crate::ports::StartError) -> Self {
+        match error {
+            crate::ports::StartError::Store(error) => ApiError::Store(error),
+            crate::ports::StartError::Queue(error) => ApiError::Queue(error),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(error: crate::auth::AuthError) -> Self {
         if error.is_client_error() {

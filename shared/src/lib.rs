@@ -12,6 +12,7 @@ pub mod api;
 pub mod auth;
 pub mod condition;
 pub mod config;
+#[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod engine;
 pub mod error;
@@ -22,8 +23,10 @@ pub mod ports;
 pub mod record;
 pub mod runner;
 pub mod runtime;
+pub mod settle;
 #[cfg(feature = "lambda")]
 pub mod sqs_batch;
+pub mod start;
 pub mod steps;
 pub mod template;
 pub mod waiter;

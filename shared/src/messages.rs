@@ -5,6 +5,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::engine::StepKey;
+
 /// One enclosing fan-out branch of a step: its index, the fan-out's item count and the item.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,13 +30,26 @@ pub struct StepMessage {
     /// the message when it is further away than one queue delay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub not_before_ms: Option<i64>,
+    /// Not a run of `step` but the end of its wait: `step` is a Delay step whose `attempt`
+    /// is recorded, and the flow goes on after it (at `not_before_ms`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub wake: bool,
 }
 
-/// On the responses queue, delayed to the deadline: settle the synchronous response.
+/// On the responses queue. Delayed to the deadline: settle the synchronous response. With
+/// `recover`: the recovery of an execution whose first segment ran inline — if it has not
+/// ended, resume it from `resume` (its first step: the step runner walks the recorded steps to
+/// where the segment stopped).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DeadlineMessage {
     pub execution_id: String,
+    /// The step to resume from if the execution has not ended (inline first segments).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// This is the recovery message, not the deadline.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recover: bool,
 }
 
 impl StepMessage {
@@ -46,7 +61,13 @@ impl StepMessage {
             attempt: 1,
             scope: vec![],
             not_before_ms: None,
+            wake: false,
         }
+    }
+
+    /// The key of the step it names.
+    pub fn key(&self) -> StepKey {
+        StepKey { step: self.step.clone(), scope: self.scope.iter().map(|s| s.index).collect() }
     }
 
     pub fn to_json(&self) -> String {
@@ -57,29 +78,17 @@ impl StepMessage {
         if let Some(at) = self.not_before_ms {
             body["notBeforeMs"] = json!(at);
         }
+        if self.wake {
+            body["wake"] = json!(true);
+        }
         body.to_string()
     }
 }
 
 impl DeadlineMessage {
     pub fn to_json(&self) -> String {
-        json!({ "executionId": self.execution_id }).to_string()
+        serde_json::to_string(self).unwrap_or_else(|_| json!({ "executionId": self.execution_id }).to_string())
     }
-}
-
-/// The key a step's records are stored under: its id, plus `@` and the branch indexes of its
-/// enclosing fan-outs when it runs inside one (`notify@3`, `leaf@3.5`).
-pub fn step_key(step: &str, scope: &[u32]) -> String {
-    if scope.is_empty() {
-        return step.to_string();
-    }
-    let indexes: Vec<String> = scope.iter().map(u32::to_string).collect();
-    format!("{step}@{}", indexes.join("."))
-}
-
-/// The step id of a step key.
-pub fn step_of_key(key: &str) -> &str {
-    key.split('@').next().unwrap_or(key)
 }
 
 #[cfg(test)]
@@ -93,16 +102,10 @@ mod tests {
         let scoped = StepMessage {
             scope: vec![ScopeEntry { index: 2, total: 5, item: json!({ "id": 7 }) }],
             not_before_ms: Some(1_800_000_000_000),
+            wake: true,
             ..StepMessage::first("e", "s")
         };
-        assert_eq!(serde_json::from_str::<StepMessage>(&scoped.to_json()).ok(), Some(scoped));
-    }
-
-    #[test]
-    fn step_keys_name_the_branch_indexes() {
-        assert_eq!(step_key("a", &[]), "a");
-        assert_eq!(step_key("leaf", &[3, 5]), "leaf@3.5");
-        assert_eq!(step_of_key("leaf@3.5"), "leaf");
-        assert_eq!(step_of_key("a"), "a");
+        assert_eq!(serde_json::from_str::<StepMessage>(&scoped.to_json()).ok(), Some(scoped.clone()));
+        assert_eq!(scoped.key().to_string(), "s@2");
     }
 }

@@ -26,6 +26,14 @@ pub enum StoreError {
     TooLarge(String),
 }
 
+impl StoreError {
+    /// Whether doing the same again may succeed (the backend failed or was unreachable). The
+    /// one classification every edge (SQS batch, HTTP, Lambda) maps from.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("queue backend error: {0}")]
@@ -33,6 +41,31 @@ pub enum QueueError {
     /// Some entries of a batch were not accepted; none of them is lost silently.
     #[error("{failed} of {total} messages were not sent: {reason}")]
     PartialBatch { failed: usize, total: usize, reason: String },
+}
+
+impl QueueError {
+    /// Queue failures are the backend's: sending again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        true
+    }
+}
+
+/// Why an execution could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+impl StartError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StartError::Store(error) => error.is_retryable(),
+            StartError::Queue(error) => error.is_retryable(),
+        }
+    }
 }
 
 /// A project: its connected-user token key and the hash of its API key.
@@ -152,7 +185,7 @@ pub trait FileStore: Send + Sync {
 }
 
 /// The most items one fan-out may have.
-pub const MAX_FAN_OUT_ITEMS: usize = 10_000;
+pub use crate::engine::MAX_FAN_OUT_ITEMS;
 
 /// Step records by key, and the join of fan-out branches. A *step key* is the step id, plus
 /// `@` and the dot-separated branch indexes of its enclosing fan-outs when it runs inside
@@ -230,14 +263,20 @@ pub struct Received {
 /// The longest delay a queue can hold a message (SQS's limit); longer waits are chained.
 pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 
+/// Sending messages: what every handler may do.
 #[async_trait]
-pub trait Queue: Send + Sync {
+pub trait SendQueue: Send + Sync {
     /// Sends one message. Delays above [`MAX_QUEUE_DELAY`] are capped to it; sub-second
     /// delays may be rounded up to a whole second by adapters that count in seconds.
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError>;
     /// Sends many (adapters split into the backend's batch size). Fails with `PartialBatch`
     /// if any entry was refused, after sending all the others.
     async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError>;
+}
+
+/// Consuming messages: only the local stack does it (on AWS, Lambda's event source does).
+#[async_trait]
+pub trait ConsumeQueue: Send + Sync {
     /// Receives up to `max` visible messages, waiting up to `wait` for the first. Each stays
     /// invisible for `visibility`, then is delivered again unless acked. Messages received
     /// more than the adapter's redrive limit go to the dead-letter queue instead.
@@ -250,4 +289,31 @@ pub trait Queue: Send + Sync {
     ) -> Result<Vec<Received>, QueueError>;
     /// Deletes a received message.
     async fn ack(&self, queue: QueueName, receipt: &str) -> Result<(), QueueError>;
+}
+
+/// Both directions of a queue (adapters, the local stack, the conformance suite).
+pub trait Queue: SendQueue + ConsumeQueue {}
+impl<T: SendQueue + ConsumeQueue> Queue for T {}
+
+/// Creating an execution together with the messages that make it run, as one fact: an
+/// execution is never stored without a way forward, whatever fails or crashes in between, and
+/// whether or not the caller stays connected.
+#[async_trait]
+pub trait StartExecution: Send + Sync {
+    /// Creates `execution` (`AlreadyExists` if the id is taken) and sends `messages`. Either
+    /// both happen, or the execution is never seen running without its messages: SQLite does
+    /// both in one transaction; DynamoDB + SQS send first and create after (a message that
+    /// finds no execution is dropped), see `crate::start::SendThenCreate`.
+    async fn create_and_send(
+        &self,
+        execution: &Execution,
+        messages: Vec<(QueueName, Outgoing)>,
+    ) -> Result<(), StartError>;
+
+    /// Whether the execution and its messages are written atomically (one transaction). When
+    /// not, a start whose first step goes out at once also sends a delayed recovery message
+    /// first, in case the process dies between the two.
+    fn is_atomic(&self) -> bool {
+        true
+    }
 }

@@ -184,3 +184,22 @@ pub enum SettledResponse {
     /// the deadline: the caller gets this answer at once instead of waiting for 542.
     WorkflowEnded { response: HttpResponse, at: Timestamp },
 }
+
+/// A running execution of workflow `w` version 1 of project `p`, for tests.
+#[cfg(any(test, feature = "conformance"))]
+pub fn sample_execution(id: &str) -> Execution {
+    Execution {
+        id: id.to_string(),
+        project_id: "p".into(),
+        workflow_id: "w".into(),
+        workflow_version: 1,
+        user_id: "u".into(),
+        status: ExecutionStatus::Running,
+        started_at: now(),
+        ended_at: None,
+        trigger: TriggerData::default(),
+        response_deadline: None,
+        error: None,
+        test: false,
+    }
+}

@@ -3,21 +3,48 @@
 use std::{sync::Arc, time::Duration};
 
 use crate::net::HttpClient;
-use crate::ports::{Queue, Store};
+use crate::ports::{SendQueue, StartExecution, Store};
+use crate::settle::Signals;
 
 /// The default time a synchronous caller waits for a Response step.
 pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(55);
 /// The largest trigger request body accepted (DynamoDB items are at most 400 KB).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 256 * 1024;
+/// Inline steps stop being started after this long in one segment.
+pub const DEFAULT_SEGMENT_BUDGET: Duration = Duration::from_secs(20);
+/// When the recovery message of an execution whose first segment runs inline comes due: later
+/// than any segment can still be running a step (the budget, plus the longest step, plus a
+/// margin), so it only ever finds a segment that died.
+pub const DEFAULT_RECOVERY_DELAY: Duration = Duration::from_secs(90);
+
+/// What kind of process runs the handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Host {
+    /// A long-lived process (`sluice dev`): work may go on after an answer is sent, so
+    /// asynchronous executions run their first segment here too.
+    Local,
+    /// A Lambda function: frozen once it has answered, so an inline segment hands what is
+    /// left to the queue as soon as the caller is answered, and an asynchronous execution's
+    /// first step goes to the queue at once.
+    Lambda,
+}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// How long a synchronous caller waits before getting 542.
     pub response_timeout: Duration,
-    /// How often the trigger handler looks for a settled response while it waits.
+    /// How soon a waiting caller first looks at the store for an answer settled by another
+    /// process (an answer settled in this process wakes it at once); the interval grows.
     pub poll_interval: Duration,
     /// Trigger request bodies larger than this get 413.
     pub max_body_bytes: usize,
+    /// Inline steps stop being started after this long in one segment.
+    pub segment_budget: Duration,
+    /// See [`DEFAULT_RECOVERY_DELAY`].
+    pub recovery_delay: Duration,
+    pub host: Host,
+    /// Values of `{{env.NAME}}`.
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Settings {
@@ -26,6 +53,10 @@ impl Default for Settings {
             response_timeout: DEFAULT_RESPONSE_TIMEOUT,
             poll_interval: Duration::from_millis(50),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            segment_budget: DEFAULT_SEGMENT_BUDGET,
+            recovery_delay: DEFAULT_RECOVERY_DELAY,
+            host: Host::Local,
+            env: Default::default(),
         }
     }
 }
@@ -34,7 +65,23 @@ impl Default for Settings {
 #[derive(Clone)]
 pub struct Runtime {
     pub store: Arc<dyn Store>,
-    pub queue: Arc<dyn Queue>,
+    pub queue: Arc<dyn SendQueue>,
+    /// Creates executions together with their first messages.
+    pub starter: Arc<dyn StartExecution>,
     pub http: HttpClient,
     pub settings: Settings,
+    /// Wakes callers waiting in this process for their answers.
+    pub signals: Arc<Signals>,
+}
+
+impl Runtime {
+    pub fn new(
+        store: Arc<dyn Store>,
+        queue: Arc<dyn SendQueue>,
+        starter: Arc<dyn StartExecution>,
+        http: HttpClient,
+        settings: Settings,
+    ) -> Self {
+        Runtime { store, queue, starter, http, settings, signals: Arc::default() }
+    }
 }

@@ -8,7 +8,7 @@
 //!
 //! The context the engine passes has the shape
 //! `{"trigger":{"query":{},"headers":{},"body":...},"steps":{"ID":{"output":...,"error":...}},
-//! "settings":{},"user":{"id":..},"execution":{"id":..},"workflow":{"id":..}}`.
+//! "settings":{},"env":{"NAME":"text"},"user":{"id":..},"execution":{"id":..},"workflow":{"id":..}}`.
 
 mod parse;
 

@@ -1,15 +1,23 @@
 //! The response waiter owns the clock of synchronous executions: it receives a message
-//! delayed to the execution's deadline and, unless a response was settled before, settles
-//! the 542 outcome (first writer wins, so a Response step that runs later only records that
-//! it came too late). Deadlines beyond the queue's longest delay are reached by re-sending.
+//! delayed to the execution's deadline and hands the engine the deadline; what the engine
+//! answers (542, unless the execution ended) is settled first-writer-wins through
+//! `crate::settle`, so a Response step that runs later only records that it came too late.
+//! Deadlines beyond the queue's longest delay are reached by re-sending. The same queue carries
+//! the recovery of inline first segments (see `crate::start`): at the deadline of an
+//! execution that has not ended, the message is sent on to come due at the recovery delay;
+//! then, if the execution still has not ended, its first step is sent to the step runner,
+//! which goes on from the last recorded step.
 
 use std::time::Duration;
 
-use crate::messages::DeadlineMessage;
-use crate::ports::{Outgoing, QueueName};
-use crate::record::{SettledResponse, now};
+use crate::engine::{self, Effect, Event, State};
+use crate::messages::{DeadlineMessage, StepMessage};
+use crate::model::{Trigger, Workflow};
+use crate::ports::{MAX_QUEUE_DELAY, Outgoing, QueueName};
+use crate::record::{Execution, Timestamp, now};
 use crate::runner::RunError;
 use crate::runtime::Runtime;
+use crate::settle;
 
 #[derive(Clone)]
 pub struct Waiter {
@@ -30,17 +38,59 @@ impl Waiter {
             tracing::warn!(execution = %message.execution_id, "deadline for an unknown execution; dropped");
             return Ok(());
         };
-        let Some(deadline) = execution.response_deadline else {
-            return Ok(());
+        let due = if message.recover {
+            recovery_due(&execution, self.runtime.settings.recovery_delay)
+        } else {
+            match execution.response_deadline {
+                Some(deadline) => deadline,
+                None => return Ok(()),
+            }
         };
-        let remaining = (deadline - now()).to_std().unwrap_or(Duration::ZERO);
+        let remaining = (due - now()).to_std().unwrap_or(Duration::ZERO);
         if remaining > Duration::from_millis(100) {
-            // Delivered early (the deadline is further than one queue delay): wait again.
+            // Delivered early (further than one queue delay, or a recovery sent on): wait again.
             let body = message.to_json();
-            self.runtime.queue.send(QueueName::Responses, Outgoing { body, delay: remaining }).await?;
+            let delay = remaining.min(MAX_QUEUE_DELAY);
+            self.runtime.queue.send(QueueName::Responses, Outgoing { body, delay }).await?;
             return Ok(());
         }
-        store.settle_response(&execution.id, &SettledResponse::TimedOut { at: now() }).await?;
+        if execution.status.is_ended() {
+            return Ok(());
+        }
+        if message.recover {
+            let Some(step) = &message.resume else { return Ok(()) };
+            tracing::info!(execution = %execution.id, "execution has not ended by its recovery time; resuming it");
+            let body = StepMessage::first(&execution.id, step).to_json();
+            self.runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
+            return Ok(());
+        }
+        let state = State { execution_id: &execution.id, status: execution.status, caller_waits: true, now: now() };
+        // The deadline decision does not depend on the workflow's steps.
+        let workflow = Workflow {
+            id: execution.workflow_id.clone(),
+            name: None,
+            trigger: Trigger::Request { validate: None },
+            steps: Vec::new(),
+        };
+        for effect in engine::decide(&workflow, &state, Event::DeadlineReached)? {
+            if let Effect::Respond(answer) = effect {
+                settle::settle(store.as_ref(), &self.runtime.signals, &execution.id, answer).await?;
+            }
+        }
+        if message.resume.is_some() {
+            // Still running at the deadline: the deadline message becomes its recovery message.
+            let recovery = DeadlineMessage { recover: true, ..message };
+            let remaining = (recovery_due(&execution, self.runtime.settings.recovery_delay) - now())
+                .to_std()
+                .unwrap_or(Duration::ZERO);
+            let outgoing = Outgoing { body: recovery.to_json(), delay: remaining.min(MAX_QUEUE_DELAY) };
+            self.runtime.queue.send(QueueName::Responses, outgoing).await?;
+        }
         Ok(())
     }
+}
+
+/// When the recovery of an inline first segment comes due.
+fn recovery_due(execution: &Execution, recovery_delay: Duration) -> Timestamp {
+    execution.started_at + chrono::Duration::from_std(recovery_delay).unwrap_or(chrono::Duration::zero())
 }

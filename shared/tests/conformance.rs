@@ -9,8 +9,8 @@ mod sqlite {
     use std::time::{Duration, Instant};
 
     use sluice_shared::adapters::sqlite::Sqlite;
-    use sluice_shared::conformance::{queue_suite, store_suite};
-    use sluice_shared::ports::{Outgoing, Queue, QueueName};
+    use sluice_shared::conformance::{queue_suite, start_suite, store_suite};
+    use sluice_shared::ports::{ConsumeQueue, Outgoing, QueueName, SendQueue};
 
     /// A temporary folder removed on drop.
     struct TempDir(PathBuf);
@@ -37,6 +37,12 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_queue_conforms() {
         queue_suite(&Sqlite::in_memory().expect("in-memory database")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_start_conforms() {
+        let db = Sqlite::in_memory().expect("in-memory database");
+        start_suite(&db, &db, &db).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -139,8 +145,11 @@ mod aws {
     use aws_sdk_sqs::types::MessageSystemAttributeName;
     use sluice_shared::adapters::dynamodb::{self, DynamoStore};
     use sluice_shared::adapters::sqs::{self, SqsQueue};
-    use sluice_shared::conformance::{SuiteLimits, queue_suite, store_suite_with};
-    use sluice_shared::ports::{Outgoing, Queue, QueueName};
+    use std::sync::Arc;
+
+    use sluice_shared::conformance::{SuiteLimits, queue_suite, start_suite, store_suite_with};
+    use sluice_shared::ports::{ConsumeQueue, Outgoing, QueueName, SendQueue, Store};
+    use sluice_shared::start::SendThenCreate;
 
     /// The local AWS-API server, or None (the test passes with a notice) unless required.
     fn endpoint(test: &str) -> Option<String> {
@@ -196,6 +205,25 @@ mod aws {
         let again = sqs::create_queues(&client, &prefix, 5).await.expect("creating existing queues is a no-op");
         assert_eq!(again, (steps.clone(), responses.clone()));
         queue_suite(&SqsQueue::new(client, steps, responses)).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_and_sqs_start_conforms() {
+        let Some(endpoint) = endpoint("dynamodb_and_sqs_start_conforms") else {
+            return;
+        };
+        let sdk = sdk_config(&endpoint).await;
+        let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
+        let table = format!("sluice-conformance-{}", unique());
+        dynamodb::create_table(&dynamo, &table).await.expect("create table");
+        let sqs_client = aws_sdk_sqs::Client::new(&sdk);
+        let (steps, responses) =
+            sqs::create_queues(&sqs_client, &format!("conformance-{}", unique()), 5).await.expect("create queues");
+        let store: Arc<dyn Store> = Arc::new(DynamoStore::new(dynamo.clone(), table.clone()));
+        let queue = Arc::new(SqsQueue::new(sqs_client, steps, responses));
+        let starter = SendThenCreate { store: store.clone(), queue: queue.clone() };
+        start_suite(&starter, store.as_ref(), queue.as_ref()).await;
+        dynamo.delete_table().table_name(&table).send().await.expect("delete table");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sluice_shared::ports::{Outgoing, Queue, QueueError, QueueName, Received};
+use sluice_shared::ports::{ConsumeQueue, Outgoing, Queue, QueueError, QueueName, Received, SendQueue};
 
 pub struct DuplicatingQueue(pub Arc<dyn Queue>);
 
 #[async_trait]
-impl Queue for DuplicatingQueue {
+impl SendQueue for DuplicatingQueue {
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
         self.0.send(queue, message.clone()).await?;
         self.0.send(queue, message).await
@@ -20,7 +20,10 @@ impl Queue for DuplicatingQueue {
         let twice: Vec<Outgoing> = messages.iter().flat_map(|m| [m.clone(), m.clone()]).collect();
         self.0.send_batch(queue, twice).await
     }
+}
 
+#[async_trait]
+impl ConsumeQueue for DuplicatingQueue {
     async fn receive(
         &self,
         queue: QueueName,

@@ -15,9 +15,13 @@ use crate::duplicating::DuplicatingQueue;
 use sluice_shared::auth;
 use sluice_shared::model::load;
 use sluice_shared::net::{HttpClient, OutboundPolicy};
-use sluice_shared::ports::{Deployment, Project, Queue, Store};
+use sluice_shared::ports::{Deployment, Project, Queue, StartExecution, Store};
 use sluice_shared::record::now;
-use sluice_shared::runtime::{Runtime, Settings};
+use sluice_shared::runtime::{Host, Runtime, Settings};
+use sluice_shared::start::SendThenCreate;
+
+/// A backend's store, queue, atomic starter (if it has one) and data folder.
+type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn StartExecution>>, Option<PathBuf>);
 
 /// How a test stack differs from the default.
 #[derive(Debug, Clone)]
@@ -27,11 +31,18 @@ pub struct StackConfig {
     pub duplicate_deliveries: bool,
     /// Step-runner workers (each handles up to 10 messages at a time).
     pub workers: usize,
+    /// When an inline segment's recovery message comes due.
+    pub recovery_delay: Duration,
 }
 
 impl Default for StackConfig {
     fn default() -> Self {
-        StackConfig { response_timeout: Duration::from_secs(30), duplicate_deliveries: false, workers: 4 }
+        StackConfig {
+            response_timeout: Duration::from_secs(30),
+            duplicate_deliveries: false,
+            workers: 4,
+            recovery_delay: sluice_shared::runtime::DEFAULT_RECOVERY_DELAY,
+        }
     }
 }
 
@@ -86,11 +97,11 @@ impl TestStack {
     pub async fn start_with(backend: Backend, config: StackConfig) -> Option<TestStack> {
         let response_timeout = config.response_timeout;
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        let (store, queue, data_dir): (Arc<dyn Store>, Arc<dyn Queue>, _) = match backend {
+        let (store, queue, starter, data_dir): Backends = match backend {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
                 let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
-                (db.clone(), db, Some(dir))
+                (db.clone(), db.clone(), Some(db), Some(dir))
             }
             Backend::Aws => {
                 let Some(endpoint) = aws_endpoint() else {
@@ -104,16 +115,30 @@ impl TestStack {
                 dynamodb::create_table(&dynamo, &table).await.expect("create table");
                 let (steps, responses) =
                     sqs::create_queues(&sqs_client, &format!("e2e-{unique}"), 5).await.expect("create queues");
-                (Arc::new(DynamoStore::new(dynamo, table)), Arc::new(SqsQueue::new(sqs_client, steps, responses)), None)
+                let store = Arc::new(DynamoStore::new(dynamo, table));
+                (store, Arc::new(SqsQueue::new(sqs_client, steps, responses)), None, None)
             }
         };
         let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
-        let settings = Settings { response_timeout, ..Settings::default() };
+        // On DynamoDB + SQS the stack behaves as the Lambda functions do: asynchronous starts
+        // go to the queue, and an inline segment hands off once the caller is answered.
+        let host = if backend == Backend::Aws { Host::Lambda } else { Host::Local };
+        let settings =
+            Settings { response_timeout, host, recovery_delay: config.recovery_delay, ..Settings::default() };
         let queue: Arc<dyn Queue> = if config.duplicate_deliveries { Arc::new(DuplicatingQueue(queue)) } else { queue };
-        let runtime =
-            Runtime { store: store.clone(), queue, http: HttpClient::new(policy).expect("HTTP client"), settings };
+        let starter = match starter {
+            Some(starter) if !config.duplicate_deliveries => starter,
+            _ => Arc::new(SendThenCreate { store: store.clone(), queue: queue.clone() }),
+        };
+        let runtime = Runtime::new(
+            store.clone(),
+            queue.clone(),
+            starter,
+            HttpClient::new(policy).expect("HTTP client"),
+            settings,
+        );
         let options = StackOptions { addr: ([127, 0, 0, 1], 0).into(), workers: config.workers, demo_routes: false };
-        let stack = LocalStack::start(runtime.clone(), options).await.expect("start the local stack");
+        let stack = LocalStack::start(runtime.clone(), queue, options).await.expect("start the local stack");
 
         let keys = auth::generate_signing_key().expect("signing key");
         let api_key = auth::generate_api_key();

@@ -13,7 +13,7 @@ use aws_sdk_sqs::error::{DisplayErrorContext, SdkError};
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName, SendMessageBatchRequestEntry};
 use tokio::task::JoinSet;
 
-use crate::ports::{MAX_QUEUE_DELAY, Outgoing, Queue, QueueError, QueueName, Received};
+use crate::ports::{ConsumeQueue, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, Received, SendQueue};
 
 /// SQS's largest batch (send, receive, delete).
 const BATCH_SIZE: usize = 10;
@@ -92,7 +92,7 @@ fn batches(entries: Vec<SendMessageBatchRequestEntry>) -> Vec<Vec<SendMessageBat
 }
 
 #[async_trait]
-impl Queue for SqsQueue {
+impl SendQueue for SqsQueue {
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
         self.client
             .send_message()
@@ -156,7 +156,10 @@ impl Queue for SqsQueue {
         }
         Ok(())
     }
+}
 
+#[async_trait]
+impl ConsumeQueue for SqsQueue {
     async fn receive(
         &self,
         queue: QueueName,

@@ -10,8 +10,8 @@ use serde_json::{Value, json};
 
 use super::respond::settled_summary;
 use crate::auth;
+use crate::engine::StepKey;
 use crate::error::{ApiError, json_response};
-use crate::messages::{step_key, step_of_key};
 use crate::model::{StepKind, Workflow};
 use crate::record::{Execution, SettledResponse, StepAttempt, StepStatus, format_timestamp};
 use crate::runtime::Runtime;
@@ -105,21 +105,23 @@ fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
     }
     // Workflow order, then start order (a stable sort), which keeps a branch's steps in
     // execution order.
-    keys.sort_by_key(|key| order.get(step_of_key(key)).copied().unwrap_or(usize::MAX));
+    let parsed: HashMap<&str, StepKey> =
+        keys.iter().map(|key| (*key, key.parse().unwrap_or_else(|_| StepKey::top(*key)))).collect();
+    let step_of = |key: &str| parsed.get(key).map_or(key.to_string(), |k| k.step.clone());
+    keys.sort_by_key(|key| order.get(step_of(key).as_str()).copied().unwrap_or(usize::MAX));
 
     // Where each key is listed: (parent fan-out key, branch index), or at the top.
     let present: HashSet<&str> = keys.iter().copied().collect();
     let place = |key: &str| -> Option<(String, u32)> {
-        let (id, indexes) = key.split_once('@')?;
-        let indexes: Vec<u32> = indexes.split('.').map(str::parse).collect::<Result<_, _>>().ok()?;
-        let (&index, outer) = indexes.split_last()?;
-        let parent = step_key(parents.get(id)?, outer);
+        let parsed = parsed.get(key)?;
+        let (index, outer) = parsed.innermost()?;
+        let parent = StepKey::new(parents.get(parsed.step.as_str())?.to_string(), outer).to_string();
         present.contains(parent.as_str()).then_some((parent, index))
     };
 
     // Deepest keys first (a stable sort, so in order within a depth): a nested fan-out has its
     // branches before it joins its own, and every branch receives its steps in order.
-    let depth = |key: &str| key.split_once('@').map_or(0, |(_, indexes)| indexes.split('.').count());
+    let depth = |key: &str| parsed.get(key).map_or(0, |k| k.scope.len());
     let mut deepest_first = keys.clone();
     deepest_first.sort_by_key(|key| std::cmp::Reverse(depth(key)));
     let mut branches: HashMap<String, BTreeMap<u32, Vec<Value>>> = HashMap::new();
@@ -129,14 +131,14 @@ fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
         mine.sort_by_key(|a| a.attempt);
         let mut entry = step_record(&mine);
         let lanes = branches.remove(key);
-        if lanes.is_some() || fan_outs.contains(step_of_key(key)) {
+        if lanes.is_some() || fan_outs.contains(step_of(key).as_str()) {
             let listed =
                 lanes.unwrap_or_default().into_iter().map(|(index, steps)| json!({ "index": index, "steps": steps }));
             entry["branches"] = Value::Array(listed.collect());
         }
         match place(key) {
             Some((parent, index)) => {
-                entry["id"] = Value::String(step_of_key(key).to_string());
+                entry["id"] = Value::String(step_of(key));
                 branches.entry(parent).or_default().entry(index).or_default().push(entry);
             }
             None => {

@@ -13,17 +13,20 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::error::{ApiError, json_response};
+use crate::runner::Runner;
 use crate::runtime::Runtime;
 
 /// Routes every inbound request.
 #[derive(Clone)]
 pub struct Api {
     runtime: Runtime,
+    /// Runs the inline first segments of the executions this API starts.
+    runner: Runner,
 }
 
 impl Api {
     pub fn new(runtime: Runtime) -> Self {
-        Api { runtime }
+        Api { runner: Runner::new(runtime.clone()), runtime }
     }
 
     pub fn runtime(&self) -> &Runtime {
@@ -45,7 +48,7 @@ impl Api {
             ["projects", project, "sdk", "triggers", workflow] => {
                 allow(&request, &Method::POST)?;
                 let (project, workflow) = (id(project)?, id(workflow)?);
-                trigger::handle(&self.runtime, project, workflow, request).await
+                trigger::handle(&self.runner, project, workflow, request).await
             }
             ["projects", project, "executions", execution] => {
                 allow(&request, &Method::GET)?;
@@ -56,7 +59,7 @@ impl Api {
                 allow(&request, &Method::POST)?;
                 let project = id(project)?;
                 let (parts, body) = request.into_parts();
-                test_runs::handle(&self.runtime, project, &parts.headers, &body).await
+                test_runs::handle(&self.runner, project, &parts.headers, &body).await
             }
             ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),

@@ -4,46 +4,16 @@
 //! answer time, with the file's MIME type and an `inline` content disposition (unless the
 //! Response step set those headers); a file that cannot be read is a 500 JSON error.
 
-use std::time::{Duration, Instant};
-
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response, StatusCode, header};
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
 use crate::ports::FileStore;
-use crate::record::{Execution, FileObject, HttpResponse, SettledResponse, format_timestamp, now};
-use crate::runtime::Runtime;
+use crate::record::{Execution, FileObject, HttpResponse, SettledResponse, format_timestamp};
 
 /// The status of a synchronous response that did not arrive in time.
 pub const TIMEOUT_STATUS: u16 = 542;
-const MAX_POLL_INTERVAL: Duration = Duration::from_millis(500);
-
-/// Polls the execution's response record until something is settled. The response waiter
-/// settles 542 at the deadline; if nothing is settled by `give_up_at` (the waiter is late),
-/// this settles 542 itself — whichever write is first is what every reader sees.
-pub(super) async fn wait_for_response(
-    runtime: &Runtime,
-    execution_id: &str,
-    give_up_at: Instant,
-) -> Result<SettledResponse, ApiError> {
-    let store = &runtime.store;
-    let mut interval = runtime.settings.poll_interval;
-    loop {
-        if let Some(settled) = store.get_response(execution_id).await? {
-            return Ok(settled);
-        }
-        if Instant::now() >= give_up_at {
-            let timed_out = SettledResponse::TimedOut { at: now() };
-            return Ok(match store.settle_response(execution_id, &timed_out).await? {
-                crate::ports::FirstWrite::Written => timed_out,
-                crate::ports::FirstWrite::Existing(earlier) => earlier,
-            });
-        }
-        tokio::time::sleep(interval.min(give_up_at.saturating_duration_since(Instant::now()))).await;
-        interval = (interval * 3 / 2).min(MAX_POLL_INTERVAL);
-    }
-}
 
 /// The 542 body of the design: the caller can look the execution up later.
 pub fn timeout_body(execution: &Execution) -> Value {
@@ -180,26 +150,13 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::record::{ExecutionStatus, TriggerData};
+    use crate::record::now;
     use crate::steps::request::test_files::MemoryFiles;
 
     const PNG: &[u8] = &[0x89, b'P', b'N', b'G', 0x0d, 0x0a, 0x1a, 0x0a, 0xff, 0x00];
 
     fn execution(id: &str) -> Execution {
-        Execution {
-            id: id.into(),
-            project_id: "p".into(),
-            workflow_id: "w".into(),
-            workflow_version: 1,
-            user_id: "u".into(),
-            status: ExecutionStatus::Running,
-            started_at: now(),
-            ended_at: None,
-            trigger: TriggerData::default(),
-            response_deadline: None,
-            error: None,
-            test: false,
-        }
+        crate::record::sample_execution(id)
     }
 
     fn file_answer(file: FileObject, headers: &[(&str, &str)]) -> SettledResponse {

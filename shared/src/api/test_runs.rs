@@ -8,6 +8,7 @@
 //! and output with arrays truncated to 20 items. A single-step test (`step`) runs just that
 //! step against the given trigger and earlier step outputs, and records nothing.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,14 +17,13 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::executions::{authorize, record};
-use crate::engine::{self, Effect};
 use crate::error::{ApiError, json_response};
-use crate::messages::StepMessage;
 use crate::model::{StepKind, load};
-use crate::ports::{Outgoing, QueueName};
 use crate::record::{Execution, ExecutionStatus, TriggerData, now};
-use crate::runtime::Runtime;
-use crate::steps;
+use crate::runner::Runner;
+use crate::start::{self, NewExecution};
+use crate::steps::response::{Delivery, with_delivery};
+use crate::steps::{self, StepPorts};
 
 /// Arrays in test-run output show at most this many items.
 pub const DISPLAY_ARRAY_ITEMS: usize = 20;
@@ -63,11 +63,12 @@ fn default_user() -> String {
 }
 
 pub(super) async fn handle(
-    runtime: &Runtime,
+    runner: &Runner,
     project_id: &str,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
+    let runtime = runner.runtime();
     authorize(runtime, project_id, headers).await?;
     let limit = runtime.settings.max_body_bytes;
     if body.len() > limit {
@@ -82,8 +83,8 @@ pub(super) async fn handle(
         headers: request.trigger.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         body: request.trigger.body.clone().unwrap_or_else(|| json!({})),
     };
-    let mut execution = Execution {
-        id: uuid::Uuid::now_v7().to_string(),
+    let execution = Execution {
+        id: start::new_execution_id(),
         project_id: project_id.to_string(),
         workflow_id: format!("{TEST_WORKFLOW_PREFIX}{}", workflow.id),
         workflow_version: 0,
@@ -103,9 +104,15 @@ pub(super) async fn handle(
         if matches!(step.kind, StepKind::FanOut(_)) {
             return Err(ApiError::BadRequest("a fan-out step is tested by testing the whole workflow".into()));
         }
-        let mut ctx = crate::runner::test_context(&execution);
+        let mut ctx = crate::runner::test_context(&execution, &runtime.settings.env);
         ctx["steps"] = Value::Object(request.steps);
-        let attempt = steps::execute(runtime, &execution, step, step_id, 1, &ctx).await;
+        let ports = StepPorts { http: &runtime.http, files: runtime.store.as_ref() };
+        let executed = steps::execute(ports, &execution, step, step_id, 1, &ctx).await;
+        let mut attempt = executed.record;
+        if executed.answer.is_some() {
+            // Nobody waits for a single step's answer: it is shown, not settled.
+            attempt.output = attempt.output.map(|output| with_delivery(output, Delivery::NoCaller));
+        }
         let shown = json!({
             "step": step_id,
             "status": attempt.status,
@@ -120,21 +127,21 @@ pub(super) async fn handle(
     let mut test_workflow = workflow;
     test_workflow.id = execution.workflow_id.clone();
     let deployment = runtime.store.deploy_workflow(project_id, &test_workflow).await?;
-    execution.workflow_version = deployment.version;
-    runtime.store.create_execution(&execution).await?;
-    match engine::start(&test_workflow) {
-        Effect::RunStep { step, .. } => {
-            let body = StepMessage::first(&execution.id, &step).to_json();
-            runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
-        }
-        Effect::Finish { status, error } => {
-            runtime.store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
-        }
-        Effect::BranchDone { .. } | Effect::BranchFailed { .. } => {
-            return Err(ApiError::Internal("the engine did not start the test run".into()));
-        }
-    }
+    let new = NewExecution {
+        id: execution.id,
+        deployment: Arc::new(deployment),
+        trigger: execution.trigger,
+        user_id: execution.user_id,
+        test: true,
+        caller_waits: false,
+    };
+    let started = start::start(runner, new).await?;
+    let execution = started.execution;
     let deadline = Instant::now() + TEST_RUN_WAIT;
+    if let Some(segment) = started.segment {
+        // The first segment usually runs the whole test; then what is left comes from the queue.
+        let _ = tokio::time::timeout(TEST_RUN_WAIT, segment).await;
+    }
     let ended = loop {
         let current = runtime.store.get_execution(&execution.id).await?;
         match current {

@@ -1,33 +1,40 @@
 //! `POST /projects/{projectId}/sdk/triggers/{workflowId}`: authorise the connected user,
-//! validate the request, create the execution and enqueue its first step; then answer 202 at
-//! once, or — for a workflow with a Response step — wait for the settled response.
+//! validate the request and start the execution through the one start use case
+//! (`crate::start`); then answer 202 at once, or — for a workflow with a Response step — the
+//! answer settled for it (the inline first segment usually settles it in this process, which
+//! wakes the wait at once).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
-use super::respond::{settled_to_http, wait_for_response};
+use super::respond::settled_to_http;
 use super::validate::violations;
 use crate::auth;
-use crate::engine::{self, Effect};
 use crate::error::{ApiError, json_response};
-use crate::messages::{DeadlineMessage, StepMessage};
-use crate::ports::{MAX_QUEUE_DELAY, Outgoing, QueueName};
-use crate::record::{Execution, ExecutionError, ExecutionStatus, TriggerData, now};
-use crate::runtime::Runtime;
+use crate::record::{SettledResponse, TriggerData};
+use crate::runner::Runner;
+use crate::runtime::Host;
+use crate::settle;
+use crate::start::{self, NewExecution};
+
+/// How long a Lambda trigger waits, once answered, for its inline segment to hand off.
+const SEGMENT_HAND_OFF: Duration = Duration::from_secs(5);
 
 /// Request headers never stored in the execution record.
 const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization", "x-api-key"];
 
 pub(super) async fn handle(
-    runtime: &Runtime,
+    runner: &Runner,
     project_id: &str,
     workflow_id: &str,
     request: Request<Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
+    let runtime = runner.runtime();
     let (parts, body) = request.into_parts();
     let limit = runtime.settings.max_body_bytes;
     if body.len() > limit {
@@ -42,72 +49,40 @@ pub(super) async fn handle(
         .get_deployed(project_id, workflow_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no deployed workflow `{workflow_id}` in this project")))?;
-    let workflow = &deployment.workflow;
     let trigger = trigger_data(&parts, &body)?;
-    let problems = violations(&workflow.trigger, &trigger);
+    let problems = violations(&deployment.workflow.trigger, &trigger);
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
 
-    let started_at = now();
-    let timeout = runtime.settings.response_timeout;
-    let waits = workflow.has_response_step();
-    let execution = Execution {
-        id: uuid::Uuid::now_v7().to_string(),
-        project_id: project_id.to_string(),
-        workflow_id: workflow_id.to_string(),
-        workflow_version: deployment.version,
-        user_id,
-        status: ExecutionStatus::Running,
-        started_at,
-        ended_at: None,
-        trigger,
-        response_deadline: waits.then(|| chrono::Duration::from_std(timeout).ok().map(|d| started_at + d)).flatten(),
-        error: None,
-        test: false,
+    let caller_waits = deployment.workflow.has_response_step();
+    let id = start::new_execution_id();
+    let watch = caller_waits.then(|| runtime.signals.watch(&id));
+    let new = NewExecution { id, deployment: Arc::new(deployment), trigger, user_id, test: false, caller_waits };
+    // In a task of its own: a caller that disconnects cannot stop the start half-way.
+    let starting = {
+        let runner = runner.clone();
+        tokio::spawn(async move { start::start(&runner, new).await })
     };
-    store.create_execution(&execution).await?;
-    if let Err(error) = enqueue_start(runtime, &execution, workflow).await {
-        let reason = ExecutionError { step: None, message: format!("could not enqueue the execution: {error}") };
-        if let Err(e) = store.finish_execution(&execution.id, ExecutionStatus::Failed, Some(&reason), now()).await {
-            tracing::error!(execution = %execution.id, error = %e, "could not mark the execution failed");
-        }
-        return Err(error);
-    }
-    tracing::info!(execution = %execution.id, workflow = workflow_id, version = deployment.version, "execution started");
-
-    if !waits {
+    let started = starting.await.map_err(|e| ApiError::Internal(format!("the start task failed: {e}")))??;
+    let execution = started.execution;
+    let Some(watch) = watch else {
         return Ok(json_response(StatusCode::ACCEPTED, &json!({ "executionId": execution.id })));
-    }
-    let give_up_at = Instant::now() + timeout + Duration::from_secs(1);
-    let settled = wait_for_response(runtime, &execution.id, give_up_at).await?;
-    Ok(settled_to_http(runtime.store.as_ref(), &execution, &settled).await)
-}
-
-async fn enqueue_start(
-    runtime: &Runtime,
-    execution: &Execution,
-    workflow: &crate::model::Workflow,
-) -> Result<(), ApiError> {
-    if execution.response_deadline.is_some() {
-        let body = DeadlineMessage { execution_id: execution.id.clone() }.to_json();
-        let delay = runtime.settings.response_timeout.min(MAX_QUEUE_DELAY);
-        runtime.queue.send(QueueName::Responses, Outgoing { body, delay }).await?;
-    }
-    match engine::start(workflow) {
-        Effect::Finish { status, error } => {
-            runtime.store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
-        }
-        Effect::RunStep { step, .. } => {
-            let body = StepMessage::first(&execution.id, &step).to_json();
-            runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
-        }
-        // The first effect of an execution is to run its first step or to end.
-        Effect::BranchDone { .. } | Effect::BranchFailed { .. } => {
-            return Err(ApiError::Internal("the engine did not start the execution".into()));
+    };
+    let give_up_at = Instant::now() + runtime.settings.response_timeout + Duration::from_secs(1);
+    let settled = settle::wait(store.as_ref(), &watch, give_up_at, runtime.settings.poll_interval).await?;
+    if runtime.settings.host == Host::Lambda
+        && !matches!(settled, SettledResponse::TimedOut { .. })
+        && let Some(segment) = started.segment
+    {
+        // A Lambda is frozen once it answers: let the segment hand off what is left first
+        // (it does so right after answering). After a 542 the segment may be inside a slow
+        // step: the answer does not wait for it, and the recovery message resumes it.
+        if tokio::time::timeout(SEGMENT_HAND_OFF, segment).await.is_err() {
+            tracing::warn!(execution = %execution.id, "the inline segment outlived the answer; the queue resumes it");
         }
     }
-    Ok(())
+    Ok(settled_to_http(store.as_ref(), &execution, &settled).await)
 }
 
 /// The request as the workflow sees it: query, lower-case headers (secrets left out), body.

@@ -1,42 +1,145 @@
-//! The execution engine: a pure state machine. Given a workflow and the outcome of one step
-//! attempt in one fan-out scope, it decides what happens next — the next step (after a
-//! branch, a retry with a delay, a Delay step's wait, or continuing past a failure), the end
-//! of a fan-out branch, or the end of the execution — as an [`Effect`] that the runner
-//! carries out. No I/O happens here.
+//! The execution engine: a pure state machine and the only place where decisions are made.
+//! Given a workflow, what the interpreter knows of the execution ([`State`]) and one
+//! [`Event`], [`decide`] returns the [`Effect`]s to carry out, in order, as data: run a step
+//! now or later, record a step that ends without running (a fan-out), start fan-out branches,
+//! count a branch done, join, set waiting / running, wake after a Delay, answer the caller
+//! (a typed HTTP answer), finish. No I/O, no clock (the time is part of the state), no HTTP
+//! types.
 //!
-//! A *scope* is the list of branch indexes of the fan-outs enclosing a step (empty outside
-//! any fan-out); every effect names the scope it applies to.
+//! One file per kind of transition: `started`, `step_ended`, `fan_out`, `wait`, `answer`.
+//! The step runner, the trigger's inline segment and test runs are interpreters of these
+//! effects (`crate::runner`).
 
+mod answer;
+mod fan_out;
+mod key;
 mod navigate;
 mod retry;
+mod started;
+mod step_ended;
+mod wait;
 
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::model::{Step, StepKind, Workflow};
-use crate::record::{ExecutionError, ExecutionStatus, StepError, Timestamp};
+use crate::model::Workflow;
+use crate::record::{ExecutionError, ExecutionStatus, HttpResponse, StepError, Timestamp};
 
+pub use answer::ended_answer;
+pub use fan_out::{MAX_FAN_OUT_ITEMS, MAX_ITEM_BYTES};
+pub use key::{BadStepKey, StepKey};
 pub use navigate::{Next, enclosing_fan_out, fan_out_depth, successor};
 pub use retry::{DEFAULT_SCHEDULE_SECS, JITTER, jitter_seed, retry_delay};
 
-/// How one attempt of a step ended.
+/// What the interpreter knows of the execution when it hands the engine an event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct State<'a> {
+    pub execution_id: &'a str,
+    /// As last read or set by the interpreter.
+    pub status: ExecutionStatus,
+    /// A caller waits for the answer (a synchronous execution).
+    pub caller_waits: bool,
+    /// The current time, as the interpreter read it.
+    pub now: Timestamp,
+}
+
+/// Which branch of a conditional was taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Branch {
+    Then,
+    Else,
+}
+
+/// What a step's success means for the flow, beyond its output.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// Nothing: the flow goes on to the next step.
+    None,
+    /// A conditional chose this branch.
+    Branch(Branch),
+    /// A Delay step: the flow goes on at this time.
+    WaitUntil(Timestamp),
+}
+
+/// How one attempt of a step ended, typed for the engine.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    Succeeded(Value),
+    Succeeded { output: Value, signal: Signal },
     Failed(StepError),
 }
 
-/// What the runner must do next.
+impl Outcome {
+    /// A success with nothing more to say than its output.
+    pub fn done(output: Value) -> Self {
+        Outcome::Succeeded { output, signal: Signal::None }
+    }
+}
+
+/// What a caller gets.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// A Response step's answer.
+    Step(HttpResponse),
+    /// The execution ended before any Response step answered.
+    Ended(HttpResponse),
+    /// The deadline passed first (542).
+    TimedOut,
+}
+
+/// Something that happened to an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// The execution was created.
+    Started,
+    /// An attempt of a step ended (it ran now, or it was recorded before).
+    StepEnded { key: StepKey, attempt: u32, outcome: Outcome },
+    /// A Response step rendered its answer (before its attempt is recorded).
+    Answered { key: StepKey, answer: HttpResponse },
+    /// A fan-out step's `over` was evaluated: its items, or why there are none.
+    FanOutEvaluated { key: StepKey, items: Result<Vec<Value>, StepError> },
+    /// Branch `index` of fan-out `fan_out` (of `total` branches) was counted done; `all_done`
+    /// says whether every branch is.
+    BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool },
+    /// A Delay step's time has come; `output` is its recorded output.
+    WaitOver { key: StepKey, attempt: u32, output: Value },
+    /// The caller's deadline passed.
+    DeadlineReached,
+    /// The interpreter could not go on with `key` (a poison message, or the last delivery
+    /// failed): the execution must end.
+    Abandoned { key: Option<StepKey>, reason: String },
+}
+
+/// What a step that ends without running records (a fan-out's start or join).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recorded {
+    Succeeded { input: Value, output: Value },
+    Failed(StepError),
+}
+
+/// Something the interpreter must do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Run `attempt` of `step` in `scope`, no earlier than `delay` from now and no earlier
-    /// than `not_before` (a Delay step's end).
-    RunStep { step: String, scope: Vec<u32>, attempt: u32, delay: Duration, not_before: Option<Timestamp> },
-    /// Branch `index` of fan-out `fan_out` (which runs in `scope`) is done with `result`.
-    BranchDone { fan_out: String, scope: Vec<u32>, index: u32, result: Value },
-    /// Branch `index` of fan-out `fan_out` failed: the fan-out fails with `error`.
-    BranchFailed { fan_out: String, scope: Vec<u32>, index: u32, error: StepError },
+    /// Run `attempt` of `key`, `delay` from now (zero: at once, in this segment if it can).
+    RunStep { key: StepKey, attempt: u32, delay: Duration },
+    /// Record attempt `attempt` of `key` without running it; the recorded attempt (this one,
+    /// or one recorded before) then ends the step.
+    Record { key: StepKey, attempt: u32, result: Recorded },
+    /// Start the first `lanes` branches of fan-out `fan_out` (first step `first_step`) over
+    /// `items`; when `lanes` < the number of items, the items are kept for the later lanes.
+    StartBranches { fan_out: StepKey, first_step: String, lanes: u32, items: Vec<Value> },
+    /// Start branch `index` of `total` of fan-out `fan_out` from its kept item.
+    StartBranch { fan_out: StepKey, first_step: String, index: u32, total: u32 },
+    /// Count branch `index` of fan-out `fan_out` done with `result` (once per branch).
+    CompleteBranch { fan_out: StepKey, index: u32, result: Value },
+    /// Every branch of `fan_out` is done: record its output (the branch results in order).
+    Join { fan_out: StepKey, total: u32 },
+    /// Move the execution from `from` to `to` (running ⇄ waiting).
+    SetStatus { from: ExecutionStatus, to: ExecutionStatus },
+    /// Come back to Delay step `key` at `at` (then: [`Event::WaitOver`]).
+    Wake { key: StepKey, attempt: u32, at: Timestamp },
+    /// Settle what the waiting caller gets (first writer wins).
+    Respond(Answer),
     /// End the execution.
     Finish { status: ExecutionStatus, error: Option<ExecutionError> },
 }
@@ -45,125 +148,46 @@ pub enum Effect {
 pub enum EngineError {
     #[error("workflow has no step `{0}`")]
     UnknownStep(String),
-    #[error("conditional step `{step}` produced an output without a valid branch: {output}")]
-    BadBranch { step: String, output: Value },
-    #[error("step `{step}` runs in {expected} fan-out(s) but the message has a scope of {got}")]
+    #[error("step `{step}` runs in {expected} fan-out(s) but was given a scope of {got}")]
     BadScope { step: String, expected: usize, got: usize },
+    #[error("`{0}` is not a fan-out step")]
+    NotAFanOut(String),
+    #[error("a {signal} signal does not fit step `{step}`")]
+    BadSignal { step: String, signal: &'static str },
 }
 
-/// The effect that starts an execution.
-pub fn start(workflow: &Workflow) -> Effect {
-    match workflow.steps.first() {
-        Some(step) => run_now(step, &[], None),
-        None => finish_succeeded(),
-    }
-}
-
-/// The effect that follows `attempt` of step `step_id`, in `scope`, ending with `outcome`.
-/// `seed` spreads retry delays (see [`jitter_seed`]); the same inputs give the same effect.
-pub fn after_step(
-    workflow: &Workflow,
-    step_id: &str,
-    scope: &[u32],
-    attempt: u32,
-    outcome: &Outcome,
-    seed: u64,
-) -> Result<Effect, EngineError> {
-    let step = workflow.find_step(step_id).ok_or_else(|| EngineError::UnknownStep(step_id.to_string()))?;
-    let depth = fan_out_depth(&workflow.steps, step_id).unwrap_or(0);
-    if depth != scope.len() {
-        return Err(EngineError::BadScope { step: step_id.to_string(), expected: depth, got: scope.len() });
-    }
-    match outcome {
-        Outcome::Succeeded(output) => after_success(workflow, step, scope, output),
-        Outcome::Failed(error) => Ok(after_failure(workflow, step, scope, attempt, error, seed)),
-    }
-}
-
-fn after_success(workflow: &Workflow, step: &Step, scope: &[u32], output: &Value) -> Result<Effect, EngineError> {
-    match &step.kind {
-        StepKind::Conditional(conditional) => {
-            let branch = match output.get("branch").and_then(Value::as_str) {
-                Some("then") => &conditional.then,
-                Some("else") => &conditional.otherwise,
-                _ => return Err(EngineError::BadBranch { step: step.id.clone(), output: output.clone() }),
-            };
-            match branch.first() {
-                Some(first) => Ok(run_now(first, scope, None)),
-                None => Ok(continue_after(workflow, &step.id, scope, output.clone(), None)),
-            }
+/// The effects of `event`, in the order they must be carried out.
+pub fn decide(workflow: &Workflow, state: &State<'_>, event: Event) -> Result<Vec<Effect>, EngineError> {
+    match event {
+        Event::Started => Ok(started::started(workflow, state)),
+        Event::StepEnded { key, attempt, outcome } => step_ended::step_ended(workflow, state, &key, attempt, outcome),
+        Event::Answered { answer, .. } => Ok(answer::answered(state, answer)),
+        Event::FanOutEvaluated { key, items } => fan_out::evaluated(workflow, &key, items),
+        Event::BranchCounted { fan_out, index, total, all_done } => {
+            fan_out::counted(workflow, &fan_out, index, total, all_done)
         }
-        StepKind::Delay(_) => {
-            let until = output.get("waitedUntil").and_then(crate::condition::time::parse_timestamp);
-            Ok(continue_after(workflow, &step.id, scope, output.clone(), until))
-        }
-        _ => Ok(continue_after(workflow, &step.id, scope, output.clone(), None)),
+        Event::WaitOver { key, output, .. } => wait::over(workflow, state, &key, output),
+        Event::DeadlineReached => Ok(answer::deadline(state)),
+        Event::Abandoned { key, reason } => Ok(answer::finish(
+            state,
+            ExecutionStatus::Failed,
+            Some(ExecutionError { step: key.map(|k| k.step), message: reason }),
+        )),
     }
 }
 
-fn after_failure(
-    workflow: &Workflow,
-    step: &Step,
-    scope: &[u32],
-    attempt: u32,
-    error: &StepError,
-    seed: u64,
-) -> Effect {
-    if error.retryable && attempt <= step.retries {
-        return Effect::RunStep {
-            step: step.id.clone(),
-            scope: scope.to_vec(),
-            attempt: attempt + 1,
-            delay: retry_delay(step, attempt, error, seed),
-            not_before: None,
-        };
+/// Checks that `key` names a step of `workflow` at the depth of its scope.
+fn check_key<'w>(workflow: &'w Workflow, key: &StepKey) -> Result<&'w crate::model::Step, EngineError> {
+    let step = workflow.find_step(&key.step).ok_or_else(|| EngineError::UnknownStep(key.step.clone()))?;
+    let depth = fan_out_depth(&workflow.steps, &key.step).unwrap_or(0);
+    if depth != key.scope.len() {
+        return Err(EngineError::BadScope { step: key.step.clone(), expected: depth, got: key.scope.len() });
     }
-    if step.continue_on_failure {
-        return continue_after(workflow, &step.id, scope, Value::Null, None);
-    }
-    if let (Some(fan_out), Some((index, outer))) = (enclosing_fan_out(&workflow.steps, &step.id), scope.split_last()) {
-        let message = format!("branch {index} failed at step `{}`: {}", step.id, error.message);
-        return Effect::BranchFailed {
-            fan_out: fan_out.id.clone(),
-            scope: outer.to_vec(),
-            index: *index,
-            error: StepError { message, retryable: false, details: error.details.clone(), retry_after_ms: None },
-        };
-    }
-    Effect::Finish {
-        status: ExecutionStatus::Failed,
-        error: Some(ExecutionError { step: Some(step.id.clone()), message: error.message.clone() }),
-    }
+    Ok(step)
 }
 
-/// What follows `step_id` (in `scope`) once it is done; `result` is what it produced (a
-/// fan-out branch's result when it is the branch's last step).
-fn continue_after(
-    workflow: &Workflow,
-    step_id: &str,
-    scope: &[u32],
-    result: Value,
-    not_before: Option<Timestamp>,
-) -> Effect {
-    match successor(&workflow.steps, step_id) {
-        Some(Next::Step(next)) => run_now(next, scope, not_before),
-        Some(Next::BranchDone(fan_out)) => match scope.split_last() {
-            Some((index, outer)) => {
-                Effect::BranchDone { fan_out: fan_out.id.clone(), scope: outer.to_vec(), index: *index, result }
-            }
-            // Unreachable for a validated scope (checked in `after_step`): end rather than loop.
-            None => finish_succeeded(),
-        },
-        Some(Next::End) | None => finish_succeeded(),
-    }
-}
-
-fn run_now(step: &Step, scope: &[u32], not_before: Option<Timestamp>) -> Effect {
-    Effect::RunStep { step: step.id.clone(), scope: scope.to_vec(), attempt: 1, delay: Duration::ZERO, not_before }
-}
-
-fn finish_succeeded() -> Effect {
-    Effect::Finish { status: ExecutionStatus::Succeeded, error: None }
+fn run_now(key: StepKey) -> Effect {
+    Effect::RunStep { key, attempt: 1, delay: Duration::ZERO }
 }
 
 #[cfg(test)]

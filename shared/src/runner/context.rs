@@ -1,23 +1,24 @@
 //! The dynamic variables a step sees, read narrowly: only the steps its templates refer to
 //! (the latest attempt of each, in the step's own fan-out branch where they run in one), the
-//! trigger, the current fan-out item, and the execution's context. The cost of a step does
-//! not grow with the number of steps an execution has run (10,000 fan-out branches).
+//! trigger, the current fan-out item, the execution's context and the stack's `env` values.
+//! The cost of a step does not grow with the number of steps an execution has run (10,000
+//! fan-out branches).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value, json};
 
-use crate::engine::fan_out_depth;
-use crate::messages::{ScopeEntry, step_key};
+use crate::engine::{StepKey, fan_out_depth};
+use crate::messages::ScopeEntry;
 use crate::model::{Step, Workflow};
-use crate::ports::StoreError;
+use crate::ports::{FanOutStore, StoreError};
 use crate::record::{Execution, StepAttempt};
-use crate::runtime::Runtime;
 use crate::template::Template;
 
 /// The variables for `step` running in `scope`.
 pub(super) async fn for_step(
-    runtime: &Runtime,
+    store: &dyn FanOutStore,
+    env: &BTreeMap<String, String>,
     execution: &Execution,
     workflow: &Workflow,
     step: &Step,
@@ -31,11 +32,12 @@ pub(super) async fn for_step(
         if depth > indexes.len() {
             continue;
         }
-        if let Some(attempt) = runtime.store.latest_step(&execution.id, &step_key(&id, &indexes[..depth])).await? {
+        let key = StepKey::new(id.clone(), &indexes[..depth]);
+        if let Some(attempt) = store.latest_step(&execution.id, &key.to_string()).await? {
             steps.insert(id, step_variables(&attempt));
         }
     }
-    let mut ctx = base(execution);
+    let mut ctx = base(execution, env);
     ctx["steps"] = Value::Object(steps);
     if let Some(innermost) = scope.last() {
         ctx["item"] = innermost.item.clone();
@@ -44,8 +46,9 @@ pub(super) async fn for_step(
     Ok(ctx)
 }
 
-/// The variables every step sees: the trigger and the execution's context, no steps yet.
-pub fn base(execution: &Execution) -> Value {
+/// The variables every step sees: the trigger, the execution's context and the stack's `env`
+/// values ([`crate::runtime::Settings::env`]), no steps yet.
+pub fn base(execution: &Execution, env: &BTreeMap<String, String>) -> Value {
     json!({
         "trigger": {
             "query": execution.trigger.query,
@@ -54,6 +57,7 @@ pub fn base(execution: &Execution) -> Value {
         },
         "steps": {},
         "settings": {},
+        "env": env,
         "user": { "id": execution.user_id },
         "execution": { "id": execution.id },
         "workflow": { "id": execution.workflow_id },
@@ -118,5 +122,22 @@ mod tests {
         }))
         .expect("step");
         assert_eq!(referenced_steps(&step).into_iter().collect::<Vec<_>>(), ["a", "b"]);
+    }
+
+    fn execution() -> Execution {
+        crate::record::sample_execution("e1")
+    }
+
+    #[test]
+    fn every_step_sees_the_stack_env_values_and_an_unknown_one_is_a_missing_path() {
+        let env = BTreeMap::from([("SLUICE_BASE_URL".to_string(), "http://127.0.0.1:9000".to_string())]);
+        let ctx = base(&execution(), &env);
+        let url = json!("{{env.SLUICE_BASE_URL}}/demo/crm/leads");
+        assert_eq!(crate::template::render(&url, &ctx), Ok(json!("http://127.0.0.1:9000/demo/crm/leads")));
+        match crate::template::render(&json!("{{env.NOPE}}"), &ctx) {
+            Err(crate::template::TemplateError::MissingPath { path, .. }) => assert_eq!(path, "env.NOPE"),
+            other => panic!("expected a missing path, got {other:?}"),
+        }
+        assert_eq!(base(&execution(), &BTreeMap::new())["env"], json!({}));
     }
 }

@@ -1,125 +1,87 @@
-//! Fan-out: starting the branches and joining them. Each item's branch runs as messages of
-//! its own, carrying the item. A completed branch is counted once (redeliveries change
-//! nothing); the completion that brings the count to the number of items records the
-//! fan-out's output — the branch results in input order — first-writer-wins, and the flow
-//! continues below the fan-out. With `concurrency: c`, branches run in c lanes: branch i's
-//! completion starts branch i + c, so at most c run at once and a lost start cannot happen
-//! (a redelivered completion starts the same branch again, harmlessly).
+//! Carrying out the engine's fan-out effects: sending branch messages (each carrying its
+//! item), keeping the items for later lanes, counting branches done once (the store makes
+//! redeliveries harmless) and joining — reading the branch results back in input order and
+//! recording the fan-out's output first-writer-wins.
 
 use serde_json::{Value, json};
 
-use super::{Current, RunError, Runner, failed_attempt};
-use crate::messages::{ScopeEntry, StepMessage, step_key};
-use crate::model::{FanOutStep, Step, StepKind, Workflow};
-use crate::ports::{MAX_FAN_OUT_ITEMS, Outgoing, QueueName};
-use crate::record::{Execution, StepAttempt, StepError, StepStatus, now};
-use crate::steps::within_record_limit;
-use crate::template;
+use super::{RunError, Segment};
+use crate::engine::{Event, StepKey};
+use crate::messages::{ScopeEntry, StepMessage};
+use crate::ports::{Outgoing, QueueName};
+use crate::record::{StepAttempt, StepStatus, now};
+use crate::steps::{self, within_record_limit};
 
-/// The largest single item a branch carries in its messages.
-pub const MAX_ITEM_BYTES: usize = 64 * 1024;
-
-impl Runner {
-    /// Starts the branches of a fan-out: None when they were sent, or the fan-out's record
-    /// when it ends at once (no items: `[]`; a bad `over`: a failure).
-    pub(super) async fn start_fan_out(
+impl Segment<'_> {
+    pub(super) async fn start_branches(
         &self,
-        execution: &Execution,
-        step: &Step,
-        fan_out: &FanOutStep,
-        scope: &[ScopeEntry],
-        ctx: &Value,
-    ) -> Result<Option<StepAttempt>, RunError> {
-        let indexes: Vec<u32> = scope.iter().map(|s| s.index).collect();
-        let key = step_key(&step.id, &indexes);
-        let items = match template::render(&fan_out.over, ctx) {
-            Ok(Value::Array(items)) => items,
-            Ok(other) => {
-                return Ok(Some(fail(&key, format!("`over` must give an array, got {}", template::kind(&other)))));
-            }
-            Err(error) => return Ok(Some(fail(&key, error.to_string()))),
-        };
-        if items.len() > MAX_FAN_OUT_ITEMS {
-            let message = format!("`over` gave {} items; a fan-out takes at most {MAX_FAN_OUT_ITEMS}", items.len());
-            return Ok(Some(fail(&key, message)));
-        }
-        if let Some((index, _)) = items.iter().enumerate().find(|(_, item)| json_size(item) > MAX_ITEM_BYTES) {
-            let message = format!("item {index} is larger than the {MAX_ITEM_BYTES} bytes a fan-out item may have");
-            return Ok(Some(fail(&key, message)));
-        }
-        let Some(first) = fan_out.steps.first() else {
-            return Ok(Some(fail(&key, "the fan-out has no steps".into())));
-        };
-        if items.is_empty() {
-            let at = now();
-            return Ok(Some(StepAttempt {
-                step: key,
-                attempt: 1,
-                status: StepStatus::Succeeded,
-                input: json!({ "items": 0 }),
-                output: Some(json!([])),
-                error: None,
-                started_at: at,
-                ended_at: at,
-                logs: Vec::new(),
-            }));
-        }
+        fan_out: &StepKey,
+        first_step: &str,
+        lanes: u32,
+        items: Vec<Value>,
+    ) -> Result<(), RunError> {
         let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
-        let lanes = fan_out.concurrency.map_or(items.len(), |c| usize::try_from(c).unwrap_or(usize::MAX).max(1));
-        if lanes < items.len() {
-            self.runtime.store.put_fan_out_items(&execution.id, &key, &items).await?;
+        if lanes < total {
+            self.runtime.store.put_fan_out_items(&self.execution.id, &fan_out.to_string(), &items).await?;
         }
+        let outer = self.scope_of(fan_out)?;
         let messages: Vec<Outgoing> = items
             .into_iter()
-            .take(lanes)
+            .take(lanes as usize)
             .enumerate()
             .map(|(index, item)| {
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
-                branch_message(execution, &first.id, scope, ScopeEntry { index, total, item })
+                self.branch_message(first_step, &outer, ScopeEntry { index, total, item })
             })
             .collect();
-        tracing::info!(execution = %execution.id, fan_out = %key, total, started = messages.len(), "fan-out started");
+        tracing::debug!(execution = %self.execution.id, fan_out = %fan_out, total, started = messages.len(), "fan-out started");
         self.runtime.queue.send_batch(QueueName::Steps, messages).await?;
-        Ok(None)
+        Ok(())
     }
 
-    /// Counts branch `index` of `fan_out` done; starts the next branch of its lane; when all
-    /// are done, records the fan-out's output and returns it as the next thing to handle.
-    pub(super) async fn join(
+    pub(super) async fn start_branch(
         &self,
-        execution: &Execution,
-        workflow: &Workflow,
-        fan_out_id: &str,
-        mut scope: Vec<ScopeEntry>,
+        fan_out: &StepKey,
+        first_step: &str,
         index: u32,
-        result: Value,
-    ) -> Result<Option<Current>, RunError> {
-        let branch = scope.pop().ok_or_else(|| RunError::Poison("a branch ended outside any fan-out".into()))?;
-        let total = branch.total;
-        let outer: Vec<u32> = scope.iter().map(|s| s.index).collect();
-        let key = step_key(fan_out_id, &outer);
-        let store = &self.runtime.store;
-        let all_done = store.complete_branch(&execution.id, &key, index, total, &result).await?;
+        total: u32,
+    ) -> Result<(), RunError> {
+        let key = fan_out.to_string();
+        let item = self
+            .runtime
+            .store
+            .fan_out_item(&self.execution.id, &key, index)
+            .await?
+            .ok_or_else(|| RunError::Retryable(format!("item {index} of fan-out `{key}` is not stored (yet)")))?;
+        let outer = self.scope_of(fan_out)?;
+        let message = self.branch_message(first_step, &outer, ScopeEntry { index, total, item });
+        self.runtime.queue.send(QueueName::Steps, message).await?;
+        Ok(())
+    }
 
-        let fan_out = match workflow.find_step(fan_out_id).map(|s| &s.kind) {
-            Some(StepKind::FanOut(fan_out)) => fan_out,
-            _ => return Err(RunError::Poison(format!("`{fan_out_id}` is not a fan-out step"))),
-        };
-        if let Some(lanes) = fan_out.concurrency {
-            let next = index.saturating_add(lanes);
-            if next < total {
-                let item = store.fan_out_item(&execution.id, &key, next).await?.ok_or_else(|| {
-                    RunError::Retryable(format!("item {next} of fan-out `{key}` is not stored (yet)"))
-                })?;
-                let first = fan_out.steps.first().map(|s| s.id.as_str()).unwrap_or_default();
-                let message = branch_message(execution, first, &scope, ScopeEntry { index: next, total, item });
-                self.runtime.queue.send(QueueName::Steps, message).await?;
-            }
-        }
-        if !all_done {
-            return Ok(None);
-        }
-        let results = store.branch_results(&execution.id, &key).await?;
+    /// Counts the current branch (`index` of `fan_out`) done.
+    pub(super) async fn complete_branch(
+        &mut self,
+        fan_out: StepKey,
+        index: u32,
+        result: &Value,
+    ) -> Result<Event, RunError> {
+        let entry = self
+            .scope
+            .get(fan_out.scope.len())
+            .filter(|entry| entry.index == index)
+            .ok_or_else(|| RunError::Poison(format!("branch {index} of `{fan_out}` is not the current branch")))?;
+        let total = entry.total;
+        let all_done =
+            self.runtime.store.complete_branch(&self.execution.id, &fan_out.to_string(), index, total, result).await?;
+        self.scope = self.scope_of(&fan_out)?;
+        Ok(Event::BranchCounted { fan_out, index, total, all_done })
+    }
+
+    /// Records the output of a fan-out whose every branch is done.
+    pub(super) async fn join(&mut self, fan_out: StepKey, total: u32) -> Result<Event, RunError> {
+        let key = fan_out.to_string();
+        let results = self.runtime.store.branch_results(&self.execution.id, &key).await?;
         if results.len() != total as usize || results.iter().enumerate().any(|(i, (n, _))| *n as usize != i) {
             return Err(RunError::Retryable(format!(
                 "fan-out `{key}` counts all {total} branches done but {} results are stored",
@@ -138,23 +100,20 @@ impl Runner {
             ended_at: at,
             logs: Vec::new(),
         });
-        tracing::info!(execution = %execution.id, fan_out = %joined.step, total, "fan-out joined");
-        let record = self.record(execution, joined).await?;
-        Ok(Some(Current { step: fan_out_id.to_string(), attempt: 1, scope, record: Some(record) }))
+        tracing::debug!(execution = %self.execution.id, fan_out = %joined.step, total, "fan-out joined");
+        let step = self
+            .workflow
+            .find_step(&fan_out.step)
+            .ok_or_else(|| RunError::Poison(format!("workflow has no step `{}`", fan_out.step)))?;
+        let (_, recorded) = self.record(joined).await?;
+        let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
+        Ok(Event::StepEnded { key: fan_out, attempt: 1, outcome })
     }
-}
 
-fn branch_message(execution: &Execution, first_step: &str, outer: &[ScopeEntry], entry: ScopeEntry) -> Outgoing {
-    let mut scope = outer.to_vec();
-    scope.push(entry);
-    let message = StepMessage { scope, ..StepMessage::first(&execution.id, first_step) };
-    Outgoing { body: message.to_json(), delay: std::time::Duration::ZERO }
-}
-
-fn fail(key: &str, message: String) -> StepAttempt {
-    failed_attempt(key, StepError::terminal(message))
-}
-
-fn json_size(value: &Value) -> usize {
-    serde_json::to_vec(value).map_or(usize::MAX, |bytes| bytes.len())
+    fn branch_message(&self, first_step: &str, outer: &[ScopeEntry], entry: ScopeEntry) -> Outgoing {
+        let mut scope = outer.to_vec();
+        scope.push(entry);
+        let message = StepMessage { scope, ..StepMessage::first(&self.execution.id, first_step) };
+        Outgoing { body: message.to_json(), delay: std::time::Duration::ZERO }
+    }
 }

@@ -1,8 +1,12 @@
-//! The step runner: handles one step message. It runs the named step attempt unless it is
-//! already recorded (a redelivery), records it first-writer-wins, asks the engine what comes
-//! next and does it. Consecutive steps with no delay run inline in the same invocation (a
-//! segment, bounded in steps and time); a delayed step (a retry, a Delay step's wait) goes
-//! back to the queue, and fan-out branches go out as messages of their own.
+//! The interpreter of the engine's effects: the step runner's message handler, the trigger's
+//! inline first segment and test runs all go through [`Runner::segment`]. It runs a step
+//! attempt unless it is already recorded (a redelivery: a recorded attempt is never run
+//! again), records it first-writer-wins, hands the engine the typed outcome and carries out
+//! the effects it returns. Consecutive steps with no delay run in the same segment (bounded
+//! in steps and time); a delayed step (a retry, a Delay's wake) goes back to the queue, and
+//! fan-out branches go out as messages of their own. It decides nothing and builds no HTTP
+//! answers: what a caller gets comes from the engine as an [`Answer`] and is settled through
+//! `crate::settle`.
 
 mod context;
 mod fan_out;
@@ -11,47 +15,48 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::engine::{self, Effect, Outcome};
-use crate::messages::{ScopeEntry, StepMessage, step_key};
-use crate::model::{Step, StepKind, Workflow};
+use crate::engine::{self, Answer, Effect, Event, Outcome, Recorded, State, StepKey};
+use crate::messages::{ScopeEntry, StepMessage};
+use crate::model::{StepKind, Workflow};
 use crate::ports::{Deployment, FirstWrite, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, StoreError};
-use crate::record::{
-    Execution, ExecutionError, ExecutionStatus, HttpResponse, SettledResponse, StepAttempt, StepError, StepStatus,
-    Timestamp, now,
-};
-use crate::runtime::Runtime;
-use crate::steps;
+use crate::record::{Execution, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, now};
+use crate::runtime::{Host, Runtime};
+use crate::settle;
+use crate::steps::response::{Delivery, with_delivery};
+use crate::steps::{self, StepPorts};
 
 pub use context::{base as test_context, referenced_steps, step_variables};
 
 /// Deliveries of one message before it is given up on (matches the queues' redrive policy).
 pub const MAX_RECEIVES: u32 = 5;
-/// At most this many steps run inline in one invocation before the rest is enqueued.
+/// At most this many steps run inline in one segment before the rest is enqueued.
 const MAX_INLINE_STEPS: usize = 50;
-/// Inline steps stop being started after this long, leaving room in the Lambda timeout.
-const SEGMENT_BUDGET: Duration = Duration::from_secs(20);
-/// A message due within this much is handled now rather than sent back to wait.
+/// A wait due within this much is not sent back to the queue: the flow goes on now.
 const EARLY_TOLERANCE: Duration = Duration::from_millis(50);
 
+/// A failure of the interpreter itself (not of a step: those are recorded outcomes).
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     /// Worth delivering the message again (storage or queue trouble).
     #[error("{0}")]
     Retryable(String),
-    /// The message can never be handled (malformed); delivering it again won't help.
+    /// The message can never be handled (malformed, or data that cannot be); delivering it
+    /// again won't help.
     #[error("{0}")]
     Poison(String),
 }
 
+impl RunError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RunError::Retryable(_))
+    }
+}
+
 impl From<StoreError> for RunError {
     fn from(error: StoreError) -> Self {
-        match error {
-            // Neither comes right by delivering the message again: fail the execution at once.
-            StoreError::Corrupt(_) | StoreError::TooLarge(_) => RunError::Poison(error.to_string()),
-            _ => RunError::Retryable(error.to_string()),
-        }
+        if error.is_retryable() { RunError::Retryable(error.to_string()) } else { RunError::Poison(error.to_string()) }
     }
 }
 
@@ -59,6 +64,21 @@ impl From<QueueError> for RunError {
     fn from(error: QueueError) -> Self {
         RunError::Retryable(error.to_string())
     }
+}
+
+impl From<engine::EngineError> for RunError {
+    fn from(error: engine::EngineError) -> Self {
+        RunError::Poison(error.to_string())
+    }
+}
+
+/// Where a segment starts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Entry {
+    /// Run `attempt` of the step at `key`.
+    Run { key: StepKey, attempt: u32 },
+    /// The wait of the Delay step at `key` (attempt `attempt`, recorded) is over.
+    Wake { key: StepKey, attempt: u32 },
 }
 
 #[derive(Clone)]
@@ -89,27 +109,34 @@ impl VersionCache {
     }
 }
 
-/// The step attempt being handled, where it runs, and its record once known.
-struct Current {
-    step: String,
-    attempt: u32,
-    scope: Vec<ScopeEntry>,
-    record: Option<StepAttempt>,
+/// What comes next inside a segment.
+enum Pending {
+    Entry(Entry),
+    Event(Event),
 }
 
-impl Current {
-    fn indexes(&self) -> Vec<u32> {
-        self.scope.iter().map(|s| s.index).collect()
-    }
-
-    fn key(&self) -> String {
-        step_key(&self.step, &self.indexes())
-    }
+/// One segment of one execution: the interpreter's state.
+struct Segment<'a> {
+    runtime: &'a Runtime,
+    execution: &'a Execution,
+    workflow: &'a Workflow,
+    /// The execution's status as last read or set here.
+    status: ExecutionStatus,
+    /// The fan-out branches of the current position, outermost first.
+    scope: Vec<ScopeEntry>,
+    started: Instant,
+    steps_run: usize,
+    /// Set once the caller was answered by a segment that must hand off after answering.
+    handed_off: bool,
 }
 
 impl Runner {
     pub fn new(runtime: Runtime) -> Self {
         Runner { runtime, versions: Arc::default() }
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
     }
 
     /// Handles one message from the step queue. `receive_count` is how many times it has
@@ -119,9 +146,9 @@ impl Runner {
     pub async fn handle(&self, body: &str, receive_count: u32) -> Result<(), RunError> {
         let message: StepMessage =
             serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
-        let result = self.run(&message).await;
+        let result = self.run_message(&message).await;
         if let Err(error) = &result {
-            let final_delivery = matches!(error, RunError::Poison(_)) || receive_count >= MAX_RECEIVES;
+            let final_delivery = !error.is_retryable() || receive_count >= MAX_RECEIVES;
             tracing::error!(execution = %message.execution_id, step = %message.step, receive_count, %error, "step message failed");
             if final_delivery {
                 let reason = format!("internal error running step `{}`: {error}", message.step);
@@ -150,165 +177,335 @@ impl Runner {
         Ok(deployment)
     }
 
-    async fn run(&self, message: &StepMessage) -> Result<(), RunError> {
+    async fn run_message(&self, message: &StepMessage) -> Result<(), RunError> {
         let store = &self.runtime.store;
         let Some(execution) = store.get_execution(&message.execution_id).await? else {
-            return Err(RunError::Poison(format!("no execution `{}`", message.execution_id)));
+            // Messages are sent before their execution is created (see `crate::start`): one
+            // that finds none belongs to a start that failed, and has nothing to run.
+            tracing::warn!(execution = %message.execution_id, "message for an execution that does not exist; dropped");
+            return Ok(());
         };
         if execution.status.is_ended() {
             tracing::debug!(execution = %execution.id, "execution already ended; message dropped");
             return Ok(());
         }
         if let Some(remaining) = message.not_before_ms.and_then(remaining_until) {
-            // A Delay step's wait longer than one queue delay: wait again.
-            return self.send_later(&execution, message.clone(), remaining).await;
-        }
-        if execution.status == ExecutionStatus::Waiting {
-            store.set_execution_status(&execution.id, ExecutionStatus::Waiting, ExecutionStatus::Running).await?;
+            // A wait longer than one queue delay: wait again.
+            let outgoing = Outgoing { body: message.to_json(), delay: remaining.min(MAX_QUEUE_DELAY) };
+            self.runtime.queue.send(QueueName::Steps, outgoing).await?;
+            return Ok(());
         }
         let deployment = self.deployment(&execution).await?;
-        let workflow = &deployment.workflow;
-        let mut current = Current {
-            step: message.step.clone(),
-            attempt: message.attempt,
-            scope: message.scope.clone(),
-            record: None,
+        let key = message.key();
+        let entry = if message.wake {
+            Entry::Wake { key, attempt: message.attempt }
+        } else {
+            Entry::Run { key, attempt: message.attempt }
         };
-        let started = Instant::now();
-        for inline in 0.. {
-            let step = workflow
-                .find_step(&current.step)
-                .ok_or_else(|| RunError::Poison(format!("workflow has no step `{}`", current.step)))?;
-            let record = match current.record.take() {
-                Some(record) => record,
-                None => match self.attempt_record(&execution, workflow, step, &current).await? {
-                    Some(record) => record,
-                    // A fan-out sent its branches out: the join continues from there.
-                    None => return Ok(()),
-                },
-            };
-            let outcome = match (record.status, &record.output, &record.error) {
-                (StepStatus::Succeeded, output, _) => Outcome::Succeeded(output.clone().unwrap_or(Value::Null)),
-                (StepStatus::Failed, _, Some(error)) => Outcome::Failed(error.clone()),
-                (StepStatus::Failed, _, None) => Outcome::Failed(StepError::terminal("failed")),
-            };
-            let seed = engine::jitter_seed(&execution.id, &current.key(), current.attempt);
-            let effect =
-                engine::after_step(workflow, &current.step, &current.indexes(), current.attempt, &outcome, seed)
-                    .map_err(|e| RunError::Poison(e.to_string()))?;
-            let next = match effect {
-                Effect::RunStep { step, attempt, delay, not_before, .. } => {
-                    let wait =
-                        delay.max(not_before.and_then(|t| remaining_until(t.timestamp_millis())).unwrap_or_default());
-                    if wait.is_zero() && inline < MAX_INLINE_STEPS && started.elapsed() < SEGMENT_BUDGET {
-                        Current { step, attempt, scope: current.scope, record: None }
-                    } else {
-                        let message = StepMessage {
-                            execution_id: execution.id.clone(),
-                            step,
-                            attempt,
-                            scope: current.scope,
-                            not_before_ms: not_before.map(|t| t.timestamp_millis()),
-                        };
-                        return self.send_later(&execution, message, wait).await;
-                    }
-                }
-                Effect::BranchDone { fan_out, index, result, .. } => {
-                    match self.join(&execution, workflow, &fan_out, current.scope, index, result).await? {
-                        Some(next) => next,
-                        None => return Ok(()),
-                    }
-                }
-                Effect::BranchFailed { fan_out, error, .. } => {
-                    let mut outer = current.scope;
-                    outer.pop();
-                    let key = step_key(&fan_out, &outer.iter().map(|s| s.index).collect::<Vec<_>>());
-                    let failed = failed_attempt(&key, error);
-                    let record = self.record(&execution, failed).await?;
-                    Current { step: fan_out, attempt: 1, scope: outer, record: Some(record) }
-                }
-                Effect::Finish { status, error } => return self.finish(&execution, status, error).await,
-            };
-            current = next;
-        }
-        Ok(())
+        self.segment(&execution, &deployment.workflow, message.scope.clone(), entry).await
     }
 
-    /// The record of the current attempt: the one already recorded (a redelivery), or the
-    /// result of running it now. None when the step is a fan-out that sent its branches.
-    async fn attempt_record(
+    /// Runs a segment of `execution` from `entry`, in the fan-out branches `scope`, until
+    /// what comes next must wait, goes out as messages, or the segment's budget is spent.
+    pub async fn segment(
         &self,
         execution: &Execution,
         workflow: &Workflow,
-        step: &Step,
-        current: &Current,
-    ) -> Result<Option<StepAttempt>, RunError> {
-        let key = current.key();
-        if let Some(recorded) = self.runtime.store.get_step(&execution.id, &key, current.attempt).await? {
-            return Ok(Some(recorded));
-        }
-        let ctx = context::for_step(&self.runtime, execution, workflow, step, &current.scope).await?;
-        let mut record = match &step.kind {
-            StepKind::FanOut(fan_out) => {
-                match self.start_fan_out(execution, step, fan_out, &current.scope, &ctx).await? {
-                    Some(record) => record,
-                    None => return Ok(None),
-                }
-            }
-            _ => steps::execute(&self.runtime, execution, step, &key, current.attempt, &ctx).await,
-        };
-        record.step = key;
-        Ok(Some(self.record(execution, record).await?))
-    }
-
-    /// Records an attempt; if another delivery recorded it first, that record wins.
-    async fn record(&self, execution: &Execution, record: StepAttempt) -> Result<StepAttempt, RunError> {
-        Ok(match self.runtime.store.record_step(&execution.id, &record).await? {
-            FirstWrite::Written => record,
-            FirstWrite::Existing(earlier) => earlier,
-        })
-    }
-
-    /// Sends `message` back to the queue to be handled after `wait` (at most one queue
-    /// delay; the message comes back early and waits again for longer waits). A wait for a
-    /// Delay step shows the execution as `waiting`.
-    async fn send_later(&self, execution: &Execution, message: StepMessage, wait: Duration) -> Result<(), RunError> {
-        if message.not_before_ms.is_some() && execution.status == ExecutionStatus::Running {
-            let store = &self.runtime.store;
-            store.set_execution_status(&execution.id, ExecutionStatus::Running, ExecutionStatus::Waiting).await?;
-        }
-        let outgoing = Outgoing { body: message.to_json(), delay: wait.min(MAX_QUEUE_DELAY) };
-        self.runtime.queue.send(QueueName::Steps, outgoing).await?;
-        Ok(())
-    }
-
-    /// Ends the execution; a caller still waiting for a Response step is answered at once.
-    async fn finish(
-        &self,
-        execution: &Execution,
-        status: ExecutionStatus,
-        error: Option<ExecutionError>,
+        scope: Vec<ScopeEntry>,
+        entry: Entry,
     ) -> Result<(), RunError> {
-        let store = &self.runtime.store;
-        store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
-        if execution.response_deadline.is_some() {
-            let response = ended_response(execution, status, error.as_ref());
-            store.settle_response(&execution.id, &SettledResponse::WorkflowEnded { response, at: now() }).await?;
-        }
-        tracing::info!(execution = %execution.id, status = status.as_str(), "execution ended");
-        Ok(())
+        let mut segment = Segment {
+            runtime: &self.runtime,
+            execution,
+            workflow,
+            status: execution.status,
+            scope,
+            started: Instant::now(),
+            steps_run: 0,
+            handed_off: false,
+        };
+        segment.run(Pending::Entry(entry)).await
+    }
+
+    /// Carries out the effects of an event outside any step (an execution that starts and
+    /// ends at once, a deadline).
+    pub async fn apply(&self, execution: &Execution, workflow: &Workflow, event: Event) -> Result<(), RunError> {
+        let mut segment = Segment {
+            runtime: &self.runtime,
+            execution,
+            workflow,
+            status: execution.status,
+            scope: Vec::new(),
+            started: Instant::now(),
+            steps_run: 0,
+            handed_off: false,
+        };
+        segment.run(Pending::Event(event)).await
     }
 
     async fn give_up(&self, message: &StepMessage, reason: String) -> Result<(), RunError> {
         let Some(execution) = self.runtime.store.get_execution(&message.execution_id).await? else {
             return Ok(());
         };
-        if execution.status.is_ended() {
-            return Ok(());
+        let event = Event::Abandoned { key: Some(message.key()), reason };
+        match self.deployment(&execution).await {
+            Ok(deployment) => self.apply(&execution, &deployment.workflow, event).await,
+            // Without its workflow the execution still ends, as a workflow without steps would.
+            Err(_) => {
+                let empty = Workflow {
+                    id: execution.workflow_id.clone(),
+                    name: None,
+                    trigger: crate::model::Trigger::Request { validate: None },
+                    steps: Vec::new(),
+                };
+                self.apply(&execution, &empty, event).await
+            }
         }
-        let error = ExecutionError { step: Some(message.step.clone()), message: reason };
-        self.finish(&execution, ExecutionStatus::Failed, Some(error)).await
     }
+}
+
+impl Segment<'_> {
+    async fn run(&mut self, first: Pending) -> Result<(), RunError> {
+        let mut next = Some(first);
+        while let Some(pending) = next.take() {
+            let event = match pending {
+                Pending::Event(event) => event,
+                Pending::Entry(Entry::Run { key, attempt }) => self.run_step(key, attempt).await?,
+                Pending::Entry(Entry::Wake { key, attempt }) => self.wake(key, attempt).await?,
+            };
+            let state = State {
+                execution_id: &self.execution.id,
+                status: self.status,
+                caller_waits: self.execution.response_deadline.is_some(),
+                now: now(),
+            };
+            for effect in engine::decide(self.workflow, &state, event)? {
+                if let Some(pending) = self.carry_out(effect).await? {
+                    next = Some(pending);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the next step may run in this segment rather than from the queue.
+    fn may_go_on(&self) -> bool {
+        !self.handed_off
+            && self.steps_run < MAX_INLINE_STEPS
+            && self.started.elapsed() < self.runtime.settings.segment_budget
+    }
+
+    fn ports(&self) -> StepPorts<'_> {
+        StepPorts { http: &self.runtime.http, files: self.runtime.store.as_ref() }
+    }
+
+    /// The scope entries of a key's scope (a prefix of the current position's).
+    fn scope_of(&self, key: &StepKey) -> Result<Vec<ScopeEntry>, RunError> {
+        let entries = self.scope.get(..key.scope.len()).unwrap_or(&self.scope);
+        if entries.iter().map(|e| e.index).ne(key.scope.iter().copied()) {
+            return Err(RunError::Poison(format!("step `{key}` is not in the current fan-out branch")));
+        }
+        Ok(entries.to_vec())
+    }
+
+    /// Runs attempt `attempt` of `key` (unless it is recorded) and says how it ended.
+    async fn run_step(&mut self, key: StepKey, attempt: u32) -> Result<Event, RunError> {
+        let store = &self.runtime.store;
+        let step = self
+            .workflow
+            .find_step(&key.step)
+            .ok_or_else(|| RunError::Poison(format!("workflow has no step `{}`", key.step)))?;
+        let text = key.to_string();
+        if let Some(recorded) = store.get_step(&self.execution.id, &text, attempt).await? {
+            let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
+            return Ok(Event::StepEnded { key, attempt, outcome });
+        }
+        let env = &self.runtime.settings.env;
+        let ctx = context::for_step(store.as_ref(), env, self.execution, self.workflow, step, &self.scope).await?;
+        if let StepKind::FanOut(fan_out) = &step.kind {
+            return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
+        }
+        let executed = steps::execute(self.ports(), self.execution, step, &text, attempt, &ctx).await;
+        self.steps_run += 1;
+        let mut record = executed.record;
+        if let Some(answer) = executed.answer {
+            let delivery = self.answer(key.clone(), answer).await;
+            match delivery {
+                Ok(delivery) => record.output = record.output.map(|output| with_delivery(output, delivery)),
+                Err(error) => {
+                    record.status = StepStatus::Failed;
+                    record.output = None;
+                    record.error =
+                        Some(crate::record::StepError::retryable(format!("could not record the response: {error}")));
+                }
+            }
+        }
+        let outcome = match self.record(record).await? {
+            (FirstWrite::Written, recorded) if recorded.status == StepStatus::Succeeded => {
+                Outcome::Succeeded { output: recorded.output.unwrap_or(Value::Null), signal: executed.signal }
+            }
+            (_, recorded) => steps::outcome_of(step, &recorded).map_err(RunError::Poison)?,
+        };
+        Ok(Event::StepEnded { key, attempt, outcome })
+    }
+
+    /// Settles a Response step's answer if the engine says a caller gets it.
+    async fn answer(&mut self, key: StepKey, answer: crate::record::HttpResponse) -> Result<Delivery, StoreError> {
+        let state = State {
+            execution_id: &self.execution.id,
+            status: self.status,
+            caller_waits: self.execution.response_deadline.is_some(),
+            now: now(),
+        };
+        let effects =
+            engine::decide(self.workflow, &state, Event::Answered { key, answer: answer.clone() }).unwrap_or_default();
+        let mut delivery = Delivery::NoCaller;
+        for effect in effects {
+            if let Effect::Respond(response) = effect {
+                delivery = match self.respond(response).await? {
+                    FirstWrite::Written => Delivery::Delivered,
+                    // A redelivery of this same step: it was delivered the first time.
+                    FirstWrite::Existing(SettledResponse::Step { response: earlier, .. }) if earlier == answer => {
+                        Delivery::Delivered
+                    }
+                    FirstWrite::Existing(_) => Delivery::TooLate,
+                };
+            }
+        }
+        Ok(delivery)
+    }
+
+    async fn respond(&mut self, answer: Answer) -> Result<FirstWrite<SettledResponse>, StoreError> {
+        let written =
+            settle::settle(self.runtime.store.as_ref(), &self.runtime.signals, &self.execution.id, answer).await?;
+        if self.runtime.settings.host == Host::Lambda {
+            // A Lambda is frozen once it answers: what follows goes to the queue.
+            self.handed_off = true;
+        }
+        Ok(written)
+    }
+
+    /// A Delay step's wait is over: its recorded output goes on to the engine.
+    async fn wake(&mut self, key: StepKey, attempt: u32) -> Result<Event, RunError> {
+        let recorded = self.runtime.store.get_step(&self.execution.id, &key.to_string(), attempt).await?;
+        let recorded = recorded
+            .ok_or_else(|| RunError::Poison(format!("woken for `{key}`, whose attempt {attempt} is not recorded")))?;
+        Ok(Event::WaitOver { key, attempt, output: recorded.output.unwrap_or(Value::Null) })
+    }
+
+    /// Records an attempt; if another delivery recorded it first, that record wins.
+    async fn record(&self, record: StepAttempt) -> Result<(FirstWrite<()>, StepAttempt), RunError> {
+        Ok(match self.runtime.store.record_step(&self.execution.id, &record).await? {
+            FirstWrite::Written => (FirstWrite::Written, record),
+            FirstWrite::Existing(earlier) => (FirstWrite::Existing(()), earlier),
+        })
+    }
+
+    /// Sends a step message for `key` (its scope entries from the current position).
+    async fn send_step(
+        &self,
+        key: &StepKey,
+        attempt: u32,
+        delay: Duration,
+        not_before_ms: Option<i64>,
+        wake: bool,
+    ) -> Result<(), RunError> {
+        let message = StepMessage {
+            execution_id: self.execution.id.clone(),
+            step: key.step.clone(),
+            attempt,
+            scope: self.scope_of(key)?,
+            not_before_ms,
+            wake,
+        };
+        let outgoing = Outgoing { body: message.to_json(), delay: delay.min(MAX_QUEUE_DELAY) };
+        self.runtime.queue.send(QueueName::Steps, outgoing).await?;
+        Ok(())
+    }
+
+    /// Carries out one effect; returns what the segment handles next, if anything.
+    async fn carry_out(&mut self, effect: Effect) -> Result<Option<Pending>, RunError> {
+        let store = &self.runtime.store;
+        match effect {
+            Effect::RunStep { key, attempt, delay } => {
+                if delay.is_zero() && self.may_go_on() {
+                    self.scope = self.scope_of(&key)?;
+                    return Ok(Some(Pending::Entry(Entry::Run { key, attempt })));
+                }
+                self.send_step(&key, attempt, delay, None, false).await?;
+            }
+            Effect::Wake { key, attempt, at } => {
+                let remaining = remaining_until(at.timestamp_millis());
+                if remaining.is_none() && self.may_go_on() {
+                    self.scope = self.scope_of(&key)?;
+                    return Ok(Some(Pending::Entry(Entry::Wake { key, attempt })));
+                }
+                let delay = remaining.unwrap_or_default();
+                self.send_step(&key, attempt, delay, Some(at.timestamp_millis()), true).await?;
+            }
+            Effect::Record { key, attempt, result } => {
+                let record = recorded_attempt(&key, attempt, result);
+                let step = self
+                    .workflow
+                    .find_step(&key.step)
+                    .ok_or_else(|| RunError::Poison(format!("workflow has no step `{}`", key.step)))?;
+                let (_, recorded) = self.record(record).await?;
+                let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
+                self.scope = self.scope_of(&key)?;
+                return Ok(Some(Pending::Event(Event::StepEnded { key, attempt, outcome })));
+            }
+            Effect::StartBranches { fan_out, first_step, lanes, items } => {
+                self.start_branches(&fan_out, &first_step, lanes, items).await?;
+            }
+            Effect::StartBranch { fan_out, first_step, index, total } => {
+                self.start_branch(&fan_out, &first_step, index, total).await?;
+            }
+            Effect::CompleteBranch { fan_out, index, result } => {
+                let event = self.complete_branch(fan_out, index, &result).await?;
+                return Ok(Some(Pending::Event(event)));
+            }
+            Effect::Join { fan_out, total } => {
+                let event = self.join(fan_out, total).await?;
+                return Ok(Some(Pending::Event(event)));
+            }
+            Effect::SetStatus { from, to } => {
+                if store.set_execution_status(&self.execution.id, from, to).await? {
+                    self.status = to;
+                } else if let Some(current) = store.get_execution(&self.execution.id).await? {
+                    self.status = current.status;
+                }
+            }
+            Effect::Respond(answer) => {
+                self.respond(answer).await?;
+            }
+            Effect::Finish { status, error } => {
+                store.finish_execution(&self.execution.id, status, error.as_ref(), now()).await?;
+                self.status = status;
+                tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// The record of a step that ends without running (a fan-out's start or join).
+fn recorded_attempt(key: &StepKey, attempt: u32, result: Recorded) -> StepAttempt {
+    let at = now();
+    let (status, input, output, error) = match result {
+        Recorded::Succeeded { input, output } => (StepStatus::Succeeded, input, Some(output), None),
+        Recorded::Failed(error) => (StepStatus::Failed, Value::Null, None, Some(error)),
+    };
+    steps::within_record_limit(StepAttempt {
+        step: key.to_string(),
+        attempt,
+        status,
+        input,
+        output,
+        error,
+        started_at: at,
+        ended_at: at,
+        logs: Vec::new(),
+    })
 }
 
 /// How long until `epoch_ms`, if that is later than now (beyond a small tolerance).
@@ -318,74 +515,5 @@ fn remaining_until(epoch_ms: i64) -> Option<Duration> {
     (remaining > EARLY_TOLERANCE).then_some(remaining)
 }
 
-/// A failed attempt 1 of `key` with `error`, for steps that fail without running (fan-outs).
-fn failed_attempt(key: &str, error: StepError) -> StepAttempt {
-    let at: Timestamp = now();
-    StepAttempt {
-        step: key.to_string(),
-        attempt: 1,
-        status: StepStatus::Failed,
-        input: Value::Null,
-        output: None,
-        error: Some(error),
-        started_at: at,
-        ended_at: at,
-        logs: Vec::new(),
-    }
-}
-
-/// What a waiting caller gets when the execution ends before any Response step ran.
-fn ended_response(execution: &Execution, status: ExecutionStatus, error: Option<&ExecutionError>) -> HttpResponse {
-    let body = match (status, error) {
-        (ExecutionStatus::Failed, Some(error)) => json!({ "error": {
-            "code": "workflow_failed",
-            "message": match &error.step {
-                Some(step) => format!("step `{step}` failed: {}", error.message),
-                None => error.message.clone(),
-            },
-            "executionId": execution.id,
-            "step": error.step,
-        }}),
-        _ => json!({
-            "message": "The workflow finished without reaching a Response step.",
-            "executionId": execution.id,
-        }),
-    };
-    let status = if status == ExecutionStatus::Failed { 500 } else { 200 };
-    HttpResponse { status, headers: Default::default(), body, file: None }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::model::load::load_str;
-
-    fn deployment(version: u32) -> Arc<Deployment> {
-        let workflow =
-            load_str("w.yaml", "id: w\ntrigger: { type: request }\nsteps:\n  - { id: d, type: delay, for: 1s }\n")
-                .expect("valid workflow");
-        Arc::new(Deployment {
-            project_id: "p".into(),
-            workflow_id: "w".into(),
-            version,
-            workflow,
-            deployed_at: chrono::Utc::now(),
-        })
-    }
-
-    #[test]
-    fn version_cache_keeps_versions_apart_and_starts_over_when_full() {
-        let cache = VersionCache::default();
-        let key = |version: u32| ("p".to_string(), "w".to_string(), version);
-        cache.put(key(1), deployment(1));
-        cache.put(key(2), deployment(2));
-        assert_eq!(cache.get(&key(1)).map(|d| d.version), Some(1));
-        assert_eq!(cache.get(&key(2)).map(|d| d.version), Some(2));
-        assert!(cache.get(&("q".to_string(), "w".to_string(), 1)).is_none(), "another project's version");
-        for version in 3..=VersionCache::MAX_ENTRIES as u32 + 1 {
-            cache.put(key(version), deployment(version));
-        }
-        assert!(cache.get(&key(1)).is_none(), "a full cache starts over");
-        assert!(cache.get(&key(VersionCache::MAX_ENTRIES as u32 + 1)).is_some());
-    }
-}
+mod tests;

@@ -1,6 +1,6 @@
-//! The Delay step: works out when the wait ends. It does not wait itself: its output
-//! `{ "waitedUntil": ... }` tells the engine when the next step may run, and the runner
-//! carries that through queue delays (re-sent past the 15-minute queue maximum).
+//! The Delay step: works out when the wait ends. It does not wait itself: the due time goes
+//! to the engine as a typed signal (and into the output as `{ "waitedUntil": ... }`), and the
+//! interpreter carries the wait through queue delays (re-sent past the 15-minute maximum).
 
 use std::time::Duration;
 
@@ -15,8 +15,14 @@ use crate::template;
 /// The longest wait a Delay step may ask for.
 pub const MAX_DELAY: Duration = Duration::from_secs(366 * 24 * 3600);
 
+/// When the wait ends, and the step's output saying so.
+pub(super) struct Until {
+    pub waited_until: DateTime<Utc>,
+    pub output: Value,
+}
+
 /// Works out the end of the wait; a test run (`skip`) does not wait: the wait ends now.
-pub(super) fn run(step: &DelayStep, ctx: &Value, skip: bool) -> (Value, Result<Value, StepError>) {
+pub(super) fn run(step: &DelayStep, ctx: &Value, skip: bool) -> (Value, Result<Until, StepError>) {
     let started = now();
     let until = match (&step.duration, &step.until) {
         (Some(duration), None) => (json!({ "for": duration.to_string() }), wait_for(started, duration.duration())),
@@ -41,9 +47,11 @@ pub(super) fn run(step: &DelayStep, ctx: &Value, skip: bool) -> (Value, Result<V
             )));
         }
         if skip {
-            return Ok(json!({ "waitedUntil": format_timestamp(&started), "skipped": "test runs do not wait" }));
+            let output = json!({ "waitedUntil": format_timestamp(&started), "skipped": "test runs do not wait" });
+            return Ok(Until { waited_until: started, output });
         }
-        Ok(json!({ "waitedUntil": format_timestamp(&until.max(started)) }))
+        let waited_until = until.max(started);
+        Ok(Until { waited_until, output: json!({ "waitedUntil": format_timestamp(&waited_until) }) })
     });
     (input, result)
 }
@@ -66,9 +74,10 @@ mod tests {
         serde_json::from_value(value).expect("delay step")
     }
 
-    fn waited_until(output: &Result<Value, StepError>) -> DateTime<Utc> {
-        let value = output.as_ref().expect("succeeded")["waitedUntil"].clone();
-        parse_timestamp(&value).expect("timestamp")
+    fn waited_until(output: &Result<Until, StepError>) -> DateTime<Utc> {
+        let until = output.as_ref().expect("succeeded");
+        assert_eq!(parse_timestamp(&until.output["waitedUntil"]), Some(until.waited_until));
+        until.waited_until
     }
 
     #[test]

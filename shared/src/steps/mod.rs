@@ -1,21 +1,44 @@
 //! Step executors: one per step type. Each turns a step, its attempt number and the
-//! execution's variables into one [`StepAttempt`] record; none of them decides what runs
-//! next (that is the engine's job). Templating errors fail the attempt terminally.
+//! execution's variables into one [`StepAttempt`] record and the typed [`Signal`] the engine
+//! needs (a conditional's branch, a Delay's due time); a Response step also hands back its
+//! answer, which the interpreter settles. None of them decides what runs next (that is the
+//! engine's job) and each gets only the ports it uses ([`StepPorts`]). Templating errors fail
+//! the attempt terminally.
 
 mod delay;
+pub mod fan_out;
 pub mod function;
 pub mod request;
-mod response;
+pub mod response;
 
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::condition;
+use crate::condition::time::parse_timestamp;
+use crate::engine::{Branch, Outcome, Signal};
 use crate::model::{FunctionStep, RequestStep, Step, StepKind};
-use crate::record::{Execution, StepAttempt, StepError, StepStatus, now};
-use crate::runtime::Runtime;
+use crate::net::HttpClient;
+use crate::ports::FileStore;
+use crate::record::{Execution, HttpResponse, StepAttempt, StepError, StepStatus, now};
 use crate::template;
+
+/// What step executors may use: the outbound HTTP client and the execution's files.
+#[derive(Clone, Copy)]
+pub struct StepPorts<'a> {
+    pub http: &'a HttpClient,
+    pub files: &'a dyn FileStore,
+}
+
+/// One attempt that ran: its record (not yet stored), what it means for the flow, and a
+/// Response step's answer (its record's output gets the delivery once it is settled).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Executed {
+    pub record: StepAttempt,
+    pub signal: Signal,
+    pub answer: Option<HttpResponse>,
+}
 
 /// The largest step attempt record kept (its JSON). DynamoDB items hold at most 400 KB; a
 /// bigger output fails the step rather than the storage write.
@@ -25,28 +48,49 @@ pub const MAX_RECORD_BYTES: usize = 350 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs one attempt of `step` — stored under `key` (the step id, plus the fan-out branch
-/// indexes when it runs in a branch) — and returns its record (not yet stored).
+/// indexes when it runs in a branch) — and returns what it did (nothing stored yet).
 pub async fn execute(
-    runtime: &Runtime,
+    ports: StepPorts<'_>,
     execution: &Execution,
     step: &Step,
     key: &str,
     attempt: u32,
     ctx: &Value,
-) -> StepAttempt {
+) -> Executed {
     let started_at = now();
     let mut logs = Vec::new();
+    let mut signal = Signal::None;
+    let mut answer = None;
     let (input, result) = match &step.kind {
-        StepKind::Request(request) => run_request(runtime, execution, key, request, ctx).await,
+        StepKind::Request(request) => run_request(ports, execution, key, request, ctx).await,
         StepKind::Conditional(conditional) => {
             let input = json!({ "when": conditional.when });
             let result = condition::evaluate(&conditional.when, ctx)
-                .map(|taken| json!({ "branch": if taken { "then" } else { "else" } }))
+                .map(|taken| {
+                    let branch = if taken { Branch::Then } else { Branch::Else };
+                    signal = Signal::Branch(branch);
+                    json!({ "branch": branch_name(branch) })
+                })
                 .map_err(|e| StepError::terminal(e.to_string()));
             (input, result)
         }
-        StepKind::Response(response) => response::run(runtime, execution, response, ctx).await,
-        StepKind::Delay(delay) => delay::run(delay, ctx, execution.test),
+        StepKind::Response(response) => {
+            let (input, result) = response::run(ports.files, &execution.id, response, ctx).await;
+            let output = result.map(|response| {
+                let output = response::sent(&response);
+                answer = Some(response);
+                output
+            });
+            (input, output)
+        }
+        StepKind::Delay(delay) => {
+            let (input, result) = delay::run(delay, ctx, execution.test);
+            let result = result.map(|until| {
+                signal = Signal::WaitUntil(until.waited_until);
+                until.output
+            });
+            (input, result)
+        }
         StepKind::Function(function) => {
             let (input, result, printed) = run_function(function, ctx).await;
             logs = printed;
@@ -59,7 +103,7 @@ pub async fn execute(
         Ok(output) => (StepStatus::Succeeded, Some(output), None),
         Err(error) => (StepStatus::Failed, None, Some(error)),
     };
-    within_record_limit(StepAttempt {
+    let record = within_record_limit(StepAttempt {
         step: key.to_string(),
         attempt,
         status,
@@ -69,7 +113,42 @@ pub async fn execute(
         started_at,
         ended_at: now(),
         logs,
-    })
+    });
+    if record.status == StepStatus::Failed {
+        // Cut for size: the flow sees the failure, not what the step meant to say.
+        return Executed { record, signal: Signal::None, answer: None };
+    }
+    Executed { record, signal, answer }
+}
+
+fn branch_name(branch: Branch) -> &'static str {
+    match branch {
+        Branch::Then => "then",
+        Branch::Else => "else",
+    }
+}
+
+/// The outcome of an attempt recorded before (a redelivery), typed as the engine needs it:
+/// the record's output is read back by the step type that wrote it. Err when the record
+/// cannot be what that step type writes (a corrupt record).
+pub fn outcome_of(step: &Step, record: &StepAttempt) -> Result<Outcome, String> {
+    if record.status == StepStatus::Failed {
+        return Ok(Outcome::Failed(record.error.clone().unwrap_or_else(|| StepError::terminal("failed"))));
+    }
+    let output = record.output.clone().unwrap_or(Value::Null);
+    let signal = match &step.kind {
+        StepKind::Conditional(_) => match output.get("branch").and_then(Value::as_str) {
+            Some("then") => Signal::Branch(Branch::Then),
+            Some("else") => Signal::Branch(Branch::Else),
+            _ => return Err(format!("the recorded conditional `{}` has no branch: {output}", record.step)),
+        },
+        StepKind::Delay(_) => match output.get("waitedUntil").and_then(parse_timestamp) {
+            Some(until) => Signal::WaitUntil(until),
+            None => return Err(format!("the recorded delay `{}` has no due time: {output}", record.step)),
+        },
+        _ => Signal::None,
+    };
+    Ok(Outcome::Succeeded { output, signal })
 }
 
 async fn run_function(step: &FunctionStep, ctx: &Value) -> (Value, Result<Value, StepError>, Vec<String>) {
@@ -113,7 +192,7 @@ fn json_size<T: serde::Serialize>(value: &T) -> usize {
 }
 
 async fn run_request(
-    runtime: &Runtime,
+    ports: StepPorts<'_>,
     execution: &Execution,
     key: &str,
     request: &RequestStep,
@@ -124,10 +203,9 @@ async fn run_request(
         Err(error) => return (Value::Null, Err(error)),
     };
     let idempotency_key = format!("{}:{key}", execution.id);
-    let files: &dyn crate::ports::FileStore = runtime.store.as_ref();
     // A test run fetches at most `TEST_RUN_MAX_PAGES` pages of a paginated request.
     let options = if execution.test { request::SendOptions::test_run() } else { request::SendOptions::default() };
-    let result = request::send(&runtime.http, files, &execution.id, &rendered, &idempotency_key, &options).await;
+    let result = request::send(ports.http, ports.files, &execution.id, &rendered, &idempotency_key, &options).await;
     (rendered.input_record(), result)
 }
 

@@ -1,10 +1,11 @@
-//! The Response step: renders the answer and settles it as the synchronous caller's
-//! response. If the deadline already settled a 542, the step still succeeds and its output
-//! records that the answer came too late (`delivered: false`).
+//! The Response step: renders the answer and hands it back; the interpreter settles it for a
+//! waiting caller (first writer wins) and records the step with how it was delivered: if the
+//! deadline already settled a 542, the step still succeeds and its output says the answer
+//! came too late (`delivered: false`).
 //!
 //! A file answer (`file: "{{steps.x.output.file}}"`) settles only the file object, never its
 //! bytes: the object must render to a file of this execution's `FileStore` (checked before
-//! settling) and excludes `body`; the trigger reads the bytes when it answers.
+//! answering) and excludes `body`; the trigger reads the bytes when it answers.
 
 use std::collections::BTreeMap;
 
@@ -12,52 +13,58 @@ use serde_json::{Value, json};
 
 use super::request::file_object;
 use crate::model::ResponseStep;
-use crate::ports::{FileStore, FirstWrite, StoreError};
-use crate::record::{Execution, FileObject, HttpResponse, SettledResponse, StepError, now};
-use crate::runtime::Runtime;
+use crate::ports::{FileStore, StoreError};
+use crate::record::{FileObject, HttpResponse, StepError};
 use crate::template;
 
+/// Renders the answer of `step`: its recorded input and the answer (or why there is none).
 pub(super) async fn run(
-    runtime: &Runtime,
-    execution: &Execution,
+    files: &dyn FileStore,
+    execution_id: &str,
     step: &ResponseStep,
     ctx: &Value,
-) -> (Value, Result<Value, StepError>) {
+) -> (Value, Result<HttpResponse, StepError>) {
     let response = match render(step, ctx) {
         Ok(response) => response,
         Err(error) => return (Value::Null, Err(error)),
     };
     // The body is recorded once, in the output (the record must stay small).
     let input = json!({ "status": response.status, "headers": response.headers });
-    let mut sent = json!({ "status": response.status, "headers": response.headers, "body": response.body });
-    if let Some(file) = &response.file {
-        if let Err(error) = check_file(runtime.store.as_ref(), &execution.id, file).await {
-            return (input, Err(error));
-        }
-        sent["file"] = json!(file);
+    if let Some(file) = &response.file
+        && let Err(error) = check_file(files, execution_id, file).await
+    {
+        return (input, Err(error));
     }
-    if execution.response_deadline.is_none() {
-        // Only executions whose caller waits have a response to settle.
-        return (input, Ok(with_delivery(sent, false, Some("the caller did not wait for a response"))));
-    }
-    let settled = SettledResponse::Step { response: response.clone(), at: now() };
-    let result = match runtime.store.settle_response(&execution.id, &settled).await {
-        Ok(FirstWrite::Written) => Ok(with_delivery(sent, true, None)),
-        Ok(FirstWrite::Existing(SettledResponse::Step { response: earlier, .. })) => {
-            // A redelivery of this same step: it was delivered the first time.
-            Ok(with_delivery(sent, earlier == response, None))
-        }
-        Ok(FirstWrite::Existing(_)) => Ok(with_delivery(
-            sent,
-            false,
-            Some("the response came too late: the caller had already been answered (542)"),
-        )),
-        Err(error) => Err(StepError::retryable(format!("could not record the response: {error}"))),
-    };
-    (input, result)
+    (input, Ok(response))
 }
 
-fn with_delivery(mut output: Value, delivered: bool, note: Option<&str>) -> Value {
+/// The output recorded for an answer, before its delivery is known.
+pub(super) fn sent(response: &HttpResponse) -> Value {
+    let mut sent = json!({ "status": response.status, "headers": response.headers, "body": response.body });
+    if let Some(file) = &response.file {
+        sent["file"] = json!(file);
+    }
+    sent
+}
+
+/// How a Response step's answer reached the caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// It is what the caller gets.
+    Delivered,
+    /// Nobody waits for an answer (an asynchronous execution).
+    NoCaller,
+    /// The caller had been answered before (542, or the workflow's end).
+    TooLate,
+}
+
+/// `output` with its delivery: `delivered`, and a `note` when it was not.
+pub fn with_delivery(mut output: Value, delivery: Delivery) -> Value {
+    let (delivered, note) = match delivery {
+        Delivery::Delivered => (true, None),
+        Delivery::NoCaller => (false, Some("the caller did not wait for a response")),
+        Delivery::TooLate => (false, Some("the response came too late: the caller had already been answered (542)")),
+    };
     output["delivered"] = json!(delivered);
     if let Some(note) = note {
         output["note"] = json!(note);

@@ -104,6 +104,37 @@ fn read_step(
     row.map(decode_step).transpose()
 }
 
+/// Inserts a new execution; `AlreadyExists` if the id is taken.
+pub(super) fn insert_execution(conn: &Connection, e: &Execution) -> Result<(), StoreError> {
+    let trigger = to_json(&e.trigger)?;
+    let error = opt_json(e.error.as_ref())?;
+    let inserted = conn
+        .execute(
+            "INSERT INTO executions (id, project_id, workflow_id, workflow_version, user_id, status,
+                 started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
+            params![
+                e.id,
+                e.project_id,
+                e.workflow_id,
+                e.workflow_version,
+                e.user_id,
+                e.status.as_str(),
+                to_ms(&e.started_at),
+                e.ended_at.as_ref().map(to_ms),
+                trigger,
+                e.response_deadline.as_ref().map(to_ms),
+                error,
+                e.test,
+            ],
+        )
+        .map_err(backend)?;
+    if inserted == 0 {
+        return Err(StoreError::AlreadyExists(format!("execution {}", e.id)));
+    }
+    Ok(())
+}
+
 fn read_response(conn: &Connection, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
     let text: Option<String> = conn
         .query_row("SELECT response FROM responses WHERE execution_id = ?1", params![execution_id], |row| row.get(0))
@@ -116,36 +147,7 @@ fn read_response(conn: &Connection, execution_id: &str) -> Result<Option<Settled
 impl ExecutionStore for Sqlite {
     async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError> {
         let e = execution.clone();
-        let trigger = to_json(&e.trigger)?;
-        let error = opt_json(e.error.as_ref())?;
-        self.call(move |conn| {
-            let inserted = conn
-                .execute(
-                    "INSERT INTO executions (id, project_id, workflow_id, workflow_version, user_id, status,
-                         started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
-                    params![
-                        e.id,
-                        e.project_id,
-                        e.workflow_id,
-                        e.workflow_version,
-                        e.user_id,
-                        e.status.as_str(),
-                        to_ms(&e.started_at),
-                        e.ended_at.as_ref().map(to_ms),
-                        trigger,
-                        e.response_deadline.as_ref().map(to_ms),
-                        error,
-                        e.test,
-                    ],
-                )
-                .map_err(backend)?;
-            if inserted == 0 {
-                return Err(StoreError::AlreadyExists(format!("execution {}", e.id)));
-            }
-            Ok(())
-        })
-        .await
+        self.call(move |conn| insert_execution(conn, &e)).await
     }
 
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {

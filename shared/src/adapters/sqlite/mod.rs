@@ -12,6 +12,7 @@ mod executions;
 mod fan_out;
 mod files;
 mod queue;
+mod start;
 mod workflows;
 
 use std::path::Path;
@@ -188,6 +189,11 @@ impl Sqlite {
     pub fn with_max_receives(mut self, max_receives: u32) -> Sqlite {
         self.max_receives = max_receives.max(1);
         self
+    }
+
+    /// Wakes long-polling receivers: a message was sent.
+    fn wake_receivers(&self) {
+        self.sent.notify_waiters();
     }
 
     fn from_connection(mut conn: Connection) -> Result<Sqlite, StoreError> {

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
 use super::{Sqlite, backend, ceil_ms, now_ms, now_ms_ceil};
-use crate::ports::{MAX_QUEUE_DELAY, Outgoing, Queue, QueueError, QueueName, Received, StoreError};
+use crate::ports::{ConsumeQueue, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, Received, SendQueue, StoreError};
 
 /// The longest a long-polling receiver sleeps before looking again, in case another process
 /// sent to the same database file (its sends cannot wake our `Notify`).
@@ -23,7 +23,7 @@ fn queue_error(e: StoreError) -> QueueError {
     QueueError::Backend(e.to_string())
 }
 
-fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, now: i64) -> Result<(), StoreError> {
+pub(super) fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, now: i64) -> Result<(), StoreError> {
     let delay = ceil_ms(message.delay.min(MAX_QUEUE_DELAY));
     // Counted from `now` rounded up, so the delay is never cut short; no delay means at once.
     let visible_at = if delay == 0 { now } else { now_ms_ceil().saturating_add(delay) };
@@ -126,7 +126,7 @@ impl Sqlite {
 }
 
 #[async_trait]
-impl Queue for Sqlite {
+impl SendQueue for Sqlite {
     async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
         self.call(move |conn| insert(conn, queue, &message, now_ms())).await.map_err(queue_error)?;
         self.sent.notify_waiters();
@@ -151,7 +151,10 @@ impl Queue for Sqlite {
         self.sent.notify_waiters();
         Ok(())
     }
+}
 
+#[async_trait]
+impl ConsumeQueue for Sqlite {
     async fn receive(
         &self,
         queue: QueueName,

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::check::{Checker, index_path, key_path};
 use crate::template::{PathExpr, Segment, Template};
 
-const ROOTS: &[&str] = &["trigger", "steps", "settings", "user", "execution", "workflow"];
+const ROOTS: &[&str] = &["trigger", "steps", "settings", "env", "user", "execution", "workflow"];
 /// Roots that exist only inside a fan-out branch.
 const BRANCH_ROOTS: &[&str] = &["item", "index"];
 const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload"];
@@ -77,7 +77,9 @@ impl Checker {
                 )),
             },
             "steps" => self.step_reference_problem(expr, scope),
-            "settings" => None,
+            // Values of the stack (`Settings::env`), known only at run time: a name it does not
+            // hold fails the step like any missing path.
+            "settings" | "env" => None,
             "user" | "execution" | "workflow" => {
                 let only_id = expr.segments.len() == 2 && expr.key_at(1) == Some("id");
                 (!only_id).then(|| format!("only `{root}.id` is available"))

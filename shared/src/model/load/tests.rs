@@ -292,7 +292,7 @@ fn earlier_steps_enclosing_conditionals_and_earlier_branches_are_in_scope() {
     headers: { x-id: "{{steps.c.output.body.id}}" }
     body:
       a: "{{steps.a.error}}"
-      b: ["{{steps.b.output.body}}", "{{user.id}}", "{{execution.id}}", "{{workflow.id}}", "{{settings.token}}"]
+      b: ["{{steps.b.output.body}}", "{{user.id}}", "{{execution.id}}", "{{workflow.id}}", "{{settings.token}}", "{{env.SLUICE_BASE_URL}}"]
       t: "{{trigger.headers.x-source}} {{trigger.payload.x}} {{trigger.query.q}} {{trigger}}"
 "#,
     );
@@ -315,7 +315,7 @@ fn variable_roots_and_their_allowed_shapes_are_checked() {
       - "{{steps}}"
       - "{{steps.reply}}"
       - "{{steps.reply.result}}"
-      - "{{env.HOME}}"
+      - "{{secrets.HOME}}"
       - "text }} stray"
 "#,
     );
@@ -330,7 +330,7 @@ fn variable_roots_and_their_allowed_shapes_are_checked() {
             ("steps[0].body[5]", "write `steps.<step id>.output`"),
             ("steps[0].body[6]", "must be followed by `.output` or `.error`"),
             ("steps[0].body[7]", "must be followed by `.output` or `.error`"),
-            ("steps[0].body[8]", "unknown variable `env` (available: trigger, steps, settings"),
+            ("steps[0].body[8]", "unknown variable `secrets` (available: trigger, steps, settings, env, user"),
             ("steps[0].body[9]", "without a matching"),
         ],
     );

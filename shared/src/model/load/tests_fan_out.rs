@@ -100,7 +100,7 @@ fn index_is_a_number_and_branch_variables_are_listed_inside_a_branch() {
                 "steps[0].steps[0].body[1]",
                 concat!(
                     "unknown variable `items` (available: trigger, steps, ",
-                    "settings, user, execution, workflow, item, index)"
+                    "settings, env, user, execution, workflow, item, index)"
                 ),
             ),
         ],

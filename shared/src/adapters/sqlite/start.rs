@@ -1,0 +1,34 @@
+//! `StartExecution` on SQLite: the execution row and its messages are written in one
+//! IMMEDIATE transaction, so an execution exists exactly when its messages do.
+
+use async_trait::async_trait;
+use rusqlite::TransactionBehavior;
+
+use super::executions::insert_execution;
+use super::queue::insert;
+use super::{Sqlite, backend, now_ms};
+use crate::ports::{Outgoing, QueueName, StartError, StartExecution};
+use crate::record::Execution;
+
+#[async_trait]
+impl StartExecution for Sqlite {
+    async fn create_and_send(
+        &self,
+        execution: &Execution,
+        messages: Vec<(QueueName, Outgoing)>,
+    ) -> Result<(), StartError> {
+        let execution = execution.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            insert_execution(&tx, &execution)?;
+            let now = now_ms();
+            for (queue, message) in &messages {
+                insert(&tx, *queue, message, now)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await?;
+        self.wake_receivers();
+        Ok(())
+    }
+}

@@ -1,0 +1,116 @@
+//! Settled responses: the one module that writes what a synchronous caller gets, and the
+//! trigger's wait for it. Whatever is settled first wins (the store decides); every write goes
+//! through [`settle`], which also wakes a caller waiting in this process at once (an
+//! in-process signal — the store stays the source of truth: a woken waiter reads the store,
+//! and a waiter whose answer is settled by another process finds it by polling, with a
+//! growing interval).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::engine::Answer;
+use crate::ports::{ExecutionStore, FirstWrite, StoreError};
+use crate::record::{SettledResponse, Timestamp, now};
+
+/// The longest a waiter sleeps between two looks at the store.
+const MAX_POLL_INTERVAL: Duration = Duration::from_millis(500);
+
+/// In-process wake-ups for callers waiting on their executions' responses.
+#[derive(Default)]
+pub struct Signals {
+    waiting: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl std::fmt::Debug for Signals {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signals").finish_non_exhaustive()
+    }
+}
+
+/// A registered waiter; unregisters itself when dropped.
+pub struct Watch<'a> {
+    signals: &'a Signals,
+    execution_id: String,
+    notify: Arc<Notify>,
+}
+
+impl Signals {
+    /// Registers a waiter for `execution_id` (before anything can settle it: a settle that
+    /// happens between registering and waiting is not missed).
+    pub fn watch(&self, execution_id: &str) -> Watch<'_> {
+        let notify = Arc::new(Notify::new());
+        self.lock().insert(execution_id.to_string(), notify.clone());
+        Watch { signals: self, execution_id: execution_id.to_string(), notify }
+    }
+
+    fn notify(&self, execution_id: &str) {
+        if let Some(notify) = self.lock().get(execution_id) {
+            // A stored permit: the waiter wakes even if it is not waiting yet.
+            notify.notify_one();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        self.signals.lock().remove(&self.execution_id);
+    }
+}
+
+/// The stored form of an answer, settled at `at`.
+pub fn settled_response(answer: Answer, at: Timestamp) -> SettledResponse {
+    match answer {
+        Answer::Step(response) => SettledResponse::Step { response, at },
+        Answer::Ended(response) => SettledResponse::WorkflowEnded { response, at },
+        Answer::TimedOut => SettledResponse::TimedOut { at },
+    }
+}
+
+/// Settles `answer` for `execution_id`, first writer wins, and wakes its waiter.
+pub async fn settle(
+    store: &dyn ExecutionStore,
+    signals: &Signals,
+    execution_id: &str,
+    answer: Answer,
+) -> Result<FirstWrite<SettledResponse>, StoreError> {
+    let written = store.settle_response(execution_id, &settled_response(answer, now())).await?;
+    signals.notify(execution_id);
+    Ok(written)
+}
+
+/// Waits until something is settled for the watched execution. The response waiter settles
+/// 542 at the deadline; if nothing is settled by `give_up_at` (the waiter is late), this
+/// settles 542 itself — whichever write is first is what every reader sees.
+pub async fn wait(
+    store: &dyn ExecutionStore,
+    watch: &Watch<'_>,
+    give_up_at: Instant,
+    poll_interval: Duration,
+) -> Result<SettledResponse, StoreError> {
+    let mut interval = poll_interval;
+    loop {
+        if let Some(settled) = store.get_response(&watch.execution_id).await? {
+            return Ok(settled);
+        }
+        let left = give_up_at.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(match settle(store, watch.signals, &watch.execution_id, Answer::TimedOut).await? {
+                FirstWrite::Written => SettledResponse::TimedOut { at: now() },
+                FirstWrite::Existing(earlier) => earlier,
+            });
+        }
+        tokio::select! {
+            _ = watch.notify.notified() => {}
+            _ = tokio::time::sleep(interval.min(left)) => {
+                interval = (interval * 3 / 2).min(MAX_POLL_INTERVAL);
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Starting an execution: the one use case every trigger goes through (the request trigger
+//! and test runs now; app events, webhooks, integration enabled and the scheduler later).
+//!
+//! "The execution exists" and "it will run" are one fact: the execution is created together
+//! with its first messages through [`StartExecution`] (one SQLite transaction; on DynamoDB +
+//! SQS the delayed messages are sent first, then the execution is created, then an immediate
+//! step message is sent; a message that finds no execution is dropped). Which messages depends
+//! on where the first segment runs:
+//! - **inline** (a caller waits, or the process outlives its answers — `sluice dev`): the
+//!   segment runs here at once, in a task of its own, so a caller that disconnects cannot
+//!   cancel it, and no step message is sent. A *recovery* message on the responses queue
+//!   covers a process that dies mid-segment: for a waiting caller it is the deadline message
+//!   itself (at the deadline the response waiter settles 542 if nothing was answered and, if
+//!   the execution has not ended, sends it on to come due at [`Settings::recovery_delay`]
+//!   from the start); otherwise a recovery message delayed by that much. When it comes due
+//!   and the execution has not ended, the waiter sends a step message for the first step:
+//!   the step runner walks the recorded steps (never running one again) to where the segment
+//!   stopped and goes on — re-sending, idempotently, whatever the segment had handed off. A
+//!   synchronous execution answered and ended in its segment thus costs no step message.
+//! - **queued** (an asynchronous execution on Lambda, which is frozen once it answers): the
+//!   first step's message, at once (behind a recovery message where the store and the queue
+//!   cannot share a transaction); the 202 does not wait for any step.
+//!
+//! [`Settings::recovery_delay`]: crate::runtime::Settings::recovery_delay
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+
+use crate::engine::{self, Effect, Event, State};
+use crate::messages::{DeadlineMessage, StepMessage};
+use crate::model::Workflow;
+use crate::ports::{Deployment, MAX_QUEUE_DELAY, Outgoing, QueueName, SendQueue, StartError, StartExecution, Store};
+use crate::record::{Execution, ExecutionStatus, TriggerData, now};
+use crate::runner::{Entry, RunError, Runner};
+use crate::runtime::Host;
+
+/// What starts an execution.
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    /// From [`new_execution_id`], chosen by the caller so it can watch for the answer first.
+    pub id: String,
+    pub deployment: Arc<Deployment>,
+    pub trigger: TriggerData,
+    pub user_id: String,
+    /// A test run: delays skipped, paginated requests capped.
+    pub test: bool,
+    /// A caller waits for a Response step's answer (until the response timeout).
+    pub caller_waits: bool,
+}
+
+/// A started execution, and its inline first segment if one runs.
+#[derive(Debug)]
+pub struct Started {
+    pub execution: Execution,
+    pub segment: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+/// A new, time-ordered execution id.
+pub fn new_execution_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Creates the execution with its messages and starts its first segment (see the module doc).
+pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartError> {
+    let runtime = runner.runtime();
+    let settings = &runtime.settings;
+    let started_at = now();
+    let deadline = new
+        .caller_waits
+        .then(|| chrono::Duration::from_std(settings.response_timeout).ok().map(|d| started_at + d))
+        .flatten();
+    let deployment = new.deployment;
+    let execution = Execution {
+        id: new.id,
+        project_id: deployment.project_id.clone(),
+        workflow_id: deployment.workflow_id.clone(),
+        workflow_version: deployment.version,
+        user_id: new.user_id,
+        status: ExecutionStatus::Running,
+        started_at,
+        ended_at: None,
+        trigger: new.trigger,
+        response_deadline: deadline,
+        error: None,
+        test: new.test,
+    };
+    let state = State {
+        execution_id: &execution.id,
+        status: execution.status,
+        caller_waits: deadline.is_some(),
+        now: started_at,
+    };
+    let effects = engine::decide(&deployment.workflow, &state, Event::Started)
+        .map_err(|e| StartError::Store(crate::ports::StoreError::Corrupt(e.to_string())))?;
+    let first = effects.iter().find_map(|effect| match effect {
+        Effect::RunStep { key, attempt, .. } => Some((key.clone(), *attempt)),
+        _ => None,
+    });
+    let inline = deadline.is_some() || settings.host == Host::Local;
+    let resume = first.as_ref().map(|(key, _)| key.step.clone());
+    let mut messages = Vec::with_capacity(2);
+    let recovery = |delay: Duration| {
+        let message = DeadlineMessage { execution_id: execution.id.clone(), resume: resume.clone(), recover: true };
+        (QueueName::Responses, Outgoing { body: message.to_json(), delay: delay.min(MAX_QUEUE_DELAY) })
+    };
+    if deadline.is_some() {
+        // The deadline message doubles as the recovery message: at the deadline the waiter
+        // re-sends it to come due at the recovery delay if the execution has not ended.
+        let message = DeadlineMessage { execution_id: execution.id.clone(), resume: resume.clone(), recover: false };
+        let delay = settings.response_timeout.min(MAX_QUEUE_DELAY);
+        messages.push((QueueName::Responses, Outgoing { body: message.to_json(), delay }));
+    } else if inline && resume.is_some() {
+        messages.push(recovery(settings.recovery_delay));
+    }
+    if let (Some((key, _)), false) = (&first, inline) {
+        if !runtime.starter.is_atomic() {
+            // Covers a crash between creating the execution and sending its first step.
+            messages.push(recovery(settings.recovery_delay));
+        }
+        let body = StepMessage::first(&execution.id, &key.step).to_json();
+        messages.push((QueueName::Steps, Outgoing { body, delay: Duration::ZERO }));
+    }
+    runtime.starter.create_and_send(&execution, messages).await?;
+    tracing::debug!(execution = %execution.id, workflow = %execution.workflow_id, version = execution.workflow_version, "execution started");
+
+    let segment = match first {
+        Some((key, attempt)) if inline => {
+            let (runner, execution, deployment) = (runner.clone(), execution.clone(), deployment.clone());
+            Some(tokio::spawn(async move {
+                let result =
+                    runner.segment(&execution, &deployment.workflow, Vec::new(), Entry::Run { key, attempt }).await;
+                if let Err(error) = &result {
+                    // The recovery message takes over.
+                    tracing::warn!(execution = %execution.id, %error, "inline segment stopped; the queue resumes it");
+                }
+                result
+            }))
+        }
+        Some(_) => None,
+        None => {
+            // No step to run: the engine ended it (and answers a waiting caller).
+            runner.apply(&execution, &deployment.workflow, Event::Started).await.map_err(|e| {
+                StartError::Store(crate::ports::StoreError::Backend(format!("could not end the execution: {e}")))
+            })?;
+            None
+        }
+    };
+    Ok(Started { execution, segment })
+}
+
+/// `StartExecution` for a store and a queue that cannot share a transaction (DynamoDB + SQS):
+/// the messages are sent first, the execution created after. A crash in between leaves
+/// messages that find no execution (they are dropped), never an execution without messages;
+/// the recovery message of an inline start is delayed long enough to find it created.
+pub struct SendThenCreate {
+    pub store: Arc<dyn Store>,
+    pub queue: Arc<dyn SendQueue>,
+}
+
+#[async_trait]
+impl StartExecution for SendThenCreate {
+    async fn create_and_send(
+        &self,
+        execution: &Execution,
+        messages: Vec<(QueueName, Outgoing)>,
+    ) -> Result<(), StartError> {
+        // Delayed messages (the deadline, the recovery) go first: they find the execution
+        // created. An immediate step message goes after the create, so that it finds it too.
+        let (now, later): (Vec<_>, Vec<_>) = messages.into_iter().partition(|(_, m)| m.delay.is_zero());
+        for (queue, message) in later {
+            self.queue.send(queue, message).await?;
+        }
+        self.store.create_execution(execution).await?;
+        for (queue, message) in now {
+            self.queue.send(queue, message).await?;
+        }
+        Ok(())
+    }
+
+    fn is_atomic(&self) -> bool {
+        false
+    }
+}
+
+/// The workflow a deployment runs (for callers that hold only the `Arc`).
+pub fn workflow_of(deployment: &Deployment) -> &Workflow {
+    &deployment.workflow
+}
