@@ -219,6 +219,22 @@ pub trait FanOutStore: Send + Sync {
         total: u32,
         result: &Value,
     ) -> Result<bool, StoreError>;
+    /// [`complete_branch`](FanOutStore::complete_branch) for several branches of one fan-out
+    /// at once (branches run inline, recorded in one batch where the backend can), with the
+    /// same exactly-once semantics; returns whether all `total` branches are done afterwards.
+    async fn complete_branches(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        total: u32,
+        results: &[(u32, Value)],
+    ) -> Result<bool, StoreError> {
+        let mut done = false;
+        for (index, result) in results {
+            done = self.complete_branch(execution_id, fan_out_key, *index, total, result).await?;
+        }
+        Ok(done)
+    }
     /// The result of every done branch, in index order.
     async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError>;
 }

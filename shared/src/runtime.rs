@@ -17,6 +17,9 @@ pub const DEFAULT_SEGMENT_BUDGET: Duration = Duration::from_secs(20);
 /// margin), so it only ever finds a segment that died.
 pub const DEFAULT_RECOVERY_DELAY: Duration = Duration::from_secs(90);
 
+/// See [`Settings::inline_fan_out_items`].
+pub const DEFAULT_INLINE_FAN_OUT_ITEMS: usize = 100;
+
 /// What kind of process runs the handlers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
@@ -43,6 +46,9 @@ pub struct Settings {
     /// See [`DEFAULT_RECOVERY_DELAY`].
     pub recovery_delay: Duration,
     pub host: Host,
+    /// Fan-outs of at most this many items whose branches never wait (no Delay, no nested
+    /// fan-out) run their branches inside the segment, `concurrency` at a time.
+    pub inline_fan_out_items: usize,
     /// Values of `{{env.NAME}}`.
     pub env: std::collections::BTreeMap<String, String>,
 }
@@ -56,6 +62,7 @@ impl Default for Settings {
             segment_budget: DEFAULT_SEGMENT_BUDGET,
             recovery_delay: DEFAULT_RECOVERY_DELAY,
             host: Host::Local,
+            inline_fan_out_items: DEFAULT_INLINE_FAN_OUT_ITEMS,
             env: Default::default(),
         }
     }

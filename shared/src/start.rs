@@ -92,6 +92,7 @@ pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartE
         status: execution.status,
         caller_waits: deadline.is_some(),
         now: started_at,
+        inline_fan_out_items: settings.inline_fan_out_items,
     };
     let effects = engine::decide(&deployment.workflow, &state, Event::Started)
         .map_err(|e| StartError::Store(crate::ports::StoreError::Corrupt(e.to_string())))?;

@@ -64,7 +64,13 @@ impl Waiter {
             self.runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
             return Ok(());
         }
-        let state = State { execution_id: &execution.id, status: execution.status, caller_waits: true, now: now() };
+        let state = State {
+            execution_id: &execution.id,
+            status: execution.status,
+            caller_waits: true,
+            now: now(),
+            inline_fan_out_items: 0,
+        };
         // The deadline decision does not depend on the workflow's steps.
         let workflow = Workflow {
             id: execution.workflow_id.clone(),

@@ -210,3 +210,21 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
     assert_eq!(store.branch_results(&execution_id, "fa").await.expect("fa"), vec![(3, json!("fa"))]);
     assert!(store.complete_branch(&execution_id, "f", 0, count, &json!("redelivered")).await.expect("again"));
 }
+
+/// Branches completed in a batch count once each, alongside single completions and
+/// redeliveries, and the batch that completes the last branch says so.
+pub async fn case_complete_branches_in_a_batch_counts_each_once(store: &dyn Store) {
+    let execution_id = unique("e");
+    assert!(!store.complete_branch(&execution_id, "f", 2, 5, &json!("single")).await.expect("single"));
+    let first = [(0, json!("a")), (1, json!("b")), (2, json!("again"))];
+    assert!(!store.complete_branches(&execution_id, "f", 5, &first).await.expect("first batch"));
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results, vec![(0, json!("a")), (1, json!("b")), (2, json!("single"))], "the first result of each wins");
+    let last = [(3, json!("d")), (1, json!("b2")), (4, json!("e"))];
+    assert!(store.complete_branches(&execution_id, "f", 5, &last).await.expect("last batch"), "all five are done");
+    assert!(store.complete_branches(&execution_id, "f", 5, &first).await.expect("redelivered batch"));
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    let outside = store.complete_branches(&execution_id, "g", 2, &[(0, json!(1)), (2, json!(1))]).await;
+    assert!(matches!(outside, Err(StoreError::TooLarge(_))), "an index past the total: {outside:?}");
+}

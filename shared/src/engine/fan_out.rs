@@ -10,8 +10,8 @@
 
 use serde_json::{Value, json};
 
-use super::{Effect, EngineError, Recorded, StepKey, check_key};
-use crate::model::{FanOutStep, StepKind, Workflow};
+use super::{Effect, EngineError, Recorded, State, StepKey, check_key};
+use crate::model::{FanOutStep, Step, StepKind, Workflow};
 use crate::record::StepError;
 
 /// The most items one fan-out may have.
@@ -29,6 +29,7 @@ fn fan_out_step<'w>(workflow: &'w Workflow, key: &StepKey) -> Result<&'w FanOutS
 /// `over` of fan-out `key` gave `items` (or failed).
 pub(super) fn evaluated(
     workflow: &Workflow,
+    state: &State<'_>,
     key: &StepKey,
     items: Result<Vec<Value>, StepError>,
 ) -> Result<Vec<Effect>, EngineError> {
@@ -57,7 +58,30 @@ pub(super) fn evaluated(
     }
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let lanes = fan_out.concurrency.map_or(total, |c| c.clamp(1, total));
-    Ok(vec![Effect::StartBranches { fan_out: key.clone(), first_step: first.id.clone(), lanes, items }])
+    let inline = items.len() <= state.inline_fan_out_items && never_waits(&fan_out.steps);
+    Ok(vec![Effect::StartBranches { fan_out: key.clone(), first_step: first.id.clone(), lanes, items, inline }])
+}
+
+/// Whether steps can run start to end without waiting on the queue: no Delay and no nested
+/// fan-out (a retry may still make a branch wait; it then goes out as a message).
+fn never_waits(steps: &[Step]) -> bool {
+    steps.iter().all(|step| match &step.kind {
+        StepKind::Delay(_) | StepKind::FanOut(_) => false,
+        kind => kind.nested().into_iter().all(never_waits),
+    })
+}
+
+/// Branches that ran inline were counted in one batch: join when every branch is done (the
+/// branches that did not finish inline — a retry sent them to the queue — join later, like
+/// distributed ones).
+pub(super) fn counted_inline(
+    workflow: &Workflow,
+    key: &StepKey,
+    total: u32,
+    all_done: bool,
+) -> Result<Vec<Effect>, EngineError> {
+    fan_out_step(workflow, key)?;
+    Ok(if all_done { vec![Effect::Join { fan_out: key.clone(), total }] } else { Vec::new() })
 }
 
 /// Branch `index` of `total` of fan-out `key` was counted; `all_done` from the store.

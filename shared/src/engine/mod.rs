@@ -42,6 +42,8 @@ pub struct State<'a> {
     pub caller_waits: bool,
     /// The current time, as the interpreter read it.
     pub now: Timestamp,
+    /// Fan-outs of at most this many items whose branches never wait run inline.
+    pub inline_fan_out_items: usize,
 }
 
 /// Which branch of a conditional was taken.
@@ -101,6 +103,8 @@ pub enum Event {
     /// Branch `index` of fan-out `fan_out` (of `total` branches) was counted done; `all_done`
     /// says whether every branch is.
     BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool },
+    /// Branches of fan-out `fan_out` that ran inline were counted done in one batch.
+    BranchesCounted { fan_out: StepKey, total: u32, all_done: bool },
     /// A Delay step's time has come; `output` is its recorded output.
     WaitOver { key: StepKey, attempt: u32, output: Value },
     /// The caller's deadline passed.
@@ -127,7 +131,9 @@ pub enum Effect {
     Record { key: StepKey, attempt: u32, result: Recorded },
     /// Start the first `lanes` branches of fan-out `fan_out` (first step `first_step`) over
     /// `items`; when `lanes` < the number of items, the items are kept for the later lanes.
-    StartBranches { fan_out: StepKey, first_step: String, lanes: u32, items: Vec<Value> },
+    /// `inline`: the branches may instead run in this segment, `lanes` at a time, their
+    /// completions counted in one batch ([`Event::BranchesCounted`]).
+    StartBranches { fan_out: StepKey, first_step: String, lanes: u32, items: Vec<Value>, inline: bool },
     /// Start branch `index` of `total` of fan-out `fan_out` from its kept item.
     StartBranch { fan_out: StepKey, first_step: String, index: u32, total: u32 },
     /// Count branch `index` of fan-out `fan_out` done with `result` (once per branch).
@@ -162,9 +168,12 @@ pub fn decide(workflow: &Workflow, state: &State<'_>, event: Event) -> Result<Ve
         Event::Started => Ok(started::started(workflow, state)),
         Event::StepEnded { key, attempt, outcome } => step_ended::step_ended(workflow, state, &key, attempt, outcome),
         Event::Answered { answer, .. } => Ok(answer::answered(state, answer)),
-        Event::FanOutEvaluated { key, items } => fan_out::evaluated(workflow, &key, items),
+        Event::FanOutEvaluated { key, items } => fan_out::evaluated(workflow, state, &key, items),
         Event::BranchCounted { fan_out, index, total, all_done } => {
             fan_out::counted(workflow, &fan_out, index, total, all_done)
+        }
+        Event::BranchesCounted { fan_out, total, all_done } => {
+            fan_out::counted_inline(workflow, &fan_out, total, all_done)
         }
         Event::WaitOver { key, output, .. } => wait::over(workflow, state, &key, output),
         Event::DeadlineReached => Ok(answer::deadline(state)),

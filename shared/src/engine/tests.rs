@@ -29,7 +29,7 @@ fn time(text: &str) -> Timestamp {
 const NOW: &str = "2026-11-23T10:00:00.000Z";
 
 fn state(status: ExecutionStatus, caller_waits: bool) -> State<'static> {
-    State { execution_id: "e1", status, caller_waits, now: time(NOW) }
+    State { execution_id: "e1", status, caller_waits, now: time(NOW), inline_fan_out_items: 100 }
 }
 
 fn running() -> State<'static> {
@@ -423,8 +423,35 @@ fn a_fan_out_starts_a_branch_per_item() {
     let items = vec![json!(1), json!(2), json!(3)];
     assert_eq!(
         evaluated(&fanned(), Ok(items.clone())),
-        vec![Effect::StartBranches { fan_out: key("f", &[]), first_step: "f1".into(), lanes: 3, items }]
+        vec![Effect::StartBranches { fan_out: key("f", &[]), first_step: "f1".into(), lanes: 3, items, inline: false }]
     );
+}
+
+#[test]
+fn a_small_fan_out_whose_branches_never_wait_runs_inline() {
+    let flat =
+        |steps: Value| workflow(json!([{ "id": "f", "type": "fan_out", "over": "{{trigger.body}}", "steps": steps }]));
+    let inline = |wf: &Workflow, n: usize| {
+        let effects = evaluated(wf, Ok(vec![json!(1); n]));
+        match effects.as_slice() {
+            [Effect::StartBranches { inline, .. }] => *inline,
+            other => panic!("expected the branches to start, got {other:?}"),
+        }
+    };
+    let quick = flat(json!([request("x"), conditional("c", json!([request("y")]), json!([]))]));
+    assert!(inline(&quick, 100), "100 items, no waiting step");
+    assert!(!inline(&quick, 101), "over the inline threshold");
+    let waits = flat(json!([conditional("c", json!([{ "id": "d", "type": "delay", "for": "1s" }]), json!([]))]));
+    assert!(!inline(&waits, 3), "a Delay anywhere in the branch");
+    assert!(!inline(&fanned(), 3), "a nested fan-out");
+}
+
+#[test]
+fn inline_branches_counted_in_a_batch_join_only_when_all_are_done() {
+    let wf = fanned();
+    let event = |all_done| Event::BranchesCounted { fan_out: key("f", &[]), total: 4, all_done };
+    assert_eq!(decide(&wf, &running(), event(false)), Ok(vec![]));
+    assert_eq!(decide(&wf, &running(), event(true)), Ok(vec![Effect::Join { fan_out: key("f", &[]), total: 4 }]));
 }
 
 #[test]

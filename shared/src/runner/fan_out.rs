@@ -2,10 +2,19 @@
 //! item), keeping the items for later lanes, counting branches done once (the store makes
 //! redeliveries harmless) and joining — reading the branch results back in input order and
 //! recording the fan-out's output first-writer-wins.
+//!
+//! A small fan-out whose branches never wait runs its branches inside the segment instead,
+//! `concurrency` at a time (concurrently where they wait on I/O): every branch step is still
+//! recorded first-writer-wins before the next, and the branches' completions are counted in
+//! one batch with the same exactly-once semantics. A branch that goes to the queue half-way
+//! (a retry) is counted when it ends, like a distributed one; a crash half-way leaves the
+//! fan-out unjoined, and the redelivered (or recovery) message starts it again: recorded
+//! branch steps are not run again, and the rest runs.
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 
-use super::{RunError, Segment};
+use super::{Entry, Pending, RunError, Segment};
 use crate::engine::{Event, StepKey};
 use crate::messages::{ScopeEntry, StepMessage};
 use crate::ports::{Outgoing, QueueName};
@@ -110,10 +119,68 @@ impl Segment<'_> {
         Ok(Event::StepEnded { key: fan_out, attempt: 1, outcome })
     }
 
+    /// Runs every branch of `fan_out` here, `lanes` at a time; returns the batch count of
+    /// those that completed.
+    pub(super) async fn run_branches_inline(
+        &mut self,
+        fan_out: StepKey,
+        first_step: &str,
+        lanes: u32,
+        items: Vec<Value>,
+    ) -> Result<Option<Event>, RunError> {
+        let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
+        let outer = self.scope_of(&fan_out)?;
+        let key = fan_out.to_string();
+        tracing::debug!(execution = %self.execution.id, fan_out = %key, total, "fan-out runs inline");
+        let mut waiting = items.into_iter().enumerate();
+        let mut running = FuturesUnordered::new();
+        let mut completed = Vec::with_capacity(total as usize);
+        loop {
+            while running.len() < lanes.max(1) as usize {
+                let Some((index, item)) = waiting.next() else { break };
+                let index = u32::try_from(index).unwrap_or(u32::MAX);
+                let mut scope = outer.clone();
+                scope.push(ScopeEntry { index, total, item });
+                let branch = Segment {
+                    runtime: self.runtime,
+                    execution: self.execution,
+                    workflow: self.workflow,
+                    status: self.status,
+                    scope,
+                    started: self.started,
+                    steps_run: 0,
+                    handed_off: self.handed_off,
+                    inline_branch: Some(fan_out.clone()),
+                    completion: None,
+                };
+                let first =
+                    StepKey { step: first_step.to_string(), scope: branch.scope.iter().map(|e| e.index).collect() };
+                running.push(run_branch(branch, first));
+            }
+            match running.next().await {
+                Some(result) => completed.extend(result?),
+                None => break,
+            }
+        }
+        if completed.is_empty() {
+            return Ok(None);
+        }
+        let all_done = self.runtime.store.complete_branches(&self.execution.id, &key, total, &completed).await?;
+        self.scope = outer;
+        Ok(Some(Event::BranchesCounted { fan_out, total, all_done }))
+    }
+
     fn branch_message(&self, first_step: &str, outer: &[ScopeEntry], entry: ScopeEntry) -> Outgoing {
         let mut scope = outer.to_vec();
         scope.push(entry);
         let message = StepMessage { scope, ..StepMessage::first(&self.execution.id, first_step) };
         Outgoing { body: message.to_json(), delay: std::time::Duration::ZERO }
     }
+}
+
+/// Runs one inline branch to its end (or to where it must wait); its completion, if it got
+/// there.
+async fn run_branch(mut branch: Segment<'_>, first: StepKey) -> Result<Option<(u32, Value)>, RunError> {
+    branch.run(Pending::Entry(Entry::Run { key: first, attempt: 1 })).await?;
+    Ok(branch.completion.take())
 }

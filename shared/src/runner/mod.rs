@@ -128,6 +128,10 @@ struct Segment<'a> {
     steps_run: usize,
     /// Set once the caller was answered by a segment that must hand off after answering.
     handed_off: bool,
+    /// This segment runs one branch of this fan-out inline: its completion is handed back
+    /// (in `completion`) to be counted in a batch with its siblings'.
+    inline_branch: Option<StepKey>,
+    completion: Option<(u32, Value)>,
 }
 
 impl Runner {
@@ -223,6 +227,8 @@ impl Runner {
             started: Instant::now(),
             steps_run: 0,
             handed_off: false,
+            inline_branch: None,
+            completion: None,
         };
         segment.run(Pending::Entry(entry)).await
     }
@@ -239,6 +245,8 @@ impl Runner {
             started: Instant::now(),
             steps_run: 0,
             handed_off: false,
+            inline_branch: None,
+            completion: None,
         };
         segment.run(Pending::Event(event)).await
     }
@@ -273,19 +281,23 @@ impl Segment<'_> {
                 Pending::Entry(Entry::Run { key, attempt }) => self.run_step(key, attempt).await?,
                 Pending::Entry(Entry::Wake { key, attempt }) => self.wake(key, attempt).await?,
             };
-            let state = State {
-                execution_id: &self.execution.id,
-                status: self.status,
-                caller_waits: self.execution.response_deadline.is_some(),
-                now: now(),
-            };
-            for effect in engine::decide(self.workflow, &state, event)? {
+            for effect in engine::decide(self.workflow, &self.state(), event)? {
                 if let Some(pending) = self.carry_out(effect).await? {
                     next = Some(pending);
                 }
             }
         }
         Ok(())
+    }
+
+    fn state(&self) -> State<'_> {
+        State {
+            execution_id: &self.execution.id,
+            status: self.status,
+            caller_waits: self.execution.response_deadline.is_some(),
+            now: now(),
+            inline_fan_out_items: self.runtime.settings.inline_fan_out_items,
+        }
     }
 
     /// Whether the next step may run in this segment rather than from the queue.
@@ -351,14 +363,8 @@ impl Segment<'_> {
 
     /// Settles a Response step's answer if the engine says a caller gets it.
     async fn answer(&mut self, key: StepKey, answer: crate::record::HttpResponse) -> Result<Delivery, StoreError> {
-        let state = State {
-            execution_id: &self.execution.id,
-            status: self.status,
-            caller_waits: self.execution.response_deadline.is_some(),
-            now: now(),
-        };
-        let effects =
-            engine::decide(self.workflow, &state, Event::Answered { key, answer: answer.clone() }).unwrap_or_default();
+        let effects = engine::decide(self.workflow, &self.state(), Event::Answered { key, answer: answer.clone() })
+            .unwrap_or_default();
         let mut delivery = Delivery::NoCaller;
         for effect in effects {
             if let Effect::Respond(response) = effect {
@@ -454,13 +460,25 @@ impl Segment<'_> {
                 self.scope = self.scope_of(&key)?;
                 return Ok(Some(Pending::Event(Event::StepEnded { key, attempt, outcome })));
             }
-            Effect::StartBranches { fan_out, first_step, lanes, items } => {
+            Effect::StartBranches { fan_out, first_step, lanes, items, inline } => {
+                if inline && self.inline_branch.is_none() && self.may_go_on() {
+                    let event = self.run_branches_inline(fan_out, &first_step, lanes, items).await?;
+                    return Ok(event.map(Pending::Event));
+                }
                 self.start_branches(&fan_out, &first_step, lanes, items).await?;
             }
             Effect::StartBranch { fan_out, first_step, index, total } => {
-                self.start_branch(&fan_out, &first_step, index, total).await?;
+                // Inline branches are all started by the segment that runs them.
+                if self.inline_branch.as_ref() != Some(&fan_out) {
+                    self.start_branch(&fan_out, &first_step, index, total).await?;
+                }
             }
             Effect::CompleteBranch { fan_out, index, result } => {
+                if self.inline_branch.as_ref() == Some(&fan_out) {
+                    // Counted with its siblings by the segment that runs them.
+                    self.completion = Some((index, result));
+                    return Ok(None);
+                }
                 let event = self.complete_branch(fan_out, index, &result).await?;
                 return Ok(Some(Pending::Event(event)));
             }

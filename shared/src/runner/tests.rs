@@ -44,7 +44,7 @@ mod interpreter {
     use crate::adapters::sqlite::Sqlite;
     use crate::net::{HttpClient, OutboundPolicy};
     use crate::ports::{ExecutionStore, SendQueue, WorkflowStore};
-    use crate::record::ExecutionStatus;
+    use crate::record::{ExecutionStatus, TriggerData};
     use crate::runtime::Settings;
 
     /// Sends to SQLite and keeps a copy of what it sent, unless told to fail: then the send is
@@ -120,6 +120,7 @@ mod interpreter {
                 id: format!("e-{}", uuid::Uuid::new_v4()),
                 workflow_id: workflow.id.clone(),
                 workflow_version: deployment.version,
+                trigger: TriggerData { body: json!({ "items": ["a", "b", "c"] }), ..TriggerData::default() },
                 ..crate::record::sample_execution("e")
             };
             self.db.create_execution(&execution).await.expect("create");
@@ -222,6 +223,42 @@ mod interpreter {
         f.runner.handle(&wake.to_json(), 1).await.expect("wake");
         let ended = f.db.get_execution(&execution.id).await.expect("read").expect("exists");
         assert_eq!(ended.status, ExecutionStatus::Succeeded);
+    }
+
+    #[tokio::test]
+    async fn an_inline_fan_out_whose_branch_must_retry_joins_when_that_branch_ends() {
+        let f = fixture().await;
+        let execution = f
+            .execution(
+                "id: w\ntrigger: { type: request }\nsteps:\n  - id: each\n    type: fan_out\n    over: \"{{trigger.body.items}}\"\n    concurrency: 2\n    steps:\n      - id: pick\n        type: conditional\n        when: { left: \"{{item}}\", op: equals, right: b }\n        then:\n          - { id: call, type: request, url: \"BASE/flaky/{{item}}\", retries: 1, retry_delay: 1s }\n        else:\n          - { id: plain, type: request, url: \"BASE/ok/{{item}}\" }\n",
+            )
+            .await;
+        let message = StepMessage::first(&execution.id, "each").to_json();
+        f.runner.handle(&message, 1).await.expect("fan-out");
+        // a and c ran inline and were counted; b failed once and went to the queue to retry.
+        assert_eq!((f.calls("a"), f.calls("b"), f.calls("c")), (1, 1, 1));
+        assert_eq!(f.status(&execution).await, ExecutionStatus::Running, "not joined while b waits");
+        let queued = f.queued();
+        assert!(matches!(queued.as_slice(), [m] if m.attempt == 2 && m.key().to_string() == "call@1"), "{queued:?}");
+        // The fan-out's message again (a crash before it was acked): recorded branch steps
+        // are not run again.
+        f.runner.handle(&message, 2).await.expect("redelivered fan-out");
+        assert_eq!((f.calls("a"), f.calls("b"), f.calls("c")), (1, 1, 1));
+        let _ = f.queued();
+        // b's retry ends its branch, which completes the join.
+        f.runner.handle(&queued[0].to_json(), 1).await.expect("retry");
+        assert_eq!(f.calls("b"), 2);
+        assert_eq!(f.status(&execution).await, ExecutionStatus::Succeeded);
+        let joined = f.db.get_step(&execution.id, "each", 1).await.expect("read").expect("joined");
+        let names: Vec<Value> = joined
+            .output
+            .expect("output")
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|r| r["body"]["name"].clone())
+            .collect();
+        assert_eq!(names, [json!("a"), json!("b"), json!("c")], "results in input order");
     }
 
     #[tokio::test]

@@ -122,6 +122,46 @@ impl FanOutStore for Sqlite {
         .await
     }
 
+    async fn complete_branches(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        total: u32,
+        results: &[(u32, Value)],
+    ) -> Result<bool, StoreError> {
+        let mut rows = Vec::with_capacity(results.len());
+        for (index, result) in results {
+            check_branch_index(*index, total)?;
+            rows.push((*index, fan_out_value_json(&format!("the result of branch {index}"), result)?));
+        }
+        let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            {
+                let mut insert = tx
+                    .prepare_cached(
+                        "INSERT INTO fan_out_branches (execution_id, fan_out_key, branch_index, result)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (execution_id, fan_out_key, branch_index) DO NOTHING",
+                    )
+                    .map_err(backend)?;
+                for (index, text) in &rows {
+                    insert.execute(params![execution_id, fan_out_key, index, text]).map_err(backend)?;
+                }
+            }
+            let done: u32 = tx
+                .query_row(
+                    "SELECT COUNT(*) FROM fan_out_branches WHERE execution_id = ?1 AND fan_out_key = ?2",
+                    params![execution_id, fan_out_key],
+                    |row| row.get(0),
+                )
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(done >= total)
+        })
+        .await
+    }
+
     async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError> {
         let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
         self.call(move |conn| {
