@@ -198,6 +198,11 @@ impl TestStack {
         &self.http
     }
 
+    /// The SQLite database file of a SQLite stack.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        self.data_dir.as_ref().map(|dir| dir.join("sluice.db"))
+    }
+
     /// The execution record, through the API with the project API key.
     pub async fn execution(&self, execution_id: &str) -> Value {
         let url = format!("{}/projects/{}/executions/{execution_id}", self.base_url, self.project_id);
