@@ -48,9 +48,32 @@ impl ExecutionStatus {
     }
 }
 
-/// The HTTP request that triggered an execution (header names lower-case).
+/// What started an execution. Only request triggers exist so far; the others are named so
+/// that the start use case (`crate::start`) and the stored data are ready for them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TriggerKind {
+    /// `POST /projects/{p}/sdk/triggers/{w}` (and test runs).
+    #[default]
+    Request,
+    /// An app event sent by the application.
+    AppEvent,
+    /// A webhook from a connected app.
+    Webhook,
+    /// A connected user enabled the integration.
+    IntegrationEnabled,
+    /// A schedule came due.
+    Schedule,
+}
+
+/// What triggered an execution: its kind, and the data steps see as `trigger.*` — for a
+/// request, its query, headers (names lower-case) and body; for other kinds, the payload as
+/// `body` (query and headers empty).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TriggerData {
+    /// Absent in executions stored before kinds existed: those were requests.
+    #[serde(default)]
+    pub kind: TriggerKind,
     pub query: BTreeMap<String, String>,
     pub headers: BTreeMap<String, String>,
     pub body: Value,
@@ -201,5 +224,22 @@ pub fn sample_execution(id: &str) -> Execution {
         response_deadline: None,
         error: None,
         test: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trigger_data_stored_before_kinds_existed_reads_as_a_request() {
+        let stored: TriggerData =
+            serde_json::from_str(r#"{"query":{},"headers":{"x":"1"},"body":{"a":1}}"#).expect("old trigger data");
+        assert_eq!(stored.kind, TriggerKind::Request);
+        let event =
+            TriggerData { kind: TriggerKind::AppEvent, body: serde_json::json!({ "a": 1 }), ..Default::default() };
+        let text = serde_json::to_string(&event).expect("serialize");
+        assert_eq!(serde_json::from_str::<TriggerData>(&text).ok(), Some(event));
+        assert!(text.contains(r#""kind":"app_event""#), "{text}");
     }
 }

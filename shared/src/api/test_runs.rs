@@ -79,6 +79,7 @@ pub(super) async fn handle(
     let workflow = load::load_value("workflow", &request.workflow)
         .map_err(|problems| ApiError::Validation(problems.iter().map(ToString::to_string).collect()))?;
     let trigger = TriggerData {
+        kind: Default::default(),
         query: request.trigger.query.clone(),
         headers: request.trigger.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         body: request.trigger.body.clone().unwrap_or_else(|| json!({})),

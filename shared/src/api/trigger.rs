@@ -16,7 +16,7 @@ use super::respond::settled_to_http;
 use super::validate::violations;
 use crate::auth;
 use crate::error::{ApiError, json_response};
-use crate::record::{SettledResponse, TriggerData};
+use crate::record::{SettledResponse, TriggerData, TriggerKind};
 use crate::runner::Runner;
 use crate::runtime::Host;
 use crate::settle;
@@ -97,7 +97,7 @@ fn trigger_data(parts: &http::request::Parts, body: &Bytes) -> Result<TriggerDat
         .collect();
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    Ok(TriggerData { query, headers, body: parse_body(&content_type, body)? })
+    Ok(TriggerData { kind: TriggerKind::Request, query, headers, body: parse_body(&content_type, body)? })
 }
 
 fn parse_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {

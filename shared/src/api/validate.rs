@@ -95,6 +95,7 @@ mod tests {
             "body": { "email": "string", "tags": "array" },
         }));
         let data = TriggerData {
+            kind: Default::default(),
             query: [("source".to_string(), "web".to_string())].into(),
             headers: [("x-source".to_string(), "crm".to_string())].into(),
             body: json!({ "email": "a@b.c", "tags": [] }),
