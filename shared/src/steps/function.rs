@@ -1,25 +1,38 @@
 //! The Function step: one JavaScript function `(parameters, libraries) => value` run in an
-//! embedded QuickJS engine (rquickjs), on a blocking thread, in a fresh runtime per run.
+//! embedded QuickJS engine (rquickjs).
 //!
 //! `libraries` holds lodash (also as `_`), date-fns (`dateFns`) and uuid, vendored from npm
 //! (see `function/libraries.rs`).
 //!
 //! Sandbox: only ECMAScript built-ins, the libraries and a capturing `console` exist — no `require`,
-//! modules, `process`, `fetch`, timers, file system or network. A CPU-time deadline (an
-//! interrupt the script cannot catch), a memory limit and a stack limit bound every run;
-//! each failure is terminal and says which limit was hit. `console.*` lines are captured
+//! modules, `process`, `fetch`, timers, file system or network. `console.*` lines are captured
 //! (at most 1000 lines / 64 KiB). The result crosses as JSON (`undefined` → null).
+//!
+//! Where it runs: a per-process pool of dedicated threads, one per core (`function/pool.rs`),
+//! each reusing one QuickJS runtime; every run gets a fresh context in it and the runtime is
+//! garbage-collected between runs, so nothing one run leaves behind reaches the next
+//! (`function/engine.rs`). A runtime that a run left in a doubtful state (interrupted, out of
+//! memory, stack overflow, panic) is replaced.
+//!
+//! Limits, each failure terminal and saying which limit was hit:
+//! - time: `time_limit` of CPU time of the thread running the script (a busy machine does not
+//!   shorten it), with a wall-clock ceiling of 3 × the limit + 1 s as a separate guard
+//!   (`function/budget.rs`); enforced by an interrupt the script cannot catch;
+//! - memory: `memory_mb` on top of what the runtime itself holds; hitting it fails the run
+//!   even when the script catches the out-of-memory error (`function/watch.rs`);
+//! - stack: 512 KiB.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rquickjs::{Context, Runtime};
 use serde_json::{Value, json};
 
 use crate::record::StepError;
 
+mod budget;
+mod engine;
 mod libraries;
+mod pool;
+mod watch;
 
 pub const DEFAULT_TIME_LIMIT: Duration = Duration::from_secs(5);
 pub const MAX_TIME_LIMIT: Duration = Duration::from_secs(60);
@@ -27,7 +40,6 @@ pub const DEFAULT_MEMORY_MB: u32 = 64;
 /// Below this the bundled libraries (about 3 MB loaded) may not fit.
 pub const MIN_MEMORY_MB: u32 = 8;
 pub const MAX_MEMORY_MB: u32 = 512;
-const STACK_BYTES: usize = 512 * 1024;
 
 /// What a successful run returned and printed.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,77 +55,54 @@ pub struct FunctionFailure {
     pub logs: Vec<String>,
 }
 
-/// Runs `code` with `parameters` under the given limits.
+/// One run as a pool thread receives it, the limits already clamped.
+#[derive(Debug, Clone)]
+struct Request {
+    code: String,
+    parameters: Value,
+    /// CPU time.
+    time_limit: Duration,
+    /// Wall-clock time, from when a thread takes the run ([`budget::wall_ceiling`]).
+    wall_ceiling: Duration,
+    memory_mb: u32,
+}
+
+impl Request {
+    fn new(code: &str, parameters: Value, time_limit: Duration, memory_mb: u32) -> Request {
+        let time_limit = time_limit.min(MAX_TIME_LIMIT);
+        Request {
+            code: code.to_string(),
+            parameters,
+            time_limit,
+            wall_ceiling: budget::wall_ceiling(time_limit),
+            memory_mb: memory_mb.clamp(MIN_MEMORY_MB, MAX_MEMORY_MB),
+        }
+    }
+}
+
+/// Runs `code` with `parameters` under the given limits, on the process's function threads.
 pub async fn run(
     code: &str,
     parameters: Value,
     time_limit: Duration,
     memory_mb: u32,
 ) -> Result<FunctionRun, FunctionFailure> {
-    let code = code.to_string();
-    let time_limit = time_limit.min(MAX_TIME_LIMIT);
-    let memory_mb = memory_mb.clamp(MIN_MEMORY_MB, MAX_MEMORY_MB);
-    match tokio::task::spawn_blocking(move || run_blocking(&code, &parameters, time_limit, memory_mb)).await {
-        Ok(result) => result,
-        Err(join) => Err(failure(format!("the function's thread failed: {join}"), None, Vec::new())),
+    let request = Request::new(code, parameters, time_limit, memory_mb);
+    match pool::shared() {
+        Ok(pool) => pool.run(request).await,
+        Err(message) => Err(failure(message, None, Vec::new())),
     }
 }
 
-fn run_blocking(
-    code: &str,
-    parameters: &Value,
-    time_limit: Duration,
-    memory_mb: u32,
-) -> Result<FunctionRun, FunctionFailure> {
-    let setup = |e: rquickjs::Error| failure(format!("the JavaScript engine could not start: {e}"), None, Vec::new());
-    let runtime = Runtime::new().map_err(setup)?;
-    runtime.set_memory_limit(usize::try_from(memory_mb).unwrap_or(64) * 1024 * 1024);
-    runtime.set_max_stack_size(STACK_BYTES);
-    let deadline = Instant::now() + time_limit;
-    let timed_out = Arc::new(AtomicBool::new(false));
-    let flag = timed_out.clone();
-    runtime.set_interrupt_handler(Some(Box::new(move || {
-        let over = Instant::now() >= deadline;
-        if over {
-            flag.store(true, Ordering::SeqCst);
-        }
-        over
-    })));
-    let context = Context::full(&runtime).map_err(setup)?;
-    context.with(|ctx| libraries::install(&ctx)).map_err(setup)?;
-    let script = script(code, parameters);
-    let eval_error: Option<String> = context.with(|ctx| match ctx.eval::<(), _>(script) {
-        Ok(()) => None,
-        Err(_) => Some(describe_exception(&ctx.catch())),
-    });
-    while eval_error.is_none() && !timed_out.load(Ordering::SeqCst) {
-        match runtime.execute_pending_job() {
-            Ok(true) => continue,
-            Ok(false) | Err(_) => break,
-        }
-    }
-    let (out, logs) = context.with(|ctx| {
-        let globals = ctx.globals();
-        let out: Option<String> = globals.get("__out").ok();
-        let mut logs: Vec<String> = globals.get("__logs").unwrap_or_default();
-        let dropped: u32 = globals.get("__dropped").unwrap_or(0);
-        if dropped > 0 {
-            logs.push(format!("… {dropped} more console lines were dropped (at most 1000 lines / 64 KiB are kept)"));
-        }
-        (out, logs)
-    });
-    if timed_out.load(Ordering::SeqCst) {
-        let limit = format_duration(time_limit);
-        return Err(failure(format!("the function ran longer than its time limit of {limit}"), None, logs));
-    }
-    if let Some(message) = eval_error {
-        return Err(classify(message, None, memory_mb, logs));
-    }
+/// The run's result from the `__out` JSON the script left.
+fn read_out(out: Option<String>, logs: Vec<String>, memory_mb: u32) -> Result<FunctionRun, FunctionFailure> {
     let Some(out) = out else {
         return Err(failure("the function's Promise never settled".into(), None, logs));
     };
-    let out: Value = serde_json::from_str(&out)
-        .map_err(|e| failure(format!("the function's result could not be read: {e}"), None, logs.clone()))?;
+    let out: Value = match serde_json::from_str(&out) {
+        Ok(out) => out,
+        Err(e) => return Err(failure(format!("the function's result could not be read: {e}"), None, logs)),
+    };
     match (out.get("ok"), out.get("err")) {
         (Some(value), _) => Ok(FunctionRun { output: value.clone(), logs }),
         (None, Some(message)) => {
@@ -124,14 +113,16 @@ fn run_blocking(
     }
 }
 
-/// The script: the lazy libraries, a capturing console, then the user's function compiled by
-/// an indirect eval (so syntax errors are catchable) and called; the outcome lands in `__out`
-/// as JSON.
-fn script(code: &str, parameters: &Value) -> String {
-    let code = Value::String(code.to_string()).to_string();
-    let libraries = libraries::script();
+/// How the script reports an uncaught `null`.
+const THREW_NULL: &str = "the function threw null";
+
+/// What every run's context evaluates first, before the request is known (so a pool thread
+/// can prepare the next context while it waits): the memory watch, the lazy libraries and a
+/// capturing console.
+fn setup_script() -> String {
+    let (prelude, libraries) = (watch::PRELUDE, libraries::script());
     format!(
-        r#"{libraries}
+        r#"{prelude}{libraries}
 globalThis.__logs = []; globalThis.__dropped = 0; let __bytes = 0;
 const __show = (x) => {{ if (typeof x === 'string') return x; try {{ const t = JSON.stringify(x); return t === undefined ? String(x) : t; }} catch (e) {{ return String(x); }} }};
 globalThis.console = {{}};
@@ -141,7 +132,16 @@ for (const level of ['log', 'info', 'warn', 'error', 'debug']) {{
     if (__logs.length < 1000 && __bytes + line.length <= 65536) {{ __logs.push(line); __bytes += line.length; }} else {{ __dropped++; }}
   }};
 }}
-(async () => {{
+"#
+    )
+}
+
+/// The run itself, after [`setup_script`]: the user's function compiled by an indirect eval
+/// (so syntax errors are catchable) and called; the outcome lands in `__out` as JSON.
+fn call_script(code: &str, parameters: &Value) -> String {
+    let code = Value::String(code.to_string()).to_string();
+    format!(
+        r#"(async () => {{
   try {{
     const f = (0, eval)('(' + {code} + '\n)');
     if (typeof f !== 'function') throw new TypeError('the code must be a function taking (parameters, libraries)');
@@ -149,7 +149,7 @@ for (const level of ['log', 'info', 'warn', 'error', 'debug']) {{
     const text = JSON.stringify({{ ok: value === undefined ? null : value }});
     globalThis.__out = text === undefined ? '{{"ok":null}}' : text;
   }} catch (e) {{
-    const message = e === null ? 'the function threw null (QuickJS also throws null when the memory limit leaves no room for an error)' : e && e.name ? e.name + ': ' + e.message : String(e);
+    const message = e === null ? '{THREW_NULL} (QuickJS also throws null when the memory limit leaves no room for an error)' : e && e.name ? e.name + ': ' + e.message : String(e);
     globalThis.__out = JSON.stringify({{ err: message, stack: e && e.stack ? String(e.stack) : null }});
   }}
 }})();

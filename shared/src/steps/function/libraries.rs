@@ -3,7 +3,7 @@
 //! checksums in its README) and compiled into the binary. Nothing is fetched at run time.
 //!
 //! Each library is evaluated lazily, the first time the function reads it, inside the run's
-//! own runtime (so a function that mutates `_` cannot affect another run), in a scope that
+//! own context (so a function that mutates `_` cannot affect another run), in a scope that
 //! gives it a CommonJS `module`/`exports`, an empty `window` and a `crypto.getRandomValues`
 //! fed by the system random generator (uuid needs it). The loader is hidden from user code.
 

@@ -1,3 +1,5 @@
+use std::time::Instant;
+
 use serde_json::json;
 
 use super::*;
@@ -193,4 +195,201 @@ async fn run_with_less_memory_than_allowed() -> String {
 async fn throwing_null_is_reported_as_such() {
     let text = message(call("() => { throw null }", json!({})).await);
     assert!(text.contains("threw null"), "{text}");
+}
+
+/// `cargo test --release -p sluice-shared --lib steps::function::tests::bench -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "a benchmark: run it in release with --ignored --nocapture"]
+async fn bench_a_thousand_small_runs() {
+    let small = |a: i64| run("(p) => p.a + 1", json!({ "a": a }), Duration::from_secs(5), 64);
+    let begun = Instant::now();
+    for a in 0..1000 {
+        assert_eq!(small(a).await.expect("runs").output, json!(a + 1));
+    }
+    let back_to_back = begun.elapsed();
+    // As steps arrive in a worker: 1 ms apart, counting only the time spent in `run`.
+    let mut spaced = Duration::ZERO;
+    for a in 0..1000 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let begun = Instant::now();
+        assert_eq!(small(a).await.expect("runs").output, json!(a + 1));
+        spaced += begun.elapsed();
+    }
+    println!("1000 runs of (p) => p.a + 1: {back_to_back:?} back to back, {spaced:?} in run() when 1 ms apart");
+}
+
+// ---- the memory limit cannot be caught ----
+
+const MEMORY_LIMIT_16: &str = "the function used more than its memory limit of 16 MB";
+
+#[tokio::test]
+async fn the_memory_limit_fails_the_run_however_the_script_catches_it() {
+    let bomb = "const a = []; for (;;) a.push(new Array(100000).fill(1));";
+    for code in [
+        format!("() => {{ try {{ {bomb} }} catch (e) {{ return 'caught ' + String(e) }} }}"),
+        format!("() => {{ try {{ {bomb} }} catch {{}} return 'swallowed' }}"),
+        // catch, free, retry: the run is stopped at the next interrupt check, not at the time limit
+        "() => { const a = []; for (let i = 0; i < 1e9; i++) { try { a.push(new Array(100000).fill(1)) } catch (e) { a.length = 0 } } return 'survived' }".into(),
+        format!("() => {{ try {{ {bomb} }} finally {{ return 'finally' }} }}"),
+        format!("() => new Promise(() => {{ {bomb} }}).catch((e) => 'caught ' + e)"),
+        format!("async () => {{ try {{ await (async () => {{ await null; {bomb} }})() }} catch (e) {{ return 'caught' }} }}"),
+        format!("() => {{ try {{ {bomb} }} catch (e) {{ throw new Error('something else') }} }}"),
+        // small objects: near the limit QuickJS may throw null instead of an error object
+        "() => { let list = null; try { for (;;) list = { next: list } } catch (e) { list = null; return 'caught ' + e } }".into(),
+        "() => { let text = ''; try { for (;;) text += 'y'.repeat(1000) + text.length } catch (e) { return text.length } }".into(),
+        // trying to switch the watch off
+        format!("() => {{ Error.prepareStackTrace = () => 'mine'; Error.stackTraceLimit = 0; try {{ {bomb} }} catch (e) {{ return 'caught' }} }}"),
+        format!("() => {{ delete globalThis.Error; delete globalThis.InternalError; try {{ {bomb} }} catch (e) {{ return 'caught' }} }}"),
+    ] {
+        let result = run(&code, json!({}), Duration::from_secs(10), 16).await;
+        assert_eq!(message(result), MEMORY_LIMIT_16, "{code}");
+    }
+}
+
+#[tokio::test]
+async fn the_memory_watch_is_locked_and_keeps_error_stacks() {
+    let code = "() => { Error.prepareStackTrace = () => 'mine'; const d = Object.getOwnPropertyDescriptor(Error, 'prepareStackTrace'); let redefined; try { Object.defineProperty(Error, 'prepareStackTrace', { value: 1 }); redefined = true } catch (e) { redefined = false } return { read: typeof Error.prepareStackTrace, configurable: d.configurable, redefined, stack: new Error('x').stack.split('\\n')[0], loader: typeof __observeError } }";
+    let run = call(code, json!({})).await.expect("runs");
+    let stack = run.output["stack"].as_str().unwrap_or_default().to_string();
+    assert!(stack.starts_with("    at <anonymous> (<input>:1:"), "QuickJS's own stack format: {stack}");
+    assert_eq!(
+        run.output,
+        json!({ "read": "undefined", "configurable": false, "redefined": false, "stack": stack, "loader": "undefined" })
+    );
+}
+
+#[tokio::test]
+async fn a_caught_null_counts_as_the_memory_limit_and_an_uncaught_one_as_thrown() {
+    // QuickJS throws null when not even an error object fits: a script that catches a null
+    // may have caught the memory limit.
+    for code in [
+        "() => { try { throw null } catch (e) { return 'caught' } }",
+        "async () => { try { await Promise.reject(null) } catch (e) { return 'caught' } }",
+        "() => { try { throw null } catch (e) {} throw new Error('other') }",
+    ] {
+        assert_eq!(message(run(code, json!({}), Duration::from_secs(5), 16).await), MEMORY_LIMIT_16, "{code}");
+    }
+    let text = message(call("() => { try { throw null } catch (e) {} throw null }", json!({})).await);
+    assert!(text.contains("threw null"), "{text}");
+}
+
+// ---- runtimes are reused, runs are isolated ----
+
+async fn alone(pool: &pool::Pool, code: &str) -> Result<FunctionRun, FunctionFailure> {
+    pool.run(Request::new(code, json!({}), Duration::from_secs(5), 64)).await
+}
+
+const CHECK_CLEAN: &str = r#"(p, libraries) => ({
+  x: ({}).x ?? null, leak: typeof leak, declared: typeof declared, map: [1, 2].map((n) => n * 2),
+  random: Math.random() < 1, json: JSON.stringify({ a: 1 }), error: String(new Error('e')),
+  lodash: libraries._.map([1, 2], (n) => n + 1), dateFns: typeof libraries.dateFns.addDays(new Date(0), 1),
+  extra: libraries.extra ?? null, console: typeof console.log, fn: typeof Function.prototype.leak,
+  promise: typeof Promise.prototype.leak, symbol: Symbol.for('sluice').description,
+})"#;
+
+fn clean() -> Value {
+    json!({
+        "x": null, "leak": "undefined", "declared": "undefined", "map": [2, 4], "random": true,
+        "json": "{\"a\":1}", "error": "Error: e", "lodash": [2, 3], "dateFns": "object", "extra": null,
+        "console": "function", "fn": "undefined", "promise": "undefined", "symbol": "sluice",
+    })
+}
+
+#[tokio::test]
+async fn nothing_a_run_leaves_behind_reaches_the_next_run_on_the_same_runtime() {
+    let pool = pool::Pool::new(1).expect("starts");
+    let polluters = [
+        "(p, libraries) => { Object.prototype.x = 1; globalThis.leak = 'leaked'; Array.prototype.map = function () { return 'patched' }; Math.random = () => 4; Error.prototype.toString = () => 'patched'; return 'polluted' }",
+        "(p, libraries) => { libraries._.map = () => 'patched lodash'; libraries.dateFns.addDays = () => 'patched'; Function.prototype.leak = 1; Promise.prototype.leak = 1; return 'polluted' }",
+        "function (p) { var declared = 1; globalThis.declared = 2; console.log = null; Symbol.for('sluice'); Object.freeze(Object.prototype); return 'polluted' }",
+        "(p) => { JSON.stringify = () => '{\"ok\":\"patched\"}'; return 'polluted' }",
+    ];
+    for polluter in polluters {
+        let polluted = alone(&pool, polluter).await.expect("runs").output;
+        assert!(polluted == json!("polluted") || polluted == json!("patched"), "{polluter}: {polluted}");
+        assert_eq!(alone(&pool, CHECK_CLEAN).await.expect("runs").output, clean(), "after {polluter}");
+    }
+    assert_eq!(pool.runtimes_started(), 1, "all of them ran on one runtime");
+}
+
+#[tokio::test]
+async fn a_runtime_is_replaced_after_a_run_that_hit_a_limit() {
+    let pool = pool::Pool::new(1).expect("starts");
+    for _ in 0..3 {
+        alone(&pool, "(p) => 1").await.expect("runs");
+    }
+    assert_eq!(pool.runtimes_started(), 1, "reused");
+    let bad = [
+        "() => { for (;;) {} }",
+        "() => { const a = []; try { for (;;) a.push(new Array(100000).fill(1)) } catch (e) { return 1 } }",
+        "() => { const f = (n) => f(n + 1) + 1; return f(0) }",
+        "() => { (function again() { Promise.resolve().then(again) })(); return 'returned' }",
+    ];
+    for (index, code) in bad.iter().enumerate() {
+        let request = Request::new(code, json!({}), Duration::from_millis(300), 16);
+        assert!(pool.run(request).await.is_err(), "{code}");
+        assert_eq!(alone(&pool, CHECK_CLEAN).await.expect("runs").output, clean(), "after {code}");
+        assert_eq!(pool.runtimes_started(), index + 2, "replaced after {code}");
+    }
+}
+
+// ---- the time limit is CPU time ----
+
+/// Threads that keep the cores busy until dropped.
+struct Burners {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Burners {
+    fn start(count: usize) -> Burners {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = (0..count)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut spin = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        spin = std::hint::black_box(spin.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Burners { stop, threads }
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                eprintln!("a burner thread panicked");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_time_limit_is_cpu_time_even_when_the_cores_are_busy() {
+    let pool = pool::Pool::new(1).expect("starts");
+    let burners = Burners::start(3);
+    let begun = Instant::now();
+    // The ceiling is moved out of reach: this test is about the CPU clock (3 busy threads and
+    // the other tests on 2 cores can starve the loop past the real ceiling of 7 s).
+    let request = Request::new("() => { for (;;) {} }", json!({}), Duration::from_secs(2), 64);
+    let result = pool.run(Request { wall_ceiling: Duration::from_secs(60), ..request }).await;
+    let wall = begun.elapsed();
+    drop(burners);
+    let failure = result.expect_err("the loop is stopped");
+    assert_eq!(failure.error.message, "the function ran longer than its time limit of 2s");
+    let details = failure.error.details.expect("CPU and wall time are reported");
+    let cpu_ms = details["cpu_ms"].as_u64().expect("cpu_ms");
+    println!("2 s CPU limit with 3 busy threads: {cpu_ms} ms CPU, {wall:?} wall");
+    assert!((2000..2300).contains(&cpu_ms), "the loop got {cpu_ms} ms of CPU");
+    assert!(
+        wall >= Duration::from_millis(2400),
+        "3 busy threads on the cores, yet the loop got {cpu_ms} ms of CPU in {wall:?}"
+    );
+    assert!(details["wall_ms"].as_u64().is_some_and(|ms| ms >= cpu_ms), "{details}");
 }
