@@ -96,21 +96,24 @@ pub async fn wait(
 ) -> Result<SettledResponse, StoreError> {
     let mut interval = poll_interval;
     loop {
-        if let Some(settled) = store.get_response(&watch.execution_id).await? {
-            return Ok(settled);
-        }
         let left = give_up_at.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Ok(match settle(store, watch.signals, &watch.execution_id, Answer::TimedOut).await? {
-                FirstWrite::Written => SettledResponse::TimedOut { at: now() },
-                FirstWrite::Existing(earlier) => earlier,
-            });
-        }
+        // Registered before the execution started, the watch holds a wake-up for an answer
+        // settled in this process even before this wait began: look only when woken, or
+        // after the poll interval (an answer settled elsewhere).
         tokio::select! {
             _ = watch.notify.notified() => {}
             _ = tokio::time::sleep(interval.min(left)) => {
                 interval = (interval * 3 / 2).min(MAX_POLL_INTERVAL);
             }
+        }
+        if let Some(settled) = store.get_response(&watch.execution_id).await? {
+            return Ok(settled);
+        }
+        if Instant::now() >= give_up_at {
+            return Ok(match settle(store, watch.signals, &watch.execution_id, Answer::TimedOut).await? {
+                FirstWrite::Written => SettledResponse::TimedOut { at: now() },
+                FirstWrite::Existing(earlier) => earlier,
+            });
         }
     }
 }

@@ -4,7 +4,7 @@
 //! The cost of a step does not grow with the number of steps an execution has run (10,000
 //! fan-out branches).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
@@ -18,6 +18,7 @@ use crate::template::Template;
 /// The variables for `step` running in `scope`.
 pub(super) async fn for_step(
     store: &dyn FanOutStore,
+    known: &HashMap<String, StepAttempt>,
     env: &BTreeMap<String, String>,
     execution: &Execution,
     workflow: &Workflow,
@@ -32,8 +33,10 @@ pub(super) async fn for_step(
         if depth > indexes.len() {
             continue;
         }
-        let key = StepKey::new(id.clone(), &indexes[..depth]);
-        if let Some(attempt) = store.latest_step(&execution.id, &key.to_string()).await? {
+        let key = StepKey::new(id.clone(), &indexes[..depth]).to_string();
+        if let Some(attempt) = known.get(&key) {
+            steps.insert(id, step_variables(attempt));
+        } else if let Some(attempt) = store.latest_step(&execution.id, &key).await? {
             steps.insert(id, step_variables(&attempt));
         }
     }

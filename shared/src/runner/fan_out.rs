@@ -152,6 +152,8 @@ impl Segment<'_> {
                     handed_off: self.handed_off,
                     inline_branch: Some(fan_out.clone()),
                     completion: None,
+                    known: self.known.clone(),
+                    fresh: self.fresh,
                 };
                 let first =
                     StepKey { step: first_step.to_string(), scope: branch.scope.iter().map(|e| e.index).collect() };

@@ -132,6 +132,12 @@ struct Segment<'a> {
     /// (in `completion`) to be counted in a batch with its siblings'.
     inline_branch: Option<StepKey>,
     completion: Option<(u32, Value)>,
+    /// The latest attempt of every step key this segment recorded or read, so that later
+    /// steps' variables and redelivery checks need not read them back.
+    known: HashMap<String, StepAttempt>,
+    /// The segment started with its execution (the trigger's inline first segment): nothing
+    /// can be recorded for it that this segment did not record.
+    fresh: bool,
 }
 
 impl Runner {
@@ -218,6 +224,28 @@ impl Runner {
         scope: Vec<ScopeEntry>,
         entry: Entry,
     ) -> Result<(), RunError> {
+        self.run_segment(execution, workflow, scope, entry, false).await
+    }
+
+    /// The first segment of an execution just created, run where it was started: no attempt
+    /// of it can be recorded yet, so none is looked up before running.
+    pub async fn first_segment(
+        &self,
+        execution: &Execution,
+        workflow: &Workflow,
+        entry: Entry,
+    ) -> Result<(), RunError> {
+        self.run_segment(execution, workflow, Vec::new(), entry, true).await
+    }
+
+    async fn run_segment(
+        &self,
+        execution: &Execution,
+        workflow: &Workflow,
+        scope: Vec<ScopeEntry>,
+        entry: Entry,
+        fresh: bool,
+    ) -> Result<(), RunError> {
         let mut segment = Segment {
             runtime: &self.runtime,
             execution,
@@ -229,6 +257,8 @@ impl Runner {
             handed_off: false,
             inline_branch: None,
             completion: None,
+            known: HashMap::new(),
+            fresh,
         };
         segment.run(Pending::Entry(entry)).await
     }
@@ -247,6 +277,8 @@ impl Runner {
             handed_off: false,
             inline_branch: None,
             completion: None,
+            known: HashMap::new(),
+            fresh: false,
         };
         segment.run(Pending::Event(event)).await
     }
@@ -328,12 +360,20 @@ impl Segment<'_> {
             .find_step(&key.step)
             .ok_or_else(|| RunError::Poison(format!("workflow has no step `{}`", key.step)))?;
         let text = key.to_string();
-        if let Some(recorded) = store.get_step(&self.execution.id, &text, attempt).await? {
+        let known = self.known.get(&text).filter(|known| known.attempt == attempt).cloned();
+        let recorded = match known {
+            Some(known) => Some(known),
+            None if self.fresh => None,
+            None => store.get_step(&self.execution.id, &text, attempt).await?,
+        };
+        if let Some(recorded) = recorded {
             let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
+            self.known.insert(text, recorded);
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
         let env = &self.runtime.settings.env;
-        let ctx = context::for_step(store.as_ref(), env, self.execution, self.workflow, step, &self.scope).await?;
+        let ctx = context::for_step(store.as_ref(), &self.known, env, self.execution, self.workflow, step, &self.scope)
+            .await?;
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
@@ -400,11 +440,13 @@ impl Segment<'_> {
     }
 
     /// Records an attempt; if another delivery recorded it first, that record wins.
-    async fn record(&self, record: StepAttempt) -> Result<(FirstWrite<()>, StepAttempt), RunError> {
-        Ok(match self.runtime.store.record_step(&self.execution.id, &record).await? {
+    async fn record(&mut self, record: StepAttempt) -> Result<(FirstWrite<()>, StepAttempt), RunError> {
+        let (written, recorded) = match self.runtime.store.record_step(&self.execution.id, &record).await? {
             FirstWrite::Written => (FirstWrite::Written, record),
             FirstWrite::Existing(earlier) => (FirstWrite::Existing(()), earlier),
-        })
+        };
+        self.known.insert(recorded.step.clone(), recorded.clone());
+        Ok((written, recorded))
     }
 
     /// Sends a step message for `key` (its scope entries from the current position).
