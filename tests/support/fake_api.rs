@@ -49,6 +49,7 @@ impl FakeApi {
             .route("/flaky/{key}/{failures}", post(flaky).get(flaky))
             .route("/slow/{millis}", get(slow))
             .route("/hang-once/{key}", get(hang_once).post(hang_once))
+            .route("/counted/{key}/{millis}", get(counted))
             .route("/status/{code}", get(status).post(status))
             .route("/list/{n}", get(list))
             .route("/file.png", get(png))
@@ -61,7 +62,7 @@ impl FakeApi {
         FakeApi { base_url: serve_locally(app).await, calls }
     }
 
-    /// How many times `/flaky/{key}/..` or `/hang-once/{key}` was called.
+    /// How many times `/flaky/{key}/..`, `/hang-once/{key}` or `/counted/{key}/..` was called.
     pub fn calls(&self, key: &str) -> u32 {
         self.calls.lock().expect("calls").by_key.get(key).copied().unwrap_or(0)
     }
@@ -115,6 +116,18 @@ async fn flaky(
     } else {
         (StatusCode::OK, Json(json!({ "ok": true, "call": n })))
     }
+}
+
+/// Takes `millis`, then answers 200; counts the calls for `key`.
+async fn counted(State(calls): Shared, Path((key, millis)): Path<(String, u64)>) -> Json<Value> {
+    let n = {
+        let mut calls = calls.lock().expect("calls");
+        let n = calls.by_key.entry(key).or_default();
+        *n += 1;
+        *n
+    };
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Json(json!({ "ok": true, "call": n }))
 }
 
 /// Never answers the first call for `key` (it waits until the test is over); answers later
