@@ -11,11 +11,11 @@ use std::process::Command;
 
 use serde_yaml_ng::{Mapping, Value};
 use sluice_shared::config::{
-    ENV_ALLOW_PRIVATE_NETWORK, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_TABLE,
-    ENV_VARS, ENV_WORKFLOW_PREFIX,
+    ENV_ALLOW_PRIVATE_NETWORK, ENV_RECOVERY_DELAY_SECONDS, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS,
+    ENV_STEP_QUEUE_URL, ENV_TABLE, ENV_VARS, ENV_WORKFLOW_PREFIX,
 };
 use sluice_shared::runner::MAX_RECEIVES;
-use sluice_shared::runtime::DEFAULT_RESPONSE_TIMEOUT;
+use sluice_shared::runtime::{DEFAULT_RECOVERY_DELAY, DEFAULT_RESPONSE_TIMEOUT};
 
 /// AWS's advice for SQS event sources: visibility timeout ≥ 6 × the function timeout.
 const VISIBILITY_FACTOR: u64 = 6;
@@ -341,6 +341,7 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
         for (variable, parameter) in [
             (ENV_RESPONSE_TIMEOUT_SECONDS, "ResponseTimeoutSeconds"),
             (ENV_ALLOW_PRIVATE_NETWORK, "AllowPrivateNetwork"),
+            (ENV_RECOVERY_DELAY_SECONDS, "RecoveryDelaySeconds"),
         ] {
             assert_eq!(referenced(variable), parameter, "{name}: {variable}");
         }
@@ -378,6 +379,23 @@ fn the_trigger_url_outlives_the_longest_response_timeout() {
             }
         }
     }
+}
+
+#[test]
+fn recovery_comes_only_after_the_trigger_can_have_run() {
+    let template = Template::load();
+    let parameter = &template.root["Parameters"]["RecoveryDelaySeconds"];
+    assert_eq!(
+        parameter["Default"].as_u64(),
+        Some(DEFAULT_RECOVERY_DELAY.as_secs()),
+        "RecoveryDelaySeconds defaults to the engine's default"
+    );
+    let shortest = parameter["MinValue"].as_u64().expect("RecoveryDelaySeconds has a MinValue");
+    let (name, trigger) = template.function_by_binary("trigger");
+    let timeout = template.timeout(trigger);
+    // A shorter delay would resume a segment that is still running in the trigger.
+    assert!(shortest > timeout, "RecoveryDelaySeconds MinValue {shortest} s must exceed {name}'s Timeout {timeout} s");
+    assert!(DEFAULT_RECOVERY_DELAY.as_secs() > timeout, "the default recovery delay must exceed {name}'s Timeout");
 }
 
 #[test]

@@ -38,6 +38,8 @@ pub struct DevOptions {
     pub data_dir: PathBuf,
     pub workflows: PathBuf,
     pub response_timeout: Duration,
+    /// See `sluice_shared::runtime::DEFAULT_RECOVERY_DELAY`.
+    pub recovery_delay: Duration,
     pub allow_private_network: bool,
     pub workers: usize,
 }
@@ -80,7 +82,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     }
     let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
     let env = BTreeMap::from([(BASE_URL_ENV.to_string(), base_url.clone())]);
-    let settings = Settings { response_timeout: options.response_timeout, env, ..Settings::default() };
+    let settings = Settings {
+        response_timeout: options.response_timeout,
+        recovery_delay: options.recovery_delay,
+        env,
+        ..Settings::default()
+    };
     let runtime = Runtime::new(store.clone(), queue.clone(), db, HttpClient::new(policy)?, settings);
     let stack = bound.start(runtime, queue);
     let token = user_token(&options.data_dir, "dev-user", Duration::from_secs(24 * 3600))?;

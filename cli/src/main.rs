@@ -31,6 +31,10 @@ enum Command {
         /// How long a synchronous caller waits for a Response step before getting 542.
         #[arg(long, default_value = "55s")]
         response_timeout: DurationSpec,
+        /// How long after its start an execution whose first segment was cut short (the
+        /// process died) is resumed from its last recorded step.
+        #[arg(long, default_value = "90s")]
+        recovery_delay: DurationSpec,
         /// Let Request steps reach private and link-local addresses (loopback is always allowed in dev).
         #[arg(long)]
         allow_private_network: bool,
@@ -119,13 +123,33 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Dev { port, data_dir, workflows, response_timeout, allow_private_network, workers } => {
+        Command::Dev {
+            port,
+            data_dir,
+            workflows,
+            response_timeout,
+            recovery_delay,
+            allow_private_network,
+            workers,
+        } => {
             let response_timeout = response_timeout.duration();
             if response_timeout < Duration::from_millis(100) {
                 anyhow::bail!("--response-timeout must be at least 100ms");
             }
-            dev::run(DevOptions { port, data_dir, workflows, response_timeout, allow_private_network, workers })
-                .await?;
+            let recovery_delay = recovery_delay.duration();
+            if recovery_delay.is_zero() {
+                anyhow::bail!("--recovery-delay must be more than 0");
+            }
+            let options = DevOptions {
+                port,
+                data_dir,
+                workflows,
+                response_timeout,
+                recovery_delay,
+                allow_private_network,
+                workers,
+            };
+            dev::run(options).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { path } => {

@@ -5,9 +5,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::runtime::DEFAULT_RESPONSE_TIMEOUT;
 #[cfg(feature = "aws")]
 use crate::runtime::Runtime;
+use crate::runtime::{DEFAULT_RECOVERY_DELAY, DEFAULT_RESPONSE_TIMEOUT};
 
 /// The DynamoDB table holding every record.
 pub const ENV_TABLE: &str = "SLUICE_TABLE";
@@ -19,6 +19,11 @@ pub const ENV_RESPONSE_QUEUE_URL: &str = "SLUICE_RESPONSE_QUEUE_URL";
 pub const ENV_RESPONSE_TIMEOUT_SECONDS: &str = "SLUICE_RESPONSE_TIMEOUT_SECONDS";
 /// `true` lets steps reach loopback and private addresses (default `false`).
 pub const ENV_ALLOW_PRIVATE_NETWORK: &str = "SLUICE_ALLOW_PRIVATE_NETWORK";
+/// Whole seconds after its start at which an execution whose inline first segment died is
+/// resumed from its last recorded step (default 90, see [`DEFAULT_RECOVERY_DELAY`]). On AWS
+/// it must exceed the trigger function's timeout, or a segment still alive is resumed beside
+/// itself (its unrecorded step would then run twice).
+pub const ENV_RECOVERY_DELAY_SECONDS: &str = "SLUICE_RECOVERY_DELAY_SECONDS";
 
 /// The prefix of the variables that become workflows' `{{env.NAME}}` values: `SLUICE_ENV_CRM_URL`
 /// is `{{env.CRM_URL}}`. None is required; the deployer adds them to the functions.
@@ -26,12 +31,21 @@ pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
 
 /// Every variable [`LambdaConfig::from_env`] requires or reads by name; `template.yaml` sets
 /// exactly these (besides any [`ENV_WORKFLOW_PREFIX`] variables the deployer adds).
-pub const ENV_VARS: [&str; 5] =
-    [ENV_TABLE, ENV_STEP_QUEUE_URL, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS, ENV_ALLOW_PRIVATE_NETWORK];
+pub const ENV_VARS: [&str; 6] = [
+    ENV_TABLE,
+    ENV_STEP_QUEUE_URL,
+    ENV_RESPONSE_QUEUE_URL,
+    ENV_RESPONSE_TIMEOUT_SECONDS,
+    ENV_ALLOW_PRIVATE_NETWORK,
+    ENV_RECOVERY_DELAY_SECONDS,
+];
 
 /// Longest accepted response timeout: the trigger function must outlive it (Lambda's own
 /// limit is 900 s).
 const MAX_RESPONSE_TIMEOUT_SECONDS: u64 = 890;
+/// Longest accepted recovery delay: a day (delays beyond the queue's 15 minutes are reached
+/// by re-sending).
+const MAX_RECOVERY_DELAY_SECONDS: u64 = 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -55,6 +69,7 @@ pub struct LambdaConfig {
     pub response_queue_url: String,
     pub response_timeout: Duration,
     pub allow_private_network: bool,
+    pub recovery_delay: Duration,
     /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
     pub env: BTreeMap<String, String>,
 }
@@ -78,7 +93,11 @@ impl LambdaConfig {
         let response_queue_url = required(ENV_RESPONSE_QUEUE_URL)?;
         let response_timeout = match lookup(ENV_RESPONSE_TIMEOUT_SECONDS) {
             None => DEFAULT_RESPONSE_TIMEOUT,
-            Some(value) => parse_timeout(&value)?,
+            Some(value) => parse_seconds(ENV_RESPONSE_TIMEOUT_SECONDS, &value, MAX_RESPONSE_TIMEOUT_SECONDS)?,
+        };
+        let recovery_delay = match lookup(ENV_RECOVERY_DELAY_SECONDS) {
+            None => DEFAULT_RECOVERY_DELAY,
+            Some(value) => parse_seconds(ENV_RECOVERY_DELAY_SECONDS, &value, MAX_RECOVERY_DELAY_SECONDS)?,
         };
         let allow_private_network = match lookup(ENV_ALLOW_PRIVATE_NETWORK) {
             None => false,
@@ -90,6 +109,7 @@ impl LambdaConfig {
             response_queue_url,
             response_timeout,
             allow_private_network,
+            recovery_delay,
             env: BTreeMap::new(),
         })
     }
@@ -113,15 +133,12 @@ pub fn workflow_env(
     Ok(env)
 }
 
-fn parse_timeout(value: &str) -> Result<Duration, ConfigError> {
-    let invalid = |reason: &str| ConfigError::Invalid {
-        name: ENV_RESPONSE_TIMEOUT_SECONDS,
-        value: value.to_string(),
-        reason: reason.to_string(),
-    };
+/// A whole number of seconds from 1 to `max`.
+fn parse_seconds(name: &'static str, value: &str, max: u64) -> Result<Duration, ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid { name, value: value.to_string(), reason: reason.to_string() };
     let seconds: u64 = value.trim().parse().map_err(|_| invalid("expected a whole number of seconds"))?;
-    if seconds == 0 || seconds > MAX_RESPONSE_TIMEOUT_SECONDS {
-        return Err(invalid(&format!("expected 1 to {MAX_RESPONSE_TIMEOUT_SECONDS} seconds")));
+    if seconds == 0 || seconds > max {
+        return Err(invalid(&format!("expected 1 to {max} seconds")));
     }
     Ok(Duration::from_secs(seconds))
 }
@@ -156,6 +173,7 @@ pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -
     let http = HttpClient::new(policy).map_err(|e| ConfigError::Client(e.to_string()))?;
     let settings = Settings {
         response_timeout: config.response_timeout,
+        recovery_delay: config.recovery_delay,
         host: Host::Lambda,
         env: config.env.clone(),
         ..Settings::default()
@@ -198,6 +216,7 @@ mod tests {
                 response_queue_url: "https://sqs.example/responses".into(),
                 response_timeout: Duration::from_secs(55),
                 allow_private_network: false,
+                recovery_delay: Duration::from_secs(90),
                 env: BTreeMap::new(),
             }
         );
@@ -234,6 +253,19 @@ mod tests {
                 "{bad}: {error}"
             );
             assert!(error.to_string().contains(ENV_RESPONSE_TIMEOUT_SECONDS));
+        }
+    }
+
+    #[test]
+    fn recovery_delay_is_read_in_seconds_and_validated() {
+        let read = config(&with(&[(ENV_RECOVERY_DELAY_SECONDS, "4")])).expect("valid");
+        assert_eq!(read.recovery_delay, Duration::from_secs(4));
+        for bad in ["", "abc", "-1", "2.5", "0", "86401"] {
+            let error = config(&with(&[(ENV_RECOVERY_DELAY_SECONDS, bad)])).expect_err(bad);
+            assert!(
+                matches!(&error, ConfigError::Invalid { name, .. } if *name == ENV_RECOVERY_DELAY_SECONDS),
+                "{bad}: {error}"
+            );
         }
     }
 

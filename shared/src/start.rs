@@ -12,14 +12,23 @@
 //!   covers a process that dies mid-segment: for a waiting caller it is the deadline message
 //!   itself (at the deadline the response waiter settles 542 if nothing was answered and, if
 //!   the execution has not ended, sends it on to come due at [`Settings::recovery_delay`]
-//!   from the start); otherwise a recovery message delayed by that much. When it comes due
-//!   and the execution has not ended, the waiter sends a step message for the first step:
-//!   the step runner walks the recorded steps (never running one again) to where the segment
-//!   stopped and goes on — re-sending, idempotently, whatever the segment had handed off. A
-//!   synchronous execution answered and ended in its segment thus costs no step message.
+//!   from the start); otherwise a recovery message delayed by that much. A segment that stops
+//!   without error has ended the execution or handed what is left to the queue, and records
+//!   that it did ([`HANDED_OFF`]) unless the execution has ended. When the recovery comes due,
+//!   the execution has not ended and the segment recorded no hand-off, the waiter sends a
+//!   step message for the first step: the step runner walks the recorded steps (never
+//!   running one again) to where the segment stopped and goes on — re-sending, idempotently,
+//!   whatever the segment had handed off. A synchronous execution answered and ended in its
+//!   segment thus costs no step message.
 //! - **queued** (an asynchronous execution on Lambda, which is frozen once it answers): the
 //!   first step's message, at once (behind a recovery message where the store and the queue
-//!   cannot share a transaction); the 202 does not wait for any step.
+//!   cannot share a transaction, which resumes the execution only if its first step was
+//!   never recorded); the 202 does not wait for any step.
+//!
+//! Either way the recovery leaves alone an execution whose chain of messages is known to be
+//! alive: resuming it would start a second chain beside the first, and every step not yet
+//! recorded when they meet would run twice. (Only a crash between a hand-off and its record
+//! leaves that to chance: the steps after it are then at least once, as after a redelivery.)
 //!
 //! [`Settings::recovery_delay`]: crate::runtime::Settings::recovery_delay
 
@@ -32,10 +41,18 @@ use tokio::task::JoinHandle;
 use crate::engine::{self, Effect, Event, State};
 use crate::messages::{DeadlineMessage, StepMessage};
 use crate::model::Workflow;
-use crate::ports::{Deployment, MAX_QUEUE_DELAY, Outgoing, QueueName, SendQueue, StartError, StartExecution, Store};
-use crate::record::{Execution, ExecutionStatus, TriggerData, now};
+use crate::ports::{
+    Deployment, MAX_QUEUE_DELAY, Outgoing, QueueName, SendQueue, StartError, StartExecution, Store, StoreError,
+};
+use crate::record::{Execution, ExecutionStatus, StepAttempt, StepStatus, TriggerData, now};
 use crate::runner::{Entry, RunError, Runner};
-use crate::runtime::Host;
+use crate::runtime::{Host, Runtime};
+
+/// The step key of the record an inline first segment leaves when it stopped without error
+/// and the execution has not ended: what is left is in the queue's hands, and the recovery
+/// must not resume it. Not a workflow step (step ids cannot start with `$`); the execution
+/// record leaves it out.
+pub const HANDED_OFF: &str = "$handed-off";
 
 /// What starts an execution.
 #[derive(Debug, Clone)]
@@ -100,7 +117,7 @@ pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartE
         Effect::RunStep { key, attempt, .. } => Some((key.clone(), *attempt)),
         _ => None,
     });
-    let inline = deadline.is_some() || settings.host == Host::Local;
+    let inline = runs_inline(&execution, settings.host);
     let resume = first.as_ref().map(|(key, _)| key.step.clone());
     let mut messages = Vec::with_capacity(2);
     let recovery = |delay: Duration| {
@@ -131,8 +148,12 @@ pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartE
         Some((key, attempt)) if inline => {
             let (runner, execution, deployment) = (runner.clone(), execution.clone(), deployment.clone());
             Some(tokio::spawn(async move {
-                let result =
-                    runner.segment(&execution, &deployment.workflow, Vec::new(), Entry::Run { key, attempt }).await;
+                let workflow = &deployment.workflow;
+                let result = match runner.first_segment(&execution, workflow, Entry::Run { key, attempt }).await {
+                    Ok(status) if status.is_ended() => Ok(()),
+                    Ok(_) => record_hand_off(runner.runtime(), &execution.id).await.map_err(RunError::from),
+                    Err(error) => Err(error),
+                };
                 if let Err(error) = &result {
                     // The recovery message takes over.
                     tracing::warn!(execution = %execution.id, %error, "inline segment stopped; the queue resumes it");
@@ -150,6 +171,43 @@ pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartE
         }
     };
     Ok(Started { execution, segment })
+}
+
+/// Whether an execution's first segment runs in the process that starts it (see the module
+/// doc); the rule the response waiter applies again at the recovery.
+pub fn runs_inline(execution: &Execution, host: Host) -> bool {
+    execution.response_deadline.is_some() || host == Host::Local
+}
+
+/// After an inline segment stopped without error: records [`HANDED_OFF`] unless the
+/// execution has ended (the recovery sees that by itself).
+async fn record_hand_off(runtime: &Runtime, execution_id: &str) -> Result<(), StoreError> {
+    let store = &runtime.store;
+    if store.get_execution(execution_id).await?.is_none_or(|e| e.status.is_ended()) {
+        return Ok(());
+    }
+    let at = now();
+    let marker = StepAttempt {
+        step: HANDED_OFF.to_string(),
+        attempt: 1,
+        status: StepStatus::Succeeded,
+        input: serde_json::Value::Null,
+        output: None,
+        error: None,
+        started_at: at,
+        ended_at: at,
+        logs: Vec::new(),
+    };
+    store.record_step(execution_id, &marker).await?;
+    Ok(())
+}
+
+/// Whether the recovery of `execution` (first step `first`) has nothing to do because its
+/// chain of messages is alive: an inline segment recorded that it handed off; a queued first
+/// step was delivered if it is recorded.
+pub async fn moved_on(store: &dyn Store, execution: &Execution, first: &str, host: Host) -> Result<bool, StoreError> {
+    let step = if runs_inline(execution, host) { HANDED_OFF } else { first };
+    Ok(store.get_step(&execution.id, step, 1).await?.is_some())
 }
 
 /// `StartExecution` for a store and a queue that cannot share a transaction (DynamoDB + SQS):

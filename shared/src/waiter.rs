@@ -5,8 +5,9 @@
 //! Deadlines beyond the queue's longest delay are reached by re-sending. The same queue carries
 //! the recovery of inline first segments (see `crate::start`): at the deadline of an
 //! execution that has not ended, the message is sent on to come due at the recovery delay;
-//! then, if the execution still has not ended, its first step is sent to the step runner,
-//! which goes on from the last recorded step.
+//! then, if the execution still has not ended and its first segment did not hand off to the
+//! queue (`crate::start::moved_on`), its first step is sent to the step runner, which goes on
+//! from the last recorded step.
 
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::record::{Execution, Timestamp, now};
 use crate::runner::RunError;
 use crate::runtime::Runtime;
 use crate::settle;
+use crate::start;
 
 #[derive(Clone)]
 pub struct Waiter {
@@ -59,6 +61,11 @@ impl Waiter {
         }
         if message.recover {
             let Some(step) = &message.resume else { return Ok(()) };
+            if start::moved_on(store.as_ref(), &execution, step, self.runtime.settings.host).await? {
+                // Its messages carry it on: resuming it would run its remaining steps twice.
+                tracing::debug!(execution = %execution.id, "execution still running at its recovery time; not resumed");
+                return Ok(());
+            }
             tracing::info!(execution = %execution.id, "execution has not ended by its recovery time; resuming it");
             let body = StepMessage::first(&execution.id, step).to_json();
             self.runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;

@@ -1,5 +1,6 @@
 //! A local HTTP server standing in for a third-party API (a CRM): known contacts, an endpoint
-//! that fails a set number of times before it succeeds, a slow one, and any status code.
+//! that fails a set number of times before it succeeds, a slow one, one that never answers its
+//! first call, and any status code.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -47,6 +48,8 @@ impl FakeApi {
             .route("/contacts", get(contacts))
             .route("/flaky/{key}/{failures}", post(flaky).get(flaky))
             .route("/slow/{millis}", get(slow))
+            .route("/hang-once/{key}", get(hang_once).post(hang_once))
+            .route("/counted/{key}/{millis}", get(counted))
             .route("/status/{code}", get(status).post(status))
             .route("/list/{n}", get(list))
             .route("/file.png", get(png))
@@ -59,7 +62,7 @@ impl FakeApi {
         FakeApi { base_url: serve_locally(app).await, calls }
     }
 
-    /// How many times `/flaky/{key}/..` was called.
+    /// How many times `/flaky/{key}/..`, `/hang-once/{key}` or `/counted/{key}/..` was called.
     pub fn calls(&self, key: &str) -> u32 {
         self.calls.lock().expect("calls").by_key.get(key).copied().unwrap_or(0)
     }
@@ -74,7 +77,7 @@ impl FakeApi {
         self.calls.lock().expect("calls").max_in_flight
     }
 
-    /// Every Idempotency-Key header received by `/flaky`.
+    /// Every Idempotency-Key header received by `/flaky` and `/hang-once`, in order.
     pub fn idempotency_keys(&self) -> Vec<String> {
         self.calls.lock().expect("calls").idempotency_keys.clone()
     }
@@ -113,6 +116,36 @@ async fn flaky(
     } else {
         (StatusCode::OK, Json(json!({ "ok": true, "call": n })))
     }
+}
+
+/// Takes `millis`, then answers 200; counts the calls for `key`.
+async fn counted(State(calls): Shared, Path((key, millis)): Path<(String, u64)>) -> Json<Value> {
+    let n = {
+        let mut calls = calls.lock().expect("calls");
+        let n = calls.by_key.entry(key).or_default();
+        *n += 1;
+        *n
+    };
+    tokio::time::sleep(Duration::from_millis(millis)).await;
+    Json(json!({ "ok": true, "call": n }))
+}
+
+/// Never answers the first call for `key` (it waits until the test is over); answers later
+/// calls 200 at once. Stands in for the request a killed process was waiting on.
+async fn hang_once(State(calls): Shared, Path(key): Path<String>, headers: HeaderMap) -> Json<Value> {
+    let n = {
+        let mut calls = calls.lock().expect("calls");
+        if let Some(k) = headers.get("idempotency-key").and_then(|v| v.to_str().ok()) {
+            calls.idempotency_keys.push(k.to_string());
+        }
+        let n = calls.by_key.entry(key).or_default();
+        *n += 1;
+        *n
+    };
+    if n == 1 {
+        std::future::pending::<()>().await;
+    }
+    Json(json!({ "ok": true, "call": n }))
 }
 
 async fn slow(Path(millis): Path<u64>) -> Json<Value> {

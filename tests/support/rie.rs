@@ -6,7 +6,8 @@
 //! Invariants: nothing here builds anything (the test script runs `cargo build -p trigger -p
 //! step-runner -p response-waiter` first); a function's environment is exactly what the test
 //! passes (nothing inherited from the test process); dropping a [`Rie`] ends the emulator and
-//! the function it started, and prints their output if the test is failing.
+//! the function it started, and prints their output if the test is failing; [`Rie::kill`]
+//! kills both at once, mid-invocation if need be.
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
@@ -111,6 +112,7 @@ impl AwsResources {
             ("SLUICE_RESPONSE_QUEUE_URL", self.responses_url.as_str()),
             ("SLUICE_RESPONSE_TIMEOUT_SECONDS", "55"),
             ("SLUICE_ALLOW_PRIVATE_NETWORK", "false"),
+            ("SLUICE_RECOVERY_DELAY_SECONDS", "90"),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -195,17 +197,24 @@ impl Rie {
 
     /// Invokes the function with `event` and returns what the emulator answered.
     pub async fn invoke(&self, event: &Value) -> Invocation {
-        let response = self
-            .http
-            .post(&self.invoke_url)
-            .json(event)
-            .timeout(INVOKE_TIMEOUT)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.output()));
+        self.try_invoke(event).await.unwrap_or_else(|e| panic!("invoke: {e}\n{}", self.output()))
+    }
+
+    /// Invokes the function with `event`; an error if the invocation got no answer (the
+    /// emulator was killed meanwhile, say).
+    pub async fn try_invoke(&self, event: &Value) -> Result<Invocation, reqwest::Error> {
+        let response = self.http.post(&self.invoke_url).json(event).timeout(INVOKE_TIMEOUT).send().await?;
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
-        Invocation { status, body }
+        let body = response.text().await?;
+        Ok(Invocation { status, body })
+    }
+
+    /// Kills the emulator and the function it runs at once (SIGKILL to its process group), as
+    /// a crash or an out-of-memory kill would: nothing gets to clean up.
+    pub fn kill(&self) {
+        let group = format!("-{}", self.child.id());
+        let killed = Command::new("kill").args(["-KILL", "--", &group]).status().expect("run kill");
+        assert!(killed.success(), "kill -KILL -- {group} failed");
     }
 
     /// Everything the emulator and the function printed so far.

@@ -15,6 +15,7 @@ use crate::error::{ApiError, json_response};
 use crate::model::{StepKind, Workflow};
 use crate::record::{Execution, SettledResponse, StepAttempt, StepStatus, format_timestamp};
 use crate::runtime::Runtime;
+use crate::start::HANDED_OFF;
 
 pub(super) async fn get(
     runtime: &Runtime,
@@ -94,7 +95,8 @@ fn steps(attempts: &[StepAttempt], workflow: Option<&Workflow>) -> Vec<Value> {
     // Attempts by key, keys in first-start order.
     let mut by_key: HashMap<&str, Vec<&StepAttempt>> = HashMap::new();
     let mut keys: Vec<&str> = Vec::new();
-    let mut by_start: Vec<&StepAttempt> = attempts.iter().collect();
+    // The start's hand-off record is not a step.
+    let mut by_start: Vec<&StepAttempt> = attempts.iter().filter(|a| a.step != HANDED_OFF).collect();
     by_start.sort_by_key(|a| a.started_at);
     for attempt in by_start {
         let mine = by_key.entry(attempt.step.as_str()).or_default();

@@ -18,7 +18,7 @@ use super::{Entry, Pending, RunError, Segment};
 use crate::engine::{Event, StepKey};
 use crate::messages::{ScopeEntry, StepMessage};
 use crate::ports::{Outgoing, QueueName};
-use crate::record::{StepAttempt, StepStatus, now};
+use crate::record::{ExecutionStatus, StepAttempt, StepStatus, now};
 use crate::steps::{self, within_record_limit};
 
 impl Segment<'_> {
@@ -160,7 +160,14 @@ impl Segment<'_> {
                 running.push(run_branch(branch, first));
             }
             match running.next().await {
-                Some(result) => completed.extend(result?),
+                Some(result) => {
+                    let (status, completion) = result?;
+                    if status.is_ended() {
+                        // A branch failed and ended the execution (seen by the whole segment).
+                        self.status = status;
+                    }
+                    completed.extend(completion);
+                }
                 None => break,
             }
         }
@@ -182,7 +189,10 @@ impl Segment<'_> {
 
 /// Runs one inline branch to its end (or to where it must wait); its completion, if it got
 /// there.
-async fn run_branch(mut branch: Segment<'_>, first: StepKey) -> Result<Option<(u32, Value)>, RunError> {
+async fn run_branch(
+    mut branch: Segment<'_>,
+    first: StepKey,
+) -> Result<(ExecutionStatus, Option<(u32, Value)>), RunError> {
     branch.run(Pending::Entry(Entry::Run { key: first, attempt: 1 })).await?;
-    Ok(branch.completion.take())
+    Ok((branch.status, branch.completion.take()))
 }

@@ -224,17 +224,18 @@ impl Runner {
         scope: Vec<ScopeEntry>,
         entry: Entry,
     ) -> Result<(), RunError> {
-        self.run_segment(execution, workflow, scope, entry, false).await
+        self.run_segment(execution, workflow, scope, entry, false).await.map(|_| ())
     }
 
     /// The first segment of an execution just created, run where it was started: no attempt
-    /// of it can be recorded yet, so none is looked up before running.
+    /// of it can be recorded yet, so none is looked up before running. Returns the
+    /// execution's status at the segment's end, as far as the segment saw it.
     pub async fn first_segment(
         &self,
         execution: &Execution,
         workflow: &Workflow,
         entry: Entry,
-    ) -> Result<(), RunError> {
+    ) -> Result<ExecutionStatus, RunError> {
         self.run_segment(execution, workflow, Vec::new(), entry, true).await
     }
 
@@ -245,7 +246,7 @@ impl Runner {
         scope: Vec<ScopeEntry>,
         entry: Entry,
         fresh: bool,
-    ) -> Result<(), RunError> {
+    ) -> Result<ExecutionStatus, RunError> {
         let mut segment = Segment {
             runtime: &self.runtime,
             execution,
@@ -260,7 +261,8 @@ impl Runner {
             known: HashMap::new(),
             fresh,
         };
-        segment.run(Pending::Entry(entry)).await
+        segment.run(Pending::Entry(entry)).await?;
+        Ok(segment.status)
     }
 
     /// Carries out the effects of an event outside any step (an execution that starts and
