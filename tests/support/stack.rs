@@ -23,6 +23,22 @@ use sluice_shared::start::SendThenCreate;
 /// A backend's store, queue, atomic starter (if it has one) and data folder.
 type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn StartExecution>>, Option<PathBuf>);
 
+/// The SDK clients a stack on DynamoDB + SQS uses, built by the caller (with interceptors
+/// that count its requests, for instance).
+#[derive(Debug, Clone)]
+pub struct AwsClients {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+/// Where a stack on DynamoDB + SQS keeps its data: its own table and queues.
+#[derive(Debug, Clone)]
+pub struct AwsResources {
+    pub table: String,
+    pub steps_url: String,
+    pub responses_url: String,
+}
+
 /// How a test stack differs from the default.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -48,7 +64,10 @@ impl Default for StackConfig {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
+    /// One SQLite file for the table and the queues, as `sluice dev`.
     Sqlite,
+    /// DynamoDB + SQS on the local AWS-API server, behaving as the Lambda functions do
+    /// (`Host::Lambda`).
     Aws,
 }
 
@@ -63,6 +82,8 @@ pub struct TestStack {
     http: reqwest::Client,
     _stack: LocalStack,
     data_dir: Option<PathBuf>,
+    /// The table and queues, on DynamoDB + SQS.
+    pub aws: Option<AwsResources>,
 }
 
 /// The local AWS-API server's endpoint, or None (the caller skips) unless it is required.
@@ -95,13 +116,13 @@ impl TestStack {
 
     /// Starts a stack with more options (see [`StackConfig`]).
     pub async fn start_with(backend: Backend, config: StackConfig) -> Option<TestStack> {
-        let response_timeout = config.response_timeout;
-        let unique = uuid::Uuid::new_v4().simple().to_string();
-        let (store, queue, starter, data_dir): Backends = match backend {
+        match backend {
             Backend::Sqlite => {
+                let unique = uuid::Uuid::new_v4().simple().to_string();
                 let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
                 let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
-                (db.clone(), db.clone(), Some(db), Some(dir))
+                let backends: Backends = (db.clone(), db.clone(), Some(db), Some(dir));
+                Some(TestStack::assemble(backends, Host::Local, None, unique, config).await)
             }
             Backend::Aws => {
                 let Some(endpoint) = aws_endpoint() else {
@@ -109,20 +130,42 @@ impl TestStack {
                     return None;
                 };
                 let sdk = aws_sdk_config(&endpoint).await;
-                let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
-                let sqs_client = aws_sdk_sqs::Client::new(&sdk);
-                let table = format!("sluice-e2e-{unique}");
-                dynamodb::create_table(&dynamo, &table).await.expect("create table");
-                let (steps, responses) =
-                    sqs::create_queues(&sqs_client, &format!("e2e-{unique}"), 5).await.expect("create queues");
-                let store = Arc::new(DynamoStore::new(dynamo, table));
-                (store, Arc::new(SqsQueue::new(sqs_client, steps, responses)), None, None)
+                let clients =
+                    AwsClients { dynamodb: aws_sdk_dynamodb::Client::new(&sdk), sqs: aws_sdk_sqs::Client::new(&sdk) };
+                Some(TestStack::start_on_aws(clients, config).await)
             }
-        };
-        let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
+        }
+    }
+
+    /// Starts a stack on DynamoDB + SQS through `clients` (which must reach the local AWS-API
+    /// server, see [`aws_sdk_config`]), in a table and queues of its own, behaving as the
+    /// Lambda functions do (see [`Backend::Aws`]).
+    pub async fn start_on_aws(clients: AwsClients, config: StackConfig) -> TestStack {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let AwsClients { dynamodb: dynamo, sqs: sqs_client } = clients;
+        let table = format!("sluice-e2e-{unique}");
+        dynamodb::create_table(&dynamo, &table).await.expect("create table");
+        let (steps_url, responses_url) =
+            sqs::create_queues(&sqs_client, &format!("e2e-{unique}"), 5).await.expect("create queues");
+        let resources =
+            AwsResources { table: table.clone(), steps_url: steps_url.clone(), responses_url: responses_url.clone() };
+        let store = Arc::new(DynamoStore::new(dynamo, table));
+        let queue = Arc::new(SqsQueue::new(sqs_client, steps_url, responses_url));
         // On DynamoDB + SQS the stack behaves as the Lambda functions do: asynchronous starts
         // go to the queue, and an inline segment hands off once the caller is answered.
-        let host = if backend == Backend::Aws { Host::Lambda } else { Host::Local };
+        TestStack::assemble((store, queue, None, None), Host::Lambda, Some(resources), unique, config).await
+    }
+
+    async fn assemble(
+        backends: Backends,
+        host: Host,
+        aws: Option<AwsResources>,
+        unique: String,
+        config: StackConfig,
+    ) -> TestStack {
+        let (store, queue, starter, data_dir) = backends;
+        let response_timeout = config.response_timeout;
+        let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
         let settings =
             Settings { response_timeout, host, recovery_delay: config.recovery_delay, ..Settings::default() };
         let queue: Arc<dyn Queue> = if config.duplicate_deliveries { Arc::new(DuplicatingQueue(queue)) } else { queue };
@@ -150,7 +193,7 @@ impl TestStack {
             created_at: now(),
         };
         store.create_project(&project).await.expect("create project");
-        Some(TestStack {
+        TestStack {
             base_url: stack.base_url.clone(),
             project_id,
             api_key,
@@ -160,7 +203,8 @@ impl TestStack {
             http: reqwest::Client::new(),
             _stack: stack,
             data_dir,
-        })
+            aws,
+        }
     }
 
     /// Deploys a workflow written as YAML (it must pass validation).
