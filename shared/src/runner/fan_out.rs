@@ -150,6 +150,7 @@ impl Segment<'_> {
                     started: self.started,
                     steps_run: 0,
                     handed_off: self.handed_off,
+                    answered: self.answered,
                     inline_branch: Some(fan_out.clone()),
                     completion: None,
                     known: self.known.clone(),

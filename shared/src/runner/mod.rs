@@ -128,6 +128,8 @@ struct Segment<'a> {
     steps_run: usize,
     /// Set once the caller was answered by a segment that must hand off after answering.
     handed_off: bool,
+    /// This segment settled the caller's answer: no caller waits for another one.
+    answered: bool,
     /// This segment runs one branch of this fan-out inline: its completion is handed back
     /// (in `completion`) to be counted in a batch with its siblings'.
     inline_branch: Option<StepKey>,
@@ -256,6 +258,7 @@ impl Runner {
             started: Instant::now(),
             steps_run: 0,
             handed_off: false,
+            answered: false,
             inline_branch: None,
             completion: None,
             known: HashMap::new(),
@@ -277,6 +280,7 @@ impl Runner {
             started: Instant::now(),
             steps_run: 0,
             handed_off: false,
+            answered: false,
             inline_branch: None,
             completion: None,
             known: HashMap::new(),
@@ -328,7 +332,7 @@ impl Segment<'_> {
         State {
             execution_id: &self.execution.id,
             status: self.status,
-            caller_waits: self.execution.response_deadline.is_some(),
+            caller_waits: self.execution.response_deadline.is_some() && !self.answered,
             now: now(),
             inline_fan_out_items: self.runtime.settings.inline_fan_out_items,
         }
@@ -426,6 +430,7 @@ impl Segment<'_> {
     async fn respond(&mut self, answer: Answer) -> Result<FirstWrite<SettledResponse>, StoreError> {
         let written =
             settle::settle(self.runtime.store.as_ref(), &self.runtime.signals, &self.execution.id, answer).await?;
+        self.answered = true;
         if self.runtime.settings.host == Host::Lambda {
             // A Lambda is frozen once it answers: what follows goes to the queue.
             self.handed_off = true;
