@@ -142,19 +142,13 @@ impl Segment<'_> {
                 let mut scope = outer.clone();
                 scope.push(ScopeEntry { index, total, item });
                 let branch = Segment {
-                    runtime: self.runtime,
-                    execution: self.execution,
-                    workflow: self.workflow,
                     status: self.status,
-                    scope,
                     started: self.started,
-                    steps_run: 0,
                     handed_off: self.handed_off,
                     answered: self.answered,
                     inline_branch: Some(fan_out.clone()),
-                    completion: None,
                     known: self.known.clone(),
-                    fresh: self.fresh,
+                    ..Segment::new(self.runtime, self.execution, self.workflow, scope, self.fresh)
                 };
                 let first =
                     StepKey { step: first_step.to_string(), scope: branch.scope.iter().map(|e| e.index).collect() };

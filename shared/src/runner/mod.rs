@@ -249,21 +249,7 @@ impl Runner {
         entry: Entry,
         fresh: bool,
     ) -> Result<ExecutionStatus, RunError> {
-        let mut segment = Segment {
-            runtime: &self.runtime,
-            execution,
-            workflow,
-            status: execution.status,
-            scope,
-            started: Instant::now(),
-            steps_run: 0,
-            handed_off: false,
-            answered: false,
-            inline_branch: None,
-            completion: None,
-            known: HashMap::new(),
-            fresh,
-        };
+        let mut segment = Segment::new(&self.runtime, execution, workflow, scope, fresh);
         segment.run(Pending::Entry(entry)).await?;
         Ok(segment.status)
     }
@@ -271,21 +257,7 @@ impl Runner {
     /// Carries out the effects of an event outside any step (an execution that starts and
     /// ends at once, a deadline).
     pub async fn apply(&self, execution: &Execution, workflow: &Workflow, event: Event) -> Result<(), RunError> {
-        let mut segment = Segment {
-            runtime: &self.runtime,
-            execution,
-            workflow,
-            status: execution.status,
-            scope: Vec::new(),
-            started: Instant::now(),
-            steps_run: 0,
-            handed_off: false,
-            answered: false,
-            inline_branch: None,
-            completion: None,
-            known: HashMap::new(),
-            fresh: false,
-        };
+        let mut segment = Segment::new(&self.runtime, execution, workflow, Vec::new(), false);
         segment.run(Pending::Event(event)).await
     }
 
@@ -310,7 +282,32 @@ impl Runner {
     }
 }
 
-impl Segment<'_> {
+impl<'a> Segment<'a> {
+    /// A segment of `execution` at the fan-out position `scope`, starting now.
+    fn new(
+        runtime: &'a Runtime,
+        execution: &'a Execution,
+        workflow: &'a Workflow,
+        scope: Vec<ScopeEntry>,
+        fresh: bool,
+    ) -> Self {
+        Segment {
+            runtime,
+            execution,
+            workflow,
+            status: execution.status,
+            scope,
+            started: Instant::now(),
+            steps_run: 0,
+            handed_off: false,
+            answered: false,
+            inline_branch: None,
+            completion: None,
+            known: HashMap::new(),
+            fresh,
+        }
+    }
+
     async fn run(&mut self, first: Pending) -> Result<(), RunError> {
         let mut next = Some(first);
         while let Some(pending) = next.take() {

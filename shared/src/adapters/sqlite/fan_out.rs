@@ -97,29 +97,8 @@ impl FanOutStore for Sqlite {
         total: u32,
         result: &Value,
     ) -> Result<bool, StoreError> {
-        check_branch_index(index, total)?;
-        let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
-        let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
-        self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute(
-                "INSERT INTO fan_out_branches (execution_id, fan_out_key, branch_index, result)
-                 VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (execution_id, fan_out_key, branch_index) DO NOTHING",
-                params![execution_id, fan_out_key, index, text],
-            )
-            .map_err(backend)?;
-            let done: u32 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM fan_out_branches WHERE execution_id = ?1 AND fan_out_key = ?2",
-                    params![execution_id, fan_out_key],
-                    |row| row.get(0),
-                )
-                .map_err(backend)?;
-            tx.commit().map_err(backend)?;
-            Ok(done >= total)
-        })
-        .await
+        // One branch is a batch of one: the same transaction, the same count.
+        self.complete_branches(execution_id, fan_out_key, total, &[(index, result.clone())]).await
     }
 
     async fn complete_branches(
