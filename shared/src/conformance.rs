@@ -102,6 +102,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     fan_out::case_fan_out_items_round_trip(store).await;
     fan_out::case_complete_branch_counts_once(store).await;
     fan_out::case_complete_branches_in_a_batch_counts_each_once(store).await;
+    fan_out::case_record_branches_records_then_counts_or_stops_at_a_conflict(store).await;
     fan_out::case_join_is_done_only_after_every_branch(store).await;
     fan_out::case_concurrent_completions_count_each_branch_once(store, limits.concurrent_completions).await;
     fan_out::case_branch_results_are_ordered_and_complete(store, limits).await;

@@ -235,6 +235,22 @@ pub trait FanOutStore: Send + Sync {
         }
         Ok(done)
     }
+    /// The step attempts of branches run inline (`records`: each branch's attempts, in the
+    /// order they ran), recorded first-writer-wins, then `results` counted done as
+    /// [`complete_branches`](FanOutStore::complete_branches) does: one transaction where the
+    /// backend can. A branch's attempts are recorded in order up to the first that another
+    /// delivery had recorded already (its later attempts were built on a result that lost, and
+    /// are not written); if there was any such conflict nothing is counted and `None` is
+    /// returned (the caller runs the fan-out again, from what is recorded). Otherwise, whether
+    /// all `total` branches are done.
+    async fn record_branches(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        total: u32,
+        records: &[Vec<StepAttempt>],
+        results: &[(u32, Value)],
+    ) -> Result<Option<bool>, StoreError>;
     /// The result of every done branch, in index order.
     async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError>;
 }

@@ -11,8 +11,9 @@
 //! (a 202 with an execution id, or the expected Response body), and execution records are read
 //! back: every one for the asynchronous shape (its completion rate comes from their `endedAt`),
 //! a sample for the synchronous ones. `GET /health` of a fresh server at the same
-//! concurrencies is the loopback floor. Prints a Markdown table (also written to
-//! `target/bench-http-load.md`) and exits non-zero if any request did not succeed.
+//! concurrencies is the loopback floor; `BENCH_SHAPES` (default `async,sync,fan-out`) picks the
+//! shapes. Prints a Markdown table (also written to `target/bench-http-load.md`) and exits
+//! non-zero if any request did not succeed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -535,9 +536,16 @@ async fn main() {
         .expect("HTTP client");
 
     let load_before = load_average();
+    // BENCH_SHAPES: which shapes to run besides the floor (comma-separated: async, sync, fan-out).
+    let shapes = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "async,sync,fan-out".into());
+    let wanted = |name: &str| shapes.split(',').any(|shape| shape.trim() == name);
     let mut rows = Vec::new();
-    for target in [Target::Health, Target::Async, Target::Sync, Target::FanOut] {
-        rows.extend(run_target(&config, &client, target).await);
+    for (target, name) in
+        [(Target::Health, "health"), (Target::Async, "async"), (Target::Sync, "sync"), (Target::FanOut, "fan-out")]
+    {
+        if target == Target::Health || wanted(name) {
+            rows.extend(run_target(&config, &client, target).await);
+        }
     }
 
     let nproc = Command::new("nproc")

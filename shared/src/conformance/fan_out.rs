@@ -228,3 +228,36 @@ pub async fn case_complete_branches_in_a_batch_counts_each_once(store: &dyn Stor
     let outside = store.complete_branches(&execution_id, "g", 2, &[(0, json!(1)), (2, json!(1))]).await;
     assert!(matches!(outside, Err(StoreError::TooLarge(_))), "an index past the total: {outside:?}");
 }
+
+/// Inline branches' attempts are recorded with their count; a branch stops at an attempt
+/// another delivery recorded first, and such a batch counts nothing.
+pub async fn case_record_branches_records_then_counts_or_stops_at_a_conflict(store: &dyn Store) {
+    let execution_id = unique("e");
+    let branches = vec![vec![attempt("b@0", 1), attempt("c@0", 1)], vec![attempt("b@1", 1)]];
+    let results = [(0, json!("zero")), (1, json!("one"))];
+    let done = store.record_branches(&execution_id, "f", 3, &branches, &results).await.expect("batch");
+    assert_eq!(done, Some(false), "two of three branches are done");
+    for written in branches.iter().flatten() {
+        let read = store.get_step(&execution_id, &written.step, 1).await.expect("read");
+        assert_eq!(read.as_ref(), Some(written), "{} is recorded", written.step);
+    }
+    assert_eq!(store.branch_results(&execution_id, "f").await.expect("results"), results.to_vec());
+
+    // Branch 2's first attempt was recorded by another delivery: its second is not written,
+    // branch 3's are, and nothing is counted.
+    let earlier = StepAttempt { output: Some(json!("the other delivery")), ..attempt("b@2", 1) };
+    assert_eq!(store.record_step(&execution_id, &earlier).await.expect("earlier"), FirstWrite::Written);
+    let conflicting = vec![vec![attempt("b@2", 1), attempt("c@2", 1)]];
+    let done = store.record_branches(&execution_id, "f", 3, &conflicting, &[(2, json!("two"))]).await;
+    assert_eq!(done.expect("conflicting batch"), None);
+    assert_eq!(store.get_step(&execution_id, "b@2", 1).await.expect("read"), Some(earlier), "the first record stays");
+    assert_eq!(store.get_step(&execution_id, "c@2", 1).await.expect("read"), None, "built on a result that lost");
+    assert_eq!(store.branch_results(&execution_id, "f").await.expect("results").len(), 2, "nothing counted");
+
+    // Run again from what is recorded: the last branch completes the fan-out.
+    let again = vec![vec![attempt("c@2", 1)]];
+    let done = store.record_branches(&execution_id, "f", 3, &again, &[(2, json!("two"))]).await.expect("again");
+    assert_eq!(done, Some(true));
+    // A redelivered batch of completions alone (no attempts) still says done.
+    assert_eq!(store.record_branches(&execution_id, "f", 3, &[], &results).await.expect("redelivered"), Some(true));
+}

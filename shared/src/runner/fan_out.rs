@@ -4,9 +4,13 @@
 //! recording the fan-out's output first-writer-wins.
 //!
 //! A small fan-out whose branches never wait runs its branches inside the segment instead,
-//! `concurrency` at a time (concurrently where they wait on I/O): every branch step is still
-//! recorded first-writer-wins before the next, and the branches' completions are counted in
-//! one batch with the same exactly-once semantics. A branch that goes to the queue half-way
+//! `concurrency` at a time (concurrently where they wait on I/O): the branches' step attempts
+//! and their completions are written in one batch (`FanOutStore::record_branches`, one
+//! transaction on SQLite), first-writer-wins with the same exactly-once semantics; a branch
+//! that sends or settles anything first writes what it recorded (`Segment::flush`). A crash
+//! before the batch loses only attempts nothing outside saw: they run again, as a step whose
+//! record was lost to a crash does. An attempt another delivery recorded first fails the
+//! segment retryably, and the redelivery goes on from the recorded attempts. A branch that goes to the queue half-way
 //! (a retry) is counted when it ends, like a distributed one; a crash half-way leaves the
 //! fan-out unjoined, and the redelivered (or recovery) message starts it again: recorded
 //! branch steps are not run again, and the rest runs.
@@ -135,6 +139,7 @@ impl Segment<'_> {
         let mut waiting = items.into_iter().enumerate();
         let mut running = FuturesUnordered::new();
         let mut completed = Vec::with_capacity(total as usize);
+        let mut records = Vec::with_capacity(total as usize);
         loop {
             while running.len() < lanes.max(1) as usize {
                 let Some((index, item)) = waiting.next() else { break };
@@ -147,6 +152,7 @@ impl Segment<'_> {
                     handed_off: self.handed_off,
                     answered: self.answered,
                     inline_branch: Some(fan_out.clone()),
+                    deferred: Some(Vec::new()),
                     known: self.known.clone(),
                     ..Segment::new(self.runtime, self.execution, self.workflow, scope, self.fresh)
                 };
@@ -156,21 +162,34 @@ impl Segment<'_> {
             }
             match running.next().await {
                 Some(result) => {
-                    let (status, completion) = result?;
+                    let (status, completion, deferred) = result?;
                     if status.is_ended() {
                         // A branch failed and ended the execution (seen by the whole segment).
                         self.status = status;
                     }
                     completed.extend(completion);
+                    records.push(deferred);
                 }
                 None => break,
             }
         }
+        records.retain(|branch| !branch.is_empty());
+        if completed.is_empty() && records.is_empty() {
+            return Ok(None);
+        }
+        let store = &self.runtime.store;
+        let Some(all_done) = store.record_branches(&self.execution.id, &key, total, &records, &completed).await? else {
+            return Err(RunError::Retryable(format!(
+                "a step of an inline branch of fan-out `{key}` was recorded first by another delivery"
+            )));
+        };
+        for attempt in records.into_iter().flatten() {
+            self.known.insert(attempt.step.clone(), attempt);
+        }
+        self.scope = outer;
         if completed.is_empty() {
             return Ok(None);
         }
-        let all_done = self.runtime.store.complete_branches(&self.execution.id, &key, total, &completed).await?;
-        self.scope = outer;
         Ok(Some(Event::BranchesCounted { fan_out, total, all_done }))
     }
 
@@ -182,12 +201,11 @@ impl Segment<'_> {
     }
 }
 
-/// Runs one inline branch to its end (or to where it must wait); its completion, if it got
-/// there.
-async fn run_branch(
-    mut branch: Segment<'_>,
-    first: StepKey,
-) -> Result<(ExecutionStatus, Option<(u32, Value)>), RunError> {
+/// Runs one inline branch to its end (or to where it must wait): its status, its completion
+/// if it got there, and the attempts it recorded that are still to be written.
+async fn run_branch(mut branch: Segment<'_>, first: StepKey) -> Result<BranchEnd, RunError> {
     branch.run(Pending::Entry(Entry::Run { key: first, attempt: 1 })).await?;
-    Ok((branch.status, branch.completion.take()))
+    Ok((branch.status, branch.completion.take(), branch.deferred.take().unwrap_or_default()))
 }
+
+type BranchEnd = (ExecutionStatus, Option<(u32, Value)>, Vec<StepAttempt>);

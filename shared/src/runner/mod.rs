@@ -134,6 +134,11 @@ struct Segment<'a> {
     /// (in `completion`) to be counted in a batch with its siblings'.
     inline_branch: Option<StepKey>,
     completion: Option<(u32, Value)>,
+    /// In an inline branch: the attempts recorded so far but not yet written. They are written
+    /// with the branches' count in one batch (`run_branches_inline`), or before anything
+    /// leaves the segment (a message, a status, an answer: [`Segment::flush`]), so nothing
+    /// outside ever depends on an attempt that is not stored.
+    deferred: Option<Vec<StepAttempt>>,
     /// The latest attempt of every step key this segment recorded or read, so that later
     /// steps' variables and redelivery checks need not read them back.
     known: HashMap<String, StepAttempt>,
@@ -303,6 +308,7 @@ impl<'a> Segment<'a> {
             answered: false,
             inline_branch: None,
             completion: None,
+            deferred: None,
             known: HashMap::new(),
             fresh,
         }
@@ -405,7 +411,7 @@ impl<'a> Segment<'a> {
     }
 
     /// Settles a Response step's answer if the engine says a caller gets it.
-    async fn answer(&mut self, key: StepKey, answer: crate::record::HttpResponse) -> Result<Delivery, StoreError> {
+    async fn answer(&mut self, key: StepKey, answer: crate::record::HttpResponse) -> Result<Delivery, RunError> {
         let effects = engine::decide(self.workflow, &self.state(), Event::Answered { key, answer: answer.clone() })
             .unwrap_or_default();
         let mut delivery = Delivery::NoCaller;
@@ -424,7 +430,8 @@ impl<'a> Segment<'a> {
         Ok(delivery)
     }
 
-    async fn respond(&mut self, answer: Answer) -> Result<FirstWrite<SettledResponse>, StoreError> {
+    async fn respond(&mut self, answer: Answer) -> Result<FirstWrite<SettledResponse>, RunError> {
+        self.flush().await?;
         let written =
             settle::settle(self.runtime.store.as_ref(), &self.runtime.signals, &self.execution.id, answer).await?;
         self.answered = true;
@@ -443,8 +450,14 @@ impl<'a> Segment<'a> {
         Ok(Event::WaitOver { key, attempt, output: recorded.output.unwrap_or(Value::Null) })
     }
 
-    /// Records an attempt; if another delivery recorded it first, that record wins.
+    /// Records an attempt; if another delivery recorded it first, that record wins. In an
+    /// inline branch the write is deferred (see `deferred`).
     async fn record(&mut self, record: StepAttempt) -> Result<(FirstWrite<()>, StepAttempt), RunError> {
+        if let Some(deferred) = self.deferred.as_mut() {
+            deferred.push(record.clone());
+            self.known.insert(record.step.clone(), record.clone());
+            return Ok((FirstWrite::Written, record));
+        }
         let (written, recorded) = match self.runtime.store.record_step(&self.execution.id, &record).await? {
             FirstWrite::Written => (FirstWrite::Written, record),
             FirstWrite::Existing(earlier) => (FirstWrite::Existing(()), earlier),
@@ -453,9 +466,27 @@ impl<'a> Segment<'a> {
         Ok((written, recorded))
     }
 
+    /// Writes an inline branch's deferred attempts, before something leaves the segment. One
+    /// that another delivery recorded first fails the segment (retryably): what this branch
+    /// did after it was built on a result that lost, and the redelivery goes on from the
+    /// recorded one.
+    async fn flush(&mut self) -> Result<(), RunError> {
+        let Some(deferred) = self.deferred.as_mut().map(std::mem::take) else { return Ok(()) };
+        for attempt in deferred {
+            if let FirstWrite::Existing(_) = self.runtime.store.record_step(&self.execution.id, &attempt).await? {
+                self.known.remove(&attempt.step);
+                return Err(RunError::Retryable(format!(
+                    "step `{}` of an inline fan-out branch was recorded first by another delivery",
+                    attempt.step
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Sends a step message for `key` (its scope entries from the current position).
     async fn send_step(
-        &self,
+        &mut self,
         key: &StepKey,
         attempt: u32,
         delay: Duration,
@@ -471,6 +502,7 @@ impl<'a> Segment<'a> {
             wake,
         };
         let outgoing = Outgoing { body: message.to_json(), delay: delay.min(MAX_QUEUE_DELAY) };
+        self.flush().await?;
         self.runtime.queue.send(QueueName::Steps, outgoing).await?;
         Ok(())
     }
@@ -511,11 +543,13 @@ impl<'a> Segment<'a> {
                     let event = self.run_branches_inline(fan_out, &first_step, lanes, items).await?;
                     return Ok(event.map(Pending::Event));
                 }
+                self.flush().await?;
                 self.start_branches(&fan_out, &first_step, lanes, items).await?;
             }
             Effect::StartBranch { fan_out, first_step, index, total } => {
                 // Inline branches are all started by the segment that runs them.
                 if self.inline_branch.as_ref() != Some(&fan_out) {
+                    self.flush().await?;
                     self.start_branch(&fan_out, &first_step, index, total).await?;
                 }
             }
@@ -525,14 +559,17 @@ impl<'a> Segment<'a> {
                     self.completion = Some((index, result));
                     return Ok(None);
                 }
+                self.flush().await?;
                 let event = self.complete_branch(fan_out, index, &result).await?;
                 return Ok(Some(Pending::Event(event)));
             }
             Effect::Join { fan_out, total } => {
+                self.flush().await?;
                 let event = self.join(fan_out, total).await?;
                 return Ok(Some(Pending::Event(event)));
             }
             Effect::SetStatus { from, to } => {
+                self.flush().await?;
                 if store.set_execution_status(&self.execution.id, from, to).await? {
                     self.status = to;
                 } else if let Some(current) = store.get_execution(&self.execution.id).await? {
@@ -543,6 +580,7 @@ impl<'a> Segment<'a> {
                 self.respond(answer).await?;
             }
             Effect::Finish { status, error } => {
+                self.flush().await?;
                 store.finish_execution(&self.execution.id, status, error.as_ref(), now()).await?;
                 self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");

@@ -116,46 +116,60 @@ fn read_out(out: Option<String>, logs: Vec<String>, memory_mb: u32) -> Result<Fu
 /// How the script reports an uncaught `null`.
 const THREW_NULL: &str = "the function threw null";
 
-/// What every run's context evaluates first, before the request is known (so a pool thread
-/// can prepare the next context while it waits): the memory watch, the lazy libraries and a
-/// capturing console.
-fn setup_script() -> String {
+/// The module every run's context evaluates first, before the request is known (so a pool
+/// thread can prepare the next context while it waits): the memory watch, the lazy libraries,
+/// a capturing console, and the run itself. Compiled once per runtime ([`engine::Engine::new`])
+/// and loaded as bytecode into each fresh context.
+///
+/// Invariant: what the host reads back — the result text and the console lines — lives in the
+/// module's own scope, out of the script's reach (it sees neither `__out` nor `__logs`), and is
+/// read through exported functions that return primitives; the built-ins the module uses are
+/// taken before any user code runs, so a script that replaces `JSON` or a prototype method
+/// changes only its own values. The parameters arrive as JSON text and are parsed as data. `start`
+/// runs once per context: a script that finds the module (`import()`) cannot run another.
+fn setup_module() -> String {
     let (prelude, libraries) = (watch::PRELUDE, libraries::script());
     format!(
         r#"{prelude}{libraries}
-globalThis.__logs = []; globalThis.__dropped = 0; let __bytes = 0;
-const __show = (x) => {{ if (typeof x === 'string') return x; try {{ const t = JSON.stringify(x); return t === undefined ? String(x) : t; }} catch (e) {{ return String(x); }} }};
-globalThis.console = {{}};
+const stringify = JSON.stringify, parse = JSON.parse, create = Object.create, toText = String, evaluate = eval;
+const logs = create(null);
+let count = 0, bytes = 0, dropped = 0, started = false, out;
+const show = (x) => {{ if (typeof x === 'string') return x; try {{ const t = stringify(x); return t === undefined ? toText(x) : t; }} catch (e) {{ return toText(x); }} }};
+const console = {{}};
 for (const level of ['log', 'info', 'warn', 'error', 'debug']) {{
   console[level] = (...args) => {{
-    const line = args.map(__show).join(' ');
-    if (__logs.length < 1000 && __bytes + line.length <= 65536) {{ __logs.push(line); __bytes += line.length; }} else {{ __dropped++; }}
+    let line = '';
+    for (let i = 0; i < args.length && line.length <= {MAX_LOG_CHARS}; i++) line += (i > 0 ? ' ' : '') + show(args[i]);
+    if (count < {MAX_LOG_LINES} && bytes + line.length <= {MAX_LOG_CHARS}) {{ logs[count++] = line; bytes += line.length; }} else {{ dropped++; }}
   }};
 }}
+globalThis.console = console;
+export const start = async (code, parametersText) => {{
+  if (started) throw new TypeError('a run starts once');
+  started = true;
+  try {{
+    const f = evaluate('(' + code + '\n)');
+    if (typeof f !== 'function') throw new TypeError('the code must be a function taking (parameters, libraries)');
+    const value = await f(parse(parametersText), libraries);
+    const text = stringify({{ ok: value === undefined ? null : value }});
+    out = text === undefined ? '{{"ok":null}}' : text;
+  }} catch (e) {{
+    const message = e === null ? '{THREW_NULL} (QuickJS also throws null when the memory limit leaves no room for an error)' : e && e.name ? e.name + ': ' + e.message : toText(e);
+    out = stringify({{ err: toText(message), stack: e && e.stack ? toText(e.stack) : null }});
+  }}
+}};
+export const outputLength = () => typeof out === 'string' ? out.length : -1;
+export const output = () => out;
+export const lineCount = () => count;
+export const line = (index) => logs[index];
+export const droppedLines = () => dropped;
 "#
     )
 }
 
-/// The run itself, after [`setup_script`]: the user's function compiled by an indirect eval
-/// (so syntax errors are catchable) and called; the outcome lands in `__out` as JSON.
-fn call_script(code: &str, parameters: &Value) -> String {
-    let code = Value::String(code.to_string()).to_string();
-    format!(
-        r#"(async () => {{
-  try {{
-    const f = (0, eval)('(' + {code} + '\n)');
-    if (typeof f !== 'function') throw new TypeError('the code must be a function taking (parameters, libraries)');
-    const value = await f({parameters}, __libraries);
-    const text = JSON.stringify({{ ok: value === undefined ? null : value }});
-    globalThis.__out = text === undefined ? '{{"ok":null}}' : text;
-  }} catch (e) {{
-    const message = e === null ? '{THREW_NULL} (QuickJS also throws null when the memory limit leaves no room for an error)' : e && e.name ? e.name + ': ' + e.message : String(e);
-    globalThis.__out = JSON.stringify({{ err: message, stack: e && e.stack ? String(e.stack) : null }});
-  }}
-}})();
-"#
-    )
-}
+/// Console lines kept per run, and their total length in UTF-16 units.
+const MAX_LOG_LINES: usize = 1000;
+const MAX_LOG_CHARS: usize = 65_536;
 
 /// A failure's error: out of memory is the memory limit; otherwise the JS message and line.
 fn classify(message: String, stack: Option<String>, memory_mb: u32, logs: Vec<String>) -> FunctionFailure {

@@ -24,13 +24,14 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
 use serde_json::Value;
 use tokio::task::JoinSet;
 
 use super::executions::decode_step;
 use super::{DynamoStore, Item, backend, execution_pk, get_n, get_opt_s, get_s, n, s, step_prefix};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
-use crate::ports::{FanOutStore, MAX_FAN_OUT_ITEMS, StoreError};
+use crate::ports::{ExecutionStore, FanOutStore, FirstWrite, MAX_FAN_OUT_ITEMS, StoreError};
 use crate::record::StepAttempt;
 
 /// The most items in one chunk item.
@@ -209,6 +210,18 @@ impl DynamoStore {
     }
 }
 
+impl DynamoStore {
+    /// Records one inline branch's attempts in order; false at the first one recorded before.
+    async fn record_chain(&self, execution_id: &str, attempts: &[StepAttempt]) -> Result<bool, StoreError> {
+        for attempt in attempts {
+            if let FirstWrite::Existing(_) = self.record_step(execution_id, attempt).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
 #[async_trait]
 impl FanOutStore for DynamoStore {
     async fn latest_step(&self, execution_id: &str, step_key: &str) -> Result<Option<StepAttempt>, StoreError> {
@@ -274,6 +287,24 @@ impl FanOutStore for DynamoStore {
             .map_err(|e| StoreError::Corrupt(format!("fan-out `{fan_out_key}` items from {first}: {e}")))?;
         // Past the end of the chunk: beyond the last item, or a chunk not written (yet).
         Ok(wanted.checked_sub(first).filter(|at| *at < items.len()).map(|at| items.swap_remove(at)))
+    }
+
+    async fn record_branches(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        total: u32,
+        records: &[Vec<StepAttempt>],
+        results: &[(u32, Value)],
+    ) -> Result<Option<bool>, StoreError> {
+        // Conditional puts, each first-writer-wins: branches side by side, each in order up
+        // to its first conflict.
+        let chains: Vec<_> = records.iter().map(|attempts| self.record_chain(execution_id, attempts)).collect();
+        let written: Vec<bool> = stream::iter(chains).buffer_unordered(PUT_CONCURRENCY).try_collect().await?;
+        if written.contains(&false) {
+            return Ok(None);
+        }
+        self.complete_branches(execution_id, fan_out_key, total, results).await.map(Some)
     }
 
     async fn complete_branch(

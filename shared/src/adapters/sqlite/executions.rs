@@ -100,8 +100,67 @@ fn read_step(
 ) -> Result<Option<StepAttempt>, StoreError> {
     let sql =
         format!("SELECT {STEP_COLUMNS} FROM step_attempts WHERE execution_id = ?1 AND step = ?2 AND attempt = ?3");
-    let row = conn.query_row(&sql, params![execution_id, step, attempt], step_row).optional().map_err(backend)?;
+    let row = conn
+        .prepare_cached(&sql)
+        .and_then(|mut select| select.query_row(params![execution_id, step, attempt], step_row).optional())
+        .map_err(backend)?;
     row.map(decode_step).transpose()
+}
+
+/// A step attempt as its row's columns.
+pub(super) struct EncodedStep {
+    step: String,
+    attempt: u32,
+    status: &'static str,
+    input: String,
+    output: Option<String>,
+    error: Option<String>,
+    started_at_ms: i64,
+    ended_at_ms: i64,
+    logs: Option<String>,
+}
+
+impl EncodedStep {
+    pub(super) fn new(a: &StepAttempt) -> Result<EncodedStep, StoreError> {
+        Ok(EncodedStep {
+            step: a.step.clone(),
+            attempt: a.attempt,
+            status: step_status_str(a.status),
+            input: to_json(&a.input)?,
+            output: opt_json(a.output.as_ref())?,
+            error: opt_json(a.error.as_ref())?,
+            started_at_ms: to_ms(&a.started_at),
+            ended_at_ms: to_ms(&a.ended_at),
+            logs: encode_logs(&a.logs)?,
+        })
+    }
+}
+
+/// Inserts a step attempt unless one is recorded for its key; whether it was inserted.
+pub(super) fn insert_step(conn: &Connection, execution_id: &str, a: &EncodedStep) -> Result<bool, StoreError> {
+    let inserted = conn
+        .prepare_cached(
+            "INSERT INTO step_attempts (execution_id, step, attempt, status, input, output, error,
+                 started_at_ms, ended_at_ms, logs)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (execution_id, step, attempt) DO NOTHING",
+        )
+        .and_then(|mut insert| {
+            insert.execute(params![
+                execution_id,
+                a.step,
+                a.attempt,
+                a.status,
+                a.input,
+                a.output,
+                a.error,
+                a.started_at_ms,
+                a.ended_at_ms,
+                a.logs,
+            ])
+        })
+        .map_err(backend)?;
+    Ok(inserted == 1)
 }
 
 /// Inserts a new execution; `AlreadyExists` if the id is taken.
@@ -274,43 +333,16 @@ impl ExecutionStore for Sqlite {
         attempt: &StepAttempt,
     ) -> Result<FirstWrite<StepAttempt>, StoreError> {
         let execution_id = execution_id.to_string();
-        let a = attempt.clone();
-        let input = to_json(&a.input)?;
-        let output = opt_json(a.output.as_ref())?;
-        let error = opt_json(a.error.as_ref())?;
-        let logs = encode_logs(&a.logs)?;
+        let encoded = EncodedStep::new(attempt)?;
         self.call(move |conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO step_attempts (execution_id, step, attempt, status, input, output, error,
-                         started_at_ms, ended_at_ms, logs)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                     ON CONFLICT (execution_id, step, attempt) DO NOTHING",
-                    params![
-                        execution_id,
-                        a.step,
-                        a.attempt,
-                        step_status_str(a.status),
-                        input,
-                        output,
-                        error,
-                        to_ms(&a.started_at),
-                        to_ms(&a.ended_at),
-                        logs,
-                    ],
-                )
-                .map_err(backend)?;
-            let result = if inserted == 1 {
-                FirstWrite::Written
-            } else {
-                match read_step(&tx, &execution_id, &a.step, a.attempt)? {
-                    Some(existing) => FirstWrite::Existing(existing),
-                    None => return Err(StoreError::Backend("step record conflicted but cannot be read back".into())),
-                }
-            };
-            tx.commit().map_err(backend)?;
-            Ok(result)
+            // No transaction: a row that is there stays as it is, so the loser reads the winner.
+            if insert_step(conn, &execution_id, &encoded)? {
+                return Ok(FirstWrite::Written);
+            }
+            match read_step(conn, &execution_id, &encoded.step, encoded.attempt)? {
+                Some(existing) => Ok(FirstWrite::Existing(existing)),
+                None => Err(StoreError::Backend("step record conflicted but cannot be read back".into())),
+            }
         })
         .await
     }

@@ -9,13 +9,15 @@
 //! the row (`ON CONFLICT DO NOTHING`: the first result stays) and counts the rows in one
 //! immediate transaction, so all branches are seen done exactly when every row exists,
 //! whatever the concurrency or redelivery. Items are inserted all in one transaction
-//! (`ON CONFLICT DO NOTHING`): a fan-out's items are either all there or none.
+//! (`ON CONFLICT DO NOTHING`): a fan-out's items are either all there or none. Inline
+//! branches' step attempts are recorded in the same transaction as their count
+//! (`record_branches`).
 
 use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::executions::{STEP_COLUMNS, decode_step, step_row};
+use super::executions::{EncodedStep, STEP_COLUMNS, decode_step, insert_step, step_row};
 use super::{Sqlite, backend, from_json};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
 use crate::ports::{FanOutStore, StoreError};
@@ -108,14 +110,43 @@ impl FanOutStore for Sqlite {
         total: u32,
         results: &[(u32, Value)],
     ) -> Result<bool, StoreError> {
+        let done = self.record_branches(execution_id, fan_out_key, total, &[], results).await?;
+        done.ok_or_else(|| StoreError::Backend("a batch without records conflicted".into()))
+    }
+
+    async fn record_branches(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        total: u32,
+        records: &[Vec<StepAttempt>],
+        results: &[(u32, Value)],
+    ) -> Result<Option<bool>, StoreError> {
         let mut rows = Vec::with_capacity(results.len());
         for (index, result) in results {
             check_branch_index(*index, total)?;
             rows.push((*index, fan_out_value_json(&format!("the result of branch {index}"), result)?));
         }
+        let records = records
+            .iter()
+            .map(|branch| branch.iter().map(EncodedStep::new).collect::<Result<Vec<_>, _>>())
+            .collect::<Result<Vec<_>, _>>()?;
         let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let mut conflict = false;
+            for branch in &records {
+                for attempt in branch {
+                    if !insert_step(&tx, &execution_id, attempt)? {
+                        conflict = true;
+                        break;
+                    }
+                }
+            }
+            if conflict {
+                tx.commit().map_err(backend)?;
+                return Ok(None);
+            }
             {
                 let mut insert = tx
                     .prepare_cached(
@@ -129,14 +160,11 @@ impl FanOutStore for Sqlite {
                 }
             }
             let done: u32 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM fan_out_branches WHERE execution_id = ?1 AND fan_out_key = ?2",
-                    params![execution_id, fan_out_key],
-                    |row| row.get(0),
-                )
+                .prepare_cached("SELECT COUNT(*) FROM fan_out_branches WHERE execution_id = ?1 AND fan_out_key = ?2")
+                .and_then(|mut count| count.query_row(params![execution_id, fan_out_key], |row| row.get(0)))
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
-            Ok(done >= total)
+            Ok(Some(done >= total))
         })
         .await
     }

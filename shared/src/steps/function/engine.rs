@@ -16,12 +16,16 @@ use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Instant;
 
-use rquickjs::{Context, Function, Runtime};
+use rquickjs::module::WriteOptions;
+use rquickjs::{Context, Ctx, Function, Module, Object, Persistent, Runtime};
 use serde_json::json;
 
 use super::budget::{Deadline, Overrun, thread_cpu_time};
 use super::watch::{self, Watch};
-use super::{FunctionFailure, FunctionRun, Request, describe_exception, failure, format_duration, libraries};
+use super::{
+    FunctionFailure, FunctionRun, MAX_LOG_LINES, Request, describe_exception, failure, format_duration, libraries,
+};
+use crate::steps::MAX_RECORD_BYTES;
 
 const STACK_BYTES: usize = 512 * 1024;
 const MIB: usize = 1024 * 1024;
@@ -40,17 +44,24 @@ pub enum Verdict {
 
 pub struct Engine {
     runtime: Runtime,
+    /// [`super::setup_module`] compiled to bytecode, loaded into every fresh context.
+    setup: Vec<u8>,
     fresh_baseline: usize,
     baseline: usize,
     /// A context made since the last run ended, waiting for the next one ([`Engine::prepare`]).
     prepared: Option<Prepared>,
 }
 
-/// A fresh context that has run [`super::setup_script`] and nothing else, with its watch.
+/// A fresh context that has evaluated the setup module and nothing else, with its watch.
 struct Prepared {
+    /// The setup module's exports (`start`, `output`, ...).
+    exports: Persistent<Object<'static>>,
     context: Context,
     watch: Rc<Watch>,
 }
+
+/// The name the setup module is declared under.
+const SETUP_MODULE: &str = "sluice:run";
 
 impl Engine {
     pub fn new() -> rquickjs::Result<Engine> {
@@ -60,10 +71,15 @@ impl Engine {
         // context that makes one (keeping that context alive): let that be a context no script
         // ever runs in, so no run's context outlives it and no run's `Function.prototype` is
         // shared with another.
-        Context::full(&runtime)?.with(|ctx| Function::new(ctx, || ()).map(drop))?;
+        // A base context (no more built-ins than rquickjs needs): it stays alive as long as the
+        // runtime, and every garbage collection walks it.
+        Context::base(&runtime)?.with(|ctx| Function::new(ctx, || ()).map(drop))?;
+        // Compiled once, in a context of its own that is then dropped.
+        let setup = Context::full(&runtime)?
+            .with(|ctx| Module::declare(ctx, SETUP_MODULE, super::setup_module())?.write(WriteOptions::default()))?;
         runtime.run_gc();
         let baseline = usage(&runtime);
-        Ok(Engine { runtime, fresh_baseline: baseline, baseline, prepared: None })
+        Ok(Engine { runtime, setup, fresh_baseline: baseline, baseline, prepared: None })
     }
 
     /// Makes the next run's context now, while no run is waiting for it: [`Engine::run`] then
@@ -72,19 +88,26 @@ impl Engine {
     pub fn prepare(&mut self) {
         if self.prepared.is_none() {
             self.runtime.set_memory_limit(self.baseline.saturating_add(MIN_PREPARE_ROOM));
-            let watch = Rc::new(Watch::default());
-            self.prepared = self.new_context(&watch).ok().map(|context| Prepared { context, watch });
+            self.prepared = self.new_context(Rc::new(Watch::default())).ok();
         }
     }
 
-    fn new_context(&self, watch: &Rc<Watch>) -> rquickjs::Result<Context> {
+    /// A fresh context with the setup module evaluated in it.
+    fn new_context(&self, watch: Rc<Watch>) -> rquickjs::Result<Prepared> {
         let context = Context::full(&self.runtime)?;
-        context.with(|ctx| {
-            watch::install(&ctx, watch)?;
+        let exports = context.with(|ctx| {
+            watch::install(&ctx, &watch)?;
             libraries::install(&ctx)?;
-            ctx.eval::<(), _>(super::setup_script())
+            // SAFETY: `setup` is bytecode that this runtime's own QuickJS wrote from our own
+            // source (`Engine::new`), never bytes from outside the process.
+            #[expect(unsafe_code, reason = "rquickjs loads bytecode only through an unsafe call")]
+            let module = unsafe { Module::load(ctx.clone(), &self.setup) }?;
+            let (module, promise) = module.eval()?;
+            // The module awaits nothing: its evaluation has settled (an error here is thrown).
+            promise.finish::<()>()?;
+            Ok::<_, rquickjs::Error>(Persistent::save(&ctx, module.namespace()?))
         })?;
-        Ok(context)
+        Ok(Prepared { exports, context, watch })
     }
 
     /// Runs one request in a fresh context, then collects garbage and says whether the
@@ -92,8 +115,11 @@ impl Engine {
     pub fn run(&mut self, request: &Request) -> (Result<FunctionRun, FunctionFailure>, Verdict) {
         let limit = self.baseline.saturating_add(usize::try_from(request.memory_mb).unwrap_or(usize::MAX / MIB) * MIB);
         self.runtime.set_memory_limit(limit);
-        let prepared = self.prepared.take();
-        let watch = prepared.as_ref().map_or_else(Rc::default, |prepared| prepared.watch.clone());
+        let prepared = match self.prepared.take() {
+            Some(prepared) => Ok(prepared),
+            None => self.new_context(Rc::default()),
+        };
+        let watch = prepared.as_ref().map_or_else(|_| Rc::default(), |prepared| prepared.watch.clone());
         let overrun: Rc<Cell<Option<Overrun>>> = Rc::default();
         let deadline = Rc::new(RefCell::new(Deadline::start(
             request.time_limit,
@@ -112,11 +138,7 @@ impl Engine {
                 over.is_some()
             }
         })));
-        let context = match prepared {
-            Some(prepared) => Ok(prepared.context),
-            None => self.new_context(&watch),
-        };
-        let outcome = context.and_then(|context| self.evaluate(&context, request, &watch, &overrun));
+        let outcome = prepared.and_then(|prepared| self.evaluate(prepared, request, &overrun));
         self.runtime.set_interrupt_handler(None);
         let (result, jobs_left) = match outcome {
             Ok(evaluated) => {
@@ -143,14 +165,19 @@ impl Engine {
 
     fn evaluate(
         &self,
-        context: &Context,
+        prepared: Prepared,
         request: &Request,
-        watch: &Watch,
         overrun: &Cell<Option<Overrun>>,
     ) -> rquickjs::Result<Evaluated> {
-        let script = super::call_script(&request.code, &request.parameters);
-        let mut error: Option<String> =
-            context.with(|ctx| ctx.eval::<(), _>(script).err().map(|_| describe_exception(&ctx.catch())));
+        let Prepared { exports, context, watch } = prepared;
+        let parameters = request.parameters.to_string();
+        let mut error: Option<String> = context.with(|ctx| {
+            let started = exports.clone().restore(&ctx).and_then(|exports| {
+                let start: Function<'_> = exports.get("start")?;
+                start.call::<_, rquickjs::Value<'_>>((request.code.as_str(), parameters))
+            });
+            started.err().map(|_| describe_exception(&ctx.catch()))
+        });
         while error.is_none() && overrun.get().is_none() && !watch.out_of_memory.get() {
             match self.runtime.execute_pending_job() {
                 Ok(true) => continue,
@@ -165,20 +192,64 @@ impl Engine {
             watch.out_of_memory.set(true);
         }
         let jobs_left = self.runtime.is_job_pending();
-        let (out, logs) = context.with(|ctx| {
-            let globals = ctx.globals();
-            let out: Option<String> = globals.get("__out").ok();
-            let mut logs: Vec<String> = globals.get("__logs").unwrap_or_default();
-            let dropped: u32 = globals.get("__dropped").unwrap_or(0);
-            if dropped > 0 {
-                logs.push(format!(
-                    "… {dropped} more console lines were dropped (at most 1000 lines / 64 KiB are kept)"
-                ));
+        let left = context.with(|ctx| read_back(&ctx, exports));
+        let (out, logs) = match left {
+            Ok(left) => left,
+            Err(e) => {
+                error.get_or_insert_with(|| format!("the function's result could not be read: {e}"));
+                (None, Vec::new())
             }
-            (out, logs)
-        });
+        };
+        let (out, error) = match out {
+            Some(Err(length)) => (None, error.or_else(|| Some(oversized(length)))),
+            Some(Ok(out)) => (Some(out), error),
+            None => (None, error),
+        };
         Ok(Evaluated { error, out, logs, jobs_left })
     }
+}
+
+/// What the setup module kept of the run: the result JSON (or its length, when it is too
+/// long to be recorded: it is not copied) and the console lines, each measured in the
+/// sandbox before it is copied out.
+#[expect(clippy::type_complexity, reason = "read once, destructured at once")]
+fn read_back(
+    ctx: &Ctx<'_>,
+    exports: Persistent<Object<'static>>,
+) -> rquickjs::Result<(Option<Result<String, usize>>, Vec<String>)> {
+    let exports = exports.restore(ctx)?;
+    let call = |name: &str| exports.get::<_, Function<'_>>(name);
+    let length: f64 = call("outputLength")?.call(())?;
+    let out = if length < 0.0 {
+        None
+    } else if length > MAX_RECORD_BYTES as f64 {
+        Some(Err(length as usize))
+    } else {
+        call("output")?.call::<_, Option<String>>(())?.map(Ok)
+    };
+    let count: f64 = call("lineCount")?.call(())?;
+    let line = call("line")?;
+    let mut logs = Vec::new();
+    for index in 0..(count.max(0.0) as usize).min(MAX_LOG_LINES) {
+        if let Some(text) = line.call::<_, Option<String>>((index,))? {
+            logs.push(text);
+        }
+    }
+    let dropped: f64 = call("droppedLines")?.call(())?;
+    if dropped > 0.0 {
+        logs.push(format!(
+            "… {dropped} more console lines were dropped (at most {MAX_LOG_LINES} lines / 64 KiB are kept)"
+        ));
+    }
+    Ok((out, logs))
+}
+
+/// The failure of a run whose result is too long to be recorded.
+fn oversized(length: usize) -> String {
+    format!(
+        "the function's result is {length} characters of JSON; a step may keep at most {MAX_RECORD_BYTES} bytes \
+         (return less, e.g. only the fields the next steps use)"
+    )
 }
 
 /// What one evaluation left: an error thrown out of the script or a job, the `__out` JSON,

@@ -64,8 +64,8 @@ pub fn install(ctx: &Ctx<'_>) -> rquickjs::Result<()> {
     Ok(())
 }
 
-/// The JS that builds the frozen `__libraries` object of lazy getters (one per name; aliases
-/// share one evaluation).
+/// The JS (part of the setup module) that builds the frozen `libraries` object of lazy
+/// getters (one per name; aliases share one evaluation).
 pub fn script() -> String {
     let mut getters = String::new();
     for (index, library) in LIBRARIES.iter().enumerate() {
@@ -79,7 +79,7 @@ pub fn script() -> String {
     }
     format!(
         r#"
-const __libraries = (() => {{
+const libraries = (() => {{
   const source = globalThis.__librarySource, random = globalThis.__randomBytes;
   delete globalThis.__librarySource; delete globalThis.__randomBytes;
   const crypto = Object.freeze({{

@@ -80,6 +80,56 @@ async fn sandbox_escapes_are_refused() {
 }
 
 #[tokio::test]
+async fn the_result_and_console_channels_are_out_of_the_scripts_reach() {
+    let hidden = "() => [typeof __out, typeof __logs, typeof __dropped, typeof __libraries, typeof start]";
+    assert_eq!(
+        call(hidden, json!({})).await.expect("runs").output,
+        json!(["undefined", "undefined", "undefined", "undefined", "undefined"])
+    );
+    // Writing the old globals or replacing JSON changes nothing the host reads.
+    let forged = "() => { globalThis.__out = '{\"ok\":\"forged\"}'; globalThis.__logs = ['forged']; \
+                  JSON.stringify = () => '{\"ok\":\"forged\"}'; console.log('real'); return 'real' }";
+    let run = call(forged, json!({})).await.expect("runs");
+    assert_eq!((run.output, run.logs), (json!("real"), vec!["real".to_string()]));
+    // Inherited setters on array indexes do not see the module's state.
+    let setter = "() => { let seen = 0; Object.defineProperty(Array.prototype, '0', { set() { seen++ } }); \
+                  Object.defineProperty(Object.prototype, '1', { set() { seen++ } }); console.log('a'); console.log('b'); return seen }";
+    let run = call(setter, json!({})).await.expect("runs");
+    assert_eq!((run.output, run.logs), (json!(0), vec!["a".to_string(), "b".to_string()]));
+    // The module can be found, but a run starts once.
+    let again =
+        "async () => { const m = await import('sluice:run'); await m.start('() => 1', '{}'); return 'ran twice' }";
+    assert!(message(call(again, json!({})).await).contains("a run starts once"));
+}
+
+#[tokio::test]
+async fn parameters_arrive_as_data_not_source() {
+    let code = "(p) => [Object.keys(p), Object.getPrototypeOf(p) === Object.prototype, ({}).polluted ?? null, p.code]";
+    let parameters = json!({ "__proto__": { "polluted": true }, "code": "'); throw 1; ('" });
+    let run = call(code, parameters).await.expect("runs");
+    assert_eq!(run.output, json!([["__proto__", "code"], true, null, "'); throw 1; ('"]));
+}
+
+#[tokio::test]
+async fn console_lines_are_capped_inside_the_sandbox() {
+    // A million references to one 1 MiB string: nothing past the 64 KiB cap is kept or copied.
+    let code = "() => { const big = 'x'.repeat(1 << 20); for (let i = 0; i < 1e6; i++) console.log(big); \
+                console.log('small'); return 1 }";
+    let run = call(code, json!({})).await.expect("runs");
+    assert_eq!(run.logs.len(), 2, "{:?}", run.logs.iter().map(String::len).collect::<Vec<_>>());
+    assert_eq!(run.logs[0], "small");
+    assert!(run.logs[1].contains("1000000 more console lines were dropped"), "{}", run.logs[1]);
+}
+
+#[tokio::test]
+async fn a_result_too_long_to_record_fails_before_it_is_copied_out() {
+    let text = message(call("() => 'x'.repeat(4 << 20)", json!({})).await);
+    assert!(text.starts_with("the function's result is 4194313 characters of JSON"), "{text}");
+    let fits = call("() => 'x'.repeat(300000)", json!({})).await.expect("runs");
+    assert_eq!(fits.output.as_str().map(str::len), Some(300_000));
+}
+
+#[tokio::test]
 async fn an_infinite_loop_stops_at_the_time_limit() {
     let begun = Instant::now();
     let result = run("() => { while (true) {} }", json!({}), Duration::from_millis(200), 64).await;
