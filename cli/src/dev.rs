@@ -140,7 +140,8 @@ pub async fn ensure_project(
     project_id: &str,
     base_url: &str,
 ) -> anyhow::Result<DevProject> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    sluice_shared::adapters::sqlite::create_private_dir(dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
     let project_path = dir.join(project_file);
     let (private_key, public_key) = (dir.join(KEY_FILE), dir.join(PUBLIC_KEY_FILE));
     let (api_key, public_pem) = if project_path.exists() && private_key.exists() && public_key.exists() {

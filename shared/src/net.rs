@@ -1,12 +1,14 @@
 //! The one outbound HTTP client, with the outbound network guard.
 //!
 //! Invariant: unless the [`OutboundPolicy`] allows it, no request built on
-//! [`HttpClient::client`] connects to a loopback, private, shared (CGNAT), link-local (cloud
-//! metadata), unique-local, unspecified, broadcast, multicast or reserved address, nor to the
-//! IPv4-mapped/compatible/NAT64 IPv6 forms of those. Host names are checked after resolution,
+//! [`HttpClient::client`] connects to an address that is not globally reachable: every
+//! non-global block of the IANA special-purpose registries for IPv4 and IPv6 (loopback,
+//! private, shared/CGNAT, link-local and cloud metadata, unique-local, documentation,
+//! benchmarking, 6to4, Teredo, translation prefixes, multicast, reserved...), nor to the
+//! IPv4-mapped/translated/compatible/NAT64 IPv6 forms of those. Host names are checked after resolution,
 //! by the client's own resolver (so the checked address is the one connected to); IP-literal
-//! URLs, which bypass the resolver, are checked by [`HttpClient::check_url`] before sending and
-//! by the redirect policy on every redirect. No proxy from the environment is ever used.
+//! URLs, which bypass the resolver, are checked by [`HttpClient::check_url`] before sending;
+//! the client follows no redirect itself (its caller checks each target the same way). No proxy from the environment is ever used.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -60,58 +62,63 @@ fn blocked_class(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// IPv4: every block of the IANA IPv4 Special-Purpose Address Registry that is not globally
+/// reachable (RFC 6890 and its updates), plus multicast and the deprecated 6to4 relay anycast.
 fn blocked_class_v4(ip: Ipv4Addr) -> Option<&'static str> {
-    let [a, b, _, _] = ip.octets();
-    if ip.is_loopback() {
-        Some("loopback")
-    } else if a == 0 {
-        Some("unspecified")
-    } else if ip.is_private() {
-        Some("private")
-    } else if a == 100 && (64..128).contains(&b) {
-        Some("shared address space")
-    } else if ip.is_link_local() {
-        Some("link-local")
-    } else if ip.is_broadcast() {
-        Some("broadcast")
-    } else if ip.is_multicast() {
-        Some("multicast")
-    } else if a >= 240 {
-        Some("reserved")
-    } else if a == 192 && b == 0 && ip.octets()[2] == 0 {
-        Some("IETF protocol assignments")
-    } else {
-        None
-    }
+    let [a, b, c, _] = ip.octets();
+    let class = match (a, b, c) {
+        _ if ip.is_loopback() => "loopback",
+        (0, _, _) => "unspecified (this network)",
+        _ if ip.is_private() => "private",
+        (100, 64..=127, _) => "shared address space",
+        _ if ip.is_link_local() => "link-local",
+        _ if ip.is_broadcast() => "broadcast",
+        _ if ip.is_multicast() => "multicast",
+        (240..=255, _, _) => "reserved",
+        (192, 0, 0) => "IETF protocol assignments",
+        (192, 0, 2) | (198, 51, 100) | (203, 0, 113) => "documentation (TEST-NET)",
+        (192, 88, 99) => "6to4 relay anycast (deprecated)",
+        (198, 18..=19, _) => "benchmarking",
+        _ => return None,
+    };
+    Some(class)
 }
 
+/// IPv6: only global unicast (2000::/3) outside the special-purpose blocks is allowed; the
+/// forms that embed an IPv4 address (mapped, translated, compatible, NAT64 well-known prefix)
+/// are judged by that address.
 fn blocked_class_v6(ip: Ipv6Addr) -> Option<&'static str> {
-    let segments = ip.segments();
     if ip.is_loopback() {
         return Some("loopback");
     }
     if ip.is_unspecified() {
         return Some("unspecified");
     }
-    // ::ffff:a.b.c.d (mapped), ::a.b.c.d (compatible) and 64:ff9b::a.b.c.d (NAT64) reach
-    // the embedded IPv4 address.
-    let embedded = match segments {
-        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0, 0, _, _] | [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
-            let [_, _, _, _, _, _, hi, lo] = segments;
-            Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8))
+    let segments = ip.segments();
+    let [_, _, _, _, _, _, hi, lo] = segments;
+    let embedded = Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8);
+    let class = match segments {
+        // ::ffff:a.b.c.d (mapped), ::ffff:0:a.b.c.d (translated), ::a.b.c.d (compatible),
+        // 64:ff9b::a.b.c.d (NAT64) reach the IPv4 address they carry.
+        [0, 0, 0, 0, 0, 0xffff, _, _] | [0, 0, 0, 0, 0xffff, 0, _, _] | [0, 0, 0, 0, 0, 0, _, _] => {
+            return blocked_class_v4(embedded);
         }
-        _ => None,
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => return blocked_class_v4(embedded),
+        [0x64, 0xff9b, 1, ..] => "local-use IPv4/IPv6 translation",
+        [0x100, 0, 0, 0, ..] => "discard-only",
+        [s, ..] if s & 0xffc0 == 0xfe80 => "link-local",
+        [s, ..] if s & 0xffc0 == 0xfec0 => "site-local",
+        [s, ..] if s & 0xfe00 == 0xfc00 => "unique-local",
+        [s, ..] if s & 0xff00 == 0xff00 => "multicast",
+        [s, ..] if s & 0xe000 != 0x2000 => "reserved (not global unicast)",
+        [0x2001, 0xdb8, ..] => "documentation",
+        [0x2001, s, ..] if s < 0x200 => "IETF protocol assignments (Teredo included)",
+        [0x2002, ..] => "6to4",
+        [s, ..] if s & 0xfff0 == 0x3ff0 => "documentation",
+        [0x5f00, ..] => "segment routing (SRv6) SIDs",
+        _ => return None,
     };
-    if let Some(v4) = embedded {
-        return blocked_class_v4(v4);
-    }
-    match segments[0] {
-        s if s & 0xffc0 == 0xfe80 => Some("link-local"),
-        s if s & 0xffc0 == 0xfec0 => Some("site-local"),
-        s if s & 0xfe00 == 0xfc00 => Some("unique-local"),
-        s if s & 0xff00 == 0xff00 => Some("multicast"),
-        _ => None,
-    }
+    Some(class)
 }
 
 /// Whether `ip` is an address `allow_loopback` permits (127.0.0.0/8, ::1 and their mapped forms).
@@ -193,18 +200,15 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
-    /// Builds the client once: guarded resolver, guarded redirects (at most
-    /// [`MAX_REDIRECTS`]), no proxy, [`CONNECT_TIMEOUT`].
+    /// Builds the client once: guarded resolver, no proxy, [`CONNECT_TIMEOUT`], and no
+    /// redirect followed by the client itself: a caller that follows one (the Request step,
+    /// at most [`MAX_REDIRECTS`]) checks its target with [`HttpClient::check_url`] and drops
+    /// credentials across origins, which reqwest's policy cannot do for custom headers.
     pub fn new(policy: OutboundPolicy) -> Result<Self, NetError> {
-        let limit = redirect::Policy::limited(MAX_REDIRECTS);
-        let redirects = redirect::Policy::custom(move |attempt| match check_url_with(attempt.url(), policy) {
-            Ok(()) => limit.redirect(attempt),
-            Err(error) => attempt.error(error),
-        });
         let client = reqwest::Client::builder()
             .no_proxy()
             .dns_resolver(GuardedResolver { policy })
-            .redirect(redirects)
+            .redirect(redirect::Policy::none())
             .connect_timeout(CONNECT_TIMEOUT)
             .user_agent(concat!("sluice/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -335,6 +339,43 @@ mod tests {
     }
 
     #[test]
+    fn every_non_global_special_purpose_block_is_refused() {
+        for addr in [
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "198.19.255.254",
+            "192.88.99.1",
+            "192.0.0.8",
+            "::ffff:0:a9fe:a9fe",
+            "::ffff:0:10.0.0.1",
+            "64:ff9b:1::a00:1",
+            "64:ff9b:1:ffff::1",
+            "2002:a9fe:a9fe::1",
+            "2002:808:808::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "2001:db8::1",
+            "2001:10::1",
+            "100::1",
+            "3fff::1",
+            "5f00::1",
+            "4000::1",
+            "::2:1:1:1",
+        ] {
+            assert!(blocked(addr, DENY), "{addr}");
+            assert!(blocked(addr, LOOPBACK), "{addr}");
+            assert!(!blocked(addr, PRIVATE), "{addr}");
+        }
+        // Next to the refused blocks, public addresses stay reachable.
+        for addr in ["198.20.0.1", "192.0.3.1", "203.0.114.1", "192.88.98.1", "2001:200::1", "2003::1", "2c0f:f248::1"]
+        {
+            assert!(!blocked(addr, DENY), "{addr}");
+        }
+    }
+
+    #[test]
     fn blocked_message_names_address_and_class() {
         let message = check_ip(ip("169.254.169.254"), DENY).err().map(|e| e.to_string());
         assert_eq!(message.as_deref(), Some("blocked by the outbound network guard: 169.254.169.254 (link-local)"));
@@ -408,19 +449,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn redirect_to_metadata_address_is_blocked() -> Result<(), Box<dyn std::error::Error>> {
+    async fn the_client_follows_no_redirect_itself() -> Result<(), Box<dyn std::error::Error>> {
         let addr = hello_server().await?;
         let client = HttpClient::new(LOOPBACK)?;
-        let started = std::time::Instant::now();
-        let result = client.client().get(format!("http://127.0.0.1:{}/to-metadata", addr.port())).send().await;
-        let error = match result {
-            Ok(response) => return Err(format!("request succeeded: {}", response.status()).into()),
-            Err(error) => error,
-        };
-        assert!(error.is_redirect());
-        let net = find_net_error(&error).ok_or_else(|| format!("no guard error in {error:?}"))?;
-        assert!(net.to_string().contains("169.254.169.254 (link-local)"), "{net}");
-        assert!(started.elapsed() < Duration::from_secs(5), "the guard must refuse before connecting");
+        let response = client.client().get(format!("http://127.0.0.1:{}/to-metadata", addr.port())).send().await?;
+        assert_eq!(response.status(), 302, "the redirect is the caller's to check");
+        let location = response.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(client.check_url(&location.parse()?).is_err(), "and the guard refuses its target");
         Ok(())
     }
 }

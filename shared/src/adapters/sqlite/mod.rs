@@ -152,6 +152,27 @@ pub struct Sqlite {
     max_receives: u32,
 }
 
+/// Creates `dir` and its missing parents, readable by the owner only (0700 on Unix).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+/// Creates `path` if it is missing, and makes it readable and writable by the owner only (0600).
+fn make_private_file(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    drop(options.open(path)?);
+    #[cfg(unix)]
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(())
+}
+
 impl std::fmt::Debug for Sqlite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sqlite").field("max_receives", &self.max_receives).finish_non_exhaustive()
@@ -161,11 +182,16 @@ impl std::fmt::Debug for Sqlite {
 impl Sqlite {
     /// Opens (creating it and its parent folders if needed) the database file at `path`, in
     /// WAL mode with a busy timeout and foreign keys on, and migrates its schema.
+    ///
+    /// The folders it creates are the owner's only (0700) and so is the database file (0600,
+    /// also when it exists already); SQLite gives its WAL and shared-memory files the mode of
+    /// the database file.
     pub fn open(path: &Path) -> Result<Sqlite, StoreError> {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
+            create_private_dir(parent)
                 .map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", parent.display())))?;
         }
+        make_private_file(path).map_err(|e| StoreError::Backend(format!("cannot create {}: {e}", path.display())))?;
         let conn =
             Connection::open(path).map_err(|e| StoreError::Backend(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
@@ -294,6 +320,27 @@ mod tests {
         let conn = Connection::open(&path).expect("raw open");
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
         assert_eq!(version, MIGRATIONS.len() as i64);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_folder_the_database_and_its_wal_are_the_owners_only() {
+        use crate::ports::ProjectStore;
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |path: &Path| std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("data").join("sluice.db");
+        let store = Sqlite::open(&path).expect("open");
+        store.get_project("p").await.expect("a read");
+        let wal = dir.join("data").join("sluice.db-wal");
+        assert!(wal.exists(), "WAL mode keeps a -wal file while open");
+        assert_eq!((mode(&dir), mode(&dir.join("data")), mode(&path), mode(&wal)), (0o700, 0o700, 0o600, 0o600));
+        drop(store);
+        // A database file made readable by others before is made private again on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        drop(Sqlite::open(&path).expect("reopen"));
+        assert_eq!(mode(&path), 0o600);
         let _ = std::fs::remove_dir_all(dir);
     }
 

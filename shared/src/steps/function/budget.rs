@@ -83,6 +83,14 @@ impl Deadline {
         (self.cpu_used >= self.cpu_limit).then_some(Overrun::CpuTime)
     }
 
+    /// [`Deadline::check`] at the end of a run, reading the CPU clock whatever the age of the
+    /// last reading: a run that ended past a bound (inside a native call, which the interrupt
+    /// cannot stop) is over it all the same.
+    pub fn check_at_end(&mut self, now: Instant, cpu_clock: impl FnOnce() -> Option<Duration>) -> Option<Overrun> {
+        self.next_cpu_check = now;
+        self.check(now, cpu_clock)
+    }
+
     /// The CPU time used at the last CPU reading, and the wall time since the start.
     pub fn used(&self, now: Instant) -> (Duration, Duration) {
         (self.cpu_used, now.saturating_duration_since(self.wall_start))

@@ -140,6 +140,9 @@ impl Engine {
         })));
         let outcome = prepared.and_then(|prepared| self.evaluate(prepared, request, &overrun));
         self.runtime.set_interrupt_handler(None);
+        if overrun.get().is_none() {
+            overrun.set(deadline.borrow_mut().check_at_end(Instant::now(), thread_cpu_time));
+        }
         let (result, jobs_left) = match outcome {
             Ok(evaluated) => {
                 let jobs_left = evaluated.jobs_left;

@@ -130,6 +130,19 @@ async fn a_result_too_long_to_record_fails_before_it_is_copied_out() {
 }
 
 #[tokio::test]
+async fn a_native_call_that_outlasts_the_time_limit_fails_the_run() {
+    // One native call (a sort without a comparator runs no bytecode, so no interrupt stops it).
+    let code = "() => { const a = '3,1,2,5,4,'.repeat(100000).split(','); a.sort(); return a.length }";
+    let begun = Instant::now();
+    let quick = run(code, json!({}), Duration::from_secs(30), 256).await.expect("runs without a tight limit");
+    let took = begun.elapsed();
+    assert_eq!(quick.output, json!(500_001));
+    assert!(took > Duration::from_millis(60), "the sort must outlast the limit below: {took:?}");
+    let text = message(run(code, json!({}), Duration::from_millis(20), 256).await);
+    assert_eq!(text, "the function ran longer than its time limit of 20ms");
+}
+
+#[tokio::test]
 async fn an_infinite_loop_stops_at_the_time_limit() {
     let begun = Instant::now();
     let result = run("() => { while (true) {} }", json!({}), Duration::from_millis(200), 64).await;

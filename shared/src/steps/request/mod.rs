@@ -20,14 +20,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 use url::Url;
 
 pub use body::file_object;
 
 use crate::model::{BodyType, Method, Pagination};
-use crate::net::HttpClient;
+use crate::net::{HttpClient, MAX_REDIRECTS};
 use crate::ports::FileStore;
 use crate::record::StepError;
 
@@ -230,25 +230,40 @@ impl<'a> Exchange<'a> {
         {
             headers.insert(IDEMPOTENCY_KEY_HEADER, value);
         }
-        if url.origin() != self.base_url.origin() {
-            // A page on another origin (a `Link` header's choice) gets no credentials, as
-            // reqwest does for redirects.
-            let sensitive: Vec<HeaderName> =
-                headers.keys().filter(|name| is_sensitive_header(name.as_str())).cloned().collect();
-            for name in sensitive {
-                headers.remove(name);
+        let mut url = url;
+        let mut method = reqwest_method(self.req.method);
+        let mut with_body = true;
+        let mut redirects = 0;
+        let mut answer = loop {
+            if url.origin() != self.base_url.origin() {
+                // Another origin (a redirect's or a `Link` header's choice) gets no credentials:
+                // none of the headers the record redacts, `auth` included.
+                strip_sensitive(&mut headers);
             }
-        }
-        let builder = self
-            .client
-            .client()
-            .request(reqwest_method(self.req.method), url)
-            .headers(headers)
-            .timeout(self.req.timeout);
-        let builder = self.body.apply(builder);
-        tracing::debug!(%target, "sending request");
+            let builder = self.client.client().request(method.clone(), url.clone()).headers(headers.clone());
+            let builder = builder.timeout(self.req.timeout);
+            let builder = if with_body { self.body.apply(builder) } else { builder };
+            tracing::debug!(%target, "sending request");
+            let answer = builder.send().await.map_err(|e| errors::classify(e, &target, self.req.timeout))?;
+            let Some(next) = redirect_target(&answer) else { break answer };
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(StepError::terminal(format!("more than {MAX_REDIRECTS} redirects ({target})")));
+            }
+            self.client.check_url(&next).map_err(|e| {
+                StepError::terminal(format!("redirect refused: {e} ({target} → {})", errors::display_url(&next)))
+            })?;
+            // 303, and 301/302 after anything but GET or HEAD, turn into a GET without a body
+            // (what browsers and reqwest do); 307 and 308 repeat the request as it was.
+            let status = answer.status().as_u16();
+            if status == 303 || (matches!(status, 301 | 302) && method != reqwest::Method::GET) {
+                method = reqwest::Method::GET;
+                with_body = false;
+                headers.remove(CONTENT_TYPE);
+            }
+            url = next;
+        };
         let timeout = self.req.timeout;
-        let mut answer = builder.send().await.map_err(|e| errors::classify(e, &target, timeout))?;
         let status = answer.status();
         let headers = answer.headers().clone();
         let final_url = answer.url().clone();
@@ -262,6 +277,25 @@ impl<'a> Exchange<'a> {
         tracing::debug!(%target, status = status.as_u16(), bytes = bytes.len(), "response received");
         Ok(response::RawPage { url: final_url, target, status, headers, bytes })
     }
+}
+
+/// Drops every header the record redacts ([`is_sensitive_header`]).
+fn strip_sensitive(headers: &mut HeaderMap) {
+    let sensitive: Vec<HeaderName> =
+        headers.keys().filter(|name| is_sensitive_header(name.as_str())).cloned().collect();
+    for name in sensitive {
+        headers.remove(name);
+    }
+}
+
+/// Where a redirect answer points (its `Location` resolved against the request URL), if the
+/// answer is a redirect to follow.
+fn redirect_target(answer: &reqwest::Response) -> Option<Url> {
+    if !matches!(answer.status().as_u16(), 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = answer.headers().get(reqwest::header::LOCATION)?.to_str().ok()?;
+    answer.url().join(location).ok()
 }
 
 fn reqwest_method(method: Method) -> reqwest::Method {

@@ -374,3 +374,78 @@ fn a_credential_that_is_not_text_fails_without_showing_it() -> TestResult {
     assert_eq!(error.message, "`auth.token` must be text, got an object");
     Ok(())
 }
+
+/// A server whose routes redirect: to its own `/echo`, to `away` (another origin), to itself
+/// forever, and to the metadata address.
+async fn redirecting_server(away: String) -> Result<SocketAddr, Box<dyn std::error::Error>> {
+    let router = axum::Router::new()
+        .route("/echo", any(echo))
+        .route("/same", any(|| async { respond(307, &[("location", "/echo")], "") }))
+        .route("/see-other", any(|| async { respond(303, &[("location", "/echo?after=303")], "") }))
+        .route("/away", any(move || async move { respond(308, &[("location", away.as_str())], "") }))
+        .route("/loop", get(|| async { respond(302, &[("location", "/loop")], "") }))
+        .route("/to-metadata", get(|| async { respond(302, &[("location", "http://169.254.169.254/latest/")], "") }));
+    Ok(test_server::spawn(router).await?)
+}
+
+fn with_credentials(mut req: RenderedRequest) -> RenderedRequest {
+    for name in ["x-api-key", "X-Auth-Token", "client-secret", "cookie"] {
+        req.headers.insert(name.into(), json!("s3cr3t"));
+    }
+    req.headers.insert("accept".into(), json!("application/json"));
+    req.auth = Some(RenderedAuth::Bearer { token: "s3cr3t".into() });
+    req.method = Method::Post;
+    req.body = Some(json!({ "a": 1 }));
+    req
+}
+
+#[tokio::test]
+async fn a_redirect_to_another_origin_carries_no_credential() -> TestResult {
+    let other = server().await?;
+    let addr = redirecting_server(format!("http://{other}/echo")).await?;
+    let output = call(&with_credentials(get_request(format!("http://{addr}/away")))).await?;
+    let echoed = &output["body"];
+    assert_eq!(output["status"], 200);
+    assert_eq!(echoed["method"], "POST", "308 repeats the request");
+    assert_eq!(echoed["body"], r#"{"a":1}"#);
+    assert_eq!(echoed["headers"]["accept"], "application/json");
+    assert!(!echoed.to_string().contains("s3cr3t"), "every secret header and the auth are dropped: {echoed}");
+
+    // On the same origin the credentials stay.
+    let output = call(&with_credentials(get_request(format!("http://{addr}/same")))).await?;
+    let headers = &output["body"]["headers"];
+    assert_eq!(
+        (headers["x-api-key"].as_str(), headers["authorization"].as_str()),
+        (Some("s3cr3t"), Some("Bearer s3cr3t"))
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_303_turns_into_a_get_without_a_body() -> TestResult {
+    let addr = redirecting_server(String::new()).await?;
+    let output = call(&with_credentials(get_request(format!("http://{addr}/see-other")))).await?;
+    let echoed = &output["body"];
+    assert_eq!((echoed["method"].as_str(), echoed["body"].as_str()), (Some("GET"), Some("")));
+    assert_eq!(echoed["query"], "after=303");
+    assert!(echoed["headers"].get("content-type").is_none(), "{echoed}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn redirects_are_guarded_and_bounded() -> TestResult {
+    let addr = redirecting_server(String::new()).await?;
+    let error = call_error(&get_request(format!("http://{addr}/to-metadata"))).await?;
+    assert!(!error.retryable);
+    assert!(
+        error
+            .message
+            .starts_with("redirect refused: blocked by the outbound network guard: 169.254.169.254 (link-local)"),
+        "{}",
+        error.message
+    );
+    let error = call_error(&get_request(format!("http://{addr}/loop"))).await?;
+    assert!(!error.retryable);
+    assert!(error.message.starts_with(&format!("more than {MAX_REDIRECTS} redirects")), "{}", error.message);
+    Ok(())
+}
