@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_e2e::fake_api::FakeApi;
+use sluice_e2e::fake_api::{FakeApi, nested_json};
 use sluice_e2e::on_both_backends;
 use sluice_e2e::record::{json_of, step};
 use sluice_e2e::stack::{Backend, TestStack};
@@ -24,6 +24,7 @@ on_both_backends! {
     bad_tokens_and_keys_are_refused: LONG;
     unknown_workflow_is_404: LONG;
     oversized_body_is_413: LONG;
+    json_nested_past_the_limit_is_refused_where_it_comes_in: LONG;
     failing_step_is_retried_until_it_succeeds: LONG;
     continue_on_failure_exposes_the_error_to_later_steps: LONG;
     sync_caller_gets_the_failure_at_once: LONG;
@@ -292,6 +293,40 @@ async fn oversized_body_is_413(stack: &TestStack) {
     let response = stack.trigger("big", big).await;
     assert_eq!(response.status(), 413);
     assert_eq!(json_of(response).await["error"]["code"], "payload_too_large");
+}
+
+/// One nesting limit (64) where JSON comes in — a trigger body, an API's answer, a function's
+/// result — so that everything stored reads back (JSON nested 127 deep used to pass the
+/// parser and leave a record that could never be read, and an execution `running`).
+async fn json_nested_past_the_limit_is_refused_where_it_comes_in(stack: &TestStack) {
+    stack.deploy("id: echo-nested\ntrigger: { type: request }\nsteps: [ { id: reply, type: response, body: \"{{trigger.body}}\" } ]\n").await;
+    let response = stack.trigger("echo-nested", nested_json(127)).await;
+    assert_eq!(response.status(), 400);
+    let error = json_of(response).await;
+    assert_eq!(error["error"]["code"], "bad_request");
+    assert_eq!(error["error"]["message"], "the request body is JSON nested deeper than 64 levels");
+    let response = stack.trigger("echo-nested", nested_json(64)).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json_of(response).await, nested_json(64));
+
+    let api = FakeApi::start().await;
+    for (id, definition) in [
+        ("nested-answer", format!("{{ id: fetch, type: request, url: \"{}/nested/100\" }}", api.base_url)),
+        (
+            "nested-result",
+            "{ id: fetch, type: function, code: \"() => { let v = 0; for (let i = 0; i < 100; i++) v = [v]; return v }\" }"
+                .to_string(),
+        ),
+    ] {
+        stack.deploy(&format!("id: {id}\ntrigger: {{ type: request }}\nsteps: [ {definition} ]\n")).await;
+        let response = stack.trigger(id, json!({})).await;
+        assert_eq!(response.status(), 202, "{id}");
+        let execution = json_of(response).await["executionId"].as_str().expect("executionId").to_string();
+        let record = stack.wait_until_ended(&execution, ENDED_WITHIN).await;
+        assert_eq!(record["status"], "failed", "{id}: {record:#}");
+        let message = step(&record, "fetch")["error"]["message"].as_str().unwrap_or_default().to_string();
+        assert!(message.contains("nested deeper than 64 levels"), "{id}: {message}");
+    }
 }
 
 async fn failing_step_is_retried_until_it_succeeds(stack: &TestStack) {

@@ -18,6 +18,28 @@ pub fn now() -> Timestamp {
 }
 
 /// Formats a timestamp as ISO 8601 with milliseconds and `Z`.
+/// How deeply a JSON value from outside — a trigger body, an API response, a function's
+/// result — may nest. Records wrap such values a few levels deeper, and serde_json reads at
+/// most 128 levels back: one limit at the edge keeps everything stored readable.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `value` nests deeper than [`MAX_JSON_DEPTH`] (a scalar is depth 0, `[]` and `[1]` 1).
+pub fn too_deep(value: &Value) -> bool {
+    let mut pending = vec![(value, 0usize)];
+    while let Some((value, depth)) = pending.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match value {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(fields) => Box::new(fields.values()),
+            _ => continue,
+        };
+        if depth + 1 > MAX_JSON_DEPTH {
+            return true;
+        }
+        pending.extend(children.map(|child| (child, depth + 1)));
+    }
+    false
+}
+
 pub fn format_timestamp(t: &Timestamp) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -241,5 +263,26 @@ mod tests {
         let text = serde_json::to_string(&event).expect("serialize");
         assert_eq!(serde_json::from_str::<TriggerData>(&text).ok(), Some(event));
         assert!(text.contains(r#""kind":"app_event""#), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn nested(depth: usize) -> Value {
+        (0..depth).fold(json!(0), |inner, _| json!({ "a": [inner] })).get("a").cloned().unwrap_or(Value::Null)
+    }
+
+    #[test]
+    fn the_nesting_limit_counts_arrays_and_objects() {
+        assert!(!too_deep(&json!(1)) && !too_deep(&json!([])) && !too_deep(&json!({ "a": [1, { "b": 2 }] })));
+        let at_limit = (0..MAX_JSON_DEPTH).fold(json!(0), |inner, _| json!([inner]));
+        assert!(!too_deep(&at_limit));
+        assert!(too_deep(&json!([at_limit.clone()])));
+        assert!(too_deep(&json!({ "wide": [1, 2, { "deep": at_limit }] })));
+        assert!(too_deep(&nested(MAX_JSON_DEPTH)), "objects and arrays alternate: twice as deep");
     }
 }

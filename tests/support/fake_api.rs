@@ -52,6 +52,7 @@ impl FakeApi {
             .route("/counted/{key}/{millis}", get(counted))
             .route("/status/{code}", get(status).post(status))
             .route("/list/{n}", get(list))
+            .route("/nested/{depth}", get(nested))
             .route("/file.png", get(png))
             .route("/pages/cursor", get(cursor_page))
             .route("/pages/link", get(link_page))
@@ -84,6 +85,16 @@ impl FakeApi {
 }
 
 type Shared = State<Arc<Mutex<Calls>>>;
+
+/// JSON arrays nested `depth` levels around a 0 (`[[0]]` is depth 2).
+pub fn nested_json(depth: usize) -> Value {
+    (0..depth).fold(json!(0), |inner, _| json!([inner]))
+}
+
+/// `nested_json(depth)`, capped at 1000 levels.
+async fn nested(Path(depth): Path<usize>) -> Json<Value> {
+    Json(nested_json(depth.min(1000)))
+}
 
 /// `alice@example.com` and `bob@example.com` exist.
 async fn contacts(Query(q): Query<HashMap<String, String>>) -> Json<Value> {

@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 use super::executions::{authorize, record};
 use crate::error::{ApiError, json_response};
 use crate::model::{StepKind, load};
-use crate::record::{Execution, ExecutionStatus, TriggerData, now};
+use crate::record::{Execution, ExecutionStatus, MAX_JSON_DEPTH, TriggerData, now, too_deep};
 use crate::runner::Runner;
 use crate::start::{self, NewExecution};
 use crate::steps::response::{Delivery, with_delivery};
@@ -78,6 +78,11 @@ pub(super) async fn handle(
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the test run is not valid: {e}")))?;
     let workflow = load::load_value("workflow", &request.workflow)
         .map_err(|problems| ApiError::Validation(problems.iter().map(ToString::to_string).collect()))?;
+    if request.trigger.body.as_ref().is_some_and(too_deep) {
+        return Err(ApiError::BadRequest(format!(
+            "the test run's trigger body is JSON nested deeper than {MAX_JSON_DEPTH} levels"
+        )));
+    }
     let trigger = TriggerData {
         kind: Default::default(),
         query: request.trigger.query.clone(),

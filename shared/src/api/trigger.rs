@@ -16,7 +16,7 @@ use super::respond::settled_to_http;
 use super::validate::violations;
 use crate::auth;
 use crate::error::{ApiError, json_response};
-use crate::record::{SettledResponse, TriggerData, TriggerKind};
+use crate::record::{MAX_JSON_DEPTH, SettledResponse, TriggerData, TriggerKind, too_deep};
 use crate::runner::Runner;
 use crate::runtime::Host;
 use crate::settle;
@@ -113,6 +113,9 @@ fn parse_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
         std::str::from_utf8(body).map_err(|_| ApiError::BadRequest("the request body is not valid UTF-8".into()))?;
     let looks_json = content_type.contains("json") || content_type.is_empty();
     match serde_json::from_str::<Value>(text) {
+        Ok(value) if too_deep(&value) => {
+            Err(ApiError::BadRequest(format!("the request body is JSON nested deeper than {MAX_JSON_DEPTH} levels")))
+        }
         Ok(value) if looks_json || text.trim_start().starts_with(['{', '[']) => Ok(value),
         Err(e) if content_type.contains("json") => {
             Err(ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))

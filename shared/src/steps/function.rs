@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::record::StepError;
+use crate::record::{MAX_JSON_DEPTH, StepError, too_deep};
 
 mod budget;
 mod engine;
@@ -104,6 +104,9 @@ fn read_out(out: Option<String>, logs: Vec<String>, memory_mb: u32) -> Result<Fu
         Err(e) => return Err(failure(format!("the function's result could not be read: {e}"), None, logs)),
     };
     match (out.get("ok"), out.get("err")) {
+        (Some(value), _) if too_deep(value) => {
+            Err(failure(format!("the function's result is nested deeper than {MAX_JSON_DEPTH} levels"), None, logs))
+        }
         (Some(value), _) => Ok(FunctionRun { output: value.clone(), logs }),
         (None, Some(message)) => {
             let stack = out.get("stack").and_then(Value::as_str).map(str::to_string);

@@ -35,7 +35,7 @@ pub(super) async fn fetch_all(
     let mut previous_cursor: Option<String> = None;
     loop {
         let page = exchange.fetch(url.clone(), pages + 1).await?;
-        let body = page.body_value();
+        let body = page.body_value()?;
         page.ensure_success(&body)?;
         pages += 1;
         let output = page.output_with(body);

@@ -14,7 +14,7 @@ use url::Url;
 
 use super::{MAX_RESPONSE_BYTES, errors, headers};
 use crate::ports::{FileStore, StoreError};
-use crate::record::StepError;
+use crate::record::{MAX_JSON_DEPTH, StepError, too_deep};
 
 /// One answer, read in full.
 #[derive(Debug)]
@@ -133,15 +133,25 @@ impl RawPage {
         body_kind(self.content_type(), &self.bytes)
     }
 
-    /// The body as a JSON value; a binary body is summarised, not included.
-    pub(super) fn body_value(&self) -> Value {
+    /// The body as a JSON value; a binary body is summarised, not included. JSON nested
+    /// deeper than [`MAX_JSON_DEPTH`] fails the step (it could not be recorded and read back).
+    pub(super) fn body_value(&self) -> Result<Value, StepError> {
         self.body_value_of(self.kind())
     }
 
-    fn body_value_of(&self, kind: BodyKind) -> Value {
-        match kind {
+    fn body_value_of(&self, kind: BodyKind) -> Result<Value, StepError> {
+        let value = match kind {
             BodyKind::Empty => Value::Null,
-            BodyKind::Json => serde_json::from_slice(&self.bytes).unwrap_or_else(|_| self.text()),
+            BodyKind::Json => match serde_json::from_slice(&self.bytes) {
+                Ok(value) if too_deep(&value) => {
+                    return Err(StepError::terminal(format!(
+                        "the response of {} is JSON nested deeper than {MAX_JSON_DEPTH} levels",
+                        self.target
+                    )));
+                }
+                Ok(value) => value,
+                Err(_) => self.text(),
+            },
             BodyKind::Text => self.text(),
             BodyKind::Form => form_object(&self.bytes),
             BodyKind::Binary => json!({
@@ -149,7 +159,8 @@ impl RawPage {
                 "bytes": self.bytes.len(),
                 "mimeType": self.content_type().unwrap_or("application/octet-stream"),
             }),
-        }
+        };
+        Ok(value)
     }
 
     fn text(&self) -> Value {
@@ -192,7 +203,7 @@ impl RawPage {
     /// binary body the stored file's object as both `body` and `file`.
     pub(super) async fn into_output(self, files: &dyn FileStore, execution_id: &str) -> Result<Value, StepError> {
         let kind = self.kind();
-        let body = self.body_value_of(kind);
+        let body = self.body_value_of(kind)?;
         self.ensure_success(&body)?;
         if kind != BodyKind::Binary {
             return Ok(self.output_with(body));
