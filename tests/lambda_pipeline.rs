@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use sluice_e2e::fake_api::FakeApi;
-use sluice_e2e::rie::{AwsResources, Rie, emulator_and_endpoint, lambda_binary};
+use sluice_e2e::rie::{AwsResources, DEAD_LETTER_QUEUE_ARN, Rie, emulator_and_endpoint, lambda_binary};
 use sluice_shared::adapters::sqs::SqsQueue;
 use sluice_shared::auth;
+use sluice_shared::messages::StepMessage;
 use sluice_shared::model::load;
 use sluice_shared::ports::{ConsumeQueue, ExecutionStore, Project, ProjectStore, QueueName, WorkflowStore};
 use sluice_shared::record::{Execution, ExecutionStatus, SettledResponse, now};
@@ -309,4 +310,33 @@ async fn sync_execution_whose_trigger_is_killed_mid_segment_finishes_from_its_la
     let expected = ["a", "slow", "c", "reply"].map(|step| (step, "succeeded", 1_u64));
     assert_eq!(listed, expected, "{record:#}");
     assert_eq!(record["steps"][3]["output"]["delivered"], false, "the Response step came too late: {record:#}");
+}
+
+/// A step message that reaches the dead-letter queue (no delivery finished) is handed to the
+/// step runner by the dead-letter queue's own event source (`template.yaml`), which fails its
+/// execution with the reason instead of leaving it waiting or running forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_from_the_dead_letter_queue_fails_its_execution() {
+    let workflow = "id: nap\ntrigger: { type: request }\nsteps:\n  - { id: nap, type: delay, for: 1h }\n  - { id: f, type: function, code: \"() => 1\" }\n";
+    let Some(pipeline) = Pipeline::start(workflow).await else { return };
+    let answer = pipeline.trigger.invoke(&pipeline.trigger_event("nap", &json!({}))).await.json();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().expect("body")).expect("JSON body");
+    let id = body["executionId"].as_str().expect("executionId").to_string();
+    assert_eq!(pipeline.drain_steps(Duration::from_secs(60)).await, 1);
+    let store = pipeline.resources.store();
+    let execution = store.get_execution(&id).await.expect("get").expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Waiting, "{execution:?}");
+
+    let record = json!({
+        "messageId": "dead-1", "receiptHandle": "r", "body": StepMessage::first(&id, "nap").to_json(),
+        "attributes": { "ApproximateReceiveCount": "1" }, "messageAttributes": {}, "eventSource": "aws:sqs",
+        "eventSourceARN": DEAD_LETTER_QUEUE_ARN, "awsRegion": "us-east-1"
+    });
+    let answer = pipeline.runner.invoke(&json!({ "Records": [record] })).await.json();
+    assert_eq!(answer["batchItemFailures"], json!([]), "{}", pipeline.runner.output());
+    let execution = store.get_execution(&id).await.expect("get").expect("execution");
+    assert_eq!(execution.status, ExecutionStatus::Failed, "{execution:?}");
+    let message = execution.error.map(|e| e.message).unwrap_or_default();
+    assert!(message.contains("step `nap` was given up: none of its 5 deliveries finished"), "{message}");
 }

@@ -11,8 +11,8 @@ use std::process::Command;
 
 use serde_yaml_ng::{Mapping, Value};
 use sluice_shared::config::{
-    ENV_ALLOW_PRIVATE_NETWORK, ENV_RECOVERY_DELAY_SECONDS, ENV_RESPONSE_QUEUE_URL, ENV_RESPONSE_TIMEOUT_SECONDS,
-    ENV_STEP_QUEUE_URL, ENV_TABLE, ENV_VARS, ENV_WORKFLOW_PREFIX,
+    ENV_ALLOW_PRIVATE_NETWORK, ENV_DEAD_LETTER_QUEUE_ARN, ENV_RECOVERY_DELAY_SECONDS, ENV_RESPONSE_QUEUE_URL,
+    ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_TABLE, ENV_VARS, ENV_WORKFLOW_PREFIX,
 };
 use sluice_shared::runner::MAX_RECEIVES;
 use sluice_shared::runtime::{DEFAULT_RECOVERY_DELAY, DEFAULT_RESPONSE_TIMEOUT};
@@ -239,7 +239,7 @@ fn sqs_event_sources_report_batch_item_failures() {
             assert_eq!(resource["Type"].as_str(), Some("AWS::SQS::Queue"));
         }
     }
-    assert_eq!(sources, 2, "expected the steps and responses event sources");
+    assert_eq!(sources, 4, "expected the steps and responses queues and their dead-letter queues");
 }
 
 #[test]
@@ -314,7 +314,26 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
         // `SLUICE_ENV_<NAME>` variables are the deployer's `{{env.NAME}}` values, not configuration.
         let names: BTreeSet<&str> =
             variables.keys().map(String::as_str).filter(|k| !k.starts_with(ENV_WORKFLOW_PREFIX)).collect();
-        assert_eq!(names, expected, "{name}: environment variables");
+        // A consumer also reads its dead-letter queue, and must know which records come from it.
+        let queues: Vec<String> = template
+            .sqs_events(function)
+            .iter()
+            .filter_map(|(_, properties)| get_att(&properties["Queue"]).map(|(queue, _)| queue))
+            .collect();
+        let mut wanted = expected.clone();
+        if !queues.is_empty() {
+            wanted.insert(ENV_DEAD_LETTER_QUEUE_ARN);
+            let (dlq, attribute) = get_att(variables[ENV_DEAD_LETTER_QUEUE_ARN])
+                .unwrap_or_else(|| panic!("{name}: {ENV_DEAD_LETTER_QUEUE_ARN} must be !GetAtt <queue>.Arn"));
+            assert_eq!(attribute, "Arn");
+            assert!(queues.contains(&dlq), "{name}: {dlq} is not one of its event sources {queues:?}");
+            let redrives_there = queues.iter().any(|queue| {
+                template.resource(queue).and_then(|q| get_att(&q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]))
+                    == Some((dlq.clone(), "Arn".to_string()))
+            });
+            assert!(redrives_there, "{name}: {dlq} is not the dead-letter queue of the queue it consumes");
+        }
+        assert_eq!(names, wanted, "{name}: environment variables");
 
         let referenced = |variable: &str| {
             reference(variables[variable]).unwrap_or_else(|| panic!("{name}: {variable} must be a !Ref"))

@@ -13,7 +13,7 @@ use axum::extract::Request;
 use axum::response::Response;
 use sluice_shared::api::Api;
 use sluice_shared::error::ApiError;
-use sluice_shared::ports::{ConsumeQueue, QueueName};
+use sluice_shared::ports::{ConsumeQueue, QueueName, Received};
 use sluice_shared::runner::Runner;
 use sluice_shared::runtime::Runtime;
 use sluice_shared::waiter::Waiter;
@@ -112,15 +112,29 @@ impl BoundStack {
         for _ in 0..options.workers.max(1) {
             let runner = Runner::new(runtime.clone());
             let queue = consumer.clone();
-            tasks.spawn(consume(queue, QueueName::Steps, stopped.clone(), move |body, count| {
+            tasks.spawn(consume(queue, QueueName::Steps, stopped.clone(), move |message| {
                 let runner = runner.clone();
-                async move { runner.handle(&body, count).await.map_err(|e| e.to_string()) }
+                async move {
+                    let handled = if message.dead_letter {
+                        runner.dead_lettered(&message.body).await
+                    } else {
+                        runner.handle(&message.body, message.receive_count).await
+                    };
+                    (message.receipt, handled.map_err(|e| e.to_string()))
+                }
             }));
         }
         let waiter = Waiter::new(runtime.clone());
-        tasks.spawn(consume(consumer, QueueName::Responses, stopped, move |body, _| {
+        tasks.spawn(consume(consumer, QueueName::Responses, stopped, move |message| {
             let waiter = waiter.clone();
-            async move { waiter.handle(&body).await.map_err(|e| e.to_string()) }
+            async move {
+                let handled = if message.dead_letter {
+                    waiter.dead_lettered(&message.body).await
+                } else {
+                    waiter.handle(&message.body).await
+                };
+                (message.receipt, handled.map_err(|e| e.to_string()))
+            }
         }));
 
         LocalStack { addr, base_url, stop, tasks }
@@ -148,8 +162,8 @@ async fn serve(api: &Api, request: Request, max_body: usize) -> Response {
 /// time, handled concurrently (as the Lambda event source hands a batch to one invocation).
 async fn consume<F, Fut>(queue: Arc<dyn ConsumeQueue>, name: QueueName, mut stopped: watch::Receiver<bool>, handle: F)
 where
-    F: Fn(String, u32) -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+    F: Fn(Received) -> Fut,
+    Fut: std::future::Future<Output = (String, Result<(), String>)> + Send + 'static,
 {
     loop {
         if *stopped.borrow() {
@@ -169,8 +183,7 @@ where
         };
         let mut handling = JoinSet::new();
         for message in messages {
-            let done = handle(message.body, message.receive_count);
-            handling.spawn(async move { (message.receipt, done.await) });
+            handling.spawn(handle(message));
         }
         while let Some(joined) = handling.join_next().await {
             match joined {

@@ -25,6 +25,11 @@ pub const ENV_ALLOW_PRIVATE_NETWORK: &str = "SLUICE_ALLOW_PRIVATE_NETWORK";
 /// itself (its unrecorded step would then run twice).
 pub const ENV_RECOVERY_DELAY_SECONDS: &str = "SLUICE_RECOVERY_DELAY_SECONDS";
 
+/// The ARN of the dead-letter queue a consumer function also reads (set on the step runner
+/// and the response waiter only): its records are handled as dead letters (the execution
+/// fails with the reason), not run.
+pub const ENV_DEAD_LETTER_QUEUE_ARN: &str = "SLUICE_DEAD_LETTER_QUEUE_ARN";
+
 /// The prefix of the variables that become workflows' `{{env.NAME}}` values: `SLUICE_ENV_CRM_URL`
 /// is `{{env.CRM_URL}}`. None is required; the deployer adds them to the functions.
 pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
@@ -70,6 +75,8 @@ pub struct LambdaConfig {
     pub response_timeout: Duration,
     pub allow_private_network: bool,
     pub recovery_delay: Duration,
+    /// [`ENV_DEAD_LETTER_QUEUE_ARN`]: the consumer functions' dead-letter queue.
+    pub dead_letter_queue_arn: Option<String>,
     /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
     pub env: BTreeMap<String, String>,
 }
@@ -110,6 +117,7 @@ impl LambdaConfig {
             response_timeout,
             allow_private_network,
             recovery_delay,
+            dead_letter_queue_arn: lookup(ENV_DEAD_LETTER_QUEUE_ARN).filter(|arn| !arn.trim().is_empty()),
             env: BTreeMap::new(),
         })
     }
@@ -207,9 +215,9 @@ mod tests {
 
     #[test]
     fn required_variables_alone_give_the_defaults() {
-        let config = config(&REQUIRED).expect("valid");
+        let defaults = config(&REQUIRED).expect("valid");
         assert_eq!(
-            config,
+            defaults,
             LambdaConfig {
                 table_name: "sluice".into(),
                 step_queue_url: "https://sqs.example/steps".into(),
@@ -217,9 +225,12 @@ mod tests {
                 response_timeout: Duration::from_secs(55),
                 allow_private_network: false,
                 recovery_delay: Duration::from_secs(90),
+                dead_letter_queue_arn: None,
                 env: BTreeMap::new(),
             }
         );
+        let consumer = config(&with(&[(ENV_DEAD_LETTER_QUEUE_ARN, "arn:aws:sqs:us-east-1:1:dlq")])).expect("valid");
+        assert_eq!(consumer.dead_letter_queue_arn.as_deref(), Some("arn:aws:sqs:us-east-1:1:dlq"));
     }
 
     #[test]

@@ -290,6 +290,10 @@ pub struct Received {
     pub receipt: String,
     /// How many times it has been received, this time included (1 the first time).
     pub receive_count: u32,
+    /// Received past the redrive limit: the consumer runs its dead-letter handling (fail the
+    /// execution with the reason) instead of the message, then acks it. (SQLite; on AWS a
+    /// dead-letter queue's own event source does this.)
+    pub dead_letter: bool,
 }
 
 /// The longest delay a queue can hold a message (SQS's limit); longer waits are chained.
@@ -311,7 +315,8 @@ pub trait SendQueue: Send + Sync {
 pub trait ConsumeQueue: Send + Sync {
     /// Receives up to `max` visible messages, waiting up to `wait` for the first. Each stays
     /// invisible for `visibility`, then is delivered again unless acked. Messages received
-    /// more than the adapter's redrive limit go to the dead-letter queue instead.
+    /// more than the adapter's redrive limit go to the dead-letter queue (SQS), or come back
+    /// marked [`Received::dead_letter`] (SQLite).
     async fn receive(
         &self,
         queue: QueueName,

@@ -14,10 +14,16 @@ use crate::runner::RunError;
 #[error("a message without messageId failed: {0}")]
 pub struct BatchError(String);
 
-/// Runs `handle(body, receive_count)` for every record and reports the failed ones.
-pub async fn handle_batch<F, Fut>(event: SqsEvent, handle: F) -> Result<SqsBatchResponse, BatchError>
+/// Runs `handle(body, receive_count, dead_letter)` for every record and reports the failed
+/// ones; `dead_letter` is whether the record comes from `dead_letter_queue_arn` (the
+/// function's dead-letter queue event source).
+pub async fn handle_batch<F, Fut>(
+    event: SqsEvent,
+    dead_letter_queue_arn: Option<&str>,
+    handle: F,
+) -> Result<SqsBatchResponse, BatchError>
 where
-    F: Fn(String, u32) -> Fut,
+    F: Fn(String, u32, bool) -> Fut,
     Fut: Future<Output = Result<(), RunError>> + Send + 'static,
 {
     let tasks: Vec<_> = event
@@ -25,7 +31,9 @@ where
         .into_iter()
         .map(|record| {
             let receive_count = receive_count(&record);
-            let task = record.body.map(|body| tokio::spawn(handle(body, receive_count)));
+            let dead_letter =
+                dead_letter_queue_arn.is_some() && record.event_source_arn.as_deref() == dead_letter_queue_arn;
+            let task = record.body.map(|body| tokio::spawn(handle(body, receive_count, dead_letter)));
             (record.message_id, task)
         })
         .collect();
@@ -66,7 +74,7 @@ mod tests {
     const RESPONSES_EVENT: &str = include_str!("../../infra/events/sqs-responses.json");
 
     /// Stands in for the runner: a body that is not a step message is poison.
-    async fn parse_only(body: String, _receive_count: u32) -> Result<(), RunError> {
+    async fn parse_only(body: String, _receive_count: u32, _dead_letter: bool) -> Result<(), RunError> {
         serde_json::from_str::<crate::messages::StepMessage>(&body)
             .map(drop)
             .map_err(|e| RunError::Poison(e.to_string()))
@@ -84,7 +92,7 @@ mod tests {
     async fn only_the_malformed_record_of_the_fixture_is_reported() {
         let event = fixture();
         let malformed = event.records[1].message_id.clone().expect("fixture has ids");
-        let response = handle_batch(event, parse_only).await.expect("batch handled");
+        let response = handle_batch(event, None, parse_only).await.expect("batch handled");
         assert_eq!(failed_ids(&response), [malformed.as_str()]);
     }
 
@@ -94,7 +102,7 @@ mod tests {
         event.records.truncate(1);
         event.records[0].body = None;
         let id = event.records[0].message_id.clone().expect("fixture has ids");
-        let response = handle_batch(event, parse_only).await.expect("batch handled");
+        let response = handle_batch(event, None, parse_only).await.expect("batch handled");
         assert_eq!(failed_ids(&response), [id.as_str()]);
     }
 
@@ -102,7 +110,7 @@ mod tests {
     async fn a_failed_record_without_id_fails_the_whole_batch() {
         let mut event = fixture();
         event.records[1].message_id = None;
-        assert!(handle_batch(event, parse_only).await.is_err());
+        assert!(handle_batch(event, None, parse_only).await.is_err());
     }
 
     #[tokio::test]
@@ -110,7 +118,7 @@ mod tests {
         let mut event = fixture();
         event.records.truncate(1);
         event.records[0].attributes.insert("ApproximateReceiveCount".into(), "4".into());
-        let response = handle_batch(event, |_, count| async move {
+        let response = handle_batch(event, None, |_, count, _| async move {
             if count == 4 { Ok(()) } else { Err(RunError::Retryable(format!("count {count}"))) }
         })
         .await
@@ -128,11 +136,40 @@ mod tests {
         third.message_id = Some("refused".into());
         third.body = Some("refuse".into());
         event.records.extend([second, third]);
-        let response = handle_batch(event, |body, _| async move {
+        let response = handle_batch(event, None, |body, _, _| async move {
             if body == "refuse" { Err(RunError::Retryable("refused".into())) } else { Ok(()) }
         })
         .await
         .expect("batch handled");
         assert_eq!(failed_ids(&response), ["no-body", "refused"]);
+    }
+
+    #[tokio::test]
+    async fn records_of_the_dead_letter_queue_are_handled_as_dead_letters() {
+        let mut event = fixture();
+        let mut dead = event.records[0].clone();
+        dead.message_id = Some("dead".into());
+        dead.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:sluice-steps-dlq".into());
+        event.records = vec![event.records[0].clone(), dead];
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let dlq = Some("arn:aws:sqs:us-east-1:123456789012:sluice-steps-dlq");
+        let response = handle_batch(event.clone(), dlq, |_, _, dead_letter| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().map_err(|_| RunError::Poison("lock".into()))?.push(dead_letter);
+                Ok(())
+            }
+        })
+        .await
+        .expect("batch handled");
+        assert!(response.batch_item_failures.is_empty());
+        let mut seen = seen.lock().expect("seen").clone();
+        seen.sort_unstable();
+        assert_eq!(seen, [false, true], "only the record from the dead-letter queue");
+        // Without a dead-letter queue configured, nothing is a dead letter.
+        let none = handle_batch(event, None, |_, _, dead_letter| async move {
+            if dead_letter { Err(RunError::Poison("not a dead letter".into())) } else { Ok(()) }
+        });
+        assert!(none.await.expect("batch handled").batch_item_failures.is_empty());
     }
 }

@@ -16,7 +16,7 @@ use crate::messages::{DeadlineMessage, StepMessage};
 use crate::model::{Trigger, Workflow};
 use crate::ports::{MAX_QUEUE_DELAY, Outgoing, QueueName};
 use crate::record::{Execution, Timestamp, now};
-use crate::runner::RunError;
+use crate::runner::{RunError, Runner};
 use crate::runtime::Runtime;
 use crate::settle;
 use crate::start;
@@ -32,6 +32,19 @@ impl Waiter {
     }
 
     /// Handles one message from the response queue. Ok means: delete the message.
+    /// Handles a deadline message that reached the dead-letter queue without its handler
+    /// returning: its execution fails with the reason (a waiting caller gets the failure).
+    pub async fn dead_lettered(&self, body: &str) -> Result<(), RunError> {
+        let Ok(message) = serde_json::from_str::<DeadlineMessage>(body) else {
+            tracing::error!("a malformed deadline message was dead-lettered; dropped");
+            return Ok(());
+        };
+        tracing::error!(execution = %message.execution_id, "deadline message dead-lettered");
+        let reason =
+            "the execution's deadline or recovery check was given up: none of its deliveries finished".to_string();
+        Runner::new(self.runtime.clone()).abandon(&message.execution_id, None, reason).await
+    }
+
     pub async fn handle(&self, body: &str) -> Result<(), RunError> {
         let message: DeadlineMessage =
             serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed deadline message: {e}")))?;

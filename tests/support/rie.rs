@@ -113,12 +113,18 @@ impl AwsResources {
             ("SLUICE_RESPONSE_TIMEOUT_SECONDS", "55"),
             ("SLUICE_ALLOW_PRIVATE_NETWORK", "false"),
             ("SLUICE_RECOVERY_DELAY_SECONDS", "90"),
+            // Set on the consumers only in the template; the trigger ignores it.
+            ("SLUICE_DEAD_LETTER_QUEUE_ARN", DEAD_LETTER_QUEUE_ARN),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
     }
 }
+
+/// The dead-letter queue ARN the consumer functions are told about: records with this
+/// `eventSourceARN` are dead letters.
+pub const DEAD_LETTER_QUEUE_ARN: &str = "arn:aws:sqs:us-east-1:000000000000:sluice-dead-letters";
 
 /// What an invocation answered. The emulator answers a function error with 200 and an
 /// `{"errorType":...}` body, and a function that died (e.g. at init) with a 5xx.

@@ -1,6 +1,7 @@
 //! The response waiter function: each SQS record is a deadline message for
 //! `sluice_shared::waiter::Waiter`; the records it could not handle go back to the queue
-//! (partial batch response) and reach the dead-letter queue after the redrive limit.
+//! (partial batch response) and reach the dead-letter queue after the redrive limit, whose
+//! records (its second event source) fail their execution with the reason.
 
 use anyhow::Context;
 use aws_lambda_events::sqs::SqsEvent;
@@ -16,10 +17,11 @@ async fn main() -> anyhow::Result<()> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let waiter = Waiter::new(build_runtime(&config, &sdk).await?);
     let waiter = &waiter;
+    let dead_letters = config.dead_letter_queue_arn.as_deref();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let handled = handle_batch(event.payload, move |body, _receive_count| {
+        let handled = handle_batch(event.payload, dead_letters, move |body, _receive_count, dead_letter| {
             let waiter = waiter.clone();
-            async move { waiter.handle(&body).await }
+            async move { if dead_letter { waiter.dead_lettered(&body).await } else { waiter.handle(&body).await } }
         });
         handled.await.map_err(lambda_runtime::Error::from)
     }))

@@ -1,6 +1,7 @@
 //! The step runner function: each SQS record is one step message for
 //! `sluice_shared::runner::Runner`; the records it could not handle go back to the queue
-//! (partial batch response) and reach the dead-letter queue after the redrive limit.
+//! (partial batch response) and reach the dead-letter queue after the redrive limit, whose
+//! records (its second event source) fail their execution with the reason.
 
 use anyhow::Context;
 use aws_lambda_events::sqs::SqsEvent;
@@ -16,10 +17,13 @@ async fn main() -> anyhow::Result<()> {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let runner = Runner::new(build_runtime(&config, &sdk).await?);
     let runner = &runner;
+    let dead_letters = config.dead_letter_queue_arn.as_deref();
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
-        let handled = handle_batch(event.payload, move |body, receive_count| {
+        let handled = handle_batch(event.payload, dead_letters, move |body, receive_count, dead_letter| {
             let runner = runner.clone();
-            async move { runner.handle(&body, receive_count).await }
+            async move {
+                if dead_letter { runner.dead_lettered(&body).await } else { runner.handle(&body, receive_count).await }
+            }
         });
         handled.await.map_err(lambda_runtime::Error::from)
     }))

@@ -200,6 +200,8 @@ impl ConsumeQueue for SqsQueue {
                 body: message.body().unwrap_or_default().to_string(),
                 receipt: receipt.to_string(),
                 receive_count,
+                // SQS moves it to the dead-letter queue instead.
+                dead_letter: false,
             });
         }
         Ok(received)

@@ -266,11 +266,33 @@ impl Runner {
         segment.run(Pending::Event(event)).await
     }
 
-    async fn give_up(&self, message: &StepMessage, reason: String) -> Result<(), RunError> {
-        let Some(execution) = self.runtime.store.get_execution(&message.execution_id).await? else {
+    /// Handles a step message that reached the dead-letter queue without its handler
+    /// returning (every delivery crashed the process or ran out of time): its execution fails
+    /// with the reason, so it is not left `running` with nothing to move it.
+    pub async fn dead_lettered(&self, body: &str) -> Result<(), RunError> {
+        let Ok(message) = serde_json::from_str::<StepMessage>(body) else {
+            tracing::error!("a malformed step message was dead-lettered; dropped");
             return Ok(());
         };
-        let event = Event::Abandoned { key: Some(message.key()), reason };
+        tracing::error!(execution = %message.execution_id, step = %message.step, "step message dead-lettered");
+        let reason = format!(
+            "step `{}` was given up: none of its {MAX_RECEIVES} deliveries finished (the process running it \
+             crashed or ran out of time)",
+            message.step
+        );
+        self.give_up(&message, reason).await
+    }
+
+    async fn give_up(&self, message: &StepMessage, reason: String) -> Result<(), RunError> {
+        self.abandon(&message.execution_id, Some(message.key()), reason).await
+    }
+
+    /// Fails `execution_id` (unless it ended) with `reason`, at step `key` if one was running.
+    pub async fn abandon(&self, execution_id: &str, key: Option<StepKey>, reason: String) -> Result<(), RunError> {
+        let Some(execution) = self.runtime.store.get_execution(execution_id).await? else {
+            return Ok(());
+        };
+        let event = Event::Abandoned { key, reason };
         match self.deployment(&execution).await {
             Ok(deployment) => self.apply(&execution, &deployment.workflow, event).await,
             // Without its workflow the execution still ends, as a workflow without steps would.

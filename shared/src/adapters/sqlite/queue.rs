@@ -4,8 +4,10 @@
 //! Invariants: a message is visible when `visible_at_ms <= now`; receiving it, in one
 //! IMMEDIATE transaction, moves `visible_at_ms` past the visibility timeout, gives it a fresh
 //! receipt and counts the receive, so two receivers never get the same message while it is
-//! invisible. A message whose next receive would exceed `max_receives` moves to
-//! `dead_letters` instead of being delivered. Only the latest receipt can ack a message.
+//! invisible. A message received more than `max_receives` times is delivered as a dead letter
+//! (`Received::dead_letter`: its consumer runs the dead-letter handling, not the message) and
+//! kept in `dead_letters` once acked; after `DEAD_LETTER_NOTICES` such deliveries it moves to
+//! `dead_letters` unhandled. Only the latest receipt can ack a message.
 
 use std::time::Duration;
 
@@ -34,6 +36,10 @@ pub(super) fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, no
     .map_err(backend)?;
     Ok(())
 }
+
+/// How many times a message past `max_receives` is handed to a consumer as a dead letter (for
+/// its dead-letter handling, which runs no step) before it is moved to `dead_letters` unhandled.
+const DEAD_LETTER_NOTICES: u32 = 2;
 
 /// What one receive transaction found.
 struct Take {
@@ -77,7 +83,7 @@ fn take(
                 continue;
             }
             let count = receive_count.saturating_add(1);
-            if count > max_receives {
+            if count > max_receives.saturating_add(DEAD_LETTER_NOTICES) {
                 tx.execute(
                     "INSERT INTO dead_letters (queue, body, receive_count, sent_at_ms, dead_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![queue.as_str(), body, receive_count, sent_at, now],
@@ -94,7 +100,7 @@ fn take(
             )
             .map_err(backend)?;
             delivered_ids.push(id);
-            delivered.push(Received { body, receipt, receive_count: count });
+            delivered.push(Received { body, receipt, receive_count: count, dead_letter: count > max_receives });
         }
         // Dead letters made room for more; otherwise nothing else is visible.
         if dead == 0 || delivered.len() >= max {
@@ -203,9 +209,21 @@ impl ConsumeQueue for Sqlite {
         let receipt = receipt.to_string();
         // A stale receipt (the message was received again since) deletes nothing, like SQS
         // refusing an expired handle; acking twice is harmless.
+        let max_receives = self.max_receives;
         self.call(move |conn| {
-            conn.execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
+            // A dead letter that was handled is kept in `dead_letters`, as SQS keeps it in the
+            // dead-letter queue.
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            tx.execute(
+                "INSERT INTO dead_letters (queue, body, receive_count, sent_at_ms, dead_at_ms)
+                 SELECT queue, body, receive_count, sent_at_ms, ?4 FROM messages
+                 WHERE queue = ?1 AND receipt = ?2 AND receive_count > ?3",
+                params![queue.as_str(), receipt, max_receives, now_ms()],
+            )
+            .map_err(backend)?;
+            tx.execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
                 .map_err(backend)?;
+            tx.commit().map_err(backend)?;
             Ok(())
         })
         .await
