@@ -22,6 +22,7 @@ on_both_backends! {
     slow_sync_workflow_answers_542_and_still_finishes: Duration::from_secs(1);
     failed_validation_lists_every_violation: LONG;
     bad_tokens_and_keys_are_refused: LONG;
+    a_missing_project_answers_unauthenticated_callers_as_an_existing_one: LONG;
     unknown_workflow_is_404: LONG;
     oversized_body_is_413: LONG;
     json_nested_past_the_limit_is_refused_where_it_comes_in: LONG;
@@ -275,6 +276,39 @@ async fn bad_tokens_and_keys_are_refused(stack: &TestStack) {
     }
     let status = client.get(&executions).bearer_auth(&stack.api_key).send().await.expect("send").status();
     assert_eq!(status, 404, "a valid key for an unknown execution");
+}
+
+/// Without valid credentials, nothing tells a project that exists from one that does not.
+async fn a_missing_project_answers_unauthenticated_callers_as_an_existing_one(stack: &TestStack) {
+    stack.deploy("id: hello\ntrigger: { type: request }\nsteps: [ { id: reply, type: response, body: hi } ]\n").await;
+    let other = TestStack::start(Backend::Sqlite, LONG).await.expect("other stack");
+    let client = stack.client();
+    let answer = |project: String, path: &'static str, post: bool, auth: Option<String>| {
+        let url = format!("{}/projects/{project}{path}", stack.base_url);
+        let mut request = if post { client.post(url).json(&json!({})) } else { client.get(url) };
+        if let Some(auth) = auth {
+            request = request.header("authorization", auth);
+        }
+        async move {
+            let response = request.send().await.expect("send");
+            (response.status().as_u16(), response.text().await.expect("body"))
+        }
+    };
+    let credentials = [
+        None,
+        Some("Basic dTpw".to_string()),
+        Some("Bearer not-a-jwt".to_string()),
+        Some(format!("Bearer {}", other.token("u"))),
+        Some(format!("Bearer {}", other.api_key)),
+    ];
+    for (path, post) in [("/sdk/triggers/hello", true), ("/executions/some-id", false), ("/test-runs", true)] {
+        for auth in &credentials {
+            let existing = answer(stack.project_id.clone(), path, post, auth.clone()).await;
+            let missing = answer("no-such-project".to_string(), path, post, auth.clone()).await;
+            assert_eq!(existing.0, 401, "{path} with {auth:?}: {}", existing.1);
+            assert_eq!(missing, existing, "{path} with {auth:?}");
+        }
+    }
 }
 
 fn stack_private_pem(stack: &TestStack) -> String {

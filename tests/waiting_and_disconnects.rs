@@ -125,3 +125,35 @@ async fn clients_that_hang_up_at_once_leave_no_execution_running() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Half-open connections (a request head that never ends: slowloris) are closed after the
+/// header-read timeout, connections past the limit at once, and the server keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn half_open_connections_are_closed_and_the_server_keeps_answering() {
+    use sluice_cli::server::ServerLimits;
+    use sluice_e2e::stack::StackConfig;
+    use tokio::io::AsyncReadExt;
+
+    let limits = ServerLimits { header_read_timeout: Duration::from_millis(300), max_connections: 64 };
+    let config = StackConfig { limits, ..StackConfig::default() };
+    let stack = TestStack::start_with(Backend::Sqlite, config).await.expect("SQLite stack");
+    let address = stack.base_url.trim_start_matches("http://").to_string();
+    let mut half_open = Vec::new();
+    for _ in 0..100 {
+        let mut socket = tokio::net::TcpStream::connect(&address).await.expect("connect");
+        socket.write_all(b"GET /health HTTP/1.1\r\nhost: sluice\r\nx-slow: ").await.expect("send");
+        half_open.push(socket);
+    }
+    let begun = Instant::now();
+    // Every one is closed by the server: past the limit at once, the others at the timeout.
+    for socket in &mut half_open {
+        let mut buffer = [0u8; 512];
+        let read = tokio::time::timeout(Duration::from_secs(3), socket.read(&mut buffer)).await;
+        let closed = matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+            || matches!(read, Ok(Ok(n)) if buffer[..n].starts_with(b"HTTP/1.1 408"));
+        assert!(closed, "a half-open connection was left open: {read:?}");
+    }
+    assert!(begun.elapsed() < Duration::from_secs(2), "closed after {:?}", begun.elapsed());
+    let health = stack.client().get(format!("{}/health", stack.base_url)).send().await.expect("health");
+    assert_eq!(health.status(), 200);
+}

@@ -67,7 +67,13 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let store: Arc<dyn Store> = db.clone();
     let queue: Arc<dyn Queue> = db.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], options.port));
-    let bound = LocalStack::bind(StackOptions { addr, workers: options.workers, demo_routes: true }).await?;
+    let bound = LocalStack::bind(StackOptions {
+        addr,
+        workers: options.workers,
+        demo_routes: true,
+        limits: Default::default(),
+    })
+    .await?;
     let base_url = bound.base_url.clone();
     let workflows = load_workflows(&options.workflows, &base_url)?;
     let project = ensure_dev_project(store.as_ref(), &options.data_dir, &base_url).await?;

@@ -4,5 +4,6 @@
 pub mod aws;
 pub mod demo;
 pub mod dev;
+pub mod server;
 pub mod stack;
 pub mod test_run;

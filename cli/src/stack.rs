@@ -18,6 +18,8 @@ use sluice_shared::runner::Runner;
 use sluice_shared::runtime::Runtime;
 use sluice_shared::waiter::Waiter;
 use tokio::net::TcpListener;
+
+use crate::server::ServerLimits;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
@@ -36,6 +38,8 @@ pub struct StackOptions {
     pub workers: usize,
     /// Also serve the demo CRM the bundled examples call (`sluice dev` only).
     pub demo_routes: bool,
+    /// The HTTP server's timeouts and connection limit.
+    pub limits: ServerLimits,
 }
 
 /// A running local stack; dropping it (or `shutdown`) stops every task.
@@ -99,15 +103,7 @@ impl BoundStack {
         if options.demo_routes {
             app = app.merge(crate::demo::routes());
         }
-        let mut server_stop = stopped.clone();
-        tasks.spawn(async move {
-            let shutdown = async move {
-                let _ = server_stop.wait_for(|s| *s).await;
-            };
-            if let Err(error) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
-                tracing::error!(%error, "HTTP server stopped");
-            }
-        });
+        tasks.spawn(crate::server::serve(listener, app, stopped.clone(), options.limits));
 
         for _ in 0..options.workers.max(1) {
             let runner = Runner::new(runtime.clone());

@@ -161,6 +161,19 @@ pub fn verify_user_token(public_pem: &str, token: &str) -> Result<String, AuthEr
     }
 }
 
+/// Why `token` is refused by a project that does not exist: exactly what an existing project
+/// whose key did not sign it answers (the token is checked against a key no project has), so
+/// that an unauthenticated caller cannot tell which projects exist.
+pub fn refuse_for_missing_project(token: &str) -> AuthError {
+    static NO_PROJECT_KEY: std::sync::LazyLock<Option<String>> =
+        std::sync::LazyLock::new(|| generate_signing_key().ok().map(|pair| pair.public_pem));
+    match NO_PROJECT_KEY.as_deref().map(|pem| verify_user_token(pem, token)) {
+        Some(Err(error)) => error,
+        // A token this key verifies cannot exist; without a key, refuse as a bad signature.
+        Some(Ok(_)) | None => AuthError::BadSignature,
+    }
+}
+
 fn check_user_id(user_id: &str) -> Result<(), AuthError> {
     let len = user_id.chars().count();
     if len == 0 || len > MAX_USER_ID_LEN {

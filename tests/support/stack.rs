@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sluice_cli::server::ServerLimits;
 use sluice_cli::stack::{LocalStack, StackOptions};
 use sluice_shared::adapters::dynamodb::{self, DynamoStore};
 use sluice_shared::adapters::sqlite::Sqlite;
@@ -49,6 +50,8 @@ pub struct StackConfig {
     pub workers: usize,
     /// When an inline segment's recovery message comes due.
     pub recovery_delay: Duration,
+    /// The HTTP server's timeouts and connection limit.
+    pub limits: ServerLimits,
 }
 
 impl Default for StackConfig {
@@ -56,6 +59,7 @@ impl Default for StackConfig {
         StackConfig {
             response_timeout: Duration::from_secs(30),
             duplicate_deliveries: false,
+            limits: ServerLimits::default(),
             workers: 4,
             recovery_delay: sluice_shared::runtime::DEFAULT_RECOVERY_DELAY,
         }
@@ -180,7 +184,12 @@ impl TestStack {
             HttpClient::new(policy).expect("HTTP client"),
             settings,
         );
-        let options = StackOptions { addr: ([127, 0, 0, 1], 0).into(), workers: config.workers, demo_routes: false };
+        let options = StackOptions {
+            addr: ([127, 0, 0, 1], 0).into(),
+            workers: config.workers,
+            demo_routes: false,
+            limits: config.limits,
+        };
         let stack = LocalStack::start(runtime.clone(), queue, options).await.expect("start the local stack");
 
         let keys = auth::generate_signing_key().expect("signing key");

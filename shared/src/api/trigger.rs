@@ -41,9 +41,11 @@ pub(super) async fn handle(
         return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
     }
     let store = &runtime.store;
-    let unauthorized = || ApiError::Unauthorized("the token is not valid for this project".into());
-    let project = store.get_project(project_id).await?.ok_or_else(unauthorized)?;
+    // The token is read before the project: a missing project answers as an existing one.
     let token = auth::bearer_token(&parts.headers)?;
+    let Some(project) = store.get_project(project_id).await? else {
+        return Err(auth::refuse_for_missing_project(token).into());
+    };
     let user_id = auth::verify_user_token(&project.signing_public_key_pem, token)?;
     let deployment = store
         .get_deployed(project_id, workflow_id)
