@@ -62,33 +62,45 @@ mod sqlite {
     }
 
     #[tokio::test]
-    async fn message_received_more_than_max_receives_goes_to_dead_letters() {
+    async fn a_message_received_more_than_max_receives_comes_back_as_a_dead_letter() {
         let db = Sqlite::in_memory().expect("database").with_max_receives(2);
         db.send(QueueName::Steps, message("poison")).await.expect("send");
         db.send(QueueName::Responses, message("other queue")).await.expect("send");
         for expected in 1..=2 {
             let got = db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
             assert_eq!(got.len(), 1, "receive {expected}: one delivery even with a zero visibility");
-            assert_eq!((got[0].body.as_str(), got[0].receive_count), ("poison", expected));
+            assert_eq!((got[0].body.as_str(), got[0].receive_count, got[0].dead_letter), ("poison", expected, false));
         }
+        // Past the limit it is handed back for its dead-letter handling, and kept once acked.
         let third = db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
-        assert!(third.is_empty(), "the third receive dead-letters it: {third:?}");
+        assert_eq!(third.len(), 1, "{third:?}");
+        assert_eq!((third[0].body.as_str(), third[0].receive_count, third[0].dead_letter), ("poison", 3, true));
+        assert!(db.dead_letters(QueueName::Steps).await.expect("dead letters").is_empty(), "not before it is handled");
+        db.ack(QueueName::Steps, &third[0].receipt).await.expect("ack");
         assert_eq!(db.dead_letters(QueueName::Steps).await.expect("dead letters"), vec!["poison".to_string()]);
+        assert!(db.receive(QueueName::Steps, 10, Duration::ZERO, Duration::ZERO).await.expect("receive").is_empty());
         assert!(db.dead_letters(QueueName::Responses).await.expect("dead letters").is_empty());
         let other = db.receive(QueueName::Responses, 10, Duration::ZERO, Duration::ZERO).await.expect("receive");
         assert_eq!(other.len(), 1, "the other queue is untouched");
     }
 
     #[tokio::test]
-    async fn dead_letters_make_room_for_live_messages_in_the_same_receive() {
+    async fn a_dead_letter_whose_handling_never_finishes_is_moved_aside_and_makes_room() {
         let db = Sqlite::in_memory().expect("database").with_max_receives(1);
         db.send(QueueName::Steps, message("first")).await.expect("send");
         let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::ZERO).await.expect("receive");
-        assert_eq!(got.len(), 1);
+        assert_eq!((got.len(), got[0].dead_letter), (1, false));
+        // Handed back as a dead letter twice, never acked...
+        for count in [2, 3] {
+            let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::ZERO).await.expect("receive");
+            assert_eq!((got[0].body.as_str(), got[0].receive_count, got[0].dead_letter), ("first", count, true));
+        }
+        // ...then moved to the dead letters unhandled, making room for a live message in the
+        // same receive.
         db.send(QueueName::Steps, message("second")).await.expect("send");
         let got = db.receive(QueueName::Steps, 1, Duration::ZERO, Duration::from_secs(30)).await.expect("receive");
-        let bodies: Vec<&str> = got.iter().map(|m| m.body.as_str()).collect();
-        assert_eq!(bodies, ["second"]);
+        let bodies: Vec<(&str, bool)> = got.iter().map(|m| (m.body.as_str(), m.dead_letter)).collect();
+        assert_eq!(bodies, [("second", false)]);
         assert_eq!(db.dead_letters(QueueName::Steps).await.expect("dead letters"), vec!["first".to_string()]);
     }
 

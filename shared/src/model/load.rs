@@ -54,6 +54,12 @@ pub fn load_str(file: &str, text: &str) -> Result<Workflow, Vec<Problem>> {
 
 /// Validates an already parsed workflow document (e.g. a JSON body) and converts it.
 pub fn load_value(file: &str, value: &Value) -> Result<Workflow, Vec<Problem>> {
+    if crate::record::too_deep(value) {
+        return Err(vec![Problem::whole_file(
+            file,
+            format!("the workflow nests deeper than {MAX_WORKFLOW_DEPTH} levels"),
+        )]);
+    }
     let found = check::check_workflow(value);
     if !found.is_empty() {
         return Err(found
@@ -143,6 +149,12 @@ fn format_of(file: &str) -> Option<Format> {
 
 /// The document as a JSON tree; syntax errors name their line and column.
 fn parse_text(file: &str, text: &str) -> Result<Value, Problem> {
+    if text.len() > MAX_WORKFLOW_BYTES {
+        return Err(Problem::whole_file(
+            file,
+            format!("the file is {} bytes; a workflow file may have at most {MAX_WORKFLOW_BYTES}", text.len()),
+        ));
+    }
     match format_of(file) {
         Some(Format::Yaml) => parse_yaml(text).map_err(|message| Problem::whole_file(file, message)),
         Some(Format::Json) => serde_json::from_str(text).map_err(|e| {
@@ -159,6 +171,14 @@ fn parse_text(file: &str, text: &str) -> Result<Value, Problem> {
     }
 }
 
+/// The largest workflow file the loader reads.
+pub const MAX_WORKFLOW_BYTES: usize = 256 * 1024;
+/// How deeply a workflow document may nest (mappings and lists).
+pub const MAX_WORKFLOW_DEPTH: usize = 64;
+/// How many values a YAML document may expand to, aliases counted at each use (a 256 KiB file
+/// without aliases has far fewer): past it, the loader stops before building the expansion.
+pub const MAX_YAML_VALUES: usize = 250_000;
+
 fn parse_yaml(text: &str) -> Result<Value, String> {
     let syntax = |e: serde_yaml_ng::Error| match e.location() {
         Some(at) => format!(
@@ -169,9 +189,215 @@ fn parse_yaml(text: &str) -> Result<Value, String> {
         ),
         None => format!("YAML syntax error: {e}"),
     };
-    let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(syntax)?;
+    // libyaml's scanner takes time quadratic in the depth of flow collections (`[[[[...`):
+    // refuse those before it sees them.
+    if flow_depth(text) > MAX_WORKFLOW_DEPTH {
+        return Err(format!("the YAML document nests deeper than {MAX_WORKFLOW_DEPTH} levels"));
+    }
+    let budget = std::cell::Cell::new(MAX_YAML_VALUES);
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    let mut yaml =
+        serde::de::DeserializeSeed::deserialize(bounded::Bounded { budget: &budget, depth: 0 }, deserializer).map_err(
+            |e| match bounded::limit_message(&e) {
+                Some(message) => message,
+                None => syntax(e),
+            },
+        )?;
     yaml.apply_merge().map_err(syntax)?;
     serde_json::to_value(&yaml).map_err(|e| format!("the YAML document cannot be read as workflow data: {e}"))
+}
+
+/// The deepest nesting of `[`/`{` in `text` outside quoted strings and comments: an upper
+/// bound of its flow collections' depth (brackets inside plain scalars count too, which only
+/// matters for a scalar with dozens of unclosed brackets).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut chars = text.chars().peekable();
+    let mut previous = '\n';
+    while let Some(c) = chars.next() {
+        match c {
+            '#' if previous.is_whitespace() => {
+                for skipped in chars.by_ref() {
+                    if skipped == '\n' {
+                        break;
+                    }
+                }
+                previous = '\n';
+                continue;
+            }
+            '"' => {
+                while let Some(inner) = chars.next() {
+                    match inner {
+                        '\\' => {
+                            chars.next();
+                        }
+                        '"' => break,
+                        _ => {}
+                    }
+                }
+            }
+            '\'' if !previous.is_alphanumeric() => {
+                while let Some(inner) = chars.next() {
+                    if inner == '\'' {
+                        if chars.peek() == Some(&'\'') {
+                            chars.next();
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        previous = c;
+    }
+    deepest
+}
+
+/// Reading a YAML document into a `serde_yaml_ng::Value` under the loader's limits: every
+/// value read (each use of an alias expands again) spends one unit of a budget, and nesting
+/// is counted, so a document that would expand past [`MAX_YAML_VALUES`] or nest past
+/// [`MAX_WORKFLOW_DEPTH`] is refused before its expansion is built.
+mod bounded {
+    use std::cell::Cell;
+    use std::fmt;
+
+    use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+    use serde_yaml_ng::{Mapping, Value};
+
+    use super::{MAX_WORKFLOW_DEPTH, MAX_YAML_VALUES};
+
+    const TOO_MANY: &str = "sluice-limit: values";
+    const TOO_DEEP: &str = "sluice-limit: depth";
+
+    /// The load error for a limit hit while reading, if `error` is one.
+    pub(super) fn limit_message(error: &serde_yaml_ng::Error) -> Option<String> {
+        let text = error.to_string();
+        if text.contains(TOO_MANY) {
+            Some(format!("the YAML document expands to more than {MAX_YAML_VALUES} values (aliases count at each use)"))
+        } else if text.contains(TOO_DEEP) {
+            Some(format!("the YAML document nests deeper than {MAX_WORKFLOW_DEPTH} levels"))
+        } else {
+            None
+        }
+    }
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Bounded<'b> {
+        pub(super) budget: &'b Cell<usize>,
+        pub(super) depth: usize,
+    }
+
+    impl Bounded<'_> {
+        fn spend<E: de::Error>(self) -> Result<(), E> {
+            match self.budget.get().checked_sub(1) {
+                Some(left) => {
+                    self.budget.set(left);
+                    Ok(())
+                }
+                None => Err(E::custom(TOO_MANY)),
+            }
+        }
+
+        fn nested<E: de::Error>(self) -> Result<Self, E> {
+            if self.depth >= MAX_WORKFLOW_DEPTH {
+                return Err(E::custom(TOO_DEEP));
+            }
+            Ok(Bounded { depth: self.depth + 1, ..self })
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Bounded<'_> {
+        type Value = Value;
+
+        fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            deserializer.deserialize_any(self)
+        }
+    }
+
+    impl<'de> Visitor<'de> for Bounded<'_> {
+        type Value = Value;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a YAML value")
+        }
+
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Bool(v))
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Number(v.into()))
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::String(v.to_string()))
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::String(v))
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+            self.spend()?;
+            Ok(Value::Null)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<Value, E> {
+            self.visit_unit()
+        }
+
+        fn visit_some<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+            self.deserialize(deserializer)
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+            self.spend()?;
+            let inner = self.nested()?;
+            let mut items = Vec::new();
+            while let Some(item) = seq.next_element_seed(inner)? {
+                items.push(item);
+            }
+            Ok(Value::Sequence(items))
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+            self.spend()?;
+            let inner = self.nested()?;
+            let mut mapping = Mapping::new();
+            while let Some(key) = map.next_key_seed(inner)? {
+                if mapping.contains_key(&key) {
+                    let shown = match &key {
+                        Value::String(text) => format!("`{text}`"),
+                        _ => "a repeated key".to_string(),
+                    };
+                    return Err(de::Error::custom(format!("duplicate entry with key {shown}")));
+                }
+                let value = map.next_value_seed(inner)?;
+                mapping.insert(key, value);
+            }
+            Ok(Value::Mapping(mapping))
+        }
+    }
 }
 
 /// `message` without its first " at line L column C" (the caller puts the location first).
@@ -187,5 +413,7 @@ mod tests_docs;
 mod tests_fan_out;
 #[cfg(test)]
 mod tests_files;
+#[cfg(test)]
+mod tests_hostile;
 #[cfg(test)]
 mod tests_kinds;

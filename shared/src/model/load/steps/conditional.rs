@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use crate::condition::{ALL_OPERATORS, compile_regex, is_unary, op_name, parse_op};
 use crate::model::Operator;
 use crate::model::load::check::{Checker, index_path, key_path};
-use crate::model::load::refs::Scope;
+use crate::model::load::refs::{RanBefore, Scope};
 use crate::template::kind;
 
 pub(super) const KEYS: &[&str] = &["when", "then", "else"];
@@ -17,9 +17,9 @@ impl Checker {
             Some(when) => self.condition(when, &key_path(path, "when"), scope),
         }
         // Inside a branch, the conditional itself has already run (its output is the branch).
-        let mut branch_scope = scope.ran_before.clone();
+        let mut branch_scope = RanBefore::inside(scope.ran_before);
         if let Some(id) = id {
-            branch_scope.insert(id.to_string());
+            branch_scope.here.insert(id.to_string());
         }
         for key in ["then", "else"] {
             if let Some(branch) = map.get(key) {

@@ -25,7 +25,7 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use super::check::{Checker, MaxDuration, index_path, key_path};
-use super::refs::Scope;
+use super::refs::{RanBefore, Scope};
 use crate::template::{Template, kind};
 
 static STEP_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[A-Za-z0-9_][A-Za-z0-9_-]*$").ok());
@@ -60,24 +60,24 @@ impl Checker {
                 self.problem("steps", "a workflow needs at least one step");
             }
         }
-        self.step_list(value, "steps", &HashSet::new(), &[]);
+        self.step_list(value, "steps", &RanBefore { here: HashSet::new(), outer: None }, &[]);
     }
 
     /// A list of steps that runs after the steps of `ran_before`, inside the branches of
     /// `fan_outs`.
-    fn step_list(&mut self, value: &Value, path: &str, ran_before: &HashSet<String>, fan_outs: &[String]) {
+    fn step_list(&mut self, value: &Value, path: &str, ran_before: &RanBefore<'_>, fan_outs: &[String]) {
         let Value::Array(items) = value else {
             self.problem(path, format!("must be a list of steps, not {}", kind(value)));
             return;
         };
-        let mut available = ran_before.clone();
+        let mut available = RanBefore::inside(ran_before);
         for (i, item) in items.iter().enumerate() {
             self.step(item, &index_path(path, i), &available, fan_outs);
-            collect_ids(item, &mut available);
+            collect_ids(item, &mut available.here);
         }
     }
 
-    fn step(&mut self, value: &Value, path: &str, ran_before: &HashSet<String>, fan_outs: &[String]) {
+    fn step(&mut self, value: &Value, path: &str, ran_before: &RanBefore<'_>, fan_outs: &[String]) {
         let Value::Object(map) = value else {
             self.problem(path, format!("a step must be a mapping with `id` and `type`, not {}", kind(value)));
             return;
