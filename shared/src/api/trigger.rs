@@ -125,3 +125,32 @@ fn parse_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {
         _ => Ok(Value::String(text.to_string())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::record::too_deep;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        /// Any body under any content type is parsed or refused with a 400, never a panic, and
+        /// what is accepted can be stored and read back.
+        #[test]
+        fn trigger_bodies_parse_or_are_refused(
+            body in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..200),
+                "[\\[\\]{}\"a-z0-9:, ]{0,300}".prop_map(String::into_bytes),
+                (1usize..200).prop_map(|depth| format!("{}{}", "[".repeat(depth), "]".repeat(depth)).into_bytes()),
+            ],
+            content_type in prop::sample::select(vec!["", "application/json", "text/plain", "application/x-www-form-urlencoded"]),
+        ) {
+            match parse_body(content_type, &Bytes::from(body)) {
+                Ok(value) => prop_assert!(!too_deep(&value)),
+                Err(error) => prop_assert!(matches!(error, ApiError::BadRequest(_)), "{error:?}"),
+            }
+        }
+    }
+}
