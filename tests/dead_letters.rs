@@ -2,7 +2,8 @@
 //! crashed the process or ran out of time) fails its execution with the reason, instead of
 //! leaving it `running` (or `waiting`) forever. On SQLite the consumer gets such a message
 //! back marked as a dead letter; on AWS the dead-letter queues have event sources of their own
-//! (`template.yaml`, `tests/lambda.rs`).
+//! (`template.yaml`, `tests/lambda_pipeline.rs`). And the recovery sweep of `sluice dev` resumes
+//! an execution that nothing moves.
 
 use std::path::Path;
 use std::time::Duration;
@@ -59,4 +60,60 @@ async fn a_dead_lettered_step_message_fails_its_execution_with_the_reason() {
     assert!(message.contains("step `nap` was given up: none of its 5 deliveries finished"), "{record:#}");
     // The handled dead letter is kept, as SQS keeps it in the dead-letter queue.
     assert_eq!(dead_letters(&db), vec![("steps".to_string(), 6)]);
+}
+
+/// The recovery sweep: an execution left `running` with no message that will move it (a bug,
+/// a message lost by hand) is resumed from its first step and finishes; what was recorded is
+/// not run again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_sweep_resumes_an_execution_nothing_moves() {
+    use sluice_e2e::stack::StackConfig;
+    use sluice_shared::record::{Execution, ExecutionStatus, StepAttempt, StepStatus, TriggerData, now};
+
+    let sweep = Some((Duration::from_millis(100), Duration::from_millis(300)));
+    let stack = TestStack::start_with(Backend::Sqlite, StackConfig { sweep, ..StackConfig::default() })
+        .await
+        .expect("SQLite stack");
+    let deployment = stack
+        .deploy("id: stranded\ntrigger: { type: request }\nsteps:\n  - { id: a, type: function, code: \"() => 'recorded'\" }\n  - { id: b, type: function, code: \"() => 2\" }\n")
+        .await;
+    // As if its process died after recording `a` and its message was lost.
+    let id = format!("stranded-{}", uuid::Uuid::new_v4().simple());
+    let started = now() - chrono::Duration::seconds(5);
+    let execution = Execution {
+        id: id.clone(),
+        project_id: stack.project_id.clone(),
+        workflow_id: "stranded".into(),
+        workflow_version: deployment.version,
+        user_id: "u".into(),
+        status: ExecutionStatus::Running,
+        started_at: started,
+        ended_at: None,
+        trigger: TriggerData::default(),
+        response_deadline: None,
+        error: None,
+        test: false,
+    };
+    stack.store.create_execution(&execution).await.expect("create");
+    let recorded = StepAttempt {
+        step: "a".into(),
+        attempt: 1,
+        status: StepStatus::Succeeded,
+        input: serde_json::json!({}),
+        output: Some(serde_json::json!("from before")),
+        error: None,
+        started_at: started,
+        ended_at: started,
+        logs: Vec::new(),
+    };
+    stack.store.record_step(&id, &recorded).await.expect("record");
+    let record = stack.wait_until_ended(&id, LONG).await;
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let steps = stack.store.list_steps(&id).await.expect("steps");
+    let outputs: Vec<_> = steps.iter().map(|s| (s.step.as_str(), s.output.clone())).collect();
+    assert_eq!(
+        outputs,
+        [("a", Some(serde_json::json!("from before"))), ("b", Some(serde_json::json!(2)))],
+        "`a` was not run again"
+    );
 }

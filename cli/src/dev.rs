@@ -18,7 +18,7 @@ use sluice_shared::ports::{Project, Queue, Store};
 use sluice_shared::record::now;
 use sluice_shared::runtime::{Runtime, Settings};
 
-use crate::stack::{LocalStack, StackOptions};
+use crate::stack::{LocalStack, StackOptions, Sweep};
 
 /// The project every `sluice dev` data folder holds.
 pub const DEV_PROJECT_ID: &str = "dev";
@@ -72,6 +72,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         workers: options.workers,
         demo_routes: true,
         limits: Default::default(),
+        sweep: Some(Sweep::dev((*db).clone())),
     })
     .await?;
     let base_url = bound.base_url.clone();

@@ -11,6 +11,7 @@ use anyhow::Context;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
+use sluice_shared::adapters::sqlite::Sqlite;
 use sluice_shared::api::Api;
 use sluice_shared::error::ApiError;
 use sluice_shared::ports::{ConsumeQueue, QueueName, Received};
@@ -40,6 +41,49 @@ pub struct StackOptions {
     pub demo_routes: bool,
     /// The HTTP server's timeouts and connection limit.
     pub limits: ServerLimits,
+    /// The recovery sweep over a SQLite store (`sluice dev`), if any.
+    pub sweep: Option<Sweep>,
+}
+
+/// The recovery sweep: every `every`, executions `running` or `waiting` for longer than
+/// `stuck_after` that no queued or in-flight message mentions are resumed from their first
+/// step (recorded steps replay without running again), so none stays stuck.
+#[derive(Debug, Clone)]
+pub struct Sweep {
+    pub store: Sqlite,
+    pub every: Duration,
+    pub stuck_after: Duration,
+}
+
+impl Sweep {
+    /// The sweep `sluice dev` runs: every minute, for executions stuck 15 minutes.
+    pub fn dev(store: Sqlite) -> Sweep {
+        Sweep { store, every: Duration::from_secs(60), stuck_after: Duration::from_secs(15 * 60) }
+    }
+}
+
+/// Runs `sweep` until stopped.
+async fn sweep(sweep: Sweep, runner: Runner, mut stopped: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(sweep.every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        let stuck_after = i64::try_from(sweep.stuck_after.as_millis()).unwrap_or(i64::MAX);
+        let before = sluice_shared::record::now().timestamp_millis().saturating_sub(stuck_after);
+        let stuck = match sweep.store.stuck_executions(before, 100).await {
+            Ok(stuck) => stuck,
+            Err(error) => {
+                tracing::error!(%error, "the recovery sweep could not read the executions");
+                continue;
+            }
+        };
+        for execution_id in stuck {
+            if let Err(error) = runner.resume(&execution_id).await {
+                tracing::error!(execution = %execution_id, %error, "the recovery sweep could not resume an execution");
+            }
+        }
+    }
 }
 
 /// A running local stack; dropping it (or `shutdown`) stops every task.
@@ -119,6 +163,9 @@ impl BoundStack {
                     (message.receipt, handled.map_err(|e| e.to_string()))
                 }
             }));
+        }
+        if let Some(options) = options.sweep.clone() {
+            tasks.spawn(sweep(options, Runner::new(runtime.clone()), stopped.clone()));
         }
         let waiter = Waiter::new(runtime.clone());
         tasks.spawn(consume(consumer, QueueName::Responses, stopped, move |message| {

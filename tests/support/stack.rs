@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sluice_cli::server::ServerLimits;
-use sluice_cli::stack::{LocalStack, StackOptions};
+use sluice_cli::stack::{LocalStack, StackOptions, Sweep};
 use sluice_shared::adapters::dynamodb::{self, DynamoStore};
 use sluice_shared::adapters::sqlite::Sqlite;
 use sluice_shared::adapters::sqs::{self, SqsQueue};
@@ -52,6 +52,8 @@ pub struct StackConfig {
     pub recovery_delay: Duration,
     /// The HTTP server's timeouts and connection limit.
     pub limits: ServerLimits,
+    /// SQLite only: run the recovery sweep every `.0` for executions stuck `.1`.
+    pub sweep: Option<(Duration, Duration)>,
 }
 
 impl Default for StackConfig {
@@ -60,6 +62,7 @@ impl Default for StackConfig {
             response_timeout: Duration::from_secs(30),
             duplicate_deliveries: false,
             limits: ServerLimits::default(),
+            sweep: None,
             workers: 4,
             recovery_delay: sluice_shared::runtime::DEFAULT_RECOVERY_DELAY,
         }
@@ -125,8 +128,9 @@ impl TestStack {
                 let unique = uuid::Uuid::new_v4().simple().to_string();
                 let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
                 let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
+                let sweep = config.sweep.map(|(every, stuck_after)| Sweep { store: (*db).clone(), every, stuck_after });
                 let backends: Backends = (db.clone(), db.clone(), Some(db), Some(dir));
-                Some(TestStack::assemble(backends, Host::Local, None, unique, config).await)
+                Some(TestStack::assemble(backends, Host::Local, None, unique, config, sweep).await)
             }
             Backend::Aws => {
                 let Some(endpoint) = aws_endpoint() else {
@@ -157,7 +161,7 @@ impl TestStack {
         let queue = Arc::new(SqsQueue::new(sqs_client, steps_url, responses_url));
         // On DynamoDB + SQS the stack behaves as the Lambda functions do: asynchronous starts
         // go to the queue, and an inline segment hands off once the caller is answered.
-        TestStack::assemble((store, queue, None, None), Host::Lambda, Some(resources), unique, config).await
+        TestStack::assemble((store, queue, None, None), Host::Lambda, Some(resources), unique, config, None).await
     }
 
     async fn assemble(
@@ -166,6 +170,7 @@ impl TestStack {
         aws: Option<AwsResources>,
         unique: String,
         config: StackConfig,
+        sweep: Option<Sweep>,
     ) -> TestStack {
         let (store, queue, starter, data_dir) = backends;
         let response_timeout = config.response_timeout;
@@ -189,6 +194,7 @@ impl TestStack {
             workers: config.workers,
             demo_routes: false,
             limits: config.limits,
+            sweep,
         };
         let stack = LocalStack::start(runtime.clone(), queue, options).await.expect("start the local stack");
 

@@ -283,6 +283,25 @@ impl Runner {
         self.give_up(&message, reason).await
     }
 
+    /// Sets an execution that nothing moves on again (the recovery sweep): its first step is
+    /// sent, and the segment replays what is recorded without running it again and goes on
+    /// from there. A workflow with no step left to run ends it.
+    pub async fn resume(&self, execution_id: &str) -> Result<(), RunError> {
+        let Some(execution) = self.runtime.store.get_execution(execution_id).await? else { return Ok(()) };
+        if execution.status.is_ended() {
+            return Ok(());
+        }
+        let deployment = self.deployment(&execution).await?;
+        let Some(first) = deployment.workflow.steps.first() else {
+            let reason = "the execution had stopped with nothing left to run it".to_string();
+            return self.abandon(execution_id, None, reason).await;
+        };
+        tracing::warn!(execution = %execution_id, "execution stopped with nothing to move it; resuming it");
+        let body = StepMessage::first(execution_id, &first.id).to_json();
+        self.runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
+        Ok(())
+    }
+
     async fn give_up(&self, message: &StepMessage, reason: String) -> Result<(), RunError> {
         self.abandon(&message.execution_id, Some(message.key()), reason).await
     }

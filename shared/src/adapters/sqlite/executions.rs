@@ -403,3 +403,26 @@ impl ExecutionStore for Sqlite {
         self.call(move |conn| read_response(conn, &execution_id)).await
     }
 }
+
+impl Sqlite {
+    /// Executions `running` or `waiting` since before `started_before_ms` that no message of
+    /// either queue mentions (an in-flight message stays in `messages` until acked): nothing
+    /// will move them. At most `max`, oldest first.
+    pub async fn stuck_executions(&self, started_before_ms: i64, max: usize) -> Result<Vec<String>, StoreError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT id FROM executions e
+                     WHERE status IN ('running', 'waiting') AND started_at_ms <= ?1
+                       AND NOT EXISTS (SELECT 1 FROM messages m
+                                       WHERE instr(m.body, '\"executionId\":\"' || e.id || '\"') > 0)
+                     ORDER BY started_at_ms LIMIT ?2",
+                )
+                .map_err(backend)?;
+            let rows = statement.query_map(params![started_before_ms, max], |row| row.get(0)).map_err(backend)?;
+            rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+        })
+        .await
+    }
+}
