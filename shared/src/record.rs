@@ -27,15 +27,12 @@ pub const MAX_JSON_DEPTH: usize = 64;
 pub fn too_deep(value: &Value) -> bool {
     let mut pending = vec![(value, 0usize)];
     while let Some((value, depth)) = pending.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match value {
-            Value::Array(items) => Box::new(items.iter()),
-            Value::Object(fields) => Box::new(fields.values()),
-            _ => continue,
-        };
-        if depth + 1 > MAX_JSON_DEPTH {
-            return true;
+        match value {
+            Value::Array(_) | Value::Object(_) if depth >= MAX_JSON_DEPTH => return true,
+            Value::Array(items) => pending.extend(items.iter().map(|item| (item, depth + 1))),
+            Value::Object(fields) => pending.extend(fields.values().map(|field| (field, depth + 1))),
+            _ => {}
         }
-        pending.extend(children.map(|child| (child, depth + 1)));
     }
     false
 }

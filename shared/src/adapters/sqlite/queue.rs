@@ -41,6 +41,9 @@ pub(super) fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, no
 /// its dead-letter handling, which runs no step) before it is moved to `dead_letters` unhandled.
 const DEAD_LETTER_NOTICES: u32 = 2;
 
+/// How the receipt of a message delivered as a dead letter begins.
+const DEAD_RECEIPT: &str = "dead-";
+
 /// What one receive transaction found.
 struct Take {
     delivered: Vec<Received>,
@@ -93,14 +96,18 @@ fn take(
                 dead += 1;
                 continue;
             }
-            let receipt = format!("{id}-{}", uuid::Uuid::new_v4().simple());
+            // A dead letter's receipt says so: its ack keeps it in `dead_letters`, and every
+            // other ack stays one DELETE.
+            let dead_letter = count > max_receives;
+            let prefix = if dead_letter { DEAD_RECEIPT } else { "" };
+            let receipt = format!("{prefix}{id}-{}", uuid::Uuid::new_v4().simple());
             tx.execute(
                 "UPDATE messages SET visible_at_ms = ?2, receipt = ?3, receive_count = ?4 WHERE id = ?1",
                 params![id, hidden_until, receipt, count],
             )
             .map_err(backend)?;
             delivered_ids.push(id);
-            delivered.push(Received { body, receipt, receive_count: count, dead_letter: count > max_receives });
+            delivered.push(Received { body, receipt, receive_count: count, dead_letter });
         }
         // Dead letters made room for more; otherwise nothing else is visible.
         if dead == 0 || delivered.len() >= max {
@@ -209,16 +216,22 @@ impl ConsumeQueue for Sqlite {
         let receipt = receipt.to_string();
         // A stale receipt (the message was received again since) deletes nothing, like SQS
         // refusing an expired handle; acking twice is harmless.
-        let max_receives = self.max_receives;
         self.call(move |conn| {
+            if !receipt.starts_with(DEAD_RECEIPT) {
+                conn.execute(
+                    "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
+                    params![queue.as_str(), receipt],
+                )
+                .map_err(backend)?;
+                return Ok(());
+            }
             // A dead letter that was handled is kept in `dead_letters`, as SQS keeps it in the
             // dead-letter queue.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             tx.execute(
                 "INSERT INTO dead_letters (queue, body, receive_count, sent_at_ms, dead_at_ms)
-                 SELECT queue, body, receive_count, sent_at_ms, ?4 FROM messages
-                 WHERE queue = ?1 AND receipt = ?2 AND receive_count > ?3",
-                params![queue.as_str(), receipt, max_receives, now_ms()],
+                 SELECT queue, body, receive_count, sent_at_ms, ?3 FROM messages WHERE queue = ?1 AND receipt = ?2",
+                params![queue.as_str(), receipt, now_ms()],
             )
             .map_err(backend)?;
             tx.execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
