@@ -340,3 +340,68 @@ async fn a_record_from_the_dead_letter_queue_fails_its_execution() {
     let message = execution.error.map(|e| e.message).unwrap_or_default();
     assert!(message.contains("step `nap` was given up: none of its 5 deliveries finished"), "{message}");
 }
+
+/// The recovery sweep, as EventBridge's schedule invokes it (`template.yaml`,
+/// `RecoverySweep`): an execution nothing moves (created, no message, nothing due) is resumed
+/// and ends; one waiting on a Delay an hour away is left alone and not listed again before
+/// then; executions that ended leave the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovery_sweep_resumes_what_nothing_moves_and_leaves_what_waits() {
+    let napping = "id: nap\ntrigger: { type: request }\nsteps:\n  - { id: nap, type: delay, for: 1h }\n  - { id: f, type: function, code: \"() => 1\" }\n";
+    // Nothing due for 2 s counts as stuck here (an hour when deployed).
+    let overrides = [("SLUICE_STUCK_AFTER_SECONDS", "2")];
+    let Some(pipeline) = Pipeline::start_with(napping, &overrides).await else { return };
+    let store = pipeline.resources.store();
+    let answer = pipeline.trigger.invoke(&pipeline.trigger_event("nap", &json!({}))).await.json();
+    assert_eq!(answer["statusCode"], 202, "{answer}");
+    let body: Value = serde_json::from_str(answer["body"].as_str().expect("body")).expect("JSON body");
+    let waiting = body["executionId"].as_str().expect("executionId").to_string();
+    assert_eq!(pipeline.drain_steps(Duration::from_secs(60)).await, 1);
+
+    // What a start leaves when it dies right after creating the execution, with no message.
+    let quick = load::load_str(
+        "quick.yaml",
+        "id: quick\ntrigger: { type: request }\nsteps:\n  - { id: f, type: function, code: \"() => 41 + 1\" }\n",
+    )
+    .expect("valid workflow");
+    let deployment = store.deploy_workflow(&pipeline.project_id, &quick).await.expect("deploy");
+    let stuck = uuid::Uuid::now_v7().to_string();
+    let execution = Execution {
+        id: stuck.clone(),
+        project_id: pipeline.project_id.clone(),
+        workflow_id: deployment.workflow_id.clone(),
+        workflow_version: deployment.version,
+        user_id: "user-7".into(),
+        status: ExecutionStatus::Running,
+        started_at: now(),
+        ended_at: None,
+        trigger: sluice_shared::record::TriggerData::default(),
+        response_deadline: None,
+        error: None,
+        test: false,
+    };
+    store.create_execution(&execution).await.expect("create the execution");
+    // Both are past the bound only once 2 s have passed since they started.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+
+    let sweep = json!({ "sluice": "recovery-sweep" });
+    let report = pipeline.runner.invoke(&sweep).await.json();
+    assert_eq!(
+        report,
+        json!({ "lookedAt": 2, "resumed": 1, "notYet": 1, "ended": 0, "errors": 0 }),
+        "{}",
+        pipeline.runner.output()
+    );
+    assert_eq!(pipeline.drain_steps(Duration::from_secs(60)).await, 1, "the resumed execution's first step");
+    let ended = store.get_execution(&stuck).await.expect("get").expect("execution");
+    assert_eq!(ended.status, ExecutionStatus::Succeeded, "{ended:?}");
+    let steps = store.list_steps(&stuck).await.expect("steps");
+    assert_eq!(steps.iter().map(|s| s.output.clone()).collect::<Vec<_>>(), [Some(json!(42))]);
+    let napping = store.get_execution(&waiting).await.expect("get").expect("execution");
+    assert_eq!(napping.status, ExecutionStatus::Waiting, "the delay is an hour away: {napping:?}");
+
+    // The ended one left the index; the waiting one is not due before its wake.
+    let report = pipeline.runner.invoke(&sweep).await.json();
+    assert_eq!(report, json!({ "lookedAt": 0, "resumed": 0, "notYet": 0, "ended": 0, "errors": 0 }));
+    assert!(pipeline.drain_steps(Duration::from_secs(2)).await == 0, "nothing was sent for the waiting execution");
+}

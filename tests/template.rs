@@ -10,9 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml_ng::{Mapping, Value};
+use sluice_shared::adapters::dynamodb::sweep::{DUE_AT, SHARD, SWEEP_INDEX};
 use sluice_shared::config::{
     ENV_ALLOW_PRIVATE_NETWORK, ENV_DEAD_LETTER_QUEUE_ARN, ENV_RECOVERY_DELAY_SECONDS, ENV_RESPONSE_QUEUE_URL,
-    ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_TABLE, ENV_VARS, ENV_WORKFLOW_PREFIX,
+    ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_STUCK_AFTER_SECONDS, ENV_TABLE, ENV_VARS,
+    ENV_WORKFLOW_PREFIX,
 };
 use sluice_shared::runner::MAX_RECEIVES;
 use sluice_shared::runtime::{DEFAULT_RECOVERY_DELAY, DEFAULT_RESPONSE_TIMEOUT};
@@ -126,6 +128,27 @@ fn get_att(value: &Value) -> Option<(String, String)> {
         },
         _ => None,
     }
+}
+
+fn referenced_parameter<'a>(variables: &BTreeMap<String, &'a Value>, variable: &str) -> Option<&'a str> {
+    variables.get(variable).and_then(|value| reference(value))
+}
+
+/// `!Sub "${A.Arn}/index/NAME"` as (A, NAME): the ARN of a table's index.
+fn index_arn(value: &Value) -> Option<(String, String)> {
+    let Value::Tagged(tagged) = value else { return None };
+    let text = tagged.value.as_str().filter(|_| tagged.tag == "Sub")?;
+    let (table, index) = text.strip_prefix("${")?.split_once(".Arn}/index/")?;
+    Some((table.to_string(), index.to_string()))
+}
+
+/// The names of the global secondary indexes of table resource `table`.
+fn indexes_of<'a>(template: &'a Template, table: &str) -> Vec<&'a str> {
+    let indexes = template.resource(table).map(|t| &t["Properties"]["GlobalSecondaryIndexes"]);
+    indexes
+        .and_then(Value::as_sequence)
+        .map(|indexes| indexes.iter().filter_map(|index| index["IndexName"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 /// `!Ref A` or `{"Ref": A}` as A.
@@ -333,6 +356,11 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
             });
             assert!(redrives_there, "{name}: {dlq} is not the dead-letter queue of the queue it consumes");
         }
+        // The step runner also runs the recovery sweep.
+        if template.function_by_binary("step-runner").0 == name {
+            wanted.insert(ENV_STUCK_AFTER_SECONDS);
+            assert_eq!(referenced_parameter(&variables, ENV_STUCK_AFTER_SECONDS), Some("StuckAfterSeconds"));
+        }
         assert_eq!(names, wanted, "{name}: environment variables");
 
         let referenced = |variable: &str| {
@@ -418,6 +446,47 @@ fn recovery_comes_only_after_the_trigger_can_have_run() {
 }
 
 #[test]
+fn the_recovery_sweep_runs_on_a_schedule_over_the_unfinished_index() {
+    let template = Template::load();
+    let (name, runner) = template.function_by_binary("step-runner");
+    let schedules: Vec<&Value> = runner["Properties"]["Events"]
+        .as_mapping()
+        .map(|events| events.values().filter(|e| e["Type"].as_str() == Some("Schedule")).collect())
+        .unwrap_or_default();
+    let [schedule] = schedules.as_slice() else { panic!("{name}: expected one Schedule event, got {schedules:?}") };
+    let input: serde_json::Value =
+        serde_json::from_str(schedule["Properties"]["Input"].as_str().expect("an Input")).expect("JSON input");
+    assert_eq!(input, serde_json::json!({ "sluice": "recovery-sweep" }), "{name}: the sweep's event");
+    assert!(schedule["Properties"]["Schedule"].as_str().is_some_and(|s| s.starts_with("rate(")));
+
+    // The index the code queries, with the keys it writes.
+    let (table, _) = template.resources_of_type("AWS::DynamoDB::Table").next().expect("a table");
+    let tables = template.resource(table).expect("the table");
+    let index = tables["Properties"]["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .and_then(|indexes| indexes.iter().find(|i| i["IndexName"].as_str() == Some(SWEEP_INDEX)))
+        .unwrap_or_else(|| panic!("{table}: no index `{SWEEP_INDEX}`"));
+    let keys: Vec<(&str, &str)> = index["KeySchema"]
+        .as_sequence()
+        .expect("a KeySchema")
+        .iter()
+        .map(|k| (k["AttributeName"].as_str().expect("name"), k["KeyType"].as_str().expect("type")))
+        .collect();
+    assert_eq!(keys, [(SHARD, "HASH"), (DUE_AT, "RANGE")]);
+    let projected = as_strings(&index["Projection"]["NonKeyAttributes"]);
+    assert_eq!(projected, ["execution_id"], "the sweep reads execution ids from the index");
+
+    // No message can still be moving an execution with nothing due for the shortest bound.
+    let shortest = template.root["Parameters"]["StuckAfterSeconds"]["MinValue"].as_u64().expect("a MinValue");
+    let steps = template.resource("StepsQueue").expect("StepsQueue");
+    let visibility = steps["Properties"]["VisibilityTimeout"].as_u64().expect("a VisibilityTimeout");
+    assert!(
+        shortest >= visibility * u64::from(MAX_RECEIVES),
+        "StuckAfterSeconds MinValue {shortest} s is shorter than a step message can live ({visibility} s x {MAX_RECEIVES})"
+    );
+}
+
+#[test]
 fn policies_name_exact_resources() {
     let template = Template::load();
     for (name, function) in template.functions() {
@@ -443,6 +512,13 @@ fn policies_name_exact_resources() {
                     match resource {
                         Value::String(s) => {
                             assert!(!s.contains('*'), "{name}.{sid}: wildcard resource `{s}`")
+                        }
+                        other if index_arn(other).is_some() => {
+                            let (table, index) = index_arn(other).expect("checked");
+                            assert!(
+                                indexes_of(&template, &table).contains(&index.as_str()),
+                                "{name}.{sid}: table `{table}` has no index `{index}`"
+                            );
                         }
                         other => {
                             let (target, _) = get_att(other).unwrap_or_else(|| {

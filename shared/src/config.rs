@@ -30,6 +30,11 @@ pub const ENV_RECOVERY_DELAY_SECONDS: &str = "SLUICE_RECOVERY_DELAY_SECONDS";
 /// fails with the reason), not run.
 pub const ENV_DEAD_LETTER_QUEUE_ARN: &str = "SLUICE_DEAD_LETTER_QUEUE_ARN";
 
+/// Whole seconds nothing of an execution may be due before the recovery sweep (the step
+/// runner's scheduled invocation) resumes it (default 3600: longer than a step message can
+/// live without a recorded step, the steps queue's 720 s visibility × 5 receives).
+pub const ENV_STUCK_AFTER_SECONDS: &str = "SLUICE_STUCK_AFTER_SECONDS";
+
 /// The prefix of the variables that become workflows' `{{env.NAME}}` values: `SLUICE_ENV_CRM_URL`
 /// is `{{env.CRM_URL}}`. None is required; the deployer adds them to the functions.
 pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
@@ -51,6 +56,10 @@ const MAX_RESPONSE_TIMEOUT_SECONDS: u64 = 890;
 /// Longest accepted recovery delay: a day (delays beyond the queue's 15 minutes are reached
 /// by re-sending).
 const MAX_RECOVERY_DELAY_SECONDS: u64 = 86_400;
+/// Default of [`ENV_STUCK_AFTER_SECONDS`].
+const DEFAULT_STUCK_AFTER: Duration = Duration::from_secs(3600);
+/// Longest accepted [`ENV_STUCK_AFTER_SECONDS`]: a week.
+const MAX_STUCK_AFTER_SECONDS: u64 = 7 * 86_400;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -77,6 +86,8 @@ pub struct LambdaConfig {
     pub recovery_delay: Duration,
     /// [`ENV_DEAD_LETTER_QUEUE_ARN`]: the consumer functions' dead-letter queue.
     pub dead_letter_queue_arn: Option<String>,
+    /// [`ENV_STUCK_AFTER_SECONDS`]: the recovery sweep's bound.
+    pub stuck_after: Duration,
     /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
     pub env: BTreeMap<String, String>,
 }
@@ -106,6 +117,10 @@ impl LambdaConfig {
             None => DEFAULT_RECOVERY_DELAY,
             Some(value) => parse_seconds(ENV_RECOVERY_DELAY_SECONDS, &value, MAX_RECOVERY_DELAY_SECONDS)?,
         };
+        let stuck_after = match lookup(ENV_STUCK_AFTER_SECONDS) {
+            None => DEFAULT_STUCK_AFTER,
+            Some(value) => parse_seconds(ENV_STUCK_AFTER_SECONDS, &value, MAX_STUCK_AFTER_SECONDS)?,
+        };
         let allow_private_network = match lookup(ENV_ALLOW_PRIVATE_NETWORK) {
             None => false,
             Some(value) => parse_bool(ENV_ALLOW_PRIVATE_NETWORK, &value)?,
@@ -118,6 +133,7 @@ impl LambdaConfig {
             allow_private_network,
             recovery_delay,
             dead_letter_queue_arn: lookup(ENV_DEAD_LETTER_QUEUE_ARN).filter(|arn| !arn.trim().is_empty()),
+            stuck_after,
             env: BTreeMap::new(),
         })
     }
@@ -163,17 +179,23 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
+/// The function's DynamoDB store.
+#[cfg(feature = "aws")]
+pub fn dynamo_store(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -> crate::adapters::dynamodb::DynamoStore {
+    crate::adapters::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone())
+}
+
 /// Builds the ports and clients of a Lambda function: DynamoDB store, SQS queues and the
 /// guarded outbound HTTP client, once per cold start.
 #[cfg(feature = "aws")]
 pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -> Result<Runtime, ConfigError> {
     use std::sync::Arc;
 
-    use crate::adapters::{dynamodb::DynamoStore, sqs::SqsQueue};
+    use crate::adapters::sqs::SqsQueue;
     use crate::net::{HttpClient, OutboundPolicy};
     use crate::runtime::{Host, Settings};
 
-    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone());
+    let store = dynamo_store(config, sdk);
     let queue =
         SqsQueue::new(aws_sdk_sqs::Client::new(sdk), config.step_queue_url.clone(), config.response_queue_url.clone());
     let policy =
@@ -226,9 +248,16 @@ mod tests {
                 allow_private_network: false,
                 recovery_delay: Duration::from_secs(90),
                 dead_letter_queue_arn: None,
+                stuck_after: Duration::from_secs(3600),
                 env: BTreeMap::new(),
             }
         );
+        let swept = config(&with(&[(ENV_STUCK_AFTER_SECONDS, "120")])).expect("valid");
+        assert_eq!(swept.stuck_after, Duration::from_secs(120));
+        for bad in ["0", "-5", "1h", "604801"] {
+            let error = config(&with(&[(ENV_STUCK_AFTER_SECONDS, bad)])).expect_err("out of range");
+            assert!(error.to_string().contains(ENV_STUCK_AFTER_SECONDS), "{error}");
+        }
         let consumer = config(&with(&[(ENV_DEAD_LETTER_QUEUE_ARN, "arn:aws:sqs:us-east-1:1:dlq")])).expect("valid");
         assert_eq!(consumer.dead_letter_queue_arn.as_deref(), Some("arn:aws:sqs:us-east-1:1:dlq"));
     }

@@ -21,6 +21,8 @@ pub mod model;
 pub mod net;
 pub mod ports;
 pub mod record;
+#[cfg(feature = "aws")]
+pub mod recovery;
 pub mod runner;
 pub mod runtime;
 pub mod settle;

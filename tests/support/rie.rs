@@ -113,6 +113,8 @@ impl AwsResources {
             ("SLUICE_RESPONSE_TIMEOUT_SECONDS", "55"),
             ("SLUICE_ALLOW_PRIVATE_NETWORK", "false"),
             ("SLUICE_RECOVERY_DELAY_SECONDS", "90"),
+            // Set on the step runner only in the template; the others ignore it.
+            ("SLUICE_STUCK_AFTER_SECONDS", "3600"),
             // Set on the consumers only in the template; the trigger ignores it.
             ("SLUICE_DEAD_LETTER_QUEUE_ARN", DEAD_LETTER_QUEUE_ARN),
         ]

@@ -10,6 +10,7 @@
 
 mod context;
 mod fan_out;
+mod sweep;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,7 @@ use crate::steps::response::{Delivery, with_delivery};
 use crate::steps::{self, StepPorts};
 
 pub use context::{base as test_context, referenced_steps, step_variables};
+pub use sweep::Swept;
 
 /// Deliveries of one message before it is given up on (matches the queues' redrive policy).
 pub const MAX_RECEIVES: u32 = 5;

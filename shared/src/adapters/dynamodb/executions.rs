@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{
     DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_flag, get_json, get_n,
-    get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk,
+    get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk, sweep,
 };
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
 use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
@@ -98,6 +98,9 @@ impl ExecutionStore for DynamoStore {
         if e.test {
             attributes.push(("test", AttributeValue::Bool(true)));
         }
+        if !e.status.is_ended() {
+            attributes.extend(sweep::index_attributes(&e.id, &e.started_at));
+        }
         if self.put_new(item(attributes)).await? {
             Ok(())
         } else {
@@ -150,15 +153,18 @@ impl ExecutionStore for DynamoStore {
             .condition_expression("#status IN (:running, :waiting)")
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#error", "error")
+            .expression_attribute_names("#shard", sweep::SHARD)
+            .expression_attribute_names("#due", sweep::DUE_AT)
             .expression_attribute_values(":running", s(ExecutionStatus::Running.as_str()))
             .expression_attribute_values(":waiting", s(ExecutionStatus::Waiting.as_str()))
             .expression_attribute_values(":status", s(status.as_str()))
             .expression_attribute_values(":ended_at", ms(&ended_at));
         let update = match error {
+            // Ending takes the execution out of the sweep's index in the same update.
             Some(error) => update
-                .update_expression("SET #status = :status, ended_at = :ended_at, #error = :error")
+                .update_expression("SET #status = :status, ended_at = :ended_at, #error = :error REMOVE #shard, #due")
                 .expression_attribute_values(":error", json(error)?),
-            None => update.update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error"),
+            None => update.update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error, #shard, #due"),
         };
         match update.send().await {
             Ok(_) => Ok(true),

@@ -15,6 +15,7 @@
 mod executions;
 mod fan_out;
 mod files;
+pub mod sweep;
 mod workflows;
 
 use std::collections::HashMap;
@@ -24,7 +25,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus,
 };
 use chrono::DateTime;
 
@@ -81,8 +83,8 @@ impl DynamoStore {
     }
 }
 
-/// Creates `table` (on-demand capacity, string keys `pk` HASH and `sk` RANGE) and waits until
-/// it is active. Succeeds without change if the table already exists. For tests and local use;
+/// Creates `table` (on-demand capacity, string keys `pk` HASH and `sk` RANGE, and the sparse
+/// recovery-sweep index [`sweep::SWEEP_INDEX`]) and waits until it is active. Succeeds without change if the table already exists. For tests and local use;
 /// deployed stacks get their table from `template.yaml`.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
     let key = |name: &str, key_type: KeyType| {
@@ -92,21 +94,33 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
             .build()
             .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))
     };
-    let attribute = |name: &str| {
+    let attribute = |name: &str, attribute_type: ScalarAttributeType| {
         AttributeDefinition::builder()
             .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
+            .attribute_type(attribute_type)
             .build()
             .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))
     };
+    let sweep_index = GlobalSecondaryIndex::builder()
+        .index_name(sweep::SWEEP_INDEX)
+        .key_schema(key(sweep::SHARD, KeyType::Hash)?)
+        .key_schema(key(sweep::DUE_AT, KeyType::Range)?)
+        .projection(
+            Projection::builder().projection_type(ProjectionType::Include).non_key_attributes("execution_id").build(),
+        )
+        .build()
+        .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))?;
     let result = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("pk")?)
-        .attribute_definitions(attribute("sk")?)
+        .attribute_definitions(attribute("pk", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute("sk", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(sweep::SHARD, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(sweep::DUE_AT, ScalarAttributeType::N)?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
+        .global_secondary_indexes(sweep_index)
         .send()
         .await;
     match result {
