@@ -30,8 +30,8 @@ export SLUICE_CFN_LINT="$PWD/.venv/bin/cfn-lint"
 step "cfn-lint template.yaml"
 "$SLUICE_CFN_LINT" template.yaml
 
-step "Lambda binaries (run under the Runtime Interface Emulator by the tests)"
-cargo build --locked -p trigger -p step-runner -p response-waiter
+step "Lambda binaries (run under the Runtime Interface Emulator) and sluice (run by the fault suite)"
+cargo build --locked -p trigger -p step-runner -p response-waiter -p sluice-cli
 
 step "tests"
 cargo test --workspace --all-features --locked

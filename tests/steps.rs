@@ -15,6 +15,7 @@ const LONG: Duration = Duration::from_secs(30);
 on_both_backends! {
     fan_out_collects_branch_results_in_input_order: LONG;
     fan_out_with_concurrency_runs_at_most_that_many_branches_at_once: LONG;
+    an_inline_fan_out_with_concurrency_whose_branches_retry_joins_every_branch_once: LONG;
     nested_fan_outs_collect_nested_arrays: LONG;
     fan_out_of_large_items_sends_them_in_batches_that_fit: LONG;
     a_failed_branch_fails_the_fan_out: LONG;
@@ -65,6 +66,47 @@ steps:
     let positions: Vec<&Value> =
         body["statuses"].as_array().expect("array").iter().map(|o| &o["body"]["status"]).collect();
     assert_eq!(positions, [&json!(202), &json!(200), &json!(201)]);
+}
+
+/// Found by the fault-injection suite: a branch of a small (inline) fan-out with
+/// `concurrency` that a retry sends to the queue used to start branch `index + concurrency`
+/// again when it ended, from an item an inline fan-out never stores; the execution stayed
+/// running until the message was dead-lettered.
+async fn an_inline_fan_out_with_concurrency_whose_branches_retry_joins_every_branch_once(stack: &TestStack) {
+    let api = FakeApi::start().await;
+    let key = uuid::Uuid::new_v4().simple().to_string();
+    stack
+        .deploy(&format!(
+            r#"
+id: retrying
+trigger: {{ type: request }}
+steps:
+  - id: each
+    type: fan_out
+    over: "{{{{trigger.body.items}}}}"
+    concurrency: 2
+    steps:
+      - id: call
+        type: request
+        url: "{base}/flaky/{key}-{{{{index}}}}/1"
+        retries: 2
+        retry_delay: 100ms
+      - id: double
+        type: function
+        code: "(p) => p.n * 2"
+        parameters: {{ n: "{{{{item}}}}" }}
+"#,
+            base = api.base_url
+        ))
+        .await;
+    let id = started(stack, "retrying", json!({ "items": [1, 2, 3, 4, 5] })).await;
+    let record = stack.wait_until_ended(&id, Duration::from_secs(30)).await;
+    assert_eq!(record["status"], "succeeded", "{record:#}");
+    let each = record["steps"].as_array().expect("steps").iter().find(|s| s["id"] == "each").expect("the fan-out");
+    assert_eq!(each["output"], json!([2, 4, 6, 8, 10]), "{record:#}");
+    for index in 0..5 {
+        assert_eq!(api.calls(&format!("{key}-{index}")), 2, "branch {index}: one failure, one success");
+    }
 }
 
 async fn fan_out_with_concurrency_runs_at_most_that_many_branches_at_once(stack: &TestStack) {

@@ -73,6 +73,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         demo_routes: true,
         limits: Default::default(),
         sweep: Some(Sweep::dev((*db).clone())),
+        visibility: crate::stack::VISIBILITY,
     })
     .await?;
     let base_url = bound.base_url.clone();

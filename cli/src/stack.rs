@@ -24,8 +24,9 @@ use crate::server::ServerLimits;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-/// How long a received message stays invisible before it is delivered again.
-const VISIBILITY: Duration = Duration::from_secs(30);
+/// How long a received message stays invisible before it is delivered again (the default
+/// of [`StackOptions::visibility`]).
+pub const VISIBILITY: Duration = Duration::from_secs(30);
 /// Messages one worker receives and handles at a time.
 const RECEIVE_BATCH: usize = 10;
 /// How long one receive call waits for messages.
@@ -43,6 +44,9 @@ pub struct StackOptions {
     pub limits: ServerLimits,
     /// The recovery sweep over a SQLite store (`sluice dev`), if any.
     pub sweep: Option<Sweep>,
+    /// How long a received message stays invisible before it is delivered again
+    /// ([`VISIBILITY`]).
+    pub visibility: Duration,
 }
 
 /// The recovery sweep: every `every`, executions `running` or `waiting` for longer than
@@ -152,7 +156,7 @@ impl BoundStack {
         for _ in 0..options.workers.max(1) {
             let runner = Runner::new(runtime.clone());
             let queue = consumer.clone();
-            tasks.spawn(consume(queue, QueueName::Steps, stopped.clone(), move |message| {
+            tasks.spawn(consume(queue, QueueName::Steps, options.visibility, stopped.clone(), move |message| {
                 let runner = runner.clone();
                 async move {
                     let handled = if message.dead_letter {
@@ -168,7 +172,7 @@ impl BoundStack {
             tasks.spawn(sweep(options, Runner::new(runtime.clone()), stopped.clone()));
         }
         let waiter = Waiter::new(runtime.clone());
-        tasks.spawn(consume(consumer, QueueName::Responses, stopped, move |message| {
+        tasks.spawn(consume(consumer, QueueName::Responses, options.visibility, stopped, move |message| {
             let waiter = waiter.clone();
             async move {
                 let handled = if message.dead_letter {
@@ -203,8 +207,13 @@ async fn serve(api: &Api, request: Request, max_body: usize) -> Response {
 
 /// Receives and handles messages of one queue until stopped: up to [`RECEIVE_BATCH`] at a
 /// time, handled concurrently (as the Lambda event source hands a batch to one invocation).
-async fn consume<F, Fut>(queue: Arc<dyn ConsumeQueue>, name: QueueName, mut stopped: watch::Receiver<bool>, handle: F)
-where
+async fn consume<F, Fut>(
+    queue: Arc<dyn ConsumeQueue>,
+    name: QueueName,
+    visibility: Duration,
+    mut stopped: watch::Receiver<bool>,
+    handle: F,
+) where
     F: Fn(Received) -> Fut,
     Fut: std::future::Future<Output = (String, Result<(), String>)> + Send + 'static,
 {
@@ -213,7 +222,7 @@ where
             return;
         }
         let received = tokio::select! {
-            r = queue.receive(name, RECEIVE_BATCH, RECEIVE_WAIT, VISIBILITY) => r,
+            r = queue.receive(name, RECEIVE_BATCH, RECEIVE_WAIT, visibility) => r,
             _ = stopped.changed() => return,
         };
         let messages = match received {

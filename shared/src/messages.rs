@@ -14,6 +14,11 @@ pub struct ScopeEntry {
     pub index: u32,
     pub total: u32,
     pub item: Value,
+    /// The branch belongs to a fan-out that runs its branches inline: all of them were
+    /// started there, so finishing this one (after a retry sent it to the queue) starts no
+    /// other lane's next branch. Absent = false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inline: bool,
 }
 
 /// On the steps queue: run `attempt` of `step` of execution `execution_id`.
@@ -100,7 +105,7 @@ mod tests {
         let plain = StepMessage::first("e", "s");
         assert_eq!(serde_json::from_str::<StepMessage>(&plain.to_json()).ok(), Some(plain));
         let scoped = StepMessage {
-            scope: vec![ScopeEntry { index: 2, total: 5, item: json!({ "id": 7 }) }],
+            scope: vec![ScopeEntry { index: 2, total: 5, item: json!({ "id": 7 }), inline: false }],
             not_before_ms: Some(1_800_000_000_000),
             wake: true,
             ..StepMessage::first("e", "s")

@@ -1,6 +1,7 @@
 //! Helpers for the end-to-end tests: the local stack started in-process on a free port over
 //! either backend, a fake third-party API, and an HTTP client speaking the Sluice API.
 
+pub mod chaos;
 pub mod cost;
 pub mod counting;
 pub mod duplicating;

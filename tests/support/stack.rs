@@ -46,6 +46,8 @@ pub struct StackConfig {
     pub response_timeout: Duration,
     /// Every message is delivered twice.
     pub duplicate_deliveries: bool,
+    /// A fraction of the messages is delivered twice (rate, seed), as SQS may.
+    pub duplicate_some: Option<(f64, u64)>,
     /// Step-runner workers (each handles up to 10 messages at a time).
     pub workers: usize,
     /// When an inline segment's recovery message comes due.
@@ -54,6 +56,8 @@ pub struct StackConfig {
     pub limits: ServerLimits,
     /// SQLite only: run the recovery sweep every `.0` for executions stuck `.1`.
     pub sweep: Option<(Duration, Duration)>,
+    /// How long a received message stays invisible before it is delivered again.
+    pub visibility: Duration,
 }
 
 impl Default for StackConfig {
@@ -61,10 +65,12 @@ impl Default for StackConfig {
         StackConfig {
             response_timeout: Duration::from_secs(30),
             duplicate_deliveries: false,
+            duplicate_some: None,
             limits: ServerLimits::default(),
             sweep: None,
             workers: 4,
             recovery_delay: sluice_shared::runtime::DEFAULT_RECOVERY_DELAY,
+            visibility: sluice_cli::stack::VISIBILITY,
         }
     }
 }
@@ -177,9 +183,14 @@ impl TestStack {
         let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
         let settings =
             Settings { response_timeout, host, recovery_delay: config.recovery_delay, ..Settings::default() };
-        let queue: Arc<dyn Queue> = if config.duplicate_deliveries { Arc::new(DuplicatingQueue(queue)) } else { queue };
+        let duplicating = config.duplicate_deliveries || config.duplicate_some.is_some();
+        let queue: Arc<dyn Queue> = match config.duplicate_some {
+            _ if config.duplicate_deliveries => Arc::new(DuplicatingQueue::always(queue)),
+            Some((rate, seed)) => Arc::new(DuplicatingQueue::sometimes(queue, rate, seed)),
+            None => queue,
+        };
         let starter = match starter {
-            Some(starter) if !config.duplicate_deliveries => starter,
+            Some(starter) if !duplicating => starter,
             _ => Arc::new(SendThenCreate { store: store.clone(), queue: queue.clone() }),
         };
         let runtime = Runtime::new(
@@ -195,6 +206,7 @@ impl TestStack {
             demo_routes: false,
             limits: config.limits,
             sweep,
+            visibility: config.visibility,
         };
         let stack = LocalStack::start(runtime.clone(), queue, options).await.expect("start the local stack");
 

@@ -84,17 +84,20 @@ pub(super) fn counted_inline(
     Ok(if all_done { vec![Effect::Join { fan_out: key.clone(), total }] } else { Vec::new() })
 }
 
-/// Branch `index` of `total` of fan-out `key` was counted; `all_done` from the store.
+/// Branch `index` of `total` of fan-out `key` was counted; `all_done` from the store. Its
+/// lane goes on with branch `index + concurrency`, unless the fan-out ran `inline` (every
+/// branch was started inline already).
 pub(super) fn counted(
     workflow: &Workflow,
     key: &StepKey,
     index: u32,
     total: u32,
     all_done: bool,
+    inline: bool,
 ) -> Result<Vec<Effect>, EngineError> {
     let fan_out = fan_out_step(workflow, key)?;
     let mut effects = Vec::with_capacity(2);
-    if let (Some(lanes), Some(first)) = (fan_out.concurrency, fan_out.steps.first()) {
+    if !inline && let (Some(lanes), Some(first)) = (fan_out.concurrency, fan_out.steps.first()) {
         let next = index.saturating_add(lanes.max(1));
         if next < total {
             effects.push(Effect::StartBranch {

@@ -101,8 +101,9 @@ pub enum Event {
     /// A fan-out step's `over` was evaluated: its items, or why there are none.
     FanOutEvaluated { key: StepKey, items: Result<Vec<Value>, StepError> },
     /// Branch `index` of fan-out `fan_out` (of `total` branches) was counted done; `all_done`
-    /// says whether every branch is.
-    BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool },
+    /// says whether every branch is; `inline`, whether the fan-out started every branch
+    /// inline (then no lane goes on from this one).
+    BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool, inline: bool },
     /// Branches of fan-out `fan_out` that ran inline were counted done in one batch.
     BranchesCounted { fan_out: StepKey, total: u32, all_done: bool },
     /// A Delay step's time has come; `output` is its recorded output.
@@ -169,8 +170,8 @@ pub fn decide(workflow: &Workflow, state: &State<'_>, event: Event) -> Result<Ve
         Event::StepEnded { key, attempt, outcome } => step_ended::step_ended(workflow, state, &key, attempt, outcome),
         Event::Answered { answer, .. } => Ok(answer::answered(state, answer)),
         Event::FanOutEvaluated { key, items } => fan_out::evaluated(workflow, state, &key, items),
-        Event::BranchCounted { fan_out, index, total, all_done } => {
-            fan_out::counted(workflow, &fan_out, index, total, all_done)
+        Event::BranchCounted { fan_out, index, total, all_done, inline } => {
+            fan_out::counted(workflow, &fan_out, index, total, all_done, inline)
         }
         Event::BranchesCounted { fan_out, total, all_done } => {
             fan_out::counted_inline(workflow, &fan_out, total, all_done)

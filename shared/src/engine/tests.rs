@@ -513,7 +513,8 @@ fn the_last_step_of_a_branch_completes_the_branch_with_its_output() {
 }
 
 fn counted(wf: &Workflow, index: u32, total: u32, all_done: bool) -> Vec<Effect> {
-    decide(wf, &running(), Event::BranchCounted { fan_out: key("f", &[]), index, total, all_done }).expect("decision")
+    let event = Event::BranchCounted { fan_out: key("f", &[]), index, total, all_done, inline: false };
+    decide(wf, &running(), event).expect("decision")
 }
 
 #[test]
@@ -549,6 +550,22 @@ fn a_lane_completion_starts_the_next_branch_of_its_lane() {
     assert_eq!(counted(&wf, 2, 5, false), vec![start(4)]);
     assert_eq!(counted(&wf, 3, 5, false), vec![]);
     assert_eq!(counted(&wf, 4, 5, true), vec![Effect::Join { fan_out: key("f", &[]), total: 5 }]);
+}
+
+#[test]
+fn a_retried_branch_of_an_inline_fan_out_starts_no_other_branch() {
+    // Every branch of an inline fan-out was started inline: one that a retry sent to the
+    // queue only counts itself when it ends (found by the fault-injection suite: it used to
+    // start branch index + concurrency again, whose item an inline fan-out never stores).
+    let wf = workflow(
+        json!([{ "id": "f", "type": "fan_out", "over": "{{trigger.body}}", "concurrency": 2, "steps": [request("x")] }]),
+    );
+    let inline = |index, all_done| {
+        let event = Event::BranchCounted { fan_out: key("f", &[]), index, total: 5, all_done, inline: true };
+        decide(&wf, &running(), event).expect("decision")
+    };
+    assert_eq!(inline(0, false), vec![]);
+    assert_eq!(inline(2, true), vec![Effect::Join { fan_out: key("f", &[]), total: 5 }]);
 }
 
 #[test]

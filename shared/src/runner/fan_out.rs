@@ -44,7 +44,7 @@ impl Segment<'_> {
             .enumerate()
             .map(|(index, item)| {
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
-                self.branch_message(first_step, &outer, ScopeEntry { index, total, item })
+                self.branch_message(first_step, &outer, ScopeEntry { index, total, item, inline: false })
             })
             .collect();
         tracing::debug!(execution = %self.execution.id, fan_out = %fan_out, total, started = messages.len(), "fan-out started");
@@ -60,6 +60,16 @@ impl Segment<'_> {
         total: u32,
     ) -> Result<(), RunError> {
         let key = fan_out.to_string();
+        // A duplicate delivery of a lane's previous branch must not start this one again once
+        // it runs: each copy would go on down the lane, and copies would multiply at every
+        // branch (found by the fault-injection suite). Once its first attempt is recorded,
+        // its own message (or that message's redelivery) carries the lane on.
+        let first =
+            StepKey { step: first_step.to_string(), scope: fan_out.scope.iter().copied().chain([index]).collect() };
+        if self.runtime.store.get_step(&self.execution.id, &first.to_string(), 1).await?.is_some() {
+            tracing::debug!(execution = %self.execution.id, branch = %first, "branch already running; not started again");
+            return Ok(());
+        }
         let item = self
             .runtime
             .store
@@ -67,7 +77,7 @@ impl Segment<'_> {
             .await?
             .ok_or_else(|| RunError::Retryable(format!("item {index} of fan-out `{key}` is not stored (yet)")))?;
         let outer = self.scope_of(fan_out)?;
-        let message = self.branch_message(first_step, &outer, ScopeEntry { index, total, item });
+        let message = self.branch_message(first_step, &outer, ScopeEntry { index, total, item, inline: false });
         self.runtime.queue.send(QueueName::Steps, message).await?;
         Ok(())
     }
@@ -84,11 +94,11 @@ impl Segment<'_> {
             .get(fan_out.scope.len())
             .filter(|entry| entry.index == index)
             .ok_or_else(|| RunError::Poison(format!("branch {index} of `{fan_out}` is not the current branch")))?;
-        let total = entry.total;
+        let (total, inline) = (entry.total, entry.inline);
         let all_done =
             self.runtime.store.complete_branch(&self.execution.id, &fan_out.to_string(), index, total, result).await?;
         self.scope = self.scope_of(&fan_out)?;
-        Ok(Event::BranchCounted { fan_out, index, total, all_done })
+        Ok(Event::BranchCounted { fan_out, index, total, all_done, inline })
     }
 
     /// Records the output of a fan-out whose every branch is done.
@@ -145,7 +155,7 @@ impl Segment<'_> {
                 let Some((index, item)) = waiting.next() else { break };
                 let index = u32::try_from(index).unwrap_or(u32::MAX);
                 let mut scope = outer.clone();
-                scope.push(ScopeEntry { index, total, item });
+                scope.push(ScopeEntry { index, total, item, inline: true });
                 let branch = Segment {
                     status: self.status,
                     started: self.started,
