@@ -262,7 +262,13 @@ async fn send(http: &reqwest::Client, target: &Target, workflow: &str, body: &Va
             if ![200, 202, 500, 503, 542].contains(&status) {
                 figures.lock().expect("figures").violations.push(format!("{workflow} answered {status}: {text}"));
             }
-            format!("{workflow} {status}")
+            if status == 500 && parsed["error"]["code"] == "internal" {
+                eprintln!("{workflow} answered 500: {text}");
+            }
+            match parsed["error"]["code"].as_str() {
+                Some(code) => format!("{workflow} {status} {code}"),
+                None => format!("{workflow} {status}"),
+            }
         }
         Err(error) if error.is_timeout() => format!("{workflow} client timeout"),
         Err(_) => "no connection (server down)".to_string(),
@@ -760,6 +766,8 @@ async fn aws_adapters_under_throttling_and_dropped_connections_lose_and_stick_no
         eprintln!("skipped: SLUICE_AWS_ENDPOINT is not set (the README's test command sets it)");
         return;
     };
+    // The in-process stack's errors, with the figures.
+    let _ = tracing_subscriber::fmt().with_max_level(tracing_subscriber::filter::LevelFilter::ERROR).try_init();
     let seed = seed();
     eprintln!("fault-injection seed {seed} (FAULTS_SEED={seed} replays it)");
     let seconds = env_u64("FAULTS_AWS_SECONDS", 15);

@@ -124,7 +124,9 @@ pub enum FirstWrite<T> {
 
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
-    /// Creates the execution; `AlreadyExists` if the id is taken.
+    /// Creates the execution; `AlreadyExists` if the id is taken by another one. Creating the
+    /// same execution again may succeed: a retried write whose first answer was lost (a
+    /// dropped connection) finds its own item.
     async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError>;
     /// By id alone; callers check `project_id` before showing it to anyone.
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError>;

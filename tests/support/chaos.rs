@@ -209,7 +209,8 @@ async fn proxy(state: Arc<ProxyState>, request: hyper::Request<hyper::body::Inco
             let (code, header) = if dynamodb {
                 ("com.amazonaws.dynamodb.v20120810#ThrottlingException", None)
             } else {
-                ("AWS.SimpleQueueService.RequestThrottled", Some("AWS.SimpleQueueService.RequestThrottled;Sender"))
+                // What SQS's JSON protocol answers (the SDK reads the query-compatible code).
+                ("com.amazonaws.sqs#RequestThrottled", Some("RequestThrottled;Sender"))
             };
             let body = serde_json::json!({ "__type": code, "message": "Rate exceeded" }).to_string();
             let mut response = Response::builder().status(400).header("content-type", "application/x-amz-json-1.0");
@@ -219,7 +220,9 @@ async fn proxy(state: Arc<ProxyState>, request: hyper::Request<hyper::body::Inco
             return Ok(response.body(Body::from(body)).expect("a response"));
         }
         Some("503") => {
-            return Ok(Response::builder().status(503).body(Body::from("Service Unavailable")).expect("a response"));
+            let body = serde_json::json!({ "__type": "ServiceUnavailable", "message": "Service Unavailable" });
+            let response = Response::builder().status(503).header("content-type", "application/x-amz-json-1.0");
+            return Ok(response.body(Body::from(body.to_string())).expect("a response"));
         }
         Some("dropped before forwarding") => return Err(Dropped),
         _ => {}

@@ -7,7 +7,7 @@ use crate::ports::{ExecutionStore, Outgoing, Queue, QueueName, StartError, Start
 use crate::record::sample_execution as execution;
 
 /// After a start, the execution is stored and its message is on the queue; a second start of
-/// the same id is `AlreadyExists`.
+/// another execution with the same id is `AlreadyExists`.
 pub async fn case_start_creates_the_execution_and_sends_its_messages(
     starter: &dyn StartExecution,
     store: &dyn ExecutionStore,
@@ -32,6 +32,7 @@ pub async fn case_start_creates_the_execution_and_sends_its_messages(
         }
     }
     assert!(found, "the start's message is on the queue");
-    let again = starter.create_and_send(&execution(&id), Vec::new()).await;
+    let other = crate::record::Execution { user_id: "someone-else".into(), ..execution(&id) };
+    let again = starter.create_and_send(&other, Vec::new()).await;
     assert!(matches!(again, Err(StartError::Store(StoreError::AlreadyExists(_)))), "{again:?}");
 }

@@ -70,6 +70,15 @@ impl DynamoStore {
     }
 }
 
+/// Whether `stored` is the item `created` writes (its status may have moved on since).
+fn same_execution(stored: &Execution, created: &Execution) -> bool {
+    stored.project_id == created.project_id
+        && stored.workflow_id == created.workflow_id
+        && stored.workflow_version == created.workflow_version
+        && stored.user_id == created.user_id
+        && stored.started_at == created.started_at
+}
+
 #[async_trait]
 impl ExecutionStore for DynamoStore {
     async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError> {
@@ -102,9 +111,14 @@ impl ExecutionStore for DynamoStore {
             attributes.extend(sweep::index_attributes(&e.id, &e.started_at));
         }
         if self.put_new(item(attributes)).await? {
-            Ok(())
-        } else {
-            Err(StoreError::AlreadyExists(format!("execution {}", e.id)))
+            return Ok(());
+        }
+        // The SDK retries a put whose answer was lost (a dropped connection): the condition
+        // then fails on our own first write. Execution ids are fresh for every start, so the
+        // same execution already there is that write, not a conflict.
+        match self.get_execution(&e.id).await? {
+            Some(stored) if same_execution(&stored, e) => Ok(()),
+            _ => Err(StoreError::AlreadyExists(format!("execution {}", e.id))),
         }
     }
 
