@@ -34,6 +34,10 @@ step "Lambda binaries (run under the Runtime Interface Emulator) and sluice (run
 cargo build --locked -p trigger -p step-runner -p response-waiter -p sluice-cli
 
 step "tests"
+rm -f "${CARGO_TARGET_DIR:-target}"/fault-figures-*.txt
 cargo test --workspace --all-features --locked
+
+step "fault-injection figures (tests/faults.rs)"
+cat "${CARGO_TARGET_DIR:-target}"/fault-figures-*.txt 2>/dev/null || echo "(none written)"
 
 step "all green"

@@ -409,26 +409,33 @@ fn check(executions: &[Seen], calls: &[sluice_e2e::chaos::Call], figures: &mut F
     figures.fault("(observed) calls beyond recorded attempts at the API", u64::from(duplicates));
 }
 
-fn print_figures(title: &str, seed: u64, figures: &Figures, executions: &[Seen], chaos: &Tally) {
+/// Prints the figures, and writes them to `target/fault-figures-<file>.txt`, which the test
+/// command prints at its end (cargo keeps a passing test's output to itself).
+fn print_figures(title: &str, file: &str, seed: u64, figures: &Figures, executions: &[Seen], chaos: &Tally) {
+    use std::fmt::Write as _;
     let mut ended: BTreeMap<String, u64> = BTreeMap::new();
     for e in executions {
         *ended.entry(format!("{} {}", e.workflow_id, e.status.as_str())).or_default() += 1;
     }
-    eprintln!("\n=== {title} (seed {seed}) ===");
-    eprintln!("executions accepted (in the store): {}", executions.len());
-    eprintln!("answers: {:#?}", figures.answers);
-    eprintln!("faults injected: {:#?}", figures.faults);
-    eprintln!("chaos API outcomes: {chaos:#?}");
-    eprintln!("ended by status: {ended:#?}");
-    eprintln!("invariant violations: {}", figures.violations.len());
+    let mut out = String::new();
+    let _ = writeln!(out, "=== {title} (seed {seed}) ===");
+    let _ = writeln!(out, "executions accepted (in the store): {}", executions.len());
+    let _ = writeln!(out, "answers: {:#?}", figures.answers);
+    let _ = writeln!(out, "faults injected: {:#?}", figures.faults);
+    let _ = writeln!(out, "chaos API outcomes: {chaos:#?}");
+    let _ = writeln!(out, "ended by status: {ended:#?}");
+    let _ = writeln!(out, "invariant violations: {}", figures.violations.len());
     for e in executions.iter().filter(|e| e.status == ExecutionStatus::Failed).take(5) {
         let attempts: Vec<String> =
             e.attempts.iter().map(|(step, n, ok, _)| format!("{step}#{n}{}", if *ok { "" } else { "!" })).collect();
-        eprintln!("  e.g. failed {} ({}): {} {attempts:?}", e.id, e.workflow_id, e.error.as_deref().unwrap_or(""));
+        let reason = e.error.as_deref().unwrap_or("");
+        let _ = writeln!(out, "  e.g. failed {} ({}): {reason} {attempts:?}", e.id, e.workflow_id);
     }
     for violation in figures.violations.iter().take(50) {
-        eprintln!("  {violation}");
+        let _ = writeln!(out, "  {violation}");
     }
+    eprintln!("\n{out}");
+    let _ = fs::write(target_dir().join(format!("fault-figures-{file}.txt")), out);
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -442,14 +449,18 @@ fn seed() -> u64 {
 // ---------------------------------------------------------------------------------------
 // `sluice dev` as a process
 
-/// The `sluice` debug binary.
-fn sluice_binary() -> PathBuf {
+/// The workspace's target folder.
+fn target_dir() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests package is inside the workspace");
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace.join(dir),
         _ => workspace.join("target"),
-    };
-    let binary = target.join("debug").join("sluice");
+    }
+}
+
+/// The `sluice` debug binary.
+fn sluice_binary() -> PathBuf {
+    let binary = target_dir().join("debug").join("sluice");
     assert!(binary.is_file(), "{} is missing: run `cargo build -p sluice-cli` first", binary.display());
     binary
 }
@@ -709,7 +720,7 @@ async fn sluice_dev_under_crashes_locks_duplicates_and_hang_ups_loses_and_sticks
     if let Some(status) = dev.lock().await.exited() {
         figures.violations.push(format!("sluice dev died on its own: {status}"));
     }
-    print_figures("sluice dev under faults", seed, &figures, &executions, &chaos.outcomes());
+    print_figures("sluice dev under faults", "sluice-dev", seed, &figures, &executions, &chaos.outcomes());
     assert!(executions.len() > 20, "too few executions to mean anything: {}", executions.len());
     assert!(figures.violations.is_empty(), "{} invariant violations (seed {seed})", figures.violations.len());
     let _ = fs::remove_dir_all(&dir);
@@ -862,7 +873,7 @@ async fn aws_adapters_under_throttling_and_dropped_connections_lose_and_stick_no
             figures.violations.push(format!("execution {}: the record does not read back", e.id));
         }
     }
-    print_figures("AWS adapters under faults", seed, &figures, &executions, &chaos.outcomes());
+    print_figures("AWS adapters under faults", "aws", seed, &figures, &executions, &chaos.outcomes());
     assert!(executions.len() > 10, "too few executions to mean anything: {}", executions.len());
     assert!(figures.violations.is_empty(), "{} invariant violations (seed {seed})", figures.violations.len());
 }
