@@ -877,3 +877,40 @@ async fn aws_adapters_under_throttling_and_dropped_connections_lose_and_stick_no
     assert!(executions.len() > 10, "too few executions to mean anything: {}", executions.len());
     assert!(figures.violations.is_empty(), "{} invariant violations (seed {seed})", figures.violations.len());
 }
+
+/// Found by the suite: the SDK retries a `PutItem` whose answer was lost, and the condition
+/// then fails on the first write; the start answered 500 although its execution was created
+/// (and ran). Creating the same execution again now succeeds; another one with its id does not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_whose_put_answer_was_lost_is_created_once_and_reported_created() {
+    let Some(endpoint) = aws_endpoint() else {
+        eprintln!("skipped: SLUICE_AWS_ENDPOINT is not set (the README's test command sets it)");
+        return;
+    };
+    let proxy = ChaosProxy::start(&endpoint, 1, 0.0).await;
+    let sdk = aws_sdk_config(&proxy.endpoint).await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    let table = format!("sluice-lost-{}", uuid::Uuid::new_v4().simple());
+    sluice_shared::adapters::dynamodb::create_table(&client, &table).await.expect("create the table");
+    let store = DynamoStore::new(client, table);
+    let execution = sluice_shared::record::Execution {
+        id: uuid::Uuid::now_v7().to_string(),
+        project_id: "p".into(),
+        workflow_id: "w".into(),
+        workflow_version: 1,
+        user_id: "u".into(),
+        status: ExecutionStatus::Running,
+        started_at: chrono::DateTime::from_timestamp_millis(now().timestamp_millis()).expect("a time"),
+        ended_at: None,
+        trigger: sluice_shared::record::TriggerData::default(),
+        response_deadline: None,
+        error: None,
+        test: false,
+    };
+    proxy.drop_next_answer(&execution.id);
+    store.create_execution(&execution).await.expect("created, though the first answer was lost");
+    assert_eq!(store.get_execution(&execution.id).await.expect("read"), Some(execution.clone()));
+    let other = sluice_shared::record::Execution { user_id: "someone-else".into(), ..execution.clone() };
+    let taken = store.create_execution(&other).await;
+    assert!(matches!(taken, Err(sluice_shared::ports::StoreError::AlreadyExists(_))), "{taken:?}");
+}

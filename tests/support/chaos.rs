@@ -124,6 +124,8 @@ struct ProxyState {
     /// Probability that a request meets a fault.
     rate: f64,
     faults: Mutex<Tally>,
+    /// The next request whose body contains this is forwarded and its answer dropped.
+    drop_answer_of: Mutex<Option<String>>,
 }
 
 /// A proxy to the local AWS-API server that injects faults; stops with the test's runtime.
@@ -154,6 +156,7 @@ impl ChaosProxy {
             enabled: AtomicBool::new(false),
             rate,
             faults: Mutex::new(Tally::new()),
+            drop_answer_of: Mutex::new(None),
         });
         let listener =
             tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind a local port");
@@ -176,6 +179,12 @@ impl ChaosProxy {
 
     pub fn enable(&self, on: bool) {
         self.state.enabled.store(on, Ordering::SeqCst);
+    }
+
+    /// Forwards the next request whose body contains `needle` and drops its answer (the
+    /// request takes effect; the client sees a dropped connection).
+    pub fn drop_next_answer(&self, needle: &str) {
+        *self.state.drop_answer_of.lock().expect("proxy target") = Some(needle.to_string());
     }
 
     pub fn faults(&self) -> Tally {
@@ -236,11 +245,19 @@ async fn proxy(state: Arc<ProxyState>, request: hyper::Request<hyper::body::Inco
             forward = forward.header(name, value);
         }
     }
+    let targeted = {
+        let mut target = state.drop_answer_of.lock().expect("proxy target");
+        let hit = target.as_deref().is_some_and(|needle| String::from_utf8_lossy(&body).contains(needle));
+        if hit {
+            *target = None;
+        }
+        hit
+    };
     let answer = forward.body(body).send().await.map_err(|_| Dropped)?;
     let status = answer.status();
     let headers = answer.headers().clone();
     let bytes = answer.bytes().await.map_err(|_| Dropped)?;
-    if fault == Some("dropped after forwarding") {
+    if fault == Some("dropped after forwarding") || targeted {
         return Err(Dropped);
     }
     let mut response = Response::builder().status(status);
