@@ -25,7 +25,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -34,6 +34,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use sluice_e2e::chaos::{ChaosApi, ChaosProxy, Tally};
+use sluice_e2e::rie::target_dir;
 use sluice_e2e::stack::{AwsClients, StackConfig, TestStack, aws_endpoint, aws_sdk_config};
 use sluice_shared::adapters::dynamodb::DynamoStore;
 use sluice_shared::model::load;
@@ -448,15 +449,6 @@ fn seed() -> u64 {
 
 // ---------------------------------------------------------------------------------------
 // `sluice dev` as a process
-
-/// The workspace's target folder.
-fn target_dir() -> PathBuf {
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests package is inside the workspace");
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => workspace.join(dir),
-        _ => workspace.join("target"),
-    }
-}
 
 /// The `sluice` debug binary.
 fn sluice_binary() -> PathBuf {

@@ -54,15 +54,19 @@ pub fn emulator_and_endpoint() -> Option<(PathBuf, String)> {
     Some((emulator, endpoint))
 }
 
-/// A workspace binary as `cargo build -p <name>` leaves it (debug profile, in
-/// `CARGO_TARGET_DIR` or the workspace's `target/`).
-pub fn lambda_binary(name: &str) -> PathBuf {
+/// The workspace's target folder: `CARGO_TARGET_DIR` (relative to the workspace) or `target/`.
+pub fn target_dir() -> PathBuf {
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests package is inside the workspace");
-    let target = match std::env::var_os("CARGO_TARGET_DIR") {
+    match std::env::var_os("CARGO_TARGET_DIR") {
         Some(dir) if !dir.is_empty() => workspace.join(dir),
         _ => workspace.join("target"),
-    };
-    let binary = target.join("debug").join(name);
+    }
+}
+
+/// A workspace binary as `cargo build -p <name>` leaves it (debug profile, in
+/// [`target_dir`]).
+pub fn lambda_binary(name: &str) -> PathBuf {
+    let binary = target_dir().join("debug").join(name);
     assert!(
         binary.is_file(),
         "{} is missing: run `cargo build -p trigger -p step-runner -p response-waiter` first",
