@@ -139,7 +139,13 @@ async fn a_native_call_that_outlasts_the_time_limit_fails_the_run() {
     assert_eq!(quick.output, json!(500_001));
     assert!(took > Duration::from_millis(60), "the sort must outlast the limit below: {took:?}");
     let text = message(run(code, json!({}), Duration::from_millis(20), 256).await);
-    assert_eq!(text, "the function ran longer than its time limit of 20ms");
+    // On a loaded machine the wall-clock ceiling (3 × limit + 1 s) may end the sort before it
+    // returns to the CPU-time check: either way the run fails past its limit.
+    let limits = [
+        "the function ran longer than its time limit of 20ms",
+        "the function ran longer than its wall-clock ceiling of 1060ms (its CPU time limit is 20ms)",
+    ];
+    assert!(limits.contains(&text.as_str()), "{text}");
 }
 
 #[tokio::test]
