@@ -47,7 +47,12 @@ const RESPONSE_TIMEOUT: &str = "4s";
 /// Longer than the response timeout plus the slowest step (a request step's 1500 ms).
 const RECOVERY_DELAY: &str = "8s";
 /// The longest the suite waits, after the load, for the executions to settle.
-const DRAIN_LIMIT: Duration = Duration::from_secs(150);
+const DRAIN_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// An unsettled execution with nothing new recorded for this long is stuck: more than twice
+/// the AWS half's visibility (6 s) plus the longest retry delay of the workflows (the
+/// chaos API's `Retry-After`, a few seconds), with room for a local AWS-API server that
+/// serves one request at a time.
+const QUIET_LIMIT: Duration = Duration::from_secs(90);
 
 /// The workflows, calling the chaos API at `chaos`.
 fn workflows(chaos: &str) -> Vec<(&'static str, String)> {
@@ -330,6 +335,23 @@ struct Seen {
     attempts: Vec<(String, u32, bool, Option<Value>)>,
 }
 
+impl Seen {
+    /// Ended, or waiting on a Delay due later.
+    fn settled(&self, now: sluice_shared::record::Timestamp) -> bool {
+        match self.status {
+            ExecutionStatus::Succeeded | ExecutionStatus::Failed => true,
+            ExecutionStatus::Running => false,
+            ExecutionStatus::Waiting => self.attempts.iter().any(|(_, _, _, output)| {
+                output
+                    .as_ref()
+                    .and_then(|o| o["waitedUntil"].as_str())
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .is_some_and(|t| t > now)
+            }),
+        }
+    }
+}
+
 /// The invariants over every execution; violations go to `figures`.
 fn check(executions: &[Seen], calls: &[sluice_e2e::chaos::Call], figures: &mut Figures) {
     let now = now();
@@ -345,14 +367,7 @@ fn check(executions: &[Seen], calls: &[sluice_e2e::chaos::Call], figures: &mut F
                 }
             }
             ExecutionStatus::Waiting | ExecutionStatus::Running => {
-                let due_later = e.attempts.iter().any(|(_, _, _, output)| {
-                    output
-                        .as_ref()
-                        .and_then(|o| o["waitedUntil"].as_str())
-                        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                        .is_some_and(|t| t > now)
-                });
-                if e.status == ExecutionStatus::Running || !due_later {
+                if !e.settled(now) {
                     let steps: BTreeSet<&str> = e.attempts.iter().map(|(step, ..)| step.as_str()).collect();
                     let succeeded = e.attempts.iter().filter(|(_, _, ok, _)| *ok).count();
                     v.push(violation(format!(
@@ -592,16 +607,42 @@ fn read_sqlite(db: &rusqlite::Connection) -> Vec<Seen> {
     executions
 }
 
-/// Whether every execution has settled: ended, or waiting on a Delay due later. Prints the
-/// unsettled ones every 10 s.
-fn settled(executions: &[Seen], since: Instant) -> bool {
-    let mut scratch = Figures::default();
-    check(executions, &[], &mut scratch);
-    let unsettled: Vec<&String> = scratch.violations.iter().filter(|v| v.contains("with nothing due")).collect();
-    if !unsettled.is_empty() && since.elapsed().as_millis() % 10_000 < 500 {
-        eprintln!("after {:?}, {} not settled, e.g. {:?}", since.elapsed(), unsettled.len(), unsettled.first());
+/// The wait after the load for every execution to settle (ended, or waiting on a Delay due
+/// later). An execution that has not is stuck — the definition — only once nothing
+/// new was recorded for it for [`QUIET_LIMIT`]: one still making progress (a wide fan-out
+/// behind a slow local server) is waited for, up to [`DRAIN_LIMIT`] in all.
+struct Drain {
+    started: Instant,
+    /// Per unsettled execution: what was recorded when last seen, and since when.
+    seen: HashMap<String, ((ExecutionStatus, usize), Instant)>,
+}
+
+impl Drain {
+    fn new() -> Drain {
+        Drain { started: Instant::now(), seen: HashMap::new() }
     }
-    unsettled.is_empty()
+
+    /// Whether to stop waiting: every execution settled, every unsettled one quiet for
+    /// [`QUIET_LIMIT`], or [`DRAIN_LIMIT`] reached. Prints the unsettled ones every 10 s.
+    fn over(&mut self, executions: &[Seen]) -> bool {
+        let now = now();
+        let mut quiet = Duration::MAX;
+        let mut unsettled = 0;
+        for e in executions.iter().filter(|e| !e.settled(now)) {
+            unsettled += 1;
+            let progress = (e.status, e.attempts.len());
+            let entry = self.seen.entry(e.id.clone()).or_insert((progress, Instant::now()));
+            if entry.0 != progress {
+                *entry = (progress, Instant::now());
+            }
+            quiet = quiet.min(entry.1.elapsed());
+        }
+        let elapsed = self.started.elapsed();
+        if unsettled > 0 && elapsed.as_millis() % 10_000 < 500 {
+            eprintln!("after {elapsed:?}, {unsettled} not settled; the latest progress {quiet:?} ago");
+        }
+        unsettled == 0 || quiet > QUIET_LIMIT || elapsed > DRAIN_LIMIT
+    }
 }
 
 /// Faults on the running `sluice dev` until `until`.
@@ -680,7 +721,7 @@ async fn sluice_dev_under_crashes_locks_duplicates_and_hang_ups_loses_and_sticks
     );
 
     // Settle: nothing more is injected; the server stays up.
-    let drained = Instant::now();
+    let mut drain = Drain::new();
     let executions = loop {
         let mut dev = dev.lock().await;
         if let Some(status) = dev.exited() {
@@ -688,13 +729,13 @@ async fn sluice_dev_under_crashes_locks_duplicates_and_hang_ups_loses_and_sticks
             dev.start().await;
         }
         let executions = read_sqlite(&dev.db());
-        if settled(&executions, drained) || drained.elapsed() > DRAIN_LIMIT {
+        if drain.over(&executions) {
             break executions;
         }
         drop(dev);
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    eprintln!("settled {:?} after the load", drained.elapsed());
+    eprintln!("drained {:?} after the load", drain.started.elapsed());
     let mut figures = Arc::try_unwrap(figures).ok().expect("no other owner").into_inner().expect("figures");
     check(&executions, &chaos.calls(), &mut figures);
     // Every record reads back.
@@ -811,7 +852,7 @@ async fn aws_adapters_under_throttling_and_dropped_connections_lose_and_stick_no
     let far = now() + chrono::Duration::days(7);
     let mut ids: BTreeSet<String> = chaos.calls().into_iter().map(|call| call.execution).collect();
     ids.extend(figures.lock().expect("figures").accepted.iter().cloned());
-    let drained = Instant::now();
+    let mut drain = Drain::new();
     let dead_letters = DeadLetters::new(&direct, &resources.steps_url, &resources.responses_url, &stack);
     ids.extend(store.due_for_sweep(&far, 100_000).await.expect("the unfinished index"));
     let mut ended: HashMap<String, Seen> = HashMap::new();
@@ -844,12 +885,12 @@ async fn aws_adapters_under_throttling_and_dropped_connections_lose_and_stick_no
             }
             executions.push(seen);
         }
-        if settled(&executions, drained) || drained.elapsed() > DRAIN_LIMIT {
+        if drain.over(&executions) {
             break executions;
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     };
-    eprintln!("settled {:?} after the load", drained.elapsed());
+    eprintln!("drained {:?} after the load", drain.started.elapsed());
     let mut figures = Arc::try_unwrap(figures).ok().expect("no other owner").into_inner().expect("figures");
     for (kind, n) in proxy.faults() {
         figures.fault(kind, n);

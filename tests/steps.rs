@@ -375,6 +375,51 @@ async fn wide_fan_out_on_aws_under_duplicate_delivery() {
     wide_fan_out(Backend::Aws, count).await;
 }
 
+/// A long sequential lane (`concurrency: 1`) with every message delivered twice: only the
+/// delivery that counted a branch first starts the next one, so the lane makes about two
+/// runs per branch (both copies of each message), not twice as many at every branch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sequential_lane_under_duplicate_delivery_runs_each_branch_about_twice() {
+    sequential_lane(Backend::Sqlite, 300).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sequential_lane_on_aws_under_duplicate_delivery_runs_each_branch_about_twice() {
+    sequential_lane(Backend::Aws, 120).await;
+}
+
+async fn sequential_lane(backend: Backend, count: u32) {
+    let config = StackConfig { duplicate_deliveries: true, workers: 8, ..StackConfig::default() };
+    let Some(stack) = TestStack::start_with(backend, config).await else { return };
+    let api = FakeApi::start().await;
+    // More items than run inline, so the lane goes through the queue branch by branch.
+    assert!(count as usize > sluice_shared::runtime::DEFAULT_INLINE_FAN_OUT_ITEMS);
+    stack
+        .deploy(&format!(
+            r#"
+id: lane
+trigger: {{ type: request }}
+steps:
+  - id: each
+    type: fan_out
+    over: "{{{{trigger.body.items}}}}"
+    concurrency: 1
+    steps:
+      - {{ id: call, type: request, url: "{}/counted/lane/0" }}
+"#,
+            api.base_url
+        ))
+        .await;
+    let items: Vec<u32> = (0..count).collect();
+    let id = started(&stack, "lane", json!({ "items": items })).await;
+    let record = stack.wait_until_ended(&id, Duration::from_secs(120)).await;
+    assert_eq!(record["status"], "succeeded", "{}", record["error"]);
+    assert_eq!(step(&record, "each")["output"].as_array().map(Vec::len), Some(count as usize));
+    let calls = api.calls("lane");
+    // Each branch is delivered twice, and both copies may call before either records.
+    assert!((count..=2 * count + 10).contains(&calls), "{calls} calls for {count} sequential branches");
+}
+
 async fn wide_fan_out(backend: Backend, count: u32) {
     let config = StackConfig { duplicate_deliveries: true, workers: 8, ..StackConfig::default() };
     let Some(stack) = TestStack::start_with(backend, config).await else { return };

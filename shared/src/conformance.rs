@@ -101,6 +101,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     fan_out::case_latest_step_is_the_highest_attempt_of_its_key(store).await;
     fan_out::case_fan_out_items_round_trip(store).await;
     fan_out::case_complete_branch_counts_once(store).await;
+    fan_out::case_one_delivery_counts_a_branch_first(store).await;
     fan_out::case_complete_branches_in_a_batch_counts_each_once(store).await;
     fan_out::case_record_branches_records_then_counts_or_stops_at_a_conflict(store).await;
     fan_out::case_join_is_done_only_after_every_branch(store).await;

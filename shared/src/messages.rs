@@ -39,6 +39,11 @@ pub struct StepMessage {
     /// is recorded, and the flow goes on after it (at `not_before_ms`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub wake: bool,
+    /// Sent by a recovery (or by a segment that one started): fan-out lanes are walked again
+    /// from here, each counted branch starting the next one of its lane even if it began (see
+    /// [`crate::engine::Carry::Always`]), so a lane that stopped anywhere goes on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub repair: bool,
 }
 
 /// On the responses queue. Delayed to the deadline: settle the synchronous response. With
@@ -67,7 +72,14 @@ impl StepMessage {
             scope: vec![],
             not_before_ms: None,
             wake: false,
+            repair: false,
         }
+    }
+
+    /// A recovery's message: `step`, the execution's first, run again from the top (recorded
+    /// steps replay), walking fan-out lanes again.
+    pub fn resume(execution_id: &str, step: &str) -> StepMessage {
+        StepMessage { repair: true, ..StepMessage::first(execution_id, step) }
     }
 
     /// The key of the step it names.
@@ -85,6 +97,9 @@ impl StepMessage {
         }
         if self.wake {
             body["wake"] = json!(true);
+        }
+        if self.repair {
+            body["repair"] = json!(true);
         }
         body.to_string()
     }
@@ -108,6 +123,7 @@ mod tests {
             scope: vec![ScopeEntry { index: 2, total: 5, item: json!({ "id": 7 }), inline: false }],
             not_before_ms: Some(1_800_000_000_000),
             wake: true,
+            repair: true,
             ..StepMessage::first("e", "s")
         };
         assert_eq!(serde_json::from_str::<StepMessage>(&scoped.to_json()).ok(), Some(scoped.clone()));

@@ -122,6 +122,15 @@ pub enum FirstWrite<T> {
     Existing(T),
 }
 
+/// How counting a fan-out branch done went ([`FanOutStore::complete_branch`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    /// Every branch of the fan-out is done.
+    pub all_done: bool,
+    /// This call counted the branch; `false` when another delivery had counted it already.
+    pub first: bool,
+}
+
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// Creates the execution; `AlreadyExists` if the id is taken by another one. Creating the
@@ -208,11 +217,14 @@ pub trait FanOutStore: Send + Sync {
         index: u32,
     ) -> Result<Option<Value>, StoreError>;
     /// Records branch `index` of a fan-out of `total` branches as done with `result`, once: a
-    /// repeated call for the same branch (a redelivery) keeps the first result. Returns whether
-    /// all `total` branches are done: `true` from the call that completes the last missing
-    /// branch and from every call after it (a redelivery must be able to finish the join when
-    /// the first delivery stopped half-way), never before. Every step is idempotent, so a call
-    /// that failed is simply made again.
+    /// repeated call for the same branch (a redelivery) keeps the first result. `by` is a
+    /// token of this call (unique per call; the same when a call is retried after a lost
+    /// answer). Says whether all `total` branches are done — `true` from the call that
+    /// completes the last missing branch and from every call after it (a redelivery must be
+    /// able to finish the join when the first delivery stopped half-way), never before — and
+    /// whether this call counted the branch first: a write of `by` that went through but whose
+    /// answer was lost still counts as first when the call is made again with the same token.
+    /// Every step is idempotent, so a call that failed is simply made again.
     async fn complete_branch(
         &self,
         execution_id: &str,
@@ -220,7 +232,8 @@ pub trait FanOutStore: Send + Sync {
         index: u32,
         total: u32,
         result: &Value,
-    ) -> Result<bool, StoreError>;
+        by: &str,
+    ) -> Result<Counted, StoreError>;
     /// [`complete_branch`](FanOutStore::complete_branch) for several branches of one fan-out
     /// at once (branches run inline, recorded in one batch where the backend can), with the
     /// same exactly-once semantics; returns whether all `total` branches are done afterwards.
@@ -233,7 +246,7 @@ pub trait FanOutStore: Send + Sync {
     ) -> Result<bool, StoreError> {
         let mut done = false;
         for (index, result) in results {
-            done = self.complete_branch(execution_id, fan_out_key, *index, total, result).await?;
+            done = self.complete_branch(execution_id, fan_out_key, *index, total, result, "").await?.all_done;
         }
         Ok(done)
     }

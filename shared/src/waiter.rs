@@ -80,7 +80,7 @@ impl Waiter {
                 return Ok(());
             }
             tracing::info!(execution = %execution.id, "execution has not ended by its recovery time; resuming it");
-            let body = StepMessage::first(&execution.id, step).to_json();
+            let body = StepMessage::resume(&execution.id, step).to_json();
             self.runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
             return Ok(());
         }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{SuiteLimits, at_ms, join_all, unique};
 use crate::adapters::MAX_FAN_OUT_VALUE_BYTES;
-use crate::ports::{FirstWrite, MAX_FAN_OUT_ITEMS, Store, StoreError};
+use crate::ports::{Counted, FirstWrite, MAX_FAN_OUT_ITEMS, Store, StoreError};
 use crate::record::{StepAttempt, StepStatus};
 
 fn attempt(step: &str, n: u32) -> StepAttempt {
@@ -86,12 +86,58 @@ pub async fn case_fan_out_items_round_trip(store: &dyn Store) {
     assert!(matches!(refused, Err(StoreError::TooLarge(_))), "an item over the limit: {refused:?}");
 }
 
+/// Counts a branch done with a token of its own; whether every branch is done.
+async fn done(
+    store: &dyn Store,
+    execution_id: &str,
+    key: &str,
+    index: u32,
+    total: u32,
+    result: &Value,
+) -> Result<bool, StoreError> {
+    let by = unique("by");
+    store.complete_branch(execution_id, key, index, total, result, &by).await.map(|counted| counted.all_done)
+}
+
+/// Of deliveries counting one branch at the same moment, exactly one counted it first; the
+/// same call made again (its answer was lost) still did; a later one did not, and nobody
+/// counts a branch first once it was counted.
+pub async fn case_one_delivery_counts_a_branch_first(store: &dyn Store) {
+    let execution_id = unique("e");
+    let tokens: Vec<String> = (0..8).map(|_| unique("by")).collect();
+    let results: Vec<Value> = tokens.iter().map(|by| json!(by)).collect();
+    let counts =
+        tokens.iter().zip(&results).map(|(by, result)| store.complete_branch(&execution_id, "f", 1, 3, result, by));
+    let counted: Vec<Counted> = join_all(counts).await.into_iter().map(|c| c.expect("count")).collect();
+    let firsts: Vec<usize> = (0..8).filter(|n| counted[*n].first).collect();
+    assert_eq!(firsts.len(), 1, "exactly one of eight simultaneous counts is first: {counted:?}");
+    assert!(counted.iter().all(|c| !c.all_done), "one of three branches done");
+    let winner = &tokens[firsts[0]];
+    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert_eq!(results, vec![(1, json!(winner))], "the first count's result is kept");
+    let again = store.complete_branch(&execution_id, "f", 1, 3, &json!(winner), winner).await.expect("retried");
+    assert_eq!(again, Counted { all_done: false, first: true }, "a retried call is still the first");
+    let loser = &tokens[(firsts[0] + 1) % 8];
+    let late = store.complete_branch(&execution_id, "f", 1, 3, &json!(loser), loser).await.expect("late");
+    assert!(!late.first, "a duplicate is not first");
+    for index in [0, 2] {
+        let by = unique("by");
+        let counted = store.complete_branch(&execution_id, "f", index, 3, &json!(index), &by).await.expect("count");
+        assert!(counted.first, "branch {index} counted for the first time");
+        assert_eq!(counted.all_done, index == 2);
+    }
+    let batch = [(0, json!("batch"))];
+    assert!(store.complete_branches(&execution_id, "f", 3, &batch).await.expect("batch"), "still all done");
+    let after = store.complete_branch(&execution_id, "f", 0, 3, &json!(0), &unique("by")).await.expect("after");
+    assert_eq!(after, Counted { all_done: true, first: false });
+}
+
 /// A branch is counted once: completing it again (a redelivery) keeps the first result;
 /// the join reports all done only with the last missing branch, and again to redeliveries;
 /// results over the limit and indexes outside the fan-out are refused.
 pub async fn case_complete_branch_counts_once(store: &dyn Store) {
     let execution_id = unique("e");
-    let complete = async |index: u32, result: &Value| store.complete_branch(&execution_id, "f", index, 4, result).await;
+    let complete = async |index: u32, result: &Value| done(store, &execution_id, "f", index, 4, result).await;
     assert_eq!(store.branch_results(&execution_id, "f").await.expect("no results"), vec![]);
     assert!(!complete(1, &json!({ "first": true })).await.expect("complete 1"));
     assert!(!complete(1, &json!({ "second": true })).await.expect("again"), "a redelivery is not a new branch");
@@ -106,7 +152,7 @@ pub async fn case_complete_branch_counts_once(store: &dyn Store) {
     assert!(matches!(over, Err(StoreError::TooLarge(_))), "a result over the limit: {over:?}");
     let outside = complete(4, &json!(1)).await;
     assert!(matches!(outside, Err(StoreError::TooLarge(_))), "an index past the fan-out's total: {outside:?}");
-    let beyond = store.complete_branch(&execution_id, "f", 0, MAX_FAN_OUT_ITEMS as u32 + 1, &json!(1)).await;
+    let beyond = done(store, &execution_id, "f", 0, MAX_FAN_OUT_ITEMS as u32 + 1, &json!(1)).await;
     assert!(matches!(beyond, Err(StoreError::TooLarge(_))), "a total no fan-out has: {beyond:?}");
     let results = store.branch_results(&execution_id, "f").await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2], "refused results are not kept");
@@ -131,12 +177,12 @@ pub async fn case_join_is_done_only_after_every_branch(store: &dyn Store) {
         order.sort_by_key(|i| (i * 7919) % total);
         for index in order {
             for delivery in 0..2 {
-                let done = store.complete_branch(&execution_id, "f", index, total, &json!(delivery)).await;
+                let done = done(store, &execution_id, "f", index, total, &json!(delivery)).await;
                 assert!(!done.expect("complete"), "{total} branches: done before branch {last} ({index} #{delivery})");
             }
         }
-        assert!(store.complete_branch(&execution_id, "f", last, total, &json!(0)).await.expect("last"), "{total}");
-        assert!(store.complete_branch(&execution_id, "f", last, total, &json!(1)).await.expect("again"), "{total}");
+        assert!(done(store, &execution_id, "f", last, total, &json!(0)).await.expect("last"), "{total}");
+        assert!(done(store, &execution_id, "f", last, total, &json!(1)).await.expect("again"), "{total}");
         let results = store.branch_results(&execution_id, "f").await.expect("results");
         assert_eq!(results.len(), total as usize, "{total}");
         assert!(results.iter().all(|(_, r)| *r == json!(0)), "{total}: first deliveries' results");
@@ -155,7 +201,7 @@ pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Stor
             let index = n % 50;
             let result = json!({ "index": index, "delivery": n / 50 });
             let execution_id = execution_id.as_str();
-            async move { store.complete_branch(execution_id, "f", index, 50, &result).await }
+            async move { done(store, execution_id, "f", index, 50, &result).await }
         });
         finished.extend(join_all(completions).await.into_iter().map(|c| c.expect("complete")));
     }
@@ -164,7 +210,7 @@ pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Stor
         assert_eq!(finished.iter().position(|done| *done), Some(49), "done exactly with the 50th branch");
     }
     assert!(finished[50..].iter().all(|done| *done), "every redelivery after all first deliveries sees it done");
-    assert!(store.complete_branch(&execution_id, "f", 7, 50, &json!("again")).await.expect("redelivery"));
+    assert!(done(store, &execution_id, "f", 7, 50, &json!("again")).await.expect("redelivery"));
     let results = store.branch_results(&execution_id, "f").await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
     for (index, result) in results {
@@ -187,7 +233,7 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
     for window in order.chunks(limits.concurrent_completions.max(1)) {
         let completions = window.iter().map(|&index| {
             let (execution_id, result) = (execution_id.as_str(), result(index));
-            async move { store.complete_branch(execution_id, "f", index, count, &result).await }
+            async move { done(store, execution_id, "f", index, count, &result).await }
         });
         finished.extend(join_all(completions).await.into_iter().map(|done| done.expect("complete")));
     }
@@ -196,7 +242,7 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
         assert_eq!(finished.iter().position(|done| *done), Some(count as usize - 1), "done only with the last");
     }
     for (key, index) in [("f@1", 0), ("f@1", 5), ("fa", 3)] {
-        let done = store.complete_branch(&execution_id, key, index, 6, &json!(key)).await.expect("other key");
+        let done = done(store, &execution_id, key, index, 6, &json!(key)).await.expect("other key");
         assert!(!done, "`{key}` is counted apart from `f`");
     }
     let results = store.branch_results(&execution_id, "f").await.expect("results");
@@ -208,14 +254,14 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
         vec![(0, json!("f@1")), (5, json!("f@1"))]
     );
     assert_eq!(store.branch_results(&execution_id, "fa").await.expect("fa"), vec![(3, json!("fa"))]);
-    assert!(store.complete_branch(&execution_id, "f", 0, count, &json!("redelivered")).await.expect("again"));
+    assert!(done(store, &execution_id, "f", 0, count, &json!("redelivered")).await.expect("again"));
 }
 
 /// Branches completed in a batch count once each, alongside single completions and
 /// redeliveries, and the batch that completes the last branch says so.
 pub async fn case_complete_branches_in_a_batch_counts_each_once(store: &dyn Store) {
     let execution_id = unique("e");
-    assert!(!store.complete_branch(&execution_id, "f", 2, 5, &json!("single")).await.expect("single"));
+    assert!(!done(store, &execution_id, "f", 2, 5, &json!("single")).await.expect("single"));
     let first = [(0, json!("a")), (1, json!("b")), (2, json!("again"))];
     assert!(!store.complete_branches(&execution_id, "f", 5, &first).await.expect("first batch"));
     let results = store.branch_results(&execution_id, "f").await.expect("results");

@@ -10,7 +10,7 @@
 
 use serde_json::{Value, json};
 
-use super::{Effect, EngineError, Recorded, State, StepKey, check_key};
+use super::{Carry, Effect, EngineError, Recorded, State, StepKey, check_key};
 use crate::model::{FanOutStep, Step, StepKind, Workflow};
 use crate::record::StepError;
 
@@ -85,19 +85,20 @@ pub(super) fn counted_inline(
 }
 
 /// Branch `index` of `total` of fan-out `key` was counted; `all_done` from the store. Its
-/// lane goes on with branch `index + concurrency`, unless the fan-out ran `inline` (every
-/// branch was started inline already).
+/// lane goes on with branch `index + concurrency` as `carry` says.
 pub(super) fn counted(
     workflow: &Workflow,
     key: &StepKey,
     index: u32,
     total: u32,
     all_done: bool,
-    inline: bool,
+    carry: Carry,
 ) -> Result<Vec<Effect>, EngineError> {
     let fan_out = fan_out_step(workflow, key)?;
     let mut effects = Vec::with_capacity(2);
-    if !inline && let (Some(lanes), Some(first)) = (fan_out.concurrency, fan_out.steps.first()) {
+    if carry != Carry::No
+        && let (Some(lanes), Some(first)) = (fan_out.concurrency, fan_out.steps.first())
+    {
         let next = index.saturating_add(lanes.max(1));
         if next < total {
             effects.push(Effect::StartBranch {
@@ -105,6 +106,7 @@ pub(super) fn counted(
                 first_step: first.id.clone(),
                 index: next,
                 total,
+                unless_started: carry == Carry::IfNotStarted,
             });
         }
     }

@@ -101,9 +101,8 @@ pub enum Event {
     /// A fan-out step's `over` was evaluated: its items, or why there are none.
     FanOutEvaluated { key: StepKey, items: Result<Vec<Value>, StepError> },
     /// Branch `index` of fan-out `fan_out` (of `total` branches) was counted done; `all_done`
-    /// says whether every branch is; `inline`, whether the fan-out started every branch
-    /// inline (then no lane goes on from this one).
-    BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool, inline: bool },
+    /// says whether every branch is; `carry`, whether this delivery goes on down the lane.
+    BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool, carry: Carry },
     /// Branches of fan-out `fan_out` that ran inline were counted done in one batch.
     BranchesCounted { fan_out: StepKey, total: u32, all_done: bool },
     /// A Delay step's time has come; `output` is its recorded output.
@@ -113,6 +112,24 @@ pub enum Event {
     /// The interpreter could not go on with `key` (a poison message, or the last delivery
     /// failed): the execution must end.
     Abandoned { key: Option<StepKey>, reason: String },
+}
+
+/// Whether the delivery that counted a fan-out branch done starts the next branch of its
+/// lane. Exactly one delivery must: with two, copies of a lane would multiply at every
+/// branch (duplicate deliveries handled at the same moment both count, and both go on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// It counted the branch first: it starts the next one.
+    First,
+    /// A redelivery found the branch counted (the delivery that counted it may have stopped
+    /// before starting the next one): it starts the next one unless that has begun.
+    IfNotStarted,
+    /// A recovery walks the lane again: it starts the next branch, begun or not (recorded
+    /// steps replay without running).
+    Always,
+    /// A duplicate beside the delivery that counted it, or a branch of a fan-out that started
+    /// every branch inline: no lane goes on from here.
+    No,
 }
 
 /// What a step that ends without running records (a fan-out's start or join).
@@ -135,8 +152,9 @@ pub enum Effect {
     /// `inline`: the branches may instead run in this segment, `lanes` at a time, their
     /// completions counted in one batch ([`Event::BranchesCounted`]).
     StartBranches { fan_out: StepKey, first_step: String, lanes: u32, items: Vec<Value>, inline: bool },
-    /// Start branch `index` of `total` of fan-out `fan_out` from its kept item.
-    StartBranch { fan_out: StepKey, first_step: String, index: u32, total: u32 },
+    /// Start branch `index` of `total` of fan-out `fan_out` from its kept item; with
+    /// `unless_started`, not if its first step has an attempt recorded.
+    StartBranch { fan_out: StepKey, first_step: String, index: u32, total: u32, unless_started: bool },
     /// Count branch `index` of fan-out `fan_out` done with `result` (once per branch).
     CompleteBranch { fan_out: StepKey, index: u32, result: Value },
     /// Every branch of `fan_out` is done: record its output (the branch results in order).
@@ -170,8 +188,8 @@ pub fn decide(workflow: &Workflow, state: &State<'_>, event: Event) -> Result<Ve
         Event::StepEnded { key, attempt, outcome } => step_ended::step_ended(workflow, state, &key, attempt, outcome),
         Event::Answered { answer, .. } => Ok(answer::answered(state, answer)),
         Event::FanOutEvaluated { key, items } => fan_out::evaluated(workflow, state, &key, items),
-        Event::BranchCounted { fan_out, index, total, all_done, inline } => {
-            fan_out::counted(workflow, &fan_out, index, total, all_done, inline)
+        Event::BranchCounted { fan_out, index, total, all_done, carry } => {
+            fan_out::counted(workflow, &fan_out, index, total, all_done, carry)
         }
         Event::BranchesCounted { fan_out, total, all_done } => {
             fan_out::counted_inline(workflow, &fan_out, total, all_done)

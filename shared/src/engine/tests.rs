@@ -513,7 +513,11 @@ fn the_last_step_of_a_branch_completes_the_branch_with_its_output() {
 }
 
 fn counted(wf: &Workflow, index: u32, total: u32, all_done: bool) -> Vec<Effect> {
-    let event = Event::BranchCounted { fan_out: key("f", &[]), index, total, all_done, inline: false };
+    counted_by(wf, index, total, all_done, Carry::First)
+}
+
+fn counted_by(wf: &Workflow, index: u32, total: u32, all_done: bool, carry: Carry) -> Vec<Effect> {
+    let event = Event::BranchCounted { fan_out: key("f", &[]), index, total, all_done, carry };
     decide(wf, &running(), event).expect("decision")
 }
 
@@ -545,11 +549,37 @@ fn a_lane_completion_starts_the_next_branch_of_its_lane() {
     let wf = workflow(
         json!([{ "id": "f", "type": "fan_out", "over": "{{trigger.body}}", "concurrency": 2, "steps": [request("x")] }]),
     );
-    let start = |index| Effect::StartBranch { fan_out: key("f", &[]), first_step: "x".into(), index, total: 5 };
+    let start = |index| Effect::StartBranch {
+        fan_out: key("f", &[]),
+        first_step: "x".into(),
+        index,
+        total: 5,
+        unless_started: false,
+    };
     assert_eq!(counted(&wf, 0, 5, false), vec![start(2)]);
     assert_eq!(counted(&wf, 2, 5, false), vec![start(4)]);
     assert_eq!(counted(&wf, 3, 5, false), vec![]);
     assert_eq!(counted(&wf, 4, 5, true), vec![Effect::Join { fan_out: key("f", &[]), total: 5 }]);
+}
+
+#[test]
+fn only_the_delivery_that_counted_a_branch_first_carries_its_lane_on_for_sure() {
+    let wf = workflow(
+        json!([{ "id": "f", "type": "fan_out", "over": "{{trigger.body}}", "concurrency": 2, "steps": [request("x")] }]),
+    );
+    let start = |index, unless_started| Effect::StartBranch {
+        fan_out: key("f", &[]),
+        first_step: "x".into(),
+        index,
+        total: 5,
+        unless_started,
+    };
+    // A duplicate handled beside the first: the lane is not its own.
+    assert_eq!(counted_by(&wf, 0, 5, false, Carry::No), vec![]);
+    assert_eq!(counted_by(&wf, 2, 5, true, Carry::No), vec![Effect::Join { fan_out: key("f", &[]), total: 5 }]);
+    // A redelivery: the next branch unless it began; a recovery walk: the next branch.
+    assert_eq!(counted_by(&wf, 0, 5, false, Carry::IfNotStarted), vec![start(2, true)]);
+    assert_eq!(counted_by(&wf, 1, 5, false, Carry::Always), vec![start(3, false)]);
 }
 
 #[test]
@@ -561,7 +591,7 @@ fn a_retried_branch_of_an_inline_fan_out_starts_no_other_branch() {
         json!([{ "id": "f", "type": "fan_out", "over": "{{trigger.body}}", "concurrency": 2, "steps": [request("x")] }]),
     );
     let inline = |index, all_done| {
-        let event = Event::BranchCounted { fan_out: key("f", &[]), index, total: 5, all_done, inline: true };
+        let event = Event::BranchCounted { fan_out: key("f", &[]), index, total: 5, all_done, carry: Carry::No };
         decide(&wf, &running(), event).expect("decision")
     };
     assert_eq!(inline(0, false), vec![]);

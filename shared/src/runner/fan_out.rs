@@ -19,7 +19,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use serde_json::{Value, json};
 
 use super::{Entry, Pending, RunError, Segment};
-use crate::engine::{Event, StepKey};
+use crate::engine::{Carry, Event, StepKey};
 use crate::messages::{ScopeEntry, StepMessage};
 use crate::ports::{Outgoing, QueueName};
 use crate::record::{ExecutionStatus, StepAttempt, StepStatus, now};
@@ -58,15 +58,15 @@ impl Segment<'_> {
         first_step: &str,
         index: u32,
         total: u32,
+        unless_started: bool,
     ) -> Result<(), RunError> {
         let key = fan_out.to_string();
-        // A duplicate delivery of a lane's previous branch must not start this one again once
-        // it runs: each copy would go on down the lane, and copies would multiply at every
-        // branch (found by the fault-injection suite). Once its first attempt is recorded,
-        // its own message (or that message's redelivery) carries the lane on.
+        // A redelivery of a lane's previous branch must not start this one again once it
+        // runs: once its first attempt is recorded, its own message (or that message's
+        // redelivery) carries the lane on.
         let first =
             StepKey { step: first_step.to_string(), scope: fan_out.scope.iter().copied().chain([index]).collect() };
-        if self.runtime.store.get_step(&self.execution.id, &first.to_string(), 1).await?.is_some() {
+        if unless_started && self.runtime.store.get_step(&self.execution.id, &first.to_string(), 1).await?.is_some() {
             tracing::debug!(execution = %self.execution.id, branch = %first, "branch already running; not started again");
             return Ok(());
         }
@@ -95,10 +95,24 @@ impl Segment<'_> {
             .filter(|entry| entry.index == index)
             .ok_or_else(|| RunError::Poison(format!("branch {index} of `{fan_out}` is not the current branch")))?;
         let (total, inline) = (entry.total, entry.inline);
-        let all_done =
-            self.runtime.store.complete_branch(&self.execution.id, &fan_out.to_string(), index, total, result).await?;
+        // This call's token: the store tells whether it counted the branch first, even when
+        // its write went through and the answer was lost.
+        let by = uuid::Uuid::new_v4().simple().to_string();
+        let store = &self.runtime.store;
+        let counted =
+            store.complete_branch(&self.execution.id, &fan_out.to_string(), index, total, result, &by).await?;
+        let carry = match () {
+            () if inline => Carry::No,
+            () if self.repair => Carry::Always,
+            () if counted.first => Carry::First,
+            () if self.redelivered => Carry::IfNotStarted,
+            () => {
+                tracing::debug!(execution = %self.execution.id, fan_out = %fan_out, index, "branch counted by another delivery; its lane is that one's");
+                Carry::No
+            }
+        };
         self.scope = self.scope_of(&fan_out)?;
-        Ok(Event::BranchCounted { fan_out, index, total, all_done, inline })
+        Ok(Event::BranchCounted { fan_out, index, total, all_done: counted.all_done, carry })
     }
 
     /// Records the output of a fan-out whose every branch is done.
@@ -206,7 +220,7 @@ impl Segment<'_> {
     fn branch_message(&self, first_step: &str, outer: &[ScopeEntry], entry: ScopeEntry) -> Outgoing {
         let mut scope = outer.to_vec();
         scope.push(entry);
-        let message = StepMessage { scope, ..StepMessage::first(&self.execution.id, first_step) };
+        let message = StepMessage { scope, repair: self.repair, ..StepMessage::first(&self.execution.id, first_step) };
         Outgoing { body: message.to_json(), delay: std::time::Duration::ZERO }
     }
 }

@@ -147,6 +147,12 @@ struct Segment<'a> {
     /// The segment started with its execution (the trigger's inline first segment): nothing
     /// can be recorded for it that this segment did not record.
     fresh: bool,
+    /// The message it runs was received before: a fan-out branch counted already may still
+    /// need its lane carried on ([`engine::Carry::IfNotStarted`]).
+    redelivered: bool,
+    /// Started by a recovery: lanes are walked again ([`engine::Carry::Always`]); the messages it
+    /// sends carry the flag on.
+    repair: bool,
 }
 
 impl Runner {
@@ -165,7 +171,7 @@ impl Runner {
     pub async fn handle(&self, body: &str, receive_count: u32) -> Result<(), RunError> {
         let message: StepMessage =
             serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
-        let result = self.run_message(&message).await;
+        let result = self.run_message(&message, receive_count > 1).await;
         if let Err(error) = &result {
             let final_delivery = !error.is_retryable() || receive_count >= MAX_RECEIVES;
             tracing::error!(execution = %message.execution_id, step = %message.step, receive_count, %error, "step message failed");
@@ -196,7 +202,8 @@ impl Runner {
         Ok(deployment)
     }
 
-    async fn run_message(&self, message: &StepMessage) -> Result<(), RunError> {
+    /// Runs `message`; `redelivered`: it was received before (a delivery that did not finish).
+    async fn run_message(&self, message: &StepMessage, redelivered: bool) -> Result<(), RunError> {
         let store = &self.runtime.store;
         let Some(execution) = store.get_execution(&message.execution_id).await? else {
             // Messages are sent before their execution is created (see `crate::start`): one
@@ -221,7 +228,10 @@ impl Runner {
         } else {
             Entry::Run { key, attempt: message.attempt }
         };
-        self.segment(&execution, &deployment.workflow, message.scope.clone(), entry).await
+        let mut segment = Segment::new(&self.runtime, &execution, &deployment.workflow, message.scope.clone(), false);
+        segment.redelivered = redelivered;
+        segment.repair = message.repair;
+        segment.run(Pending::Entry(entry)).await
     }
 
     /// Runs a segment of `execution` from `entry`, in the fan-out branches `scope`, until
@@ -299,7 +309,7 @@ impl Runner {
             return self.abandon(execution_id, None, reason).await;
         };
         tracing::warn!(execution = %execution_id, "execution stopped with nothing to move it; resuming it");
-        let body = StepMessage::first(execution_id, &first.id).to_json();
+        let body = StepMessage::resume(execution_id, &first.id).to_json();
         self.runtime.queue.send(QueueName::Steps, Outgoing { body, delay: Duration::ZERO }).await?;
         Ok(())
     }
@@ -354,6 +364,8 @@ impl<'a> Segment<'a> {
             deferred: None,
             known: HashMap::new(),
             fresh,
+            redelivered: false,
+            repair: false,
         }
     }
 
@@ -543,6 +555,7 @@ impl<'a> Segment<'a> {
             scope: self.scope_of(key)?,
             not_before_ms,
             wake,
+            repair: self.repair,
         };
         let outgoing = Outgoing { body: message.to_json(), delay: delay.min(MAX_QUEUE_DELAY) };
         self.flush().await?;
@@ -589,11 +602,11 @@ impl<'a> Segment<'a> {
                 self.flush().await?;
                 self.start_branches(&fan_out, &first_step, lanes, items).await?;
             }
-            Effect::StartBranch { fan_out, first_step, index, total } => {
+            Effect::StartBranch { fan_out, first_step, index, total, unless_started } => {
                 // Inline branches are all started by the segment that runs them.
                 if self.inline_branch.as_ref() != Some(&fan_out) {
                     self.flush().await?;
-                    self.start_branch(&fan_out, &first_step, index, total).await?;
+                    self.start_branch(&fan_out, &first_step, index, total, unless_started).await?;
                 }
             }
             Effect::CompleteBranch { fan_out, index, result } => {

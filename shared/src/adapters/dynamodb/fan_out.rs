@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 use super::executions::decode_step;
 use super::{DynamoStore, Item, backend, execution_pk, get_n, get_opt_s, get_s, n, s, step_prefix};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
-use crate::ports::{ExecutionStore, FanOutStore, FirstWrite, MAX_FAN_OUT_ITEMS, StoreError};
+use crate::ports::{Counted, ExecutionStore, FanOutStore, FirstWrite, MAX_FAN_OUT_ITEMS, StoreError};
 use crate::record::StepAttempt;
 
 /// The most items in one chunk item.
@@ -51,6 +51,8 @@ const SHARD_BRANCHES: u32 = 100;
 
 /// The attribute holding the fan-out key on chunk, branch and join items.
 const KEY: &str = "fan_out_key";
+/// On a branch result: the token of the call that counted it (see `FanOutStore::complete_branch`).
+const COUNTED_BY: &str = "counted_by";
 
 fn items_prefix(key: &str) -> String {
     format!("FANOUT#{key}#ITEMS#")
@@ -116,6 +118,28 @@ struct Range<'a> {
 }
 
 impl DynamoStore {
+    /// Adds branch `index` to its shard's done set (and a full shard to the join's); whether
+    /// every one of `total` branches is done.
+    async fn count_done(
+        &self,
+        execution_id: &str,
+        fan_out_key: &str,
+        index: u32,
+        total: u32,
+    ) -> Result<bool, StoreError> {
+        let shard = index / SHARD_BRANCHES;
+        let done = self.add_to_set(execution_id, shard_sk(fan_out_key, shard), "done", index).await?;
+        if done < shard_size(shard, total) as usize {
+            return Ok(false);
+        }
+        let shards = total.div_ceil(SHARD_BRANCHES);
+        if shards == 1 {
+            return Ok(true);
+        }
+        let full = self.add_to_set(execution_id, join_sk(fan_out_key), "shards", shard).await?;
+        Ok(full >= shards as usize)
+    }
+
     /// One query page over the execution's partition.
     async fn page(
         &self,
@@ -314,29 +338,28 @@ impl FanOutStore for DynamoStore {
         index: u32,
         total: u32,
         result: &Value,
-    ) -> Result<bool, StoreError> {
+        by: &str,
+    ) -> Result<Counted, StoreError> {
         check_branch_index(index, total)?;
         let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
-        // Unless it exists: a redelivery keeps the first result.
-        self.put_new(item(vec![
+        let mut attributes = vec![
             ("pk", s(execution_pk(execution_id))),
             ("sk", s(branch_sk(fan_out_key, index))),
             (KEY, s(fan_out_key)),
-            ("index", n(index)),
-            ("result", s(text)),
-        ]))
-        .await?;
-        let shard = index / SHARD_BRANCHES;
-        let done = self.add_to_set(execution_id, shard_sk(fan_out_key, shard), "done", index).await?;
-        if done < shard_size(shard, total) as usize {
-            return Ok(false);
+        ];
+        attributes.extend([("index", n(index)), ("result", s(text))]);
+        if !by.is_empty() {
+            attributes.push((COUNTED_BY, s(by)));
         }
-        let shards = total.div_ceil(SHARD_BRANCHES);
-        if shards == 1 {
-            return Ok(true);
-        }
-        let full = self.add_to_set(execution_id, join_sk(fan_out_key), "shards", shard).await?;
-        Ok(full >= shards as usize)
+        // Unless it exists: a redelivery keeps the first result. A put that failed its
+        // condition may be this call's own retry after a lost answer: the token tells.
+        let first = self.put_new(item(attributes)).await? || {
+            let existing = self.get(execution_pk(execution_id), &branch_sk(fan_out_key, index)).await?;
+            !by.is_empty()
+                && existing.as_ref().map(|branch| get_opt_s(branch, COUNTED_BY)).transpose()?.flatten() == Some(by)
+        };
+        let all_done = self.count_done(execution_id, fan_out_key, index, total).await?;
+        Ok(Counted { all_done, first })
     }
 
     async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError> {

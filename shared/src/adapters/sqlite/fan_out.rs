@@ -20,7 +20,7 @@ use serde_json::Value;
 use super::executions::{EncodedStep, STEP_COLUMNS, decode_step, insert_step, step_row};
 use super::{Sqlite, backend, from_json};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
-use crate::ports::{FanOutStore, StoreError};
+use crate::ports::{Counted, FanOutStore, StoreError};
 use crate::record::StepAttempt;
 
 #[async_trait]
@@ -98,9 +98,33 @@ impl FanOutStore for Sqlite {
         index: u32,
         total: u32,
         result: &Value,
-    ) -> Result<bool, StoreError> {
-        // One branch is a batch of one: the same transaction, the same count.
-        self.complete_branches(execution_id, fan_out_key, total, &[(index, result.clone())]).await
+        by: &str,
+    ) -> Result<Counted, StoreError> {
+        check_branch_index(index, total)?;
+        let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
+        let (execution_id, fan_out_key, by) = (execution_id.to_string(), fan_out_key.to_string(), by.to_string());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            tx.prepare_cached(
+                "INSERT INTO fan_out_branches (execution_id, fan_out_key, branch_index, result, counted_by)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (execution_id, fan_out_key, branch_index) DO NOTHING",
+            )
+            .and_then(|mut insert| insert.execute(params![execution_id, fan_out_key, index, text, by]))
+            .map_err(backend)?;
+            let (done, counted_by): (u32, Option<String>) = tx
+                .prepare_cached(
+                    "SELECT COUNT(*), MAX(CASE WHEN branch_index = ?3 THEN counted_by END)
+                     FROM fan_out_branches WHERE execution_id = ?1 AND fan_out_key = ?2",
+                )
+                .and_then(|mut count| {
+                    count.query_row(params![execution_id, fan_out_key, index], |row| Ok((row.get(0)?, row.get(1)?)))
+                })
+                .map_err(backend)?;
+            tx.commit().map_err(backend)?;
+            Ok(Counted { all_done: done >= total, first: counted_by.as_deref() == Some(by.as_str()) })
+        })
+        .await
     }
 
     async fn complete_branches(

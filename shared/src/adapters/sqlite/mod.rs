@@ -36,7 +36,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Never edit a published entry: add a new one.
 /// 1: the initial schema. 2: step logs (a JSON array, NULL when empty) and execution files.
 /// 3: the test-run flag of executions (0 for executions written before), fan-out items and
-/// completed fan-out branches.
+/// completed fan-out branches. 4: which call counted a branch (`counted_by`, NULL for
+/// branches counted before and for inline batches).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -139,6 +140,9 @@ CREATE TABLE fan_out_branches (
     result       TEXT NOT NULL,
     PRIMARY KEY (execution_id, fan_out_key, branch_index)
 );
+"#,
+    r#"
+ALTER TABLE fan_out_branches ADD COLUMN counted_by TEXT;
 "#,
 ];
 
@@ -394,7 +398,7 @@ mod tests {
         assert_eq!(db.latest_step("e1", "fetch").await.expect("latest step").map(|s| s.attempt), Some(1));
         db.put_fan_out_items("e1", "f", &[serde_json::json!(1)]).await.expect("put items");
         assert_eq!(db.fan_out_item("e1", "f", 0).await.expect("item"), Some(serde_json::json!(1)));
-        assert!(db.complete_branch("e1", "f", 0, 1, &serde_json::json!("r")).await.expect("complete"));
+        assert!(db.complete_branch("e1", "f", 0, 1, &serde_json::json!("r"), "by").await.expect("complete").all_done);
         let file = db.put_file("e1", "a.txt", "text/plain", bytes::Bytes::from_static(b"hi")).await.expect("put");
         assert_eq!(db.get_file("e1", &file).await.expect("get file"), Some(bytes::Bytes::from_static(b"hi")));
         drop(db);
