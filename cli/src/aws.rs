@@ -5,7 +5,6 @@
 use std::path::Path;
 
 use sluice_shared::adapters::dynamodb::DynamoStore;
-use sluice_shared::model::load;
 use sluice_shared::ports::{Deployment, Store};
 
 use crate::dev::{self, DevProject};
@@ -38,12 +37,9 @@ pub async fn deploy_dir(store: &dyn Store, project_id: &str, dir: &Path) -> anyh
     if store.get_project(project_id).await?.is_none() {
         anyhow::bail!("no project `{project_id}` in this table: run `sluice project create` first");
     }
-    let workflows = load::load_dir(dir).map_err(|problems| anyhow::anyhow!(dev::problem_list(&problems)))?;
-    if workflows.is_empty() {
-        anyhow::bail!("no workflow files (*.yaml, *.yml, *.json) in {}", dir.display());
-    }
-    let mut deployed = Vec::with_capacity(workflows.len());
-    for (_, workflow) in &workflows {
+    let definition = crate::project::load(dir)?;
+    let mut deployed = Vec::new();
+    for (_, workflow) in definition.workflows() {
         deployed.push(store.deploy_workflow(project_id, workflow).await?);
     }
     Ok(deployed)

@@ -26,12 +26,6 @@ const PROJECT_FILE: &str = "dev-project.json";
 const KEY_FILE: &str = "signing-key.pem";
 const PUBLIC_KEY_FILE: &str = "signing-key.pub.pem";
 
-/// The bundled examples, used when the workflows folder does not exist.
-const BUNDLED: &[(&str, &str)] = &[
-    ("contact-lookup.yaml", include_str!("../../examples/workflows/contact-lookup.yaml")),
-    ("lead-created.yaml", include_str!("../../examples/workflows/lead-created.yaml")),
-];
-
 #[derive(Debug, Clone)]
 pub struct DevOptions {
     pub port: u16,
@@ -77,7 +71,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     })
     .await?;
     let base_url = bound.base_url.clone();
-    let workflows = load_workflows(&options.workflows, &base_url)?;
+    let workflows = load_workflows(&options.workflows, &options.data_dir, &base_url)?;
     let project = ensure_dev_project(store.as_ref(), &options.data_dir, &base_url).await?;
 
     println!("Sluice dev is running at {base_url}  (data in {})", options.data_dir.display());
@@ -106,28 +100,31 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The workflow files of `dir`, or the bundled examples when `dir` does not exist (they call
-/// the demo CRM of the stack at `base_url` through `{{env.SLUICE_BASE_URL}}`).
-pub fn load_workflows(dir: &Path, base_url: &str) -> anyhow::Result<Vec<(String, Workflow)>> {
-    if dir.exists() {
-        return match load::load_dir(dir) {
-            Ok(found) if found.is_empty() => bail!("no workflow files (*.yaml, *.yml, *.json) in {}", dir.display()),
-            Ok(found) => Ok(found.into_iter().map(|(path, wf)| (path.display().to_string(), wf)).collect()),
-            Err(problems) => bail!(problem_list(&problems)),
-        };
-    }
-    println!(
-        "{} does not exist: deploying the bundled examples (they call the demo CRM at {base_url}/demo/crm)",
-        dir.display()
-    );
-    BUNDLED
-        .iter()
-        .map(|(name, text)| {
-            let source = format!("bundled example {name}");
-            load::load_str(name, text).map(|wf| (source, wf)).map_err(|p| anyhow::anyhow!(problem_list(&p)))
-        })
-        .collect()
+/// The workflows of the project (or plain folder) at `dir`, or of the bundled example project
+/// when `dir` does not exist, written to `<data_dir>/example-project` (its workflows call the
+/// demo CRM of the stack at `base_url` through `{{env.SLUICE_BASE_URL}}`).
+pub fn load_workflows(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Result<Vec<(String, Workflow)>> {
+    let dir = if dir.exists() {
+        dir.to_path_buf()
+    } else {
+        sluice_shared::adapters::sqlite::create_private_dir(data_dir)
+            .with_context(|| format!("cannot create {}", data_dir.display()))?;
+        let example = data_dir.join(EXAMPLE_PROJECT_DIR);
+        crate::project::write_bundled(&example)?;
+        println!(
+            "{} does not exist: deploying the bundled example project, written to {} (it calls the demo \
+             services at {base_url}/demo)",
+            dir.display(),
+            example.display()
+        );
+        example
+    };
+    let definition = crate::project::load(&dir)?;
+    Ok(definition.workflows().cloned().collect())
 }
+
+/// Where `sluice dev` writes the bundled example project inside its data folder.
+pub const EXAMPLE_PROJECT_DIR: &str = "example-project";
 
 pub fn problem_list(problems: &[load::Problem]) -> String {
     let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();

@@ -1,4 +1,5 @@
-//! `sluice`: run the local stack, validate workflow files, print the JSON Schema, make tokens.
+//! `sluice`: run the local stack, validate and deploy projects, scaffold integrations, print
+//! the JSON Schemas, make tokens.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -7,7 +8,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sluice_cli::dev::{self, DevOptions};
-use sluice_cli::{aws, test_run};
+use sluice_cli::{aws, project, test_run};
+use sluice_shared::model::project::IMPLICIT_INTEGRATION;
 use sluice_shared::model::{DurationSpec, load, schema};
 
 #[derive(Parser)]
@@ -25,8 +27,9 @@ enum Command {
         port: u16,
         #[arg(long, default_value = ".sluice")]
         data_dir: PathBuf,
-        /// Folder of workflow files to deploy (the bundled examples if it does not exist).
-        #[arg(long, default_value = "workflows")]
+        /// Project folder (with `integrations/`) or plain folder of workflow files to deploy
+        /// (the bundled example project if it does not exist).
+        #[arg(long, visible_alias = "project", default_value = "workflows")]
         workflows: PathBuf,
         /// How long a synchronous caller waits for a Response step before getting 542.
         #[arg(long, default_value = "55s")]
@@ -41,10 +44,17 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         workers: usize,
     },
-    /// Check every workflow file of a folder (or one file) and list every problem.
+    /// Check a project folder, a plain folder of workflow files or one workflow file, and
+    /// list every problem (file and path).
     Validate { path: PathBuf },
-    /// Print the JSON Schema of workflow files (for editor autocompletion).
-    Schema,
+    /// Print the JSON Schema of a kind of project file (for editor autocompletion).
+    Schema {
+        #[arg(value_enum, default_value = "workflow")]
+        file: SchemaFile,
+    },
+    /// Scaffold part of a project.
+    #[command(subcommand)]
+    New(NewCommand),
     /// Run a workflow file once on the running `sluice dev` (a test run: delays skipped, at
     /// most 3 pages per paginated request, arrays shown up to 20 items) and print each step.
     Test {
@@ -63,9 +73,10 @@ enum Command {
     /// Manage projects of a deployed stack (its DynamoDB table).
     #[command(subcommand)]
     Project(ProjectCommand),
-    /// Validate every workflow file of a folder and deploy them to a deployed stack's table.
+    /// Validate a project folder (or plain folder of workflow files) and deploy its workflows
+    /// to a deployed stack's table: nothing is deployed if any file has a problem.
     Deploy {
-        /// Folder of workflow files.
+        /// Project folder or folder of workflow files.
         path: PathBuf,
         /// The stack's DynamoDB table (the `TableName` output of the stack).
         #[arg(long, env = "SLUICE_TABLE")]
@@ -81,6 +92,32 @@ enum Command {
         data_dir: PathBuf,
         #[arg(long, default_value = "24h")]
         ttl: DurationSpec,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SchemaFile {
+    /// A workflow file.
+    Workflow,
+    /// An integration's config.yaml.
+    Integration,
+    /// An inputs.yaml (user settings).
+    Inputs,
+}
+
+#[derive(Subcommand)]
+enum NewCommand {
+    /// Write `integrations/NAME/` (config.yaml, inputs.yaml, workflows/) in a project folder.
+    Integration {
+        /// A built-in integration (googlecalendar, hubspot, salesforce, slack) or, with
+        /// --custom, the lowercase alphanumeric name of a custom one.
+        name: String,
+        /// A custom integration: `integrations/custom.NAME/`, with its authentication.
+        #[arg(long)]
+        custom: bool,
+        /// The project folder.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
     },
 }
 
@@ -154,13 +191,21 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Validate { path } => {
             let result = if path.is_dir() {
-                load::load_dir(&path).map(|found| found.len())
+                load::load_project(&path).map(|project| {
+                    let workflows = project.workflows().count();
+                    let integrations = project.integrations.iter().filter(|i| i.name != IMPLICIT_INTEGRATION).count();
+                    if integrations == 0 {
+                        format!("{workflows} workflow file(s) OK")
+                    } else {
+                        format!("{integrations} integration(s), {workflows} workflow file(s) OK")
+                    }
+                })
             } else {
-                load::load_file(&path).map(|_| 1)
+                load::load_file(&path).map(|_| "1 workflow file(s) OK".to_string())
             };
             match result {
-                Ok(count) => {
-                    println!("{count} workflow file(s) OK");
+                Ok(summary) => {
+                    println!("{summary}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(problems) => {
@@ -172,8 +217,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&schema::workflow_schema())?);
+        Command::Schema { file } => {
+            let schema = match file {
+                SchemaFile::Workflow => schema::workflow_schema(),
+                SchemaFile::Integration => schema::integration_schema(),
+                SchemaFile::Inputs => schema::inputs_schema(),
+            };
+            println!("{}", serde_json::to_string_pretty(&schema)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::New(NewCommand::Integration { name, custom, dir }) => {
+            let folder = project::scaffold(&dir, &name, custom)?;
+            println!("wrote {} (config.yaml, inputs.yaml, workflows/)", folder.display());
+            println!("check it with: sluice validate {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Test { file, data, step, data_dir } => {

@@ -11,10 +11,10 @@ use support::{Dev, free_port, http, json, sluice, start_dev, start_dev_logging_t
 
 #[test]
 fn validate_accepts_the_bundled_examples() {
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/workflows");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/project");
     let out = sluice(&["validate", examples]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 workflow file(s) OK"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 integration(s), 3 workflow file(s) OK"));
 }
 
 #[test]
@@ -130,8 +130,12 @@ fn dev_without_a_workflows_folder_deploys_the_bundled_examples() {
         "--workflows",
         missing.to_str().expect("utf-8"),
     ]);
-    assert!(printed.contains("deploying the bundled examples"), "{printed}");
-    assert!(printed.contains("deployed contact-lookup") && printed.contains("deployed lead-created"), "{printed}");
+    assert!(printed.contains("deploying the bundled example project"), "{printed}");
+    for id in ["contact-lookup", "lead-created", "deal-won"] {
+        assert!(printed.contains(&format!("deployed {id} ")), "{id}: {printed}");
+    }
+    let written = data.join("example-project/integrations/custom.democrm/config.yaml");
+    assert!(written.is_file(), "the example project is written to the data folder");
 }
 
 /// A free port other than the default 8787 (what the examples used to hard-code).
@@ -145,7 +149,7 @@ fn free_non_default_port() -> u16 {
 }
 
 #[test]
-fn dev_on_another_port_runs_both_bundled_examples() {
+fn dev_on_another_port_runs_the_bundled_example_project() {
     let data = temp_dir("dev-port");
     let port = free_non_default_port();
     let missing = data.join("no-such-folder");
@@ -158,7 +162,7 @@ fn dev_on_another_port_runs_both_bundled_examples() {
         "--workflows",
         missing.to_str().expect("utf-8"),
     ]);
-    assert!(printed.contains(&format!("demo CRM at http://127.0.0.1:{port}/demo/crm")), "{printed}");
+    assert!(printed.contains(&format!("demo services at http://127.0.0.1:{port}/demo")), "{printed}");
     let token = token(data_arg, "user-1");
 
     let (status, body) = trigger(port, "contact-lookup", &token, r#"{"email":"ada@example.com"}"#);
@@ -186,6 +190,55 @@ fn dev_on_another_port_runs_both_bundled_examples() {
     };
     assert_eq!(record["status"], "succeeded", "{record:#}");
     assert_eq!(record["steps"][0]["output"]["status"], 201, "{record:#}");
+    // The lead carries the integration's settings (their defaults: no user value is stored).
+    let lead = &record["steps"][0]["input"]["body"];
+    assert_eq!((&lead["owner"], &lead["source"]), (&json("\"sales@example.com\""), &json("\"app\"")), "{record:#}");
+
+    let (status, body) = trigger(port, "deal-won", &token, r#"{"name":"Acme","amount":12500}"#);
+    assert_eq!(status, 200, "deal-won: {body}");
+    let answer = json(&body);
+    assert_eq!(answer["channel"], "#sales", "the integration's setting: {answer}");
+    assert_eq!(answer["announce"], true, "the workflow's own setting, 0: {answer}");
+    assert_eq!(answer["text"], ":tada: Acme won for $12,500", "{answer}");
+}
+
+#[test]
+fn new_integration_scaffolds_folders_that_validate() {
+    let dir = temp_dir("new-integration");
+    let project = dir.to_str().expect("utf-8");
+    for args in [["new", "integration", "slack", "--dir", project], ["new", "integration", "acme", "--dir", project]] {
+        let custom = args[2] == "acme";
+        let mut args = args.to_vec();
+        if custom {
+            args.push("--custom");
+        }
+        let out = sluice(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    for file in ["slack/config.yaml", "slack/inputs.yaml", "custom.acme/config.yaml", "custom.acme/workflows"] {
+        assert!(dir.join("integrations").join(file).exists(), "{file}");
+    }
+    let out = sluice(&["validate", project]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 integration(s), 0 workflow file(s) OK"));
+
+    let again = sluice(&["new", "integration", "slack", "--dir", project]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists already"));
+    let unknown = sluice(&["new", "integration", "trello", "--dir", project]);
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown integration `trello`"), "{unknown:?}");
+    let bad = sluice(&["new", "integration", "Big Co", "--custom", "--dir", project]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid custom integration name"), "{bad:?}");
+}
+
+#[test]
+fn schema_prints_the_integration_and_inputs_schemas_too() {
+    for (file, key) in [("integration", "authenticationType"), ("inputs", "additionalProperties")] {
+        let out = sluice(&["schema", file]);
+        assert!(out.status.success());
+        let schema: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert!(schema.to_string().contains(key), "{file}: {schema}");
+    }
 }
 
 #[test]

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crate::engine::{self, Effect, Event, State};
 use crate::messages::{DeadlineMessage, StepMessage};
-use crate::model::{Trigger, Workflow};
+use crate::model::Workflow;
 use crate::ports::{MAX_QUEUE_DELAY, Outgoing, QueueName};
 use crate::record::{Execution, Timestamp, now};
 use crate::runner::{RunError, Runner};
@@ -92,12 +92,7 @@ impl Waiter {
             inline_fan_out_items: 0,
         };
         // The deadline decision does not depend on the workflow's steps.
-        let workflow = Workflow {
-            id: execution.workflow_id.clone(),
-            name: None,
-            trigger: Trigger::Request { validate: None },
-            steps: Vec::new(),
-        };
+        let workflow = Workflow::without_steps(&execution.workflow_id);
         for effect in engine::decide(&workflow, &state, Event::DeadlineReached)? {
             if let Effect::Respond(answer) = effect {
                 settle::settle(store.as_ref(), &self.runtime.signals, &execution.id, answer).await?;

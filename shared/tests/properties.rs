@@ -13,8 +13,8 @@ use sluice_shared::model::{Condition, DurationSpec};
 use sluice_shared::template::{self, PathExpr, Template};
 
 const EXAMPLES: [&str; 2] = [
-    include_str!("../../examples/workflows/contact-lookup.yaml"),
-    include_str!("../../examples/workflows/lead-created.yaml"),
+    include_str!("../../examples/project/integrations/custom.democrm/workflows/contact-lookup.yaml"),
+    include_str!("../../examples/project/integrations/custom.democrm/workflows/lead-created.yaml"),
 ];
 
 /// One signing key for every case (generating one takes a while).

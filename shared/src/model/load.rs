@@ -7,10 +7,12 @@
 //! reported with their path.
 
 mod check;
+pub mod inputs;
+pub mod project;
 mod refs;
 mod steps;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -18,6 +20,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::Workflow;
+use super::project::Input;
 
 /// One thing wrong with a workflow file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,35 +57,61 @@ pub fn load_str(file: &str, text: &str) -> Result<Workflow, Vec<Problem>> {
 
 /// Validates an already parsed workflow document (e.g. a JSON body) and converts it.
 pub fn load_value(file: &str, value: &Value) -> Result<Workflow, Vec<Problem>> {
+    load_value_in(file, value, None)
+}
+
+/// An integration a workflow belongs to, as its loader sees it: its name and the settings
+/// of its `inputs.yaml`.
+pub type IntegrationOf<'a> = Option<(&'a str, &'a BTreeMap<String, Input>)>;
+
+/// [`load_value`] for a workflow of `integration`: `{{settings.KEY}}` must name a declared
+/// setting, and the workflow comes out with its `integration` set.
+pub fn load_value_in(file: &str, value: &Value, integration: IntegrationOf) -> Result<Workflow, Vec<Problem>> {
     if crate::record::too_deep(value) {
         return Err(vec![Problem::whole_file(
             file,
             format!("the workflow nests deeper than {MAX_WORKFLOW_DEPTH} levels"),
         )]);
     }
-    let found = check::check_workflow(value);
+    let keys: Option<Vec<String>> = integration.map(|(_, inputs)| inputs.keys().cloned().collect());
+    let found = check::check_workflow(value, keys.as_deref());
     if !found.is_empty() {
         return Err(found
             .into_iter()
             .map(|(path, message)| Problem { file: file.to_string(), path, message })
             .collect());
     }
-    serde_json::from_value::<Workflow>(value.clone())
-        .map_err(|e| vec![Problem::whole_file(file, format!("the workflow could not be read: {e}"))])
+    let mut workflow = serde_json::from_value::<Workflow>(value.clone())
+        .map_err(|e| vec![Problem::whole_file(file, format!("the workflow could not be read: {e}"))])?;
+    if let Some((name, inputs)) = integration {
+        workflow.integration = Some(name.to_string());
+        workflow.integration_inputs = inputs.clone();
+    }
+    Ok(workflow)
 }
 
 /// Reads and validates one workflow file.
 pub fn load_file(path: &Path) -> Result<Workflow, Vec<Problem>> {
+    load_file_in(path, None)
+}
+
+fn load_file_in(path: &Path, integration: IntegrationOf) -> Result<Workflow, Vec<Problem>> {
     let file = path.display().to_string();
     let text =
         fs::read_to_string(path).map_err(|e| vec![Problem::whole_file(&file, format!("cannot read the file: {e}"))])?;
-    load_str(&file, &text)
+    let value = parse_text(&file, &text).map_err(|problem| vec![problem])?;
+    load_value_in(&file, &value, integration)
 }
 
 /// Loads every `*.yaml`, `*.yml` and `*.json` file directly inside `dir` (sorted by file
 /// name; hidden files skipped). Problems of all files are returned together; two files with
 /// the same workflow id are a problem. An empty folder gives `Ok(vec![])`.
 pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
+    load_dir_files(dir, None).map(|found| found.into_iter().map(|(file, wf)| (PathBuf::from(file), wf)).collect())
+}
+
+/// [`load_dir`] for the workflows of `integration` (or of none); files as strings.
+fn load_dir_files(dir: &Path, integration: IntegrationOf) -> Result<Vec<(String, Workflow)>, Vec<Problem>> {
     let folder = dir.display().to_string();
     let entries =
         fs::read_dir(dir).map_err(|e| vec![Problem::whole_file(&folder, format!("cannot read the folder: {e}"))])?;
@@ -104,7 +133,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
     let mut loaded = Vec::new();
     let mut first_file_of: HashMap<String, PathBuf> = HashMap::new();
     for path in files {
-        match load_file(&path) {
+        match load_file_in(&path, integration) {
             Ok(workflow) => {
                 if let Some(first) = first_file_of.get(&workflow.id) {
                     problems.push(Problem {
@@ -118,7 +147,7 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
                     });
                 } else {
                     first_file_of.insert(workflow.id.clone(), path.clone());
-                    loaded.push((path, workflow));
+                    loaded.push((path.display().to_string(), workflow));
                 }
             }
             Err(found) => problems.extend(found),
@@ -126,6 +155,8 @@ pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
     }
     if problems.is_empty() { Ok(loaded) } else { Err(problems) }
 }
+
+pub use project::{is_project, load_project};
 
 fn is_workflow_file(path: &Path) -> bool {
     let hidden = path.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
@@ -417,3 +448,5 @@ mod tests_files;
 mod tests_hostile;
 #[cfg(test)]
 mod tests_kinds;
+#[cfg(test)]
+mod tests_project;

@@ -7,6 +7,7 @@
 pub mod duration;
 pub mod kinds;
 pub mod load;
+pub mod project;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -28,6 +29,51 @@ pub struct Workflow {
     pub name: Option<String>,
     pub trigger: Trigger,
     pub steps: Vec<Step>,
+    /// Workflow-level user settings (`{{settings.KEY}}`; they shadow the integration's).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inputs: BTreeMap<String, project::Input>,
+    /// Enabled for every user who has not disabled it (otherwise a user enables it first).
+    /// Workflows outside any integration are always enabled by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub enabled_by_default: bool,
+    /// The integration it belongs to: set from its folder by the project loader, never
+    /// written in the file; `None` outside any integration ([`project::IMPLICIT_INTEGRATION`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub integration: Option<String>,
+    /// The integration's own settings (its `inputs.yaml`), set by the project loader, so a
+    /// deployed version carries every setting it can read.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(skip)]
+    pub integration_inputs: BTreeMap<String, project::Input>,
+}
+
+impl Workflow {
+    /// A request-triggered workflow `id` with no steps: what an execution whose own workflow
+    /// cannot be read is decided with (it can only end).
+    pub fn without_steps(id: &str) -> Workflow {
+        Workflow {
+            id: id.to_string(),
+            name: None,
+            trigger: Trigger::Request { validate: None },
+            steps: Vec::new(),
+            inputs: BTreeMap::new(),
+            enabled_by_default: false,
+            integration: None,
+            integration_inputs: BTreeMap::new(),
+        }
+    }
+
+    /// The settings a workflow reads (`{{settings.KEY}}`) before any user value is stored:
+    /// each declared setting's default (a workflow-level setting shadows the integration's
+    /// of the same key); settings without a default are absent.
+    pub fn setting_defaults(&self) -> serde_json::Map<String, Value> {
+        self.integration_inputs
+            .iter()
+            .chain(&self.inputs)
+            .filter_map(|(key, input)| input.default.clone().map(|value| (key.clone(), value)))
+            .collect()
+    }
 }
 
 /// What starts an execution.

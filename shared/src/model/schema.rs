@@ -5,9 +5,12 @@
 //! cannot drift from what the loader deserializes; only `$id`, `title` and `description` are
 //! added on top.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use super::Workflow;
+use super::project::{Input, IntegrationConfig};
 
 /// Where the schema is published; editors match files to it through this id.
 pub const SCHEMA_ID: &str = "https://sluice.dev/schemas/workflow-v1.json";
@@ -25,6 +28,37 @@ pub fn workflow_schema() -> Value {
                  String values in steps may hold {{...}} dynamic variables.",
             ),
         );
+    }
+    schema
+}
+
+/// The JSON Schema of an integration's `config.yaml`.
+pub fn integration_schema() -> Value {
+    titled(
+        schemars::schema_for!(IntegrationConfig).to_value(),
+        "https://sluice.dev/schemas/integration-v1.json",
+        "Sluice integration config",
+        "integrations/<name>/config.yaml: how the integration appears in the Connect Portal and, \
+         for a custom integration (custom.<name>), how its users authenticate and where its API is.",
+    )
+}
+
+/// The JSON Schema of an `inputs.yaml` (and of a workflow's `inputs`): setting key → input.
+pub fn inputs_schema() -> Value {
+    titled(
+        schemars::schema_for!(BTreeMap<String, Input>).to_value(),
+        "https://sluice.dev/schemas/inputs-v1.json",
+        "Sluice user settings",
+        "integrations/<name>/inputs.yaml: the user settings of an integration, by the key workflows \
+         read them with ({{settings.KEY}}); `id` is what stored values hang on.",
+    )
+}
+
+fn titled(mut schema: Value, id: &str, title: &str, description: &str) -> Value {
+    if let Value::Object(map) = &mut schema {
+        map.insert("$id".to_string(), Value::from(id));
+        map.insert("title".to_string(), Value::from(title));
+        map.insert("description".to_string(), Value::from(description));
     }
     schema
 }

@@ -42,6 +42,7 @@ pub(super) async fn for_step(
     }
     let mut ctx = base(execution, env);
     ctx["steps"] = Value::Object(steps);
+    ctx["settings"] = Value::Object(workflow.setting_defaults());
     if let Some(innermost) = scope.last() {
         ctx["item"] = innermost.item.clone();
         ctx["index"] = json!(innermost.index);

@@ -328,12 +328,7 @@ impl Runner {
             Ok(deployment) => self.apply(&execution, &deployment.workflow, event).await,
             // Without its workflow the execution still ends, as a workflow without steps would.
             Err(_) => {
-                let empty = Workflow {
-                    id: execution.workflow_id.clone(),
-                    name: None,
-                    trigger: crate::model::Trigger::Request { validate: None },
-                    steps: Vec::new(),
-                };
+                let empty = Workflow::without_steps(&execution.workflow_id);
                 self.apply(&execution, &empty, event).await
             }
         }

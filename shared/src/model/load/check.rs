@@ -5,7 +5,7 @@
 //! every problem it finds, step by step in document order, and only descends into values whose shape it
 //! has confirmed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ use crate::template::kind;
 static WORKFLOW_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z0-9][a-z0-9-]*$").ok());
 pub(super) const MAX_WORKFLOW_ID_LEN: usize = 64;
 
-const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps"];
+const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps", "inputs", "enabled_by_default"];
 const TRIGGER_TYPES: &[&str] = &["request", "app_event", "webhook", "integration_enabled", "schedule"];
 const JSON_TYPES: &[&str] = &["string", "number", "boolean", "object", "array"];
 
@@ -38,11 +38,22 @@ pub(super) struct Checker {
     pub(super) known_steps: HashMap<String, Vec<String>>,
     /// Step id → path of its first `id`, to report duplicates.
     pub(super) first_seen: HashMap<String, String>,
+    /// The setting keys `{{settings.KEY}}` may name (the integration's and the workflow's
+    /// own inputs); `None`: not checked (a workflow outside any integration).
+    pub(super) known_settings: Option<HashSet<String>>,
 }
 
-/// Every problem of the workflow document `value`, as `(path, message)`.
-pub(super) fn check_workflow(value: &Value) -> Vec<(String, String)> {
-    let mut checker = Checker { problems: Vec::new(), known_steps: HashMap::new(), first_seen: HashMap::new() };
+impl Checker {
+    pub(super) fn new(known_settings: Option<HashSet<String>>) -> Checker {
+        Checker { problems: Vec::new(), known_steps: HashMap::new(), first_seen: HashMap::new(), known_settings }
+    }
+}
+
+/// Every problem of the workflow document `value`, as `(path, message)`; with
+/// `integration_settings`, the workflow belongs to an integration declaring those settings,
+/// and `{{settings.KEY}}` must name one of them or one of the workflow's own inputs.
+pub(super) fn check_workflow(value: &Value, integration_settings: Option<&[String]>) -> Vec<(String, String)> {
+    let mut checker = Checker::new(integration_settings.map(|keys| keys.iter().cloned().collect()));
     checker.workflow(value);
     checker.problems
 }
@@ -143,6 +154,15 @@ impl Checker {
         match map.get("trigger") {
             None => self.problem("trigger", "`trigger` is required"),
             Some(trigger) => self.trigger(trigger),
+        }
+        if let Some(enabled) = map.get("enabled_by_default") {
+            self.boolean(enabled, "enabled_by_default");
+        }
+        if let Some(inputs) = map.get("inputs") {
+            let keys = self.inputs(inputs, "inputs");
+            if let Some(known) = self.known_settings.as_mut() {
+                known.extend(keys);
+            }
         }
         match map.get("steps") {
             None => self.problem("steps", "`steps` is required: a workflow needs at least one step"),

@@ -105,7 +105,8 @@ impl Checker {
             "steps" => self.step_reference_problem(expr, scope),
             // Values of the stack (`Settings::env`), known only at run time: a name it does not
             // hold fails the step like any missing path.
-            "settings" | "env" => None,
+            "env" => None,
+            "settings" => self.setting_reference_problem(expr),
             "user" | "execution" | "workflow" => {
                 let only_id = expr.segments.len() == 2 && expr.key_at(1) == Some("id");
                 (!only_id).then(|| format!("only `{root}.id` is available"))
@@ -124,6 +125,23 @@ impl Checker {
                 Some(format!("unknown variable `{other}` (available: {})", available.join(", ")))
             }
         }
+    }
+
+    /// In an integration's workflow, `settings.KEY` names a declared setting.
+    fn setting_reference_problem(&self, expr: &PathExpr) -> Option<String> {
+        let known = self.known_settings.as_ref()?;
+        let Some(key) = expr.key_at(1) else {
+            return Some("write `settings.<key>` to use one user setting".to_string());
+        };
+        if known.contains(key) {
+            return None;
+        }
+        let mut declared: Vec<&str> = known.iter().map(String::as_str).collect();
+        declared.sort_unstable();
+        let declared = if declared.is_empty() { "none".to_string() } else { declared.join(", ") };
+        Some(format!(
+            "no setting `{key}` in the integration's inputs.yaml or the workflow's `inputs` (declared: {declared})"
+        ))
     }
 
     fn step_reference_problem(&self, expr: &PathExpr, scope: &Scope) -> Option<String> {

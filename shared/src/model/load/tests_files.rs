@@ -6,10 +6,10 @@ use super::tests_docs::full_example;
 use super::*;
 
 /// A fresh, empty folder under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(pub(super) PathBuf);
 
 impl TempDir {
-    fn new(name: &str) -> TempDir {
+    pub(super) fn new(name: &str) -> TempDir {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
         let unique = format!("sluice-load-{name}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         let path = std::env::temp_dir().join(unique);
@@ -18,7 +18,7 @@ impl TempDir {
         TempDir(path)
     }
 
-    fn write(&self, name: &str, text: &str) {
+    pub(super) fn write(&self, name: &str, text: &str) {
         fs::write(self.0.join(name), text).expect("write temp file");
     }
 }

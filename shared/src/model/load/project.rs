@@ -1,0 +1,457 @@
+//! Loading a project folder (see [`crate::model::project`] and `docs/projects.md`):
+//!
+//! ```text
+//! PROJECT/
+//!   integrations/
+//!     slack/                  a built-in integration
+//!       config.yaml           Connect Portal display: name, description, overview, accentColor
+//!       inputs.yaml           integration-level user settings (optional)
+//!       workflows/*.yaml      its workflows
+//!     custom.acme/            a custom integration: config.yaml also says how users authenticate
+//!   *.yaml                    workflows outside any integration (the implicit one)
+//! ```
+//!
+//! A folder without `integrations/` is a plain folder of workflow files: the implicit
+//! integration alone, as before projects existed.
+//!
+//! Invariant: as for workflow files, every problem of every file is reported together (file
+//! and path), and a definition comes out only when there is none.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use regex::Regex;
+use serde_json::Value;
+
+use super::check::{Checker, key_path};
+use super::{Problem, load_dir_files, parse_text};
+use crate::model::project::{
+    AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration,
+    IntegrationConfig, ProjectDefinition,
+};
+use crate::template::{Template, kind};
+
+/// The folder of integrations inside a project.
+pub const INTEGRATIONS_DIR: &str = "integrations";
+pub const CONFIG_FILE: &str = "config.yaml";
+pub const INPUTS_FILE: &str = "inputs.yaml";
+pub const WORKFLOWS_DIR: &str = "workflows";
+/// At most this many integrations in a project.
+pub const MAX_INTEGRATIONS: usize = 200;
+
+/// Custom integration names: lowercase letters and digits (`GitHub Enterprise` →
+/// `custom.githubenterprise`).
+static CUSTOM_NAME: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z0-9]{1,40}$").ok());
+static COLOR: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^#[0-9a-fA-F]{6}$").ok());
+
+const COMMON_KEYS: &[&str] = &["name", "description", "overview", "accentColor"];
+const CUSTOM_KEYS: &[&str] = &[
+    "authenticationType",
+    "authorizationUrl",
+    "accessTokenUrl",
+    "scopes",
+    "usePKCEInCodeExchange",
+    "clientId",
+    "clientSecret",
+    "apiBaseUrl",
+    "testEndpointPath",
+    "authorization",
+];
+
+/// Whether `dir` is laid out as a project (it has an `integrations/` folder).
+pub fn is_project(dir: &Path) -> bool {
+    dir.join(INTEGRATIONS_DIR).is_dir()
+}
+
+/// Whether `name` is a valid integration folder name, and why not.
+pub fn integration_name_problem(name: &str) -> Option<String> {
+    if let Some(custom) = name.strip_prefix(CUSTOM_PREFIX) {
+        return (!CUSTOM_NAME.as_ref().is_some_and(|re| re.is_match(custom))).then(|| {
+            format!("`{custom}` is not a valid custom integration name: 1 to 40 lowercase letters and digits")
+        });
+    }
+    if name == IMPLICIT_INTEGRATION {
+        return Some(format!(
+            "`{IMPLICIT_INTEGRATION}` is the integration of workflows outside `integrations/`; name this one otherwise"
+        ));
+    }
+    (!BUILT_IN_INTEGRATIONS.contains(&name)).then(|| {
+        format!(
+            "unknown integration `{name}` (built in: {}); a custom integration's folder is `custom.<name>`",
+            BUILT_IN_INTEGRATIONS.join(", ")
+        )
+    })
+}
+
+/// Loads the project (or plain folder of workflow files) at `dir`. Workflow ids are unique
+/// across the whole project.
+pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut integrations = Vec::new();
+    // Workflows outside `integrations/`: the implicit integration.
+    match load_dir_files(dir, None) {
+        Ok(workflows) if !workflows.is_empty() || !is_project(dir) => integrations.push(Integration {
+            name: IMPLICIT_INTEGRATION.to_string(),
+            config: IntegrationConfig::default(),
+            inputs: Default::default(),
+            workflows,
+        }),
+        Ok(_) => {}
+        Err(found) => problems.extend(found),
+    }
+    if is_project(dir) {
+        let folder = dir.join(INTEGRATIONS_DIR);
+        let mut names = Vec::new();
+        match fs::read_dir(&folder) {
+            Ok(entries) => {
+                for entry in entries.flatten() {
+                    let path = entry.path();
+                    let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+                    if name.starts_with('.') {
+                        continue;
+                    }
+                    if !path.is_dir() {
+                        problems.push(whole(
+                            &path.display().to_string(),
+                            "only integration folders belong in `integrations/` (workflow files go in \
+                             `integrations/<name>/workflows/`)",
+                        ));
+                        continue;
+                    }
+                    names.push(name);
+                }
+            }
+            Err(e) => problems.push(whole(&folder.display().to_string(), &format!("cannot read the folder: {e}"))),
+        }
+        names.sort();
+        if names.len() > MAX_INTEGRATIONS {
+            problems.push(whole(
+                &folder.display().to_string(),
+                &format!("{} integrations; at most {MAX_INTEGRATIONS}", names.len()),
+            ));
+            names.truncate(MAX_INTEGRATIONS);
+        }
+        for name in names {
+            match load_integration(&folder.join(&name), &name) {
+                Ok(integration) => integrations.push(integration),
+                Err(found) => problems.extend(found),
+            }
+        }
+    }
+    // Workflow ids name trigger routes: unique in the project.
+    let mut first_file_of: HashMap<String, String> = HashMap::new();
+    for (file, workflow) in integrations.iter().flat_map(|i| i.workflows.iter()) {
+        match first_file_of.get(&workflow.id) {
+            Some(first) => problems.push(Problem {
+                file: file.clone(),
+                path: "id".to_string(),
+                message: format!(
+                    "workflow id `{}` is already used by {first}; ids must be unique within a project",
+                    workflow.id
+                ),
+            }),
+            None => {
+                first_file_of.insert(workflow.id.clone(), file.clone());
+            }
+        }
+    }
+    if problems.is_empty() { Ok(ProjectDefinition { integrations }) } else { Err(problems) }
+}
+
+fn whole(file: &str, message: &str) -> Problem {
+    Problem { file: file.to_string(), path: String::new(), message: message.to_string() }
+}
+
+/// One folder of `integrations/`.
+fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let folder = dir.display().to_string();
+    if let Some(message) = integration_name_problem(name) {
+        problems.push(whole(&folder, &message));
+    }
+    let custom = name.starts_with(CUSTOM_PREFIX);
+    let config_path = dir.join(CONFIG_FILE);
+    let config = if config_path.is_file() {
+        read_document(&config_path).and_then(|(file, value)| config_of(&file, &value, custom))
+    } else {
+        Err(vec![whole(
+            &config_path.display().to_string(),
+            "missing: every integration has a config.yaml (`sluice new integration` writes one)",
+        )])
+    };
+    let config = config.map_err(|found| problems.extend(found)).ok();
+    let inputs_path = dir.join(INPUTS_FILE);
+    let inputs = if inputs_path.is_file() {
+        read_document(&inputs_path).and_then(|(file, value)| inputs_of(&file, &value))
+    } else {
+        Ok(Default::default())
+    };
+    let inputs = inputs.map_err(|found| problems.extend(found)).ok();
+    let declared = inputs.clone().unwrap_or_default();
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let file_name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let known = [CONFIG_FILE, INPUTS_FILE, WORKFLOWS_DIR].contains(&file_name.as_str());
+        if !known && !file_name.starts_with('.') {
+            problems.push(whole(
+                &path.display().to_string(),
+                &format!("not part of an integration (it has {CONFIG_FILE}, {INPUTS_FILE} and {WORKFLOWS_DIR}/)"),
+            ));
+        }
+    }
+    let workflows_dir = dir.join(WORKFLOWS_DIR);
+    let workflows = if workflows_dir.is_dir() {
+        load_dir_files(&workflows_dir, Some((name, &declared))).map_err(|found| problems.extend(found)).ok()
+    } else {
+        Some(Vec::new())
+    };
+    match (config, inputs, workflows) {
+        (Some(config), Some(inputs), Some(workflows)) if problems.is_empty() => {
+            Ok(Integration { name: name.to_string(), config, inputs, workflows })
+        }
+        _ => Err(problems),
+    }
+}
+
+fn read_document(path: &Path) -> Result<(String, Value), Vec<Problem>> {
+    let file = path.display().to_string();
+    let text = fs::read_to_string(path).map_err(|e| vec![whole(&file, &format!("cannot read the file: {e}"))])?;
+    let value = parse_text(&file, &text).map_err(|problem| vec![problem])?;
+    Ok((file, value))
+}
+
+fn problems_of(file: &str, found: Vec<(String, String)>) -> Vec<Problem> {
+    found.into_iter().map(|(path, message)| Problem { file: file.to_string(), path, message }).collect()
+}
+
+/// Checks and reads an integration's `config.yaml`.
+pub fn config_of(file: &str, value: &Value, custom: bool) -> Result<IntegrationConfig, Vec<Problem>> {
+    let mut checker = Checker::new(None);
+    checker.config(value, custom);
+    if !checker.problems.is_empty() {
+        return Err(problems_of(file, checker.problems));
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|e| vec![whole(file, &format!("the integration config could not be read: {e}"))])
+}
+
+/// Checks and reads an `inputs.yaml` (an empty file declares no settings).
+pub fn inputs_of(file: &str, value: &Value) -> Result<std::collections::BTreeMap<String, Input>, Vec<Problem>> {
+    if value.is_null() {
+        return Ok(Default::default());
+    }
+    let mut checker = Checker::new(None);
+    checker.inputs(value, "");
+    if !checker.problems.is_empty() {
+        return Err(problems_of(file, checker.problems));
+    }
+    serde_json::from_value(value.clone())
+        .map_err(|e| vec![whole(file, &format!("the settings could not be read: {e}"))])
+}
+
+impl Checker {
+    fn config(&mut self, value: &Value, custom: bool) {
+        if value.is_null() {
+            if custom {
+                self.problem("", "a custom integration's config.yaml says how its users authenticate");
+            }
+            return;
+        }
+        let Some(map) = self.mapping(value, "", "an integration config") else { return };
+        for key in map.keys() {
+            let key = key.as_str();
+            if COMMON_KEYS.contains(&key) || (custom && CUSTOM_KEYS.contains(&key)) {
+                continue;
+            }
+            if CUSTOM_KEYS.contains(&key) {
+                let message = format!(
+                    "`{key}` is for custom integrations only: a built-in integration's authentication is built in"
+                );
+                self.problem(key, message);
+            } else {
+                let allowed: Vec<&str> =
+                    COMMON_KEYS.iter().chain(if custom { CUSTOM_KEYS } else { &[] }).copied().collect();
+                self.problem(key, format!("unknown key `{key}` (allowed here: {})", allowed.join(", ")));
+            }
+        }
+        for key in ["name", "description", "overview"] {
+            if let Some(text) = map.get(key) {
+                self.string(text, key);
+            }
+        }
+        if let Some(color) = map.get("accentColor")
+            && let Some(text) = self.string(color, "accentColor")
+            && !COLOR.as_ref().is_some_and(|re| re.is_match(text))
+        {
+            self.problem("accentColor", format!("`{text}` is not a colour: write `#rrggbb`"));
+        }
+        if custom {
+            self.custom_auth(map);
+        }
+    }
+
+    /// A custom integration's authentication and API.
+    fn custom_auth(&mut self, map: &serde_json::Map<String, Value>) {
+        let auth_type = match map.get("authenticationType") {
+            None => {
+                let message = format!("`authenticationType` is required ({})", AuthenticationType::ALL.join(", "));
+                self.problem("authenticationType", message);
+                None
+            }
+            Some(value) => self.string(value, "authenticationType").and_then(|name| {
+                let parsed = serde_json::from_value::<AuthenticationType>(Value::from(name)).ok();
+                if parsed.is_none() {
+                    let valid = AuthenticationType::ALL.join(", ");
+                    self.problem(
+                        "authenticationType",
+                        format!("unknown authentication type `{name}` (valid: {valid})"),
+                    );
+                }
+                parsed
+            }),
+        };
+        let oauth = matches!(auth_type, Some(AuthenticationType::Oauth | AuthenticationType::OauthClientCredential));
+        let needs = |key: &str| match auth_type {
+            Some(AuthenticationType::Oauth) => {
+                ["authorizationUrl", "accessTokenUrl", "clientId", "clientSecret"].contains(&key)
+            }
+            Some(AuthenticationType::OauthClientCredential) => {
+                ["accessTokenUrl", "clientId", "clientSecret"].contains(&key)
+            }
+            _ => false,
+        };
+        for key in ["authorizationUrl", "accessTokenUrl"] {
+            match map.get(key) {
+                Some(_) if !oauth && auth_type.is_some() => {
+                    self.problem(key, format!("`{key}` is for OAuth integrations"));
+                }
+                Some(url) => self.url(url, key, false),
+                None if needs(key) => self.problem(key, format!("`{key}` is required for this authentication type")),
+                None => {}
+            }
+        }
+        for key in ["clientId", "clientSecret"] {
+            match map.get(key) {
+                Some(_) if !oauth && auth_type.is_some() => {
+                    self.problem(key, format!("`{key}` is for OAuth integrations"));
+                }
+                Some(value) => self.env_template(value, key),
+                None if needs(key) => self.problem(
+                    key,
+                    format!("`{key}` is required for this authentication type (usually `{{{{env.NAME}}}}`)"),
+                ),
+                None => {}
+            }
+        }
+        if let Some(scopes) = map.get("scopes") {
+            match scopes {
+                Value::String(_) => {}
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        self.string(item, &super::check::index_path("scopes", i));
+                    }
+                }
+                other => self.problem("scopes", format!("must be a string or a list of strings, not {}", kind(other))),
+            }
+        }
+        if let Some(pkce) = map.get("usePKCEInCodeExchange") {
+            self.boolean(pkce, "usePKCEInCodeExchange");
+        }
+        match map.get("apiBaseUrl") {
+            None => self.problem("apiBaseUrl", "`apiBaseUrl` is required: where the integration's requests go"),
+            Some(url) => self.url(url, "apiBaseUrl", true),
+        }
+        if let Some(path) = map.get("testEndpointPath")
+            && let Some(text) = self.string(path, "testEndpointPath")
+            && !text.starts_with('/')
+        {
+            self.problem("testEndpointPath", "must start with `/` (a path under `apiBaseUrl`)");
+        }
+        match map.get("authorization") {
+            None => self.problem(
+                "authorization",
+                "`authorization` is required: what requests carry, e.g. \
+                 `{ type: bearer, token: \"{{credentials.accessToken}}\" }`",
+            ),
+            Some(value) => self.authorization(value),
+        }
+    }
+
+    /// An absolute http(s) URL; `templated`: it may hold `{{env.NAME}}`.
+    fn url(&mut self, value: &Value, path: &str, templated: bool) {
+        let Some(text) = self.string(value, path) else { return };
+        if templated && text.contains("{{") {
+            self.env_template(value, path);
+            return;
+        }
+        match url::Url::parse(text) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => self.problem(path, format!("`{text}` is not an absolute http(s) URL")),
+        }
+    }
+
+    /// A string whose `{{...}}` expressions may only read `env`.
+    fn env_template(&mut self, value: &Value, path: &str) {
+        let Some(text) = self.string(value, path) else { return };
+        match Template::parse(text) {
+            Err(e) => self.problem(path, e.to_string()),
+            Ok(template) => {
+                for expr in template.expressions() {
+                    if expr.root() != Some("env") {
+                        self.problem(path, format!("`{{{{{expr}}}}}`: only `env` values can be used here"));
+                    }
+                }
+            }
+        }
+    }
+
+    fn authorization(&mut self, value: &Value) {
+        let Some(map) = self.mapping(value, "authorization", "`authorization`") else { return };
+        let path = "authorization";
+        let Some(kind_name) = map.get("type").and_then(Value::as_str) else {
+            self.problem(&key_path(path, "type"), "`type` is required (bearer, basic or header)");
+            return;
+        };
+        let keys: &[&str] = match kind_name {
+            "bearer" => &["token"],
+            "basic" => &["username", "password"],
+            "header" => &["name", "value"],
+            other => {
+                self.problem(
+                    &key_path(path, "type"),
+                    format!("unknown authorization `{other}` (bearer, basic or header)"),
+                );
+                return;
+            }
+        };
+        let allowed: Vec<&str> = ["type"].into_iter().chain(keys.iter().copied()).collect();
+        self.only_keys(map, path, &allowed);
+        for key in keys {
+            let at = key_path(path, key);
+            match map.get(*key) {
+                None => self.problem(&at, format!("`{key}` is required for `{kind_name}`")),
+                Some(value) => self.credential_template(value, &at),
+            }
+        }
+    }
+
+    /// A string whose `{{...}}` expressions read `credentials`, `settings` or `env`.
+    fn credential_template(&mut self, value: &Value, path: &str) {
+        let Some(text) = self.string(value, path) else { return };
+        match Template::parse(text) {
+            Err(e) => self.problem(path, e.to_string()),
+            Ok(template) => {
+                for expr in template.expressions() {
+                    if !matches!(expr.root(), Some("credentials" | "settings" | "env")) {
+                        self.problem(
+                            path,
+                            format!("`{{{{{expr}}}}}`: only `credentials`, `settings` and `env` can be used here"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Project folders: integrations, their configs and settings, and their workflows.
+
+use serde_json::json;
+
+use super::inputs::{Declared, value_problem};
+use super::tests_files::TempDir;
+use super::*;
+use crate::model::project::{AuthenticationType, IMPLICIT_INTEGRATION, InputType};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/project");
+
+impl TempDir {
+    /// Writes `name` (a path with folders) under the temp dir.
+    fn put(&self, name: &str, text: &str) {
+        let path = self.0.join(name);
+        fs::create_dir_all(path.parent().expect("a parent")).expect("folders");
+        fs::write(path, text).expect("write");
+    }
+}
+
+fn workflow(id: &str, extra: &str) -> String {
+    format!("id: {id}\n{extra}trigger: {{ type: request }}\nsteps: [{{ id: reply, type: response }}]\n")
+}
+
+fn problems(dir: &TempDir) -> Vec<String> {
+    let found = load_project(&dir.0).expect_err("problems");
+    let root = format!("{}/", dir.0.display());
+    found.iter().map(|p| p.to_string().replace(&root, "")).collect()
+}
+
+fn has(found: &[String], needle: &str) {
+    assert!(found.iter().any(|p| p.contains(needle)), "no problem with `{needle}` in:\n{}", found.join("\n"));
+}
+
+#[test]
+fn the_example_project_loads_two_integrations_and_their_settings() {
+    let project = load_project(Path::new(EXAMPLE)).expect("the example project loads");
+    let names: Vec<&str> = project.integrations.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["custom.democrm", "slack"]);
+    let crm = &project.integrations[0];
+    assert!(crm.is_custom());
+    assert_eq!(crm.config.authentication_type, Some(AuthenticationType::ApiKey));
+    assert_eq!(crm.inputs["lead_source"].kind, InputType::Select);
+    let ids: Vec<&str> = project.workflows().map(|(_, wf)| wf.id.as_str()).collect();
+    assert_eq!(ids, ["contact-lookup", "lead-created", "deal-won"]);
+    let lead = &project.integrations[0].workflows[1].1;
+    assert_eq!(lead.integration.as_deref(), Some("custom.democrm"));
+    assert_eq!(
+        Value::Object(lead.setting_defaults()),
+        json!({ "lead_owner": "sales@example.com", "lead_source": "app" })
+    );
+    let deal = &project.integrations[1].workflows[0].1;
+    assert!(deal.enabled_by_default);
+    assert_eq!(Value::Object(deal.setting_defaults()), json!({ "channel": "#sales", "min_amount": 0 }));
+}
+
+#[test]
+fn a_plain_folder_is_the_implicit_integration_and_settings_are_not_checked() {
+    let dir = TempDir::new("plain");
+    dir.write("a.yaml", &workflow("a", ""));
+    dir.write(
+        "b.yaml",
+        "id: b\ntrigger: { type: request }\nsteps: [{ id: r, type: response, body: \"{{settings.anything}}\" }]\n",
+    );
+    let project = load_project(&dir.0).expect("loads");
+    assert_eq!(project.integrations.len(), 1);
+    assert_eq!(project.integrations[0].name, IMPLICIT_INTEGRATION);
+    assert!(project.workflows().all(|(_, wf)| wf.integration.is_none()));
+    assert_eq!(project.workflows().count(), 2);
+}
+
+#[test]
+fn workflow_settings_shadow_the_integrations_and_undeclared_ones_are_load_errors() {
+    let dir = TempDir::new("shadow");
+    dir.put("integrations/slack/config.yaml", "description: Slack\n");
+    dir.put(
+        "integrations/slack/inputs.yaml",
+        "channel: { id: channel, type: text, title: Channel, default: \"#a\" }\n",
+    );
+    dir.put(
+        "integrations/slack/workflows/w.yaml",
+        &workflow("w", "inputs:\n  channel: { id: own, type: text, title: Mine, default: \"#b\" }\n"),
+    );
+    let project = load_project(&dir.0).expect("loads");
+    let (_, wf) = project.workflows().next().expect("one workflow");
+    assert_eq!(Value::Object(wf.setting_defaults()), json!({ "channel": "#b" }));
+
+    dir.put(
+        "integrations/slack/workflows/x.yaml",
+        "id: x\ntrigger: { type: request }\nsteps: [{ id: r, type: response, body: \"{{settings.chanel}} {{settings}}\" }]\n",
+    );
+    let found = problems(&dir);
+    has(&found, "integrations/slack/workflows/x.yaml: steps[0].body: `{{settings.chanel}}`: no setting `chanel`");
+    has(&found, "(declared: channel)");
+    has(&found, "`{{settings}}`: write `settings.<key>`");
+}
+
+#[test]
+fn every_problem_of_every_file_is_listed_with_its_file_and_path() {
+    let dir = TempDir::new("problems");
+    dir.put("integrations/trello/config.yaml", "description: x\n");
+    dir.put("integrations/slack/inputs.yaml", "{}\n");
+    dir.put("integrations/hubspot/config.yaml", "authenticationType: oauth\naccentColor: red\ncolour: blue\n");
+    dir.put("integrations/hubspot/notes.txt", "stray\n");
+    dir.put("integrations/custom.Acme!/config.yaml", "description: bad name\n");
+    dir.put("integrations/custom.acme/config.yaml", "authenticationType: telepathy\n");
+    dir.put(
+        "integrations/custom.oauthy/config.yaml",
+        "authenticationType: oauth\nclientId: \"{{credentials.id}}\"\napiBaseUrl: not a url\nauthorization: { type: bearer }\n",
+    );
+    dir.put(
+        "integrations/custom.keyed/config.yaml",
+        "authenticationType: api_key\napiBaseUrl: https://api.example.com\naccessTokenUrl: https://x.example/t\n\
+         testEndpointPath: me\nauthorization: { type: header, name: X-Key, value: \"{{trigger.body.key}}\" }\n",
+    );
+    dir.put(
+        "integrations/custom.keyed/inputs.yaml",
+        r#"
+a: { type: text, title: A }
+b: { id: same, type: colour, title: B }
+c: { id: same, type: select, title: C }
+d: { id: d, type: select, title: D, options: [x, y], default: z }
+e: { id: e, type: password, title: E, default: hunter2 }
+f: { id: f, type: field_mapping, title: F, fields: { email: Email }, default: { phone: Phone } }
+g: { id: g, type: number, title: G, default: "3", options: [a] }
+"bad key": { id: "bad id", title: H, type: boolean }
+"#,
+    );
+    let found = problems(&dir);
+    for needle in [
+        "integrations/trello: unknown integration `trello`",
+        "integrations/slack/config.yaml: missing",
+        "integrations/hubspot/config.yaml: authenticationType: `authenticationType` is for custom integrations only",
+        "integrations/hubspot/config.yaml: accentColor: `red` is not a colour",
+        "integrations/hubspot/config.yaml: colour: unknown key `colour`",
+        "integrations/hubspot/notes.txt: not part of an integration",
+        "integrations/custom.Acme!: `Acme!` is not a valid custom integration name",
+        "integrations/custom.acme/config.yaml: authenticationType: unknown authentication type `telepathy`",
+        "integrations/custom.acme/config.yaml: apiBaseUrl: `apiBaseUrl` is required",
+        "integrations/custom.acme/config.yaml: authorization: `authorization` is required",
+        "integrations/custom.oauthy/config.yaml: authorizationUrl: `authorizationUrl` is required",
+        "integrations/custom.oauthy/config.yaml: accessTokenUrl: `accessTokenUrl` is required",
+        "integrations/custom.oauthy/config.yaml: clientId: `{{credentials.id}}`: only `env` values",
+        "integrations/custom.oauthy/config.yaml: clientSecret: `clientSecret` is required",
+        "integrations/custom.oauthy/config.yaml: apiBaseUrl: `not a url` is not an absolute http(s) URL",
+        "integrations/custom.oauthy/config.yaml: authorization.token: `token` is required for `bearer`",
+        "integrations/custom.keyed/config.yaml: accessTokenUrl: `accessTokenUrl` is for OAuth integrations",
+        "integrations/custom.keyed/config.yaml: testEndpointPath: must start with `/`",
+        "integrations/custom.keyed/config.yaml: authorization.value: `{{trigger.body.key}}`: only `credentials`, `settings` and `env`",
+        "integrations/custom.keyed/inputs.yaml: a.id: `id` is required",
+        "integrations/custom.keyed/inputs.yaml: b.type: unknown setting type `colour`",
+        "integrations/custom.keyed/inputs.yaml: c.id: id `same` is already the id of `b`",
+        "integrations/custom.keyed/inputs.yaml: c.options: `options` is required",
+        "integrations/custom.keyed/inputs.yaml: d.default: `z` is not one of the options (x, y)",
+        "integrations/custom.keyed/inputs.yaml: e.default: a `password` setting has no default",
+        "integrations/custom.keyed/inputs.yaml: f.default: `phone` is not a field of this mapping (email)",
+        "integrations/custom.keyed/inputs.yaml: g.options: `options` is only for `select` and `multi_select`",
+        "integrations/custom.keyed/inputs.yaml: g.default: must be a number, not a string",
+        "integrations/custom.keyed/inputs.yaml: [\"bad key\"]: `bad key` is not a valid setting key",
+        "integrations/custom.keyed/inputs.yaml: [\"bad key\"].id: `bad id` is not a valid setting id",
+    ] {
+        has(&found, needle);
+    }
+}
+
+#[test]
+fn workflow_ids_are_unique_across_the_project() {
+    let dir = TempDir::new("unique");
+    dir.put(
+        "integrations/slack/config.yaml",
+        "description: Slack
+",
+    );
+    dir.put(
+        "integrations/hubspot/config.yaml",
+        "description: HubSpot
+",
+    );
+    dir.put("integrations/hubspot/workflows/one.yaml", &workflow("dup", ""));
+    dir.put("integrations/slack/workflows/two.yaml", &workflow("dup", ""));
+    dir.write("three.yaml", &workflow("dup", ""));
+    let found = problems(&dir);
+    assert_eq!(found.len(), 2, "{found:?}");
+    has(&found, "integrations/hubspot/workflows/one.yaml: id: workflow id `dup` is already used by");
+    has(&found, "integrations/slack/workflows/two.yaml: id: workflow id `dup` is already used by");
+}
+
+#[test]
+fn a_custom_oauth_integration_with_everything_loads() {
+    let dir = TempDir::new("oauth");
+    dir.put(
+        "integrations/custom.acme/config.yaml",
+        r#"
+name: Acme
+authenticationType: oauth
+authorizationUrl: https://acme.example/oauth/authorize
+accessTokenUrl: https://acme.example/oauth/token
+clientId: "{{env.ACME_CLIENT_ID}}"
+clientSecret: "{{env.ACME_CLIENT_SECRET}}"
+scopes: [contacts.read, contacts.write]
+usePKCEInCodeExchange: true
+apiBaseUrl: "{{env.ACME_API}}/v2"
+authorization: { type: bearer, token: "{{credentials.accessToken}}" }
+"#,
+    );
+    let project = load_project(&dir.0).expect("loads");
+    let config = &project.integrations[0].config;
+    assert_eq!(config.scopes.as_ref().map(|s| s.joined()).as_deref(), Some("contacts.read contacts.write"));
+    assert_eq!(config.use_pkce_in_code_exchange, Some(true));
+}
+
+#[test]
+fn setting_values_are_checked_against_their_type() {
+    let options = ["a".to_string(), "b".to_string()];
+    let fields = ["email".to_string()];
+    let declared = Declared { options: Some(&options), fields: Some(&fields) };
+    let ok = |kind, value: Value| value_problem(kind, &value, &declared).is_none();
+    assert!(ok(InputType::Text, json!("x")));
+    assert!(ok(InputType::Number, json!(2.5)));
+    assert!(ok(InputType::Boolean, json!(false)));
+    assert!(ok(InputType::Select, json!("b")));
+    assert!(ok(InputType::MultiSelect, json!(["a", "b"])));
+    assert!(ok(InputType::FieldMapping, json!({ "email": "Email__c" })));
+    assert!(!ok(InputType::Number, json!("2")));
+    assert!(!ok(InputType::Select, json!("c")));
+    assert!(!ok(InputType::MultiSelect, json!(["a", 1])));
+    assert!(!ok(InputType::FieldMapping, json!({ "email": 3 })));
+    assert!(!ok(InputType::Password, json!("x".repeat(3000))));
+}
