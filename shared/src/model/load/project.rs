@@ -394,13 +394,20 @@ impl Checker {
 
     /// A string whose `{{...}}` expressions may only read `env`.
     fn env_template(&mut self, value: &Value, path: &str) {
+        self.restricted_template(value, path, &["env"]);
+    }
+
+    /// A string whose `{{...}}` expressions read only the variables `roots`.
+    fn restricted_template(&mut self, value: &Value, path: &str, roots: &[&str]) {
         let Some(text) = self.string(value, path) else { return };
         match Template::parse(text) {
             Err(e) => self.problem(path, e.to_string()),
             Ok(template) => {
                 for expr in template.expressions() {
-                    if expr.root() != Some("env") {
-                        self.problem(path, format!("`{{{{{expr}}}}}`: only `env` values can be used here"));
+                    if !expr.root().is_some_and(|root| roots.contains(&root)) {
+                        let names: Vec<String> = roots.iter().map(|r| format!("`{r}`")).collect();
+                        let message = format!("`{{{{{expr}}}}}`: only {} can be used here", names.join(", "));
+                        self.problem(path, message);
                     }
                 }
             }
@@ -432,25 +439,7 @@ impl Checker {
             let at = key_path(path, key);
             match map.get(*key) {
                 None => self.problem(&at, format!("`{key}` is required for `{kind_name}`")),
-                Some(value) => self.credential_template(value, &at),
-            }
-        }
-    }
-
-    /// A string whose `{{...}}` expressions read `credentials`, `settings` or `env`.
-    fn credential_template(&mut self, value: &Value, path: &str) {
-        let Some(text) = self.string(value, path) else { return };
-        match Template::parse(text) {
-            Err(e) => self.problem(path, e.to_string()),
-            Ok(template) => {
-                for expr in template.expressions() {
-                    if !matches!(expr.root(), Some("credentials" | "settings" | "env")) {
-                        self.problem(
-                            path,
-                            format!("`{{{{{expr}}}}}`: only `credentials`, `settings` and `env` can be used here"),
-                        );
-                    }
-                }
+                Some(value) => self.restricted_template(value, &at, &["credentials", "settings", "env"]),
             }
         }
     }
