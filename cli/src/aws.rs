@@ -38,11 +38,8 @@ pub async fn deploy_dir(store: &dyn Store, project_id: &str, dir: &Path) -> anyh
         anyhow::bail!("no project `{project_id}` in this table: run `sluice project create` first");
     }
     let definition = crate::project::load(dir)?;
-    let mut deployed = Vec::new();
-    for (_, workflow) in definition.workflows() {
-        deployed.push(store.deploy_workflow(project_id, workflow).await?);
-    }
-    Ok(deployed)
+    let deployed = crate::project::deploy(store, project_id, &definition).await?;
+    Ok(deployed.into_iter().map(|(_, deployment)| deployment).collect())
 }
 
 fn valid_id(id: &str) -> bool {

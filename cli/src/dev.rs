@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sluice_shared::adapters::sqlite::Sqlite;
 use sluice_shared::auth;
+use sluice_shared::model::project::ProjectDefinition;
 use sluice_shared::model::{Workflow, load};
 use sluice_shared::net::{HttpClient, OutboundPolicy};
 use sluice_shared::ports::{Project, Queue, Store};
@@ -71,15 +72,15 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     })
     .await?;
     let base_url = bound.base_url.clone();
-    let workflows = load_workflows(&options.workflows, &options.data_dir, &base_url)?;
+    let definition = load_project(&options.workflows, &options.data_dir, &base_url)?;
+    let workflows: Vec<(String, Workflow)> = definition.workflows().cloned().collect();
     let project = ensure_dev_project(store.as_ref(), &options.data_dir, &base_url).await?;
 
     println!("Sluice dev is running at {base_url}  (data in {})", options.data_dir.display());
-    for (source, workflow) in &workflows {
-        let deployment = store.deploy_workflow(&project.project_id, workflow).await?;
+    for (source, deployment) in crate::project::deploy(store.as_ref(), &project.project_id, &definition).await? {
         println!(
             "  deployed {:<24} v{}  POST {base_url}/projects/{}/sdk/triggers/{}   ({source})",
-            workflow.id, deployment.version, project.project_id, workflow.id
+            deployment.workflow_id, deployment.version, project.project_id, deployment.workflow_id
         );
     }
     let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
@@ -100,10 +101,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The workflows of the project (or plain folder) at `dir`, or of the bundled example project
-/// when `dir` does not exist, written to `<data_dir>/example-project` (its workflows call the
-/// demo CRM of the stack at `base_url` through `{{env.SLUICE_BASE_URL}}`).
-pub fn load_workflows(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Result<Vec<(String, Workflow)>> {
+/// The project (or plain folder) at `dir`, or the bundled example project when `dir` does
+/// not exist, written to `<data_dir>/example-project` (its workflows call the demo CRM of the
+/// stack at `base_url` through `{{env.SLUICE_BASE_URL}}`).
+pub fn load_project(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Result<ProjectDefinition> {
     let dir = if dir.exists() {
         dir.to_path_buf()
     } else {
@@ -119,8 +120,7 @@ pub fn load_workflows(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Re
         );
         example
     };
-    let definition = crate::project::load(&dir)?;
-    Ok(definition.workflows().cloned().collect())
+    crate::project::load(&dir)
 }
 
 /// Where `sluice dev` writes the bundled example project inside its data folder.

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use sluice_shared::model::load::{self, project};
-use sluice_shared::model::project::{CUSTOM_PREFIX, ProjectDefinition};
+use sluice_shared::model::project::{CUSTOM_PREFIX, IMPLICIT_INTEGRATION, ProjectDefinition};
+use sluice_shared::ports::{Deployment, IntegrationRecord, Store};
 
 use crate::dev::problem_list;
 
@@ -40,10 +41,36 @@ pub const BUNDLED: &[(&str, &str)] = &[
 /// Loads the project (or plain folder of workflow files) at `dir`; an error lists every problem.
 pub fn load(dir: &Path) -> anyhow::Result<ProjectDefinition> {
     let project = load::load_project(dir).map_err(|problems| anyhow::anyhow!(problem_list(&problems)))?;
-    if project.workflows().next().is_none() && project.integrations.iter().all(|i| i.name == "default") {
+    if project.workflows().next().is_none() && project.integrations.iter().all(|i| i.name == IMPLICIT_INTEGRATION) {
         bail!("no workflow files (*.yaml, *.yml, *.json) in {}", dir.display());
     }
     Ok(project)
+}
+
+/// Deploys every workflow of `definition` to project `project_id`, then makes its
+/// integrations (but the implicit one) the project's; (source file, deployment) of each.
+pub async fn deploy(
+    store: &dyn Store,
+    project_id: &str,
+    definition: &ProjectDefinition,
+) -> anyhow::Result<Vec<(String, Deployment)>> {
+    let mut deployed = Vec::new();
+    for (source, workflow) in definition.workflows() {
+        deployed.push((source.clone(), store.deploy_workflow(project_id, workflow).await?));
+    }
+    let records: Vec<IntegrationRecord> = definition
+        .integrations
+        .iter()
+        .filter(|integration| integration.name != IMPLICIT_INTEGRATION)
+        .map(|integration| IntegrationRecord {
+            name: integration.name.clone(),
+            config: integration.config.clone(),
+            inputs: integration.inputs.clone(),
+            workflows: integration.workflows.iter().map(|(_, wf)| wf.id.clone()).collect(),
+        })
+        .collect();
+    store.put_integrations(project_id, &records).await?;
+    Ok(deployed)
 }
 
 /// Writes the bundled example project into `dir` (replacing what an earlier start wrote).

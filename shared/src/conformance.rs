@@ -1,6 +1,6 @@
 //! The conformance suites every adapter must pass: [`store_suite`] for `Store` and
 //! [`queue_suite`] for `Queue`, each a list of `pub async fn case_*` taking the trait object (in
-//! [`projects`], [`executions`], [`files`], [`fan_out`] and [`queue`])
+//! [`projects`], [`executions`], [`files`], [`fan_out`], [`connect`] and [`queue`])
 //! (run them one by one to narrow a failure down). Cases assert by panicking: this is test code.
 //!
 //! Invariants: store cases use fresh uuid ids, so they can share one table or database with
@@ -40,6 +40,7 @@
 //!   query read only its partition; with that, the suite runs with [`SuiteLimits::FULL`] on
 //!   moto too.
 
+pub mod connect;
 pub mod executions;
 pub mod fan_out;
 pub mod files;
@@ -107,6 +108,10 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     fan_out::case_join_is_done_only_after_every_branch(store).await;
     fan_out::case_concurrent_completions_count_each_branch_once(store, limits.concurrent_completions).await;
     fan_out::case_branch_results_are_ordered_and_complete(store, limits).await;
+    connect::case_integrations_are_replaced_per_project(store).await;
+    connect::case_users_are_created_once_and_updated_in_part(store).await;
+    connect::case_enablement_is_per_user_and_the_latest_choice_wins(store).await;
+    connect::case_settings_are_per_user_and_scope(store).await;
 }
 
 /// Runs every start case: `starter` creates executions in `store` and sends to `queue`, whose

@@ -23,6 +23,12 @@ pub enum ApiError {
     PayloadTooLarge { size: usize, limit: usize },
     #[error("{0}")]
     MethodNotAllowed(String),
+    /// The user has not enabled the workflow (or disabled its integration).
+    #[error("{0}")]
+    NotEnabled(String),
+    /// The change conflicts with the user's other choices (a workflow of a disabled integration).
+    #[error("{0}")]
+    IntegrationDisabled(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -58,6 +64,8 @@ impl ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::NotEnabled(_) => StatusCode::FORBIDDEN,
+            ApiError::IntegrationDisabled(_) => StatusCode::CONFLICT,
             ApiError::Store(_) | ApiError::Queue(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -70,6 +78,8 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::NotEnabled(_) => "workflow_not_enabled",
+            ApiError::IntegrationDisabled(_) => "integration_disabled",
             ApiError::Store(_) | ApiError::Queue(_) | ApiError::Internal(_) => "internal",
         }
     }

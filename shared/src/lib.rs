@@ -14,6 +14,8 @@ pub mod condition;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+pub mod connect;
+pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod messages;

@@ -10,6 +10,9 @@ use serde_json::Value;
 use crate::model::Workflow;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
 
+mod connect;
+pub use connect::*;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The backend failed or could not be reached; worth retrying.
@@ -271,8 +274,8 @@ pub trait FanOutStore: Send + Sync {
 }
 
 /// Everything the runtime stores.
-pub trait Store: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore {}
-impl<T: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore> Store for T {}
+pub trait Store: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore + ConnectStore {}
+impl<T: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore + ConnectStore> Store for T {}
 
 /// The two queues: step messages for the step runner, deadline messages for the response waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

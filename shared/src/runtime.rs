@@ -79,7 +79,13 @@ pub struct Runtime {
     pub settings: Settings,
     /// Wakes callers waiting in this process for their answers.
     pub signals: Arc<Signals>,
+    /// Connected users this process has recorded, so a user's record is written once per
+    /// process rather than on every request.
+    known_users: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
+
+/// How many (project, user) pairs a process remembers as recorded before it starts over.
+const KNOWN_USERS: usize = 100_000;
 
 impl Runtime {
     pub fn new(
@@ -89,6 +95,23 @@ impl Runtime {
         http: HttpClient,
         settings: Settings,
     ) -> Self {
-        Runtime { store, queue, starter, http, settings, signals: Arc::default() }
+        Runtime { store, queue, starter, http, settings, signals: Arc::default(), known_users: Arc::default() }
+    }
+
+    /// Records the connected user `user_id` of `project_id` unless this process did already
+    /// (a user exists from their first valid token).
+    pub async fn known_user(&self, project_id: &str, user_id: &str) -> Result<(), crate::ports::StoreError> {
+        let key = (project_id.to_string(), user_id.to_string());
+        if self.known_users.lock().is_ok_and(|known| known.contains(&key)) {
+            return Ok(());
+        }
+        self.store.ensure_user(project_id, user_id).await?;
+        if let Ok(mut known) = self.known_users.lock() {
+            if known.len() >= KNOWN_USERS {
+                known.clear();
+            }
+            known.insert(key);
+        }
+        Ok(())
     }
 }

@@ -243,6 +243,14 @@ impl TestStack {
         self.store.deploy_workflow(&self.project_id, &workflow).await.expect("deploy")
     }
 
+    /// Loads and deploys a project folder (integrations, settings, workflows) as `sluice
+    /// deploy` does; it must pass validation.
+    pub async fn deploy_project(&self, dir: &std::path::Path) -> Vec<Deployment> {
+        let definition = sluice_cli::project::load(dir).expect("the test project is valid");
+        let deployed = sluice_cli::project::deploy(self.store.as_ref(), &self.project_id, &definition).await;
+        deployed.expect("deploy").into_iter().map(|(_, deployment)| deployment).collect()
+    }
+
     pub fn token(&self, user_id: &str) -> String {
         auth::issue_user_token(&self.private_pem, user_id, Duration::from_secs(600)).expect("token")
     }

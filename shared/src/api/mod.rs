@@ -2,6 +2,7 @@
 //! Lambda (through lambda_http) and by `sluice dev` (through axum). Every error becomes a
 //! JSON body through [`ApiError::into_response`]; nothing here panics on client input.
 
+mod connect;
 mod executions;
 mod respond;
 mod test_runs;
@@ -13,6 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
 use crate::error::{ApiError, json_response};
+use crate::ports::Switch;
 use crate::runner::Runner;
 use crate::runtime::Runtime;
 
@@ -61,6 +63,43 @@ impl Api {
                 let (parts, body) = request.into_parts();
                 test_runs::handle(&self.runner, project, &parts.headers, &body).await
             }
+            ["projects", project, "sdk", "me"] => {
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                match parts.method {
+                    Method::GET => connect::get_me(&self.runtime, project, &parts.headers).await,
+                    Method::PATCH => connect::patch_me(&self.runtime, project, &parts.headers, &body).await,
+                    _ => Err(ApiError::MethodNotAllowed("use GET or PATCH for this route".into())),
+                }
+            }
+            ["projects", project, "sdk", "connect"] => {
+                allow(&request, &Method::GET)?;
+                connect::connect(&self.runtime, id(project)?, request.headers()).await
+            }
+            ["projects", project, "sdk", kind @ ("integrations" | "workflows"), target] => {
+                allow(&request, &Method::PUT)?;
+                let project = id(project)?;
+                let switch = match *kind {
+                    "integrations" => Switch::Integration(integration(target)?.to_string()),
+                    _ => Switch::Workflow(id(target)?.to_string()),
+                };
+                let (parts, body) = request.into_parts();
+                connect::set_enabled(&self.runtime, project, &parts.headers, switch, &body).await
+            }
+            ["projects", project, "sdk", kind @ ("integrations" | "workflows"), target, "settings"] => {
+                let project = id(project)?;
+                let of = match *kind {
+                    "integrations" => connect::SettingsOf::Integration(integration(target)?),
+                    _ => connect::SettingsOf::Workflow(id(target)?),
+                };
+                let (parts, body) = request.into_parts();
+                let write = match parts.method {
+                    Method::GET => None,
+                    Method::PUT => Some(&body),
+                    _ => return Err(ApiError::MethodNotAllowed("use GET or PUT for this route".into())),
+                };
+                connect::settings(&self.runtime, project, &parts.headers, of, write).await
+            }
             ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),
         }
@@ -73,6 +112,14 @@ fn allow(request: &Request<Bytes>, method: &Method) -> Result<(), ApiError> {
     } else {
         Err(ApiError::MethodNotAllowed(format!("use {method} for this route")))
     }
+}
+
+/// Integration names in paths: `slack`, `custom.acme` (at most 64 characters of `[a-z0-9.]`).
+fn integration(segment: &str) -> Result<&str, ApiError> {
+    let valid = !segment.is_empty()
+        && segment.len() <= 64
+        && segment.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.');
+    if valid { Ok(segment) } else { Err(ApiError::NotFound(format!("no integration `{segment}`"))) }
 }
 
 /// Path ids are 1–128 characters of `[A-Za-z0-9_-]`; anything else cannot exist.

@@ -51,6 +51,17 @@ pub(super) async fn handle(
         .get_deployed(project_id, workflow_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no deployed workflow `{workflow_id}` in this project")))?;
+    runtime.known_user(project_id, &user_id).await?;
+    let workflow = &deployment.workflow;
+    if let Some(integration) = &workflow.integration {
+        let enablement = store.enablement(project_id, &user_id).await?;
+        if !enablement.runs(Some(integration), workflow_id, workflow.enabled_by_default) {
+            return Err(ApiError::NotEnabled(format!(
+                "workflow `{workflow_id}` is not enabled for this user: enable it (and its integration \
+                 `{integration}`) through PUT /projects/{project_id}/sdk/workflows/{workflow_id}"
+            )));
+        }
+    }
     let trigger = trigger_data(&parts, &body)?;
     let problems = violations(&deployment.workflow.trigger, &trigger);
     if !problems.is_empty() {

@@ -15,11 +15,12 @@ use crate::ports::{FanOutStore, StoreError};
 use crate::record::{Execution, StepAttempt};
 use crate::template::Template;
 
-/// The variables for `step` running in `scope`.
+/// The variables for `step` running in `scope`: `ctx` (the [`base`] variables with the
+/// user's settings) and the steps it refers to.
 pub(super) async fn for_step(
     store: &dyn FanOutStore,
     known: &HashMap<String, StepAttempt>,
-    env: &BTreeMap<String, String>,
+    mut ctx: Value,
     execution: &Execution,
     workflow: &Workflow,
     step: &Step,
@@ -40,9 +41,7 @@ pub(super) async fn for_step(
             steps.insert(id, step_variables(&attempt));
         }
     }
-    let mut ctx = base(execution, env);
     ctx["steps"] = Value::Object(steps);
-    ctx["settings"] = Value::Object(workflow.setting_defaults());
     if let Some(innermost) = scope.last() {
         ctx["item"] = innermost.item.clone();
         ctx["index"] = json!(innermost.index);
@@ -83,28 +82,40 @@ pub fn step_variables(attempt: &StepAttempt) -> Value {
 /// The ids of the steps `step`'s own templates refer to (`{{steps.ID...}}`), not counting
 /// the steps nested in it or a Function step's code.
 pub fn referenced_steps(step: &Step) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    collect(&own_templates(step), &mut |expr| {
+        if expr.root() == Some("steps")
+            && let Some(id) = expr.key_at(1)
+        {
+            found.insert(id.to_string());
+        }
+    });
+    found
+}
+
+/// Whether `step`'s own templates read `{{settings...}}`.
+pub fn reads_settings(step: &Step) -> bool {
+    let mut reads = false;
+    collect(&own_templates(step), &mut |expr| reads |= expr.root() == Some("settings"));
+    reads
+}
+
+/// The step's fields without the steps nested in it or a Function step's code.
+fn own_templates(step: &Step) -> Value {
     let mut kind = serde_json::to_value(&step.kind).unwrap_or(Value::Null);
     if let Some(fields) = kind.as_object_mut() {
         for nested in ["then", "else", "steps", "code"] {
             fields.remove(nested);
         }
     }
-    let mut found = BTreeSet::new();
-    collect(&kind, &mut found);
-    found
+    kind
 }
 
-fn collect(value: &Value, found: &mut BTreeSet<String>) {
+fn collect(value: &Value, found: &mut impl FnMut(&crate::template::PathExpr)) {
     match value {
         Value::String(text) if text.contains("{{") => {
             if let Ok(template) = Template::parse(text) {
-                for expr in template.expressions() {
-                    if expr.root() == Some("steps")
-                        && let Some(id) = expr.key_at(1)
-                    {
-                        found.insert(id.to_string());
-                    }
-                }
+                template.expressions().for_each(&mut *found);
             }
         }
         Value::Array(items) => items.iter().for_each(|v| collect(v, found)),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::connect::UserSettings;
 use crate::engine::{self, Answer, Effect, Event, Outcome, Recorded, State, StepKey};
 use crate::messages::{ScopeEntry, StepMessage};
 use crate::model::{StepKind, Workflow};
@@ -153,6 +154,8 @@ struct Segment<'a> {
     /// Started by a recovery: lanes are walked again ([`engine::Carry::Always`]); the messages it
     /// sends carry the flag on.
     repair: bool,
+    /// The user's settings, once a step read them.
+    settings: Option<Arc<UserSettings>>,
 }
 
 impl Runner {
@@ -361,6 +364,7 @@ impl<'a> Segment<'a> {
             fresh,
             redelivered: false,
             repair: false,
+            settings: None,
         }
     }
 
@@ -430,8 +434,10 @@ impl<'a> Segment<'a> {
             self.known.insert(text, recorded);
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
-        let env = &self.runtime.settings.env;
-        let ctx = context::for_step(store.as_ref(), &self.known, env, self.execution, self.workflow, step, &self.scope)
+        let settings = self.user_settings(step).await?;
+        let mut base = context::base(self.execution, &self.runtime.settings.env);
+        base["settings"] = Value::Object(settings.values.clone());
+        let ctx = context::for_step(store.as_ref(), &self.known, base, self.execution, self.workflow, step, &self.scope)
             .await?;
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
@@ -439,6 +445,7 @@ impl<'a> Segment<'a> {
         let executed = steps::execute(self.ports(), self.execution, step, &text, attempt, &ctx).await;
         self.steps_run += 1;
         let mut record = executed.record;
+        crate::connect::redact(&mut record, &settings.secrets);
         if let Some(answer) = executed.answer {
             let delivery = self.answer(key.clone(), answer).await;
             match delivery {
@@ -458,6 +465,23 @@ impl<'a> Segment<'a> {
             (_, recorded) => steps::outcome_of(step, &recorded).map_err(RunError::Poison)?,
         };
         Ok(Event::StepEnded { key, attempt, outcome })
+    }
+
+    /// The user's settings if `step` reads them (read once per segment), else none.
+    async fn user_settings(&mut self, step: &crate::model::Step) -> Result<Arc<UserSettings>, RunError> {
+        let declares = !self.workflow.inputs.is_empty() || !self.workflow.integration_inputs.is_empty();
+        if !declares || !context::reads_settings(step) {
+            return Ok(Arc::default());
+        }
+        if let Some(settings) = &self.settings {
+            return Ok(settings.clone());
+        }
+        let (execution, store) = (self.execution, self.runtime.store.as_ref());
+        let settings = Arc::new(
+            crate::connect::user_settings(store, &execution.project_id, &execution.user_id, self.workflow).await?,
+        );
+        self.settings = Some(settings.clone());
+        Ok(settings)
     }
 
     /// Settles a Response step's answer if the engine says a caller gets it.

@@ -12,6 +12,7 @@
 //! grouped into JSON chunk items of at most 100 items or 64 KiB, and completed branches are
 //! recorded and counted by one transaction each (`fan_out`).
 
+mod connect;
 mod executions;
 mod fan_out;
 mod files;

@@ -8,6 +8,7 @@
 //! integer milliseconds since the epoch and JSON values are stored as TEXT, so everything
 //! round-trips exactly.
 
+mod connect;
 mod executions;
 mod fan_out;
 mod files;
@@ -37,7 +38,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 1: the initial schema. 2: step logs (a JSON array, NULL when empty) and execution files.
 /// 3: the test-run flag of executions (0 for executions written before), fan-out items and
 /// completed fan-out branches. 4: which call counted a branch (`counted_by`, NULL for
-/// branches counted before and for inline batches).
+/// branches counted before and for inline batches). 5: the connect layer's integrations,
+/// users, enablement and settings.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -143,6 +145,39 @@ CREATE TABLE fan_out_branches (
 "#,
     r#"
 ALTER TABLE fan_out_branches ADD COLUMN counted_by TEXT;
+"#,
+    r#"
+CREATE TABLE integrations (
+    project_id TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    record     TEXT NOT NULL,
+    PRIMARY KEY (project_id, name)
+);
+CREATE TABLE users (
+    project_id    TEXT NOT NULL,
+    user_id       TEXT NOT NULL,
+    name          TEXT,
+    email         TEXT,
+    timezone      TEXT,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, user_id)
+);
+CREATE TABLE enablement (
+    project_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    enabled    INTEGER NOT NULL,
+    PRIMARY KEY (project_id, user_id, kind, target)
+);
+CREATE TABLE settings (
+    project_id TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    setting_id TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    PRIMARY KEY (project_id, user_id, scope, setting_id)
+);
 "#,
 ];
 

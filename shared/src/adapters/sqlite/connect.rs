@@ -1,0 +1,242 @@
+//! The connect layer's ports on SQLite: `integrations` (one row per deployed integration,
+//! its record as JSON), `users`, `enablement` (one row per explicit choice) and `settings`
+//! (one row per stored value). Every statement is keyed by project and user.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use serde_json::Value;
+
+use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
+use crate::ports::{
+    ConnectedUser, Enablement, EnablementStore, IntegrationRecord, IntegrationStore, SettingsScope, SettingsStore,
+    StoreError, Switch, UserMeta, UserStore, check_setting_values,
+};
+use crate::record::now;
+
+#[async_trait]
+impl IntegrationStore for Sqlite {
+    async fn put_integrations(&self, project_id: &str, integrations: &[IntegrationRecord]) -> Result<(), StoreError> {
+        let rows = integrations
+            .iter()
+            .map(|record| Ok((record.name.clone(), to_json(record)?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let project_id = project_id.to_string();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            tx.execute("DELETE FROM integrations WHERE project_id = ?1", params![project_id]).map_err(backend)?;
+            for (name, record) in &rows {
+                tx.execute(
+                    "INSERT INTO integrations (project_id, name, record) VALUES (?1, ?2, ?3)",
+                    params![project_id, name, record],
+                )
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn list_integrations(&self, project_id: &str) -> Result<Vec<IntegrationRecord>, StoreError> {
+        let project_id = project_id.to_string();
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT record FROM integrations WHERE project_id = ?1 ORDER BY name")
+                .map_err(backend)?;
+            let rows = statement.query_map(params![project_id], |row| row.get::<_, String>(0)).map_err(backend)?;
+            rows.map(|row| from_json("integration record", &row.map_err(backend)?)).collect()
+        })
+        .await
+    }
+
+    async fn get_integration(&self, project_id: &str, name: &str) -> Result<Option<IntegrationRecord>, StoreError> {
+        let (project_id, name) = (project_id.to_string(), name.to_string());
+        self.call(move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM integrations WHERE project_id = ?1 AND name = ?2",
+                    params![project_id, name],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            text.map(|t| from_json("integration record", &t)).transpose()
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl UserStore for Sqlite {
+    async fn ensure_user(&self, project_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
+        self.call(move |conn| {
+            let inserted = conn
+                .execute(
+                    "INSERT INTO users (project_id, user_id, created_at_ms) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (project_id, user_id) DO NOTHING",
+                    params![project_id, user_id, to_ms(&now())],
+                )
+                .map_err(backend)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    async fn update_user(&self, project_id: &str, user_id: &str, meta: &UserMeta) -> Result<ConnectedUser, StoreError> {
+        let (project_id, user_id, meta) = (project_id.to_string(), user_id.to_string(), meta.clone());
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO users (project_id, user_id, name, email, timezone, created_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (project_id, user_id) DO UPDATE SET
+                   name = COALESCE(excluded.name, name),
+                   email = COALESCE(excluded.email, email),
+                   timezone = COALESCE(excluded.timezone, timezone)",
+                params![project_id, user_id, meta.name, meta.email, meta.timezone, to_ms(&now())],
+            )
+            .map_err(backend)?;
+            read_user(conn, &project_id, &user_id)?
+                .ok_or_else(|| StoreError::Backend("the user just written is not there".into()))
+        })
+        .await
+    }
+
+    async fn get_user(&self, project_id: &str, user_id: &str) -> Result<Option<ConnectedUser>, StoreError> {
+        let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
+        self.call(move |conn| read_user(conn, &project_id, &user_id)).await
+    }
+}
+
+fn read_user(
+    conn: &rusqlite::Connection,
+    project_id: &str,
+    user_id: &str,
+) -> Result<Option<ConnectedUser>, StoreError> {
+    let row = conn
+        .query_row(
+            "SELECT name, email, timezone, created_at_ms FROM users WHERE project_id = ?1 AND user_id = ?2",
+            params![project_id, user_id],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)?)),
+        )
+        .optional()
+        .map_err(backend)?;
+    row.map(|(name, email, timezone, created)| {
+        Ok(ConnectedUser {
+            user_id: user_id.to_string(),
+            meta: UserMeta { name, email, timezone },
+            created_at: from_ms(created)?,
+        })
+    })
+    .transpose()
+}
+
+#[async_trait]
+impl EnablementStore for Sqlite {
+    async fn enablement(&self, project_id: &str, user_id: &str) -> Result<Enablement, StoreError> {
+        let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached("SELECT kind, target, enabled FROM enablement WHERE project_id = ?1 AND user_id = ?2")
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![project_id, user_id], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?))
+                })
+                .map_err(backend)?;
+            let mut enablement = Enablement::default();
+            for row in rows {
+                let (kind, target, enabled) = row.map_err(backend)?;
+                match kind.as_str() {
+                    "integration" => enablement.integrations.insert(target, enabled),
+                    _ => enablement.workflows.insert(target, enabled),
+                };
+            }
+            Ok(enablement)
+        })
+        .await
+    }
+
+    async fn set_enabled(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        switch: &Switch,
+        enabled: bool,
+    ) -> Result<(), StoreError> {
+        let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
+        let (kind, target) = switch.key();
+        let target = target.to_string();
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO enablement (project_id, user_id, kind, target, enabled) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (project_id, user_id, kind, target) DO UPDATE SET enabled = excluded.enabled",
+                params![project_id, user_id, kind, target, enabled],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SettingsStore for Sqlite {
+    async fn get_settings(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        scope: &SettingsScope,
+    ) -> Result<BTreeMap<String, Value>, StoreError> {
+        let (project_id, user_id, scope) = (project_id.to_string(), user_id.to_string(), scope.key());
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT setting_id, value FROM settings WHERE project_id = ?1 AND user_id = ?2 AND scope = ?3",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![project_id, user_id, scope], |row| {
+                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                })
+                .map_err(backend)?;
+            rows.map(|row| {
+                let (id, text) = row.map_err(backend)?;
+                Ok((id, from_json("setting value", &text)?))
+            })
+            .collect()
+        })
+        .await
+    }
+
+    async fn put_settings(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        scope: &SettingsScope,
+        values: &BTreeMap<String, Value>,
+    ) -> Result<(), StoreError> {
+        let rows = check_setting_values(values)?;
+        let (project_id, user_id, scope) = (project_id.to_string(), user_id.to_string(), scope.key());
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            for (id, text) in &rows {
+                match text {
+                    Some(text) => tx.execute(
+                        "INSERT INTO settings (project_id, user_id, scope, setting_id, value) VALUES (?1, ?2, ?3, ?4, ?5)
+                         ON CONFLICT (project_id, user_id, scope, setting_id) DO UPDATE SET value = excluded.value",
+                        params![project_id, user_id, scope, id, text],
+                    ),
+                    None => tx.execute(
+                        "DELETE FROM settings WHERE project_id = ?1 AND user_id = ?2 AND scope = ?3 AND setting_id = ?4",
+                        params![project_id, user_id, scope, id],
+                    ),
+                }
+                .map_err(backend)?;
+            }
+            tx.commit().map_err(backend)
+        })
+        .await
+    }
+}

@@ -1,0 +1,217 @@
+//! The connect layer at run time: a user's settings as workflows read them, the checks a
+//! settings write passes, and keeping `password` values out of what is recorded.
+//!
+//! Invariants: stored values hang on a setting's `id` and are read through its key
+//! (`{{settings.KEY}}`), so renaming a key keeps values and changing an id drops them; a
+//! `password` value never leaves this module except into a step's templated input, and
+//! every recorded attempt is passed through [`redact`] with the values it could contain.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use crate::model::Workflow;
+use crate::model::load::inputs::{Declared, value_problem};
+use crate::model::project::{Input, InputType};
+use crate::ports::{SettingsScope, Store, StoreError};
+use crate::record::StepAttempt;
+
+/// What a redacted value reads as in records and answers.
+pub const REDACTED: &str = "[redacted]";
+
+/// The settings a workflow reads for a user: each declared setting's stored value, or its
+/// default; and the `password` values among them (to redact from records).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct UserSettings {
+    pub values: Map<String, Value>,
+    pub secrets: Vec<String>,
+}
+
+/// The settings `workflow` reads for `user_id` of `project_id` (integration-level, then the
+/// workflow's own, which shadow them by key).
+pub async fn user_settings(
+    store: &dyn Store,
+    project_id: &str,
+    user_id: &str,
+    workflow: &Workflow,
+) -> Result<UserSettings, StoreError> {
+    let mut settings = UserSettings::default();
+    if workflow.integration_inputs.is_empty() && workflow.inputs.is_empty() {
+        return Ok(settings);
+    }
+    let integration = match &workflow.integration {
+        Some(name) if !workflow.integration_inputs.is_empty() => {
+            store.get_settings(project_id, user_id, &SettingsScope::Integration(name.clone())).await?
+        }
+        _ => BTreeMap::new(),
+    };
+    let own = if workflow.inputs.is_empty() {
+        BTreeMap::new()
+    } else {
+        store.get_settings(project_id, user_id, &SettingsScope::Workflow(workflow.id.clone())).await?
+    };
+    for (inputs, stored) in [(&workflow.integration_inputs, &integration), (&workflow.inputs, &own)] {
+        for (key, input) in inputs {
+            let value = stored.get(&input.id).cloned().or_else(|| input.default.clone());
+            if let Some(value) = value {
+                if input.kind == InputType::Password
+                    && let Some(secret) = value.as_str()
+                    && !secret.is_empty()
+                {
+                    settings.secrets.push(secret.to_string());
+                }
+                settings.values.insert(key.clone(), value);
+            } else {
+                settings.values.remove(key);
+            }
+        }
+    }
+    Ok(settings)
+}
+
+/// Checks a settings write (setting key → value; `null` clears a value) against `inputs`;
+/// the values to store by setting id, or every problem.
+pub fn check_settings_write(
+    inputs: &BTreeMap<String, Input>,
+    body: &Map<String, Value>,
+) -> Result<BTreeMap<String, Value>, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut values = BTreeMap::new();
+    for (key, value) in body {
+        let Some(input) = inputs.get(key) else {
+            let declared: Vec<&str> = inputs.keys().map(String::as_str).collect();
+            let declared = if declared.is_empty() { "none".to_string() } else { declared.join(", ") };
+            problems.push(format!("`{key}`: no such setting (declared: {declared})"));
+            continue;
+        };
+        if value.is_null() {
+            if input.required && input.default.is_none() {
+                problems.push(format!("`{key}`: is required and cannot be cleared"));
+            } else {
+                values.insert(input.id.clone(), Value::Null);
+            }
+            continue;
+        }
+        let fields: Vec<String> = input.fields.keys().cloned().collect();
+        let declared = Declared {
+            options: (!input.options.is_empty()).then_some(input.options.as_slice()),
+            fields: Some(&fields),
+        };
+        match value_problem(input.kind, value, &declared) {
+            Some(problem) => problems.push(format!("`{key}`: {problem}")),
+            None => {
+                values.insert(input.id.clone(), value.clone());
+            }
+        }
+    }
+    if problems.is_empty() { Ok(values) } else { Err(problems) }
+}
+
+/// The settings of `inputs` as a user sees them: each key's current value (stored or
+/// default) with `password` values shown only as whether one is set.
+pub fn shown_settings(inputs: &BTreeMap<String, Input>, stored: &BTreeMap<String, Value>) -> Map<String, Value> {
+    inputs
+        .iter()
+        .filter_map(|(key, input)| {
+            let value = stored.get(&input.id).cloned().or_else(|| input.default.clone())?;
+            let shown = if input.kind == InputType::Password { Value::from(REDACTED) } else { value };
+            Some((key.clone(), shown))
+        })
+        .collect()
+}
+
+/// Replaces every occurrence of a secret in the attempt's input, output, error and logs.
+pub fn redact(attempt: &mut StepAttempt, secrets: &[String]) {
+    if secrets.is_empty() {
+        return;
+    }
+    redact_value(&mut attempt.input, secrets);
+    if let Some(output) = attempt.output.as_mut() {
+        redact_value(output, secrets);
+    }
+    if let Some(error) = attempt.error.as_mut() {
+        error.message = redact_text(&error.message, secrets);
+        if let Some(details) = error.details.as_mut() {
+            redact_value(details, secrets);
+        }
+    }
+    for line in &mut attempt.logs {
+        if secrets.iter().any(|secret| line.contains(secret.as_str())) {
+            *line = redact_text(line, secrets);
+        }
+    }
+}
+
+fn redact_value(value: &mut Value, secrets: &[String]) {
+    match value {
+        Value::String(text) if secrets.iter().any(|secret| text.contains(secret.as_str())) => {
+            *text = redact_text(text, secrets);
+        }
+        Value::Array(items) => items.iter_mut().for_each(|item| redact_value(item, secrets)),
+        Value::Object(map) => map.values_mut().for_each(|item| redact_value(item, secrets)),
+        _ => {}
+    }
+}
+
+fn redact_text(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_string(), |text, secret| text.replace(secret.as_str(), REDACTED))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn inputs() -> BTreeMap<String, Input> {
+        serde_json::from_value(json!({
+            "channel": { "id": "channel", "type": "text", "title": "Channel", "default": "#a" },
+            "token": { "id": "tok", "type": "password", "title": "Token", "required": true },
+            "kind": { "id": "kind", "type": "select", "title": "Kind", "options": ["x", "y"] },
+            "map": { "id": "map", "type": "field_mapping", "title": "Map", "fields": { "email": "Email" } },
+        }))
+        .expect("inputs")
+    }
+
+    #[test]
+    fn a_settings_write_lists_every_problem_and_stores_by_id() {
+        let body = json!({ "channel": "#b", "token": "s3cret", "kind": "z", "map": { "phone": "P" }, "nope": 1 });
+        let problems = check_settings_write(&inputs(), body.as_object().expect("object")).expect_err("problems");
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("`kind`: `z` is not one of the options")));
+        assert!(problems.iter().any(|p| p.starts_with("`map`: `phone` is not a field")));
+        assert!(problems.iter().any(|p| p.starts_with("`nope`: no such setting")));
+        let body = json!({ "channel": null, "token": "s3cret", "map": { "email": "Email__c" } });
+        let values = check_settings_write(&inputs(), body.as_object().expect("object")).expect("valid");
+        assert_eq!(
+            Value::from(values.into_iter().collect::<Map<_, _>>()),
+            json!({ "channel": null, "tok": "s3cret", "map": { "email": "Email__c" } })
+        );
+        let cleared = check_settings_write(&inputs(), json!({ "token": null }).as_object().expect("object"));
+        assert!(cleared.expect_err("required").iter().any(|p| p.contains("is required")));
+    }
+
+    #[test]
+    fn passwords_are_shown_redacted_and_redacted_from_records() {
+        let stored = BTreeMap::from([("tok".to_string(), json!("s3cret")), ("kind".to_string(), json!("x"))]);
+        let shown = shown_settings(&inputs(), &stored);
+        assert_eq!(Value::Object(shown), json!({ "channel": "#a", "token": REDACTED, "kind": "x" }));
+        let at = crate::record::now();
+        let mut attempt = StepAttempt {
+            step: "s".into(),
+            attempt: 1,
+            status: crate::record::StepStatus::Succeeded,
+            input: json!({ "headers": { "authorization": "Bearer s3cret" }, "n": 1 }),
+            output: Some(json!(["s3cret", "fine"])),
+            error: None,
+            started_at: at,
+            ended_at: at,
+            logs: vec!["token is s3cret".into()],
+        };
+        redact(&mut attempt, &["s3cret".to_string()]);
+        assert!(!serde_json::to_string(&attempt.input).expect("json").contains("s3cret"));
+        assert_eq!(attempt.input["headers"]["authorization"], format!("Bearer {REDACTED}"));
+        assert_eq!(attempt.output, Some(json!([REDACTED, "fine"])));
+        assert_eq!(attempt.logs, [format!("token is {REDACTED}")]);
+    }
+}

@@ -1,0 +1,301 @@
+//! Connected users, enablement and settings end to end, on both backends: a project folder
+//! deployed with its integrations; triggers gated by what each user enabled; settings written
+//! through the SDK API, validated, read by workflows and never shown or recorded when secret;
+//! and every crossing between users and projects refused.
+
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::http::HeaderMap;
+use axum::routing::get;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sluice_e2e::fake_api::serve_locally;
+use sluice_e2e::on_both_backends;
+use sluice_e2e::stack::{Backend, TestStack};
+
+const SECRET: &str = "s3cr3t-token-value";
+
+/// A project: `slack` (a text and a password setting), `custom.acme`, and a plain workflow.
+fn project(api: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-connect-{}", uuid::Uuid::new_v4().simple()));
+    let put = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("folders");
+        std::fs::write(path, text).expect("write");
+    };
+    put("integrations/slack/config.yaml", "description: Slack\naccentColor: \"#4a154b\"\n");
+    put(
+        "integrations/slack/inputs.yaml",
+        "channel: { id: channel, type: text, title: Channel, default: \"#sales\" }\n\
+         token: { id: botToken, type: password, title: Bot token }\n\
+         kind: { id: kind, type: select, title: Kind, options: [a, b] }\n",
+    );
+    put(
+        "integrations/slack/workflows/announce.yaml",
+        &format!(
+            r#"id: announce
+enabled_by_default: true
+inputs:
+  prefix: {{ id: prefix, type: text, title: Prefix, default: "Deal" }}
+trigger: {{ type: request }}
+steps:
+  - id: call
+    type: request
+    url: "{api}/echo"
+    headers: {{ authorization: "Bearer {{{{settings.token}}}}", x-note: "token={{{{settings.token}}}}" }}
+  - id: reply
+    type: response
+    body: {{ channel: "{{{{settings.channel}}}}", prefix: "{{{{settings.prefix}}}}", seen: "{{{{steps.call.output.body.seen}}}}" }}
+"#
+        ),
+    );
+    put(
+        "integrations/slack/workflows/greet.yaml",
+        "id: greet\nenabled_by_default: true\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { hi: true } }]\n",
+    );
+    put(
+        "integrations/slack/workflows/opt-in.yaml",
+        "id: opt-in\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { ok: true } }]\n",
+    );
+    put(
+        "integrations/custom.acme/config.yaml",
+        "authenticationType: api_key\napiBaseUrl: https://api.acme.example\n\
+         authorization: { type: header, name: X-Key, value: \"{{credentials.apiKey}}\" }\n",
+    );
+    put("plain.yaml", "id: plain\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { ok: true } }]\n");
+    dir
+}
+
+/// An API that answers whether it saw the secret in `Authorization`, and remembers the headers.
+async fn echo_api() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let record = seen.clone();
+    let app = Router::new().route(
+        "/echo",
+        get(move |headers: HeaderMap| {
+            let record = record.clone();
+            async move {
+                let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+                let has = auth == format!("Bearer {SECRET}");
+                record.lock().expect("seen").push(auth);
+                axum::Json(json!({ "seen": has }))
+            }
+        }),
+    );
+    (serve_locally(app).await, seen)
+}
+
+struct Sdk<'a> {
+    stack: &'a TestStack,
+    token: String,
+}
+
+impl Sdk<'_> {
+    fn url(&self, path: &str) -> String {
+        format!("{}/projects/{}/sdk/{path}", self.stack.base_url, self.stack.project_id)
+    }
+
+    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.stack.client().request(method, self.url(path)).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn trigger(&self, workflow: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, &format!("triggers/{workflow}"), Some(json!({}))).await
+    }
+
+    async fn enable(&self, path: &str, enabled: bool) -> (StatusCode, Value) {
+        self.send(reqwest::Method::PUT, path, Some(json!({ "enabled": enabled }))).await
+    }
+}
+
+async fn enablement_gates_triggers_per_user(stack: &TestStack) {
+    let (api, _) = echo_api().await;
+    let dir = project(&api);
+    let deployed = stack.deploy_project(&dir).await;
+    assert_eq!(deployed.len(), 4);
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let bob = Sdk { stack, token: stack.token("bob") };
+
+    assert_eq!(ada.trigger("plain").await.0, StatusCode::OK, "outside any integration: always enabled");
+    assert_eq!(ada.trigger("greet").await.0, StatusCode::OK, "enabled by default");
+    let (status, body) = ada.trigger("opt-in").await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert_eq!(body["error"]["code"], "workflow_not_enabled", "{body}");
+
+    assert_eq!(ada.enable("workflows/opt-in", true).await.0, StatusCode::OK);
+    assert_eq!(ada.trigger("opt-in").await.0, StatusCode::OK, "enabled by the user");
+    assert_eq!(bob.trigger("opt-in").await.0, StatusCode::FORBIDDEN, "one user's choice is theirs alone");
+
+    assert_eq!(ada.enable("integrations/slack", false).await.0, StatusCode::OK);
+    for workflow in ["greet", "opt-in"] {
+        assert_eq!(ada.trigger(workflow).await.0, StatusCode::FORBIDDEN, "{workflow}: its integration is off");
+    }
+    assert_eq!(ada.trigger("plain").await.0, StatusCode::OK);
+    let (status, body) = ada.enable("workflows/greet", true).await;
+    assert_eq!((status, &body["error"]["code"]), (StatusCode::CONFLICT, &json!("integration_disabled")), "{body}");
+    assert_eq!(bob.trigger("greet").await.0, StatusCode::OK, "bob's integration is still on");
+    assert_eq!(ada.enable("integrations/slack", true).await.0, StatusCode::OK);
+    assert_eq!(ada.trigger("greet").await.0, StatusCode::OK);
+    assert_eq!(ada.trigger("opt-in").await.0, StatusCode::OK, "the workflow's own choice comes back");
+
+    for (path, status) in [
+        ("integrations/trello", StatusCode::NOT_FOUND),
+        ("workflows/nope", StatusCode::NOT_FOUND),
+        ("workflows/plain", StatusCode::BAD_REQUEST),
+    ] {
+        assert_eq!(ada.enable(path, true).await.0, status, "{path}");
+    }
+    let (status, _) = ada.send(reqwest::Method::PUT, "workflows/opt-in", Some(json!({ "enabled": "yes" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    let (status, connect) = ada.send(reqwest::Method::GET, "connect", None).await;
+    assert_eq!(status, StatusCode::OK, "{connect}");
+    let names: Vec<&str> = connect["integrations"].as_array().expect("list").iter().filter_map(|i| i["name"].as_str()).collect();
+    assert_eq!(names, ["custom.acme", "slack"]);
+    let slack = &connect["integrations"][1];
+    assert_eq!((&slack["enabled"], &slack["config"]["accentColor"]), (&json!(true), &json!("#4a154b")), "{slack}");
+    let flags: Vec<(&str, bool)> = slack["workflows"]
+        .as_array()
+        .expect("workflows")
+        .iter()
+        .map(|w| (w["id"].as_str().unwrap_or_default(), w["enabled"].as_bool().unwrap_or_default()))
+        .collect();
+    assert_eq!(flags, [("announce", true), ("greet", true), ("opt-in", true)]);
+    let acme = &connect["integrations"][0];
+    assert_eq!(acme["config"]["authenticationType"], "api_key");
+    assert!(acme["config"].get("apiBaseUrl").is_none() && acme["config"].get("authorization").is_none(), "{acme}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn settings_are_validated_read_by_workflows_and_secrets_never_shown(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let dir = project(&api);
+    stack.deploy_project(&dir).await;
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let bob = Sdk { stack, token: stack.token("bob") };
+
+    let (status, body) = ada
+        .send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "channel": 3, "kind": "c", "nope": 1 })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["violations"].as_array().map(Vec::len), Some(3), "every problem: {body}");
+    let (status, body) = ada
+        .send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "channel": "#deals", "token": SECRET })))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["values"], json!({ "channel": "#deals", "token": "[redacted]" }), "{body}");
+    assert!(!body.to_string().contains(SECRET));
+    let (status, body) =
+        ada.send(reqwest::Method::PUT, "workflows/announce/settings", Some(json!({ "prefix": "Won" }))).await;
+    assert_eq!((status, &body["values"]["prefix"]), (StatusCode::OK, &json!("Won")), "{body}");
+
+    let (status, answer) = ada.trigger("announce").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({ "channel": "#deals", "prefix": "Won", "seen": true }), "ada's settings");
+    assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some(format!("Bearer {SECRET}").as_str()));
+    // Bob set nothing: the defaults, and a workflow that needs his unset token fails clearly.
+    bob.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "token": "bobs" }))).await;
+    let (status, answer) = bob.trigger("announce").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, json!({ "channel": "#sales", "prefix": "Deal", "seen": false }), "bob's are the defaults");
+    let carl = Sdk { stack, token: stack.token("carl") };
+    let (status, answer) = carl.trigger("announce").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    assert!(answer.to_string().contains("settings"), "the error names the setting: {answer}");
+
+    // The execution record holds the request's input with the secret redacted.
+    let response = stack.client().post(stack.trigger_url("announce")).bearer_auth(stack.token("ada")).json(&json!({})).send().await.expect("trigger");
+    let id = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
+    let record = stack.wait_until_ended(&id, Duration::from_secs(30)).await;
+    let text = record.to_string();
+    assert!(!text.contains(SECRET), "the secret is in the record: {text}");
+    assert!(text.contains("token=[redacted]"), "{text}");
+    let (_, connect) = ada.send(reqwest::Method::GET, "connect", None).await;
+    assert!(!connect.to_string().contains(SECRET), "{connect}");
+    assert_eq!(connect["integrations"][1]["settings"]["values"]["token"], "[redacted]");
+    let (_, shown) = ada.send(reqwest::Method::GET, "integrations/slack/settings", None).await;
+    assert!(!shown.to_string().contains(SECRET), "{shown}");
+
+    // Clearing a value brings the default back.
+    let (status, body) =
+        ada.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "channel": null }))).await;
+    assert_eq!((status, &body["values"]["channel"]), (StatusCode::OK, &json!("#sales")), "{body}");
+    let (status, body) = ada.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!([1]))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = ada.send(reqwest::Method::GET, "integrations/trello/settings", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn users_are_recorded_and_described(stack: &TestStack) {
+    let ada = Sdk { stack, token: stack.token("ada@example.com") };
+    let (status, me) = ada.send(reqwest::Method::GET, "me", None).await;
+    assert_eq!((status, &me["userId"]), (StatusCode::OK, &json!("ada@example.com")), "{me}");
+    let meta = json!({ "name": "Ada", "email": "ada@example.com", "timezone": "Europe/Paris" });
+    let (status, me) = ada.send(reqwest::Method::PATCH, "me", Some(meta.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{me}");
+    assert_eq!((&me["name"], &me["timezone"]), (&json!("Ada"), &json!("Europe/Paris")));
+    let (status, body) = ada
+        .send(reqwest::Method::PATCH, "me", Some(json!({ "timezone": "Mars/Olympus", "email": "nope", "age": 3 })))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "unknown keys are refused: {body}");
+    let (status, body) =
+        ada.send(reqwest::Method::PATCH, "me", Some(json!({ "timezone": "Mars/Olympus", "email": "nope" }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["violations"].as_array().map(Vec::len), Some(2), "{body}");
+    let (_, me) = ada.send(reqwest::Method::GET, "me", None).await;
+    assert_eq!(me["timezone"], "Europe/Paris", "a refused update changes nothing");
+    let user = stack.store.get_user(&stack.project_id, "ada@example.com").await.expect("get");
+    assert_eq!(user.map(|u| u.meta.name), Some(Some("Ada".to_string())));
+}
+
+async fn no_token_crosses_users_projects_or_route_kinds(stack: &TestStack) {
+    let (api, _) = echo_api().await;
+    let dir = project(&api);
+    stack.deploy_project(&dir).await;
+    let base = &stack.base_url;
+    let project = &stack.project_id;
+    let http = stack.client();
+    let user = stack.token("ada");
+    // A token signed by another key (another project's) and the project API key on SDK routes.
+    let other_key = sluice_shared::auth::generate_signing_key().expect("key");
+    let foreign = sluice_shared::auth::issue_user_token(&other_key.private_pem, "ada", Duration::from_secs(60)).expect("token");
+    for path in ["sdk/me", "sdk/connect", "sdk/integrations/slack/settings", "sdk/workflows/announce/settings"] {
+        for (who, token) in [("foreign", foreign.as_str()), ("api key", stack.api_key.as_str()), ("none", "")] {
+            let response = http.get(format!("{base}/projects/{project}/{path}")).bearer_auth(token).send().await.expect("get");
+            let status = response.status();
+            let body = response.text().await.expect("body");
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{who} on {path}: {body}");
+            assert!(!body.contains("#sales") && !body.contains("slack"), "{who} on {path} leaks: {body}");
+        }
+        let missing = http.get(format!("{base}/projects/no-such-project/{path}")).bearer_auth(&user).send().await.expect("get");
+        assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "a missing project answers as a foreign one");
+    }
+    // A user token on a management route.
+    let response = http.get(format!("{base}/projects/{project}/executions/x")).bearer_auth(&user).send().await.expect("get");
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    // What one user writes, another never reads.
+    let ada = Sdk { stack, token: user };
+    let bob = Sdk { stack, token: stack.token("bob") };
+    ada.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "token": SECRET, "channel": "#ada" }))).await;
+    let (_, bob_settings) = bob.send(reqwest::Method::GET, "integrations/slack/settings", None).await;
+    assert_eq!(bob_settings["values"], json!({ "channel": "#sales" }), "{bob_settings}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+on_both_backends! {
+    enablement_gates_triggers_per_user: Duration::from_secs(10);
+    settings_are_validated_read_by_workflows_and_secrets_never_shown: Duration::from_secs(10);
+    users_are_recorded_and_described: Duration::from_secs(10);
+    no_token_crosses_users_projects_or_route_kinds: Duration::from_secs(10);
+}
