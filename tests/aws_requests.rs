@@ -85,7 +85,11 @@ fn shapes() -> Vec<Shape> {
 fn counting_clients(sdk: &aws_config::SdkConfig, recorder: &Arc<Recorder>) -> AwsClients {
     let dynamodb = aws_sdk_dynamodb::config::Builder::from(sdk).interceptor(Counting(recorder.clone())).build();
     let sqs = aws_sdk_sqs::config::Builder::from(sdk).interceptor(Counting(recorder.clone())).build();
-    AwsClients { dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb), sqs: aws_sdk_sqs::Client::from_conf(sqs) }
+    AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(dynamodb),
+        sqs: aws_sdk_sqs::Client::from_conf(sqs),
+        kms: aws_sdk_kms::Client::new(sdk),
+    }
 }
 
 /// The stack's own table and queues, read with clients that count nothing.

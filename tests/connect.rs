@@ -3,7 +3,6 @@
 //! through the SDK API, validated, read by workflows and never shown or recorded when secret;
 //! and every crossing between users and projects refused.
 
-
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,7 +65,10 @@ steps:
         "authenticationType: api_key\napiBaseUrl: https://api.acme.example\n\
          authorization: { type: header, name: X-Key, value: \"{{credentials.apiKey}}\" }\n",
     );
-    put("plain.yaml", "id: plain\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { ok: true } }]\n");
+    put(
+        "plain.yaml",
+        "id: plain\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { ok: true } }]\n",
+    );
     dir
 }
 
@@ -160,7 +162,8 @@ async fn enablement_gates_triggers_per_user(stack: &TestStack) {
 
     let (status, connect) = ada.send(reqwest::Method::GET, "connect", None).await;
     assert_eq!(status, StatusCode::OK, "{connect}");
-    let names: Vec<&str> = connect["integrations"].as_array().expect("list").iter().filter_map(|i| i["name"].as_str()).collect();
+    let names: Vec<&str> =
+        connect["integrations"].as_array().expect("list").iter().filter_map(|i| i["name"].as_str()).collect();
     assert_eq!(names, ["custom.acme", "slack"]);
     let slack = &connect["integrations"][1];
     assert_eq!((&slack["enabled"], &slack["config"]["accentColor"]), (&json!(true), &json!("#4a154b")), "{slack}");
@@ -185,16 +188,34 @@ async fn settings_are_validated_read_by_workflows_and_secrets_never_shown(stack:
     let bob = Sdk { stack, token: stack.token("bob") };
 
     let (status, body) = ada
-        .send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "channel": 3, "kind": "c", "nope": 1 })))
+        .send(
+            reqwest::Method::PUT,
+            "integrations/slack/settings",
+            Some(json!({ "channel": 3, "kind": "c", "nope": 1 })),
+        )
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert_eq!(body["error"]["violations"].as_array().map(Vec::len), Some(3), "every problem: {body}");
     let (status, body) = ada
-        .send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "channel": "#deals", "token": SECRET })))
+        .send(
+            reqwest::Method::PUT,
+            "integrations/slack/settings",
+            Some(json!({ "channel": "#deals", "token": SECRET })),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["values"], json!({ "channel": "#deals", "token": "[redacted]" }), "{body}");
     assert!(!body.to_string().contains(SECRET));
+    // Stored sealed: neither the secret nor its base64 is in what the store holds.
+    let scope = sluice_shared::ports::SettingsScope::Integration("slack".into());
+    let stored = stack.store.get_settings(&stack.project_id, "ada", &scope).await.expect("stored");
+    let text = serde_json::to_string(&stored).expect("json");
+    use base64::Engine as _;
+    for encoded in [SECRET.to_string(), base64::engine::general_purpose::STANDARD.encode(format!("\"{SECRET}\""))] {
+        assert!(!text.contains(&encoded), "the store holds `{encoded}`: {text}");
+    }
+    assert!(stored["botToken"].get("$sealed").is_some(), "{text}");
+    assert_eq!(stored["channel"], "#deals", "other settings are stored as they are");
     let (status, body) =
         ada.send(reqwest::Method::PUT, "workflows/announce/settings", Some(json!({ "prefix": "Won" }))).await;
     assert_eq!((status, &body["values"]["prefix"]), (StatusCode::OK, &json!("Won")), "{body}");
@@ -214,7 +235,14 @@ async fn settings_are_validated_read_by_workflows_and_secrets_never_shown(stack:
     assert!(answer.to_string().contains("settings"), "the error names the setting: {answer}");
 
     // The execution record holds the request's input with the secret redacted.
-    let response = stack.client().post(stack.trigger_url("announce")).bearer_auth(stack.token("ada")).json(&json!({})).send().await.expect("trigger");
+    let response = stack
+        .client()
+        .post(stack.trigger_url("announce"))
+        .bearer_auth(stack.token("ada"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("trigger");
     let id = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
     let record = stack.wait_until_ended(&id, Duration::from_secs(30)).await;
     let text = record.to_string();
@@ -269,25 +297,30 @@ async fn no_token_crosses_users_projects_or_route_kinds(stack: &TestStack) {
     let user = stack.token("ada");
     // A token signed by another key (another project's) and the project API key on SDK routes.
     let other_key = sluice_shared::auth::generate_signing_key().expect("key");
-    let foreign = sluice_shared::auth::issue_user_token(&other_key.private_pem, "ada", Duration::from_secs(60)).expect("token");
+    let foreign =
+        sluice_shared::auth::issue_user_token(&other_key.private_pem, "ada", Duration::from_secs(60)).expect("token");
     for path in ["sdk/me", "sdk/connect", "sdk/integrations/slack/settings", "sdk/workflows/announce/settings"] {
         for (who, token) in [("foreign", foreign.as_str()), ("api key", stack.api_key.as_str()), ("none", "")] {
-            let response = http.get(format!("{base}/projects/{project}/{path}")).bearer_auth(token).send().await.expect("get");
+            let response =
+                http.get(format!("{base}/projects/{project}/{path}")).bearer_auth(token).send().await.expect("get");
             let status = response.status();
             let body = response.text().await.expect("body");
             assert_eq!(status, StatusCode::UNAUTHORIZED, "{who} on {path}: {body}");
             assert!(!body.contains("#sales") && !body.contains("slack"), "{who} on {path} leaks: {body}");
         }
-        let missing = http.get(format!("{base}/projects/no-such-project/{path}")).bearer_auth(&user).send().await.expect("get");
+        let missing =
+            http.get(format!("{base}/projects/no-such-project/{path}")).bearer_auth(&user).send().await.expect("get");
         assert_eq!(missing.status(), StatusCode::UNAUTHORIZED, "a missing project answers as a foreign one");
     }
     // A user token on a management route.
-    let response = http.get(format!("{base}/projects/{project}/executions/x")).bearer_auth(&user).send().await.expect("get");
+    let response =
+        http.get(format!("{base}/projects/{project}/executions/x")).bearer_auth(&user).send().await.expect("get");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     // What one user writes, another never reads.
     let ada = Sdk { stack, token: user };
     let bob = Sdk { stack, token: stack.token("bob") };
-    ada.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "token": SECRET, "channel": "#ada" }))).await;
+    ada.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "token": SECRET, "channel": "#ada" })))
+        .await;
     let (_, bob_settings) = bob.send(reqwest::Method::GET, "integrations/slack/settings", None).await;
     assert_eq!(bob_settings["values"], json!({ "channel": "#sales" }), "{bob_settings}");
     let _ = std::fs::remove_dir_all(dir);

@@ -819,7 +819,11 @@ async fn aws_adapters_under_throttling_and_dropped_connections_lose_and_stick_no
     let rate = std::env::var("FAULTS_AWS_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(0.05);
     let proxy = ChaosProxy::start(&endpoint, seed, rate).await;
     let sdk = aws_sdk_config(&proxy.endpoint).await;
-    let clients = AwsClients { dynamodb: aws_sdk_dynamodb::Client::new(&sdk), sqs: aws_sdk_sqs::Client::new(&sdk) };
+    let clients = AwsClients {
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        kms: aws_sdk_kms::Client::new(&sdk),
+    };
     let config = StackConfig {
         response_timeout: Duration::from_secs(4),
         recovery_delay: Duration::from_secs(8),

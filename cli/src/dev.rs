@@ -20,12 +20,16 @@ use sluice_shared::record::now;
 use sluice_shared::runtime::{Runtime, Settings};
 
 use crate::stack::{LocalStack, StackOptions, Sweep};
+use sluice_shared::crypto::LocalKeyFile;
 
 /// The project every `sluice dev` data folder holds.
 pub const DEV_PROJECT_ID: &str = "dev";
 const PROJECT_FILE: &str = "dev-project.json";
 const KEY_FILE: &str = "signing-key.pem";
 const PUBLIC_KEY_FILE: &str = "signing-key.pub.pem";
+/// The master key that seals users' credentials and `password` settings (0600, created on
+/// first start; keep it with the database: without it they cannot be read).
+pub const KEY_FILE_NAME: &str = "master.key";
 
 #[derive(Debug, Clone)]
 pub struct DevOptions {
@@ -91,7 +95,10 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         env,
         ..Settings::default()
     };
-    let runtime = Runtime::new(store.clone(), queue.clone(), db, HttpClient::new(policy)?, settings);
+    let keys = LocalKeyFile::open_or_create(options.data_dir.join(KEY_FILE_NAME))
+        .context("cannot open the key that seals users' secrets")?;
+    let runtime =
+        Runtime::new(store.clone(), queue.clone(), db, HttpClient::new(policy)?, settings).with_keys(Arc::new(keys));
     let stack = bound.start(runtime, queue);
     let token = user_token(&options.data_dir, "dev-user", Duration::from_secs(24 * 3600))?;
     print_try_it(&project, &workflows, &token);

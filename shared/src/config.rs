@@ -35,19 +35,24 @@ pub const ENV_DEAD_LETTER_QUEUE_ARN: &str = "SLUICE_DEAD_LETTER_QUEUE_ARN";
 /// live without a recorded step, the steps queue's 720 s visibility × 5 receives).
 pub const ENV_STUCK_AFTER_SECONDS: &str = "SLUICE_STUCK_AFTER_SECONDS";
 
+/// The KMS key that seals users' credentials and `password` settings (its id or ARN).
+/// Without it the functions run, but no secret can be stored or read.
+pub const ENV_KMS_KEY_ID: &str = "SLUICE_KMS_KEY_ID";
+
 /// The prefix of the variables that become workflows' `{{env.NAME}}` values: `SLUICE_ENV_CRM_URL`
 /// is `{{env.CRM_URL}}`. None is required; the deployer adds them to the functions.
 pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
 
 /// Every variable [`LambdaConfig::from_env`] requires or reads by name; `template.yaml` sets
 /// exactly these (besides any [`ENV_WORKFLOW_PREFIX`] variables the deployer adds).
-pub const ENV_VARS: [&str; 6] = [
+pub const ENV_VARS: [&str; 7] = [
     ENV_TABLE,
     ENV_STEP_QUEUE_URL,
     ENV_RESPONSE_QUEUE_URL,
     ENV_RESPONSE_TIMEOUT_SECONDS,
     ENV_ALLOW_PRIVATE_NETWORK,
     ENV_RECOVERY_DELAY_SECONDS,
+    ENV_KMS_KEY_ID,
 ];
 
 /// Longest accepted response timeout: the trigger function must outlive it (Lambda's own
@@ -88,6 +93,8 @@ pub struct LambdaConfig {
     pub dead_letter_queue_arn: Option<String>,
     /// [`ENV_STUCK_AFTER_SECONDS`]: the recovery sweep's bound.
     pub stuck_after: Duration,
+    /// [`ENV_KMS_KEY_ID`].
+    pub kms_key_id: Option<String>,
     /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
     pub env: BTreeMap<String, String>,
 }
@@ -134,6 +141,7 @@ impl LambdaConfig {
             recovery_delay,
             dead_letter_queue_arn: lookup(ENV_DEAD_LETTER_QUEUE_ARN).filter(|arn| !arn.trim().is_empty()),
             stuck_after,
+            kms_key_id: lookup(ENV_KMS_KEY_ID).map(|id| id.trim().to_string()).filter(|id| !id.is_empty()),
             env: BTreeMap::new(),
         })
     }
@@ -211,7 +219,12 @@ pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -
     let (store, queue): (Arc<dyn crate::ports::Store>, Arc<dyn crate::ports::SendQueue>) =
         (Arc::new(store), Arc::new(queue));
     let starter = Arc::new(crate::start::SendThenCreate { store: store.clone(), queue: queue.clone() });
-    Ok(Runtime::new(store, queue, starter, http, settings))
+    let runtime = Runtime::new(store, queue, starter, http, settings);
+    Ok(match &config.kms_key_id {
+        Some(key_id) => runtime
+            .with_keys(Arc::new(crate::adapters::kms::KmsKeyWrap::new(aws_sdk_kms::Client::new(sdk), key_id.clone()))),
+        None => runtime,
+    })
 }
 
 #[cfg(test)]
@@ -249,9 +262,12 @@ mod tests {
                 recovery_delay: Duration::from_secs(90),
                 dead_letter_queue_arn: None,
                 stuck_after: Duration::from_secs(3600),
+                kms_key_id: None,
                 env: BTreeMap::new(),
             }
         );
+        let keyed = config(&with(&[(ENV_KMS_KEY_ID, " arn:aws:kms:eu-west-1:1:key/k ")])).expect("valid");
+        assert_eq!(keyed.kms_key_id.as_deref(), Some("arn:aws:kms:eu-west-1:1:key/k"));
         let swept = config(&with(&[(ENV_STUCK_AFTER_SECONDS, "120")])).expect("valid");
         assert_eq!(swept.stuck_after, Duration::from_secs(120));
         for bad in ["0", "-5", "1h", "604801"] {

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+use crate::crypto::{self, CryptoError, KeyWrap};
 use crate::model::Workflow;
 use crate::model::load::inputs::{Declared, value_problem};
 use crate::model::project::{Input, InputType};
@@ -18,6 +19,59 @@ use crate::record::StepAttempt;
 
 /// What a redacted value reads as in records and answers.
 pub const REDACTED: &str = "[redacted]";
+
+/// The key a stored secret value is kept under: `{"$sealed": {...}}`.
+const SEALED_KEY: &str = "$sealed";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("secrets cannot be sealed or opened: {0}")]
+    Crypto(#[from] CryptoError),
+    #[error("this stack has no key to seal secrets with (set SLUICE_KMS_KEY_ID; `sluice dev` keeps a key file)")]
+    NoKeys,
+}
+
+impl ConnectError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ConnectError::Store(error) => error.is_retryable(),
+            ConnectError::Crypto(error) => error.is_retryable(),
+            ConnectError::NoKeys => false,
+        }
+    }
+}
+
+/// The encryption context of a user's secret: bound to project, user and what it is, so a
+/// sealed value copied to another record does not open.
+pub fn secret_context(project_id: &str, user_id: &str, what: &str) -> String {
+    format!("sluice/project/{project_id}/user/{user_id}/{what}")
+}
+
+/// Seals `value` under `context`: what a store keeps for a secret.
+pub async fn seal_value(keys: Option<&dyn KeyWrap>, context: &str, value: &Value) -> Result<Value, ConnectError> {
+    let keys = keys.ok_or(ConnectError::NoKeys)?;
+    let text = serde_json::to_vec(value).map_err(|e| CryptoError::Refused(format!("not JSON: {e}")))?;
+    let sealed = crypto::seal(keys, context, &text).await?;
+    let sealed = serde_json::to_value(sealed).map_err(|e| CryptoError::Refused(format!("sealed record: {e}")))?;
+    Ok(serde_json::json!({ SEALED_KEY: sealed }))
+}
+
+/// Opens what [`seal_value`] made; any other value is returned as it is.
+pub async fn open_value(keys: Option<&dyn KeyWrap>, context: &str, stored: &Value) -> Result<Value, ConnectError> {
+    let Some(sealed) = stored.get(SEALED_KEY) else { return Ok(stored.clone()) };
+    let keys = keys.ok_or(ConnectError::NoKeys)?;
+    let sealed: crypto::Sealed = serde_json::from_value(sealed.clone())
+        .map_err(|e| CryptoError::Refused(format!("a sealed value is malformed: {e}")))?;
+    let text = crypto::open(keys, context, &sealed).await?;
+    serde_json::from_slice(&text).map_err(|e| CryptoError::Refused(format!("an opened value is not JSON: {e}")).into())
+}
+
+/// The context of a stored setting value.
+pub fn setting_context(project_id: &str, user_id: &str, scope: &SettingsScope, id: &str) -> String {
+    secret_context(project_id, user_id, &format!("setting/{}/{id}", scope.key()))
+}
 
 /// The settings a workflow reads for a user: each declared setting's stored value, or its
 /// default; and the `password` values among them (to redact from records).
@@ -31,10 +85,11 @@ pub struct UserSettings {
 /// workflow's own, which shadow them by key).
 pub async fn user_settings(
     store: &dyn Store,
+    keys: Option<&dyn KeyWrap>,
     project_id: &str,
     user_id: &str,
     workflow: &Workflow,
-) -> Result<UserSettings, StoreError> {
+) -> Result<UserSettings, ConnectError> {
     let mut settings = UserSettings::default();
     if workflow.integration_inputs.is_empty() && workflow.inputs.is_empty() {
         return Ok(settings);
@@ -50,9 +105,24 @@ pub async fn user_settings(
     } else {
         store.get_settings(project_id, user_id, &SettingsScope::Workflow(workflow.id.clone())).await?
     };
-    for (inputs, stored) in [(&workflow.integration_inputs, &integration), (&workflow.inputs, &own)] {
+    let scopes = [
+        (
+            &workflow.integration_inputs,
+            &integration,
+            SettingsScope::Integration(workflow.integration.clone().unwrap_or_default()),
+        ),
+        (&workflow.inputs, &own, SettingsScope::Workflow(workflow.id.clone())),
+    ];
+    for (inputs, stored, scope) in scopes {
         for (key, input) in inputs {
-            let value = stored.get(&input.id).cloned().or_else(|| input.default.clone());
+            let value = match stored.get(&input.id) {
+                Some(value) if input.kind == InputType::Password => {
+                    let context = setting_context(project_id, user_id, &scope, &input.id);
+                    Some(open_value(keys, &context, value).await?)
+                }
+                Some(value) => Some(value.clone()),
+                None => input.default.clone(),
+            };
             if let Some(value) = value {
                 if input.kind == InputType::Password
                     && let Some(secret) = value.as_str()

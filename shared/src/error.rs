@@ -46,6 +46,15 @@ impl From<crate::ports::StartError> for ApiError {
     }
 }
 
+impl From<crate::connect::ConnectError> for ApiError {
+    fn from(error: crate::connect::ConnectError) -> Self {
+        match error {
+            crate::connect::ConnectError::Store(error) => ApiError::Store(error),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(error: crate::auth::AuthError) -> Self {
         if error.is_client_error() {

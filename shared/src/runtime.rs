@@ -82,6 +82,9 @@ pub struct Runtime {
     /// Connected users this process has recorded, so a user's record is written once per
     /// process rather than on every request.
     known_users: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+    /// Seals users' secrets (credentials, `password` settings); without it they cannot be
+    /// stored or read.
+    pub keys: Option<Arc<dyn crate::crypto::KeyWrap>>,
 }
 
 /// How many (project, user) pairs a process remembers as recorded before it starts over.
@@ -95,7 +98,21 @@ impl Runtime {
         http: HttpClient,
         settings: Settings,
     ) -> Self {
-        Runtime { store, queue, starter, http, settings, signals: Arc::default(), known_users: Arc::default() }
+        Runtime {
+            store,
+            queue,
+            starter,
+            http,
+            settings,
+            signals: Arc::default(),
+            known_users: Arc::default(),
+            keys: None,
+        }
+    }
+
+    /// The runtime with `keys` to seal users' secrets with.
+    pub fn with_keys(self, keys: Arc<dyn crate::crypto::KeyWrap>) -> Self {
+        Runtime { keys: Some(keys), ..self }
     }
 
     /// Records the connected user `user_id` of `project_id` unless this process did already

@@ -9,11 +9,13 @@ use serde_json::Value;
 use sluice_cli::server::ServerLimits;
 use sluice_cli::stack::{LocalStack, StackOptions, Sweep};
 use sluice_shared::adapters::dynamodb::{self, DynamoStore};
+use sluice_shared::adapters::kms::KmsKeyWrap;
 use sluice_shared::adapters::sqlite::Sqlite;
 use sluice_shared::adapters::sqs::{self, SqsQueue};
 
 use crate::duplicating::DuplicatingQueue;
 use sluice_shared::auth;
+use sluice_shared::crypto::{KeyWrap, LocalKeyFile};
 use sluice_shared::model::load;
 use sluice_shared::net::{HttpClient, OutboundPolicy};
 use sluice_shared::ports::{Deployment, Project, Queue, StartExecution, Store};
@@ -22,7 +24,7 @@ use sluice_shared::runtime::{Host, Runtime, Settings};
 use sluice_shared::start::SendThenCreate;
 
 /// A backend's store, queue, atomic starter (if it has one) and data folder.
-type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn StartExecution>>, Option<PathBuf>);
+type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn StartExecution>>, Option<PathBuf>, Arc<dyn KeyWrap>);
 
 /// The SDK clients a stack on DynamoDB + SQS uses, built by the caller (with interceptors
 /// that count its requests, for instance).
@@ -30,6 +32,8 @@ type Backends = (Arc<dyn Store>, Arc<dyn Queue>, Option<Arc<dyn StartExecution>>
 pub struct AwsClients {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub sqs: aws_sdk_sqs::Client,
+    /// Seals users' secrets with a KMS key the stack creates.
+    pub kms: aws_sdk_kms::Client,
 }
 
 /// Where a stack on DynamoDB + SQS keeps its data: its own table and queues.
@@ -135,7 +139,9 @@ impl TestStack {
                 let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
                 let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
                 let sweep = config.sweep.map(|(every, stuck_after)| Sweep { store: (*db).clone(), every, stuck_after });
-                let backends: Backends = (db.clone(), db.clone(), Some(db), Some(dir));
+                let keys: Arc<dyn KeyWrap> =
+                    Arc::new(LocalKeyFile::open_or_create(dir.join("master.key")).expect("the key file"));
+                let backends: Backends = (db.clone(), db.clone(), Some(db), Some(dir), keys);
                 Some(TestStack::assemble(backends, Host::Local, None, unique, config, sweep).await)
             }
             Backend::Aws => {
@@ -144,8 +150,11 @@ impl TestStack {
                     return None;
                 };
                 let sdk = aws_sdk_config(&endpoint).await;
-                let clients =
-                    AwsClients { dynamodb: aws_sdk_dynamodb::Client::new(&sdk), sqs: aws_sdk_sqs::Client::new(&sdk) };
+                let clients = AwsClients {
+                    dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+                    sqs: aws_sdk_sqs::Client::new(&sdk),
+                    kms: aws_sdk_kms::Client::new(&sdk),
+                };
                 Some(TestStack::start_on_aws(clients, config).await)
             }
         }
@@ -156,7 +165,10 @@ impl TestStack {
     /// Lambda functions do (see [`Backend::Aws`]).
     pub async fn start_on_aws(clients: AwsClients, config: StackConfig) -> TestStack {
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        let AwsClients { dynamodb: dynamo, sqs: sqs_client } = clients;
+        let AwsClients { dynamodb: dynamo, sqs: sqs_client, kms } = clients;
+        let key = kms.create_key().description("sluice e2e").send().await.expect("create a KMS key");
+        let key_id = key.key_metadata().map(|m| m.key_id().to_string()).expect("a key id");
+        let keys: Arc<dyn KeyWrap> = Arc::new(KmsKeyWrap::new(kms, key_id));
         let table = format!("sluice-e2e-{unique}");
         dynamodb::create_table(&dynamo, &table).await.expect("create table");
         let (steps_url, responses_url) =
@@ -167,7 +179,7 @@ impl TestStack {
         let queue = Arc::new(SqsQueue::new(sqs_client, steps_url, responses_url));
         // On DynamoDB + SQS the stack behaves as the Lambda functions do: asynchronous starts
         // go to the queue, and an inline segment hands off once the caller is answered.
-        TestStack::assemble((store, queue, None, None), Host::Lambda, Some(resources), unique, config, None).await
+        TestStack::assemble((store, queue, None, None, keys), Host::Lambda, Some(resources), unique, config, None).await
     }
 
     async fn assemble(
@@ -178,7 +190,7 @@ impl TestStack {
         config: StackConfig,
         sweep: Option<Sweep>,
     ) -> TestStack {
-        let (store, queue, starter, data_dir) = backends;
+        let (store, queue, starter, data_dir, keys) = backends;
         let response_timeout = config.response_timeout;
         let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
         let settings =
@@ -199,7 +211,8 @@ impl TestStack {
             starter,
             HttpClient::new(policy).expect("HTTP client"),
             settings,
-        );
+        )
+        .with_keys(keys);
         let options = StackOptions {
             addr: ([127, 0, 0, 1], 0).into(),
             workers: config.workers,

@@ -12,9 +12,9 @@ use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::auth;
-use crate::connect::{check_settings_write, shown_settings};
+use crate::connect::{check_settings_write, seal_value, setting_context, shown_settings};
 use crate::error::{ApiError, json_response};
-use crate::model::project::{IMPLICIT_INTEGRATION, Input};
+use crate::model::project::{IMPLICIT_INTEGRATION, Input, InputType};
 use crate::ports::{IntegrationRecord, SettingsScope, Switch, UserMeta};
 use crate::record::{MAX_JSON_DEPTH, format_timestamp, too_deep};
 use crate::runtime::Runtime;
@@ -244,7 +244,13 @@ pub(super) async fn settings(
         let Value::Object(map) = value else {
             return Err(ApiError::BadRequest("the body must be an object of setting key → value".into()));
         };
-        let values = check_settings_write(&inputs, &map).map_err(ApiError::Validation)?;
+        let mut values = check_settings_write(&inputs, &map).map_err(ApiError::Validation)?;
+        for input in inputs.values().filter(|input| input.kind == InputType::Password) {
+            if let Some(value) = values.get_mut(&input.id).filter(|value| !value.is_null()) {
+                let context = setting_context(project_id, &user_id, &scope, &input.id);
+                *value = seal_value(runtime.keys.as_deref(), &context, value).await?;
+            }
+        }
         store.put_settings(project_id, &user_id, &scope, &values).await?;
     }
     let stored = store.get_settings(project_id, &user_id, &scope).await?;

@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use super::unique;
 use crate::model::project::IntegrationConfig;
 use crate::ports::{
-    Enablement, IntegrationRecord, MAX_SETTING_VALUE_BYTES, MAX_SETTING_VALUES, SettingsScope, Store, StoreError,
-    Switch, UserMeta,
+    CredentialRecord, CredentialStatus, Enablement, IntegrationRecord, MAX_CREDENTIAL_BYTES, MAX_SETTING_VALUE_BYTES,
+    MAX_SETTING_VALUES, SettingsScope, Store, StoreError, Switch, UserMeta,
 };
 
 fn record(name: &str, workflows: &[&str]) -> IntegrationRecord {
@@ -113,4 +113,40 @@ pub async fn case_settings_are_per_user_and_scope(store: &dyn Store) {
     let most: BTreeMap<String, Value> = (0..MAX_SETTING_VALUES).map(|i| (format!("s{i}"), json!(i))).collect();
     store.put_settings(&project, &user, &workflow, &most).await.expect("the most at once");
     assert_eq!(store.get_settings(&project, &user, &workflow).await.expect("get").len(), MAX_SETTING_VALUES);
+}
+
+fn credential(ciphertext: &str, status: CredentialStatus) -> CredentialRecord {
+    CredentialRecord {
+        sealed: crate::crypto::Sealed {
+            version: 1,
+            wrapped_key: "d2s=".into(),
+            nonce: "bm9uY2U=".into(),
+            ciphertext: ciphertext.into(),
+        },
+        status,
+        expires_at: Some(super::at_ms(1_900_000_000_123)),
+        updated_at: super::at_ms(1_800_000_000_456),
+    }
+}
+
+/// Credentials are kept per user and integration, replaced whole, removed once; too large
+/// is refused.
+pub async fn case_credentials_are_per_user_and_integration(store: &dyn Store) {
+    let (project, user, other) = (unique("p"), unique("u"), unique("u"));
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("none"), None);
+    let first = credential("Zmlyc3Q=", CredentialStatus::Connected);
+    store.put_credentials(&project, &user, "slack", &first).await.expect("put");
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(first));
+    let second = credential("c2Vjb25k", CredentialStatus::NeedsReauthorization);
+    store.put_credentials(&project, &user, "slack", &second).await.expect("replace");
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(second));
+    assert_eq!(store.get_credentials(&project, &user, "custom.acme").await.expect("other integration"), None);
+    assert_eq!(store.get_credentials(&project, &other, "slack").await.expect("other user"), None);
+    assert_eq!(store.get_credentials(&unique("p"), &user, "slack").await.expect("other project"), None);
+    let huge = credential(&"A".repeat(MAX_CREDENTIAL_BYTES), CredentialStatus::Connected);
+    let refused = store.put_credentials(&project, &user, "custom.acme", &huge).await;
+    assert!(matches!(refused, Err(StoreError::TooLarge(_))), "{refused:?}");
+    assert!(store.delete_credentials(&project, &user, "slack").await.expect("delete"));
+    assert!(!store.delete_credentials(&project, &user, "slack").await.expect("again"), "removed once");
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("gone"), None);
 }

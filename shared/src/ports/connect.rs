@@ -164,9 +164,69 @@ pub trait SettingsStore: Send + Sync {
     ) -> Result<(), StoreError>;
 }
 
+/// A user's credentials for one integration, sealed ([`crate::crypto::seal`]): the store
+/// never sees them in plaintext.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialRecord {
+    /// The sealed JSON object of the credentials (`{"apiKey": ...}`, `{"accessToken": ...}`).
+    pub sealed: crate::crypto::Sealed,
+    pub status: CredentialStatus,
+    /// When an OAuth access token expires, if it does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
+/// Whether stored credentials can be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CredentialStatus {
+    Connected,
+    /// The provider refused them (a revoked refresh token): the user must connect again.
+    NeedsReauthorization,
+}
+
+/// The largest sealed credential record (its JSON text).
+pub const MAX_CREDENTIAL_BYTES: usize = 32 * 1024;
+
+#[async_trait]
+pub trait CredentialStore: Send + Sync {
+    /// Stores (or replaces) the user's credentials for `integration`; over
+    /// [`MAX_CREDENTIAL_BYTES`] is `TooLarge`.
+    async fn put_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+        record: &CredentialRecord,
+    ) -> Result<(), StoreError>;
+    async fn get_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+    ) -> Result<Option<CredentialRecord>, StoreError>;
+    /// Removes them; whether there were any.
+    async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError>;
+}
+
+/// A credential record as the adapters store it: JSON text within [`MAX_CREDENTIAL_BYTES`].
+pub fn credential_json(record: &CredentialRecord) -> Result<String, StoreError> {
+    let text =
+        serde_json::to_string(record).map_err(|e| StoreError::Backend(format!("cannot encode credentials: {e}")))?;
+    if text.len() > MAX_CREDENTIAL_BYTES {
+        return Err(StoreError::TooLarge(format!(
+            "credentials are {} bytes sealed; at most {MAX_CREDENTIAL_BYTES}",
+            text.len()
+        )));
+    }
+    Ok(text)
+}
+
 /// Everything the connect layer stores.
-pub trait ConnectStore: IntegrationStore + UserStore + EnablementStore + SettingsStore {}
-impl<T: IntegrationStore + UserStore + EnablementStore + SettingsStore> ConnectStore for T {}
+pub trait ConnectStore: IntegrationStore + UserStore + EnablementStore + SettingsStore + CredentialStore {}
+impl<T: IntegrationStore + UserStore + EnablementStore + SettingsStore + CredentialStore> ConnectStore for T {}
 
 /// Checks the values of a `put_settings` call against the limits; shared by the adapters.
 pub fn check_setting_values(values: &BTreeMap<String, Value>) -> Result<Vec<(String, Option<String>)>, StoreError> {

@@ -437,8 +437,9 @@ impl<'a> Segment<'a> {
         let settings = self.user_settings(step).await?;
         let mut base = context::base(self.execution, &self.runtime.settings.env);
         base["settings"] = Value::Object(settings.values.clone());
-        let ctx = context::for_step(store.as_ref(), &self.known, base, self.execution, self.workflow, step, &self.scope)
-            .await?;
+        let ctx =
+            context::for_step(store.as_ref(), &self.known, base, self.execution, self.workflow, step, &self.scope)
+                .await?;
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
@@ -476,10 +477,14 @@ impl<'a> Segment<'a> {
         if let Some(settings) = &self.settings {
             return Ok(settings.clone());
         }
-        let (execution, store) = (self.execution, self.runtime.store.as_ref());
-        let settings = Arc::new(
-            crate::connect::user_settings(store, &execution.project_id, &execution.user_id, self.workflow).await?,
-        );
+        let (execution, store, keys) = (self.execution, self.runtime.store.as_ref(), self.runtime.keys.as_deref());
+        let settings =
+            crate::connect::user_settings(store, keys, &execution.project_id, &execution.user_id, self.workflow)
+                .await
+                .map_err(|e| {
+                    if e.is_retryable() { RunError::Retryable(e.to_string()) } else { RunError::Poison(e.to_string()) }
+                })?;
+        let settings = Arc::new(settings);
         self.settings = Some(settings.clone());
         Ok(settings)
     }

@@ -4,8 +4,9 @@
 //! - a user's partition `USER#<p>#<user>` (project ids hold no `#`, so everything after the
 //!   second `#` is the user id): `META` (name, email, time zone, created at),
 //!   `ENABLED#<kind>#<target>` (one item per explicit choice) and
-//!   `SETTING#<scope>#<id>` (one item per stored value): a user's choices and values are one
-//!   Query each, and no two users ever share an item.
+//!   `SETTING#<scope>#<id>` (one item per stored value) and `CREDENTIAL#<integration>` (the
+//!   sealed credentials): a user's choices and values are one Query each, and no two users
+//!   ever share an item.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +16,8 @@ use serde_json::Value;
 
 use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, s};
 use crate::ports::{
-    ConnectedUser, Enablement, EnablementStore, IntegrationRecord, IntegrationStore, SettingsScope, SettingsStore,
-    StoreError, Switch, UserMeta, UserStore, check_setting_values,
+    ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
+    SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values, credential_json,
 };
 use crate::record::now;
 
@@ -24,6 +25,7 @@ const INTEGRATION_PREFIX: &str = "INTEGRATION#";
 const USER_SK: &str = "META";
 const ENABLED_PREFIX: &str = "ENABLED#";
 const SETTING_PREFIX: &str = "SETTING#";
+const CREDENTIAL_PREFIX: &str = "CREDENTIAL#";
 /// TransactWriteItems takes at most 100 actions.
 const TRANSACTION_ITEMS: usize = 100;
 
@@ -261,5 +263,58 @@ impl SettingsStore for DynamoStore {
             });
         }
         self.transact(actions).await
+    }
+}
+
+#[async_trait]
+impl CredentialStore for DynamoStore {
+    async fn put_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+        record: &CredentialRecord,
+    ) -> Result<(), StoreError> {
+        let text = credential_json(record)?;
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item(vec![
+                ("pk", s(user_pk(project_id, user_id))),
+                ("sk", s(format!("{CREDENTIAL_PREFIX}{integration}"))),
+                ("record", s(text)),
+            ])))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn get_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        let item = self.get(user_pk(project_id, user_id), &format!("{CREDENTIAL_PREFIX}{integration}")).await?;
+        item.map(|item| {
+            serde_json::from_str(get_s(&item, "record")?)
+                .map_err(|e| StoreError::Corrupt(format!("credential record: {e}")))
+        })
+        .transpose()
+    }
+
+    async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(user_pk(project_id, user_id)))
+            .key("sk", s(format!("{CREDENTIAL_PREFIX}{integration}")))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| backend("DeleteItem", e))?;
+        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 }

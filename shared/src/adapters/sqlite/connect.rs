@@ -10,8 +10,8 @@ use serde_json::Value;
 
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::ports::{
-    ConnectedUser, Enablement, EnablementStore, IntegrationRecord, IntegrationStore, SettingsScope, SettingsStore,
-    StoreError, Switch, UserMeta, UserStore, check_setting_values,
+    ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
+    SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values, credential_json,
 };
 use crate::record::now;
 
@@ -236,6 +236,65 @@ impl SettingsStore for Sqlite {
                 .map_err(backend)?;
             }
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl CredentialStore for Sqlite {
+    async fn put_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+        record: &CredentialRecord,
+    ) -> Result<(), StoreError> {
+        let text = credential_json(record)?;
+        let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO credentials (project_id, user_id, integration, record) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (project_id, user_id, integration) DO UPDATE SET record = excluded.record",
+                params![project_id, user_id, integration, text],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+    ) -> Result<Option<CredentialRecord>, StoreError> {
+        let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
+        self.call(move |conn| {
+            let text: Option<String> = conn
+                .query_row(
+                    "SELECT record FROM credentials WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
+                    params![project_id, user_id, integration],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            text.map(|t| from_json("credential record", &t)).transpose()
+        })
+        .await
+    }
+
+    async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {
+        let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
+        self.call(move |conn| {
+            let deleted = conn
+                .execute(
+                    "DELETE FROM credentials WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
+                    params![project_id, user_id, integration],
+                )
+                .map_err(backend)?;
+            Ok(deleted > 0)
         })
         .await
     }

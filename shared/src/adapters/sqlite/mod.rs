@@ -39,7 +39,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 3: the test-run flag of executions (0 for executions written before), fan-out items and
 /// completed fan-out branches. 4: which call counted a branch (`counted_by`, NULL for
 /// branches counted before and for inline batches). 5: the connect layer's integrations,
-/// users, enablement and settings.
+/// users, enablement, settings and sealed credentials.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -177,6 +177,13 @@ CREATE TABLE settings (
     setting_id TEXT NOT NULL,
     value      TEXT NOT NULL,
     PRIMARY KEY (project_id, user_id, scope, setting_id)
+);
+CREATE TABLE credentials (
+    project_id  TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    integration TEXT NOT NULL,
+    record      TEXT NOT NULL,
+    PRIMARY KEY (project_id, user_id, integration)
 );
 "#,
 ];
