@@ -66,6 +66,14 @@ steps:
          authorization: { type: header, name: X-Key, value: \"{{credentials.apiKey}}\" }\n",
     );
     put(
+        "integrations/custom.acme/workflows/acme-call.yaml",
+        &format!(
+            "id: acme-call\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n\
+             \x20 - {{ id: call, type: request, url: \"{api}/echo\", headers: {{ authorization: \"Bearer {{{{credentials.apiKey}}}}\" }} }}\n\
+             \x20 - {{ id: reply, type: response, body: {{ seen: \"{{{{steps.call.output.body.seen}}}}\" }} }}\n"
+        ),
+    );
+    put(
         "plain.yaml",
         "id: plain\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { ok: true } }]\n",
     );
@@ -124,7 +132,7 @@ async fn enablement_gates_triggers_per_user(stack: &TestStack) {
     let (api, _) = echo_api().await;
     let dir = project(&api);
     let deployed = stack.deploy_project(&dir).await;
-    assert_eq!(deployed.len(), 4);
+    assert_eq!(deployed.len(), 5);
     let ada = Sdk { stack, token: stack.token("ada") };
     let bob = Sdk { stack, token: stack.token("bob") };
 
@@ -326,9 +334,74 @@ async fn no_token_crosses_users_projects_or_route_kinds(stack: &TestStack) {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+async fn credentials_are_sealed_used_by_their_integration_and_never_shown(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let dir = project(&api);
+    stack.deploy_project(&dir).await;
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let bob = Sdk { stack, token: stack.token("bob") };
+
+    let (status, answer) = ada.trigger("acme-call").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "no credentials yet: {answer}");
+    assert!(answer.to_string().contains("credentials"), "{answer}");
+
+    let path = "integrations/custom.acme/credentials";
+    let (status, body) = ada.send(reqwest::Method::PUT, path, Some(json!({ "apiKey": "", "other": 3 }))).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["error"]["violations"].as_array().map(Vec::len), Some(2), "{body}");
+    let (status, body) = ada.send(reqwest::Method::PUT, path, Some(json!({ "apiKey": SECRET }))).await;
+    assert_eq!((status, &body["connected"]), (StatusCode::OK, &json!(true)), "{body}");
+    assert!(!body.to_string().contains(SECRET));
+    let (status, body) = ada.send(reqwest::Method::PUT, "integrations/trello/credentials", Some(json!({}))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+
+    // Stored sealed.
+    let stored =
+        stack.store.get_credentials(&stack.project_id, "ada", "custom.acme").await.expect("get").expect("stored");
+    let text = serde_json::to_string(&stored).expect("json");
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(SECRET);
+    assert!(!text.contains(SECRET) && !text.contains(&encoded), "{text}");
+
+    let response = stack
+        .client()
+        .post(stack.trigger_url("acme-call"))
+        .bearer_auth(stack.token("ada"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("trigger");
+    assert_eq!(response.status(), StatusCode::OK);
+    let id = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
+    assert_eq!(response.json::<Value>().await.expect("json"), json!({ "seen": true }), "the API got the key");
+    assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some(format!("Bearer {SECRET}").as_str()));
+    let record = stack.wait_until_ended(&id, Duration::from_secs(30)).await;
+    assert!(!record.to_string().contains(SECRET), "the key is in the record: {record}");
+
+    let (_, connect) = ada.send(reqwest::Method::GET, "connect", None).await;
+    let acme = &connect["integrations"][0];
+    assert_eq!(
+        (&acme["name"], &acme["connected"], &acme["enabled"]),
+        (&json!("custom.acme"), &json!(true), &json!(true)),
+        "{acme}"
+    );
+    assert!(!connect.to_string().contains(SECRET));
+    let (status, answer) = bob.trigger("acme-call").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "bob has no credentials of his own: {answer}");
+    let (_, bob_connect) = bob.send(reqwest::Method::GET, "connect", None).await;
+    assert_eq!(bob_connect["integrations"][0]["connected"], false);
+
+    let (status, body) = ada.send(reqwest::Method::DELETE, path, None).await;
+    assert_eq!((status, &body["connected"], &body["removed"]), (StatusCode::OK, &json!(false), &json!(true)), "{body}");
+    let (_, connect) = ada.send(reqwest::Method::GET, "connect", None).await;
+    assert_eq!(connect["integrations"][0]["connected"], false);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 on_both_backends! {
     enablement_gates_triggers_per_user: Duration::from_secs(10);
     settings_are_validated_read_by_workflows_and_secrets_never_shown: Duration::from_secs(10);
     users_are_recorded_and_described: Duration::from_secs(10);
     no_token_crosses_users_projects_or_route_kinds: Duration::from_secs(10);
+    credentials_are_sealed_used_by_their_integration_and_never_shown: Duration::from_secs(10);
 }

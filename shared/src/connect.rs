@@ -14,7 +14,7 @@ use crate::crypto::{self, CryptoError, KeyWrap};
 use crate::model::Workflow;
 use crate::model::load::inputs::{Declared, value_problem};
 use crate::model::project::{Input, InputType};
-use crate::ports::{SettingsScope, Store, StoreError};
+use crate::ports::{CredentialStatus, SettingsScope, Store, StoreError};
 use crate::record::StepAttempt;
 
 /// What a redacted value reads as in records and answers.
@@ -137,6 +137,34 @@ pub async fn user_settings(
         }
     }
     Ok(settings)
+}
+
+/// The context credentials of `integration` are sealed under.
+pub fn credential_context(project_id: &str, user_id: &str, integration: &str) -> String {
+    secret_context(project_id, user_id, &format!("credentials/{integration}"))
+}
+
+/// The user's credentials for `integration`, opened (an empty object if there are none or
+/// they need re-authorisation), with every string value among the secrets to redact.
+pub async fn user_credentials(
+    store: &dyn Store,
+    keys: Option<&dyn KeyWrap>,
+    project_id: &str,
+    user_id: &str,
+    integration: &str,
+) -> Result<UserSettings, ConnectError> {
+    let mut opened = UserSettings::default();
+    let Some(record) = store.get_credentials(project_id, user_id, integration).await? else { return Ok(opened) };
+    if record.status != CredentialStatus::Connected {
+        return Ok(opened);
+    }
+    let keys = keys.ok_or(ConnectError::NoKeys)?;
+    let text = crypto::open(keys, &credential_context(project_id, user_id, integration), &record.sealed).await?;
+    let values: Map<String, Value> = serde_json::from_slice(&text)
+        .map_err(|e| CryptoError::Refused(format!("opened credentials are not a JSON object: {e}")))?;
+    opened.secrets = values.values().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    opened.values = values;
+    Ok(opened)
 }
 
 /// Checks a settings write (setting key → value; `null` clears a value) against `inputs`;

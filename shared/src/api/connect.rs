@@ -12,11 +12,12 @@ use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use crate::auth;
-use crate::connect::{check_settings_write, seal_value, setting_context, shown_settings};
+use crate::connect::{check_settings_write, credential_context, seal_value, setting_context, shown_settings};
+use crate::crypto;
 use crate::error::{ApiError, json_response};
-use crate::model::project::{IMPLICIT_INTEGRATION, Input, InputType};
-use crate::ports::{IntegrationRecord, SettingsScope, Switch, UserMeta};
-use crate::record::{MAX_JSON_DEPTH, format_timestamp, too_deep};
+use crate::model::project::{AuthenticationType, IMPLICIT_INTEGRATION, Input, InputType};
+use crate::ports::{CredentialRecord, CredentialStatus, IntegrationRecord, SettingsScope, Switch, UserMeta};
+use crate::record::{MAX_JSON_DEPTH, format_timestamp, now, too_deep};
 use crate::runtime::Runtime;
 
 /// The largest body these routes read.
@@ -126,12 +127,15 @@ pub(super) async fn connect(
             workflows.push(entry);
         }
         let enabled = enablement.integrations.get(&integration.name).copied().unwrap_or(false);
+        let credentials = store.get_credentials(project_id, &user_id, &integration.name).await?;
+        let status = credentials.as_ref().map(|c| c.status);
         integrations.push(json!({
             "name": integration.name,
             "custom": integration.name.starts_with(crate::model::project::CUSTOM_PREFIX),
             "config": display_config(&integration),
             "enabled": enabled,
-            "connected": false,
+            "connected": status == Some(CredentialStatus::Connected),
+            "needsReauthorization": status == Some(CredentialStatus::NeedsReauthorization),
             "settings": settings_json(&integration.inputs, &stored),
             "workflows": workflows,
         }));
@@ -203,6 +207,88 @@ pub(super) async fn set_enabled(
     }
     store.set_enabled(project_id, &user_id, &switch, enabled).await?;
     Ok(json_response(StatusCode::OK, &json!({ "enabled": enabled })))
+}
+
+/// The most keys a credentials body may have, and the longest value.
+const MAX_CREDENTIAL_KEYS: usize = 20;
+const MAX_CREDENTIAL_VALUE: usize = 8 * 1024;
+
+/// `PUT /projects/{p}/sdk/integrations/{i}/credentials`: the user's credentials for the
+/// integration, handed over by the app — `{"apiKey"}` (api_key), `{"username", "password"}`
+/// (basic), or OAuth tokens `{"accessToken", "refreshToken"?, "expiresIn"? (seconds)}`, plus
+/// any other string the integration needs. Sealed at once; never returned. Connecting
+/// enables the integration for the user.
+pub(super) async fn put_credentials(
+    runtime: &Runtime,
+    project_id: &str,
+    headers: &HeaderMap,
+    integration: &str,
+    body: &Bytes,
+) -> Result<Response<Bytes>, ApiError> {
+    let user_id = user_of(runtime, project_id, headers).await?;
+    let store = &runtime.store;
+    let record = store
+        .get_integration(project_id, integration)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration `{integration}` in this project")))?;
+    let Value::Object(mut values) = json_body(body)? else {
+        return Err(ApiError::BadRequest("the body must be an object of credential name → string".into()));
+    };
+    let expires_in = values.remove("expiresIn");
+    let mut problems = Vec::new();
+    if values.len() > MAX_CREDENTIAL_KEYS {
+        problems.push(format!("{} credentials; at most {MAX_CREDENTIAL_KEYS}", values.len()));
+    }
+    for (name, value) in &values {
+        match value.as_str() {
+            Some(text) if !text.is_empty() && text.len() <= MAX_CREDENTIAL_VALUE => {}
+            _ => problems.push(format!("`{name}`: must be a non-empty string of at most {MAX_CREDENTIAL_VALUE} bytes")),
+        }
+    }
+    let required: &[&str] = match record.config.authentication_type {
+        Some(AuthenticationType::ApiKey) => &["apiKey"],
+        Some(AuthenticationType::Basic) => &["username", "password"],
+        // OAuth, and every built-in integration (they all authorise with OAuth).
+        _ => &["accessToken"],
+    };
+    for name in required {
+        if !values.contains_key(*name) {
+            problems.push(format!("`{name}` is required for integration `{integration}`"));
+        }
+    }
+    let expires_at = match expires_in {
+        None | Some(Value::Null) => None,
+        Some(value) => match value.as_u64().filter(|s| *s <= 10 * 365 * 86_400) {
+            Some(seconds) => Some(now() + chrono::Duration::seconds(seconds as i64)),
+            None => {
+                problems.push("`expiresIn`: must be a whole number of seconds".to_string());
+                None
+            }
+        },
+    };
+    if !problems.is_empty() {
+        return Err(ApiError::Validation(problems));
+    }
+    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let plaintext = serde_json::to_vec(&values).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
+    let context = credential_context(project_id, &user_id, integration);
+    let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(crate::connect::ConnectError::from)?;
+    let stored = CredentialRecord { sealed, status: CredentialStatus::Connected, expires_at, updated_at: now() };
+    store.put_credentials(project_id, &user_id, integration, &stored).await?;
+    store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "integration": integration, "connected": true })))
+}
+
+/// `DELETE /projects/{p}/sdk/integrations/{i}/credentials`: disconnects the user.
+pub(super) async fn delete_credentials(
+    runtime: &Runtime,
+    project_id: &str,
+    headers: &HeaderMap,
+    integration: &str,
+) -> Result<Response<Bytes>, ApiError> {
+    let user_id = user_of(runtime, project_id, headers).await?;
+    let removed = runtime.store.delete_credentials(project_id, &user_id, integration).await?;
+    Ok(json_response(StatusCode::OK, &json!({ "integration": integration, "connected": false, "removed": removed })))
 }
 
 /// Whose settings a settings route names, with the declared inputs.

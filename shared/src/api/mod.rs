@@ -86,6 +86,17 @@ impl Api {
                 let (parts, body) = request.into_parts();
                 connect::set_enabled(&self.runtime, project, &parts.headers, switch, &body).await
             }
+            ["projects", project, "sdk", "integrations", target, "credentials"] => {
+                let (project, target) = (id(project)?, integration(target)?);
+                let (parts, body) = request.into_parts();
+                match parts.method {
+                    Method::PUT => {
+                        connect::put_credentials(&self.runtime, project, &parts.headers, target, &body).await
+                    }
+                    Method::DELETE => connect::delete_credentials(&self.runtime, project, &parts.headers, target).await,
+                    _ => Err(ApiError::MethodNotAllowed("use PUT or DELETE for this route".into())),
+                }
+            }
             ["projects", project, "sdk", kind @ ("integrations" | "workflows"), target, "settings"] => {
                 let project = id(project)?;
                 let of = match *kind {

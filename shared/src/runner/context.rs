@@ -93,10 +93,10 @@ pub fn referenced_steps(step: &Step) -> BTreeSet<String> {
     found
 }
 
-/// Whether `step`'s own templates read `{{settings...}}`.
-pub fn reads_settings(step: &Step) -> bool {
+/// Whether `step`'s own templates read the variable `root` (`settings`, `credentials`).
+pub fn reads(step: &Step, root: &str) -> bool {
     let mut reads = false;
-    collect(&own_templates(step), &mut |expr| reads |= expr.root() == Some("settings"));
+    collect(&own_templates(step), &mut |expr| reads |= expr.root() == Some(root));
     reads
 }
 

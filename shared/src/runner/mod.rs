@@ -156,6 +156,8 @@ struct Segment<'a> {
     repair: bool,
     /// The user's settings, once a step read them.
     settings: Option<Arc<UserSettings>>,
+    /// The user's credentials for the workflow's integration, once a step read them.
+    credentials: Option<Arc<UserSettings>>,
 }
 
 impl Runner {
@@ -365,6 +367,7 @@ impl<'a> Segment<'a> {
             redelivered: false,
             repair: false,
             settings: None,
+            credentials: None,
         }
     }
 
@@ -437,6 +440,10 @@ impl<'a> Segment<'a> {
         let settings = self.user_settings(step).await?;
         let mut base = context::base(self.execution, &self.runtime.settings.env);
         base["settings"] = Value::Object(settings.values.clone());
+        let credentials = self.credentials(step).await?;
+        if let Some(credentials) = &credentials {
+            base["credentials"] = Value::Object(credentials.values.clone());
+        }
         let ctx =
             context::for_step(store.as_ref(), &self.known, base, self.execution, self.workflow, step, &self.scope)
                 .await?;
@@ -447,6 +454,9 @@ impl<'a> Segment<'a> {
         self.steps_run += 1;
         let mut record = executed.record;
         crate::connect::redact(&mut record, &settings.secrets);
+        if let Some(credentials) = &credentials {
+            crate::connect::redact(&mut record, &credentials.secrets);
+        }
         if let Some(answer) = executed.answer {
             let delivery = self.answer(key.clone(), answer).await;
             match delivery {
@@ -468,10 +478,32 @@ impl<'a> Segment<'a> {
         Ok(Event::StepEnded { key, attempt, outcome })
     }
 
+    /// The user's credentials for the workflow's integration if `step` reads them (read once
+    /// per segment): an empty object when the user has none.
+    async fn credentials(&mut self, step: &crate::model::Step) -> Result<Option<Arc<UserSettings>>, RunError> {
+        let Some(integration) = &self.workflow.integration else { return Ok(None) };
+        if !context::reads(step, "credentials") {
+            return Ok(None);
+        }
+        if let Some(credentials) = &self.credentials {
+            return Ok(Some(credentials.clone()));
+        }
+        let (execution, store, keys) = (self.execution, self.runtime.store.as_ref(), self.runtime.keys.as_deref());
+        let opened =
+            crate::connect::user_credentials(store, keys, &execution.project_id, &execution.user_id, integration)
+                .await
+                .map_err(|e| {
+                    if e.is_retryable() { RunError::Retryable(e.to_string()) } else { RunError::Poison(e.to_string()) }
+                })?;
+        let opened = Arc::new(opened);
+        self.credentials = Some(opened.clone());
+        Ok(Some(opened))
+    }
+
     /// The user's settings if `step` reads them (read once per segment), else none.
     async fn user_settings(&mut self, step: &crate::model::Step) -> Result<Arc<UserSettings>, RunError> {
         let declares = !self.workflow.inputs.is_empty() || !self.workflow.integration_inputs.is_empty();
-        if !declares || !context::reads_settings(step) {
+        if !declares || !context::reads(step, "settings") {
             return Ok(Arc::default());
         }
         if let Some(settings) = &self.settings {

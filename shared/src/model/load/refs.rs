@@ -107,6 +107,14 @@ impl Checker {
             // hold fails the step like any missing path.
             "env" => None,
             "settings" => self.setting_reference_problem(expr),
+            // The connected user's credentials for the workflow's integration.
+            "credentials" if self.known_settings.is_some() => match expr.key_at(1) {
+                Some(_) => None,
+                None => Some("write `credentials.<name>`, e.g. `credentials.accessToken`".to_string()),
+            },
+            "credentials" => Some(
+                "`credentials` exist only in the workflows of an integration (integrations/<name>/workflows/)".into(),
+            ),
             "user" | "execution" | "workflow" => {
                 let only_id = expr.segments.len() == 2 && expr.key_at(1) == Some("id");
                 (!only_id).then(|| format!("only `{root}.id` is available"))

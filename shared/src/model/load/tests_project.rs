@@ -227,3 +227,31 @@ fn setting_values_are_checked_against_their_type() {
     assert!(!ok(InputType::FieldMapping, json!({ "email": 3 })));
     assert!(!ok(InputType::Password, json!("x".repeat(3000))));
 }
+
+#[test]
+fn credentials_are_read_only_in_the_workflows_of_an_integration() {
+    let dir = TempDir::new("credentials");
+    dir.put("integrations/custom.acme/config.yaml", "authenticationType: api_key\napiBaseUrl: https://a.example\nauthorization: { type: bearer, token: \"{{credentials.apiKey}}\" }\n");
+    dir.put(
+        "integrations/custom.acme/workflows/ok.yaml",
+        "id: ok\ntrigger: { type: request }\nsteps: [{ id: r, type: response, body: \"{{credentials.apiKey}}\" }]\n",
+    );
+    assert!(load_project(&dir.0).is_ok(), "{:?}", load_project(&dir.0).err());
+    dir.put(
+        "integrations/custom.acme/workflows/bad.yaml",
+        "id: bad\ntrigger: { type: request }\nsteps: [{ id: r, type: response, body: \"{{credentials}}\" }]\n",
+    );
+    dir.write(
+        "plain.yaml",
+        "id: plain\ntrigger: { type: request }\nsteps: [{ id: r, type: response, body: \"{{credentials.apiKey}}\" }]\n",
+    );
+    let found = problems(&dir);
+    has(
+        &found,
+        "integrations/custom.acme/workflows/bad.yaml: steps[0].body: `{{credentials}}`: write `credentials.<name>`",
+    );
+    has(
+        &found,
+        "plain.yaml: steps[0].body: `{{credentials.apiKey}}`: `credentials` exist only in the workflows of an integration",
+    );
+}
