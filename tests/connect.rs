@@ -398,10 +398,161 @@ async fn credentials_are_sealed_used_by_their_integration_and_never_shown(stack:
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A fake OAuth 2.0 provider: `/authorize` answers with a redirect to the callback carrying a
+/// code (after checking the client and the PKCE challenge method); `/token` exchanges the code
+/// (checking the client secret, the redirect URI and the PKCE verifier) for tokens.
+async fn fake_provider() -> (String, Arc<Mutex<Vec<String>>>) {
+    use axum::extract::Query;
+    use axum::response::IntoResponse;
+    type Codes = Arc<Mutex<std::collections::HashMap<String, (String, String)>>>;
+    let codes: Codes = Arc::default();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (codes_a, codes_t, log_t) = (codes.clone(), codes.clone(), log.clone());
+    let app = Router::new()
+        .route(
+            "/authorize",
+            get(move |Query(q): Query<std::collections::HashMap<String, String>>| {
+                let codes = codes_a.clone();
+                async move {
+                    let ok = q.get("client_id").map(String::as_str) == Some("client-1")
+                        && q.get("response_type").map(String::as_str) == Some("code")
+                        && q.get("code_challenge_method").map(String::as_str) == Some("S256")
+                        && q.get("scope").map(String::as_str) == Some("contacts.read contacts.write");
+                    if !ok {
+                        return (StatusCode::BAD_REQUEST, format!("bad authorize request {q:?}")).into_response();
+                    }
+                    let code = format!("code-{}", uuid::Uuid::new_v4().simple());
+                    codes.lock().expect("codes").insert(code.clone(), (q["code_challenge"].clone(), q["redirect_uri"].clone()));
+                    let location = format!("{}?code={code}&state={}", q["redirect_uri"], q["state"]);
+                    (StatusCode::FOUND, [("location", location)], "").into_response()
+                }
+            }),
+        )
+        .route(
+            "/token",
+            axum::routing::post(move |body: String| {
+                let (codes, log) = (codes_t.clone(), log_t.clone());
+                async move {
+                    let f: std::collections::HashMap<String, String> =
+                        url::form_urlencoded::parse(body.as_bytes()).into_owned().collect();
+                    log.lock().expect("log").push(f.get("grant_type").cloned().unwrap_or_default());
+                    if f.get("client_id").map(String::as_str) != Some("client-1")
+                        || f.get("client_secret").map(String::as_str) != Some("secret-1")
+                    {
+                        return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client" }))).into_response();
+                    }
+                    let Some((challenge, redirect)) = f.get("code").and_then(|c| codes.lock().expect("codes").remove(c)) else {
+                        return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
+                    };
+                    use base64::Engine as _;
+                    let verifier = f.get("code_verifier").cloned().unwrap_or_default();
+                    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+                    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref());
+                    if computed != challenge || f.get("redirect_uri") != Some(&redirect) {
+                        return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant", "error_description": "PKCE or redirect_uri mismatch" }))).into_response();
+                    }
+                    axum::Json(json!({
+                        "access_token": "at-1", "refresh_token": "rt-1", "expires_in": 3600,
+                        "token_type": "bearer", "instance_url": "https://instance.example"
+                    }))
+                    .into_response()
+                }
+            }),
+        );
+    (serve_locally(app).await, log)
+}
+
+async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let (provider, token_calls) = fake_provider().await;
+    let dir = project(&api);
+    let put = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("folders");
+        std::fs::write(path, text).expect("write");
+    };
+    put(
+        "integrations/custom.oauthy/config.yaml",
+        &format!(
+            "authenticationType: oauth\nauthorizationUrl: {provider}/authorize\naccessTokenUrl: {provider}/token\n\
+             clientId: client-1\nclientSecret: secret-1\nscopes: [contacts.read, contacts.write]\n\
+             usePKCEInCodeExchange: true\napiBaseUrl: https://api.oauthy.example\nreturnUrl: https://app.example/connected\n\
+             authorization: {{ type: bearer, token: \"{{{{credentials.accessToken}}}}\" }}\n"
+        ),
+    );
+    put(
+        "integrations/custom.oauthy/workflows/oauth-call.yaml",
+        &format!(
+            "id: oauth-call\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n\
+             \x20 - {{ id: call, type: request, url: \"{api}/echo\", headers: {{ authorization: \"Bearer {{{{credentials.accessToken}}}}\" }} }}\n\
+             \x20 - {{ id: reply, type: response, body: {{ instance: \"{{{{credentials.instanceUrl}}}}\" }} }}\n"
+        ),
+    );
+    stack.deploy_project(&dir).await;
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+
+    let (status, body) = ada.send(reqwest::Method::GET, "integrations/custom.acme/oauth/start", None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "an API-key integration has no OAuth flow: {body}");
+    let (status, body) = ada.send(reqwest::Method::GET, "integrations/custom.oauthy/oauth/start", None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let authorize = body["authorizationUrl"].as_str().expect("a URL").to_string();
+    assert!(authorize.starts_with(&format!("{provider}/authorize?")), "{authorize}");
+
+    // The browser at the provider: it sends the user back to the callback with a code.
+    let at_provider = no_redirects.get(&authorize).send().await.expect("authorize");
+    assert_eq!(at_provider.status(), StatusCode::FOUND, "{}", at_provider.text().await.unwrap_or_default());
+    let back = at_provider.headers()["location"].to_str().expect("location").to_string();
+    let back = url::Url::parse(&back).expect("callback URL");
+    assert_eq!(back.path(), "/oauth/callback");
+    let query = back.query().expect("query").to_string();
+    let state = back.query_pairs().find(|(k, _)| k == "state").map(|(_, v)| v.to_string()).expect("state");
+
+    // A forged or altered state completes nothing.
+    let forged =
+        no_redirects.get(format!("{}/oauth/callback?code=x&state=AAAA", stack.base_url)).send().await.expect("forged");
+    assert_eq!(forged.status(), StatusCode::BAD_REQUEST);
+    let denied = no_redirects
+        .get(format!("{}/oauth/callback?error=access_denied&state={state}", stack.base_url))
+        .send()
+        .await
+        .expect("denied");
+    assert_eq!(denied.status(), StatusCode::FOUND);
+    let location = denied.headers()["location"].to_str().expect("location").to_string();
+    assert!(location.starts_with("https://app.example/connected?integration=custom.oauthy&error="), "{location}");
+
+    let done = no_redirects.get(format!("{}/oauth/callback?{query}", stack.base_url)).send().await.expect("callback");
+    assert_eq!(done.status(), StatusCode::FOUND, "{}", done.text().await.unwrap_or_default());
+    let location = done.headers()["location"].to_str().expect("location").to_string();
+    assert_eq!(location, "https://app.example/connected?integration=custom.oauthy&connected=true");
+    assert_eq!(token_calls.lock().expect("calls").as_slice(), ["authorization_code"], "one code exchange");
+    let again = no_redirects.get(format!("{}/oauth/callback?{query}", stack.base_url)).send().await.expect("replayed");
+    let location = again.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_string();
+    assert!(location.contains("error="), "a code works once: {location}");
+
+    let (_, connect) = ada.send(reqwest::Method::GET, "connect", None).await;
+    let oauthy =
+        connect["integrations"].as_array().expect("list").iter().find(|i| i["name"] == "custom.oauthy").cloned();
+    let oauthy = oauthy.expect("listed");
+    assert_eq!((&oauthy["connected"], &oauthy["enabled"]), (&json!(true), &json!(true)), "{oauthy}");
+    assert!(!connect.to_string().contains("at-1") && !connect.to_string().contains("rt-1"));
+
+    let (status, answer) = ada.trigger("oauth-call").await;
+    assert_eq!((status, &answer), (StatusCode::OK, &json!({ "instance": "https://instance.example" })), "{answer}");
+    assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some("Bearer at-1"));
+    let stored =
+        stack.store.get_credentials(&stack.project_id, "ada", "custom.oauthy").await.expect("get").expect("stored");
+    assert!(stored.expires_at.is_some(), "the expiry is kept");
+    let text = serde_json::to_string(&stored).expect("json");
+    assert!(!text.contains("at-1") && !text.contains("rt-1"), "{text}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 on_both_backends! {
     enablement_gates_triggers_per_user: Duration::from_secs(10);
     settings_are_validated_read_by_workflows_and_secrets_never_shown: Duration::from_secs(10);
     users_are_recorded_and_described: Duration::from_secs(10);
     no_token_crosses_users_projects_or_route_kinds: Duration::from_secs(10);
     credentials_are_sealed_used_by_their_integration_and_never_shown: Duration::from_secs(10);
+    the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api: Duration::from_secs(10);
 }

@@ -52,8 +52,7 @@ pub struct DevProject {
     pub base_url: String,
 }
 
-/// The `{{env.NAME}}` variable holding the stack's own base URL (`http://127.0.0.1:8787`).
-pub const BASE_URL_ENV: &str = "SLUICE_BASE_URL";
+pub use sluice_shared::runtime::BASE_URL_ENV;
 
 /// Runs `sluice dev` until Ctrl-C.
 ///

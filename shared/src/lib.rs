@@ -21,6 +21,7 @@ pub mod error;
 pub mod messages;
 pub mod model;
 pub mod net;
+pub mod oauth;
 pub mod ports;
 pub mod record;
 #[cfg(feature = "aws")]

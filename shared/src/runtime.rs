@@ -87,6 +87,10 @@ pub struct Runtime {
     pub keys: Option<Arc<dyn crate::crypto::KeyWrap>>,
 }
 
+/// The `{{env.NAME}}` variable holding the stack's own base URL (`sluice dev` sets it, e.g.
+/// `http://127.0.0.1:8787`); OAuth callbacks go to `<it>/oauth/callback`.
+pub const BASE_URL_ENV: &str = "SLUICE_BASE_URL";
+
 /// How many (project, user) pairs a process remembers as recorded before it starts over.
 const KNOWN_USERS: usize = 100_000;
 

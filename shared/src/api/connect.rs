@@ -16,6 +16,7 @@ use crate::connect::{check_settings_write, credential_context, seal_value, setti
 use crate::crypto;
 use crate::error::{ApiError, json_response};
 use crate::model::project::{AuthenticationType, IMPLICIT_INTEGRATION, Input, InputType};
+use crate::oauth;
 use crate::ports::{CredentialRecord, CredentialStatus, IntegrationRecord, SettingsScope, Switch, UserMeta};
 use crate::record::{MAX_JSON_DEPTH, format_timestamp, now, too_deep};
 use crate::runtime::Runtime;
@@ -289,6 +290,153 @@ pub(super) async fn delete_credentials(
     let user_id = user_of(runtime, project_id, headers).await?;
     let removed = runtime.store.delete_credentials(project_id, &user_id, integration).await?;
     Ok(json_response(StatusCode::OK, &json!({ "integration": integration, "connected": false, "removed": removed })))
+}
+
+/// `GET /projects/{p}/sdk/integrations/{i}/oauth/start`: where to send the user's browser to
+/// connect an OAuth integration: `{"authorizationUrl": ...}` (the provider's page, with a
+/// sealed state bound to this user, project and integration, and PKCE when configured).
+pub(super) async fn oauth_start(
+    runtime: &Runtime,
+    project_id: &str,
+    headers: &HeaderMap,
+    integration: &str,
+) -> Result<Response<Bytes>, ApiError> {
+    let user_id = user_of(runtime, project_id, headers).await?;
+    let record = runtime
+        .store
+        .get_integration(project_id, integration)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration `{integration}` in this project")))?;
+    if record.config.authentication_type != Some(AuthenticationType::Oauth) {
+        return Err(ApiError::BadRequest(format!(
+            "integration `{integration}` does not connect with the OAuth authorization-code flow"
+        )));
+    }
+    let provider = oauth::Provider::of(integration, &record.config, &runtime.settings.env).map_err(oauth_error)?;
+    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let state = oauth::new_state(project_id, &user_id, integration);
+    let url =
+        oauth::authorization_url(keys, &provider, state, &callback_url(runtime, headers)).await.map_err(oauth_error)?;
+    Ok(json_response(StatusCode::OK, &json!({ "authorizationUrl": url })))
+}
+
+/// Where providers send users back: `<this stack's address>/oauth/callback`.
+pub(super) fn callback_url(runtime: &Runtime, headers: &HeaderMap) -> String {
+    let base = match runtime.settings.env.get(crate::runtime::BASE_URL_ENV) {
+        Some(base) => base.trim_end_matches('/').to_string(),
+        None => {
+            let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+            // Lambda Function URLs are HTTPS only; a local stack serves plain HTTP.
+            let scheme = if runtime.settings.host == crate::runtime::Host::Lambda { "https" } else { "http" };
+            format!("{scheme}://{host}")
+        }
+    };
+    format!("{base}/oauth/callback")
+}
+
+/// `GET /oauth/callback?code=...&state=...` (or `?error=...&state=...`): completes the flow
+/// the state names — exchanges the code, seals and stores the tokens, enables the integration
+/// for the user — and sends the browser back to the integration's `returnUrl`.
+pub(super) async fn oauth_callback(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Response<Bytes>, ApiError> {
+    let params: BTreeMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let state = params.get("state").ok_or_else(|| ApiError::BadRequest("the callback has no `state`".into()))?;
+    let flow = oauth::open_state(keys, state).await.map_err(oauth_error)?;
+    let store = &runtime.store;
+    let record = store
+        .get_integration(&flow.project_id, &flow.integration)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration `{}` in this project", flow.integration)))?;
+    let outcome = complete_flow(runtime, &record, &flow, &params, headers).await;
+    let return_url = record.config.return_url.as_deref().map(|url| fill_return_url(url, &runtime.settings.env));
+    match (outcome, return_url) {
+        (Ok(()), Some(Ok(mut url))) => {
+            url.query_pairs_mut().append_pair("integration", &flow.integration).append_pair("connected", "true");
+            Ok(redirect(url.as_str()))
+        }
+        (Err(error), Some(Ok(mut url))) if error.status().is_client_error() => {
+            url.query_pairs_mut().append_pair("integration", &flow.integration).append_pair("error", error.code());
+            Ok(redirect(url.as_str()))
+        }
+        (Ok(()), _) => {
+            Ok(json_response(StatusCode::OK, &json!({ "integration": flow.integration, "connected": true })))
+        }
+        (Err(error), _) => Err(error),
+    }
+}
+
+async fn complete_flow(
+    runtime: &Runtime,
+    record: &IntegrationRecord,
+    flow: &oauth::FlowState,
+    params: &BTreeMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<(), ApiError> {
+    if let Some(error) = params.get("error") {
+        let error: String = error.chars().take(100).collect();
+        return Err(ApiError::BadRequest(format!("the user or the provider did not authorise: {error}")));
+    }
+    let code = params.get("code").ok_or_else(|| ApiError::BadRequest("the callback has no `code`".into()))?;
+    let provider = oauth::Provider::of(&record.name, &record.config, &runtime.settings.env).map_err(oauth_error)?;
+    let tokens =
+        oauth::exchange_code(&runtime.http, &provider, code, &callback_url(runtime, headers), flow.verifier.as_deref())
+            .await
+            .map_err(oauth_error)?;
+    store_tokens(runtime, &flow.project_id, &flow.user_id, &flow.integration, &tokens).await?;
+    Ok(())
+}
+
+/// Seals and stores `tokens` as the user's credentials for `integration`, and enables it.
+pub(super) async fn store_tokens(
+    runtime: &Runtime,
+    project_id: &str,
+    user_id: &str,
+    integration: &str,
+    tokens: &oauth::Tokens,
+) -> Result<(), ApiError> {
+    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let plaintext =
+        serde_json::to_vec(&tokens.credentials()).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
+    let context = credential_context(project_id, user_id, integration);
+    let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(crate::connect::ConnectError::from)?;
+    let expires_at =
+        tokens.expires_in.map(|seconds| now() + chrono::Duration::seconds(seconds.min(10 * 365 * 86_400) as i64));
+    let stored = CredentialRecord { sealed, status: CredentialStatus::Connected, expires_at, updated_at: now() };
+    runtime.store.put_credentials(project_id, user_id, integration, &stored).await?;
+    runtime.store.set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
+    Ok(())
+}
+
+fn fill_return_url(url: &str, env: &BTreeMap<String, String>) -> Result<url::Url, ApiError> {
+    let ctx = json!({ "env": env });
+    let filled = match crate::template::render(&Value::from(url), &ctx) {
+        Ok(Value::String(text)) => text,
+        _ => return Err(ApiError::Internal(format!("the integration's returnUrl `{url}` cannot be filled in"))),
+    };
+    url::Url::parse(&filled).map_err(|e| ApiError::Internal(format!("the integration's returnUrl is not a URL: {e}")))
+}
+
+fn redirect(location: &str) -> Response<Bytes> {
+    let mut response = json_response(StatusCode::FOUND, &json!({ "location": location }));
+    if let Ok(value) = http::HeaderValue::from_str(location) {
+        response.headers_mut().insert(http::header::LOCATION, value);
+    }
+    response
+}
+
+fn oauth_error(error: oauth::OAuthError) -> ApiError {
+    match error {
+        oauth::OAuthError::BadState(_) | oauth::OAuthError::Refused(_) | oauth::OAuthError::Revoked(_) => {
+            ApiError::BadRequest(error.to_string())
+        }
+        oauth::OAuthError::NotConfigured(_) => ApiError::BadRequest(error.to_string()),
+        oauth::OAuthError::Endpoint(_) | oauth::OAuthError::Crypto(_) => ApiError::Internal(error.to_string()),
+    }
 }
 
 /// Whose settings a settings route names, with the declared inputs.

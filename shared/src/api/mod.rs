@@ -86,6 +86,15 @@ impl Api {
                 let (parts, body) = request.into_parts();
                 connect::set_enabled(&self.runtime, project, &parts.headers, switch, &body).await
             }
+            ["projects", project, "sdk", "integrations", target, "oauth", "start"] => {
+                allow(&request, &Method::GET)?;
+                let (project, target) = (id(project)?, integration(target)?);
+                connect::oauth_start(&self.runtime, project, request.headers(), target).await
+            }
+            ["oauth", "callback"] => {
+                allow(&request, &Method::GET)?;
+                connect::oauth_callback(&self.runtime, request.headers(), request.uri().query()).await
+            }
             ["projects", project, "sdk", "integrations", target, "credentials"] => {
                 let (project, target) = (id(project)?, integration(target)?);
                 let (parts, body) = request.into_parts();
@@ -139,4 +148,14 @@ fn id(segment: &str) -> Result<&str, ApiError> {
         && segment.len() <= 128
         && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if valid { Ok(segment) } else { Err(ApiError::NotFound(format!("no such resource `{segment}`"))) }
+}
+
+#[cfg(test)]
+mod send_checks {
+    fn assert_send<T: Send>(_: T) {}
+
+    #[allow(dead_code)]
+    fn handlers_are_send(api: &super::Api, request: http::Request<bytes::Bytes>) {
+        assert_send(api.handle(request));
+    }
 }

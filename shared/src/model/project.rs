@@ -73,6 +73,10 @@ pub struct IntegrationConfig {
     /// `#rrggbb`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accent_color: Option<String>,
+    /// Where the user's browser goes back to in your app once an OAuth flow ends (with
+    /// `?integration=<name>&connected=true`, or `&error=...`); may use `{{env.NAME}}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub return_url: Option<String>,
     /// How a user connects a custom integration (custom integrations only, required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication_type: Option<AuthenticationType>,

@@ -46,7 +46,7 @@ pub const MAX_INTEGRATIONS: usize = 200;
 static CUSTOM_NAME: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z0-9]{1,40}$").ok());
 static COLOR: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^#[0-9a-fA-F]{6}$").ok());
 
-const COMMON_KEYS: &[&str] = &["name", "description", "overview", "accentColor"];
+const COMMON_KEYS: &[&str] = &["name", "description", "overview", "accentColor", "returnUrl"];
 const CUSTOM_KEYS: &[&str] = &[
     "authenticationType",
     "authorizationUrl",
@@ -286,6 +286,9 @@ impl Checker {
             && !COLOR.as_ref().is_some_and(|re| re.is_match(text))
         {
             self.problem("accentColor", format!("`{text}` is not a colour: write `#rrggbb`"));
+        }
+        if let Some(url) = map.get("returnUrl") {
+            self.url(url, "returnUrl", true);
         }
         if custom {
             self.custom_auth(map);
