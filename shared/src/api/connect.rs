@@ -228,10 +228,7 @@ pub(super) async fn put_credentials(
 ) -> Result<Response<Bytes>, ApiError> {
     let user_id = user_of(runtime, project_id, headers).await?;
     let store = &runtime.store;
-    let record = store
-        .get_integration(project_id, integration)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no integration `{integration}` in this project")))?;
+    let record = integration_of(runtime, project_id, integration).await?;
     let Value::Object(mut values) = json_body(body)? else {
         return Err(ApiError::BadRequest("the body must be an object of credential name → string".into()));
     };
@@ -302,11 +299,7 @@ pub(super) async fn oauth_start(
     integration: &str,
 ) -> Result<Response<Bytes>, ApiError> {
     let user_id = user_of(runtime, project_id, headers).await?;
-    let record = runtime
-        .store
-        .get_integration(project_id, integration)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no integration `{integration}` in this project")))?;
+    let record = integration_of(runtime, project_id, integration).await?;
     if record.config.authentication_type != Some(AuthenticationType::Oauth) {
         return Err(ApiError::BadRequest(format!(
             "integration `{integration}` does not connect with the OAuth authorization-code flow"
@@ -489,6 +482,15 @@ pub(super) async fn settings(
     }
     let stored = store.get_settings(project_id, &user_id, &scope).await?;
     Ok(json_response(StatusCode::OK, &settings_json(&inputs, &stored)))
+}
+
+/// The deployed integration `name` of the project, or 404.
+async fn integration_of(runtime: &Runtime, project_id: &str, name: &str) -> Result<IntegrationRecord, ApiError> {
+    runtime
+        .store
+        .get_integration(project_id, name)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no integration `{name}` in this project")))
 }
 
 /// The body as JSON, within this module's size and depth limits.
