@@ -441,6 +441,14 @@ async fn fake_provider() -> (String, Arc<Mutex<Vec<String>>>) {
                     {
                         return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client" }))).into_response();
                     }
+                    if f.get("grant_type").map(String::as_str) == Some("refresh_token") {
+                        // Slow, so that steps needing a refresh at the same moment overlap.
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        return match f.get("refresh_token").map(String::as_str) {
+                            Some("rt-1") => axum::Json(json!({ "access_token": "at-2", "expires_in": 3600 })).into_response(),
+                            _ => (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant", "error_description": "revoked" }))).into_response(),
+                        };
+                    }
                     let Some((challenge, redirect)) = f.get("code").and_then(|c| codes.lock().expect("codes").remove(c)) else {
                         return (StatusCode::BAD_REQUEST, axum::Json(json!({ "error": "invalid_grant" }))).into_response();
                     };
@@ -462,10 +470,10 @@ async fn fake_provider() -> (String, Arc<Mutex<Vec<String>>>) {
     (serve_locally(app).await, log)
 }
 
-async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &TestStack) {
-    let (api, seen) = echo_api().await;
-    let (provider, token_calls) = fake_provider().await;
-    let dir = project(&api);
+/// The test project plus `custom.oauthy`, an OAuth integration at the fake `provider`, with
+/// `oauth-call` (one request with the user's access token) and `oauth-fan` (five at once).
+fn oauthy_project(api: &str, provider: &str) -> PathBuf {
+    let dir = project(api);
     let put = |path: &str, text: &str| {
         let path = dir.join(path);
         std::fs::create_dir_all(path.parent().expect("parent")).expect("folders");
@@ -488,6 +496,21 @@ async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &T
              \x20 - {{ id: reply, type: response, body: {{ instance: \"{{{{credentials.instanceUrl}}}}\" }} }}\n"
         ),
     );
+    put(
+        "integrations/custom.oauthy/workflows/oauth-fan.yaml",
+        &format!(
+            "id: oauth-fan\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n\
+             \x20 - id: each\n    type: fan_out\n    over: \"{{{{trigger.body.items}}}}\"\n    steps:\n\
+             \x20     - {{ id: call, type: request, url: \"{api}/echo\", headers: {{ authorization: \"Bearer {{{{credentials.accessToken}}}}\" }} }}\n"
+        ),
+    );
+    dir
+}
+
+async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let (provider, token_calls) = fake_provider().await;
+    let dir = oauthy_project(&api, &provider);
     stack.deploy_project(&dir).await;
     let ada = Sdk { stack, token: stack.token("ada") };
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -548,6 +571,68 @@ async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &T
     let _ = std::fs::remove_dir_all(dir);
 }
 
+async fn expired_tokens_are_refreshed_once_and_a_refused_refresh_needs_reauthorization(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let (provider, token_calls) = fake_provider().await;
+    let dir = oauthy_project(&api, &provider);
+    stack.deploy_project(&dir).await;
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let path = "integrations/custom.oauthy/credentials";
+    let expired = json!({ "accessToken": "at-old", "refreshToken": "rt-1", "expiresIn": 0 });
+    assert_eq!(ada.send(reqwest::Method::PUT, path, Some(expired)).await.0, StatusCode::OK);
+
+    // Two executions of five concurrent branches each need the token at the same moment.
+    let fan = || async {
+        let response = stack
+            .client()
+            .post(stack.trigger_url("oauth-fan"))
+            .bearer_auth(stack.token("ada"))
+            .json(&json!({ "items": [1, 2, 3, 4, 5] }))
+            .send()
+            .await
+            .expect("trigger");
+        let id = json_id(response).await;
+        stack.wait_until_ended(&id, Duration::from_secs(30)).await
+    };
+    let (first, second) = tokio::join!(fan(), fan());
+    for record in [&first, &second] {
+        assert_eq!(record["status"], "succeeded", "{record:#}");
+        assert!(!record.to_string().contains("at-2"), "the new token is not recorded");
+    }
+    let calls = seen.lock().expect("seen").clone();
+    assert_eq!(calls.len(), 10, "{calls:?}");
+    assert!(calls.iter().all(|auth| auth == "Bearer at-2"), "every call used the refreshed token: {calls:?}");
+    assert_eq!(token_calls.lock().expect("log").as_slice(), ["refresh_token"], "one refresh for all of them");
+    let stored =
+        stack.store.get_credentials(&stack.project_id, "ada", "custom.oauthy").await.expect("get").expect("kept");
+    assert!(stored.expires_at.is_some_and(|at| at > sluice_shared::record::now()), "the new expiry is kept");
+
+    // A refresh token the provider refuses: the step fails saying so, the portal asks to reconnect.
+    let bob = Sdk { stack, token: stack.token("bob") };
+    let revoked = json!({ "accessToken": "x", "refreshToken": "rt-revoked", "expiresIn": 0 });
+    assert_eq!(bob.send(reqwest::Method::PUT, path, Some(revoked)).await.0, StatusCode::OK);
+    let (status, answer) = bob.trigger("oauth-call").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
+    assert!(answer.to_string().contains("re-authorisation"), "{answer}");
+    let (_, connect) = bob.send(reqwest::Method::GET, "connect", None).await;
+    let oauthy =
+        connect["integrations"].as_array().expect("list").iter().find(|i| i["name"] == "custom.oauthy").cloned();
+    let oauthy = oauthy.expect("listed");
+    assert_eq!((&oauthy["connected"], &oauthy["needsReauthorization"]), (&json!(false), &json!(true)), "{oauthy}");
+    let refreshes = token_calls.lock().expect("log").len();
+    let (status, _) = bob.trigger("oauth-call").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(token_calls.lock().expect("log").len(), refreshes, "a revoked connection is not refreshed again");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The `executionId` of a 202.
+async fn json_id(response: reqwest::Response) -> String {
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    let body: Value = response.json().await.expect("json");
+    body["executionId"].as_str().expect("an executionId").to_string()
+}
+
 on_both_backends! {
     enablement_gates_triggers_per_user: Duration::from_secs(10);
     settings_are_validated_read_by_workflows_and_secrets_never_shown: Duration::from_secs(10);
@@ -555,4 +640,5 @@ on_both_backends! {
     no_token_crosses_users_projects_or_route_kinds: Duration::from_secs(10);
     credentials_are_sealed_used_by_their_integration_and_never_shown: Duration::from_secs(10);
     the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api: Duration::from_secs(10);
+    expired_tokens_are_refreshed_once_and_a_refused_refresh_needs_reauthorization: Duration::from_secs(10);
 }

@@ -14,8 +14,10 @@ use crate::crypto::{self, CryptoError, KeyWrap};
 use crate::model::Workflow;
 use crate::model::load::inputs::{Declared, value_problem};
 use crate::model::project::{Input, InputType};
-use crate::ports::{CredentialStatus, SettingsScope, Store, StoreError};
+use crate::ports::{CredentialRecord, CredentialStatus, SettingsScope, Store, StoreError};
 use crate::record::StepAttempt;
+use crate::record::now;
+use crate::runtime::Runtime;
 
 /// What a redacted value reads as in records and answers.
 pub const REDACTED: &str = "[redacted]";
@@ -31,6 +33,11 @@ pub enum ConnectError {
     Crypto(#[from] CryptoError),
     #[error("this stack has no key to seal secrets with (set SLUICE_KMS_KEY_ID; `sluice dev` keeps a key file)")]
     NoKeys,
+    /// The provider refused the refresh token: the user must connect the integration again.
+    #[error("the connection to `{0}` needs re-authorisation: the user must connect it again")]
+    NeedsReauthorization(String),
+    #[error("refreshing the tokens of `{integration}` failed: {error}")]
+    Refresh { integration: String, error: crate::oauth::OAuthError },
 }
 
 impl ConnectError {
@@ -38,7 +45,8 @@ impl ConnectError {
         match self {
             ConnectError::Store(error) => error.is_retryable(),
             ConnectError::Crypto(error) => error.is_retryable(),
-            ConnectError::NoKeys => false,
+            ConnectError::NoKeys | ConnectError::NeedsReauthorization(_) => false,
+            ConnectError::Refresh { error, .. } => error.is_retryable(),
         }
     }
 }
@@ -144,27 +152,131 @@ pub fn credential_context(project_id: &str, user_id: &str, integration: &str) ->
     secret_context(project_id, user_id, &format!("credentials/{integration}"))
 }
 
-/// The user's credentials for `integration`, opened (an empty object if there are none or
-/// they need re-authorisation), with every string value among the secrets to redact.
+/// How long before its expiry an access token is refreshed.
+const REFRESH_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+/// How long a refresh may hold its lease on the record.
+const REFRESH_LEASE: chrono::Duration = chrono::Duration::seconds(15);
+/// How long a step waits for a refresh another process is making.
+const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The user's credentials for `integration`, opened — an empty object if there are none —
+/// with every string value among the secrets to redact. An OAuth access token that expires
+/// within a minute is refreshed first, once however many steps need it at the same moment:
+/// steps of this process queue on one lock, other processes see the refresh lease on the
+/// record and wait for the new tokens. A refused refresh token marks the connection as
+/// needing re-authorisation.
 pub async fn user_credentials(
-    store: &dyn Store,
-    keys: Option<&dyn KeyWrap>,
+    runtime: &Runtime,
     project_id: &str,
     user_id: &str,
     integration: &str,
 ) -> Result<UserSettings, ConnectError> {
-    let mut opened = UserSettings::default();
-    let Some(record) = store.get_credentials(project_id, user_id, integration).await? else { return Ok(opened) };
-    if record.status != CredentialStatus::Connected {
-        return Ok(opened);
+    let store = runtime.store.as_ref();
+    let keys = runtime.keys.as_deref();
+    let context = credential_context(project_id, user_id, integration);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let Some(record) = store.get_credentials(project_id, user_id, integration).await? else {
+            return Ok(UserSettings::default());
+        };
+        if record.status == CredentialStatus::NeedsReauthorization {
+            return Err(ConnectError::NeedsReauthorization(integration.to_string()));
+        }
+        let values = open_credentials(keys, &context, &record).await?;
+        let refresh_token = values.get("refreshToken").and_then(Value::as_str).map(str::to_string);
+        let expiring = record.expires_at.is_some_and(|at| at <= now() + REFRESH_MARGIN);
+        let (true, Some(refresh_token)) = (expiring, refresh_token) else { return Ok(opened(values)) };
+        let lock = runtime.refresh_lock(&context);
+        let _turn = lock.lock().await;
+        // Another step of this process may have refreshed while this one waited its turn.
+        let Some(current) = store.get_credentials(project_id, user_id, integration).await? else { continue };
+        if current != record {
+            continue;
+        }
+        if record.refreshing_until.is_some_and(|until| until > now()) {
+            // Another process holds the lease: wait for its tokens.
+            if std::time::Instant::now() > deadline {
+                let error = crate::oauth::OAuthError::Endpoint("another refresh did not finish".into());
+                return Err(ConnectError::Refresh { integration: integration.to_string(), error });
+            }
+            drop(_turn);
+            tokio::time::sleep(REFRESH_WAIT).await;
+            continue;
+        }
+        let leased = CredentialRecord { refreshing_until: Some(now() + REFRESH_LEASE), ..record.clone() };
+        if !store.swap_credentials(project_id, user_id, integration, &record, &leased).await? {
+            continue;
+        }
+        return refresh_with_lease(runtime, project_id, user_id, integration, leased, values, &refresh_token).await;
     }
+}
+
+/// Refreshes the tokens of `leased` (whose lease this call holds) and stores them.
+async fn refresh_with_lease(
+    runtime: &Runtime,
+    project_id: &str,
+    user_id: &str,
+    integration: &str,
+    leased: CredentialRecord,
+    mut values: Map<String, Value>,
+    refresh_token: &str,
+) -> Result<UserSettings, ConnectError> {
+    let store = runtime.store.as_ref();
+    let released = CredentialRecord { refreshing_until: None, ..leased.clone() };
+    let provider = match store.get_integration(project_id, integration).await? {
+        Some(record) => crate::oauth::Provider::of(integration, &record.config, &runtime.settings.env),
+        None => Err(crate::oauth::OAuthError::NotConfigured(format!("integration `{integration}` is not deployed"))),
+    };
+    let refreshed = match provider {
+        Ok(provider) => crate::oauth::refresh(&runtime.http, &provider, refresh_token).await,
+        Err(error) => Err(error),
+    };
+    match refreshed {
+        Ok(tokens) => {
+            values.extend(tokens.credentials());
+            let keys = runtime.keys.as_deref().ok_or(ConnectError::NoKeys)?;
+            let context = credential_context(project_id, user_id, integration);
+            let plaintext = serde_json::to_vec(&values).map_err(|e| CryptoError::Refused(e.to_string()))?;
+            let fresh = CredentialRecord {
+                sealed: crypto::seal(keys, &context, &plaintext).await?,
+                status: CredentialStatus::Connected,
+                expires_at: tokens
+                    .expires_in
+                    .map(|s| now() + chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64)),
+                updated_at: now(),
+                refreshing_until: None,
+            };
+            store.swap_credentials(project_id, user_id, integration, &leased, &fresh).await?;
+            tracing::info!(project = project_id, integration, "refreshed an OAuth access token");
+            Ok(opened(values))
+        }
+        Err(crate::oauth::OAuthError::Revoked(reason)) => {
+            let revoked = CredentialRecord { status: CredentialStatus::NeedsReauthorization, ..released };
+            store.swap_credentials(project_id, user_id, integration, &leased, &revoked).await?;
+            tracing::warn!(project = project_id, integration, reason, "refresh token refused: re-authorisation needed");
+            Err(ConnectError::NeedsReauthorization(integration.to_string()))
+        }
+        Err(error) => {
+            store.swap_credentials(project_id, user_id, integration, &leased, &released).await?;
+            Err(ConnectError::Refresh { integration: integration.to_string(), error })
+        }
+    }
+}
+
+async fn open_credentials(
+    keys: Option<&dyn KeyWrap>,
+    context: &str,
+    record: &CredentialRecord,
+) -> Result<Map<String, Value>, ConnectError> {
     let keys = keys.ok_or(ConnectError::NoKeys)?;
-    let text = crypto::open(keys, &credential_context(project_id, user_id, integration), &record.sealed).await?;
-    let values: Map<String, Value> = serde_json::from_slice(&text)
-        .map_err(|e| CryptoError::Refused(format!("opened credentials are not a JSON object: {e}")))?;
-    opened.secrets = values.values().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect();
-    opened.values = values;
-    Ok(opened)
+    let text = crypto::open(keys, context, &record.sealed).await?;
+    serde_json::from_slice(&text)
+        .map_err(|e| CryptoError::Refused(format!("opened credentials are not a JSON object: {e}")).into())
+}
+
+fn opened(values: Map<String, Value>) -> UserSettings {
+    let secrets = values.values().filter_map(Value::as_str).filter(|s| !s.is_empty()).map(str::to_string).collect();
+    UserSettings { values, secrets }
 }
 
 /// Checks a settings write (setting key → value; `null` clears a value) against `inputs`;

@@ -85,6 +85,9 @@ pub struct Runtime {
     /// Seals users' secrets (credentials, `password` settings); without it they cannot be
     /// stored or read.
     pub keys: Option<Arc<dyn crate::crypto::KeyWrap>>,
+    /// One lock per credential record being refreshed, so steps of this process refresh a
+    /// token once.
+    refresh_locks: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// The `{{env.NAME}}` variable holding the stack's own base URL (`sluice dev` sets it, e.g.
@@ -111,7 +114,17 @@ impl Runtime {
             signals: Arc::default(),
             known_users: Arc::default(),
             keys: None,
+            refresh_locks: Arc::default(),
         }
+    }
+
+    /// The lock refreshes of the credential record `key` take turns on.
+    pub fn refresh_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let Ok(mut locks) = self.refresh_locks.lock() else { return Arc::default() };
+        if locks.len() > KNOWN_USERS {
+            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        locks.entry(key.to_string()).or_default().clone()
     }
 
     /// The runtime with `keys` to seal users' secrets with.

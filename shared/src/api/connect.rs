@@ -271,7 +271,13 @@ pub(super) async fn put_credentials(
     let plaintext = serde_json::to_vec(&values).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
     let context = credential_context(project_id, &user_id, integration);
     let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(crate::connect::ConnectError::from)?;
-    let stored = CredentialRecord { sealed, status: CredentialStatus::Connected, expires_at, updated_at: now() };
+    let stored = CredentialRecord {
+        sealed,
+        status: CredentialStatus::Connected,
+        expires_at,
+        updated_at: now(),
+        refreshing_until: None,
+    };
     store.put_credentials(project_id, &user_id, integration, &stored).await?;
     store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
     Ok(json_response(StatusCode::OK, &json!({ "integration": integration, "connected": true })))
@@ -399,7 +405,13 @@ pub(super) async fn store_tokens(
     let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(crate::connect::ConnectError::from)?;
     let expires_at =
         tokens.expires_in.map(|seconds| now() + chrono::Duration::seconds(seconds.min(10 * 365 * 86_400) as i64));
-    let stored = CredentialRecord { sealed, status: CredentialStatus::Connected, expires_at, updated_at: now() };
+    let stored = CredentialRecord {
+        sealed,
+        status: CredentialStatus::Connected,
+        expires_at,
+        updated_at: now(),
+        refreshing_until: None,
+    };
     runtime.store.put_credentials(project_id, user_id, integration, &stored).await?;
     runtime.store.set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
     Ok(())

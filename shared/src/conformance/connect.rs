@@ -126,6 +126,7 @@ fn credential(ciphertext: &str, status: CredentialStatus) -> CredentialRecord {
         status,
         expires_at: Some(super::at_ms(1_900_000_000_123)),
         updated_at: super::at_ms(1_800_000_000_456),
+        refreshing_until: None,
     }
 }
 
@@ -146,6 +147,13 @@ pub async fn case_credentials_are_per_user_and_integration(store: &dyn Store) {
     let huge = credential(&"A".repeat(MAX_CREDENTIAL_BYTES), CredentialStatus::Connected);
     let refused = store.put_credentials(&project, &user, "custom.acme", &huge).await;
     assert!(matches!(refused, Err(StoreError::TooLarge(_))), "{refused:?}");
+    // Compare and swap: only from exactly the stored record, once.
+    let stored = store.get_credentials(&project, &user, "slack").await.expect("get").expect("stored");
+    let leased = CredentialRecord { refreshing_until: Some(super::at_ms(1_800_000_010_000)), ..stored.clone() };
+    assert!(store.swap_credentials(&project, &user, "slack", &stored, &leased).await.expect("swap"));
+    assert!(!store.swap_credentials(&project, &user, "slack", &stored, &leased).await.expect("stale"), "once");
+    assert!(!store.swap_credentials(&project, &user, "custom.acme", &stored, &leased).await.expect("none"));
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(leased));
     assert!(store.delete_credentials(&project, &user, "slack").await.expect("delete"));
     assert!(!store.delete_credentials(&project, &user, "slack").await.expect("again"), "removed once");
     assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("gone"), None);

@@ -176,6 +176,9 @@ pub struct CredentialRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<Timestamp>,
     pub updated_at: Timestamp,
+    /// A refresh of these tokens is under way until then (by whoever swapped this in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshing_until: Option<Timestamp>,
 }
 
 /// Whether stored credentials can be used.
@@ -207,6 +210,16 @@ pub trait CredentialStore: Send + Sync {
         user_id: &str,
         integration: &str,
     ) -> Result<Option<CredentialRecord>, StoreError>;
+    /// Replaces `old` by `new` only if the stored record is still exactly `old` (compare and
+    /// swap: a token refresh, a refresh lease); whether it did.
+    async fn swap_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+        old: &CredentialRecord,
+        new: &CredentialRecord,
+    ) -> Result<bool, StoreError>;
     /// Removes them; whether there were any.
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError>;
 }

@@ -437,10 +437,19 @@ impl<'a> Segment<'a> {
             self.known.insert(text, recorded);
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
-        let settings = self.user_settings(step).await?;
+        let (settings, credentials) = match self.secrets(step).await? {
+            Ok(secrets) => secrets,
+            // The user's settings or credentials cannot be used (a connection that needs
+            // re-authorisation, a secret that does not open): the step fails, saying why.
+            Err(reason) => {
+                let error = crate::record::StepError::terminal(reason);
+                let (_, recorded) = self.record(recorded_attempt(&key, attempt, Recorded::Failed(error))).await?;
+                let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
+                return Ok(Event::StepEnded { key, attempt, outcome });
+            }
+        };
         let mut base = context::base(self.execution, &self.runtime.settings.env);
         base["settings"] = Value::Object(settings.values.clone());
-        let credentials = self.credentials(step).await?;
         if let Some(credentials) = &credentials {
             base["credentials"] = Value::Object(credentials.values.clone());
         }
@@ -478,9 +487,28 @@ impl<'a> Segment<'a> {
         Ok(Event::StepEnded { key, attempt, outcome })
     }
 
+    /// The user's settings and credentials `step` reads; `Ok(Err(reason))` when they cannot
+    /// be used (the step fails with the reason), `Err` when reading them may work next time.
+    async fn secrets(&mut self, step: &crate::model::Step) -> Result<Result<Secrets, String>, RunError> {
+        let blocked = |e: crate::connect::ConnectError| {
+            if e.is_retryable() { Err(RunError::Retryable(e.to_string())) } else { Ok(Err(e.to_string())) }
+        };
+        let settings = match self.user_settings(step).await {
+            Ok(settings) => settings,
+            Err(e) => return blocked(e),
+        };
+        match self.credentials(step).await {
+            Ok(credentials) => Ok(Ok((settings, credentials))),
+            Err(e) => blocked(e),
+        }
+    }
+
     /// The user's credentials for the workflow's integration if `step` reads them (read once
     /// per segment): an empty object when the user has none.
-    async fn credentials(&mut self, step: &crate::model::Step) -> Result<Option<Arc<UserSettings>>, RunError> {
+    async fn credentials(
+        &mut self,
+        step: &crate::model::Step,
+    ) -> Result<Option<Arc<UserSettings>>, crate::connect::ConnectError> {
         let Some(integration) = &self.workflow.integration else { return Ok(None) };
         if !context::reads(step, "credentials") {
             return Ok(None);
@@ -488,20 +516,20 @@ impl<'a> Segment<'a> {
         if let Some(credentials) = &self.credentials {
             return Ok(Some(credentials.clone()));
         }
-        let (execution, store, keys) = (self.execution, self.runtime.store.as_ref(), self.runtime.keys.as_deref());
+        let execution = self.execution;
         let opened =
-            crate::connect::user_credentials(store, keys, &execution.project_id, &execution.user_id, integration)
-                .await
-                .map_err(|e| {
-                    if e.is_retryable() { RunError::Retryable(e.to_string()) } else { RunError::Poison(e.to_string()) }
-                })?;
+            crate::connect::user_credentials(self.runtime, &execution.project_id, &execution.user_id, integration)
+                .await?;
         let opened = Arc::new(opened);
         self.credentials = Some(opened.clone());
         Ok(Some(opened))
     }
 
     /// The user's settings if `step` reads them (read once per segment), else none.
-    async fn user_settings(&mut self, step: &crate::model::Step) -> Result<Arc<UserSettings>, RunError> {
+    async fn user_settings(
+        &mut self,
+        step: &crate::model::Step,
+    ) -> Result<Arc<UserSettings>, crate::connect::ConnectError> {
         let declares = !self.workflow.inputs.is_empty() || !self.workflow.integration_inputs.is_empty();
         if !declares || !context::reads(step, "settings") {
             return Ok(Arc::default());
@@ -512,10 +540,7 @@ impl<'a> Segment<'a> {
         let (execution, store, keys) = (self.execution, self.runtime.store.as_ref(), self.runtime.keys.as_deref());
         let settings =
             crate::connect::user_settings(store, keys, &execution.project_id, &execution.user_id, self.workflow)
-                .await
-                .map_err(|e| {
-                    if e.is_retryable() { RunError::Retryable(e.to_string()) } else { RunError::Poison(e.to_string()) }
-                })?;
+                .await?;
         let settings = Arc::new(settings);
         self.settings = Some(settings.clone());
         Ok(settings)
@@ -703,6 +728,9 @@ impl<'a> Segment<'a> {
 }
 
 /// The record of a step that ends without running (a fan-out's start or join).
+/// A step's user settings and (when it reads them) credentials.
+type Secrets = (Arc<UserSettings>, Option<Arc<UserSettings>>);
+
 fn recorded_attempt(key: &StepKey, attempt: u32, result: Recorded) -> StepAttempt {
     let at = now();
     let (status, input, output, error) = match result {

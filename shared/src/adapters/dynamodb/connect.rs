@@ -304,6 +304,36 @@ impl CredentialStore for DynamoStore {
         .transpose()
     }
 
+    async fn swap_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+        old: &CredentialRecord,
+        new: &CredentialRecord,
+    ) -> Result<bool, StoreError> {
+        let (old, new) = (credential_json(old)?, credential_json(new)?);
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item(vec![
+                ("pk", s(user_pk(project_id, user_id))),
+                ("sk", s(format!("{CREDENTIAL_PREFIX}{integration}"))),
+                ("record", s(new)),
+            ])))
+            .condition_expression("#record = :old")
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_values(":old", s(old))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend("PutItem", e)),
+        }
+    }
+
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {
         let output = self
             .client

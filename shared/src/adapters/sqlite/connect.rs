@@ -285,6 +285,29 @@ impl CredentialStore for Sqlite {
         .await
     }
 
+    async fn swap_credentials(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        integration: &str,
+        old: &CredentialRecord,
+        new: &CredentialRecord,
+    ) -> Result<bool, StoreError> {
+        let (old, new) = (credential_json(old)?, credential_json(new)?);
+        let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
+        self.call(move |conn| {
+            let swapped = conn
+                .execute(
+                    "UPDATE credentials SET record = ?5
+                     WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3 AND record = ?4",
+                    params![project_id, user_id, integration, old, new],
+                )
+                .map_err(backend)?;
+            Ok(swapped == 1)
+        })
+        .await
+    }
+
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {
         let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
         self.call(move |conn| {
