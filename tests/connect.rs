@@ -441,6 +441,10 @@ async fn fake_provider() -> (String, Arc<Mutex<Vec<String>>>) {
                     {
                         return (StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": "invalid_client" }))).into_response();
                     }
+                    if f.get("grant_type").map(String::as_str) == Some("client_credentials") {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                        return axum::Json(json!({ "access_token": "cc-1", "expires_in": 3600 })).into_response();
+                    }
                     if f.get("grant_type").map(String::as_str) == Some("refresh_token") {
                         // Slow, so that steps needing a refresh at the same moment overlap.
                         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -633,6 +637,43 @@ async fn json_id(response: reqwest::Response) -> String {
     body["executionId"].as_str().expect("an executionId").to_string()
 }
 
+async fn a_client_credentials_token_is_the_apps_fetched_once_and_kept(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let (provider, token_calls) = fake_provider().await;
+    let dir = oauthy_project(&api, &provider);
+    let put = |path: &str, text: &str| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("folders");
+        std::fs::write(path, text).expect("write");
+    };
+    put(
+        "integrations/custom.machine/config.yaml",
+        &format!(
+            "authenticationType: oauth_client_credential\naccessTokenUrl: {provider}/token\n\
+             clientId: client-1\nclientSecret: secret-1\napiBaseUrl: https://api.machine.example\n\
+             authorization: {{ type: bearer, token: \"{{{{credentials.accessToken}}}}\" }}\n"
+        ),
+    );
+    put(
+        "integrations/custom.machine/workflows/machine-call.yaml",
+        &format!(
+            "id: machine-call\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n\
+             \x20 - {{ id: call, type: request, url: \"{api}/echo\", headers: {{ authorization: \"Bearer {{{{credentials.accessToken}}}}\" }} }}\n\
+             \x20 - {{ id: reply, type: response, body: {{ ok: true }} }}\n"
+        ),
+    );
+    stack.deploy_project(&dir).await;
+    let (ada, bob) = (Sdk { stack, token: stack.token("ada") }, Sdk { stack, token: stack.token("bob") });
+    let ((first, _), (second, _)) = tokio::join!(ada.trigger("machine-call"), bob.trigger("machine-call"));
+    assert_eq!((first, second), (StatusCode::OK, StatusCode::OK));
+    let (third, _) = ada.trigger("machine-call").await;
+    assert_eq!(third, StatusCode::OK);
+    let calls = seen.lock().expect("seen").clone();
+    assert_eq!(calls, ["Bearer cc-1"; 3], "every user's steps carry the app's token");
+    assert_eq!(token_calls.lock().expect("log").as_slice(), ["client_credentials"], "fetched once and kept");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 on_both_backends! {
     enablement_gates_triggers_per_user: Duration::from_secs(10);
     settings_are_validated_read_by_workflows_and_secrets_never_shown: Duration::from_secs(10);
@@ -641,4 +682,5 @@ on_both_backends! {
     credentials_are_sealed_used_by_their_integration_and_never_shown: Duration::from_secs(10);
     the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api: Duration::from_secs(10);
     expired_tokens_are_refreshed_once_and_a_refused_refresh_needs_reauthorization: Duration::from_secs(10);
+    a_client_credentials_token_is_the_apps_fetched_once_and_kept: Duration::from_secs(10);
 }

@@ -263,6 +263,31 @@ async fn refresh_with_lease(
     }
 }
 
+/// The app's own access token for an `oauth_client_credential` integration: fetched with
+/// the client id and secret, kept by this process until a minute before it expires, and
+/// fetched once however many steps need it at the same moment.
+pub async fn client_token(
+    runtime: &Runtime,
+    project_id: &str,
+    integration: &str,
+) -> Result<UserSettings, ConnectError> {
+    let key = format!("sluice/project/{project_id}/client/{integration}");
+    let refresh = |error| ConnectError::Refresh { integration: integration.to_string(), error };
+    let lock = runtime.refresh_lock(&key);
+    let _turn = lock.lock().await;
+    if let Some(token) = runtime.client_token(&key) {
+        return Ok(opened(Map::from_iter([("accessToken".to_string(), Value::from(token))])));
+    }
+    let record = runtime.store.get_integration(project_id, integration).await?.ok_or_else(|| {
+        refresh(crate::oauth::OAuthError::NotConfigured(format!("integration `{integration}` is not deployed")))
+    })?;
+    let provider = crate::oauth::Provider::of(integration, &record.config, &runtime.settings.env).map_err(refresh)?;
+    let tokens = crate::oauth::client_credentials(&runtime.http, &provider).await.map_err(refresh)?;
+    let lifetime = std::time::Duration::from_secs(tokens.expires_in.unwrap_or(3600).saturating_sub(60));
+    runtime.keep_client_token(&key, &tokens.access_token, lifetime);
+    Ok(opened(tokens.credentials()))
+}
+
 async fn open_credentials(
     keys: Option<&dyn KeyWrap>,
     context: &str,

@@ -88,6 +88,8 @@ pub struct Runtime {
     /// One lock per credential record being refreshed, so steps of this process refresh a
     /// token once.
     refresh_locks: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Client-credentials access tokens this process fetched, with when they stop being used.
+    client_tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>>,
 }
 
 /// The `{{env.NAME}}` variable holding the stack's own base URL (`sluice dev` sets it, e.g.
@@ -115,6 +117,22 @@ impl Runtime {
             known_users: Arc::default(),
             keys: None,
             refresh_locks: Arc::default(),
+            client_tokens: Arc::default(),
+        }
+    }
+
+    /// A client-credentials token kept under `key` that is still good.
+    pub fn client_token(&self, key: &str) -> Option<String> {
+        let tokens = self.client_tokens.lock().ok()?;
+        tokens.get(key).filter(|(_, until)| *until > std::time::Instant::now()).map(|(token, _)| token.clone())
+    }
+
+    /// Keeps a client-credentials token for `lifetime`.
+    pub fn keep_client_token(&self, key: &str, token: &str, lifetime: Duration) {
+        if let Ok(mut tokens) = self.client_tokens.lock() {
+            let now = std::time::Instant::now();
+            tokens.retain(|_, (_, until)| *until > now);
+            tokens.insert(key.to_string(), (token.to_string(), now + lifetime));
         }
     }
 

@@ -46,6 +46,11 @@ pub struct Workflow {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(skip)]
     pub integration_inputs: BTreeMap<String, project::Input>,
+    /// How the users of its (custom) integration authenticate, set by the project loader: an
+    /// `oauth_client_credential` integration's token is the app's, not a user's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub integration_auth: Option<project::AuthenticationType>,
 }
 
 impl Workflow {
@@ -61,6 +66,7 @@ impl Workflow {
             enabled_by_default: false,
             integration: None,
             integration_inputs: BTreeMap::new(),
+            integration_auth: None,
         }
     }
 

@@ -21,6 +21,7 @@ use serde_json::Value;
 use crate::connect::UserSettings;
 use crate::engine::{self, Answer, Effect, Event, Outcome, Recorded, State, StepKey};
 use crate::messages::{ScopeEntry, StepMessage};
+use crate::model::project::AuthenticationType;
 use crate::model::{StepKind, Workflow};
 use crate::ports::{Deployment, FirstWrite, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, StoreError};
 use crate::record::{Execution, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, now};
@@ -516,10 +517,13 @@ impl<'a> Segment<'a> {
         if let Some(credentials) = &self.credentials {
             return Ok(Some(credentials.clone()));
         }
-        let execution = self.execution;
-        let opened =
+        let (execution, app_token) = (self.execution, AuthenticationType::OauthClientCredential);
+        let opened = if self.workflow.integration_auth == Some(app_token) {
+            crate::connect::client_token(self.runtime, &execution.project_id, integration).await?
+        } else {
             crate::connect::user_credentials(self.runtime, &execution.project_id, &execution.user_id, integration)
-                .await?;
+                .await?
+        };
         let opened = Arc::new(opened);
         self.credentials = Some(opened.clone());
         Ok(Some(opened))

@@ -208,7 +208,10 @@ fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>>
         Some(Vec::new())
     };
     match (config, inputs, workflows) {
-        (Some(config), Some(inputs), Some(workflows)) if problems.is_empty() => {
+        (Some(config), Some(inputs), Some(mut workflows)) if problems.is_empty() => {
+            for (_, workflow) in &mut workflows {
+                workflow.integration_auth = config.authentication_type;
+            }
             Ok(Integration { name: name.to_string(), config, inputs, workflows })
         }
         _ => Err(problems),
