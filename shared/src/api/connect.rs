@@ -26,7 +26,8 @@ const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest user name, email or time zone kept.
 const MAX_META_LEN: usize = 256;
 
-/// The user a request acts for: the token's, in `project_id`, recorded on first sight.
+/// The user a request acts for: the token's, in `project_id`, recorded on first sight. The
+/// token is read before the project, so a missing project answers as an existing one.
 pub(super) async fn user_of(runtime: &Runtime, project_id: &str, headers: &HeaderMap) -> Result<String, ApiError> {
     let token = auth::bearer_token(headers)?;
     let Some(project) = runtime.store.get_project(project_id).await? else {

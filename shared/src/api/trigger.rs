@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 
 use super::respond::settled_to_http;
 use super::validate::violations;
-use crate::auth;
 use crate::error::{ApiError, json_response};
 use crate::record::{MAX_JSON_DEPTH, SettledResponse, TriggerData, TriggerKind, too_deep};
 use crate::runner::Runner;
@@ -41,17 +40,11 @@ pub(super) async fn handle(
         return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
     }
     let store = &runtime.store;
-    // The token is read before the project: a missing project answers as an existing one.
-    let token = auth::bearer_token(&parts.headers)?;
-    let Some(project) = store.get_project(project_id).await? else {
-        return Err(auth::refuse_for_missing_project(token).into());
-    };
-    let user_id = auth::verify_user_token(&project.signing_public_key_pem, token)?;
+    let user_id = super::connect::user_of(runtime, project_id, &parts.headers).await?;
     let deployment = store
         .get_deployed(project_id, workflow_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no deployed workflow `{workflow_id}` in this project")))?;
-    runtime.known_user(project_id, &user_id).await?;
     let workflow = &deployment.workflow;
     if let Some(integration) = &workflow.integration {
         let enablement = store.enablement(project_id, &user_id).await?;

@@ -15,20 +15,20 @@ use crate::ports::{FanOutStore, StoreError};
 use crate::record::{Execution, StepAttempt};
 use crate::template::Template;
 
-/// The variables for `step` running in `scope`: `ctx` (the [`base`] variables with the
-/// user's settings) and the steps it refers to.
+/// The variables for a step running in `scope`: `ctx` (the [`base`] variables with the
+/// user's settings) and the `referenced` steps ([`References::steps`]).
 pub(super) async fn for_step(
     store: &dyn FanOutStore,
     known: &HashMap<String, StepAttempt>,
     mut ctx: Value,
     execution: &Execution,
     workflow: &Workflow,
-    step: &Step,
+    referenced: &BTreeSet<String>,
     scope: &[ScopeEntry],
 ) -> Result<Value, StoreError> {
     let indexes: Vec<u32> = scope.iter().map(|s| s.index).collect();
     let mut steps = Map::new();
-    for id in referenced_steps(step) {
+    for id in referenced.iter().cloned() {
         let Some(depth) = fan_out_depth(&workflow.steps, &id) else { continue };
         // A step inside a fan-out the current step is not in has no single value.
         if depth > indexes.len() {
@@ -79,25 +79,37 @@ pub fn step_variables(attempt: &StepAttempt) -> Value {
     Value::Object(entry)
 }
 
-/// The ids of the steps `step`'s own templates refer to (`{{steps.ID...}}`), not counting
-/// the steps nested in it or a Function step's code.
-pub fn referenced_steps(step: &Step) -> BTreeSet<String> {
-    let mut found = BTreeSet::new();
-    collect(&own_templates(step), &mut |expr| {
-        if expr.root() == Some("steps")
-            && let Some(id) = expr.key_at(1)
-        {
-            found.insert(id.to_string());
+/// What a step's own templates read (not the steps nested in it, nor a Function step's code).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct References {
+    /// The ids of the steps they refer to (`{{steps.ID...}}`).
+    pub steps: BTreeSet<String>,
+    /// They read `{{settings...}}`.
+    pub settings: bool,
+    /// They read `{{credentials...}}`.
+    pub credentials: bool,
+}
+
+/// What `step`'s own templates read, in one walk of them.
+pub fn references(step: &Step) -> References {
+    let mut found = References::default();
+    collect(&own_templates(step), &mut |expr| match expr.root() {
+        Some("steps") => {
+            if let Some(id) = expr.key_at(1) {
+                found.steps.insert(id.to_string());
+            }
         }
+        Some("settings") => found.settings = true,
+        Some("credentials") => found.credentials = true,
+        _ => {}
     });
     found
 }
 
-/// Whether `step`'s own templates read the variable `root` (`settings`, `credentials`).
-pub fn reads(step: &Step, root: &str) -> bool {
-    let mut reads = false;
-    collect(&own_templates(step), &mut |expr| reads |= expr.root() == Some(root));
-    reads
+/// The ids of the steps `step`'s own templates refer to (`{{steps.ID...}}`), not counting
+/// the steps nested in it or a Function step's code.
+pub fn referenced_steps(step: &Step) -> BTreeSet<String> {
+    references(step).steps
 }
 
 /// The step's fields without the steps nested in it or a Function step's code.

@@ -438,7 +438,8 @@ impl<'a> Segment<'a> {
             self.known.insert(text, recorded);
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
-        let (settings, credentials) = match self.secrets(step).await? {
+        let references = context::references(step);
+        let (settings, credentials) = match self.secrets(&references).await? {
             Ok(secrets) => secrets,
             // The user's settings or credentials cannot be used (a connection that needs
             // re-authorisation, a secret that does not open): the step fails, saying why.
@@ -454,9 +455,16 @@ impl<'a> Segment<'a> {
         if let Some(credentials) = &credentials {
             base["credentials"] = Value::Object(credentials.values.clone());
         }
-        let ctx =
-            context::for_step(store.as_ref(), &self.known, base, self.execution, self.workflow, step, &self.scope)
-                .await?;
+        let ctx = context::for_step(
+            store.as_ref(),
+            &self.known,
+            base,
+            self.execution,
+            self.workflow,
+            &references.steps,
+            &self.scope,
+        )
+        .await?;
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
@@ -490,28 +498,25 @@ impl<'a> Segment<'a> {
 
     /// The user's settings and credentials `step` reads; `Ok(Err(reason))` when they cannot
     /// be used (the step fails with the reason), `Err` when reading them may work next time.
-    async fn secrets(&mut self, step: &crate::model::Step) -> Result<Result<Secrets, String>, RunError> {
+    async fn secrets(&mut self, references: &context::References) -> Result<Result<Secrets, String>, RunError> {
         let blocked = |e: crate::connect::ConnectError| {
             if e.is_retryable() { Err(RunError::Retryable(e.to_string())) } else { Ok(Err(e.to_string())) }
         };
-        let settings = match self.user_settings(step).await {
+        let settings = match self.user_settings(references.settings).await {
             Ok(settings) => settings,
             Err(e) => return blocked(e),
         };
-        match self.credentials(step).await {
+        match self.credentials(references.credentials).await {
             Ok(credentials) => Ok(Ok((settings, credentials))),
             Err(e) => blocked(e),
         }
     }
 
-    /// The user's credentials for the workflow's integration if `step` reads them (read once
+    /// The user's credentials for the workflow's integration if the step `reads` them (read once
     /// per segment): an empty object when the user has none.
-    async fn credentials(
-        &mut self,
-        step: &crate::model::Step,
-    ) -> Result<Option<Arc<UserSettings>>, crate::connect::ConnectError> {
+    async fn credentials(&mut self, reads: bool) -> Result<Option<Arc<UserSettings>>, crate::connect::ConnectError> {
         let Some(integration) = &self.workflow.integration else { return Ok(None) };
-        if !context::reads(step, "credentials") {
+        if !reads {
             return Ok(None);
         }
         if let Some(credentials) = &self.credentials {
@@ -529,13 +534,10 @@ impl<'a> Segment<'a> {
         Ok(Some(opened))
     }
 
-    /// The user's settings if `step` reads them (read once per segment), else none.
-    async fn user_settings(
-        &mut self,
-        step: &crate::model::Step,
-    ) -> Result<Arc<UserSettings>, crate::connect::ConnectError> {
+    /// The user's settings if the step `reads` them (read once per segment), else none.
+    async fn user_settings(&mut self, reads: bool) -> Result<Arc<UserSettings>, crate::connect::ConnectError> {
         let declares = !self.workflow.inputs.is_empty() || !self.workflow.integration_inputs.is_empty();
-        if !declares || !context::reads(step, "settings") {
+        if !declares || !reads {
             return Ok(Arc::default());
         }
         if let Some(settings) = &self.settings {

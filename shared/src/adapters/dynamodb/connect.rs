@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use serde_json::Value;
 
-use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, s};
+use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, put_outcome, s};
 use crate::ports::{
     ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
     SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values, credential_json,
@@ -327,11 +327,7 @@ impl CredentialStore for DynamoStore {
             .expression_attribute_values(":old", s(old))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("PutItem", e)),
-        }
+        put_outcome(result)
     }
 
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {

@@ -76,11 +76,21 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("PutItem", e)),
-        }
+        put_outcome(result)
+    }
+}
+
+/// A conditional `PutItem`'s outcome: written, or its condition failed (`false`).
+fn put_outcome<R: std::fmt::Debug>(
+    result: Result<
+        aws_sdk_dynamodb::operation::put_item::PutItemOutput,
+        SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
+    >,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+        Err(e) => Err(backend("PutItem", e)),
     }
 }
 
