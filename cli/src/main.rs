@@ -47,6 +47,11 @@ enum Command {
     /// Check a project folder, a plain folder of workflow files or one workflow file, and
     /// list every problem (file and path).
     Validate { path: PathBuf },
+    /// Print the integration action catalog (every action's params and output), as Markdown.
+    Actions {
+        /// Only this integration's actions (`slack`, `custom.acme`, ...).
+        integration: Option<String>,
+    },
     /// Print the JSON Schema of a kind of project file (for editor autocompletion).
     Schema {
         #[arg(value_enum, default_value = "workflow")]
@@ -216,6 +221,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     Ok(ExitCode::FAILURE)
                 }
             }
+        }
+        Command::Actions { integration } => {
+            if let Some(name) = &integration
+                && sluice_shared::catalog::integration(name).is_none()
+            {
+                anyhow::bail!(
+                    "no actions for `{name}` (built in: googlecalendar, hubspot, salesforce, slack; or custom.<name>)"
+                );
+            }
+            print!("{}", sluice_shared::catalog::markdown(integration.as_deref()));
+            Ok(ExitCode::SUCCESS)
         }
         Command::Schema { file } => {
             let schema = match file {

@@ -10,6 +10,7 @@
 pub mod adapters;
 pub mod api;
 pub mod auth;
+pub mod catalog;
 pub mod condition;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]

@@ -113,7 +113,7 @@ pub(super) async fn handle(
         let mut ctx = crate::runner::test_context(&execution, &runtime.settings.env);
         ctx["steps"] = Value::Object(request.steps);
         let ports = StepPorts { http: &runtime.http, files: runtime.store.as_ref() };
-        let executed = steps::execute(ports, &execution, step, step_id, 1, &ctx).await;
+        let executed = steps::execute(ports, &execution, &workflow, step, step_id, 1, &ctx).await;
         let mut attempt = executed.record;
         if executed.answer.is_some() {
             // Nobody waits for a single step's answer: it is shown, not settled.

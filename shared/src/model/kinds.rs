@@ -70,6 +70,21 @@ pub enum BodyType {
     Raw,
 }
 
+/// An integration action (`type: action`): a catalog entry of the workflow's integration
+/// (see `sluice actions`), run as a request on the integration's `apiBaseUrl` with its
+/// `authorization`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ActionStep {
+    /// The integration whose action it is; when given it must be the workflow's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    /// The action's name in the catalog, e.g. `send_message`.
+    pub action: String,
+    /// The action's parameters (templated), checked against its catalog entry.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, Value>,
+}
+
 /// Credentials a Request step sends (values may be templated, e.g. from settings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -96,6 +111,15 @@ pub enum Pagination {
     /// Follows the `Link: <...>; rel="next"` response header.
     Link {
         items: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = 1000))]
+        max_pages: Option<u32>,
+    },
+    /// Follows the URL at `next` in each response (e.g. Salesforce's `body.nextRecordsUrl`),
+    /// resolved against the page's URL; pagination stops when it is missing or empty.
+    NextUrl {
+        items: String,
+        next: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[schemars(range(min = 1, max = 1000))]
         max_pages: Option<u32>,
@@ -139,6 +163,7 @@ impl Pagination {
         match self {
             Pagination::Cursor { max_pages, .. }
             | Pagination::Link { max_pages, .. }
+            | Pagination::NextUrl { max_pages, .. }
             | Pagination::Page { max_pages, .. }
             | Pagination::Offset { max_pages, .. } => max_pages.unwrap_or(DEFAULT_MAX_PAGES),
         }
@@ -149,6 +174,7 @@ impl Pagination {
         match self {
             Pagination::Cursor { items, .. }
             | Pagination::Link { items, .. }
+            | Pagination::NextUrl { items, .. }
             | Pagination::Page { items, .. }
             | Pagination::Offset { items, .. } => items,
         }

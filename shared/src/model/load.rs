@@ -73,8 +73,8 @@ pub fn load_value_in(file: &str, value: &Value, integration: IntegrationOf) -> R
             format!("the workflow nests deeper than {MAX_WORKFLOW_DEPTH} levels"),
         )]);
     }
-    let keys: Option<Vec<String>> = integration.map(|(_, inputs)| inputs.keys().cloned().collect());
-    let found = check::check_workflow(value, keys.as_deref());
+    let keys: Option<(&str, Vec<String>)> = integration.map(|(name, inputs)| (name, inputs.keys().cloned().collect()));
+    let found = check::check_workflow(value, keys.as_ref().map(|(name, keys)| (*name, keys.as_slice())));
     if !found.is_empty() {
         return Err(found
             .into_iter()

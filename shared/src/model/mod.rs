@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use duration::DurationSpec;
-pub use kinds::{BodyType, DelayStep, FanOutStep, FunctionStep, Pagination, RequestAuth};
+pub use kinds::{ActionStep, BodyType, DelayStep, FanOutStep, FunctionStep, Pagination, RequestAuth};
 
 /// One workflow: a trigger and the steps it runs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -51,6 +51,12 @@ pub struct Workflow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(skip)]
     pub integration_auth: Option<project::AuthenticationType>,
+    /// Where its integration's API is and what its requests carry (the config's `apiBaseUrl`
+    /// and `authorization`, a built-in's from the action catalog), set by the project loader:
+    /// what Action steps run against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub integration_api: Option<project::IntegrationApi>,
 }
 
 impl Workflow {
@@ -67,6 +73,7 @@ impl Workflow {
             integration: None,
             integration_inputs: BTreeMap::new(),
             integration_auth: None,
+            integration_api: None,
         }
     }
 
@@ -180,6 +187,7 @@ pub enum StepKind {
     Function(FunctionStep),
     FanOut(FanOutStep),
     Delay(DelayStep),
+    Action(ActionStep),
 }
 
 impl StepKind {
@@ -191,6 +199,7 @@ impl StepKind {
             StepKind::Function(_) => "function",
             StepKind::FanOut(_) => "fan_out",
             StepKind::Delay(_) => "delay",
+            StepKind::Action(_) => "action",
         }
     }
 

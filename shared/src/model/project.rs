@@ -158,6 +158,14 @@ pub enum Authorization {
     Header { name: String, value: String },
 }
 
+/// An integration's API as its Action steps use it: the base URL (it may hold `{{env.NAME}}`)
+/// and the `authorization` template every request carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IntegrationApi {
+    pub base_url: String,
+    pub authorization: Authorization,
+}
+
 /// One user setting, shown in the Connect Portal and read in workflows as `{{settings.KEY}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -103,6 +103,11 @@ pub fn references(step: &Step) -> References {
         Some("credentials") => found.credentials = true,
         _ => {}
     });
+    // An action carries the integration's `authorization`, templated over both.
+    if matches!(step.kind, crate::model::StepKind::Action(_)) {
+        found.settings = true;
+        found.credentials = true;
+    }
     found
 }
 

@@ -8,7 +8,7 @@
 //! answers: what a caller gets comes from the engine as an [`Answer`] and is settled through
 //! `crate::settle`.
 
-mod context;
+pub(crate) mod context;
 mod fan_out;
 mod sweep;
 
@@ -468,7 +468,7 @@ impl<'a> Segment<'a> {
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
-        let executed = steps::execute(self.ports(), self.execution, step, &text, attempt, &ctx).await;
+        let executed = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx).await;
         self.steps_run += 1;
         let mut record = executed.record;
         crate::connect::redact(&mut record, &settings.secrets);

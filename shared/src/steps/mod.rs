@@ -5,6 +5,7 @@
 //! engine's job) and each gets only the ports it uses ([`StepPorts`]). Templating errors fail
 //! the attempt terminally.
 
+mod action;
 mod delay;
 pub mod fan_out;
 pub mod function;
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use crate::condition;
 use crate::condition::time::parse_timestamp;
 use crate::engine::{Branch, Outcome, Signal};
-use crate::model::{FunctionStep, RequestStep, Step, StepKind};
+use crate::model::{FunctionStep, RequestStep, Step, StepKind, Workflow};
 use crate::net::HttpClient;
 use crate::ports::FileStore;
 use crate::record::{Execution, HttpResponse, StepAttempt, StepError, StepStatus, now};
@@ -47,11 +48,13 @@ pub const MAX_RECORD_BYTES: usize = 350 * 1024;
 /// A Request step's timeout when it sets none.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Runs one attempt of `step` — stored under `key` (the step id, plus the fan-out branch
-/// indexes when it runs in a branch) — and returns what it did (nothing stored yet).
+/// Runs one attempt of `step` of `workflow` — stored under `key` (the step id, plus the
+/// fan-out branch indexes when it runs in a branch) — and returns what it did (nothing
+/// stored yet).
 pub async fn execute(
     ports: StepPorts<'_>,
     execution: &Execution,
+    workflow: &Workflow,
     step: &Step,
     key: &str,
     attempt: u32,
@@ -63,6 +66,7 @@ pub async fn execute(
     let mut answer = None;
     let (input, result) = match &step.kind {
         StepKind::Request(request) => run_request(ports, execution, key, request, ctx).await,
+        StepKind::Action(action) => action::run(ports, execution, key, action, workflow, ctx).await,
         StepKind::Conditional(conditional) => {
             let input = json!({ "when": conditional.when });
             let result = condition::evaluate(&conditional.when, ctx)

@@ -41,19 +41,28 @@ pub(super) struct Checker {
     /// The setting keys `{{settings.KEY}}` may name (the integration's and the workflow's
     /// own inputs); `None`: not checked (a workflow outside any integration).
     pub(super) known_settings: Option<HashSet<String>>,
+    /// The integration the workflow belongs to (its folder), whose actions it may use.
+    pub(super) integration: Option<String>,
 }
 
 impl Checker {
     pub(super) fn new(known_settings: Option<HashSet<String>>) -> Checker {
-        Checker { problems: Vec::new(), known_steps: HashMap::new(), first_seen: HashMap::new(), known_settings }
+        Checker {
+            problems: Vec::new(),
+            known_steps: HashMap::new(),
+            first_seen: HashMap::new(),
+            known_settings,
+            integration: None,
+        }
     }
 }
 
 /// Every problem of the workflow document `value`, as `(path, message)`; with
-/// `integration_settings`, the workflow belongs to an integration declaring those settings,
+/// `integration`, the workflow belongs to that integration (its name and declared settings),
 /// and `{{settings.KEY}}` must name one of them or one of the workflow's own inputs.
-pub(super) fn check_workflow(value: &Value, integration_settings: Option<&[String]>) -> Vec<(String, String)> {
-    let mut checker = Checker::new(integration_settings.map(|keys| keys.iter().cloned().collect()));
+pub(super) fn check_workflow(value: &Value, integration: Option<(&str, &[String])>) -> Vec<(String, String)> {
+    let mut checker = Checker::new(integration.map(|(_, keys)| keys.iter().cloned().collect()));
+    checker.integration = integration.map(|(name, _)| name.to_string());
     checker.workflow(value);
     checker.problems
 }

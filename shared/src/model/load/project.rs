@@ -28,7 +28,7 @@ use serde_json::Value;
 use super::check::{Checker, key_path};
 use super::{Problem, load_dir_files, parse_text};
 use crate::model::project::{
-    AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration,
+    AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration, IntegrationApi,
     IntegrationConfig, ProjectDefinition,
 };
 use crate::template::{Template, kind};
@@ -47,6 +47,9 @@ static CUSTOM_NAME: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z
 static COLOR: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^#[0-9a-fA-F]{6}$").ok());
 
 const COMMON_KEYS: &[&str] = &["name", "description", "overview", "accentColor", "returnUrl"];
+/// What a built-in integration's config may set besides [`COMMON_KEYS`]: where its API is
+/// (a fake's URL in tests, a Salesforce org's instance URL).
+const BUILT_IN_KEYS: &[&str] = &["apiBaseUrl"];
 const CUSTOM_KEYS: &[&str] = &[
     "authenticationType",
     "authorizationUrl",
@@ -209,13 +212,24 @@ fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>>
     };
     match (config, inputs, workflows) {
         (Some(config), Some(inputs), Some(mut workflows)) if problems.is_empty() => {
+            let api = integration_api(name, &config);
             for (_, workflow) in &mut workflows {
                 workflow.integration_auth = config.authentication_type;
+                workflow.integration_api = api.clone();
             }
             Ok(Integration { name: name.to_string(), config, inputs, workflows })
         }
         _ => Err(problems),
     }
+}
+
+/// Where the integration's actions go and what they carry: a custom integration's own
+/// `apiBaseUrl` and `authorization`; a built-in's from the catalog, its URL overridable.
+fn integration_api(name: &str, config: &IntegrationConfig) -> Option<IntegrationApi> {
+    let catalog = crate::catalog::integration(name);
+    let base_url = config.api_base_url.clone().or_else(|| catalog.and_then(|c| c.api_base_url.clone()))?;
+    let authorization = config.authorization.clone().or_else(|| catalog.and_then(|c| c.authorization.clone()))?;
+    Some(IntegrationApi { base_url, authorization })
 }
 
 fn read_document(path: &Path) -> Result<(String, Value), Vec<Problem>> {
@@ -265,7 +279,10 @@ impl Checker {
         let Some(map) = self.mapping(value, "", "an integration config") else { return };
         for key in map.keys() {
             let key = key.as_str();
-            if COMMON_KEYS.contains(&key) || (custom && CUSTOM_KEYS.contains(&key)) {
+            if COMMON_KEYS.contains(&key)
+                || (custom && CUSTOM_KEYS.contains(&key))
+                || (!custom && BUILT_IN_KEYS.contains(&key))
+            {
                 continue;
             }
             if CUSTOM_KEYS.contains(&key) {
@@ -275,7 +292,7 @@ impl Checker {
                 self.problem(key, message);
             } else {
                 let allowed: Vec<&str> =
-                    COMMON_KEYS.iter().chain(if custom { CUSTOM_KEYS } else { &[] }).copied().collect();
+                    COMMON_KEYS.iter().chain(if custom { CUSTOM_KEYS } else { BUILT_IN_KEYS }).copied().collect();
                 self.problem(key, format!("unknown key `{key}` (allowed here: {})", allowed.join(", ")));
             }
         }
@@ -295,6 +312,8 @@ impl Checker {
         }
         if custom {
             self.custom_auth(map);
+        } else if let Some(url) = map.get("apiBaseUrl") {
+            self.url(url, "apiBaseUrl", true);
         }
     }
 

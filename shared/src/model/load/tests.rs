@@ -191,7 +191,7 @@ fn unknown_step_types_list_the_known_ones_and_every_type_is_supported() {
         &[
             (
                 "steps[0].type",
-                "unknown step type `email` (known: request, conditional, response, function, fan_out, delay)",
+                "unknown step type `email` (known: request, conditional, response, function, fan_out, delay, action)",
             ),
             ("steps[1].code", "`code` is required"),
             ("steps[2].type", "`type` is required"),

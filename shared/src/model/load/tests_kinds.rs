@@ -222,7 +222,7 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
             ("steps[6].until", "`for` and `until` cannot be used together"),
             ("steps[7].body_type", "unknown body type `xml` (use json, form, multipart, raw)"),
             ("steps[7].auth.type", "unknown auth type `oauth` (known: basic, bearer)"),
-            ("steps[7].pagination.style", "`style` is required (cursor, link, page, offset)"),
+            ("steps[7].pagination.style", "`style` is required (cursor, link, next_url, page, offset)"),
             ("steps[8].body", "with `body_type: raw` the body must be a string (the text to send), not an object"),
             ("steps[8].auth.token", "unknown key `token` (allowed here: type, username, password)"),
             ("steps[8].auth.password", "`password` is required for `basic` auth"),
@@ -260,7 +260,7 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
                 "steps[10].pagination.cursor",
                 "unknown key `cursor` (allowed here: style, items, param, start, page_size, max_pages)",
             ),
-            ("steps[11].pagination.style", "unknown pagination style `scroll` (known: cursor, link, page, offset)"),
+            ("steps[11].pagination.style", "unknown pagination style `scroll` (known: cursor, link, next_url, page, offset)"),
             ("steps[12].file", "`file` and `body` cannot be used together"),
             (
                 "steps[13].file",

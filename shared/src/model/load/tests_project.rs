@@ -255,3 +255,43 @@ fn credentials_are_read_only_in_the_workflows_of_an_integration() {
         "plain.yaml: steps[0].body: `{{credentials.apiKey}}`: `credentials` exist only in the workflows of an integration",
     );
 }
+
+#[test]
+fn action_steps_are_checked_against_the_catalog_of_their_own_integration() {
+    let dir = TempDir::new("actions");
+    dir.put("integrations/slack/config.yaml", "apiBaseUrl: \"{{env.SLACK_API}}\"\n");
+    let step = |body: &str| {
+        format!("id: w{}\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: s, type: action, {body} }}\n", body.len())
+    };
+    dir.put(
+        "integrations/slack/workflows/ok.yaml",
+        &step("action: send_message, params: { channel: C1, text: \"{{trigger.body.t}}\" }"),
+    );
+    let project = load_project(&dir.0).expect("a valid action loads");
+    let slack = project.integrations.iter().find(|i| i.name == "slack").expect("slack");
+    let api = slack.workflows[0].1.integration_api.clone().expect("the catalog's API, its URL from the config");
+    assert_eq!(api.base_url, "{{env.SLACK_API}}");
+    assert_eq!(
+        api.authorization,
+        crate::model::project::Authorization::Bearer { token: "{{credentials.accessToken}}".into() }
+    );
+    dir.put("integrations/slack/workflows/a.yaml", &step("action: send_mesage"));
+    dir.put("integrations/slack/workflows/b.yaml", &step("action: send_message, params: { channel: 3, colour: red }"));
+    dir.put("integrations/slack/workflows/c.yaml", &step("integration: hubspot, action: create_contact"));
+    dir.put(
+        "integrations/slack/workflows/d.yaml",
+        &step("action: list_channels, params: { limit: \"{{steps.nope.output}}\" }"),
+    );
+    dir.write("plain.yaml", &step("action: request"));
+    let found = problems(&dir);
+    has(
+        &found,
+        "a.yaml: steps[0].action: `slack` has no action `send_mesage` (its actions: list_channels, send_message)",
+    );
+    has(&found, "b.yaml: steps[0].params.channel: must be string, not a number");
+    has(&found, "b.yaml: steps[0].params.colour: `send_message` has no param `colour`");
+    has(&found, "b.yaml: steps[0].params.text: `text` is required by `send_message`");
+    has(&found, "c.yaml: steps[0].integration: this workflow belongs to `slack`");
+    has(&found, "d.yaml: steps[0].params.limit:");
+    has(&found, "plain.yaml: steps[0]: action steps belong to an integration's workflows");
+}

@@ -26,6 +26,7 @@ pub(super) async fn fetch_all(
     let items_path = parse_path("items", pagination.items())?;
     let cursor_path = match pagination {
         Pagination::Cursor { cursor, .. } => Some(parse_path("cursor", cursor)?),
+        Pagination::NextUrl { next, .. } => Some(parse_path("next", next)?),
         _ => None,
     };
     let base = &exchange.base_url;
@@ -71,6 +72,12 @@ pub(super) async fn fetch_all(
                     }
                 }
                 Pagination::Link { .. } => page.next_link().filter(|next| *next != url && *next != page.url),
+                Pagination::NextUrl { .. } => cursor_path
+                    .as_ref()
+                    .and_then(|path| template::lookup(&output, path))
+                    .and_then(cursor_text)
+                    .and_then(|next| page.url.join(&next).ok())
+                    .filter(|next| *next != url && *next != page.url),
                 Pagination::Page { param, start, page_size, .. } => {
                     let full = count > 0 && page_size.is_none_or(|size| count >= size);
                     full.then(|| {
@@ -107,7 +114,7 @@ fn items_error(why: String, page: u32, target: &str, output: Value) -> StepError
 /// The first page: the step's URL, plus the first page number or offset.
 fn first_url(base: &Url, pagination: &Pagination) -> Url {
     match pagination {
-        Pagination::Cursor { .. } | Pagination::Link { .. } => base.clone(),
+        Pagination::Cursor { .. } | Pagination::Link { .. } | Pagination::NextUrl { .. } => base.clone(),
         Pagination::Page { param, start, .. } => with_params(base, &[(param.as_str(), start.to_string())]),
         Pagination::Offset { param, limit_param, limit, .. } => {
             with_params(base, &[(param.as_str(), "0".to_string()), (limit_param.as_str(), limit.to_string())])

@@ -10,6 +10,7 @@
 //! step also knows the fan-outs whose branch it runs in, outermost first (see
 //! [`super::refs`] for what that allows).
 
+mod action;
 mod conditional;
 mod delay;
 mod fan_out;
@@ -30,7 +31,7 @@ use crate::template::{Template, kind};
 
 static STEP_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[A-Za-z0-9_][A-Za-z0-9_-]*$").ok());
 
-const STEP_TYPES: &[&str] = &["request", "conditional", "response", "function", "fan_out", "delay"];
+const STEP_TYPES: &[&str] = &["request", "conditional", "response", "function", "fan_out", "delay", "action"];
 const COMMON_KEYS: &[&str] = &["id", "type", "retries", "retry_delay", "continue_on_failure"];
 const MAX_RETRIES: u64 = 10;
 /// Longest request timeout and retry delay (one SQS delay is at most 15 minutes).
@@ -45,6 +46,7 @@ fn own_keys(step_type: &str) -> Option<&'static [&'static str]> {
         "function" => function::KEYS,
         "fan_out" => fan_out::KEYS,
         "delay" => delay::KEYS,
+        "action" => action::KEYS,
         _ => return None,
     })
 }
@@ -108,6 +110,7 @@ impl Checker {
             "function" => self.function(map, path, &scope),
             "fan_out" => self.fan_out(map, path, &scope, &fan_out_name(id, path)),
             "delay" => self.delay(map, path, &scope),
+            "action" => self.action(map, path, &scope),
             _ => {} // `own_keys` rejected every other type
         }
     }

@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 use crate::model::load::check::{Checker, key_path};
 use crate::template::PathExpr;
 
-const STYLES: &[&str] = &["cursor", "link", "page", "offset"];
+const STYLES: &[&str] = &["cursor", "link", "next_url", "page", "offset"];
 const MAX_PAGES: u64 = 1000;
 
 /// The keys of a pagination `style` besides `style` itself, and which of them are required.
@@ -13,6 +13,7 @@ fn style_keys(style: &str) -> Option<(&'static [&'static str], &'static [&'stati
     Some(match style {
         "cursor" => (&["items", "cursor", "param", "max_pages"], &["items", "cursor", "param"]),
         "link" => (&["items", "max_pages"], &["items"]),
+        "next_url" => (&["items", "next", "max_pages"], &["items", "next"]),
         "page" => (&["items", "param", "start", "page_size", "max_pages"], &["items"]),
         "offset" => (&["items", "param", "limit_param", "limit", "max_pages"], &["items", "limit"]),
         _ => return None,
@@ -25,6 +26,7 @@ fn required_because(key: &str) -> &'static str {
         "items" => "the path of the array to collect in each response, e.g. `body.data`",
         "cursor" => "the path of the next cursor in each response, e.g. `body.meta.next_cursor`",
         "param" => "the query parameter that sends the cursor back",
+        "next" => "the path of the next page's URL in each response, e.g. `body.nextRecordsUrl`",
         _ => "the number of items to ask for per page",
     }
 }
@@ -64,7 +66,7 @@ impl Checker {
         for (key, value) in map.iter().filter(|(key, _)| keys.contains(&key.as_str())) {
             let key_p = key_path(path, key);
             match key.as_str() {
-                "items" | "cursor" => self.response_path(value, &key_p),
+                "items" | "cursor" | "next" => self.response_path(value, &key_p),
                 // A name that is not a string is reported by `string`, in the guard.
                 "param" | "limit_param" if self.string(value, &key_p).is_some_and(|name| name.trim().is_empty()) => {
                     self.problem(&key_p, "must not be empty: it is the name of a query parameter");

@@ -1,0 +1,231 @@
+//! Catalog actions end to end against a local fake of each API: the fake records what it was
+//! sent (method, path, query, `Authorization`, body) and answers as the real API would.
+use std::sync::{Arc, Mutex};
+
+use axum::extract::State;
+use axum::http::{HeaderMap, Method as AxumMethod, Uri};
+use axum::response::IntoResponse;
+
+use super::*;
+use crate::model::project::{Authorization, IntegrationApi};
+use crate::model::{Step, StepKind};
+use crate::net::{HttpClient, OutboundPolicy, test_server};
+use crate::record::StepStatus;
+use crate::steps::request::test_files::MemoryFiles;
+use crate::steps::{Executed, execute};
+
+type Seen = Arc<Mutex<Vec<Value>>>;
+type TestResult = Result<(), Box<dyn std::error::Error>>;
+
+async fn fake(
+    State(seen): State<Seen>,
+    method: AxumMethod,
+    uri: Uri,
+    headers: HeaderMap,
+    body: String,
+) -> impl IntoResponse {
+    let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let key = headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let query = uri.query().unwrap_or_default().to_string();
+    if let Ok(mut seen) = seen.lock() {
+        seen.push(json!({ "method": method.as_str(), "path": uri.path(), "query": query, "auth": auth, "key": key, "body": body }));
+    }
+    let path = uri.path();
+    let answer = match (method.as_str(), path) {
+        ("POST", "/slack/chat.postMessage") if body["channel"] == "nope" => {
+            json!({ "ok": false, "error": "channel_not_found" })
+        }
+        ("POST", "/slack/chat.postMessage") => {
+            json!({ "ok": true, "channel": body["channel"], "ts": "1700.01", "message": { "text": body["text"] } })
+        }
+        ("GET", "/slack/conversations.list") if query.contains("cursor=c2") => {
+            json!({ "ok": true, "channels": [{ "id": "C2" }], "response_metadata": { "next_cursor": "" } })
+        }
+        ("GET", "/slack/conversations.list") => {
+            json!({ "ok": true, "channels": [{ "id": "C1" }], "response_metadata": { "next_cursor": "c2" } })
+        }
+        ("PATCH", p) if p.starts_with("/hubspot/crm/v3/objects/contacts/") => {
+            json!({ "id": p.rsplit('/').next(), "properties": body["properties"] })
+        }
+        ("GET", "/sf/services/data/v60.0/query") => json!({
+            "totalSize": 3, "done": false, "records": [{ "Id": "1" }, { "Id": "2" }],
+            "nextRecordsUrl": "/sf/services/data/v60.0/query/01g-2000",
+        }),
+        ("GET", "/sf/services/data/v60.0/query/01g-2000") => {
+            json!({ "totalSize": 3, "done": true, "records": [{ "Id": "3" }] })
+        }
+        _ => json!({ "echo": path }),
+    };
+    ([("content-type", "application/json")], answer.to_string())
+}
+
+struct Fake {
+    base: String,
+    seen: Seen,
+}
+
+async fn start_fake() -> Result<Fake, Box<dyn std::error::Error>> {
+    let seen: Seen = Arc::default();
+    let router = axum::Router::new().fallback(fake).with_state(seen.clone());
+    let addr = test_server::spawn(router).await?;
+    Ok(Fake { base: format!("http://{addr}"), seen })
+}
+
+impl Fake {
+    fn requests(&self) -> Vec<Value> {
+        self.seen.lock().map(|seen| seen.clone()).unwrap_or_default()
+    }
+}
+
+fn workflow(integration: &str, base_url: String, authorization: Authorization) -> Workflow {
+    let mut workflow = Workflow::without_steps("w");
+    workflow.integration = Some(integration.to_string());
+    workflow.integration_api = Some(IntegrationApi { base_url, authorization });
+    workflow
+}
+
+fn bearer() -> Authorization {
+    Authorization::Bearer { token: "{{credentials.accessToken}}".into() }
+}
+
+fn action(name: &str, params: Value) -> Result<Step, serde_json::Error> {
+    serde_json::from_value(json!({ "id": "a", "type": "action", "action": name, "params": params }))
+}
+
+async fn run(workflow: &Workflow, step: &Step) -> Result<Executed, Box<dyn std::error::Error>> {
+    let http = HttpClient::new(OutboundPolicy { allow_loopback: true, allow_private: false })?;
+    let files = MemoryFiles::new();
+    let execution = crate::record::sample_execution("e1");
+    let mut ctx = crate::runner::context::base(&execution, &Default::default());
+    ctx["credentials"] = json!({ "accessToken": "tok-1", "key": "k-9" });
+    ctx["trigger"]["body"] = json!({ "text": "Deal {{won}}", "id": "a/b c" });
+    let ports = StepPorts { http: &http, files: &files };
+    Ok(execute(ports, &execution, workflow, step, "a", 1, &ctx).await)
+}
+
+#[tokio::test]
+async fn slack_send_message_posts_the_params_with_the_users_token_and_leaves_out_absent_ones() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("slack", format!("{}/slack/", fake.base), bearer());
+    let step = action("send_message", json!({ "channel": "C1", "text": "{{trigger.body.text}}" }))?;
+    let executed = run(&wf, &step).await?;
+    assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+    assert_eq!(
+        executed.record.output,
+        Some(json!({ "channel": "C1", "ts": "1700.01", "message": { "text": "Deal {{won}}" } }))
+    );
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0]["method"], "POST");
+    assert_eq!(sent[0]["path"], "/slack/chat.postMessage");
+    assert_eq!(sent[0]["auth"], "Bearer tok-1");
+    // A param's value is sent as it is (never templated again); absent optional params are left out.
+    assert_eq!(sent[0]["body"], json!({ "channel": "C1", "text": "Deal {{won}}" }));
+    let recorded = executed.record.input.to_string();
+    assert!(!recorded.contains("tok-1"), "{recorded}");
+    assert_eq!(executed.record.input["params"], json!({ "channel": "C1", "text": "Deal {{won}}" }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_slack_answer_with_ok_false_fails_the_step_with_slacks_error() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("slack", format!("{}/slack", fake.base), bearer());
+    let executed = run(&wf, &action("send_message", json!({ "channel": "nope", "text": "hi" }))?).await?;
+    assert_eq!(executed.record.status, StepStatus::Failed);
+    let error = executed.record.error.ok_or("no error")?;
+    assert!(!error.retryable);
+    assert!(error.message.contains("channel_not_found"), "{}", error.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn slack_list_channels_follows_the_cursor_through_every_page() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("slack", format!("{}/slack", fake.base), bearer());
+    let executed = run(&wf, &action("list_channels", json!({ "limit": 1 }))?).await?;
+    assert_eq!(executed.record.output, Some(json!({ "channels": [{ "id": "C1" }, { "id": "C2" }], "pages": 2 })));
+    let sent = fake.requests();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["query"], "limit=1");
+    assert!(sent[1]["query"].as_str().is_some_and(|q| q.contains("cursor=c2") && q.contains("limit=1")));
+    assert!(sent.iter().all(|s| s["auth"] == "Bearer tok-1"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn hubspot_update_contact_patches_the_percent_encoded_id() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("hubspot", format!("{}/hubspot", fake.base), bearer());
+    let step = action(
+        "update_contact",
+        json!({ "contactId": "{{trigger.body.id}}", "properties": { "lifecyclestage": "customer" } }),
+    )?;
+    let executed = run(&wf, &step).await?;
+    assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+    let sent = fake.requests();
+    assert_eq!(sent[0]["method"], "PATCH");
+    // `a/b c` stays one path segment.
+    assert_eq!(sent[0]["path"], "/hubspot/crm/v3/objects/contacts/a%2Fb%20c");
+    assert_eq!(sent[0]["body"], json!({ "properties": { "lifecyclestage": "customer" } }));
+    Ok(())
+}
+
+#[tokio::test]
+async fn salesforce_soql_query_follows_next_records_url() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("salesforce", format!("{}/sf", fake.base), bearer());
+    let executed = run(&wf, &action("soql_query", json!({ "query": "SELECT Id FROM Account" }))?).await?;
+    let output = executed.record.output.ok_or("no output")?;
+    assert_eq!(output["records"], json!([{ "Id": "1" }, { "Id": "2" }, { "Id": "3" }]));
+    assert_eq!(output["pages"], 2);
+    let sent = fake.requests();
+    assert_eq!(sent[0]["query"], "q=SELECT+Id+FROM+Account");
+    assert_eq!(sent[1]["path"], "/sf/services/data/v60.0/query/01g-2000");
+    assert_eq!(sent[1]["auth"], "Bearer tok-1");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_custom_request_carries_the_integrations_header_and_records_it_redacted() -> TestResult {
+    let fake = start_fake().await?;
+    let auth = Authorization::Header { name: "X-API-Key".into(), value: "{{credentials.key}}".into() };
+    let wf = workflow("custom.acme", format!("{}/custom", fake.base), auth);
+    let step = action(
+        "request",
+        json!({ "method": "POST", "path": "/things", "body": { "n": 1 }, "headers": { "X-Trace": "t" } }),
+    )?;
+    let executed = run(&wf, &step).await?;
+    assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+    let sent = fake.requests();
+    assert_eq!((sent[0]["method"].as_str(), sent[0]["path"].as_str()), (Some("POST"), Some("/custom/things")));
+    assert_eq!(sent[0]["key"], "k-9");
+    assert_eq!(sent[0]["body"], json!({ "n": 1 }));
+    assert_eq!(executed.record.output.ok_or("no output")?["body"], json!({ "echo": "/custom/things" }));
+    assert!(!executed.record.input.to_string().contains("k-9"));
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_params_and_escaping_paths_fail_terminally_before_anything_is_sent() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("custom.acme", format!("{}/custom", fake.base), bearer());
+    for (params, expected) in [
+        (json!({ "path": "/../admin" }), "must be a path"),
+        (json!({ "path": "//evil.example/x" }), "must be a path"),
+        (json!({ "path": "/x", "method": "TRACE" }), "must be one of"),
+        (json!({ "path": "{{trigger.body.nothing}}" }), "params.path"),
+    ] {
+        let executed = run(&wf, &action("request", params)?).await?;
+        let error = executed.record.error.ok_or("no error")?;
+        assert!(!error.retryable && error.message.contains(expected), "{}", error.message);
+    }
+    assert!(fake.requests().is_empty());
+    let mut no_api = wf.clone();
+    no_api.integration_api = None;
+    let executed = run(&no_api, &action("request", json!({ "path": "/x" }))?).await?;
+    assert!(executed.record.error.is_some_and(|e| e.message.contains("no API configured")));
+    assert!(matches!(action("request", json!({}))?.kind, StepKind::Action(_)));
+    Ok(())
+}
