@@ -260,7 +260,10 @@ fn a_file_with_many_mistakes_in_the_new_keys_reports_every_one_with_its_path() {
                 "steps[10].pagination.cursor",
                 "unknown key `cursor` (allowed here: style, items, param, start, page_size, max_pages)",
             ),
-            ("steps[11].pagination.style", "unknown pagination style `scroll` (known: cursor, link, next_url, page, offset)"),
+            (
+                "steps[11].pagination.style",
+                "unknown pagination style `scroll` (known: cursor, link, next_url, page, offset)",
+            ),
             ("steps[12].file", "`file` and `body` cannot be used together"),
             (
                 "steps[13].file",
