@@ -683,4 +683,235 @@ on_both_backends! {
     the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api: Duration::from_secs(10);
     expired_tokens_are_refreshed_once_and_a_refused_refresh_needs_reauthorization: Duration::from_secs(10);
     a_client_credentials_token_is_the_apps_fetched_once_and_kept: Duration::from_secs(10);
+    every_catalog_action_reaches_its_api_with_the_users_stored_credentials: Duration::from_secs(10);
+}
+
+/// One fake of every catalog API, each under its own prefix: it records every call (method,
+/// path, query, credentials, JSON body) and answers as the real API does, refusing what the
+/// real one would refuse (a missing required field, an unknown path).
+async fn fake_apis() -> (String, Arc<Mutex<Vec<Value>>>) {
+    let seen: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let record = seen.clone();
+    let app = Router::new().fallback(move |method: axum::http::Method, uri: axum::http::Uri, headers: HeaderMap, body: String| {
+        let record = record.clone();
+        async move {
+            let body: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+            let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+            let query = uri.query().unwrap_or_default().to_string();
+            let path = uri.path().to_string();
+            record.lock().expect("seen").push(json!({
+                "method": method.as_str(), "path": path, "query": query,
+                "auth": header("authorization"), "key": header("x-key"), "body": body,
+            }));
+            let page2 = query.contains("cursor=2") || query.contains("pageToken=2");
+            let (status, answer) = match (method.as_str(), path.as_str()) {
+                ("POST", "/slack/chat.postMessage") if body["channel"].is_string() && body["text"].is_string() => {
+                    (200, json!({ "ok": true, "channel": "C002", "ts": "1700.000001" }))
+                }
+                ("POST", "/slack/chat.postMessage") => (200, json!({ "ok": false, "error": "invalid_arguments" })),
+                ("GET", "/slack/conversations.list") if page2 => (200, json!({ "ok": true, "channels": [{ "id": "C3" }], "response_metadata": { "next_cursor": "" } })),
+                ("GET", "/slack/conversations.list") => (200, json!({ "ok": true, "channels": [{ "id": "C1" }, { "id": "C2" }], "response_metadata": { "next_cursor": "2" } })),
+                ("POST", "/hubspot/crm/v3/objects/contacts") if body["properties"]["email"].is_string() => {
+                    (201, json!({ "id": "101", "properties": body["properties"] }))
+                }
+                ("PATCH", "/hubspot/crm/v3/objects/contacts/101") => (200, json!({ "id": "101", "properties": body["properties"] })),
+                ("POST", "/hubspot/crm/v3/objects/contacts/search") if body["filterGroups"].is_array() => {
+                    (200, json!({ "total": 1, "results": [{ "id": "101" }] }))
+                }
+                ("POST", "/sf/services/data/v60.0/sobjects/Lead") if body["LastName"].is_string() => {
+                    (201, json!({ "id": "00Q1", "success": true, "errors": [] }))
+                }
+                ("GET", "/sf/services/data/v60.0/query") if query.starts_with("q=") => (200, json!({
+                    "totalSize": 3, "done": false, "records": [{ "Id": "1" }, { "Id": "2" }],
+                    "nextRecordsUrl": "/sf/services/data/v60.0/query/01gNext-2000",
+                })),
+                ("GET", "/sf/services/data/v60.0/query/01gNext-2000") => (200, json!({ "totalSize": 3, "done": true, "records": [{ "Id": "3" }] })),
+                ("POST", "/gcal/calendars/primary/events") if body["start"]["dateTime"].is_string() => {
+                    (200, json!({ "id": "ev1", "summary": body["summary"], "htmlLink": "https://calendar.example/ev1" }))
+                }
+                ("GET", "/gcal/calendars/primary/events") if page2 => (200, json!({ "items": [{ "id": "ev3" }] })),
+                ("GET", "/gcal/calendars/primary/events") => (200, json!({ "items": [{ "id": "ev1" }, { "id": "ev2" }], "nextPageToken": "2" })),
+                ("POST", "/acme/v2/things") => (201, json!({ "created": body })),
+                _ => (404, json!({ "error": "not found", "path": path })),
+            };
+            (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), axum::Json(answer))
+        }
+    });
+    (serve_locally(app).await, seen)
+}
+
+/// A project with one workflow per integration running its catalog actions against `api`.
+fn actions_project(api: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-actions-{}", uuid::Uuid::new_v4().simple()));
+    let put = |path: &str, text: String| {
+        let path = dir.join(path);
+        std::fs::create_dir_all(path.parent().expect("parent")).expect("folders");
+        std::fs::write(path, text).expect("write");
+    };
+    let flow = |id: &str, steps: &str, reply: &str| {
+        format!(
+            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}  - {{ id: reply, type: response, body: {reply} }}\n"
+        )
+    };
+    put("integrations/slack/config.yaml", format!("apiBaseUrl: \"{api}/slack\"\n"));
+    put("integrations/slack/workflows/slack-flow.yaml", flow("slack-flow", "  - { id: send, type: action, integration: slack, action: send_message, params: { channel: \"#sales\", text: \"{{trigger.body.text}}\" } }
+  - { id: list, type: action, action: list_channels }
+", "{ ts: \"{{steps.send.output.ts}}\", channels: \"{{steps.list.output.channels}}\", pages: \"{{steps.list.output.pages}}\" }"));
+    put("integrations/hubspot/config.yaml", format!("apiBaseUrl: \"{api}/hubspot\"\n"));
+    put("integrations/hubspot/workflows/hubspot-flow.yaml", flow("hubspot-flow", "  - { id: create, type: action, action: create_contact, params: { properties: { email: \"{{trigger.body.email}}\" } } }
+  - { id: update, type: action, action: update_contact, params: { contactId: \"{{steps.create.output.id}}\", properties: { lifecyclestage: customer } } }
+  - id: search
+    type: action
+    action: search_contacts
+    params: { filterGroups: [ { filters: [ { propertyName: email, operator: EQ, value: \"{{trigger.body.email}}\" } ] } ], limit: 10 }
+", "{ id: \"{{steps.update.output.id}}\", stage: \"{{steps.update.output.properties.lifecyclestage}}\", total: \"{{steps.search.output.total}}\" }"));
+    // Salesforce's API host is the user's own (`instanceUrl`, stored with their tokens).
+    put("integrations/salesforce/config.yaml", "description: Salesforce\n".to_string());
+    put("integrations/salesforce/workflows/salesforce-flow.yaml", flow("salesforce-flow", "  - { id: lead, type: action, action: create_record, params: { object: Lead, fields: { LastName: \"{{trigger.body.name}}\", Company: Acme } } }
+  - { id: query, type: action, action: soql_query, params: { query: \"SELECT Id FROM Lead\" } }
+", "{ lead: \"{{steps.lead.output.id}}\", records: \"{{steps.query.output.records}}\", pages: \"{{steps.query.output.pages}}\" }"));
+    put("integrations/googlecalendar/config.yaml", format!("apiBaseUrl: \"{api}/gcal\"\n"));
+    put("integrations/googlecalendar/workflows/calendar-flow.yaml", flow("calendar-flow", "  - id: event
+    type: action
+    action: create_event
+    params: { calendarId: primary, summary: Demo, start: { dateTime: \"2026-12-03T10:00:00Z\" }, end: { dateTime: \"2026-12-03T10:30:00Z\" } }
+  - { id: events, type: action, action: list_events, params: { calendarId: primary, singleEvents: true } }
+", "{ event: \"{{steps.event.output.id}}\", events: \"{{steps.events.output.events}}\" }"));
+    put(
+        "integrations/custom.acme/config.yaml",
+        format!(
+            "authenticationType: api_key\napiBaseUrl: \"{api}/acme/v2\"\n\
+         authorization: {{ type: header, name: X-Key, value: \"{{{{credentials.apiKey}}}}\" }}\n"
+        ),
+    );
+    put("integrations/custom.acme/workflows/acme-flow.yaml", flow("acme-flow", "  - { id: call, type: action, action: request, params: { method: POST, path: /things, body: { n: \"{{trigger.body.n}}\" } } }
+", "\"{{steps.call.output}}\""));
+    dir
+}
+
+async fn every_catalog_action_reaches_its_api_with_the_users_stored_credentials(stack: &TestStack) {
+    let (api, seen) = fake_apis().await;
+    let dir = actions_project(&api);
+    stack.deploy_project(&dir).await;
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let credentials = [
+        ("slack", json!({ "accessToken": "xoxb-ada" })),
+        ("hubspot", json!({ "accessToken": "hs-ada" })),
+        ("salesforce", json!({ "accessToken": "sf-ada", "instanceUrl": format!("{api}/sf") })),
+        ("googlecalendar", json!({ "accessToken": "ya29-ada" })),
+        ("custom.acme", json!({ "apiKey": "acme-ada" })),
+    ];
+    for (integration, body) in &credentials {
+        let (status, answer) = ada
+            .send(reqwest::Method::PUT, &format!("integrations/{integration}/credentials"), Some(body.clone()))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{integration}: {answer}");
+    }
+    let trigger = |workflow: &'static str, body: Value| {
+        let request = stack.client().post(stack.trigger_url(workflow)).bearer_auth(stack.token("ada")).json(&body);
+        async move {
+            let response = request.send().await.expect("trigger");
+            let status = response.status();
+            let id = response
+                .headers()
+                .get("x-sluice-execution-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            (status, id, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let mut executions = Vec::new();
+    let (status, id, body) = trigger("slack-flow", json!({ "text": "Deal {{won}}" })).await;
+    assert_eq!(
+        (status, &body),
+        (
+            StatusCode::OK,
+            &json!({ "ts": "1700.000001", "channels": [{ "id": "C1" }, { "id": "C2" }, { "id": "C3" }], "pages": 2 })
+        )
+    );
+    executions.push(id);
+    let (status, id, body) = trigger("hubspot-flow", json!({ "email": "ada@example.com" })).await;
+    assert_eq!((status, &body), (StatusCode::OK, &json!({ "id": "101", "stage": "customer", "total": 1 })));
+    executions.push(id);
+    let (status, id, body) = trigger("salesforce-flow", json!({ "name": "Lovelace" })).await;
+    assert_eq!(
+        (status, &body),
+        (
+            StatusCode::OK,
+            &json!({ "lead": "00Q1", "records": [{ "Id": "1" }, { "Id": "2" }, { "Id": "3" }], "pages": 2 })
+        )
+    );
+    executions.push(id);
+    let (status, id, body) = trigger("calendar-flow", json!({})).await;
+    assert_eq!(
+        (status, &body),
+        (StatusCode::OK, &json!({ "event": "ev1", "events": [{ "id": "ev1" }, { "id": "ev2" }, { "id": "ev3" }] }))
+    );
+    executions.push(id);
+    let (status, id, body) = trigger("acme-flow", json!({ "n": 7 })).await;
+    assert_eq!(
+        (status, &body["status"], &body["body"]),
+        (StatusCode::OK, &json!(201), &json!({ "created": { "n": 7 } })),
+        "{body}"
+    );
+    executions.push(id);
+
+    let calls = seen.lock().expect("seen").clone();
+    let call = |method: &str, path: &str| {
+        calls
+            .iter()
+            .find(|c| c["method"] == method && c["path"] == path)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {method} {path} in {calls:#?}"))
+    };
+    // What the real APIs expect: paths, the user's own credentials, body shapes.
+    let message = call("POST", "/slack/chat.postMessage");
+    assert_eq!(
+        (&message["auth"], &message["body"]),
+        (&json!("Bearer xoxb-ada"), &json!({ "channel": "#sales", "text": "Deal {{won}}" }))
+    );
+    assert_eq!(calls.iter().filter(|c| c["path"] == "/slack/conversations.list").count(), 2);
+    let update = call("PATCH", "/hubspot/crm/v3/objects/contacts/101");
+    assert_eq!(
+        (&update["auth"], &update["body"]),
+        (&json!("Bearer hs-ada"), &json!({ "properties": { "lifecyclestage": "customer" } }))
+    );
+    let search = call("POST", "/hubspot/crm/v3/objects/contacts/search");
+    assert_eq!(search["body"]["limit"], 10);
+    assert_eq!(search["body"]["filterGroups"][0]["filters"][0]["value"], "ada@example.com");
+    assert!(search["body"].get("after").is_none(), "absent optional params are left out: {search}");
+    let lead = call("POST", "/sf/services/data/v60.0/sobjects/Lead");
+    assert_eq!(
+        (&lead["auth"], &lead["body"]),
+        (&json!("Bearer sf-ada"), &json!({ "LastName": "Lovelace", "Company": "Acme" }))
+    );
+    assert_eq!(call("GET", "/sf/services/data/v60.0/query")["query"], "q=SELECT+Id+FROM+Lead");
+    assert_eq!(call("GET", "/sf/services/data/v60.0/query/01gNext-2000")["auth"], "Bearer sf-ada");
+    let event = call("POST", "/gcal/calendars/primary/events");
+    assert_eq!((&event["auth"], &event["body"]["summary"]), (&json!("Bearer ya29-ada"), &json!("Demo")));
+    assert!(event["body"].get("attendees").is_none(), "{event}");
+    let things = call("POST", "/acme/v2/things");
+    assert_eq!((&things["key"], &things["auth"]), (&json!("acme-ada"), &json!("")));
+
+    for id in &executions {
+        let record = stack.wait_until_ended(id, Duration::from_secs(30)).await.to_string();
+        for secret in ["xoxb-ada", "hs-ada", "sf-ada", "ya29-ada", "acme-ada"] {
+            assert!(!record.contains(secret), "`{secret}` is in the record: {record}");
+        }
+    }
+
+    // Bob connected nothing: his action fails, saying so, and nothing is sent with his name.
+    let before = seen.lock().expect("seen").len();
+    let bob = stack
+        .client()
+        .post(stack.trigger_url("slack-flow"))
+        .bearer_auth(stack.token("bob"))
+        .json(&json!({ "text": "x" }));
+    let response = bob.send().await.expect("trigger");
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let answer = response.text().await.expect("text");
+    assert!(answer.contains("credentials.accessToken"), "{answer}");
+    assert_eq!(seen.lock().expect("seen").len(), before);
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -194,8 +194,21 @@ fn dev_on_another_port_runs_the_bundled_example_project() {
     let lead = &record["steps"][0]["input"]["body"];
     assert_eq!((&lead["owner"], &lead["source"]), (&json("\"sales@example.com\""), &json("\"app\"")), "{record:#}");
 
+    // deal-won posts with the Slack action: it needs the user's Slack token first.
+    let (status, body) = trigger(port, "deal-won", &token, r#"{"name":"Acme","amount":12500}"#);
+    assert_eq!(status, 500, "deal-won without credentials: {body}");
+    assert_eq!(json(&body)["error"]["step"], "post", "{body}");
+    let bearer = format!("Bearer {token}");
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let credentials = "/projects/dev/sdk/integrations/slack/credentials";
+    let (status, body) =
+        http(port, "PUT", credentials, &headers, r#"{"accessToken":"xoxb-demo"}"#).expect("credentials");
+    assert_eq!(status, 200, "credentials: {body}");
     let (status, body) = trigger(port, "deal-won", &token, r#"{"name":"Acme","amount":12500}"#);
     assert_eq!(status, 200, "deal-won: {body}");
+    let history = "/demo/slack/api/conversations.history?channel=sales";
+    let (_, posted) = http(port, "GET", history, &[("authorization", "Bearer xoxb-demo")], "").expect("history");
+    assert_eq!(json(&posted)["messages"][0]["text"], ":tada: Acme won for $12,500", "{posted}");
     let answer = json(&body);
     assert_eq!(answer["channel"], "#sales", "the integration's setting: {answer}");
     assert_eq!(answer["announce"], true, "the workflow's own setting, 0: {answer}");

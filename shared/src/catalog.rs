@@ -36,7 +36,19 @@ pub struct CatalogIntegration {
     /// What every request carries, from the user's stored credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    /// The provider's OAuth 2.0 endpoints and the scopes the actions need: a project whose
+    /// `config.yaml` gives `clientId` and `clientSecret` connects users with the hosted flow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<CatalogOAuth>,
     pub actions: BTreeMap<String, Action>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CatalogOAuth {
+    pub authorization_url: String,
+    pub access_token_url: String,
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +185,14 @@ pub fn markdown(only: Option<&str>) -> String {
         }
         let title = if key == CUSTOM { "custom.<name>".to_string() } else { key.clone() };
         out.push_str(&format!("## {title}\n\n{}\n\n", entry.description));
+        if let Some(oauth) = &entry.oauth {
+            out.push_str(&format!(
+                "OAuth (with `clientId` and `clientSecret` in its `config.yaml`): `{}`, token `{}`, scopes `{}`.\n\n",
+                oauth.authorization_url,
+                oauth.access_token_url,
+                oauth.scopes.join(" ")
+            ));
+        }
         for (name, action) in &entry.actions {
             out.push_str(&format!("### `{name}`\n\n{}\n\n", action.description));
             let method = &action.request.method;
@@ -212,6 +232,10 @@ mod tests {
         for built_in in crate::model::project::BUILT_IN_INTEGRATIONS {
             let entry = integration(built_in).expect("every built-in integration has a catalog entry");
             assert!(entry.api_base_url.is_some() && entry.authorization.is_some(), "{built_in}");
+            let oauth = entry.oauth.as_ref().expect("every built-in integration connects with OAuth");
+            for url in [&oauth.authorization_url, &oauth.access_token_url] {
+                assert!(url.starts_with("https://"), "{built_in}: {url}");
+            }
         }
         assert_eq!(integration("custom.acme").map(|i| i.integration.as_str()), Some(CUSTOM));
     }

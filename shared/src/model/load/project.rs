@@ -48,8 +48,10 @@ static COLOR: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^#[0-9a-fA-
 
 const COMMON_KEYS: &[&str] = &["name", "description", "overview", "accentColor", "returnUrl"];
 /// What a built-in integration's config may set besides [`COMMON_KEYS`]: where its API is
-/// (a fake's URL in tests, a Salesforce org's instance URL).
-const BUILT_IN_KEYS: &[&str] = &["apiBaseUrl"];
+/// (a local fake, a proxy), your app's OAuth client (which turns the hosted OAuth flow on),
+/// and, to reach another OAuth server or ask for other scopes, its endpoints and scopes.
+const BUILT_IN_KEYS: &[&str] =
+    &["apiBaseUrl", "clientId", "clientSecret", "authorizationUrl", "accessTokenUrl", "scopes"];
 const CUSTOM_KEYS: &[&str] = &[
     "authenticationType",
     "authorizationUrl",
@@ -184,7 +186,7 @@ fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>>
             "missing: every integration has a config.yaml (`sluice new integration` writes one)",
         )])
     };
-    let config = config.map_err(|found| problems.extend(found)).ok();
+    let config = config.map_err(|found| problems.extend(found)).ok().map(|config| with_catalog_oauth(name, config));
     let inputs_path = dir.join(INPUTS_FILE);
     let inputs = if inputs_path.is_file() {
         read_document(&inputs_path).and_then(|(file, value)| inputs_of(&file, &value))
@@ -221,6 +223,25 @@ fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>>
         }
         _ => Err(problems),
     }
+}
+
+/// A built-in integration whose config gives an OAuth client connects with the hosted
+/// authorization-code flow, on the catalog's endpoints and scopes unless the config sets its own.
+fn with_catalog_oauth(name: &str, mut config: IntegrationConfig) -> IntegrationConfig {
+    let Some(oauth) = (!name.starts_with(CUSTOM_PREFIX))
+        .then(|| crate::catalog::integration(name))
+        .flatten()
+        .and_then(|c| c.oauth.as_ref())
+    else {
+        return config;
+    };
+    if config.client_id.is_some() && config.client_secret.is_some() {
+        config.authentication_type = Some(AuthenticationType::Oauth);
+        config.authorization_url.get_or_insert_with(|| oauth.authorization_url.clone());
+        config.access_token_url.get_or_insert_with(|| oauth.access_token_url.clone());
+        config.scopes.get_or_insert_with(|| crate::model::project::Scopes::List(oauth.scopes.clone()));
+    }
+    config
 }
 
 /// Where the integration's actions go and what they carry: a custom integration's own
@@ -312,8 +333,44 @@ impl Checker {
         }
         if custom {
             self.custom_auth(map);
-        } else if let Some(url) = map.get("apiBaseUrl") {
+        } else {
+            self.built_in_api(map);
+        }
+    }
+
+    /// A built-in integration's overrides: `apiBaseUrl`, and an OAuth client (both halves).
+    fn built_in_api(&mut self, map: &serde_json::Map<String, Value>) {
+        if let Some(url) = map.get("apiBaseUrl") {
             self.url(url, "apiBaseUrl", true);
+        }
+        for key in ["authorizationUrl", "accessTokenUrl"] {
+            if let Some(url) = map.get(key) {
+                self.url(url, key, true);
+            }
+        }
+        for (key, other) in [("clientId", "clientSecret"), ("clientSecret", "clientId")] {
+            match map.get(key) {
+                Some(value) => self.env_template(value, key),
+                None if map.contains_key(other) => {
+                    self.problem(key, format!("`{key}` is required with `{other}`: the hosted OAuth flow needs both"));
+                }
+                None => {}
+            }
+        }
+        if let Some(scopes) = map.get("scopes") {
+            self.scopes(scopes);
+        }
+    }
+
+    fn scopes(&mut self, scopes: &Value) {
+        match scopes {
+            Value::String(_) => {}
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    self.string(item, &super::check::index_path("scopes", i));
+                }
+            }
+            other => self.problem("scopes", format!("must be a string or a list of strings, not {}", kind(other))),
         }
     }
 
@@ -371,15 +428,7 @@ impl Checker {
             }
         }
         if let Some(scopes) = map.get("scopes") {
-            match scopes {
-                Value::String(_) => {}
-                Value::Array(items) => {
-                    for (i, item) in items.iter().enumerate() {
-                        self.string(item, &super::check::index_path("scopes", i));
-                    }
-                }
-                other => self.problem("scopes", format!("must be a string or a list of strings, not {}", kind(other))),
-            }
+            self.scopes(scopes);
         }
         if let Some(pkce) = map.get("usePKCEInCodeExchange") {
             self.boolean(pkce, "usePKCEInCodeExchange");

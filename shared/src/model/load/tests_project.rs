@@ -295,3 +295,29 @@ fn action_steps_are_checked_against_the_catalog_of_their_own_integration() {
     has(&found, "d.yaml: steps[0].params.limit:");
     has(&found, "plain.yaml: steps[0]: action steps belong to an integration's workflows");
 }
+
+#[test]
+fn a_built_in_integration_with_an_oauth_client_connects_on_the_catalogs_endpoints() {
+    let dir = TempDir::new("builtin-oauth");
+    dir.put(
+        "integrations/hubspot/config.yaml",
+        "clientId: \"{{env.HUBSPOT_CLIENT_ID}}\"\nclientSecret: \"{{env.HUBSPOT_CLIENT_SECRET}}\"\n",
+    );
+    dir.put("integrations/slack/config.yaml", "description: \"no OAuth client, tokens are handed over\"\n");
+    let project = load_project(&dir.0).expect("loads");
+    let config = |name: &str| project.integrations.iter().find(|i| i.name == name).expect("integration").config.clone();
+    let hubspot = config("hubspot");
+    assert_eq!(hubspot.authentication_type, Some(AuthenticationType::Oauth));
+    assert_eq!(hubspot.authorization_url.as_deref(), Some("https://app.hubspot.com/oauth/authorize"));
+    assert_eq!(hubspot.access_token_url.as_deref(), Some("https://api.hubapi.com/oauth/v1/token"));
+    assert_eq!(
+        hubspot.scopes.map(|s| s.joined()).as_deref(),
+        Some("crm.objects.contacts.read crm.objects.contacts.write")
+    );
+    assert_eq!(config("slack").authentication_type, None);
+
+    dir.put("integrations/hubspot/config.yaml", "clientId: literal-id\nscopes: 3\n");
+    let found = problems(&dir);
+    has(&found, "integrations/hubspot/config.yaml: clientSecret: `clientSecret` is required with `clientId`");
+    has(&found, "integrations/hubspot/config.yaml: scopes: must be a string or a list of strings");
+}
