@@ -684,6 +684,7 @@ on_both_backends! {
     expired_tokens_are_refreshed_once_and_a_refused_refresh_needs_reauthorization: Duration::from_secs(10);
     a_client_credentials_token_is_the_apps_fetched_once_and_kept: Duration::from_secs(10);
     every_catalog_action_reaches_its_api_with_the_users_stored_credentials: Duration::from_secs(10);
+    no_project_reaches_another_projects_users_config_or_executions: Duration::from_secs(10);
 }
 
 /// One fake of every catalog API, each under its own prefix: it records every call (method,
@@ -914,4 +915,94 @@ async fn every_catalog_action_reaches_its_api_with_the_users_stored_credentials(
     assert!(answer.contains("credentials.accessToken"), "{answer}");
     assert_eq!(seen.lock().expect("seen").len(), before);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn no_project_reaches_another_projects_users_config_or_executions(stack: &TestStack) {
+    let (api, _) = echo_api().await;
+    let dir = project(&api);
+    stack.deploy_project(&dir).await;
+    // Project Q beside P in the same store: its own signing key, API key and `slack` config.
+    let keys = sluice_shared::auth::generate_signing_key().expect("key");
+    let q = format!("q{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let q_api_key = format!("sk_{}", uuid::Uuid::new_v4().simple());
+    let project = sluice_shared::ports::Project {
+        id: q.clone(),
+        signing_public_key_pem: keys.public_pem.clone(),
+        api_key_sha256: sluice_shared::auth::hash_api_key(&q_api_key),
+        created_at: sluice_shared::record::now(),
+    };
+    stack.store.create_project(&project).await.expect("create Q");
+    let q_dir = std::env::temp_dir().join(format!("sluice-connect-q-{q}"));
+    std::fs::create_dir_all(q_dir.join("integrations/slack/workflows")).expect("folders");
+    std::fs::write(
+        q_dir.join("integrations/slack/config.yaml"),
+        "description: Q's own Slack\naccentColor: \"#000000\"\n",
+    )
+    .expect("write");
+    std::fs::write(
+        q_dir.join("integrations/slack/workflows/q-only.yaml"),
+        "id: q-only\nenabled_by_default: true\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { q: true } }]\n",
+    )
+    .expect("write");
+    let definition = sluice_cli::project::load(&q_dir).expect("Q is valid");
+    sluice_cli::project::deploy(stack.store.as_ref(), &q, &definition).await.expect("deploy Q");
+
+    let base = &stack.base_url;
+    let p = &stack.project_id;
+    let http = stack.client();
+    let p_token = stack.token("ada");
+    let q_token =
+        sluice_shared::auth::issue_user_token(&keys.private_pem, "ada", Duration::from_secs(60)).expect("token");
+    let response = stack.trigger_request("greet").bearer_auth(&p_token).json(&json!({})).send().await.expect("trigger");
+    let execution = response.headers()["x-sluice-execution-id"].to_str().expect("id").to_string();
+    stack.wait_until_ended(&execution, Duration::from_secs(30)).await;
+
+    // Each project's config serves only its own users.
+    let connect = |project: &str, token: &str| {
+        let request = http.get(format!("{base}/projects/{project}/sdk/connect")).bearer_auth(token);
+        async move {
+            let response = request.send().await.expect("connect");
+            (response.status(), response.text().await.expect("body"))
+        }
+    };
+    let (status, q_sees) = connect(&q, &q_token).await;
+    assert_eq!(status, StatusCode::OK, "{q_sees}");
+    assert!(
+        q_sees.contains("Q's own Slack") && !q_sees.contains("#4a154b") && !q_sees.contains("announce"),
+        "{q_sees}"
+    );
+    let (_, p_sees) = connect(p, &p_token).await;
+    assert!(!p_sees.contains("Q's own Slack") && !p_sees.contains("q-only"), "{p_sees}");
+    // A user token of one project on the other's routes, both ways.
+    for (project, token) in [(p.as_str(), q_token.as_str()), (q.as_str(), p_token.as_str())] {
+        let (status, body) = connect(project, token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(!body.contains("Slack") && !body.contains("#"), "{body}");
+        let response = http
+            .post(format!("{base}/projects/{project}/sdk/triggers/greet"))
+            .bearer_auth(token)
+            .json(&json!({}))
+            .send()
+            .await
+            .expect("trigger");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    // P's user on P cannot start Q's workflow; Q's API key reads none of P's executions.
+    let response =
+        stack.trigger_request("q-only").bearer_auth(&p_token).json(&json!({})).send().await.expect("trigger");
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    for (project, key) in [(p.as_str(), q_api_key.as_str()), (q.as_str(), stack.api_key.as_str())] {
+        let response = http
+            .get(format!("{base}/projects/{project}/executions/{execution}"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("get");
+        let status = response.status();
+        let body = response.text().await.expect("body");
+        assert!(matches!(status, StatusCode::UNAUTHORIZED | StatusCode::NOT_FOUND), "{status}: {body}");
+        assert!(!body.contains("greet") && !body.contains("\"hi\""), "{body}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    let _ = std::fs::remove_dir_all(q_dir);
 }
