@@ -158,9 +158,11 @@ fn path(action: &Action, params: &Value) -> Result<String, StepError> {
             _ => continue,
         };
         let text = if spec.format.as_deref() == Some("path") {
-            if !text.starts_with('/') || text.starts_with("//") || text.split('/').any(|s| s == ".." || s == ".") {
+            // As URL parsers read it: `%2e` is a dot and `\` a slash.
+            let read = text.to_ascii_lowercase().replace("%2e", ".").replace('\\', "/");
+            if !read.starts_with('/') || read.starts_with("//") || read.split('/').any(|s| s == ".." || s == ".") {
                 return Err(StepError::terminal(format!(
-                    "`params.{name}` must be a path starting with `/` (not `//`, without `.` or `..` segments), got `{text}`"
+                    "`params.{name}` must be a path starting with `/` (not `//`, without `.`, `..` or `\\`), got `{text}`"
                 )));
             }
             text

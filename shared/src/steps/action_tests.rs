@@ -214,6 +214,8 @@ async fn bad_params_and_escaping_paths_fail_terminally_before_anything_is_sent()
     for (params, expected) in [
         (json!({ "path": "/../admin" }), "must be a path"),
         (json!({ "path": "//evil.example/x" }), "must be a path"),
+        (json!({ "path": "/a/%2E%2e/admin" }), "must be a path"),
+        (json!({ "path": "/a/..\\admin" }), "must be a path"),
         (json!({ "path": "/x", "method": "TRACE" }), "must be one of"),
         (json!({ "path": "{{trigger.body.nothing}}" }), "params.path"),
     ] {
