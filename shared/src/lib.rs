@@ -3,28 +3,25 @@
 //! from the outside and their adapters, and the HTTP handlers shared by the trigger Lambda
 //! and `sluice dev`.
 //!
-//! Dependency rule: `model`, `template`, `condition` and `engine` do no I/O and depend on no
-//! AWS, Lambda or HTTP-server crate. Adapters live under `adapters`, behind the `sqlite` and
-//! `aws` features.
+//! Dependency rule: the domain (`model`, `template`, `condition`, `engine`, `record`,
+//! `catalog`) is the crate `sluice-domain`, re-exported here, which Cargo keeps free of I/O
+//! crates. Adapters live under `adapters`, behind the `sqlite` and `aws` features.
+
+pub use sluice_domain::{catalog, condition, engine, model, record, template};
 
 pub mod adapters;
 pub mod api;
 pub mod auth;
-pub mod catalog;
-pub mod condition;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 pub mod connect;
 pub mod crypto;
-pub mod engine;
 pub mod error;
 pub mod messages;
-pub mod model;
 pub mod net;
 pub mod oauth;
 pub mod ports;
-pub mod record;
 #[cfg(feature = "aws")]
 pub mod recovery;
 pub mod runner;
@@ -34,5 +31,4 @@ pub mod settle;
 pub mod sqs_batch;
 pub mod start;
 pub mod steps;
-pub mod template;
 pub mod waiter;

@@ -315,7 +315,7 @@ pub struct Received {
 }
 
 /// The longest delay a queue can hold a message (SQS's limit); longer waits are chained.
-pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
+pub use crate::engine::MAX_QUEUE_DELAY;
 
 /// Sending messages: what every handler may do.
 #[async_trait]

@@ -8,7 +8,7 @@
 //!
 //! One file per kind of transition: `started`, `step_ended`, `fan_out`, `wait`, `answer`.
 //! The step runner, the trigger's inline segment and test runs are interpreters of these
-//! effects (`crate::runner`).
+//! effects (`sluice_shared::runner`).
 
 mod answer;
 mod fan_out;
@@ -28,6 +28,10 @@ use crate::record::{ExecutionError, ExecutionStatus, HttpResponse, StepError, Ti
 
 pub use answer::ended_answer;
 pub use fan_out::{MAX_FAN_OUT_ITEMS, MAX_ITEM_BYTES};
+
+/// The longest delay a queue can hold a message (SQS's limit); longer waits are chained.
+/// Retry delays are capped to it.
+pub const MAX_QUEUE_DELAY: Duration = Duration::from_secs(900);
 pub use key::{BadStepKey, StepKey};
 pub use navigate::{Next, enclosing_fan_out, fan_out_depth, successor};
 pub use retry::{DEFAULT_SCHEDULE_SECS, JITTER, jitter_seed, retry_delay};

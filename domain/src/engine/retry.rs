@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
+use super::MAX_QUEUE_DELAY;
 use crate::model::Step;
-use crate::ports::MAX_QUEUE_DELAY;
 use crate::record::StepError;
 
 /// The default schedule, in seconds, of the waits before retries 1, 2, 3...

@@ -68,7 +68,7 @@ impl ExecutionStatus {
 }
 
 /// What started an execution. Only request triggers exist so far; the others are named so
-/// that the start use case (`crate::start`) and the stored data are ready for them.
+/// that the start use case (`sluice_shared::start`) and the stored data are ready for them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {

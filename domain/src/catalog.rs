@@ -1,4 +1,4 @@
-//! The integration action catalog: one YAML data file per integration (`shared/catalog/`),
+//! The integration action catalog: one YAML data file per integration (`domain/catalog/`),
 //! compiled in. An action is a request template on the integration's `apiBaseUrl`: method,
 //! path, query, headers and body over `{{params.X}}`, optional pagination, an output mapping
 //! over `{{response...}}` and, for APIs that answer 200 on failure, an `okWhen` check. Adding

@@ -227,7 +227,7 @@ fn is_digits(key: &str) -> bool {
 }
 
 /// "a string", "an object", ... for messages.
-pub(crate) fn kind(value: &Value) -> &'static str {
+pub fn kind(value: &Value) -> &'static str {
     match value {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
