@@ -231,7 +231,7 @@ fn print_try_it(project: &DevProject, workflows: &[(String, Workflow)], token: &
 /// A body that passes the workflow's `validate.body` rules.
 fn example_body(workflow: &Workflow) -> String {
     use sluice_shared::model::{JsonType, Trigger};
-    let Trigger::Request { validate } = &workflow.trigger;
+    let Trigger::Request { validate, .. } = &workflow.trigger else { return "{}".to_string() };
     let mut body = serde_json::Map::new();
     for (field, kind) in validate.iter().flat_map(|v| &v.body) {
         let value = match (field.as_str(), kind) {

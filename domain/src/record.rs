@@ -67,8 +67,7 @@ impl ExecutionStatus {
     }
 }
 
-/// What started an execution. Only request triggers exist so far; the others are named so
-/// that the start use case (`sluice_shared::start`) and the stored data are ready for them.
+/// What started an execution.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
@@ -81,6 +80,8 @@ pub enum TriggerKind {
     Webhook,
     /// A connected user enabled the integration.
     IntegrationEnabled,
+    /// A connected user (re)connected the integration through the hosted OAuth flow.
+    OauthConnected,
     /// A schedule came due.
     Schedule,
 }
@@ -96,6 +97,16 @@ pub struct TriggerData {
     pub query: BTreeMap<String, String>,
     pub headers: BTreeMap<String, String>,
     pub body: Value,
+    /// The app event's name (app events only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+}
+
+impl TriggerData {
+    /// The data of a trigger that is not a request: `payload` as the body.
+    pub fn of(kind: TriggerKind, payload: Value) -> Self {
+        TriggerData { kind, body: payload, ..TriggerData::default() }
+    }
 }
 
 /// Why an execution failed: the step and its error, or an internal reason.

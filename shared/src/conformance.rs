@@ -84,6 +84,8 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     projects::case_project_create_get_and_duplicate(store).await;
     projects::case_deploy_versions_only_on_change(store).await;
     projects::case_concurrent_deploys_get_distinct_versions(store).await;
+    projects::case_list_and_undeploy_keep_versions(store).await;
+    projects::case_app_events_are_replaced_per_project(store).await;
     executions::case_execution_create_get_and_duplicate(store).await;
     executions::case_finish_execution_only_once(store).await;
     executions::case_record_step_first_writer_wins(store).await;
@@ -119,6 +121,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
 /// steps queue must be unshared.
 pub async fn start_suite(starter: &dyn StartExecution, store: &dyn Store, queue: &dyn Queue) {
     start::case_start_creates_the_execution_and_sends_its_messages(starter, store, queue).await;
+    start::case_start_many_creates_every_execution_with_its_messages(starter, store, queue).await;
 }
 
 /// Runs every queue case against `queue`, whose two queues must be empty and unshared.

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde_json::Value;
 
 use crate::model::Workflow;
+use crate::model::project::AppEvent;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
 
 mod connect;
@@ -114,6 +115,22 @@ pub trait WorkflowStore: Send + Sync {
         workflow_id: &str,
         version: u32,
     ) -> Result<Option<Deployment>, StoreError>;
+    /// The live version of every deployed workflow of the project, by workflow id.
+    async fn list_deployed(&self, project_id: &str) -> Result<Vec<Deployment>, StoreError>;
+    /// Takes the workflow's live version down: no trigger starts it any more, while its
+    /// versions stay readable (running executions finish on theirs, history keeps them). A
+    /// later deploy makes a new version live. Returns false, changing nothing, when it was not
+    /// deployed.
+    async fn undeploy_workflow(&self, project_id: &str, workflow_id: &str) -> Result<bool, StoreError>;
+}
+
+/// The app events a project declares (`events/*.yaml`), as its last deploy left them.
+#[async_trait]
+pub trait AppEventStore: Send + Sync {
+    /// Makes `events` the project's declared app events (a deploy): others are removed.
+    async fn put_app_events(&self, project_id: &str, events: &[AppEvent]) -> Result<(), StoreError>;
+    /// The project's declared app events, by name.
+    async fn app_events(&self, project_id: &str) -> Result<Vec<AppEvent>, StoreError>;
 }
 
 /// The result of a first-writer-wins write.
@@ -274,8 +291,14 @@ pub trait FanOutStore: Send + Sync {
 }
 
 /// Everything the runtime stores.
-pub trait Store: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore + ConnectStore {}
-impl<T: ProjectStore + WorkflowStore + ExecutionStore + FileStore + FanOutStore + ConnectStore> Store for T {}
+pub trait Store:
+    ProjectStore + WorkflowStore + AppEventStore + ExecutionStore + FileStore + FanOutStore + ConnectStore
+{
+}
+impl<T: ProjectStore + WorkflowStore + AppEventStore + ExecutionStore + FileStore + FanOutStore + ConnectStore> Store
+    for T
+{
+}
 
 /// The two queues: step messages for the step runner, deadline messages for the response waiter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -364,6 +387,22 @@ pub trait StartExecution: Send + Sync {
         execution: &Execution,
         messages: Vec<(QueueName, Outgoing)>,
     ) -> Result<(), StartError>;
+
+    /// Creates several executions with their messages, as [`create_and_send`] does for one:
+    /// an app event's listeners, a due minute of a schedule. Adapters write them in batches
+    /// (one SQLite transaction; batched writes and sends on AWS). On an error, some may have
+    /// been created: each with its messages, never one without.
+    ///
+    /// [`create_and_send`]: StartExecution::create_and_send
+    async fn create_and_send_many(
+        &self,
+        starts: Vec<(Execution, Vec<(QueueName, Outgoing)>)>,
+    ) -> Result<(), StartError> {
+        for (execution, messages) in starts {
+            self.create_and_send(&execution, messages).await?;
+        }
+        Ok(())
+    }
 
     /// Whether the execution and its messages are written atomically (one transaction). When
     /// not, a start whose first step goes out at once also sends a delayed recovery message

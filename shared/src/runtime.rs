@@ -2,6 +2,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::connect::Connect;
 use crate::net::HttpClient;
 use crate::ports::{SendQueue, StartExecution, Store};
 use crate::settle::Signals;
@@ -68,7 +69,9 @@ impl Default for Settings {
     }
 }
 
-/// The ports and clients, shared by every handler.
+/// The composition root: the services every handler is built from, once per process. Each
+/// function takes the one it uses: the store's ports, the queue, the starter, or the
+/// [`Connect`] service (the connect layer's one door).
 #[derive(Clone)]
 pub struct Runtime {
     pub store: Arc<dyn Store>,
@@ -79,25 +82,13 @@ pub struct Runtime {
     pub settings: Settings,
     /// Wakes callers waiting in this process for their answers.
     pub signals: Arc<Signals>,
-    /// Connected users this process has recorded, so a user's record is written once per
-    /// process rather than on every request.
-    known_users: Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
-    /// Seals users' secrets (credentials, `password` settings); without it they cannot be
-    /// stored or read.
-    pub keys: Option<Arc<dyn crate::crypto::KeyWrap>>,
-    /// One lock per credential record being refreshed, so steps of this process refresh a
-    /// token once.
-    refresh_locks: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
-    /// Client-credentials access tokens this process fetched, with when they stop being used.
-    client_tokens: Arc<std::sync::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>>,
+    /// Connected users, the gate every start passes, users' secrets.
+    pub connect: Arc<Connect>,
 }
 
 /// The `{{env.NAME}}` variable holding the stack's own base URL (`sluice dev` sets it, e.g.
 /// `http://127.0.0.1:8787`); OAuth callbacks go to `<it>/oauth/callback`.
 pub const BASE_URL_ENV: &str = "SLUICE_BASE_URL";
-
-/// How many (project, user) pairs a process remembers as recorded before it starts over.
-const KNOWN_USERS: usize = 100_000;
 
 impl Runtime {
     pub fn new(
@@ -107,63 +98,21 @@ impl Runtime {
         http: HttpClient,
         settings: Settings,
     ) -> Self {
-        Runtime {
-            store,
-            queue,
-            starter,
-            http,
-            settings,
-            signals: Arc::default(),
-            known_users: Arc::default(),
-            keys: None,
-            refresh_locks: Arc::default(),
-            client_tokens: Arc::default(),
-        }
+        let connect = Arc::new(Connect::new(store.clone(), None, http.clone(), settings.env.clone(), settings.host));
+        Runtime { store, queue, starter, http, settings, signals: Arc::default(), connect }
     }
 
-    /// A client-credentials token kept under `key` that is still good.
-    pub fn client_token(&self, key: &str) -> Option<String> {
-        let tokens = self.client_tokens.lock().ok()?;
-        tokens.get(key).filter(|(_, until)| *until > std::time::Instant::now()).map(|(token, _)| token.clone())
-    }
-
-    /// Keeps a client-credentials token for `lifetime`.
-    pub fn keep_client_token(&self, key: &str, token: &str, lifetime: Duration) {
-        if let Ok(mut tokens) = self.client_tokens.lock() {
-            let now = std::time::Instant::now();
-            tokens.retain(|_, (_, until)| *until > now);
-            tokens.insert(key.to_string(), (token.to_string(), now + lifetime));
-        }
-    }
-
-    /// The lock refreshes of the credential record `key` take turns on.
-    pub fn refresh_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let Ok(mut locks) = self.refresh_locks.lock() else { return Arc::default() };
-        if locks.len() > KNOWN_USERS {
-            locks.retain(|_, lock| Arc::strong_count(lock) > 1);
-        }
-        locks.entry(key.to_string()).or_default().clone()
-    }
-
-    /// The runtime with `keys` to seal users' secrets with.
+    /// The runtime with `keys` to seal users' secrets with (without them secrets can be
+    /// neither stored nor read).
     pub fn with_keys(self, keys: Arc<dyn crate::crypto::KeyWrap>) -> Self {
-        Runtime { keys: Some(keys), ..self }
-    }
-
-    /// Records the connected user `user_id` of `project_id` unless this process did already
-    /// (a user exists from their first valid token).
-    pub async fn known_user(&self, project_id: &str, user_id: &str) -> Result<(), crate::ports::StoreError> {
-        let key = (project_id.to_string(), user_id.to_string());
-        if self.known_users.lock().is_ok_and(|known| known.contains(&key)) {
-            return Ok(());
-        }
-        self.store.ensure_user(project_id, user_id).await?;
-        if let Ok(mut known) = self.known_users.lock() {
-            if known.len() >= KNOWN_USERS {
-                known.clear();
-            }
-            known.insert(key);
-        }
-        Ok(())
+        let settings = &self.settings;
+        let connect = Arc::new(Connect::new(
+            self.store.clone(),
+            Some(keys),
+            self.http.clone(),
+            settings.env.clone(),
+            settings.host,
+        ));
+        Runtime { connect, ..self }
     }
 }

@@ -82,7 +82,38 @@ pub fn new_execution_id() -> String {
 
 /// Creates the execution with its messages and starts its first segment (see the module doc).
 pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartError> {
+    let prepared = prepare(runner.runtime(), new)?;
+    runner.runtime().starter.create_and_send(&prepared.execution, prepared.messages.clone()).await?;
+    launch(runner, prepared).await
+}
+
+/// Starts several executions at once (an app event's listeners): created together with their
+/// messages through [`StartExecution::create_and_send_many`], then each first segment started
+/// as [`start`] does.
+pub async fn start_many(runner: &Runner, news: Vec<NewExecution>) -> Result<Vec<Started>, StartError> {
     let runtime = runner.runtime();
+    let prepared = news.into_iter().map(|new| prepare(runtime, new)).collect::<Result<Vec<_>, _>>()?;
+    let writes = prepared.iter().map(|p| (p.execution.clone(), p.messages.clone())).collect();
+    runtime.starter.create_and_send_many(writes).await?;
+    let mut started = Vec::with_capacity(prepared.len());
+    for prepared in prepared {
+        started.push(launch(runner, prepared).await?);
+    }
+    Ok(started)
+}
+
+/// An execution ready to be created: its record, the messages created with it, and where its
+/// first segment runs.
+struct Prepared {
+    execution: Execution,
+    deployment: Arc<Deployment>,
+    messages: Vec<(QueueName, Outgoing)>,
+    first: Option<(engine::StepKey, u32)>,
+    inline: bool,
+}
+
+/// The execution `new` describes, with the messages it is created with (see the module doc).
+fn prepare(runtime: &Runtime, new: NewExecution) -> Result<Prepared, StartError> {
     let settings = &runtime.settings;
     let started_at = now();
     let deadline = new
@@ -141,9 +172,14 @@ pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartE
         let body = StepMessage::first(&execution.id, &key.step).to_json();
         messages.push((QueueName::Steps, Outgoing { body, delay: Duration::ZERO }));
     }
-    runtime.starter.create_and_send(&execution, messages).await?;
-    tracing::debug!(execution = %execution.id, workflow = %execution.workflow_id, version = execution.workflow_version, "execution started");
+    Ok(Prepared { execution, deployment, messages, first, inline })
+}
 
+/// After the execution was created: starts its first segment where it runs inline, or ends
+/// it at once when it has no step.
+async fn launch(runner: &Runner, prepared: Prepared) -> Result<Started, StartError> {
+    let Prepared { execution, deployment, first, inline, .. } = prepared;
+    tracing::debug!(execution = %execution.id, workflow = %execution.workflow_id, version = execution.workflow_version, "execution started");
     let segment = match first {
         Some((key, attempt)) if inline => {
             let (runner, execution, deployment) = (runner.clone(), execution.clone(), deployment.clone());
@@ -239,9 +275,44 @@ impl StartExecution for SendThenCreate {
         Ok(())
     }
 
+    /// Delayed messages of every execution in batches, the executions concurrently, then the
+    /// immediate messages in batches: the same order as for one.
+    async fn create_and_send_many(
+        &self,
+        starts: Vec<(Execution, Vec<(QueueName, Outgoing)>)>,
+    ) -> Result<(), StartError> {
+        let mut later: Vec<(QueueName, Outgoing)> = Vec::new();
+        let mut now: Vec<(QueueName, Outgoing)> = Vec::new();
+        let mut executions = Vec::with_capacity(starts.len());
+        for (execution, messages) in starts {
+            for (queue, message) in messages {
+                if message.delay.is_zero() { now.push((queue, message)) } else { later.push((queue, message)) }
+            }
+            executions.push(execution);
+        }
+        send_grouped(self.queue.as_ref(), later).await?;
+        let creates = executions.iter().map(|execution| self.store.create_execution(execution));
+        futures_util::future::try_join_all(creates).await?;
+        send_grouped(self.queue.as_ref(), now).await?;
+        Ok(())
+    }
+
     fn is_atomic(&self) -> bool {
         false
     }
+}
+
+/// Sends `messages` in one batch per queue.
+async fn send_grouped(queue: &dyn SendQueue, messages: Vec<(QueueName, Outgoing)>) -> Result<(), StartError> {
+    for name in [QueueName::Responses, QueueName::Steps] {
+        let mut batch: Vec<Outgoing> = messages.iter().filter(|(q, _)| *q == name).map(|(_, m)| m.clone()).collect();
+        if batch.len() > 1 {
+            queue.send_batch(name, batch).await?;
+        } else if let Some(message) = batch.pop() {
+            queue.send(name, message).await?;
+        }
+    }
+    Ok(())
 }
 
 /// The workflow a deployment runs (for callers that hold only the `Arc`).

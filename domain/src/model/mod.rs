@@ -66,7 +66,7 @@ impl Workflow {
         Workflow {
             id: id.to_string(),
             name: None,
-            trigger: Trigger::Request { validate: None },
+            trigger: Trigger::Request { method: TriggerMethod::Post, validate: None },
             steps: Vec::new(),
             inputs: BTreeMap::new(),
             enabled_by_default: false,
@@ -93,11 +93,73 @@ impl Workflow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Trigger {
-    /// `POST /projects/{projectId}/sdk/triggers/{workflowId}` with a connected-user token.
+    /// `/projects/{projectId}/sdk/triggers/{workflowId}` with a connected-user token, called
+    /// with `method` (POST by default).
     Request {
+        #[serde(default, skip_serializing_if = "is_default_trigger_method")]
+        method: TriggerMethod,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         validate: Option<RequestValidation>,
     },
+    /// An app event your application sends (`events/<name>.yaml` declares it); its payload is
+    /// `{{trigger.payload}}`.
+    AppEvent {
+        /// The event's `name`, as declared.
+        event: String,
+    },
+    /// A connected user enables the workflow's integration (through the SDK or by completing
+    /// the hosted OAuth flow); again after disabling and enabling it again.
+    IntegrationEnabled,
+    /// A connected user (re)connects the workflow's integration through the hosted OAuth flow.
+    OauthConnected,
+}
+
+impl Trigger {
+    /// The `type` of the trigger, as written in workflow files.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Trigger::Request { .. } => "request",
+            Trigger::AppEvent { .. } => "app_event",
+            Trigger::IntegrationEnabled => "integration_enabled",
+            Trigger::OauthConnected => "oauth_connected",
+        }
+    }
+
+    /// The app event the workflow listens to, if it does.
+    pub fn event(&self) -> Option<&str> {
+        match self {
+            Trigger::AppEvent { event } => Some(event),
+            _ => None,
+        }
+    }
+}
+
+/// The HTTP method a request trigger answers to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum TriggerMethod {
+    Get,
+    #[default]
+    Post,
+    Put,
+    Patch,
+    Delete,
+}
+
+impl TriggerMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerMethod::Get => "GET",
+            TriggerMethod::Post => "POST",
+            TriggerMethod::Put => "PUT",
+            TriggerMethod::Patch => "PATCH",
+            TriggerMethod::Delete => "DELETE",
+        }
+    }
+}
+
+fn is_default_trigger_method(method: &TriggerMethod) -> bool {
+    *method == TriggerMethod::Post
 }
 
 /// Rules an incoming request must meet; every violation is reported with status 400.

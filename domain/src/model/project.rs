@@ -29,6 +29,20 @@ pub const BUILT_IN_INTEGRATIONS: &[&str] = &["googlecalendar", "hubspot", "sales
 pub struct ProjectDefinition {
     /// By name; the implicit integration (if it has workflows) among them.
     pub integrations: Vec<Integration>,
+    /// The app events the project declares (`events/*.yaml`), by name.
+    pub events: Vec<AppEvent>,
+}
+
+/// `events/<file>.yaml`: an app event your application sends. Its `example` payload is the
+/// test data of the workflows that listen to it; live payloads are not checked against it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppEvent {
+    /// What the application sends as `name` (e.g. `Contact Created`).
+    pub name: String,
+    /// An example payload: a JSON object.
+    #[serde(default)]
+    pub example: Value,
 }
 
 impl ProjectDefinition {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::{Map, Value, json};
 
-use crate::auth;
+use crate::connect::{Connect, ConnectError};
 use crate::connect::{check_settings_write, credential_context, seal_value, setting_context, shown_settings};
 use crate::crypto;
 use crate::error::{ApiError, json_response};
@@ -19,44 +19,31 @@ use crate::model::project::{AuthenticationType, IMPLICIT_INTEGRATION, Input, Inp
 use crate::oauth;
 use crate::ports::{CredentialRecord, CredentialStatus, IntegrationRecord, SettingsScope, Switch, UserMeta};
 use crate::record::{MAX_JSON_DEPTH, format_timestamp, now, too_deep};
-use crate::runtime::Runtime;
 
 /// The largest body these routes read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 /// The longest user name, email or time zone kept.
 const MAX_META_LEN: usize = 256;
 
-/// The user a request acts for: the token's, in `project_id`, recorded on first sight. The
-/// token is read before the project, so a missing project answers as an existing one.
-pub(super) async fn user_of(runtime: &Runtime, project_id: &str, headers: &HeaderMap) -> Result<String, ApiError> {
-    let token = auth::bearer_token(headers)?;
-    let Some(project) = runtime.store.get_project(project_id).await? else {
-        return Err(auth::refuse_for_missing_project(token).into());
-    };
-    let user_id = auth::verify_user_token(&project.signing_public_key_pem, token)?;
-    runtime.known_user(project_id, &user_id).await?;
-    Ok(user_id)
-}
-
 /// `GET /projects/{p}/sdk/me`.
 pub(super) async fn get_me(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
-    let user = runtime.store.update_user(project_id, &user_id, &UserMeta::default()).await?;
+    let user_id = connect.user_of(project_id, headers).await?;
+    let user = connect.store().update_user(project_id, &user_id, &UserMeta::default()).await?;
     Ok(json_response(StatusCode::OK, &user_json(&user)))
 }
 
 /// `PATCH /projects/{p}/sdk/me` with `{name?, email?, timezone?}`.
 pub(super) async fn patch_me(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
+    let user_id = connect.user_of(project_id, headers).await?;
     let value = json_body(body)?;
     let meta: UserMeta = serde_json::from_value(value)
         .map_err(|e| ApiError::BadRequest(format!("the body must be {{name?, email?, timezone?}} strings: {e}")))?;
@@ -79,7 +66,7 @@ pub(super) async fn patch_me(
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
-    let user = runtime.store.update_user(project_id, &user_id, &meta).await?;
+    let user = connect.store().update_user(project_id, &user_id, &meta).await?;
     Ok(json_response(StatusCode::OK, &user_json(&user)))
 }
 
@@ -97,12 +84,12 @@ fn user_json(user: &crate::ports::ConnectedUser) -> Value {
 /// enabled it, its workflows with their enabled flags, and its settings (declared and current,
 /// passwords redacted) — everything a Connect Portal shows.
 pub(super) async fn connect(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
-    let store = &runtime.store;
+    let user_id = connect.user_of(project_id, headers).await?;
+    let store = connect.store();
     let enablement = store.enablement(project_id, &user_id).await?;
     let mut integrations = Vec::new();
     for integration in store.list_integrations(project_id).await? {
@@ -171,18 +158,18 @@ fn settings_json(inputs: &BTreeMap<String, Input>, stored: &BTreeMap<String, Val
 
 /// `PUT /projects/{p}/sdk/integrations/{i}` or `/sdk/workflows/{w}` with `{"enabled": bool}`.
 pub(super) async fn set_enabled(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
     switch: Switch,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
+    let user_id = connect.user_of(project_id, headers).await?;
     let enabled = json_body(body)?
         .get("enabled")
         .and_then(Value::as_bool)
         .ok_or_else(|| ApiError::BadRequest("the body must be {\"enabled\": true} or {\"enabled\": false}".into()))?;
-    let store = &runtime.store;
+    let store = connect.store();
     match &switch {
         Switch::Integration(name) => {
             if store.get_integration(project_id, name).await?.is_none() {
@@ -221,15 +208,15 @@ const MAX_CREDENTIAL_VALUE: usize = 8 * 1024;
 /// any other string the integration needs. Sealed at once; never returned. Connecting
 /// enables the integration for the user.
 pub(super) async fn put_credentials(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
     integration: &str,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
-    let store = &runtime.store;
-    let record = integration_of(runtime, project_id, integration).await?;
+    let user_id = connect.user_of(project_id, headers).await?;
+    let store = connect.store();
+    let record = integration_of(connect, project_id, integration).await?;
     let Value::Object(mut values) = json_body(body)? else {
         return Err(ApiError::BadRequest("the body must be an object of credential name → string".into()));
     };
@@ -268,10 +255,10 @@ pub(super) async fn put_credentials(
     if !problems.is_empty() {
         return Err(ApiError::Validation(problems));
     }
-    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let keys = connect.keys()?;
     let plaintext = serde_json::to_vec(&values).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
     let context = credential_context(project_id, &user_id, integration);
-    let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(crate::connect::ConnectError::from)?;
+    let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(ConnectError::from)?;
     let stored = CredentialRecord {
         sealed,
         status: CredentialStatus::Connected,
@@ -286,13 +273,13 @@ pub(super) async fn put_credentials(
 
 /// `DELETE /projects/{p}/sdk/integrations/{i}/credentials`: disconnects the user.
 pub(super) async fn delete_credentials(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
     integration: &str,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
-    let removed = runtime.store.delete_credentials(project_id, &user_id, integration).await?;
+    let user_id = connect.user_of(project_id, headers).await?;
+    let removed = connect.store().delete_credentials(project_id, &user_id, integration).await?;
     Ok(json_response(StatusCode::OK, &json!({ "integration": integration, "connected": false, "removed": removed })))
 }
 
@@ -300,34 +287,34 @@ pub(super) async fn delete_credentials(
 /// connect an OAuth integration: `{"authorizationUrl": ...}` (the provider's page, with a
 /// sealed state bound to this user, project and integration, and PKCE when configured).
 pub(super) async fn oauth_start(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
     integration: &str,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
-    let record = integration_of(runtime, project_id, integration).await?;
+    let user_id = connect.user_of(project_id, headers).await?;
+    let record = integration_of(connect, project_id, integration).await?;
     if record.config.authentication_type != Some(AuthenticationType::Oauth) {
         return Err(ApiError::BadRequest(format!(
             "integration `{integration}` does not connect with the OAuth authorization-code flow"
         )));
     }
-    let provider = oauth::Provider::of(integration, &record.config, &runtime.settings.env).map_err(oauth_error)?;
-    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let provider = oauth::Provider::of(integration, &record.config, connect.env()).map_err(oauth_error)?;
+    let keys = connect.keys()?;
     let state = oauth::new_state(project_id, &user_id, integration);
     let url =
-        oauth::authorization_url(keys, &provider, state, &callback_url(runtime, headers)).await.map_err(oauth_error)?;
+        oauth::authorization_url(keys, &provider, state, &callback_url(connect, headers)).await.map_err(oauth_error)?;
     Ok(json_response(StatusCode::OK, &json!({ "authorizationUrl": url })))
 }
 
 /// Where providers send users back: `<this stack's address>/oauth/callback`.
-pub(super) fn callback_url(runtime: &Runtime, headers: &HeaderMap) -> String {
-    let base = match runtime.settings.env.get(crate::runtime::BASE_URL_ENV) {
+pub(super) fn callback_url(connect: &Connect, headers: &HeaderMap) -> String {
+    let base = match connect.env().get(crate::runtime::BASE_URL_ENV) {
         Some(base) => base.trim_end_matches('/').to_string(),
         None => {
             let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
             // Lambda Function URLs are HTTPS only; a local stack serves plain HTTP.
-            let scheme = if runtime.settings.host == crate::runtime::Host::Lambda { "https" } else { "http" };
+            let scheme = if connect.host() == crate::runtime::Host::Lambda { "https" } else { "http" };
             format!("{scheme}://{host}")
         }
     };
@@ -338,22 +325,22 @@ pub(super) fn callback_url(runtime: &Runtime, headers: &HeaderMap) -> String {
 /// the state names — exchanges the code, seals and stores the tokens, enables the integration
 /// for the user — and sends the browser back to the integration's `returnUrl`.
 pub(super) async fn oauth_callback(
-    runtime: &Runtime,
+    connect: &Connect,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Response<Bytes>, ApiError> {
     let params: BTreeMap<String, String> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
-    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let keys = connect.keys()?;
     let state = params.get("state").ok_or_else(|| ApiError::BadRequest("the callback has no `state`".into()))?;
     let flow = oauth::open_state(keys, state).await.map_err(oauth_error)?;
-    let store = &runtime.store;
+    let store = connect.store();
     let record = store
         .get_integration(&flow.project_id, &flow.integration)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no integration `{}` in this project", flow.integration)))?;
-    let outcome = complete_flow(runtime, &record, &flow, &params, headers).await;
-    let return_url = record.config.return_url.as_deref().map(|url| fill_return_url(url, &runtime.settings.env));
+    let outcome = complete_flow(connect, &record, &flow, &params, headers).await;
+    let return_url = record.config.return_url.as_deref().map(|url| fill_return_url(url, connect.env()));
     match (outcome, return_url) {
         (Ok(()), Some(Ok(mut url))) => {
             url.query_pairs_mut().append_pair("integration", &flow.integration).append_pair("connected", "true");
@@ -371,7 +358,7 @@ pub(super) async fn oauth_callback(
 }
 
 async fn complete_flow(
-    runtime: &Runtime,
+    connect: &Connect,
     record: &IntegrationRecord,
     flow: &oauth::FlowState,
     params: &BTreeMap<String, String>,
@@ -382,28 +369,33 @@ async fn complete_flow(
         return Err(ApiError::BadRequest(format!("the user or the provider did not authorise: {error}")));
     }
     let code = params.get("code").ok_or_else(|| ApiError::BadRequest("the callback has no `code`".into()))?;
-    let provider = oauth::Provider::of(&record.name, &record.config, &runtime.settings.env).map_err(oauth_error)?;
-    let tokens =
-        oauth::exchange_code(&runtime.http, &provider, code, &callback_url(runtime, headers), flow.verifier.as_deref())
-            .await
-            .map_err(oauth_error)?;
-    store_tokens(runtime, &flow.project_id, &flow.user_id, &flow.integration, &tokens).await?;
+    let provider = oauth::Provider::of(&record.name, &record.config, connect.env()).map_err(oauth_error)?;
+    let tokens = oauth::exchange_code(
+        connect.http(),
+        &provider,
+        code,
+        &callback_url(connect, headers),
+        flow.verifier.as_deref(),
+    )
+    .await
+    .map_err(oauth_error)?;
+    store_tokens(connect, &flow.project_id, &flow.user_id, &flow.integration, &tokens).await?;
     Ok(())
 }
 
 /// Seals and stores `tokens` as the user's credentials for `integration`, and enables it.
 pub(super) async fn store_tokens(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     user_id: &str,
     integration: &str,
     tokens: &oauth::Tokens,
 ) -> Result<(), ApiError> {
-    let keys = runtime.keys.as_deref().ok_or(crate::connect::ConnectError::NoKeys)?;
+    let keys = connect.keys()?;
     let plaintext =
         serde_json::to_vec(&tokens.credentials()).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
     let context = credential_context(project_id, user_id, integration);
-    let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(crate::connect::ConnectError::from)?;
+    let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(ConnectError::from)?;
     let expires_at =
         tokens.expires_in.map(|seconds| now() + chrono::Duration::seconds(seconds.min(10 * 365 * 86_400) as i64));
     let stored = CredentialRecord {
@@ -413,8 +405,8 @@ pub(super) async fn store_tokens(
         updated_at: now(),
         refreshing_until: None,
     };
-    runtime.store.put_credentials(project_id, user_id, integration, &stored).await?;
-    runtime.store.set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
+    connect.store().put_credentials(project_id, user_id, integration, &stored).await?;
+    connect.store().set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
     Ok(())
 }
 
@@ -454,14 +446,14 @@ pub(super) enum SettingsOf<'a> {
 /// `GET` (or `PUT` with `{KEY: value, ...}`; `null` clears) the user's settings of an
 /// integration or a workflow.
 pub(super) async fn settings(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
     of: SettingsOf<'_>,
     write: Option<&Bytes>,
 ) -> Result<Response<Bytes>, ApiError> {
-    let user_id = user_of(runtime, project_id, headers).await?;
-    let store = &runtime.store;
+    let user_id = connect.user_of(project_id, headers).await?;
+    let store = connect.store();
     let (scope, inputs) = match of {
         SettingsOf::Integration(name) => {
             let integration = store
@@ -488,7 +480,7 @@ pub(super) async fn settings(
         for input in inputs.values().filter(|input| input.kind == InputType::Password) {
             if let Some(value) = values.get_mut(&input.id).filter(|value| !value.is_null()) {
                 let context = setting_context(project_id, &user_id, &scope, &input.id);
-                *value = seal_value(runtime.keys.as_deref(), &context, value).await?;
+                *value = seal_value(connect.keys().ok(), &context, value).await?;
             }
         }
         store.put_settings(project_id, &user_id, &scope, &values).await?;
@@ -498,9 +490,9 @@ pub(super) async fn settings(
 }
 
 /// The deployed integration `name` of the project, or 404.
-async fn integration_of(runtime: &Runtime, project_id: &str, name: &str) -> Result<IntegrationRecord, ApiError> {
-    runtime
-        .store
+async fn integration_of(connect: &Connect, project_id: &str, name: &str) -> Result<IntegrationRecord, ApiError> {
+    connect
+        .store()
         .get_integration(project_id, name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no integration `{name}` in this project")))

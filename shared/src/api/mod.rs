@@ -67,14 +67,14 @@ impl Api {
                 let project = id(project)?;
                 let (parts, body) = request.into_parts();
                 match parts.method {
-                    Method::GET => connect::get_me(&self.runtime, project, &parts.headers).await,
-                    Method::PATCH => connect::patch_me(&self.runtime, project, &parts.headers, &body).await,
+                    Method::GET => connect::get_me(&self.runtime.connect, project, &parts.headers).await,
+                    Method::PATCH => connect::patch_me(&self.runtime.connect, project, &parts.headers, &body).await,
                     _ => Err(ApiError::MethodNotAllowed("use GET or PATCH for this route".into())),
                 }
             }
             ["projects", project, "sdk", "connect"] => {
                 allow(&request, &Method::GET)?;
-                connect::connect(&self.runtime, id(project)?, request.headers()).await
+                connect::connect(&self.runtime.connect, id(project)?, request.headers()).await
             }
             ["projects", project, "sdk", kind @ ("integrations" | "workflows"), target] => {
                 allow(&request, &Method::PUT)?;
@@ -84,25 +84,27 @@ impl Api {
                     _ => Switch::Workflow(id(target)?.to_string()),
                 };
                 let (parts, body) = request.into_parts();
-                connect::set_enabled(&self.runtime, project, &parts.headers, switch, &body).await
+                connect::set_enabled(&self.runtime.connect, project, &parts.headers, switch, &body).await
             }
             ["projects", project, "sdk", "integrations", target, "oauth", "start"] => {
                 allow(&request, &Method::GET)?;
                 let (project, target) = (id(project)?, integration(target)?);
-                connect::oauth_start(&self.runtime, project, request.headers(), target).await
+                connect::oauth_start(&self.runtime.connect, project, request.headers(), target).await
             }
             ["oauth", "callback"] => {
                 allow(&request, &Method::GET)?;
-                connect::oauth_callback(&self.runtime, request.headers(), request.uri().query()).await
+                connect::oauth_callback(&self.runtime.connect, request.headers(), request.uri().query()).await
             }
             ["projects", project, "sdk", "integrations", target, "credentials"] => {
                 let (project, target) = (id(project)?, integration(target)?);
                 let (parts, body) = request.into_parts();
                 match parts.method {
                     Method::PUT => {
-                        connect::put_credentials(&self.runtime, project, &parts.headers, target, &body).await
+                        connect::put_credentials(&self.runtime.connect, project, &parts.headers, target, &body).await
                     }
-                    Method::DELETE => connect::delete_credentials(&self.runtime, project, &parts.headers, target).await,
+                    Method::DELETE => {
+                        connect::delete_credentials(&self.runtime.connect, project, &parts.headers, target).await
+                    }
                     _ => Err(ApiError::MethodNotAllowed("use PUT or DELETE for this route".into())),
                 }
             }
@@ -118,7 +120,7 @@ impl Api {
                     Method::PUT => Some(&body),
                     _ => return Err(ApiError::MethodNotAllowed("use GET or PUT for this route".into())),
                 };
-                connect::settings(&self.runtime, project, &parts.headers, of, write).await
+                connect::settings(&self.runtime.connect, project, &parts.headers, of, write).await
             }
             ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),

@@ -88,6 +88,7 @@ pub(super) async fn handle(
         query: request.trigger.query.clone(),
         headers: request.trigger.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
         body: request.trigger.body.clone().unwrap_or_else(|| json!({})),
+        event: None,
     };
     let execution = Execution {
         id: start::new_execution_id(),

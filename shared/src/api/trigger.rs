@@ -40,20 +40,14 @@ pub(super) async fn handle(
         return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
     }
     let store = &runtime.store;
-    let user_id = super::connect::user_of(runtime, project_id, &parts.headers).await?;
+    let user_id = runtime.connect.user_of(project_id, &parts.headers).await?;
     let deployment = store
         .get_deployed(project_id, workflow_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no deployed workflow `{workflow_id}` in this project")))?;
     let workflow = &deployment.workflow;
-    if let Some(integration) = &workflow.integration {
-        let enablement = store.enablement(project_id, &user_id).await?;
-        if !enablement.runs(Some(integration), workflow_id, workflow.enabled_by_default) {
-            return Err(ApiError::NotEnabled(format!(
-                "workflow `{workflow_id}` is not enabled for this user: enable it (and its integration \
-                 `{integration}`) through PUT /projects/{project_id}/sdk/workflows/{workflow_id}"
-            )));
-        }
+    if let Some(refusal) = runtime.connect.gate(project_id, &user_id, workflow).await? {
+        return Err(ApiError::NotEnabled(refusal.explain(project_id, workflow_id)));
     }
     let trigger = trigger_data(&parts, &body)?;
     let problems = violations(&deployment.workflow.trigger, &trigger);
@@ -103,7 +97,7 @@ fn trigger_data(parts: &http::request::Parts, body: &Bytes) -> Result<TriggerDat
         .collect();
     let content_type =
         parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
-    Ok(TriggerData { kind: TriggerKind::Request, query, headers, body: parse_body(&content_type, body)? })
+    Ok(TriggerData { kind: TriggerKind::Request, query, headers, body: parse_body(&content_type, body)?, event: None })
 }
 
 fn parse_body(content_type: &str, body: &Bytes) -> Result<Value, ApiError> {

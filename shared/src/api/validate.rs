@@ -6,8 +6,8 @@ use crate::record::TriggerData;
 
 pub(super) fn violations(trigger: &Trigger, data: &TriggerData) -> Vec<String> {
     match trigger {
-        Trigger::Request { validate: Some(rules) } => check(rules, data),
-        Trigger::Request { validate: None } => Vec::new(),
+        Trigger::Request { validate: Some(rules), .. } => check(rules, data),
+        _ => Vec::new(),
     }
 }
 
@@ -99,6 +99,7 @@ mod tests {
             query: [("source".to_string(), "web".to_string())].into(),
             headers: [("x-source".to_string(), "crm".to_string())].into(),
             body: json!({ "email": "a@b.c", "tags": [] }),
+            event: None,
         };
         assert!(violations(&trigger, &data).is_empty());
     }

@@ -28,6 +28,7 @@ fn execution(id: &str) -> Execution {
             query: BTreeMap::from([("page".to_string(), "2".to_string())]),
             headers: BTreeMap::from([("content-type".to_string(), "application/json".to_string())]),
             body: json!({ "order": { "id": 42, "items": [1, 2, 3] }, "note": "héllo" }),
+            event: Some("Order Placed".into()),
         },
         response_deadline: None,
         error: None,

@@ -101,3 +101,50 @@ pub async fn case_concurrent_deploys_get_distinct_versions(store: &dyn Store) {
     let live = store.get_deployed(&project_id, "race").await.expect("get deployed").expect("deployed");
     assert_eq!(live.version, 3, "the live pointer ends on the last version written");
 }
+
+/// `list_deployed` gives the live version of each deployed workflow of the project only;
+/// undeploying takes one down (true once, then false), keeps its versions readable, and a
+/// later deploy makes the next version live.
+pub async fn case_list_and_undeploy_keep_versions(store: &dyn Store) {
+    let project_id = unique("p");
+    assert!(store.list_deployed(&project_id).await.expect("list empty").is_empty());
+    let a1 = store.deploy_workflow(&project_id, &workflow("a-flow", "https://example.com/a1")).await.expect("a1");
+    let a2 = store.deploy_workflow(&project_id, &workflow("a-flow", "https://example.com/a2")).await.expect("a2");
+    let b1 = store.deploy_workflow(&project_id, &workflow("b-flow", "https://example.com/b1")).await.expect("b1");
+    let other = unique("p");
+    store.deploy_workflow(&other, &workflow("c-flow", "https://example.com/c1")).await.expect("other project");
+    let mut listed = store.list_deployed(&project_id).await.expect("list");
+    listed.sort_by(|x, y| x.workflow_id.cmp(&y.workflow_id));
+    assert_eq!(listed, vec![a2.clone(), b1.clone()], "the live version of each, and nothing of another project");
+
+    assert!(store.undeploy_workflow(&project_id, "a-flow").await.expect("undeploy"), "it was deployed");
+    assert!(!store.undeploy_workflow(&project_id, "a-flow").await.expect("undeploy again"), "not any more");
+    assert!(!store.undeploy_workflow(&project_id, "never-deployed").await.expect("undeploy unknown"));
+    assert!(!store.undeploy_workflow(&other, "a-flow").await.expect("undeploy across projects"));
+    assert_eq!(store.get_deployed(&project_id, "a-flow").await.expect("get undeployed"), None);
+    assert_eq!(store.get_version(&project_id, "a-flow", 1).await.expect("v1 kept"), Some(a1));
+    assert_eq!(store.get_version(&project_id, "a-flow", 2).await.expect("v2 kept"), Some(a2.clone()));
+    assert_eq!(store.list_deployed(&project_id).await.expect("list after undeploy"), vec![b1]);
+
+    let again = store.deploy_workflow(&project_id, &a2.workflow).await.expect("deploy after undeploy");
+    assert_eq!(again.version, 3, "a deploy after an undeploy makes a new version live");
+    assert_eq!(store.get_deployed(&project_id, "a-flow").await.expect("live again").map(|d| d.version), Some(3));
+}
+
+/// A project's app events are replaced as a whole by each deploy and read back in order;
+/// another project's are separate.
+pub async fn case_app_events_are_replaced_per_project(store: &dyn Store) {
+    use crate::model::project::AppEvent;
+    let (project_id, other) = (unique("p"), unique("p"));
+    assert!(store.app_events(&project_id).await.expect("none yet").is_empty());
+    let created = AppEvent { name: "Contact Created".into(), example: json!({ "email": "a@b.c", "n": [1, 2] }) };
+    let deleted = AppEvent { name: "Contact Deleted".into(), example: json!({}) };
+    store.put_app_events(&project_id, &[created.clone(), deleted.clone()]).await.expect("put");
+    store.put_app_events(&other, &[deleted.clone()]).await.expect("put other");
+    assert_eq!(store.app_events(&project_id).await.expect("read"), vec![created.clone(), deleted.clone()]);
+    store.put_app_events(&project_id, &[created.clone()]).await.expect("replace");
+    assert_eq!(store.app_events(&project_id).await.expect("read replaced"), vec![created]);
+    assert_eq!(store.app_events(&other).await.expect("read other"), vec![deleted]);
+    store.put_app_events(&project_id, &[]).await.expect("clear");
+    assert!(store.app_events(&project_id).await.expect("cleared").is_empty());
+}

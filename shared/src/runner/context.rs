@@ -12,7 +12,7 @@ use crate::engine::{StepKey, fan_out_depth};
 use crate::messages::ScopeEntry;
 use crate::model::{Step, Workflow};
 use crate::ports::{FanOutStore, StoreError};
-use crate::record::{Execution, StepAttempt};
+use crate::record::{Execution, StepAttempt, TriggerKind};
 use crate::template::Template;
 
 /// The variables for a step running in `scope`: `ctx` (the [`base`] variables with the
@@ -52,12 +52,18 @@ pub(super) async fn for_step(
 /// The variables every step sees: the trigger, the execution's context and the stack's `env`
 /// values ([`crate::runtime::Settings::env`]), no steps yet.
 pub fn base(execution: &Execution, env: &BTreeMap<String, String>) -> Value {
+    let data = &execution.trigger;
+    let mut trigger = json!({ "query": data.query, "headers": data.headers, "body": data.body });
+    if data.kind != TriggerKind::Request {
+        // App events, connections and later webhooks and schedules carry a payload.
+        trigger["payload"] = data.body.clone();
+        trigger["type"] = json!(data.kind);
+    }
+    if let Some(event) = &data.event {
+        trigger["event"] = json!(event);
+    }
     json!({
-        "trigger": {
-            "query": execution.trigger.query,
-            "headers": execution.trigger.headers,
-            "body": execution.trigger.body,
-        },
+        "trigger": trigger,
         "steps": {},
         "settings": {},
         "env": env,

@@ -18,10 +18,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::connect::UserSettings;
+use crate::connect::{SecretSource, UserSettings};
 use crate::engine::{self, Answer, Effect, Event, Outcome, Recorded, State, StepKey};
 use crate::messages::{ScopeEntry, StepMessage};
-use crate::model::project::AuthenticationType;
 use crate::model::{StepKind, Workflow};
 use crate::ports::{Deployment, FirstWrite, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, StoreError};
 use crate::record::{Execution, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, now};
@@ -513,22 +512,17 @@ impl<'a> Segment<'a> {
     }
 
     /// The user's credentials for the workflow's integration if the step `reads` them (read once
-    /// per segment): an empty object when the user has none.
+    /// per segment, through the connect layer's secret source): an empty object when the user
+    /// has none.
     async fn credentials(&mut self, reads: bool) -> Result<Option<Arc<UserSettings>>, crate::connect::ConnectError> {
-        let Some(integration) = &self.workflow.integration else { return Ok(None) };
-        if !reads {
+        if !reads || self.workflow.integration.is_none() {
             return Ok(None);
         }
         if let Some(credentials) = &self.credentials {
             return Ok(Some(credentials.clone()));
         }
-        let (execution, app_token) = (self.execution, AuthenticationType::OauthClientCredential);
-        let opened = if self.workflow.integration_auth == Some(app_token) {
-            crate::connect::client_token(self.runtime, &execution.project_id, integration).await?
-        } else {
-            crate::connect::user_credentials(self.runtime, &execution.project_id, &execution.user_id, integration)
-                .await?
-        };
+        let secrets: &dyn SecretSource = self.runtime.connect.as_ref();
+        let Some(opened) = secrets.credentials(self.execution, self.workflow).await? else { return Ok(None) };
         let opened = Arc::new(opened);
         self.credentials = Some(opened.clone());
         Ok(Some(opened))
@@ -543,11 +537,8 @@ impl<'a> Segment<'a> {
         if let Some(settings) = &self.settings {
             return Ok(settings.clone());
         }
-        let (execution, store, keys) = (self.execution, self.runtime.store.as_ref(), self.runtime.keys.as_deref());
-        let settings =
-            crate::connect::user_settings(store, keys, &execution.project_id, &execution.user_id, self.workflow)
-                .await?;
-        let settings = Arc::new(settings);
+        let secrets: &dyn SecretSource = self.runtime.connect.as_ref();
+        let settings = Arc::new(secrets.settings(self.execution, self.workflow).await?);
         self.settings = Some(settings.clone());
         Ok(settings)
     }

@@ -20,7 +20,13 @@ static WORKFLOW_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z
 pub(super) const MAX_WORKFLOW_ID_LEN: usize = 64;
 
 const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps", "inputs", "enabled_by_default"];
-const TRIGGER_TYPES: &[&str] = &["request", "app_event", "webhook", "integration_enabled", "schedule"];
+const TRIGGER_TYPES: &[&str] =
+    &["request", "app_event", "integration_enabled", "oauth_connected", "webhook", "schedule"];
+/// The trigger types this version runs.
+const SUPPORTED_TRIGGERS: &str = "request, app_event, integration_enabled, oauth_connected";
+const TRIGGER_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
+/// The longest app event name.
+pub const MAX_EVENT_NAME_LEN: usize = 128;
 const JSON_TYPES: &[&str] = &["string", "number", "boolean", "object", "array"];
 
 /// The longest a duration may be, and how messages write it.
@@ -199,7 +205,7 @@ impl Checker {
             return;
         };
         let Some(kind_value) = map.get("type") else {
-            self.problem("trigger.type", "`type` is required (supported: request)");
+            self.problem("trigger.type", format!("`type` is required (supported: {SUPPORTED_TRIGGERS})"));
             return;
         };
         let Some(trigger_type) = self.string(kind_value, "trigger.type") else {
@@ -207,15 +213,40 @@ impl Checker {
         };
         match trigger_type {
             "request" => {
-                self.only_keys(map, "trigger", &["type", "validate"]);
+                self.only_keys(map, "trigger", &["type", "method", "validate"]);
+                if let Some(method) = map.get("method")
+                    && let Some(method) = self.string(method, "trigger.method")
+                    && !TRIGGER_METHODS.contains(&method)
+                {
+                    self.problem(
+                        "trigger.method",
+                        format!("`{method}` is not a trigger method (use {})", TRIGGER_METHODS.join(", ")),
+                    );
+                }
                 if let Some(validate) = map.get("validate") {
                     self.validate(validate);
                 }
             }
+            "app_event" => {
+                self.only_keys(map, "trigger", &["type", "event"]);
+                match map.get("event") {
+                    None => {
+                        self.problem("trigger.event", "`event` is required: the name of an app event (events/*.yaml)")
+                    }
+                    Some(event) => {
+                        if let Some(name) = self.string(event, "trigger.event")
+                            && let Some(problem) = event_name_problem(name)
+                        {
+                            self.problem("trigger.event", problem);
+                        }
+                    }
+                }
+            }
+            "integration_enabled" | "oauth_connected" => self.only_keys(map, "trigger", &["type"]),
             other if TRIGGER_TYPES.contains(&other) => {
                 self.problem(
                     "trigger.type",
-                    format!("trigger type `{other}` is not supported yet (supported: request)"),
+                    format!("trigger type `{other}` is not supported yet (supported: {SUPPORTED_TRIGGERS})"),
                 );
             }
             other => self.problem(
@@ -287,6 +318,21 @@ impl Checker {
             self.string(name, &index_path(path, i));
         }
     }
+}
+
+/// Why `name` cannot be an app event's name: 1 to [`MAX_EVENT_NAME_LEN`] characters, no
+/// control characters, not blank at either end.
+pub fn event_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.chars().count() > MAX_EVENT_NAME_LEN {
+        return Some(format!("an event name is 1 to {MAX_EVENT_NAME_LEN} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return Some("an event name may not contain control characters".to_string());
+    }
+    if name.trim() != name {
+        return Some(format!("`{name}` begins or ends with blanks"));
+    }
+    None
 }
 
 /// `parent.key`; keys that are not plain names are quoted: `parent["a b"]`.

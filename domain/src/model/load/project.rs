@@ -8,6 +8,7 @@
 //!       inputs.yaml           integration-level user settings (optional)
 //!       workflows/*.yaml      its workflows
 //!     custom.acme/            a custom integration: config.yaml also says how users authenticate
+//!   events/*.yaml             app events: `name` and an `example` payload
 //!   *.yaml                    workflows outside any integration (the implicit one)
 //! ```
 //!
@@ -27,9 +28,10 @@ use serde_json::Value;
 
 use super::check::{Checker, key_path};
 use super::{Problem, load_dir_files, parse_text};
+use crate::model::Trigger;
 use crate::model::project::{
-    AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration, IntegrationApi,
-    IntegrationConfig, ProjectDefinition,
+    AppEvent, AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration,
+    IntegrationApi, IntegrationConfig, ProjectDefinition,
 };
 use crate::template::{Template, kind};
 
@@ -38,6 +40,12 @@ pub const INTEGRATIONS_DIR: &str = "integrations";
 pub const CONFIG_FILE: &str = "config.yaml";
 pub const INPUTS_FILE: &str = "inputs.yaml";
 pub const WORKFLOWS_DIR: &str = "workflows";
+/// The folder of app event declarations inside a project.
+pub const EVENTS_DIR: &str = "events";
+/// At most this many app events in a project.
+pub const MAX_EVENTS: usize = 500;
+/// The largest example payload of an app event, in bytes of JSON.
+pub const MAX_EVENT_EXAMPLE_BYTES: usize = 64 * 1024;
 /// At most this many integrations in a project.
 pub const MAX_INTEGRATIONS: usize = 200;
 
@@ -145,6 +153,8 @@ pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
             }
         }
     }
+    let events = load_events(dir).map_err(|found| problems.extend(found)).unwrap_or_default();
+    problems.extend(trigger_problems(&integrations, &events));
     // Workflow ids name trigger routes: unique in the project.
     let mut first_file_of: HashMap<String, String> = HashMap::new();
     for (file, workflow) in integrations.iter().flat_map(|i| i.workflows.iter()) {
@@ -162,7 +172,135 @@ pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
             }
         }
     }
-    if problems.is_empty() { Ok(ProjectDefinition { integrations }) } else { Err(problems) }
+    if problems.is_empty() { Ok(ProjectDefinition { integrations, events }) } else { Err(problems) }
+}
+
+/// The app events declared in `dir/events/` (none without the folder), every problem listed.
+fn load_events(dir: &Path) -> Result<Vec<AppEvent>, Vec<Problem>> {
+    let folder = dir.join(EVENTS_DIR);
+    if !folder.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut problems = Vec::new();
+    let mut paths: Vec<_> = match fs::read_dir(&folder) {
+        Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
+        Err(e) => return Err(vec![whole(&folder.display().to_string(), &format!("cannot read the folder: {e}"))]),
+    };
+    paths.sort();
+    let mut events: Vec<AppEvent> = Vec::new();
+    let mut first_file_of: HashMap<String, String> = HashMap::new();
+    for path in paths {
+        let file = path.display().to_string();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with('.') {
+            continue;
+        }
+        if !path.is_file() || !super::is_workflow_file(&path) {
+            problems.push(whole(&file, "only app event files (*.yaml, *.yml, *.json) belong in `events/`"));
+            continue;
+        }
+        let value = match read_document(&path) {
+            Ok((_, value)) => value,
+            Err(found) => {
+                problems.extend(found);
+                continue;
+            }
+        };
+        let mut found = Vec::new();
+        let Value::Object(map) = &value else {
+            problems.push(whole(
+                &file,
+                &format!("an app event is a mapping with `name` and `example`, not {}", kind(&value)),
+            ));
+            continue;
+        };
+        for key in map.keys().filter(|key| !["name", "example"].contains(&key.as_str())) {
+            found.push((key_path("", key), "unknown key (an app event has `name` and `example`)".to_string()));
+        }
+        let event_name = match map.get("name") {
+            Some(Value::String(name)) => match super::check::event_name_problem(name) {
+                Some(problem) => {
+                    found.push(("name".to_string(), problem));
+                    None
+                }
+                None => Some(name.clone()),
+            },
+            Some(other) => {
+                found.push(("name".to_string(), format!("must be text, not {}", kind(other))));
+                None
+            }
+            None => {
+                found.push(("name".to_string(), "`name` is required: what your app sends as the event's name".into()));
+                None
+            }
+        };
+        let example = map.get("example").cloned().unwrap_or_else(|| Value::Object(Default::default()));
+        if !example.is_object() {
+            found.push((
+                "example".to_string(),
+                format!("must be a JSON object (an example payload), not {}", kind(&example)),
+            ));
+        } else if serde_json::to_vec(&example).map_or(0, |bytes| bytes.len()) > MAX_EVENT_EXAMPLE_BYTES {
+            found.push(("example".to_string(), format!("is larger than {MAX_EVENT_EXAMPLE_BYTES} bytes")));
+        }
+        if let Some(event_name) = &event_name
+            && let Some(first) = first_file_of.get(event_name)
+        {
+            found.push(("name".to_string(), format!("event `{event_name}` is already declared by {first}")));
+        }
+        if !found.is_empty() {
+            problems.extend(problems_of(&file, found));
+            continue;
+        }
+        if let Some(name) = event_name {
+            first_file_of.insert(name.clone(), file);
+            events.push(AppEvent { name, example });
+        }
+    }
+    if events.len() > MAX_EVENTS {
+        problems
+            .push(whole(&folder.display().to_string(), &format!("{} app events; at most {MAX_EVENTS}", events.len())));
+    }
+    if problems.is_empty() { Ok(events) } else { Err(problems) }
+}
+
+/// Triggers that need the project: an app event must be declared, and the triggers of a
+/// connection (`integration_enabled`, `oauth_connected`) belong to an integration's workflows.
+fn trigger_problems(integrations: &[Integration], events: &[AppEvent]) -> Vec<Problem> {
+    let declared: Vec<&str> = events.iter().map(|event| event.name.as_str()).collect();
+    let mut problems = Vec::new();
+    for integration in integrations {
+        for (file, workflow) in &integration.workflows {
+            let problem = match &workflow.trigger {
+                Trigger::AppEvent { event } if !declared.contains(&event.as_str()) => Some((
+                    "trigger.event",
+                    if declared.is_empty() {
+                        format!(
+                            "no app event `{event}` is declared (declare it in {EVENTS_DIR}/<name>.yaml: `name` and an `example` payload)"
+                        )
+                    } else {
+                        format!("no app event `{event}` is declared (declared: {})", declared.join(", "))
+                    },
+                )),
+                trigger @ (Trigger::IntegrationEnabled | Trigger::OauthConnected)
+                    if integration.name == IMPLICIT_INTEGRATION =>
+                {
+                    Some((
+                        "trigger.type",
+                        format!(
+                            "a `{}` trigger belongs to an integration's workflows (integrations/<name>/workflows/)",
+                            trigger.type_name()
+                        ),
+                    ))
+                }
+                _ => None,
+            };
+            if let Some((path, message)) = problem {
+                problems.push(Problem { file: file.clone(), path: path.to_string(), message });
+            }
+        }
+    }
+    problems
 }
 
 fn whole(file: &str, message: &str) -> Problem {

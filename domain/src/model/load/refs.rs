@@ -16,7 +16,7 @@ use crate::template::{PathExpr, Segment, Template};
 const ROOTS: &[&str] = &["trigger", "steps", "settings", "env", "user", "execution", "workflow"];
 /// Roots that exist only inside a fan-out branch.
 const BRANCH_ROOTS: &[&str] = &["item", "index"];
-const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload"];
+const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload", "event", "type"];
 
 /// The ids of the steps that certainly ran before a point of the workflow: those added at
 /// this level (a list's earlier steps, a conditional's own id) and, through `outer`, those
@@ -98,7 +98,7 @@ impl Checker {
                 None => None,
                 Some(Segment::Key(part)) if TRIGGER_PARTS.contains(&part.as_str()) => None,
                 Some(_) => Some(format!(
-                    "`{}` does not exist (use trigger.body, trigger.query, trigger.headers or trigger.payload)",
+                    "`{}` does not exist (use trigger.body, trigger.query, trigger.headers, trigger.payload, trigger.event or trigger.type)",
                     prefix(expr, 2)
                 )),
             },

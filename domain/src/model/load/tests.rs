@@ -35,7 +35,7 @@ fn the_documented_example_loads() {
     let workflow = load_str("lead-created.yaml", &full_example()).expect("the documented example is valid");
     assert_eq!(workflow.id, "lead-created");
     assert_eq!(workflow.name.as_deref(), Some("Lead created"));
-    let Trigger::Request { validate: Some(validate) } = &workflow.trigger else { panic!("request trigger") };
+    let Trigger::Request { validate: Some(validate), .. } = &workflow.trigger else { panic!("request trigger") };
     assert_eq!(validate.query.as_ref().map(|q| q.required.clone()), Some(vec!["source".to_string()]));
     assert_eq!(validate.headers.get("x-source").map(String::as_str), Some("crm"));
     assert_eq!(workflow.steps.len(), 3);

@@ -39,7 +39,7 @@ fn setting_prefix(scope: &SettingsScope) -> String {
 
 impl DynamoStore {
     /// Every item of partition `pk` whose sort key starts with `prefix`, all pages.
-    async fn with_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>, StoreError> {
+    pub(super) async fn with_prefix(&self, pk: String, prefix: &str) -> Result<Vec<Item>, StoreError> {
         let mut items = Vec::new();
         let mut start = None;
         loop {

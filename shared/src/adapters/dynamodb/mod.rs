@@ -176,9 +176,16 @@ fn version_sk(workflow_id: &str, version: u32) -> String {
     format!("WORKFLOW#{workflow_id}#V#{version:010}")
 }
 
+/// The live pointer of a deployed workflow (the live version's item, copied): one prefix for
+/// all of them, so listing a project's live workflows reads no old version.
 fn deployed_sk(workflow_id: &str) -> String {
-    format!("WORKFLOW#{workflow_id}#DEPLOYED")
+    format!("{LIVE_PREFIX}{workflow_id}")
 }
+
+const LIVE_PREFIX: &str = "LIVE#";
+
+/// The project's declared app events (one item: `events`, JSON).
+const APP_EVENTS_SK: &str = "APP_EVENTS";
 
 fn execution_pk(execution_id: &str) -> String {
     format!("EXEC#{execution_id}")

@@ -2,9 +2,12 @@
 //! `PROJECT#<id>`.
 //!
 //! Invariants: a version item `WORKFLOW#<wf>#V#<version>` is written once and never changed;
-//! the `WORKFLOW#<wf>#DEPLOYED` pointer (version + definition, so `get_deployed` is one read)
-//! only moves in the same transaction that creates the version it points at, conditioned on
-//! the version it pointed at before, so concurrent deploys cannot lose or share a version.
+//! the live pointer `LIVE#<wf>` (version + definition, so `get_deployed` is one read, and
+//! listing a project's live workflows one query that reads no old version) only moves in the
+//! same transaction that creates the version it points at, conditioned on the version it
+//! pointed at before, so concurrent deploys cannot lose or share a version. Undeploying
+//! deletes the pointer and keeps every version; the project's app events are one item,
+//! `APP_EVENTS`.
 
 use std::time::Duration;
 
@@ -13,11 +16,12 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::{
-    DynamoStore, Item, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n, project_pk, s, version_prefix,
-    version_sk,
+    APP_EVENTS_SK, DynamoStore, Item, LIVE_PREFIX, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n,
+    project_pk, s, version_prefix, version_sk,
 };
 use crate::model::Workflow;
-use crate::ports::{Deployment, Project, ProjectStore, StoreError, WorkflowStore};
+use crate::model::project::AppEvent;
+use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, StoreError, WorkflowStore};
 
 /// How many times a deploy re-reads the pointer and tries again after losing a race.
 const DEPLOY_ATTEMPTS: u32 = 5;
@@ -210,5 +214,52 @@ impl WorkflowStore for DynamoStore {
     ) -> Result<Option<Deployment>, StoreError> {
         let item = self.get(project_pk(project_id), &version_sk(workflow_id, version)).await?;
         item.map(|item| decode_deployment(project_id, &item)).transpose()
+    }
+
+    async fn list_deployed(&self, project_id: &str) -> Result<Vec<Deployment>, StoreError> {
+        let items = self.with_prefix(project_pk(project_id), LIVE_PREFIX).await?;
+        items.iter().map(|item| decode_deployment(project_id, item)).collect()
+    }
+
+    async fn undeploy_workflow(&self, project_id: &str, workflow_id: &str) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(project_pk(project_id)))
+            .key("sk", s(deployed_sk(workflow_id)))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend("DeleteItem", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl AppEventStore for DynamoStore {
+    async fn put_app_events(&self, project_id: &str, events: &[AppEvent]) -> Result<(), StoreError> {
+        let events = serde_json::to_string(events)
+            .map_err(|e| StoreError::Backend(format!("cannot encode the app events: {e}")))?;
+        let item: Item = [("pk", s(project_pk(project_id))), ("sk", s(APP_EVENTS_SK)), ("events", s(events))]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn app_events(&self, project_id: &str) -> Result<Vec<AppEvent>, StoreError> {
+        let Some(item) = self.get(project_pk(project_id), APP_EVENTS_SK).await? else { return Ok(Vec::new()) };
+        serde_json::from_str(get_s(&item, "events")?).map_err(|e| StoreError::Corrupt(format!("app events: {e}")))
     }
 }

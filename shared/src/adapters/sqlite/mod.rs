@@ -186,6 +186,13 @@ CREATE TABLE credentials (
     PRIMARY KEY (project_id, user_id, integration)
 );
 "#,
+    // 6: the app events a project declares.
+    r#"
+CREATE TABLE app_events (
+    project_id TEXT PRIMARY KEY,
+    events     TEXT NOT NULL
+);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,

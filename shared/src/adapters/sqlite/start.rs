@@ -31,4 +31,27 @@ impl StartExecution for Sqlite {
         self.wake_receivers();
         Ok(())
     }
+
+    async fn create_and_send_many(
+        &self,
+        starts: Vec<(Execution, Vec<(QueueName, Outgoing)>)>,
+    ) -> Result<(), StartError> {
+        if starts.is_empty() {
+            return Ok(());
+        }
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let now = now_ms();
+            for (execution, messages) in &starts {
+                insert_execution(&tx, execution)?;
+                for (queue, message) in messages {
+                    insert(&tx, *queue, message, now)?;
+                }
+            }
+            tx.commit().map_err(backend)
+        })
+        .await?;
+        self.wake_receivers();
+        Ok(())
+    }
 }

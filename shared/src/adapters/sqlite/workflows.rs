@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::model::Workflow;
-use crate::ports::{Deployment, Project, ProjectStore, StoreError, WorkflowStore};
+use crate::model::project::AppEvent;
+use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, StoreError, WorkflowStore};
 
 #[async_trait]
 impl ProjectStore for Sqlite {
@@ -192,5 +193,79 @@ impl WorkflowStore for Sqlite {
     ) -> Result<Option<Deployment>, StoreError> {
         let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
         self.call(move |conn| read_version(conn, &project_id, &workflow_id, version)).await
+    }
+
+    async fn list_deployed(&self, project_id: &str) -> Result<Vec<Deployment>, StoreError> {
+        let project_id = project_id.to_string();
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT d.workflow_id, d.version, v.definition, v.deployed_at_ms
+                     FROM deployed d JOIN workflow_versions v
+                       ON v.project_id = d.project_id AND v.workflow_id = d.workflow_id AND v.version = d.version
+                     WHERE d.project_id = ?1 ORDER BY d.workflow_id",
+                )
+                .map_err(backend)?;
+            let rows = statement
+                .query_map(params![project_id], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, u32>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(backend)?;
+            let mut deployments = Vec::new();
+            for row in rows {
+                let (workflow_id, version, definition, deployed_at) = row.map_err(backend)?;
+                deployments.push(decode_deployment(&project_id, &workflow_id, version, &definition, deployed_at)?);
+            }
+            Ok(deployments)
+        })
+        .await
+    }
+
+    async fn undeploy_workflow(&self, project_id: &str, workflow_id: &str) -> Result<bool, StoreError> {
+        let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
+        self.call(move |conn| {
+            let removed = conn
+                .execute(
+                    "DELETE FROM deployed WHERE project_id = ?1 AND workflow_id = ?2",
+                    params![project_id, workflow_id],
+                )
+                .map_err(backend)?;
+            Ok(removed > 0)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl AppEventStore for Sqlite {
+    async fn put_app_events(&self, project_id: &str, events: &[AppEvent]) -> Result<(), StoreError> {
+        let (project_id, events) = (project_id.to_string(), to_json(&events)?);
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO app_events (project_id, events) VALUES (?1, ?2)
+                 ON CONFLICT (project_id) DO UPDATE SET events = excluded.events",
+                params![project_id, events],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn app_events(&self, project_id: &str) -> Result<Vec<AppEvent>, StoreError> {
+        let project_id = project_id.to_string();
+        self.call(move |conn| {
+            let events: Option<String> = conn
+                .query_row("SELECT events FROM app_events WHERE project_id = ?1", params![project_id], |row| row.get(0))
+                .optional()
+                .map_err(backend)?;
+            events.map_or(Ok(Vec::new()), |events| from_json("app events", &events))
+        })
+        .await
     }
 }

@@ -10,6 +10,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
+mod service;
+
+pub use service::{Connect, Refusal, SecretSource};
+
 use crate::crypto::{self, CryptoError, KeyWrap};
 use crate::model::Workflow;
 use crate::model::load::inputs::{Declared, value_problem};
@@ -17,7 +21,6 @@ use crate::model::project::{Input, InputType};
 use crate::ports::{CredentialRecord, CredentialStatus, SettingsScope, Store, StoreError};
 use crate::record::StepAttempt;
 use crate::record::now;
-use crate::runtime::Runtime;
 
 /// What a redacted value reads as in records and answers.
 pub const REDACTED: &str = "[redacted]";
@@ -165,14 +168,14 @@ const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
 /// steps of this process queue on one lock, other processes see the refresh lease on the
 /// record and wait for the new tokens. A refused refresh token marks the connection as
 /// needing re-authorisation.
-pub async fn user_credentials(
-    runtime: &Runtime,
+pub(crate) async fn user_credentials(
+    connect: &Connect,
     project_id: &str,
     user_id: &str,
     integration: &str,
 ) -> Result<UserSettings, ConnectError> {
-    let store = runtime.store.as_ref();
-    let keys = runtime.keys.as_deref();
+    let store = connect.store();
+    let keys = connect.keys_opt();
     let context = credential_context(project_id, user_id, integration);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
@@ -186,7 +189,7 @@ pub async fn user_credentials(
         let refresh_token = values.get("refreshToken").and_then(Value::as_str).map(str::to_string);
         let expiring = record.expires_at.is_some_and(|at| at <= now() + REFRESH_MARGIN);
         let (true, Some(refresh_token)) = (expiring, refresh_token) else { return Ok(opened(values)) };
-        let lock = runtime.refresh_lock(&context);
+        let lock = connect.refresh_lock(&context);
         let _turn = lock.lock().await;
         // Another step of this process may have refreshed while this one waited its turn.
         let Some(current) = store.get_credentials(project_id, user_id, integration).await? else { continue };
@@ -207,13 +210,13 @@ pub async fn user_credentials(
         if !store.swap_credentials(project_id, user_id, integration, &record, &leased).await? {
             continue;
         }
-        return refresh_with_lease(runtime, project_id, user_id, integration, leased, values, &refresh_token).await;
+        return refresh_with_lease(connect, project_id, user_id, integration, leased, values, &refresh_token).await;
     }
 }
 
 /// Refreshes the tokens of `leased` (whose lease this call holds) and stores them.
 async fn refresh_with_lease(
-    runtime: &Runtime,
+    connect: &Connect,
     project_id: &str,
     user_id: &str,
     integration: &str,
@@ -221,20 +224,20 @@ async fn refresh_with_lease(
     mut values: Map<String, Value>,
     refresh_token: &str,
 ) -> Result<UserSettings, ConnectError> {
-    let store = runtime.store.as_ref();
+    let store = connect.store();
     let released = CredentialRecord { refreshing_until: None, ..leased.clone() };
     let provider = match store.get_integration(project_id, integration).await? {
-        Some(record) => crate::oauth::Provider::of(integration, &record.config, &runtime.settings.env),
+        Some(record) => crate::oauth::Provider::of(integration, &record.config, connect.env()),
         None => Err(crate::oauth::OAuthError::NotConfigured(format!("integration `{integration}` is not deployed"))),
     };
     let refreshed = match provider {
-        Ok(provider) => crate::oauth::refresh(&runtime.http, &provider, refresh_token).await,
+        Ok(provider) => crate::oauth::refresh(connect.http(), &provider, refresh_token).await,
         Err(error) => Err(error),
     };
     match refreshed {
         Ok(tokens) => {
             values.extend(tokens.credentials());
-            let keys = runtime.keys.as_deref().ok_or(ConnectError::NoKeys)?;
+            let keys = connect.keys()?;
             let context = credential_context(project_id, user_id, integration);
             let plaintext = serde_json::to_vec(&values).map_err(|e| CryptoError::Refused(e.to_string()))?;
             let fresh = CredentialRecord {
@@ -266,25 +269,25 @@ async fn refresh_with_lease(
 /// The app's own access token for an `oauth_client_credential` integration: fetched with
 /// the client id and secret, kept by this process until a minute before it expires, and
 /// fetched once however many steps need it at the same moment.
-pub async fn client_token(
-    runtime: &Runtime,
+pub(crate) async fn client_token(
+    connect: &Connect,
     project_id: &str,
     integration: &str,
 ) -> Result<UserSettings, ConnectError> {
     let key = format!("sluice/project/{project_id}/client/{integration}");
     let refresh = |error| ConnectError::Refresh { integration: integration.to_string(), error };
-    let lock = runtime.refresh_lock(&key);
+    let lock = connect.refresh_lock(&key);
     let _turn = lock.lock().await;
-    if let Some(token) = runtime.client_token(&key) {
+    if let Some(token) = connect.client_token(&key) {
         return Ok(opened(Map::from_iter([("accessToken".to_string(), Value::from(token))])));
     }
-    let record = runtime.store.get_integration(project_id, integration).await?.ok_or_else(|| {
+    let record = connect.store().get_integration(project_id, integration).await?.ok_or_else(|| {
         refresh(crate::oauth::OAuthError::NotConfigured(format!("integration `{integration}` is not deployed")))
     })?;
-    let provider = crate::oauth::Provider::of(integration, &record.config, &runtime.settings.env).map_err(refresh)?;
-    let tokens = crate::oauth::client_credentials(&runtime.http, &provider).await.map_err(refresh)?;
+    let provider = crate::oauth::Provider::of(integration, &record.config, connect.env()).map_err(refresh)?;
+    let tokens = crate::oauth::client_credentials(connect.http(), &provider).await.map_err(refresh)?;
     let lifetime = std::time::Duration::from_secs(tokens.expires_in.unwrap_or(3600).saturating_sub(60));
-    runtime.keep_client_token(&key, &tokens.access_token, lifetime);
+    connect.keep_client_token(&key, &tokens.access_token, lifetime);
     Ok(opened(tokens.credentials()))
 }
 
