@@ -12,8 +12,9 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sluice_shared::adapters::sqlite::Sqlite;
 use sluice_shared::auth;
+use sluice_shared::deploy::Change;
 use sluice_shared::model::project::ProjectDefinition;
-use sluice_shared::model::{Workflow, load};
+use sluice_shared::model::{Trigger, Workflow, load};
 use sluice_shared::net::{HttpClient, OutboundPolicy};
 use sluice_shared::ports::{Project, Queue, Store};
 use sluice_shared::record::now;
@@ -75,17 +76,29 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     })
     .await?;
     let base_url = bound.base_url.clone();
-    let definition = load_project(&options.workflows, &options.data_dir, &base_url)?;
+    let project_dir = project_dir(&options.workflows, &options.data_dir, &base_url)?;
+    let definition = crate::project::load(&project_dir)?;
     let workflows: Vec<(String, Workflow)> = definition.workflows().cloned().collect();
     let project = ensure_dev_project(store.as_ref(), &options.data_dir, &base_url).await?;
 
     println!("Sluice dev is running at {base_url}  (data in {})", options.data_dir.display());
-    for (source, deployment) in crate::project::deploy(store.as_ref(), &project.project_id, &definition).await? {
-        println!(
-            "  deployed {:<24} v{}  POST {base_url}/projects/{}/sdk/triggers/{}   ({source})",
-            deployment.workflow_id, deployment.version, project.project_id, deployment.workflow_id
-        );
+    let outcomes = crate::project::deploy_outcomes(store.as_ref(), &project.project_id, &definition).await?;
+    for (outcome, (source, workflow)) in outcomes.iter().zip(definition.workflows()) {
+        let how = match &workflow.trigger {
+            Trigger::Request { method, .. } => {
+                format!("{} {base_url}/projects/{}/sdk/triggers/{}", method.as_str(), project.project_id, workflow.id)
+            }
+            Trigger::AppEvent { event } => format!("on app event `{event}`"),
+            other => format!("on {}", other.type_name()),
+        };
+        println!("  deployed {:<24} {:<14} {how}   ({source})", outcome.workflow_id, outcome.describe());
     }
+    for outcome in outcomes.iter().filter(|o| matches!(o.change, Change::Undeployed { .. })) {
+        println!("  {:<33} {}", outcome.workflow_id, outcome.describe());
+    }
+    // Kept alive until the stack stops: every change to the folder redeploys it.
+    let _watching = crate::watch::watch(&project_dir, store.clone(), project.project_id.clone())?;
+    println!("  watching {} for changes", project_dir.display());
     let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
     let env = BTreeMap::from([(BASE_URL_ENV.to_string(), base_url.clone())]);
     let settings = Settings {
@@ -111,6 +124,12 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
 /// not exist, written to `<data_dir>/example-project` (its workflows call the demo CRM of the
 /// stack at `base_url` through `{{env.SLUICE_BASE_URL}}`).
 pub fn load_project(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Result<ProjectDefinition> {
+    crate::project::load(&project_dir(dir, data_dir, base_url)?)
+}
+
+/// The project folder `sluice dev` serves: `dir`, or the bundled example project written to
+/// `<data_dir>/example-project` when `dir` does not exist.
+pub fn project_dir(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Result<std::path::PathBuf> {
     let dir = if dir.exists() {
         dir.to_path_buf()
     } else {
@@ -126,7 +145,7 @@ pub fn load_project(dir: &Path, data_dir: &Path, base_url: &str) -> anyhow::Resu
         );
         example
     };
-    crate::project::load(&dir)
+    Ok(dir)
 }
 
 /// Where `sluice dev` writes the bundled example project inside its data folder.

@@ -5,9 +5,10 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use sluice_shared::deploy::Outcome;
 use sluice_shared::model::load::{self, project};
 use sluice_shared::model::project::{CUSTOM_PREFIX, IMPLICIT_INTEGRATION, ProjectDefinition};
-use sluice_shared::ports::{Deployment, IntegrationRecord, Store};
+use sluice_shared::ports::{Deployment, Store};
 
 use crate::dev::problem_list;
 
@@ -47,29 +48,32 @@ pub fn load(dir: &Path) -> anyhow::Result<ProjectDefinition> {
     Ok(project)
 }
 
-/// Deploys every workflow of `definition` to project `project_id`, then makes its
-/// integrations (but the implicit one) the project's; (source file, deployment) of each.
+/// Deploys `definition` as project `project_id` (`sluice_shared::deploy`): its workflows (a new
+/// version only where a definition changed), its integrations and app events, and the
+/// workflows it no longer has undeployed; one outcome per workflow.
+pub async fn deploy_outcomes(
+    store: &dyn Store,
+    project_id: &str,
+    definition: &ProjectDefinition,
+) -> anyhow::Result<Vec<Outcome>> {
+    Ok(sluice_shared::deploy::deploy_project(store, project_id, definition).await?)
+}
+
+/// [`deploy_outcomes`], then (source file, live deployment) of each workflow of `definition`.
 pub async fn deploy(
     store: &dyn Store,
     project_id: &str,
     definition: &ProjectDefinition,
 ) -> anyhow::Result<Vec<(String, Deployment)>> {
+    deploy_outcomes(store, project_id, definition).await?;
     let mut deployed = Vec::new();
     for (source, workflow) in definition.workflows() {
-        deployed.push((source.clone(), store.deploy_workflow(project_id, workflow).await?));
+        let live = store
+            .get_deployed(project_id, &workflow.id)
+            .await?
+            .with_context(|| format!("workflow `{}` was deployed but is not live", workflow.id))?;
+        deployed.push((source.clone(), live));
     }
-    let records: Vec<IntegrationRecord> = definition
-        .integrations
-        .iter()
-        .filter(|integration| integration.name != IMPLICIT_INTEGRATION)
-        .map(|integration| IntegrationRecord {
-            name: integration.name.clone(),
-            config: integration.config.clone(),
-            inputs: integration.inputs.clone(),
-            workflows: integration.workflows.iter().map(|(_, wf)| wf.id.clone()).collect(),
-        })
-        .collect();
-    store.put_integrations(project_id, &records).await?;
     Ok(deployed)
 }
 

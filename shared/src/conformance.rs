@@ -113,6 +113,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     connect::case_integrations_are_replaced_per_project(store).await;
     connect::case_users_are_created_once_and_updated_in_part(store).await;
     connect::case_enablement_is_per_user_and_the_latest_choice_wins(store).await;
+    connect::case_concurrent_enables_see_the_switch_once(store).await;
     connect::case_settings_are_per_user_and_scope(store).await;
     connect::case_credentials_are_per_user_and_integration(store).await;
 }

@@ -29,6 +29,12 @@ pub enum ApiError {
     /// The change conflicts with the user's other choices (a workflow of a disabled integration).
     #[error("{0}")]
     IntegrationDisabled(String),
+    /// An app event the project does not declare (the declared ones listed).
+    #[error("{0}")]
+    UnknownEvent(String),
+    /// The same `Idempotency-Key` was used before with another request.
+    #[error("{0}")]
+    IdempotencyConflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -55,6 +61,16 @@ impl From<crate::connect::ConnectError> for ApiError {
     }
 }
 
+impl From<crate::triggers::TriggerError> for ApiError {
+    fn from(error: crate::triggers::TriggerError) -> Self {
+        match error {
+            crate::triggers::TriggerError::UnknownEvent { .. } => ApiError::UnknownEvent(error.to_string()),
+            crate::triggers::TriggerError::Store(error) => ApiError::Store(error),
+            crate::triggers::TriggerError::Start(error) => error.into(),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(error: crate::auth::AuthError) -> Self {
         if error.is_client_error() {
@@ -70,7 +86,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::Validation(_) => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::NotFound(_) | ApiError::UnknownEvent(_) => StatusCode::NOT_FOUND,
+            ApiError::IdempotencyConflict(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotEnabled(_) => StatusCode::FORBIDDEN,
@@ -85,6 +102,8 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthorized(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
+            ApiError::UnknownEvent(_) => "unknown_event",
+            ApiError::IdempotencyConflict(_) => "idempotency_key_reused",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotEnabled(_) => "workflow_not_enabled",

@@ -7,6 +7,8 @@
 //! reported with their path.
 
 mod check;
+
+pub use check::{MAX_EVENT_NAME_LEN, event_name_problem};
 pub mod inputs;
 pub mod project;
 mod refs;

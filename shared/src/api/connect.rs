@@ -19,6 +19,8 @@ use crate::model::project::{AuthenticationType, IMPLICIT_INTEGRATION, Input, Inp
 use crate::oauth;
 use crate::ports::{CredentialRecord, CredentialStatus, IntegrationRecord, SettingsScope, Switch, UserMeta};
 use crate::record::{MAX_JSON_DEPTH, format_timestamp, now, too_deep};
+use crate::runner::Runner;
+use crate::triggers;
 
 /// The largest body these routes read.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -158,12 +160,13 @@ fn settings_json(inputs: &BTreeMap<String, Input>, stored: &BTreeMap<String, Val
 
 /// `PUT /projects/{p}/sdk/integrations/{i}` or `/sdk/workflows/{w}` with `{"enabled": bool}`.
 pub(super) async fn set_enabled(
-    connect: &Connect,
+    runner: &Runner,
     project_id: &str,
     headers: &HeaderMap,
     switch: Switch,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
+    let connect = runner.runtime().connect.as_ref();
     let user_id = connect.user_of(project_id, headers).await?;
     let enabled = json_body(body)?
         .get("enabled")
@@ -194,8 +197,13 @@ pub(super) async fn set_enabled(
             }
         }
     }
-    store.set_enabled(project_id, &user_id, &switch, enabled).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "enabled": enabled })))
+    let before = store.set_enabled(project_id, &user_id, &switch, enabled).await?;
+    let mut answer = json!({ "enabled": enabled });
+    if let (Switch::Integration(name), true) = (&switch, enabled && before != Some(true)) {
+        let report = triggers::integration_enabled(runner, project_id, &user_id, name).await?;
+        answer["integrationEnabled"] = json!({ "executions": report.executions, "skipped": report.skipped });
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// The most keys a credentials body may have, and the longest value.
@@ -208,12 +216,13 @@ const MAX_CREDENTIAL_VALUE: usize = 8 * 1024;
 /// any other string the integration needs. Sealed at once; never returned. Connecting
 /// enables the integration for the user.
 pub(super) async fn put_credentials(
-    connect: &Connect,
+    runner: &Runner,
     project_id: &str,
     headers: &HeaderMap,
     integration: &str,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
+    let connect = runner.runtime().connect.as_ref();
     let user_id = connect.user_of(project_id, headers).await?;
     let store = connect.store();
     let record = integration_of(connect, project_id, integration).await?;
@@ -267,8 +276,13 @@ pub(super) async fn put_credentials(
         refreshing_until: None,
     };
     store.put_credentials(project_id, &user_id, integration, &stored).await?;
-    store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
-    Ok(json_response(StatusCode::OK, &json!({ "integration": integration, "connected": true })))
+    let before = store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
+    let mut answer = json!({ "integration": integration, "connected": true });
+    if before != Some(true) {
+        let report = triggers::integration_enabled(runner, project_id, &user_id, integration).await?;
+        answer["integrationEnabled"] = json!({ "executions": report.executions, "skipped": report.skipped });
+    }
+    Ok(json_response(StatusCode::OK, &answer))
 }
 
 /// `DELETE /projects/{p}/sdk/integrations/{i}/credentials`: disconnects the user.
@@ -325,10 +339,11 @@ pub(super) fn callback_url(connect: &Connect, headers: &HeaderMap) -> String {
 /// the state names — exchanges the code, seals and stores the tokens, enables the integration
 /// for the user — and sends the browser back to the integration's `returnUrl`.
 pub(super) async fn oauth_callback(
-    connect: &Connect,
+    runner: &Runner,
     headers: &HeaderMap,
     query: Option<&str>,
 ) -> Result<Response<Bytes>, ApiError> {
+    let connect = runner.runtime().connect.as_ref();
     let params: BTreeMap<String, String> =
         url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
     let keys = connect.keys()?;
@@ -339,7 +354,7 @@ pub(super) async fn oauth_callback(
         .get_integration(&flow.project_id, &flow.integration)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no integration `{}` in this project", flow.integration)))?;
-    let outcome = complete_flow(connect, &record, &flow, &params, headers).await;
+    let outcome = complete_flow(runner, &record, &flow, &params, headers).await;
     let return_url = record.config.return_url.as_deref().map(|url| fill_return_url(url, connect.env()));
     match (outcome, return_url) {
         (Ok(()), Some(Ok(mut url))) => {
@@ -358,12 +373,13 @@ pub(super) async fn oauth_callback(
 }
 
 async fn complete_flow(
-    connect: &Connect,
+    runner: &Runner,
     record: &IntegrationRecord,
     flow: &oauth::FlowState,
     params: &BTreeMap<String, String>,
     headers: &HeaderMap,
 ) -> Result<(), ApiError> {
+    let connect = runner.runtime().connect.as_ref();
     if let Some(error) = params.get("error") {
         let error: String = error.chars().take(100).collect();
         return Err(ApiError::BadRequest(format!("the user or the provider did not authorise: {error}")));
@@ -379,7 +395,16 @@ async fn complete_flow(
     )
     .await
     .map_err(oauth_error)?;
-    store_tokens(connect, &flow.project_id, &flow.user_id, &flow.integration, &tokens).await?;
+    let (project_id, user_id, integration) = (&flow.project_id, &flow.user_id, &flow.integration);
+    let switched_on = store_tokens(connect, project_id, user_id, integration, &tokens).await?;
+    if switched_on {
+        triggers::integration_enabled(runner, project_id, user_id, integration).await?;
+    }
+    let mut details = json!({ "integration": integration, "userId": user_id, "connectedAt": format_timestamp(&now()) });
+    if let Some(seconds) = tokens.expires_in {
+        details["expiresIn"] = json!(seconds);
+    }
+    triggers::oauth_connected(runner, project_id, user_id, integration, details).await?;
     Ok(())
 }
 
@@ -390,7 +415,7 @@ pub(super) async fn store_tokens(
     user_id: &str,
     integration: &str,
     tokens: &oauth::Tokens,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     let keys = connect.keys()?;
     let plaintext =
         serde_json::to_vec(&tokens.credentials()).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
@@ -406,8 +431,9 @@ pub(super) async fn store_tokens(
         refreshing_until: None,
     };
     connect.store().put_credentials(project_id, user_id, integration, &stored).await?;
-    connect.store().set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
-    Ok(())
+    let before =
+        connect.store().set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
+    Ok(before != Some(true))
 }
 
 fn fill_return_url(url: &str, env: &BTreeMap<String, String>) -> Result<url::Url, ApiError> {

@@ -3,11 +3,15 @@
 //! JSON body through [`ApiError::into_response`]; nothing here panics on client input.
 
 mod connect;
+mod events;
 mod executions;
+mod management;
 mod respond;
 mod test_runs;
 mod trigger;
 mod validate;
+
+pub use test_runs::TEST_WORKFLOW_PREFIX;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode};
@@ -48,9 +52,46 @@ impl Api {
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match segments.as_slice() {
             ["projects", project, "sdk", "triggers", workflow] => {
-                allow(&request, &Method::POST)?;
+                // The workflow's own `method` is checked once it is read.
+                if ![Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE].contains(request.method()) {
+                    return Err(ApiError::MethodNotAllowed(
+                        "trigger routes take GET, POST, PUT, PATCH or DELETE".into(),
+                    ));
+                }
                 let (project, workflow) = (id(project)?, id(workflow)?);
                 trigger::handle(&self.runner, project, workflow, request).await
+            }
+            ["projects", project, "sdk", "events", "trigger"] => {
+                allow(&request, &Method::POST)?;
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                events::sdk_trigger(&self.runner, project, &parts.headers, &body).await
+            }
+            ["projects", project, "events", "trigger"] => {
+                allow(&request, &Method::POST)?;
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                events::api_trigger(&self.runner, project, &parts.headers, &body).await
+            }
+            ["projects", project, "deploy"] => {
+                allow(&request, &Method::POST)?;
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                management::deploy(&self.runtime, project, &parts.headers, &body).await
+            }
+            ["projects", project, "workflows"] => {
+                allow(&request, &Method::GET)?;
+                management::list(&self.runtime, id(project)?, request.headers()).await
+            }
+            ["projects", project, "workflows", workflow] => {
+                allow(&request, &Method::DELETE)?;
+                let (project, workflow) = (id(project)?, id(workflow)?);
+                management::undeploy_workflow(&self.runtime, project, workflow, request.headers()).await
+            }
+            ["projects", project, "integrations", target] => {
+                allow(&request, &Method::DELETE)?;
+                let (project, target) = (id(project)?, integration(target)?);
+                management::undeploy_integration(&self.runtime, project, target, request.headers()).await
             }
             ["projects", project, "executions", execution] => {
                 allow(&request, &Method::GET)?;
@@ -84,7 +125,7 @@ impl Api {
                     _ => Switch::Workflow(id(target)?.to_string()),
                 };
                 let (parts, body) = request.into_parts();
-                connect::set_enabled(&self.runtime.connect, project, &parts.headers, switch, &body).await
+                connect::set_enabled(&self.runner, project, &parts.headers, switch, &body).await
             }
             ["projects", project, "sdk", "integrations", target, "oauth", "start"] => {
                 allow(&request, &Method::GET)?;
@@ -93,15 +134,13 @@ impl Api {
             }
             ["oauth", "callback"] => {
                 allow(&request, &Method::GET)?;
-                connect::oauth_callback(&self.runtime.connect, request.headers(), request.uri().query()).await
+                connect::oauth_callback(&self.runner, request.headers(), request.uri().query()).await
             }
             ["projects", project, "sdk", "integrations", target, "credentials"] => {
                 let (project, target) = (id(project)?, integration(target)?);
                 let (parts, body) = request.into_parts();
                 match parts.method {
-                    Method::PUT => {
-                        connect::put_credentials(&self.runtime.connect, project, &parts.headers, target, &body).await
-                    }
+                    Method::PUT => connect::put_credentials(&self.runner, project, &parts.headers, target, &body).await,
                     Method::DELETE => {
                         connect::delete_credentials(&self.runtime.connect, project, &parts.headers, target).await
                     }

@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 use super::respond::settled_to_http;
 use super::validate::violations;
 use crate::error::{ApiError, json_response};
+use crate::model::Trigger;
 use crate::record::{MAX_JSON_DEPTH, SettledResponse, TriggerData, TriggerKind, too_deep};
 use crate::runner::Runner;
 use crate::runtime::Host;
@@ -46,6 +47,19 @@ pub(super) async fn handle(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no deployed workflow `{workflow_id}` in this project")))?;
     let workflow = &deployment.workflow;
+    let Trigger::Request { method, .. } = &workflow.trigger else {
+        return Err(ApiError::NotFound(format!(
+            "workflow `{workflow_id}` has a `{}` trigger, not a request trigger",
+            workflow.trigger.type_name()
+        )));
+    };
+    if method.as_str() != parts.method.as_str() {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "workflow `{workflow_id}` is triggered with {}, not {}",
+            method.as_str(),
+            parts.method
+        )));
+    }
     if let Some(refusal) = runtime.connect.gate(project_id, &user_id, workflow).await? {
         return Err(ApiError::NotEnabled(refusal.explain(project_id, workflow_id)));
     }

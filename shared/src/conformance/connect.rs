@@ -68,10 +68,13 @@ pub async fn case_users_are_created_once_and_updated_in_part(store: &dyn Store) 
 pub async fn case_enablement_is_per_user_and_the_latest_choice_wins(store: &dyn Store) {
     let (project, user, other) = (unique("p"), unique("u"), unique("u"));
     assert_eq!(store.enablement(&project, &user).await.expect("none"), Enablement::default());
-    store.set_enabled(&project, &user, &Switch::Integration("slack".into()), true).await.expect("on");
+    let first = store.set_enabled(&project, &user, &Switch::Integration("slack".into()), true).await.expect("on");
+    assert_eq!(first, None, "never chosen before");
     store.set_enabled(&project, &user, &Switch::Workflow("w1".into()), true).await.expect("on");
     store.set_enabled(&project, &user, &Switch::Workflow("w2".into()), false).await.expect("off");
-    store.set_enabled(&project, &user, &Switch::Integration("slack".into()), false).await.expect("off again");
+    let before =
+        store.set_enabled(&project, &user, &Switch::Integration("slack".into()), false).await.expect("off again");
+    assert_eq!(before, Some(true), "the choice it replaced");
     let enablement = store.enablement(&project, &user).await.expect("read");
     assert_eq!(enablement.integrations, BTreeMap::from([("slack".to_string(), false)]));
     assert_eq!(enablement.workflows, BTreeMap::from([("w1".to_string(), true), ("w2".to_string(), false)]));
@@ -157,4 +160,18 @@ pub async fn case_credentials_are_per_user_and_integration(store: &dyn Store) {
     assert!(store.delete_credentials(&project, &user, "slack").await.expect("delete"));
     assert!(!store.delete_credentials(&project, &user, "slack").await.expect("again"), "removed once");
     assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("gone"), None);
+}
+
+/// Of concurrent calls switching an integration on, exactly one sees it was not on before;
+/// after switching it off, the next switch on sees that again.
+pub async fn case_concurrent_enables_see_the_switch_once(store: &dyn Store) {
+    let (project, user) = (unique("p"), unique("u"));
+    let slack = Switch::Integration("slack".into());
+    for round in 0..2 {
+        let calls = (0..16).map(|_| store.set_enabled(&project, &user, &slack, true));
+        let befores = super::join_all(calls).await;
+        let switched = befores.into_iter().map(|b| b.expect("set")).filter(|b| *b != Some(true)).count();
+        assert_eq!(switched, 1, "round {round}: exactly one call switched it on");
+        assert_eq!(store.set_enabled(&project, &user, &slack, false).await.expect("off"), Some(true));
+    }
 }

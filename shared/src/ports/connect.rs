@@ -110,14 +110,16 @@ impl Switch {
 #[async_trait]
 pub trait EnablementStore: Send + Sync {
     async fn enablement(&self, project_id: &str, user_id: &str) -> Result<Enablement, StoreError>;
-    /// Records the user's choice for `switch` (the latest choice wins).
+    /// Records the user's choice for `switch` (the latest choice wins) and returns the choice
+    /// it replaced (None: never chosen), atomically: of concurrent calls that switch something
+    /// on, exactly one sees it was not on before (the one Integration Enabled starts for).
     async fn set_enabled(
         &self,
         project_id: &str,
         user_id: &str,
         switch: &Switch,
         enabled: bool,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Option<bool>, StoreError>;
 }
 
 /// Whose settings: an integration's (its `inputs.yaml`) or one workflow's own `inputs`.

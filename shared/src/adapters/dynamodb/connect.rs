@@ -207,9 +207,11 @@ impl EnablementStore for DynamoStore {
         user_id: &str,
         switch: &Switch,
         enabled: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         let (kind, target) = switch.key();
-        self.client
+        // One PutItem returning the item it replaced: atomic on the item.
+        let output = self
+            .client
             .put_item()
             .table_name(&self.table)
             .set_item(Some(item(vec![
@@ -217,10 +219,11 @@ impl EnablementStore for DynamoStore {
                 ("sk", s(format!("{ENABLED_PREFIX}{kind}#{target}"))),
                 ("enabled", AttributeValue::Bool(enabled)),
             ])))
+            .return_values(ReturnValue::AllOld)
             .send()
             .await
             .map_err(|e| backend("PutItem", e))?;
-        Ok(())
+        Ok(output.attributes.and_then(|old| old.get("enabled").and_then(|v| v.as_bool().ok().copied())))
     }
 }
 

@@ -164,18 +164,28 @@ impl EnablementStore for Sqlite {
         user_id: &str,
         switch: &Switch,
         enabled: bool,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<bool>, StoreError> {
         let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
         let (kind, target) = switch.key();
         let target = target.to_string();
         self.call(move |conn| {
-            conn.execute(
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
+            let before: Option<bool> = tx
+                .query_row(
+                    "SELECT enabled FROM enablement WHERE project_id = ?1 AND user_id = ?2 AND kind = ?3 AND target = ?4",
+                    params![project_id, user_id, kind, target],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            tx.execute(
                 "INSERT INTO enablement (project_id, user_id, kind, target, enabled) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (project_id, user_id, kind, target) DO UPDATE SET enabled = excluded.enabled",
                 params![project_id, user_id, kind, target, enabled],
             )
             .map_err(backend)?;
-            Ok(())
+            tx.commit().map_err(backend)?;
+            Ok(before)
         })
         .await
     }
