@@ -27,6 +27,7 @@ use serde_json::Value;
 
 use super::check::{Checker, key_path};
 use super::{Problem, load_dir_files, parse_text};
+use crate::catalog::path::UnsafePath;
 use crate::model::project::{
     AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration, IntegrationApi,
     IntegrationConfig, ProjectDefinition,
@@ -439,9 +440,13 @@ impl Checker {
         }
         if let Some(path) = map.get("testEndpointPath")
             && let Some(text) = self.string(path, "testEndpointPath")
-            && !text.starts_with('/')
+            && let Err(why) = crate::catalog::path::check(text)
         {
-            self.problem("testEndpointPath", "must start with `/` (a path under `apiBaseUrl`)");
+            let message = match why {
+                UnsafePath::NotAbsolute => "must start with `/` (a path under `apiBaseUrl`)".to_string(),
+                why => format!("must be a path under `apiBaseUrl`: {why}"),
+            };
+            self.problem("testEndpointPath", message);
         }
         match map.get("authorization") {
             None => self.problem(

@@ -321,3 +321,29 @@ fn a_built_in_integration_with_an_oauth_client_connects_on_the_catalogs_endpoint
     has(&found, "integrations/hubspot/config.yaml: clientSecret: `clientSecret` is required with `clientId`");
     has(&found, "integrations/hubspot/config.yaml: scopes: must be a string or a list of strings");
 }
+
+#[test]
+fn a_literal_request_path_or_test_endpoint_that_leaves_the_api_base_url_is_a_load_error() {
+    let dir = TempDir::new("escaping-paths");
+    dir.put(
+        "integrations/custom.acme/config.yaml",
+        "authenticationType: api_key\napiBaseUrl: https://a.example/ledger\ntestEndpointPath: \"/me/..%2f..%2fadmin\"\n\
+         authorization: { type: bearer, token: \"{{credentials.apiKey}}\" }\n",
+    );
+    let request = |id: &str, path: &str| {
+        format!(
+            "id: {id}\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: s, type: action, action: request, params: {{ path: \"{path}\" }} }}\n"
+        )
+    };
+    dir.put("integrations/custom.acme/workflows/ok.yaml", &request("ok", "/things/{{trigger.body.id}}"));
+    dir.put("integrations/custom.acme/workflows/dots.yaml", &request("dots", "/a/%252e%252e/admin"));
+    dir.put("integrations/custom.acme/workflows/slash.yaml", &request("slash", "/x/%2e%2e%2f%2e%2e%2fadmin"));
+    let found = problems(&dir);
+    assert_eq!(found.len(), 3, "{found:?}");
+    has(&found, "config.yaml: testEndpointPath: must be a path under `apiBaseUrl`: it may not contain an encoded `/`");
+    has(&found, "dots.yaml: steps[0].params.path: must be a path under `apiBaseUrl`: it may not contain a `.` or `..`");
+    has(
+        &found,
+        "slash.yaml: steps[0].params.path: must be a path under `apiBaseUrl`: it may not contain an encoded `/`",
+    );
+}
