@@ -8,3 +8,4 @@ pub mod project;
 pub mod server;
 pub mod stack;
 pub mod test_run;
+pub mod workflow_env;

@@ -7,7 +7,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Dev, free_port, http, json, sluice, start_dev, start_dev_logging_to, temp_dir, token, trigger};
+use support::{
+    Dev, free_port, http, json, sluice, start_dev, start_dev_logging_to, start_dev_with_env, temp_dir, token, trigger,
+};
 
 #[test]
 fn validate_accepts_the_bundled_examples() {
@@ -286,6 +288,60 @@ fn dev_gives_workflows_its_base_url_as_env_and_an_unknown_env_name_fails_the_ste
     let (status, body) = trigger(port, "unknown", &token, "{}");
     assert_eq!(status, 500, "{body}");
     assert!(body.contains("env.NOPE") && body.contains("reply"), "the error names the step and the path: {body}");
+}
+
+#[test]
+fn dev_gives_workflows_its_sluice_env_variables_and_env_file_values_as_env() {
+    let data = temp_dir("dev-env-vars");
+    let workflows = temp_dir("dev-env-vars-workflows");
+    std::fs::write(
+        workflows.join("env.yaml"),
+        "id: env\ntrigger: { type: request }\nsteps:\n  - id: reply\n    type: response\n    \
+         body: { x: \"{{env.X}}\", y: \"{{env.Y}}\", z: \"{{env.Z}}\", base: \"{{env.SLUICE_BASE_URL}}\" }\n",
+    )
+    .expect("write");
+    let env_file = data.join("dev.env");
+    std::fs::write(&env_file, "# values for dev\n\nX=from the file\nexport Y=\"y # not a comment\"\nZ='z'\n")
+        .expect("write");
+    let port = free_port();
+    let data_arg = data.to_str().expect("utf-8");
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        data_arg,
+        "--workflows",
+        workflows.to_str().expect("utf-8"),
+        "--env-file",
+        env_file.to_str().expect("utf-8"),
+    ];
+    let vars = [("SLUICE_ENV_X", "from the variable"), ("SLUICE_ENV_SLUICE_BASE_URL", "http://elsewhere.example")];
+    let (_dev, printed) = start_dev_with_env(&args, Stdio::inherit(), &vars);
+    assert!(printed.contains("deployed env"), "{printed}");
+
+    let (status, body) = trigger(port, "env", &token(data_arg, "user-1"), "{}");
+    let expected = serde_json::json!({
+        "x": "from the variable",
+        "y": "y # not a comment",
+        "z": "z",
+        "base": format!("http://127.0.0.1:{port}"),
+    });
+    assert_eq!((status, json(&body)), (200, expected));
+}
+
+#[test]
+fn dev_with_a_malformed_env_file_names_the_line_and_does_not_start() {
+    let data = temp_dir("dev-env-file-bad");
+    let env_file = data.join("bad.env");
+    std::fs::write(&env_file, "# ok\nA=1\nB 2\n").expect("write");
+    let port = free_port().to_string();
+    let data_arg = data.to_str().expect("utf-8");
+    let out =
+        sluice(&["dev", "--port", &port, "--data-dir", data_arg, "--env-file", env_file.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.env is not an env file: line 3: expected NAME=value, got `B 2`"), "{stderr}");
+    assert!(!data.join("sluice.db").exists(), "nothing was started");
 }
 
 #[test]
