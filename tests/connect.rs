@@ -487,7 +487,7 @@ fn oauthy_project(api: &str, provider: &str) -> PathBuf {
         "integrations/custom.oauthy/config.yaml",
         &format!(
             "authenticationType: oauth\nauthorizationUrl: {provider}/authorize\naccessTokenUrl: {provider}/token\n\
-             clientId: client-1\nclientSecret: secret-1\nscopes: [contacts.read, contacts.write]\n\
+             clientId: \"{{{{env.TEST_CLIENT_ID}}}}\"\nclientSecret: \"{{{{env.TEST_CLIENT_SECRET}}}}\"\nscopes: [contacts.read, contacts.write]\n\
              usePKCEInCodeExchange: true\napiBaseUrl: https://api.oauthy.example\nreturnUrl: https://app.example/connected\n\
              authorization: {{ type: bearer, token: \"{{{{credentials.accessToken}}}}\" }}\n"
         ),
@@ -650,7 +650,7 @@ async fn a_client_credentials_token_is_the_apps_fetched_once_and_kept(stack: &Te
         "integrations/custom.machine/config.yaml",
         &format!(
             "authenticationType: oauth_client_credential\naccessTokenUrl: {provider}/token\n\
-             clientId: client-1\nclientSecret: secret-1\napiBaseUrl: https://api.machine.example\n\
+             clientId: \"{{{{env.TEST_CLIENT_ID}}}}\"\nclientSecret: \"{{{{env.TEST_CLIENT_SECRET}}}}\"\napiBaseUrl: https://api.machine.example\n\
              authorization: {{ type: bearer, token: \"{{{{credentials.accessToken}}}}\" }}\n"
         ),
     );
