@@ -260,15 +260,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             test_run::run(&file, data.as_deref(), step.as_deref(), &data_dir).await
         }
         Command::Project(ProjectCommand::Create { id, table, dir, base_url }) => {
-            let store = aws::table_store(&table).await;
-            let project = aws::create_project(&store, &dir, &id, &base_url).await?;
+            let (store, target) = aws::table_store(&table).await;
+            let project = aws::create_project(&store, &dir, &id, &base_url)
+                .await
+                .map_err(|e| target.explain("sluice project create", e))?;
             println!("project `{}` is ready; its API key and keys are in {}", project.project_id, dir.display());
             println!("user tokens: sluice token --user USER_ID --data-dir {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Deploy { path, table, project } => {
-            let store = aws::table_store(&table).await;
-            for deployment in aws::deploy_dir(&store, &project, &path).await? {
+            // Every file problem is listed before anything is asked of AWS.
+            let definition = sluice_cli::project::load(&path)?;
+            let (store, target) = aws::table_store(&table).await;
+            let deployed = aws::deploy_definition(&store, &project, &definition)
+                .await
+                .map_err(|e| target.explain("sluice deploy", e))?;
+            for deployment in deployed {
                 println!("deployed {} v{}", deployment.workflow_id, deployment.version);
             }
             Ok(ExitCode::SUCCESS)

@@ -392,3 +392,83 @@ fn health_answers_only_once_the_dev_project_signing_key_exists() {
         assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
+
+/// `sluice ARGS` with only the AWS settings given (no profile or config of the machine), its
+/// table at `endpoint`; `dir` holds the empty AWS config files.
+fn sluice_on_aws(args: &[&str], endpoint: &str, dir: &std::path::Path) -> std::process::Output {
+    let empty = dir.join("empty-aws-config");
+    std::fs::write(&empty, "").expect("write");
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_clear()
+        .envs([
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ])
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .output()
+        .expect("run sluice")
+}
+
+#[test]
+fn deploy_lists_every_file_problem_before_asking_aws_anything() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = temp_dir("deploy-problems");
+    std::fs::write(dir.join("bad.yaml"), "id: bad\ntrigger: { type: request }\nsteps: [ { id: r, type: nope } ]\n")
+        .expect("write");
+    std::fs::write(dir.join("worse.yaml"), "id: Worse\ntrigger: { type: request }\nsteps: []\n").expect("write");
+    let out =
+        sluice_on_aws(&["deploy", dir.to_str().expect("utf-8"), "--table", "t1", "--project", "acme"], &endpoint, &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("problem(s) in the workflow files"), "{stderr}");
+    assert!(stderr.contains("bad.yaml: steps[0].type") && stderr.contains("worse.yaml: id"), "{stderr}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing may reach AWS while a file has a problem"
+    );
+
+    let missing = dir.join("no-such-folder");
+    let out = sluice_on_aws(
+        &["deploy", missing.to_str().expect("utf-8"), "--table", "t1", "--project", "acme"],
+        &endpoint,
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-folder"), "{out:?}");
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+}
+
+#[test]
+fn deploy_and_project_create_on_an_unreachable_table_say_so_in_one_line() {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let dir = temp_dir("deploy-unreachable");
+    std::fs::write(
+        dir.join("good.yaml"),
+        "id: good\ntrigger: { type: request }\nsteps: [ { id: r, type: response } ]\n",
+    )
+    .expect("write");
+    let keys = dir.join("keys");
+    for (args, what) in [
+        (vec!["deploy", dir.to_str().expect("utf-8"), "--table", "t1", "--project", "acme"], "sluice deploy"),
+        (
+            vec!["project", "create", "--id", "acme", "--table", "t1", "--dir", keys.to_str().expect("utf-8")],
+            "sluice project create",
+        ),
+    ] {
+        let out = sluice_on_aws(&args, &closed, &dir);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "error: {what} failed: cannot reach {closed} (table `t1`); check AWS_REGION, AWS_ENDPOINT_URL if you \
+             set one, and your network\n"
+        );
+        assert_eq!(stderr, expected, "one clear line");
+    }
+}
