@@ -165,7 +165,10 @@ pub async fn start(runner: &Runner, new: NewExecution) -> Result<Started, StartE
         None => {
             // No step to run: the engine ended it (and answers a waiting caller).
             runner.apply(&execution, &deployment.workflow, Event::Started).await.map_err(|e| {
-                StartError::Store(crate::ports::StoreError::Backend(format!("could not end the execution: {e}")))
+                StartError::AfterCreate {
+                    execution_id: execution.id.clone(),
+                    reason: format!("it could not be ended: {e}"),
+                }
             })?;
             None
         }

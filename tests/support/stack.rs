@@ -64,6 +64,8 @@ pub struct StackConfig {
     pub visibility: Duration,
     /// Workflows' and configs' `{{env.NAME}}` values (the Lambdas' `SLUICE_ENV_<NAME>`).
     pub env: std::collections::BTreeMap<String, String>,
+    /// SQLite only: how long a statement waits for a lock held elsewhere (default 5 s).
+    pub sqlite_busy_timeout: Option<Duration>,
 }
 
 /// The `{{env.NAME}}` values of every test stack: the OAuth client of the tests' fake provider.
@@ -81,6 +83,7 @@ impl Default for StackConfig {
             recovery_delay: sluice_shared::runtime::DEFAULT_RECOVERY_DELAY,
             visibility: sluice_cli::stack::VISIBILITY,
             env: TEST_ENV.map(|(name, value)| (name.to_string(), value.to_string())).into(),
+            sqlite_busy_timeout: None,
         }
     }
 }
@@ -143,7 +146,11 @@ impl TestStack {
             Backend::Sqlite => {
                 let unique = uuid::Uuid::new_v4().simple().to_string();
                 let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
-                let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
+                let mut db = Sqlite::open(&dir.join("sluice.db")).expect("open SQLite");
+                if let Some(timeout) = config.sqlite_busy_timeout {
+                    db = db.with_busy_timeout(timeout).expect("busy timeout");
+                }
+                let db = Arc::new(db);
                 let sweep = config.sweep.map(|(every, stuck_after)| Sweep { store: (*db).clone(), every, stuck_after });
                 let keys: Arc<dyn KeyWrap> =
                     Arc::new(LocalKeyFile::open_or_create(dir.join("master.key")).expect("the key file"));
