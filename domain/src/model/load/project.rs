@@ -407,10 +407,8 @@ impl Checker {
                     self.problem(key, format!("`{key}` is for OAuth integrations"));
                 }
                 Some(value) => self.env_only(value, key),
-                None if needs(key) => self.problem(
-                    key,
-                    format!("`{key}` is required for this authentication type (usually `{{{{env.NAME}}}}`)"),
-                ),
+                None if needs(key) => self
+                    .problem(key, format!("`{key}` is required for this authentication type, as `{{{{env.NAME}}}}`")),
                 None => {}
             }
         }
