@@ -487,7 +487,7 @@ fn oauthy_project(api: &str, provider: &str) -> PathBuf {
         "integrations/custom.oauthy/config.yaml",
         &format!(
             "authenticationType: oauth\nauthorizationUrl: {provider}/authorize\naccessTokenUrl: {provider}/token\n\
-             clientId: client-1\nclientSecret: secret-1\nscopes: [contacts.read, contacts.write]\n\
+             clientId: \"{{{{env.TEST_CLIENT_ID}}}}\"\nclientSecret: \"{{{{env.TEST_CLIENT_SECRET}}}}\"\nscopes: [contacts.read, contacts.write]\n\
              usePKCEInCodeExchange: true\napiBaseUrl: https://api.oauthy.example\nreturnUrl: https://app.example/connected\n\
              authorization: {{ type: bearer, token: \"{{{{credentials.accessToken}}}}\" }}\n"
         ),
@@ -547,6 +547,33 @@ async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &T
     assert_eq!(denied.status(), StatusCode::FOUND);
     let location = denied.headers()["location"].to_str().expect("location").to_string();
     assert!(location.starts_with("https://app.example/connected?integration=custom.oauthy&error="), "{location}");
+
+    // The app's returnUrl tells a refusal at the provider (its own code and description) from
+    // a malformed callback.
+    let returned = |query: &str| {
+        let url = format!("{}/oauth/callback?{query}&state={state}", stack.base_url);
+        let (no_redirects, query) = (no_redirects.clone(), query.to_string());
+        async move {
+            let answer = no_redirects.get(url).send().await.expect("callback");
+            assert_eq!(answer.status(), StatusCode::FOUND, "{query}");
+            let location = answer.headers()["location"].to_str().expect("location").to_string();
+            let location = url::Url::parse(&location).expect("a URL");
+            location.query_pairs().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>()
+        }
+    };
+    let pairs = |list: &[(&str, &str)]| list.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>();
+    let integration = ("integration", "custom.oauthy");
+    assert_eq!(
+        returned("error=access_denied&error_description=The+user+said+no").await,
+        pairs(&[integration, ("error", "access_denied"), ("error_description", "The user said no")])
+    );
+    assert_eq!(returned("error=invalid_scope").await, pairs(&[integration, ("error", "invalid_scope")]));
+    let long = "d".repeat(500);
+    assert_eq!(
+        returned(&format!("error=%3Cscript%3E&error_description={long}")).await,
+        pairs(&[integration, ("error", "provider_error"), ("error_description", &long[..200])])
+    );
+    assert_eq!(returned("nothing=here").await, pairs(&[integration, ("error", "bad_request")]));
 
     let done = no_redirects.get(format!("{}/oauth/callback?{query}", stack.base_url)).send().await.expect("callback");
     assert_eq!(done.status(), StatusCode::FOUND, "{}", done.text().await.unwrap_or_default());
@@ -650,7 +677,7 @@ async fn a_client_credentials_token_is_the_apps_fetched_once_and_kept(stack: &Te
         "integrations/custom.machine/config.yaml",
         &format!(
             "authenticationType: oauth_client_credential\naccessTokenUrl: {provider}/token\n\
-             clientId: client-1\nclientSecret: secret-1\napiBaseUrl: https://api.machine.example\n\
+             clientId: \"{{{{env.TEST_CLIENT_ID}}}}\"\nclientSecret: \"{{{{env.TEST_CLIENT_SECRET}}}}\"\napiBaseUrl: https://api.machine.example\n\
              authorization: {{ type: bearer, token: \"{{{{credentials.accessToken}}}}\" }}\n"
         ),
     );

@@ -35,7 +35,7 @@ use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 use sluice_e2e::chaos::{ChaosApi, ChaosProxy, Tally};
 use sluice_e2e::rie::target_dir;
-use sluice_e2e::stack::{AwsClients, StackConfig, TestStack, aws_endpoint, aws_sdk_config};
+use sluice_e2e::stack::{AwsClients, Backend, StackConfig, TestStack, aws_endpoint, aws_sdk_config};
 use sluice_shared::adapters::dynamodb::DynamoStore;
 use sluice_shared::model::load;
 use sluice_shared::ports::ExecutionStore;
@@ -950,4 +950,32 @@ async fn an_execution_whose_put_answer_was_lost_is_created_once_and_reported_cre
     let other = sluice_shared::record::Execution { user_id: "someone-else".into(), ..execution.clone() };
     let taken = store.create_execution(&other).await;
     assert!(matches!(taken, Err(sluice_shared::ports::StoreError::AlreadyExists(_))), "{taken:?}");
+}
+
+/// The database locked by another connection for longer than the server's busy timeout: the
+/// trigger answers 503 `unavailable` with `Retry-After` and starts nothing, and the same
+/// request is accepted once the lock is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_locked_past_the_busy_timeout_answers_503_with_retry_after_and_starts_nothing() {
+    let config = StackConfig { sqlite_busy_timeout: Some(Duration::from_millis(200)), ..StackConfig::default() };
+    let stack = TestStack::start_with(Backend::Sqlite, config).await.expect("a SQLite stack");
+    stack.deploy("id: locked\ntrigger: { type: request }\nsteps:\n  - { id: nap, type: delay, for: 1h }\n").await;
+    let db = rusqlite::Connection::open(stack.sqlite_file().expect("a SQLite file")).expect("open the database");
+    let executions = |db: &rusqlite::Connection| {
+        db.query_row("SELECT count(*) FROM executions", [], |row| row.get::<_, i64>(0)).expect("count executions")
+    };
+
+    db.execute_batch("BEGIN EXCLUSIVE").expect("lock the database");
+    let locked = stack.trigger("locked", json!({})).await;
+    let status = locked.status().as_u16();
+    let retry_after = locked.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let body: Value = locked.json().await.expect("a JSON body");
+    assert_eq!((status, retry_after.as_deref()), (503, Some("1")), "{body}");
+    assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    assert_eq!(executions(&db), 0, "nothing was started");
+    db.execute_batch("ROLLBACK").expect("unlock the database");
+
+    let again = stack.trigger("locked", json!({})).await;
+    assert_eq!(again.status().as_u16(), 202, "{}", again.text().await.unwrap_or_default());
+    assert_eq!(executions(&db), 1);
 }

@@ -42,6 +42,9 @@ pub struct DevOptions {
     pub recovery_delay: Duration,
     pub allow_private_network: bool,
     pub workers: usize,
+    /// Workflows' `{{env.NAME}}` values (see [`crate::workflow_env::dev_env`]); `SLUICE_BASE_URL`
+    /// is always the stack's own address.
+    pub env: BTreeMap<String, String>,
 }
 
 /// `<data-dir>/dev-project.json`: what a developer needs to call the local stack.
@@ -100,7 +103,8 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
     let _watching = crate::watch::watch(&project_dir, store.clone(), project.project_id.clone())?;
     println!("  watching {} for changes", project_dir.display());
     let policy = OutboundPolicy { allow_loopback: true, allow_private: options.allow_private_network };
-    let env = BTreeMap::from([(BASE_URL_ENV.to_string(), base_url.clone())]);
+    let mut env = options.env.clone();
+    env.insert(BASE_URL_ENV.to_string(), base_url.clone());
     let settings = Settings {
         response_timeout: options.response_timeout,
         recovery_delay: options.recovery_delay,

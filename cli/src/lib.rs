@@ -9,3 +9,4 @@ pub mod server;
 pub mod stack;
 pub mod test_run;
 pub mod watch;
+pub mod workflow_env;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use sluice_cli::dev::{self, DevOptions};
-use sluice_cli::{aws, project, test_run};
+use sluice_cli::{aws, project, test_run, workflow_env};
 use sluice_shared::model::project::IMPLICIT_INTEGRATION;
 use sluice_shared::model::{DurationSpec, load, schema};
 
@@ -43,6 +43,11 @@ enum Command {
         allow_private_network: bool,
         #[arg(long, default_value_t = 4)]
         workers: usize,
+        /// A file of `NAME=value` lines giving workflows' `{{env.NAME}}` values (`#` comments,
+        /// blank lines and quoted values allowed); every `SLUICE_ENV_<NAME>` variable gives
+        /// `{{env.NAME}}` too, over the file. `SLUICE_BASE_URL` is always this stack's address.
+        #[arg(long)]
+        env_file: Option<PathBuf>,
     },
     /// Check a project folder, a plain folder of workflow files or one workflow file, and
     /// list every problem (file and path).
@@ -173,6 +178,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             recovery_delay,
             allow_private_network,
             workers,
+            env_file,
         } => {
             let response_timeout = response_timeout.duration();
             if response_timeout < Duration::from_millis(100) {
@@ -182,6 +188,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             if recovery_delay.is_zero() {
                 anyhow::bail!("--recovery-delay must be more than 0");
             }
+            let env = workflow_env::dev_env(env_file.as_deref(), std::env::vars_os())?;
             let options = DevOptions {
                 port,
                 data_dir,
@@ -190,6 +197,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 recovery_delay,
                 allow_private_network,
                 workers,
+                env,
             };
             dev::run(options).await?;
             Ok(ExitCode::SUCCESS)
@@ -252,15 +260,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             test_run::run(&file, data.as_deref(), step.as_deref(), &data_dir).await
         }
         Command::Project(ProjectCommand::Create { id, table, dir, base_url }) => {
-            let store = aws::table_store(&table).await;
-            let project = aws::create_project(&store, &dir, &id, &base_url).await?;
+            let (store, target) = aws::table_store(&table).await;
+            let project = aws::create_project(&store, &dir, &id, &base_url)
+                .await
+                .map_err(|e| target.explain("sluice project create", e))?;
             println!("project `{}` is ready; its API key and keys are in {}", project.project_id, dir.display());
             println!("user tokens: sluice token --user USER_ID --data-dir {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
         Command::Deploy { path, table, project } => {
-            let store = aws::table_store(&table).await;
-            for deployment in aws::deploy_dir(&store, &project, &path).await? {
+            // Every file problem is listed before anything is asked of AWS.
+            let definition = sluice_cli::project::load(&path)?;
+            let (store, target) = aws::table_store(&table).await;
+            let deployed = aws::deploy_definition(&store, &project, &definition)
+                .await
+                .map_err(|e| target.explain("sluice deploy", e))?;
+            for deployment in deployed {
                 println!("deployed {} v{}", deployment.workflow_id, deployment.version);
             }
             Ok(ExitCode::SUCCESS)

@@ -7,7 +7,9 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{Dev, free_port, http, json, sluice, start_dev, start_dev_logging_to, temp_dir, token, trigger};
+use support::{
+    Dev, free_port, http, json, sluice, start_dev, start_dev_logging_to, start_dev_with_env, temp_dir, token, trigger,
+};
 
 #[test]
 fn validate_accepts_the_bundled_examples() {
@@ -289,6 +291,60 @@ fn dev_gives_workflows_its_base_url_as_env_and_an_unknown_env_name_fails_the_ste
 }
 
 #[test]
+fn dev_gives_workflows_its_sluice_env_variables_and_env_file_values_as_env() {
+    let data = temp_dir("dev-env-vars");
+    let workflows = temp_dir("dev-env-vars-workflows");
+    std::fs::write(
+        workflows.join("env.yaml"),
+        "id: env\ntrigger: { type: request }\nsteps:\n  - id: reply\n    type: response\n    \
+         body: { x: \"{{env.X}}\", y: \"{{env.Y}}\", z: \"{{env.Z}}\", base: \"{{env.SLUICE_BASE_URL}}\" }\n",
+    )
+    .expect("write");
+    let env_file = data.join("dev.env");
+    std::fs::write(&env_file, "# values for dev\n\nX=from the file\nexport Y=\"y # not a comment\"\nZ='z'\n")
+        .expect("write");
+    let port = free_port();
+    let data_arg = data.to_str().expect("utf-8");
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        data_arg,
+        "--workflows",
+        workflows.to_str().expect("utf-8"),
+        "--env-file",
+        env_file.to_str().expect("utf-8"),
+    ];
+    let vars = [("SLUICE_ENV_X", "from the variable"), ("SLUICE_ENV_SLUICE_BASE_URL", "http://elsewhere.example")];
+    let (_dev, printed) = start_dev_with_env(&args, Stdio::inherit(), &vars);
+    assert!(printed.contains("deployed env"), "{printed}");
+
+    let (status, body) = trigger(port, "env", &token(data_arg, "user-1"), "{}");
+    let expected = serde_json::json!({
+        "x": "from the variable",
+        "y": "y # not a comment",
+        "z": "z",
+        "base": format!("http://127.0.0.1:{port}"),
+    });
+    assert_eq!((status, json(&body)), (200, expected));
+}
+
+#[test]
+fn dev_with_a_malformed_env_file_names_the_line_and_does_not_start() {
+    let data = temp_dir("dev-env-file-bad");
+    let env_file = data.join("bad.env");
+    std::fs::write(&env_file, "# ok\nA=1\nB 2\n").expect("write");
+    let port = free_port().to_string();
+    let data_arg = data.to_str().expect("utf-8");
+    let out =
+        sluice(&["dev", "--port", &port, "--data-dir", data_arg, "--env-file", env_file.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.env is not an env file: line 3: expected NAME=value, got `B 2`"), "{stderr}");
+    assert!(!data.join("sluice.db").exists(), "nothing was started");
+}
+
+#[test]
 fn dev_log_has_no_colour_codes_when_it_is_not_a_terminal() {
     let data = temp_dir("dev-log");
     let workflows = temp_dir("dev-log-workflows");
@@ -334,5 +390,85 @@ fn health_answers_only_once_the_dev_project_signing_key_exists() {
         }
         let out = sluice(&["token", "--user", "u", "--data-dir", data_arg]);
         assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+/// `sluice ARGS` with only the AWS settings given (no profile or config of the machine), its
+/// table at `endpoint`; `dir` holds the empty AWS config files.
+fn sluice_on_aws(args: &[&str], endpoint: &str, dir: &std::path::Path) -> std::process::Output {
+    let empty = dir.join("empty-aws-config");
+    std::fs::write(&empty, "").expect("write");
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .env_clear()
+        .envs([
+            ("AWS_ENDPOINT_URL", endpoint),
+            ("AWS_REGION", "us-east-1"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_EC2_METADATA_DISABLED", "true"),
+        ])
+        .env("AWS_CONFIG_FILE", &empty)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &empty)
+        .output()
+        .expect("run sluice")
+}
+
+#[test]
+fn deploy_lists_every_file_problem_before_asking_aws_anything() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+    let dir = temp_dir("deploy-problems");
+    std::fs::write(dir.join("bad.yaml"), "id: bad\ntrigger: { type: request }\nsteps: [ { id: r, type: nope } ]\n")
+        .expect("write");
+    std::fs::write(dir.join("worse.yaml"), "id: Worse\ntrigger: { type: request }\nsteps: []\n").expect("write");
+    let out =
+        sluice_on_aws(&["deploy", dir.to_str().expect("utf-8"), "--table", "t1", "--project", "acme"], &endpoint, &dir);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("problem(s) in the workflow files"), "{stderr}");
+    assert!(stderr.contains("bad.yaml: steps[0].type") && stderr.contains("worse.yaml: id"), "{stderr}");
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "nothing may reach AWS while a file has a problem"
+    );
+
+    let missing = dir.join("no-such-folder");
+    let out = sluice_on_aws(
+        &["deploy", missing.to_str().expect("utf-8"), "--table", "t1", "--project", "acme"],
+        &endpoint,
+        &dir,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no-such-folder"), "{out:?}");
+    assert!(matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock));
+}
+
+#[test]
+fn deploy_and_project_create_on_an_unreachable_table_say_so_in_one_line() {
+    let closed = format!("http://127.0.0.1:{}", free_port());
+    let dir = temp_dir("deploy-unreachable");
+    std::fs::write(
+        dir.join("good.yaml"),
+        "id: good\ntrigger: { type: request }\nsteps: [ { id: r, type: response } ]\n",
+    )
+    .expect("write");
+    let keys = dir.join("keys");
+    for (args, what) in [
+        (vec!["deploy", dir.to_str().expect("utf-8"), "--table", "t1", "--project", "acme"], "sluice deploy"),
+        (
+            vec!["project", "create", "--id", "acme", "--table", "t1", "--dir", keys.to_str().expect("utf-8")],
+            "sluice project create",
+        ),
+    ] {
+        let out = sluice_on_aws(&args, &closed, &dir);
+        assert_eq!(out.status.code(), Some(1), "{what}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "error: {what} failed: cannot reach {closed} (table `t1`); check AWS_REGION, AWS_ENDPOINT_URL if you \
+             set one, and your network\n"
+        );
+        assert_eq!(stderr, expected, "one clear line");
     }
 }

@@ -13,6 +13,8 @@ use serde_json::Value;
 use crate::model::Pagination;
 use crate::model::project::{Authorization, CUSTOM_PREFIX};
 
+pub mod path;
+
 /// The catalog key of every custom integration's actions.
 pub const CUSTOM: &str = "custom";
 
@@ -78,8 +80,8 @@ pub struct Param {
     /// The values it may take.
     #[serde(default, rename = "enum", skip_serializing_if = "Vec::is_empty")]
     pub one_of: Vec<Value>,
-    /// `path`: a URL path sent as given (it must start with `/`, without `..`); other
-    /// values in a path are percent-encoded.
+    /// `path`: a URL path sent as given, which must stay under the base URL (see
+    /// [`path::check`]); other values in a path are percent-encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
 }

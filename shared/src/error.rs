@@ -1,6 +1,8 @@
 //! Errors that reach an HTTP caller, mapped to a status and a JSON body in exactly one place
 //! ([`ApiError::into_response`]). 4xx says what the client did wrong; 5xx logs the source and
-//! answers with a generic message.
+//! answers with a generic message: 503 `unavailable` with `Retry-After` when a backend failed
+//! in a way worth retrying (throttling, a dropped connection, a database locked past its busy
+//! timeout) before anything was started, 500 `internal` for everything else.
 
 use bytes::Bytes;
 use http::{Response, StatusCode, header};
@@ -39,15 +41,29 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// A retryable failure of another backend than the store or the queue (e.g. the key
+    /// service throttling); nothing was changed.
+    #[error("a backend is unavailable: {0}")]
+    Unavailable(String),
+    /// The execution was started, then something failed: the caller must not start it again,
+    /// whatever the cause.
+    #[error("execution {execution_id} was started, but {reason}")]
+    AfterStart { execution_id: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// What a `503 unavailable` answer's `Retry-After` says, in seconds.
+pub const RETRY_AFTER_SECONDS: u64 = 1;
 
 impl From<crate::ports::StartError> for ApiError {
     fn from(error: crate::ports::StartError) -> Self {
         match error {
             crate::ports::StartError::Store(error) => ApiError::Store(error),
             crate::ports::StartError::Queue(error) => ApiError::Queue(error),
+            crate::ports::StartError::AfterCreate { execution_id, reason } => {
+                ApiError::AfterStart { execution_id, reason }
+            }
         }
     }
 }
@@ -56,6 +72,7 @@ impl From<crate::connect::ConnectError> for ApiError {
     fn from(error: crate::connect::ConnectError) -> Self {
         match error {
             crate::connect::ConnectError::Store(error) => ApiError::Store(error),
+            other if other.is_retryable() => ApiError::Unavailable(other.to_string()),
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -92,7 +109,23 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotEnabled(_) => StatusCode::FORBIDDEN,
             ApiError::IntegrationDisabled(_) => StatusCode::CONFLICT,
-            ApiError::Store(_) | ApiError::Queue(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ if self.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(_)
+            | ApiError::Queue(_)
+            | ApiError::Unavailable(_)
+            | ApiError::AfterStart { .. }
+            | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Whether the caller may send the same request again later: a backend failed in a way
+    /// its own classification calls retryable, and nothing was started.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ApiError::Store(error) => error.is_retryable(),
+            ApiError::Queue(error) => error.is_retryable(),
+            ApiError::Unavailable(_) => true,
+            _ => false,
         }
     }
 
@@ -108,13 +141,22 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotEnabled(_) => "workflow_not_enabled",
             ApiError::IntegrationDisabled(_) => "integration_disabled",
-            ApiError::Store(_) | ApiError::Queue(_) | ApiError::Internal(_) => "internal",
+            _ if self.is_retryable() => "unavailable",
+            ApiError::Store(_)
+            | ApiError::Queue(_)
+            | ApiError::Unavailable(_)
+            | ApiError::AfterStart { .. }
+            | ApiError::Internal(_) => "internal",
         }
     }
 
     /// The JSON body: `{"error":{"code":...,"message":...}}` (plus `violations` for 400s).
     pub fn body(&self) -> Value {
-        let message = if self.status().is_server_error() {
+        let message = if self.is_retryable() {
+            format!(
+                "the service is busy or a backend is unreachable; nothing was started, retry in {RETRY_AFTER_SECONDS} s"
+            )
+        } else if self.status().is_server_error() {
             "internal error; see the server logs".to_string()
         } else {
             self.to_string()
@@ -127,10 +169,16 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> Response<Bytes> {
-        if self.status().is_server_error() {
+        if self.is_retryable() {
+            tracing::warn!(error = %self, "request refused for now (503)");
+        } else if self.status().is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        json_response(self.status(), &self.body())
+        let mut response = json_response(self.status(), &self.body());
+        if self.is_retryable() {
+            response.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from(RETRY_AFTER_SECONDS));
+        }
+        response
     }
 }
 
@@ -140,4 +188,64 @@ pub fn json_response(status: StatusCode, body: &Value) -> Response<Bytes> {
     *response.status_mut() = status;
     response.headers_mut().insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::StartError;
+
+    fn answer(error: ApiError) -> (StatusCode, Option<String>, Value) {
+        let response = error.into_response();
+        let retry_after = response.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let body = serde_json::from_slice(response.body()).unwrap_or(Value::Null);
+        (response.status(), retry_after, body)
+    }
+
+    #[test]
+    fn a_retryable_backend_failure_answers_503_unavailable_with_retry_after() {
+        for error in [
+            ApiError::Store(StoreError::Backend("SQLite: database is locked".into())),
+            ApiError::Queue(QueueError::Backend("SQS SendMessage: throttled".into())),
+            ApiError::Queue(QueueError::PartialBatch { failed: 1, total: 2, reason: "throttled".into() }),
+            StartError::Store(StoreError::Backend("DynamoDB PutItem: ProvisionedThroughputExceeded".into())).into(),
+            StartError::Queue(QueueError::Backend("dispatch failure".into())).into(),
+            crate::connect::ConnectError::Crypto(crate::crypto::CryptoError::Backend("KMS: throttled".into())).into(),
+            crate::connect::ConnectError::Store(StoreError::Backend("dropped connection".into())).into(),
+        ] {
+            let source = error.to_string();
+            let (status, retry_after, body) = answer(error);
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{source}");
+            assert_eq!(retry_after.as_deref(), Some("1"), "{source}");
+            assert_eq!(body["error"]["code"], "unavailable", "{source}");
+            let message = body["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains("retry") && !message.contains(&source), "the source is not shown: {message}");
+        }
+    }
+
+    #[test]
+    fn bugs_and_failures_after_a_start_stay_500_internal_without_retry_after() {
+        for error in [
+            ApiError::Store(StoreError::Corrupt("bad row".into())),
+            ApiError::Store(StoreError::AlreadyExists("execution e1".into())),
+            ApiError::Store(StoreError::TooLarge("item".into())),
+            StartError::AfterCreate { execution_id: "e1".into(), reason: "it could not be ended".into() }.into(),
+            ApiError::Internal("the start task failed".into()),
+            ApiError::AfterStart { execution_id: "e2".into(), reason: "its answer could not be read".into() },
+            crate::connect::ConnectError::Crypto(crate::crypto::CryptoError::Refused("tampered".into())).into(),
+            crate::connect::ConnectError::NoKeys.into(),
+        ] {
+            let source = error.to_string();
+            let (status, retry_after, body) = answer(error);
+            assert_eq!((status, retry_after), (StatusCode::INTERNAL_SERVER_ERROR, None), "{source}");
+            assert_eq!(body["error"]["code"], "internal", "{source}");
+        }
+    }
+
+    #[test]
+    fn client_errors_keep_their_status_and_no_retry_after() {
+        let (status, retry_after, body) = answer(ApiError::NotFound("no such workflow".into()));
+        assert_eq!((status, retry_after), (StatusCode::NOT_FOUND, None));
+        assert_eq!(body["error"]["message"], "no such workflow");
+    }
 }

@@ -343,6 +343,45 @@ async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, OAuthE
     Ok(bytes)
 }
 
+/// The code passed on for a provider's `error` that is not a short `[a-z0-9_]` word.
+pub const PROVIDER_ERROR: &str = "provider_error";
+/// The longest provider `error` code passed on as it is.
+const MAX_REFUSAL_CODE: usize = 64;
+/// The most characters of a provider's `error_description` passed on.
+pub const MAX_REFUSAL_DESCRIPTION: usize = 200;
+
+/// Why the provider sent the user back without a code (RFC 6749 §4.1.2.1), as the app's
+/// `returnUrl` gets it: the provider's `error` (`access_denied`, `invalid_scope`, …) when it
+/// is a short `[a-z0-9_]` word, else [`PROVIDER_ERROR`]; its `error_description` with control
+/// characters as spaces, at most [`MAX_REFUSAL_DESCRIPTION`] characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderRefusal {
+    pub code: String,
+    pub description: Option<String>,
+}
+
+impl ProviderRefusal {
+    /// The refusal a callback's query `params` carry, if they carry an `error`.
+    pub fn of_callback(params: &BTreeMap<String, String>) -> Option<ProviderRefusal> {
+        let error = params.get("error")?;
+        let valid = !error.is_empty()
+            && error.len() <= MAX_REFUSAL_CODE
+            && error.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let code = if valid { error.clone() } else { PROVIDER_ERROR.to_string() };
+        let description = params
+            .get("error_description")
+            .map(|text| {
+                text.chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .take(MAX_REFUSAL_DESCRIPTION)
+                    .collect::<String>()
+            })
+            .map(|text| text.trim().to_string())
+            .filter(|text| !text.is_empty());
+        Some(ProviderRefusal { code, description })
+    }
+}
+
 /// `instance_url` → `instanceUrl`.
 fn camel_case(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -363,6 +402,42 @@ fn camel_case(key: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn callback(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_providers_refusal_keeps_its_error_code_and_description() {
+        let refusal = ProviderRefusal::of_callback(&callback(&[
+            ("error", "access_denied"),
+            ("error_description", " The user\ndenied access "),
+            ("state", "s"),
+        ]));
+        let expected =
+            ProviderRefusal { code: "access_denied".into(), description: Some("The user denied access".into()) };
+        assert_eq!(refusal, Some(expected));
+        let refusal = ProviderRefusal::of_callback(&callback(&[("error", "temporarily_unavailable")]));
+        assert_eq!(refusal, Some(ProviderRefusal { code: "temporarily_unavailable".into(), description: None }));
+        assert_eq!(ProviderRefusal::of_callback(&callback(&[("code", "c"), ("state", "s")])), None);
+    }
+
+    #[test]
+    fn an_unusual_provider_error_code_becomes_provider_error_and_a_long_description_is_cut() {
+        let long = "x".repeat(64);
+        for odd in ["Access_Denied", "access-denied", "<script>", "", "a b", &format!("{long}y"), "dénié"] {
+            let refusal = ProviderRefusal::of_callback(&callback(&[("error", odd)])).expect("a refusal");
+            assert_eq!(refusal.code, PROVIDER_ERROR, "{odd:?}");
+        }
+        let refusal = ProviderRefusal::of_callback(&callback(&[("error", &long)])).expect("a refusal");
+        assert_eq!(refusal.code, long, "64 characters pass");
+        let description = "é".repeat(MAX_REFUSAL_DESCRIPTION + 50);
+        let refusal = ProviderRefusal::of_callback(&callback(&[("error", "x"), ("error_description", &description)]));
+        let kept = refusal.and_then(|r| r.description).expect("a description");
+        assert_eq!(kept.chars().count(), MAX_REFUSAL_DESCRIPTION);
+        let blank = ProviderRefusal::of_callback(&callback(&[("error", "x"), ("error_description", "\u{0}\t ")]));
+        assert_eq!(blank.and_then(|r| r.description), None);
+    }
 
     #[test]
     fn snake_case_extras_become_camel_case() {

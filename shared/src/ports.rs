@@ -61,13 +61,20 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Queue(#[from] QueueError),
+    /// The execution was created, then what followed failed: starting again would start a
+    /// second one, so this is never retryable.
+    #[error("execution {execution_id} was created, but {reason}")]
+    AfterCreate { execution_id: String, reason: String },
 }
 
 impl StartError {
+    /// Whether starting again may succeed without starting twice: the backend failed before
+    /// the execution was created.
     pub fn is_retryable(&self) -> bool {
         match self {
             StartError::Store(error) => error.is_retryable(),
             StartError::Queue(error) => error.is_retryable(),
+            StartError::AfterCreate { .. } => false,
         }
     }
 }

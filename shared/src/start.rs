@@ -201,7 +201,10 @@ async fn launch(runner: &Runner, prepared: Prepared) -> Result<Started, StartErr
         None => {
             // No step to run: the engine ended it (and answers a waiting caller).
             runner.apply(&execution, &deployment.workflow, Event::Started).await.map_err(|e| {
-                StartError::Store(crate::ports::StoreError::Backend(format!("could not end the execution: {e}")))
+                StartError::AfterCreate {
+                    execution_id: execution.id.clone(),
+                    reason: format!("it could not be ended: {e}"),
+                }
             })?;
             None
         }

@@ -62,7 +62,14 @@ pub struct StackConfig {
     pub sweep: Option<(Duration, Duration)>,
     /// How long a received message stays invisible before it is delivered again.
     pub visibility: Duration,
+    /// Workflows' and configs' `{{env.NAME}}` values (the Lambdas' `SLUICE_ENV_<NAME>`).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// SQLite only: how long a statement waits for a lock held elsewhere (default 5 s).
+    pub sqlite_busy_timeout: Option<Duration>,
 }
+
+/// The `{{env.NAME}}` values of every test stack: the OAuth client of the tests' fake provider.
+pub const TEST_ENV: [(&str, &str); 2] = [("TEST_CLIENT_ID", "client-1"), ("TEST_CLIENT_SECRET", "secret-1")];
 
 impl Default for StackConfig {
     fn default() -> Self {
@@ -75,6 +82,8 @@ impl Default for StackConfig {
             workers: 4,
             recovery_delay: sluice_shared::runtime::DEFAULT_RECOVERY_DELAY,
             visibility: sluice_cli::stack::VISIBILITY,
+            env: TEST_ENV.map(|(name, value)| (name.to_string(), value.to_string())).into(),
+            sqlite_busy_timeout: None,
         }
     }
 }
@@ -137,7 +146,11 @@ impl TestStack {
             Backend::Sqlite => {
                 let unique = uuid::Uuid::new_v4().simple().to_string();
                 let dir = std::env::temp_dir().join(format!("sluice-e2e-{unique}"));
-                let db = Arc::new(Sqlite::open(&dir.join("sluice.db")).expect("open SQLite"));
+                let mut db = Sqlite::open(&dir.join("sluice.db")).expect("open SQLite");
+                if let Some(timeout) = config.sqlite_busy_timeout {
+                    db = db.with_busy_timeout(timeout).expect("busy timeout");
+                }
+                let db = Arc::new(db);
                 let sweep = config.sweep.map(|(every, stuck_after)| Sweep { store: (*db).clone(), every, stuck_after });
                 let keys: Arc<dyn KeyWrap> =
                     Arc::new(LocalKeyFile::open_or_create(dir.join("master.key")).expect("the key file"));
@@ -193,8 +206,13 @@ impl TestStack {
         let (store, queue, starter, data_dir, keys) = backends;
         let response_timeout = config.response_timeout;
         let policy = OutboundPolicy { allow_loopback: true, allow_private: false };
-        let settings =
-            Settings { response_timeout, host, recovery_delay: config.recovery_delay, ..Settings::default() };
+        let settings = Settings {
+            response_timeout,
+            host,
+            recovery_delay: config.recovery_delay,
+            env: config.env.clone(),
+            ..Settings::default()
+        };
         let duplicating = config.duplicate_deliveries || config.duplicate_some.is_some();
         let queue: Arc<dyn Queue> = match config.duplicate_some {
             _ if config.duplicate_deliveries => Arc::new(DuplicatingQueue::always(queue)),

@@ -43,10 +43,16 @@ pub fn start_dev(args: &[&str]) -> (Dev, String) {
 /// Starts `sluice dev` (the default log filter, whatever RUST_LOG the tests run with) and
 /// returns once it has printed everything, with what it printed.
 pub fn start_dev_logging_to(args: &[&str], stderr: Stdio) -> (Dev, String) {
+    start_dev_with_env(args, stderr, &[])
+}
+
+/// [`start_dev_logging_to`] with these environment variables set for `sluice dev`.
+pub fn start_dev_with_env(args: &[&str], stderr: Stdio, vars: &[(&str, &str)]) -> (Dev, String) {
     use std::io::{BufRead, BufReader};
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
         .arg("dev")
         .args(args)
+        .envs(vars.iter().copied())
         .env_remove("RUST_LOG")
         .stdout(Stdio::piped())
         .stderr(stderr)

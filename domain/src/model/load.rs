@@ -98,22 +98,70 @@ pub fn load_file(path: &Path) -> Result<Workflow, Vec<Problem>> {
 }
 
 fn load_file_in(path: &Path, integration: IntegrationOf) -> Result<Workflow, Vec<Problem>> {
+    load_file_with_id(path, integration).1
+}
+
+/// [`load_file_in`], with the file's `id` whenever it is text, even when the file has other
+/// problems (so a duplicate id is reported beside them).
+fn load_file_with_id(path: &Path, integration: IntegrationOf) -> (Option<String>, Result<Workflow, Vec<Problem>>) {
     let file = path.display().to_string();
-    let text =
-        fs::read_to_string(path).map_err(|e| vec![Problem::whole_file(&file, format!("cannot read the file: {e}"))])?;
-    let value = parse_text(&file, &text).map_err(|problem| vec![problem])?;
-    load_value_in(&file, &value, integration)
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) => return (None, Err(vec![Problem::whole_file(&file, format!("cannot read the file: {e}"))])),
+    };
+    let value = match parse_text(&file, &text) {
+        Ok(value) => value,
+        Err(problem) => return (None, Err(vec![problem])),
+    };
+    let id = value.get("id").and_then(Value::as_str).map(str::to_string);
+    (id, load_value_in(&file, &value, integration))
 }
 
 /// Loads every `*.yaml`, `*.yml` and `*.json` file directly inside `dir` (sorted by file
 /// name; hidden files skipped). Problems of all files are returned together; two files with
 /// the same workflow id are a problem. An empty folder gives `Ok(vec![])`.
 pub fn load_dir(dir: &Path) -> Result<Vec<(PathBuf, Workflow)>, Vec<Problem>> {
-    load_dir_files(dir, None).map(|found| found.into_iter().map(|(file, wf)| (PathBuf::from(file), wf)).collect())
+    let mut ids = Vec::new();
+    let loaded = load_dir_files(dir, None, &mut ids);
+    let duplicates = duplicate_ids(&ids);
+    match loaded {
+        Ok(found) if duplicates.is_empty() => {
+            Ok(found.into_iter().map(|(file, wf)| (PathBuf::from(file), wf)).collect())
+        }
+        Ok(_) => Err(duplicates),
+        Err(mut problems) => {
+            problems.extend(duplicates);
+            Err(problems)
+        }
+    }
 }
 
-/// [`load_dir`] for the workflows of `integration` (or of none); files as strings.
-fn load_dir_files(dir: &Path, integration: IntegrationOf) -> Result<Vec<(String, Workflow)>, Vec<Problem>> {
+/// A problem for every file whose workflow id an earlier file of `ids` (file, id) already has.
+fn duplicate_ids(ids: &[(String, String)]) -> Vec<Problem> {
+    let mut first_file_of: HashMap<&str, &str> = HashMap::new();
+    let mut problems = Vec::new();
+    for (file, id) in ids {
+        match first_file_of.get(id.as_str()) {
+            Some(first) => problems.push(Problem {
+                file: file.clone(),
+                path: "id".to_string(),
+                message: format!("workflow id `{id}` is already used by {first}; ids must be unique within a project"),
+            }),
+            None => {
+                first_file_of.insert(id, file);
+            }
+        }
+    }
+    problems
+}
+
+/// [`load_dir`] for the workflows of `integration` (or of none); files as strings. Every
+/// file's id (even of a file with problems) is added to `ids`, for [`duplicate_ids`].
+fn load_dir_files(
+    dir: &Path,
+    integration: IntegrationOf,
+    ids: &mut Vec<(String, String)>,
+) -> Result<Vec<(String, Workflow)>, Vec<Problem>> {
     let folder = dir.display().to_string();
     let entries =
         fs::read_dir(dir).map_err(|e| vec![Problem::whole_file(&folder, format!("cannot read the folder: {e}"))])?;
@@ -133,25 +181,13 @@ fn load_dir_files(dir: &Path, integration: IntegrationOf) -> Result<Vec<(String,
     files.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
 
     let mut loaded = Vec::new();
-    let mut first_file_of: HashMap<String, PathBuf> = HashMap::new();
     for path in files {
-        match load_file_in(&path, integration) {
-            Ok(workflow) => {
-                if let Some(first) = first_file_of.get(&workflow.id) {
-                    problems.push(Problem {
-                        file: path.display().to_string(),
-                        path: "id".to_string(),
-                        message: format!(
-                            "workflow id `{}` is already used by {}; ids must be unique within a project",
-                            workflow.id,
-                            first.display()
-                        ),
-                    });
-                } else {
-                    first_file_of.insert(workflow.id.clone(), path.clone());
-                    loaded.push((path.display().to_string(), workflow));
-                }
-            }
+        let (id, workflow) = load_file_with_id(&path, integration);
+        if let Some(id) = id {
+            ids.push((path.display().to_string(), id));
+        }
+        match workflow {
+            Ok(workflow) => loaded.push((path.display().to_string(), workflow)),
             Err(found) => problems.extend(found),
         }
     }

@@ -107,10 +107,11 @@ pub struct IntegrationConfig {
     /// OAuth: send a PKCE challenge (S256) and verifier.
     #[serde(default, rename = "usePKCEInCodeExchange", skip_serializing_if = "Option::is_none")]
     pub use_pkce_in_code_exchange: Option<bool>,
-    /// OAuth: the app's client id, usually `{{env.NAME}}`.
+    /// OAuth: the app's client id, exactly `{{env.NAME}}` (a literal is a load problem).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
-    /// OAuth: the app's client secret, usually `{{env.NAME}}` (never a literal in a file you commit).
+    /// OAuth: the app's client secret, exactly `{{env.NAME}}` (a literal is a load problem: no
+    /// secret in a file you commit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_secret: Option<String>,
     /// The base URL the integration's requests and actions go to.

@@ -362,7 +362,21 @@ pub(super) async fn oauth_callback(
             Ok(redirect(url.as_str()))
         }
         (Err(error), Some(Ok(mut url))) if error.status().is_client_error() => {
-            url.query_pairs_mut().append_pair("integration", &flow.integration).append_pair("error", error.code());
+            let mut query = url.query_pairs_mut();
+            query.append_pair("integration", &flow.integration);
+            // A refusal at the provider (the user said no) keeps the provider's own code.
+            match oauth::ProviderRefusal::of_callback(&params) {
+                Some(refusal) => {
+                    query.append_pair("error", &refusal.code);
+                    if let Some(description) = &refusal.description {
+                        query.append_pair("error_description", description);
+                    }
+                }
+                None => {
+                    query.append_pair("error", error.code());
+                }
+            }
+            drop(query);
             Ok(redirect(url.as_str()))
         }
         (Ok(()), _) => {

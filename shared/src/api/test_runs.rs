@@ -149,15 +149,19 @@ pub(super) async fn handle(
         // The first segment usually runs the whole test; then what is left comes from the queue.
         let _ = tokio::time::timeout(TEST_RUN_WAIT, segment).await;
     }
+    let after_start = |e: crate::ports::StoreError| ApiError::AfterStart {
+        execution_id: execution.id.clone(),
+        reason: format!("its record could not be read: {e}"),
+    };
     let ended = loop {
-        let current = runtime.store.get_execution(&execution.id).await?;
+        let current = runtime.store.get_execution(&execution.id).await.map_err(after_start)?;
         match current {
             Some(current) if current.status.is_ended() => break current,
             Some(current) if Instant::now() >= deadline => break current,
             _ => tokio::time::sleep(runtime.settings.poll_interval).await,
         }
     };
-    let attempts = runtime.store.list_steps(&execution.id).await?;
+    let attempts = runtime.store.list_steps(&execution.id).await.map_err(after_start)?;
     let shown = truncate_arrays(&record(&ended, &attempts, Some(&test_workflow), None));
     Ok(json_response(StatusCode::OK, &shown))
 }

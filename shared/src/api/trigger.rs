@@ -84,7 +84,13 @@ pub(super) async fn handle(
         return Ok(json_response(StatusCode::ACCEPTED, &json!({ "executionId": execution.id })));
     };
     let give_up_at = Instant::now() + runtime.settings.response_timeout + Duration::from_secs(1);
-    let settled = settle::wait(store.as_ref(), &watch, give_up_at, runtime.settings.poll_interval).await?;
+    let settled =
+        settle::wait(store.as_ref(), &watch, give_up_at, runtime.settings.poll_interval).await.map_err(|e| {
+            ApiError::AfterStart {
+                execution_id: execution.id.clone(),
+                reason: format!("its answer could not be read: {e}"),
+            }
+        })?;
     if runtime.settings.host == Host::Lambda
         && !matches!(settled, SettledResponse::TimedOut { .. })
         && let Some(segment) = started.segment

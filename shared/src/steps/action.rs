@@ -158,11 +158,10 @@ fn path(action: &Action, params: &Value) -> Result<String, StepError> {
             _ => continue,
         };
         let text = if spec.format.as_deref() == Some("path") {
-            // As URL parsers read it: `%2e` is a dot and `\` a slash.
-            let read = text.to_ascii_lowercase().replace("%2e", ".").replace('\\', "/");
-            if !read.starts_with('/') || read.starts_with("//") || read.split('/').any(|s| s == ".." || s == ".") {
+            if let Err(why) = catalog::path::check(&text) {
                 return Err(StepError::terminal(format!(
-                    "`params.{name}` must be a path starting with `/` (not `//`, without `.`, `..` or `\\`), got `{text}`"
+                    "`params.{name}` must be a path under `apiBaseUrl` starting with `/`: {why}; got `{}`",
+                    text.escape_debug()
                 )));
             }
             text

@@ -224,10 +224,150 @@ async fn bad_params_and_escaping_paths_fail_terminally_before_anything_is_sent()
         assert!(!error.retryable && error.message.contains(expected), "{}", error.message);
     }
     assert!(fake.requests().is_empty());
+    for path in ["/x/%2e%2e%2f%2e%2e%2fadmin", "/a/..%2f..%2fadmin", "/a/..%5cadmin", "/a/%00", "/a/..;/admin"] {
+        let executed = run(&wf, &action("request", json!({ "path": path }))?).await?;
+        let error = executed.record.error.ok_or("no error")?;
+        assert!(!error.retryable && error.message.contains("must be a path under `apiBaseUrl`"), "{}", error.message);
+    }
+    assert!(fake.requests().is_empty());
     let mut no_api = wf.clone();
     no_api.integration_api = None;
     let executed = run(&no_api, &action("request", json!({ "path": "/x" }))?).await?;
     assert!(executed.record.error.is_some_and(|e| e.message.contains("no API configured")));
     assert!(matches!(action("request", json!({}))?.kind, StepKind::Action(_)));
+    Ok(())
+}
+
+/// A static file server that normalises as lenient servers and proxies do: it percent-decodes
+/// the path until it is stable, reads `\\` as `/` and resolves `.` and `..` segments, then serves
+/// the file under its root. Every request's path and what it served is kept.
+struct FileServer {
+    base: String,
+    root: std::path::PathBuf,
+    served: Seen,
+}
+
+const SECRET: &str = "the admin secret, outside /ledger";
+
+async fn normalising_file_server() -> Result<FileServer, Box<dyn std::error::Error>> {
+    let root = std::env::temp_dir().join(format!("sluice-files-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(root.join("ledger/reports"))?;
+    std::fs::write(root.join("ledger/reports/q1.txt"), "q1 figures")?;
+    std::fs::write(root.join("admin"), SECRET)?;
+    let served: Seen = Arc::default();
+    let files = root.clone();
+    let log = served.clone();
+    let router = axum::Router::new().fallback(move |uri: Uri| {
+        let (files, log) = (files.clone(), log.clone());
+        async move {
+            let mut path = uri.path().to_string();
+            loop {
+                let decoded = decode(&path);
+                if decoded == path {
+                    break;
+                }
+                path = decoded;
+            }
+            let mut resolved: Vec<&str> = Vec::new();
+            for segment in path.split(['/', '\\']) {
+                match segment {
+                    "" | "." => {}
+                    ".." => {
+                        resolved.pop();
+                    }
+                    name => resolved.push(name),
+                }
+            }
+            let file = resolved.iter().fold(files.clone(), |file, name| file.join(name));
+            let answer = std::fs::read_to_string(&file).ok();
+            if let Ok(mut log) = log.lock() {
+                log.push(json!({ "path": uri.path(), "file": resolved.join("/"), "served": answer }));
+            }
+            match answer {
+                Some(text) => (axum::http::StatusCode::OK, text),
+                None => (axum::http::StatusCode::NOT_FOUND, "no such file".to_string()),
+            }
+        }
+    });
+    let addr = test_server::spawn(router).await?;
+    Ok(FileServer { base: format!("http://{addr}/ledger"), root, served })
+}
+
+/// `%XX` decoded once (lossy: as a lenient server would).
+fn decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = text.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok());
+        match (bytes[i], hex) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (byte, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _removed = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// Every way of writing "two segments up" that a normalising server resolves.
+const ESCAPES: &[&str] = &[
+    "/../admin",
+    "/a/../../admin",
+    "/a/..%2f..%2fadmin",
+    "/a/..%2F..%2Fadmin",
+    "/x/%2e%2e%2f%2e%2e%2fadmin",
+    "/x/%2E%2E%2F%2E%2E%2Fadmin",
+    "/a/%2e%2e/%2e%2e/admin",
+    "/a/.%2e/.%2e/admin",
+    "/a/%2e./%2e./admin",
+    "/a/..%5c..%5cadmin",
+    "/a/..%5C..%5Cadmin",
+    "/a/..\\..\\admin",
+    "/a/..%252f..%252fadmin",
+    "/a/%252e%252e/%252e%252e/admin",
+    "/a/%252e%252e%252f%252e%252e%252fadmin",
+    "/a/..%255c..%255cadmin",
+    "/a/%25252e%25252e%25252f%25252e%25252e%25252fadmin",
+];
+
+#[tokio::test]
+async fn no_encoding_of_dot_segments_or_separators_reaches_a_file_outside_the_api_base_path() -> TestResult {
+    let server = normalising_file_server().await?;
+    let wf = workflow("custom.acme", server.base.clone(), bearer());
+
+    // The server is a real threat: sent as they are, every form reaches the secret.
+    let client = reqwest::Client::new();
+    for escape in ESCAPES {
+        let answer = client.get(format!("{}{escape}", server.base)).send().await?.text().await?;
+        assert_eq!(answer, SECRET, "the file server does not resolve `{escape}`; the test proves nothing for it");
+    }
+    let served_directly = server.served.lock().map(|s| s.len()).unwrap_or_default();
+    assert_eq!(served_directly, ESCAPES.len());
+
+    // Through the action, none is sent.
+    for escape in ESCAPES {
+        let executed = run(&wf, &action("request", json!({ "path": escape }))?).await?;
+        assert_eq!(executed.record.status, StepStatus::Failed, "`{escape}` was sent: {:?}", executed.record.output);
+        let error = executed.record.error.ok_or("no error")?;
+        assert!(!error.retryable && error.message.contains("must be a path under `apiBaseUrl`"), "{}", error.message);
+    }
+    let served = server.served.lock().map(|s| s.clone()).unwrap_or_default();
+    assert_eq!(served.len(), served_directly, "the action sent: {:?}", &served[served_directly..]);
+
+    // A path under the base path is still served.
+    let executed = run(&wf, &action("request", json!({ "path": "/reports/q1.txt" }))?).await?;
+    assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+    assert!(executed.record.output.ok_or("no output")?.to_string().contains("q1 figures"));
     Ok(())
 }

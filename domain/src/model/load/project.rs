@@ -27,7 +27,8 @@ use regex::Regex;
 use serde_json::Value;
 
 use super::check::{Checker, key_path};
-use super::{Problem, load_dir_files, parse_text};
+use super::{Problem, duplicate_ids, load_dir_files, parse_text};
+use crate::catalog::path::UnsafePath;
 use crate::model::Trigger;
 use crate::model::project::{
     AppEvent, AuthenticationType, BUILT_IN_INTEGRATIONS, CUSTOM_PREFIX, IMPLICIT_INTEGRATION, Input, Integration,
@@ -103,8 +104,10 @@ pub fn integration_name_problem(name: &str) -> Option<String> {
 pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
     let mut problems = Vec::new();
     let mut integrations = Vec::new();
+    // Every workflow file's id, even of files (or integrations) with problems.
+    let mut ids = Vec::new();
     // Workflows outside `integrations/`: the implicit integration.
-    match load_dir_files(dir, None) {
+    match load_dir_files(dir, None, &mut ids) {
         Ok(workflows) if !workflows.is_empty() || !is_project(dir) => integrations.push(Integration {
             name: IMPLICIT_INTEGRATION.to_string(),
             config: IntegrationConfig::default(),
@@ -147,7 +150,7 @@ pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
             names.truncate(MAX_INTEGRATIONS);
         }
         for name in names {
-            match load_integration(&folder.join(&name), &name) {
+            match load_integration(&folder.join(&name), &name, &mut ids) {
                 Ok(integration) => integrations.push(integration),
                 Err(found) => problems.extend(found),
             }
@@ -156,22 +159,7 @@ pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
     let events = load_events(dir).map_err(|found| problems.extend(found)).unwrap_or_default();
     problems.extend(trigger_problems(&integrations, &events));
     // Workflow ids name trigger routes: unique in the project.
-    let mut first_file_of: HashMap<String, String> = HashMap::new();
-    for (file, workflow) in integrations.iter().flat_map(|i| i.workflows.iter()) {
-        match first_file_of.get(&workflow.id) {
-            Some(first) => problems.push(Problem {
-                file: file.clone(),
-                path: "id".to_string(),
-                message: format!(
-                    "workflow id `{}` is already used by {first}; ids must be unique within a project",
-                    workflow.id
-                ),
-            }),
-            None => {
-                first_file_of.insert(workflow.id.clone(), file.clone());
-            }
-        }
-    }
+    problems.extend(duplicate_ids(&ids));
     if problems.is_empty() { Ok(ProjectDefinition { integrations, events }) } else { Err(problems) }
 }
 
@@ -308,7 +296,7 @@ fn whole(file: &str, message: &str) -> Problem {
 }
 
 /// One folder of `integrations/`.
-fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>> {
+fn load_integration(dir: &Path, name: &str, ids: &mut Vec<(String, String)>) -> Result<Integration, Vec<Problem>> {
     let mut problems = Vec::new();
     let folder = dir.display().to_string();
     if let Some(message) = integration_name_problem(name) {
@@ -346,7 +334,7 @@ fn load_integration(dir: &Path, name: &str) -> Result<Integration, Vec<Problem>>
     }
     let workflows_dir = dir.join(WORKFLOWS_DIR);
     let workflows = if workflows_dir.is_dir() {
-        load_dir_files(&workflows_dir, Some((name, &declared))).map_err(|found| problems.extend(found)).ok()
+        load_dir_files(&workflows_dir, Some((name, &declared)), ids).map_err(|found| problems.extend(found)).ok()
     } else {
         Some(Vec::new())
     };
@@ -488,7 +476,7 @@ impl Checker {
         }
         for (key, other) in [("clientId", "clientSecret"), ("clientSecret", "clientId")] {
             match map.get(key) {
-                Some(value) => self.env_template(value, key),
+                Some(value) => self.env_only(value, key),
                 None if map.contains_key(other) => {
                     self.problem(key, format!("`{key}` is required with `{other}`: the hosted OAuth flow needs both"));
                 }
@@ -557,11 +545,9 @@ impl Checker {
                 Some(_) if !oauth && auth_type.is_some() => {
                     self.problem(key, format!("`{key}` is for OAuth integrations"));
                 }
-                Some(value) => self.env_template(value, key),
-                None if needs(key) => self.problem(
-                    key,
-                    format!("`{key}` is required for this authentication type (usually `{{{{env.NAME}}}}`)"),
-                ),
+                Some(value) => self.env_only(value, key),
+                None if needs(key) => self
+                    .problem(key, format!("`{key}` is required for this authentication type, as `{{{{env.NAME}}}}`")),
                 None => {}
             }
         }
@@ -577,9 +563,13 @@ impl Checker {
         }
         if let Some(path) = map.get("testEndpointPath")
             && let Some(text) = self.string(path, "testEndpointPath")
-            && !text.starts_with('/')
+            && let Err(why) = crate::catalog::path::check(text)
         {
-            self.problem("testEndpointPath", "must start with `/` (a path under `apiBaseUrl`)");
+            let message = match why {
+                UnsafePath::NotAbsolute => "must start with `/` (a path under `apiBaseUrl`)".to_string(),
+                why => format!("must be a path under `apiBaseUrl`: {why}"),
+            };
+            self.problem("testEndpointPath", message);
         }
         match map.get("authorization") {
             None => self.problem(
@@ -607,6 +597,30 @@ impl Checker {
     /// A string whose `{{...}}` expressions may only read `env`.
     fn env_template(&mut self, value: &Value, path: &str) {
         self.restricted_template(value, path, &["env"]);
+    }
+
+    /// `clientId` or `clientSecret`: exactly `{{env.NAME}}`, so your app's OAuth client is never
+    /// committed with the project (the literal is not repeated in the problem).
+    fn env_only(&mut self, value: &Value, path: &str) {
+        let before = self.problems.len();
+        self.env_template(value, path);
+        if self.problems.len() > before {
+            return;
+        }
+        let one_env_name = value.as_str().and_then(|text| Template::parse(text).ok()).is_some_and(|template| {
+            template
+                .as_single_expr()
+                .is_some_and(|expr| expr.root() == Some("env") && expr.segments.len() == 2 && expr.key_at(1).is_some())
+        });
+        if !one_env_name {
+            self.problem(
+                path,
+                format!(
+                    "`{path}` must be exactly `{{{{env.NAME}}}}`, not a literal value: set it in the stack's \
+                     environment (`SLUICE_ENV_NAME`) so no OAuth client is committed"
+                ),
+            );
+        }
     }
 
     /// A string whose `{{...}}` expressions read only the variables `roots`.

@@ -321,3 +321,92 @@ fn a_built_in_integration_with_an_oauth_client_connects_on_the_catalogs_endpoint
     has(&found, "integrations/hubspot/config.yaml: clientSecret: `clientSecret` is required with `clientId`");
     has(&found, "integrations/hubspot/config.yaml: scopes: must be a string or a list of strings");
 }
+
+#[test]
+fn a_literal_request_path_or_test_endpoint_that_leaves_the_api_base_url_is_a_load_error() {
+    let dir = TempDir::new("escaping-paths");
+    dir.put(
+        "integrations/custom.acme/config.yaml",
+        "authenticationType: api_key\napiBaseUrl: https://a.example/ledger\ntestEndpointPath: \"/me/..%2f..%2fadmin\"\n\
+         authorization: { type: bearer, token: \"{{credentials.apiKey}}\" }\n",
+    );
+    let request = |id: &str, path: &str| {
+        format!(
+            "id: {id}\ntrigger: {{ type: request }}\nsteps:\n  - {{ id: s, type: action, action: request, params: {{ path: \"{path}\" }} }}\n"
+        )
+    };
+    dir.put("integrations/custom.acme/workflows/ok.yaml", &request("ok", "/things/{{trigger.body.id}}"));
+    dir.put("integrations/custom.acme/workflows/dots.yaml", &request("dots", "/a/%252e%252e/admin"));
+    dir.put("integrations/custom.acme/workflows/slash.yaml", &request("slash", "/x/%2e%2e%2f%2e%2e%2fadmin"));
+    let found = problems(&dir);
+    assert_eq!(found.len(), 3, "{found:?}");
+    has(&found, "config.yaml: testEndpointPath: must be a path under `apiBaseUrl`: it may not contain an encoded `/`");
+    has(&found, "dots.yaml: steps[0].params.path: must be a path under `apiBaseUrl`: it may not contain a `.` or `..`");
+    has(
+        &found,
+        "slash.yaml: steps[0].params.path: must be a path under `apiBaseUrl`: it may not contain an encoded `/`",
+    );
+}
+
+#[test]
+fn a_duplicate_workflow_id_is_reported_beside_every_other_problem() {
+    let dir = TempDir::new("unique-with-problems");
+    dir.put("integrations/slack/config.yaml", "accentColor: red\n");
+    dir.put("integrations/slack/workflows/one.yaml", &workflow("dup", ""));
+    dir.put("integrations/slack/workflows/two.yaml", &workflow("dup", ""));
+    dir.put("integrations/hubspot/config.yaml", "description: HubSpot\n");
+    // A duplicate in a file with a problem of its own, and a sibling file with a problem.
+    dir.put(
+        "integrations/hubspot/workflows/three.yaml",
+        "id: dup\ntrigger: { type: request }\nsteps: [{ id: r, type: teleport }]\n",
+    );
+    dir.put("integrations/hubspot/workflows/broken.yaml", "id: [not, text\n");
+    dir.write("four.yaml", &workflow("solo", ""));
+    dir.write("five.yaml", &workflow("solo", "colour: blue\n"));
+    let found = problems(&dir);
+    has(&found, "integrations/slack/config.yaml: accentColor: `red` is not a colour");
+    has(&found, "integrations/hubspot/workflows/three.yaml: steps[0].type");
+    has(&found, "integrations/hubspot/workflows/broken.yaml");
+    has(&found, "five.yaml: colour");
+    has(&found, "integrations/slack/workflows/one.yaml: id: workflow id `dup` is already used by");
+    has(&found, "integrations/slack/workflows/two.yaml: id: workflow id `dup` is already used by");
+    has(&found, "four.yaml: id: workflow id `solo` is already used by");
+    let duplicates = found.iter().filter(|p| p.contains("is already used by")).count();
+    assert_eq!(duplicates, 3, "the first file of each id is not a duplicate: {found:#?}");
+}
+
+#[test]
+fn a_literal_client_id_or_secret_is_refused_with_its_file_and_path() {
+    let dir = TempDir::new("literal-client");
+    dir.put("integrations/hubspot/config.yaml", "clientId: literal-id\nclientSecret: hunter2-secret\n");
+    dir.put(
+        "integrations/custom.acme/config.yaml",
+        "authenticationType: oauth\nauthorizationUrl: https://a.example/auth\naccessTokenUrl: https://a.example/token\n\
+         clientId: \"acme-{{env.ACME_ID}}\"\nclientSecret: \"{{env.A}}{{env.B}}\"\napiBaseUrl: https://a.example\n\
+         authorization: { type: bearer, token: \"{{credentials.accessToken}}\" }\n",
+    );
+    dir.put(
+        "integrations/custom.machine/config.yaml",
+        "authenticationType: oauth_client_credential\naccessTokenUrl: https://m.example/token\n\
+         clientId: 42\nclientSecret: \"{{env}}\"\napiBaseUrl: https://m.example\n\
+         authorization: { type: bearer, token: \"{{credentials.accessToken}}\" }\n",
+    );
+    let found = problems(&dir);
+    let must = "must be exactly `{{env.NAME}}`, not a literal value";
+    has(&found, &format!("integrations/hubspot/config.yaml: clientId: `clientId` {must}"));
+    has(&found, &format!("integrations/hubspot/config.yaml: clientSecret: `clientSecret` {must}"));
+    has(&found, &format!("integrations/custom.acme/config.yaml: clientId: `clientId` {must}"));
+    has(&found, &format!("integrations/custom.acme/config.yaml: clientSecret: `clientSecret` {must}"));
+    has(&found, "integrations/custom.machine/config.yaml: clientId: must be a string");
+    has(&found, "integrations/custom.machine/config.yaml: clientSecret:");
+    assert_eq!(found.len(), 6, "{found:#?}");
+    assert!(!found.iter().any(|p| p.contains("hunter2")), "the secret is not repeated: {found:#?}");
+
+    dir.put(
+        "integrations/hubspot/config.yaml",
+        "clientId: \"{{env.HUBSPOT_ID}}\"\nclientSecret: \"{{ env.HUBSPOT_SECRET }}\"\n",
+    );
+    std::fs::remove_dir_all(dir.0.join("integrations/custom.acme")).expect("remove");
+    std::fs::remove_dir_all(dir.0.join("integrations/custom.machine")).expect("remove");
+    load_project(&dir.0).expect("`{{env.NAME}}` values load");
+}

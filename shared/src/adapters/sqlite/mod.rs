@@ -270,6 +270,17 @@ impl Sqlite {
         self
     }
 
+    /// Sets how long a statement waits for a lock another connection holds (default 5 s)
+    /// before it fails with `database is locked`, a retryable [`StoreError::Backend`].
+    pub fn with_busy_timeout(self, timeout: Duration) -> Result<Sqlite, StoreError> {
+        {
+            let conn =
+                self.conn.lock().map_err(|_| StoreError::Backend("the SQLite connection lock is poisoned".into()))?;
+            conn.busy_timeout(timeout).map_err(backend)?;
+        }
+        Ok(self)
+    }
+
     /// Wakes long-polling receivers: a message was sent.
     fn wake_receivers(&self) {
         self.sent.notify_waiters();

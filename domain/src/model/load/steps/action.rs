@@ -81,6 +81,11 @@ impl Checker {
                     } else if !templated && !spec.one_of.is_empty() && !spec.one_of.contains(value) {
                         let allowed: Vec<String> = spec.one_of.iter().map(Value::to_string).collect();
                         self.problem(&at, format!("must be one of {}", allowed.join(", ")));
+                    } else if let (false, Some("path"), Value::String(text)) =
+                        (templated, spec.format.as_deref(), value)
+                        && let Err(why) = catalog::path::check(text)
+                    {
+                        self.problem(&at, format!("must be a path under `apiBaseUrl`: {why}"));
                     }
                     self.templates(value, &at, scope);
                 }
