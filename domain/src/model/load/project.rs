@@ -156,23 +156,28 @@ pub fn load_project(dir: &Path) -> Result<ProjectDefinition, Vec<Problem>> {
             }
         }
     }
-    let events = load_events(dir).map_err(|found| problems.extend(found)).unwrap_or_default();
+    let (events, found) = load_events(dir);
+    problems.extend(found);
     problems.extend(trigger_problems(&integrations, &events));
     // Workflow ids name trigger routes: unique in the project.
     problems.extend(duplicate_ids(&ids));
     if problems.is_empty() { Ok(ProjectDefinition { integrations, events }) } else { Err(problems) }
 }
 
-/// The app events declared in `dir/events/` (none without the folder), every problem listed.
-fn load_events(dir: &Path) -> Result<Vec<AppEvent>, Vec<Problem>> {
+/// The app events declared in `dir/events/` (none without the folder), and every problem of
+/// its files: the valid declarations are kept beside the problems, so that listeners of a
+/// valid event are not reported too.
+fn load_events(dir: &Path) -> (Vec<AppEvent>, Vec<Problem>) {
     let folder = dir.join(EVENTS_DIR);
     if !folder.is_dir() {
-        return Ok(Vec::new());
+        return (Vec::new(), Vec::new());
     }
     let mut problems = Vec::new();
     let mut paths: Vec<_> = match fs::read_dir(&folder) {
         Ok(entries) => entries.flatten().map(|entry| entry.path()).collect(),
-        Err(e) => return Err(vec![whole(&folder.display().to_string(), &format!("cannot read the folder: {e}"))]),
+        Err(e) => {
+            return (Vec::new(), vec![whole(&folder.display().to_string(), &format!("cannot read the folder: {e}"))]);
+        }
     };
     paths.sort();
     let mut events: Vec<AppEvent> = Vec::new();
@@ -249,7 +254,7 @@ fn load_events(dir: &Path) -> Result<Vec<AppEvent>, Vec<Problem>> {
         problems
             .push(whole(&folder.display().to_string(), &format!("{} app events; at most {MAX_EVENTS}", events.len())));
     }
-    if problems.is_empty() { Ok(events) } else { Err(problems) }
+    (events, problems)
 }
 
 /// Triggers that need the project: an app event must be declared, and the triggers of a

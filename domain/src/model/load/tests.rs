@@ -170,11 +170,14 @@ fn workflow_ids_are_limited_to_64_characters() {
 }
 
 #[test]
-fn trigger_types_other_than_request_are_not_supported_yet_or_unknown() {
+fn webhook_and_schedule_triggers_are_not_supported_yet_and_unknown_ones_are_listed() {
     let with = |t: &str| format!("id: wf\ntrigger: {{ type: {t} }}\nsteps: [{{ id: r, type: response }}]\n");
     assert_problems(
         &with("webhook"),
-        &[("trigger.type", "trigger type `webhook` is not supported yet (supported: request)")],
+        &[(
+            "trigger.type",
+            "trigger type `webhook` is not supported yet (supported: request, app_event, integration_enabled, oauth_connected)",
+        )],
     );
     assert_problems(&with("schedule"), &[("trigger.type", "not supported yet")]);
     assert_problems(&with("cron"), &[("trigger.type", "unknown trigger type `cron` (valid: request, app_event")]);
@@ -182,6 +185,38 @@ fn trigger_types_other_than_request_are_not_supported_yet_or_unknown() {
         "id: wf\ntrigger: {}\nsteps: [{ id: r, type: response }]\n",
         &[("trigger.type", "`type` is required")],
     );
+}
+
+#[test]
+fn app_event_connection_and_method_triggers_load_and_their_mistakes_are_reported() {
+    let with = |t: &str| format!("id: wf\ntrigger: {t}\nsteps: [{{ id: r, type: response }}]\n");
+    let load = |t: &str| load_str("wf.yaml", &with(t)).expect("loads").trigger;
+    assert_eq!(
+        load("{ type: app_event, event: Contact Created }"),
+        Trigger::AppEvent { event: "Contact Created".into() }
+    );
+    assert_eq!(load("{ type: integration_enabled }"), Trigger::IntegrationEnabled);
+    assert_eq!(load("{ type: oauth_connected }"), Trigger::OauthConnected);
+    let Trigger::Request { method, .. } =
+        load("{ type: request, method: GET, validate: { query: { required: [q] } } }")
+    else {
+        panic!("a request trigger")
+    };
+    assert_eq!(method, crate::model::TriggerMethod::Get);
+    let Trigger::Request { method, .. } = load("{ type: request }") else { panic!("a request trigger") };
+    assert_eq!(method, crate::model::TriggerMethod::Post, "POST by default");
+    assert_problems(&with("{ type: app_event }"), &[("trigger.event", "`event` is required")]);
+    assert_problems(&with("{ type: app_event, event: 7 }"), &[("trigger.event", "must be")]);
+    assert_problems(&with("{ type: app_event, event: \"a\\u0007b\" }"), &[("trigger.event", "control characters")]);
+    assert_problems(&with("{ type: app_event, event: \" padded\" }"), &[("trigger.event", "blanks")]);
+    assert_problems(
+        &with(&format!("{{ type: app_event, event: {} }}", "e".repeat(129))),
+        &[("trigger.event", "1 to 128")],
+    );
+    assert_problems(&with("{ type: app_event, event: X, validate: {} }"), &[("trigger.validate", "unknown")]);
+    assert_problems(&with("{ type: integration_enabled, event: X }"), &[("trigger.event", "unknown")]);
+    assert_problems(&with("{ type: request, method: TRACE }"), &[("trigger.method", "not a trigger method")]);
+    assert_problems(&with("{ type: request, method: get }"), &[("trigger.method", "not a trigger method")]);
 }
 
 #[test]

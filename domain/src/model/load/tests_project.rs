@@ -410,3 +410,55 @@ fn a_literal_client_id_or_secret_is_refused_with_its_file_and_path() {
     std::fs::remove_dir_all(dir.0.join("integrations/custom.machine")).expect("remove");
     load_project(&dir.0).expect("`{{env.NAME}}` values load");
 }
+
+#[test]
+fn app_events_are_declared_in_events_and_listeners_must_name_a_declared_one() {
+    let dir = TempDir::new("events");
+    dir.put("integrations/slack/config.yaml", "description: Slack\n");
+    dir.put("events/contact-created.yaml", "name: Contact Created\nexample: { email: ada@example.com, tags: [a] }\n");
+    dir.put("events/deal.json", r#"{ "name": "Deal Won", "example": { "amount": 5 } }"#);
+    let listen = |id: &str, event: &str| {
+        format!("id: {id}\ntrigger: {{ type: app_event, event: {event} }}\nsteps: [{{ id: r, type: response }}]\n")
+    };
+    dir.put("integrations/slack/workflows/on-contact.yaml", &listen("on-contact", "Contact Created"));
+    dir.put("plain-deal.yaml", &listen("plain-deal", "Deal Won"));
+    let project = load_project(&dir.0).expect("loads");
+    let names: Vec<&str> = project.events.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["Contact Created", "Deal Won"]);
+    assert_eq!(project.events[0].example, json!({ "email": "ada@example.com", "tags": ["a"] }));
+
+    dir.put("integrations/slack/workflows/typo.yaml", &listen("typo", "Contact Creatd"));
+    dir.put(
+        "enabled-plain.yaml",
+        "id: enabled-plain\ntrigger: { type: integration_enabled }\nsteps: [{ id: r, type: response }]\n",
+    );
+    dir.put("events/dup.yaml", "name: Deal Won\n");
+    dir.put("events/bad.yaml", "name: \" x\"\nexample: [1]\nextra: 1\n");
+    dir.put("events/notes.txt", "hello");
+    let found = problems(&dir);
+    has(
+        &found,
+        "typo.yaml: trigger.event: no app event `Contact Creatd` is declared (declared: Contact Created, Deal Won)",
+    );
+    has(
+        &found,
+        "enabled-plain.yaml: trigger.type: a `integration_enabled` trigger belongs to an integration's workflows",
+    );
+    has(&found, "events/dup.yaml: name: event `Deal Won` is already declared by");
+    has(&found, "events/bad.yaml: name: `  x` begins or ends with blanks".replace("  x", " x").as_str());
+    has(&found, "events/bad.yaml: example: must be a JSON object");
+    has(&found, "events/bad.yaml: extra: unknown key");
+    has(&found, "events/notes.txt: only app event files");
+    assert_eq!(found.len(), 7, "{found:#?}");
+}
+
+#[test]
+fn a_listener_without_any_declared_event_is_told_where_to_declare_it() {
+    let dir = TempDir::new("no-events");
+    dir.put("integrations/slack/config.yaml", "description: Slack\n");
+    dir.put(
+        "integrations/slack/workflows/l.yaml",
+        "id: l\ntrigger: { type: app_event, event: Ping }\nsteps: [{ id: r, type: response }]\n",
+    );
+    has(&problems(&dir), "no app event `Ping` is declared (declare it in events/<name>.yaml");
+}
