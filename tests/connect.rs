@@ -515,6 +515,15 @@ async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &T
     let (api, seen) = echo_api().await;
     let (provider, token_calls) = fake_provider().await;
     let dir = oauthy_project(&api, &provider);
+    // Workflows started by the connection itself, reporting through the echo API's log.
+    for (id, trigger) in [("on-connected", "oauth_connected"), ("first-sync", "integration_enabled")] {
+        let call = format!(
+            "{{ id: call, type: request, url: \"{api}/echo\", headers: {{ authorization: \"Bearer {id} {{{{trigger.type}}}} \
+             {{{{trigger.payload.integration}}}} {{{{trigger.payload.userId}}}} {{{{trigger.payload}}}}\" }} }}"
+        );
+        let text = format!("id: {id}\nenabled_by_default: true\ntrigger: {{ type: {trigger} }}\nsteps:\n  - {call}\n");
+        std::fs::write(dir.join(format!("integrations/custom.oauthy/workflows/{id}.yaml")), text).expect("write");
+    }
     stack.deploy_project(&dir).await;
     let ada = Sdk { stack, token: stack.token("ada") };
     let no_redirects = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -591,6 +600,30 @@ async fn the_oauth_flow_connects_a_user_and_their_tokens_reach_the_api(stack: &T
     assert_eq!((&oauthy["connected"], &oauthy["enabled"]), (&json!(true), &json!(true)), "{oauthy}");
     assert!(!connect.to_string().contains("at-1") && !connect.to_string().contains("rt-1"));
 
+    // The completed flow started OAuth connected and (the integration was off) Integration
+    // Enabled once each, with the connection's details and never a token.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let connection_calls = || -> Vec<String> {
+        let calls = seen.lock().expect("seen").clone();
+        calls.into_iter().filter(|c| c.contains("on-connected") || c.contains("first-sync")).collect()
+    };
+    while connection_calls().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the connection's workflows did not run: {:?}",
+            connection_calls()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let calls = connection_calls();
+    assert_eq!(calls.len(), 2, "{calls:?}");
+    assert!(calls.iter().any(|c| c.starts_with("Bearer on-connected oauth_connected custom.oauthy ada ")), "{calls:?}");
+    assert!(
+        calls.iter().any(|c| c.starts_with("Bearer first-sync integration_enabled custom.oauthy ada ")),
+        "{calls:?}"
+    );
+    assert!(calls.iter().all(|c| !c.contains("at-1") && !c.contains("rt-1")), "no token in a payload: {calls:?}");
     let (status, answer) = ada.trigger("oauth-call").await;
     assert_eq!((status, &answer), (StatusCode::OK, &json!({ "instance": "https://instance.example" })), "{answer}");
     assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some("Bearer at-1"));

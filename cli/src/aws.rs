@@ -99,7 +99,14 @@ pub async fn create_project(
 /// deployed if one has a problem), then deploys them all; unchanged workflows keep their version.
 pub async fn deploy_dir(store: &dyn Store, project_id: &str, dir: &Path) -> anyhow::Result<Vec<Deployment>> {
     let definition = crate::project::load(dir)?;
-    deploy_definition(store, project_id, &definition).await
+    deploy_definition(store, project_id, &definition).await?;
+    let mut deployed = Vec::new();
+    for (_, workflow) in definition.workflows() {
+        if let Some(live) = store.get_deployed(project_id, &workflow.id).await? {
+            deployed.push(live);
+        }
+    }
+    Ok(deployed)
 }
 
 /// Deploys an already validated project to project `project_id`, which must exist.
@@ -107,12 +114,11 @@ pub async fn deploy_definition(
     store: &dyn Store,
     project_id: &str,
     definition: &ProjectDefinition,
-) -> anyhow::Result<Vec<Deployment>> {
+) -> anyhow::Result<Vec<sluice_shared::deploy::Outcome>> {
     if store.get_project(project_id).await?.is_none() {
         anyhow::bail!("no project `{project_id}` in this table: run `sluice project create` first");
     }
-    let deployed = crate::project::deploy(store, project_id, definition).await?;
-    Ok(deployed.into_iter().map(|(_, deployment)| deployment).collect())
+    crate::project::deploy_outcomes(store, project_id, definition).await
 }
 
 fn valid_id(id: &str) -> bool {

@@ -5,6 +5,7 @@ pub mod aws;
 pub mod demo;
 pub mod dev;
 pub mod project;
+pub mod remote;
 pub mod server;
 pub mod stack;
 pub mod test_run;

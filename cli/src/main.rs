@@ -85,12 +85,22 @@ enum Command {
     Project(ProjectCommand),
     /// Validate a project folder (or plain folder of workflow files) and deploy its workflows
     /// to a deployed stack's table: nothing is deployed if any file has a problem.
+    ///
+    /// With --url and --api-key, through the stack's management API (any stack: `sluice dev`
+    /// or the trigger function's URL); with --table, straight to a deployed stack's table.
+    /// Prints one line per workflow (new, changed vN→vN+1, unchanged, undeployed).
     Deploy {
         /// Project folder or folder of workflow files.
         path: PathBuf,
+        /// The stack's base URL (e.g. http://127.0.0.1:8787 or the TriggerUrl output).
+        #[arg(long, env = "SLUICE_URL", conflicts_with = "table")]
+        url: Option<String>,
+        /// The project's API key (with --url).
+        #[arg(long, env = "SLUICE_API_KEY", requires = "url")]
+        api_key: Option<String>,
         /// The stack's DynamoDB table (the `TableName` output of the stack).
         #[arg(long, env = "SLUICE_TABLE")]
-        table: String,
+        table: Option<String>,
         #[arg(long)]
         project: String,
     },
@@ -268,16 +278,22 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("user tokens: sluice token --user USER_ID --data-dir {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deploy { path, table, project } => {
+        Command::Deploy { path, url: Some(url), api_key, project, .. } => {
+            let Some(api_key) = api_key else { anyhow::bail!("--url needs --api-key (or SLUICE_API_KEY)") };
+            sluice_cli::remote::deploy(&path, &url, &api_key, &project).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deploy { path, table, project, .. } => {
+            let Some(table) = table else {
+                anyhow::bail!("say where to deploy: --url URL --api-key KEY, or --table TABLE (or SLUICE_TABLE)")
+            };
             // Every file problem is listed before anything is asked of AWS.
             let definition = sluice_cli::project::load(&path)?;
             let (store, target) = aws::table_store(&table).await;
-            let deployed = aws::deploy_definition(&store, &project, &definition)
+            let outcomes = aws::deploy_definition(&store, &project, &definition)
                 .await
                 .map_err(|e| target.explain("sluice deploy", e))?;
-            for deployment in deployed {
-                println!("deployed {} v{}", deployment.workflow_id, deployment.version);
-            }
+            sluice_cli::remote::print_outcomes(&outcomes);
             Ok(ExitCode::SUCCESS)
         }
         Command::Token { user, data_dir, ttl } => {

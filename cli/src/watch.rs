@@ -23,11 +23,12 @@ pub fn watch(
     project_id: String,
 ) -> anyhow::Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
     let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
+    let root = dir.to_path_buf();
     let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
         // A full channel already holds a pending redeploy, which reads the folder afresh.
-        Ok(events) if !events.is_empty() => drop(changed.try_send(())),
+        Ok(events) if events.iter().any(|event| relevant(&root, &event.path)) => drop(changed.try_send(())),
         Ok(_) => {}
-        Err(error) => eprintln!("watching the project folder failed: {error}"),
+        Err(error) => say(format!("watching the project folder failed: {error}")),
     })
     .context("cannot watch the project folder")?;
     debouncer
@@ -43,12 +44,21 @@ pub fn watch(
     Ok(debouncer)
 }
 
+/// Whether a change at `path` can change the project: not inside a hidden folder or file (the
+/// data folder `.sluice`, editors' swap files, `.git`), and a project file or a folder.
+fn relevant(root: &Path, path: &Path) -> bool {
+    let relative = path.strip_prefix(root).unwrap_or(path);
+    let hidden = relative.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.'));
+    let kind = path.extension().and_then(|e| e.to_str());
+    !hidden && matches!(kind, None | Some("yaml" | "yml" | "json"))
+}
+
 /// Reloads `dir` and deploys it, printing what changed (or why nothing was).
 async fn redeploy(dir: &Path, store: &dyn Store, project_id: &str) {
     let definition = match crate::project::load(dir) {
         Ok(definition) => definition,
         Err(problems) => {
-            println!("{} changed; not deployed, the live versions are kept:\n{problems:#}", dir.display());
+            say(format!("{} changed; not deployed, the live versions are kept:\n{problems:#}", dir.display()));
             return;
         }
     };
@@ -57,12 +67,44 @@ async fn redeploy(dir: &Path, store: &dyn Store, project_id: &str) {
             let changed: Vec<&Outcome> =
                 outcomes.iter().filter(|o| !matches!(o.change, Change::Unchanged { .. })).collect();
             if changed.is_empty() {
-                println!("{} changed; every workflow is unchanged", dir.display());
+                say(format!("{} changed; every workflow is unchanged", dir.display()));
             }
             for outcome in changed {
-                println!("  redeployed {:<24} {}", outcome.workflow_id, outcome.describe());
+                say(format!("  redeployed {:<24} {}", outcome.workflow_id, outcome.describe()));
             }
         }
-        Err(error) => println!("{} changed but could not be deployed: {error:#}", dir.display()),
+        Err(error) => say(format!("{} changed but could not be deployed: {error:#}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_project_files_outside_hidden_folders_trigger_a_redeploy() {
+        let root = Path::new("/p");
+        for yes in ["/p/a.yaml", "/p/integrations/slack/workflows/x.yml", "/p/events/e.json", "/p/integrations/new"] {
+            assert!(relevant(root, Path::new(yes)), "{yes}");
+        }
+        for no in [
+            "/p/.sluice/sluice.db-wal",
+            "/p/.git/index",
+            "/p/a.yaml.swp",
+            "/p/.a.yaml",
+            "/p/notes.txt",
+            "/p/x/.#a.yaml",
+        ] {
+            assert!(!relevant(root, Path::new(no)), "{no}");
+        }
+    }
+}
+
+/// Prints a line; a closed stdout (the terminal went away) is not worth stopping the stack for.
+fn say(line: String) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        tracing::debug!(line, "stdout is closed");
     }
 }

@@ -472,3 +472,122 @@ fn deploy_and_project_create_on_an_unreachable_table_say_so_in_one_line() {
         assert_eq!(stderr, expected, "one clear line");
     }
 }
+
+/// `sluice dev` with its output read line by line as it comes.
+fn dev_streaming(args: &[&str]) -> (Dev, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("dev")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start sluice dev");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (Dev(child), received)
+}
+
+/// Reads lines until one contains `needle` (within 10 s); what was read.
+fn read_until(lines: &std::sync::mpsc::Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut read = String::new();
+    while let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        read.push_str(&line);
+        read.push('\n');
+        if line.contains(needle) {
+            return read;
+        }
+    }
+    panic!("no line with `{needle}` within 10 s; read:\n{read}");
+}
+
+#[test]
+fn dev_redeploys_its_folder_on_change_and_sluice_deploy_goes_through_the_api() {
+    let data = temp_dir("watch-data");
+    let project = temp_dir("watch-project");
+    let ping = |v: u32| {
+        format!("id: ping\ntrigger: {{ type: request }}\nsteps: [{{ id: r, type: response, body: {{ v: {v} }} }}]\n")
+    };
+    std::fs::write(project.join("ping.yaml"), ping(1)).expect("write");
+    let port = free_non_default_port();
+    let (data_arg, project_arg) = (data.to_str().expect("utf-8"), project.to_str().expect("utf-8"));
+    let (_dev, lines) = dev_streaming(&["--port", &port.to_string(), "--data-dir", data_arg, "--project", project_arg]);
+    let printed = read_until(&lines, "/executions/EXECUTION_ID");
+    assert!(printed.contains("deployed ping") && printed.contains("new v1"), "{printed}");
+    assert!(printed.contains("watching"), "{printed}");
+    let user = token(data_arg, "u1");
+    let answer = |expected: u32| {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, body) = trigger(port, "ping", &user, "{}");
+            if status == 200 && json(&body)["v"] == expected {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ping still answers {body}, not v {expected}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    answer(1);
+
+    let changed_at = Instant::now();
+    std::fs::write(project.join("ping.yaml"), ping(2)).expect("write");
+    let printed = read_until(&lines, "redeployed ping");
+    assert!(printed.contains("changed v1→v2"), "{printed}");
+    answer(2);
+    assert!(changed_at.elapsed() < Duration::from_secs(3), "redeployed in {:?}", changed_at.elapsed());
+
+    // A file with a problem: reported, and the live versions kept.
+    std::fs::write(project.join("bad.yaml"), "id: bad\ntrigger: { type: request }\nsteps: [{ id: r, type: nope }]\n")
+        .expect("write");
+    let printed = read_until(&lines, "not deployed, the live versions are kept");
+    let printed = printed + &read_until(&lines, "bad.yaml");
+    assert!(printed.contains("steps[0].type"), "{printed}");
+    answer(2);
+    std::fs::remove_file(project.join("bad.yaml")).expect("remove");
+    std::fs::write(project.join("added.yaml"), ping(3).replace("id: ping", "id: added")).expect("write");
+    let printed = read_until(&lines, "redeployed added");
+    assert!(printed.contains("new v1"), "{printed}");
+
+    // `sluice deploy --url` sends another folder through the API: lines and a summary.
+    let other = temp_dir("watch-other");
+    std::fs::write(other.join("ping.yaml"), ping(2)).expect("write");
+    std::fs::write(other.join("fresh.yaml"), ping(4).replace("id: ping", "id: fresh")).expect("write");
+    let dev_project = json(&std::fs::read_to_string(data.join("dev-project.json")).expect("dev-project.json"));
+    let key = dev_project["apiKey"].as_str().expect("apiKey").to_string();
+    let url = format!("http://127.0.0.1:{port}");
+    let out = sluice(&["deploy", other.to_str().expect("utf-8"), "--url", &url, "--api-key", &key, "--project", "dev"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    for expected in [
+        "ping",
+        "unchanged v2",
+        "fresh",
+        "new v1",
+        "added",
+        "undeployed (was v1)",
+        "1 new, 0 changed, 1 unchanged, 1 undeployed",
+    ] {
+        assert!(stdout.contains(expected), "no `{expected}` in:\n{stdout}");
+    }
+    let (status, _) = trigger(port, "added", &user, "{}");
+    assert_eq!(status, 404, "undeployed by the remote deploy");
+
+    // A wrong key, and a folder with a problem (listed before anything is sent).
+    let out =
+        sluice(&["deploy", other.to_str().expect("utf-8"), "--url", &url, "--api-key", "sk_wrong", "--project", "dev"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::write(other.join("bad.yaml"), "id: bad\ntrigger: { type: request }\nsteps: []\n").expect("write");
+    let out = sluice(&["deploy", other.to_str().expect("utf-8"), "--url", &url, "--api-key", &key, "--project", "dev"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml"), "{}", String::from_utf8_lossy(&out.stderr));
+}
