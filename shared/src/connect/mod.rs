@@ -358,6 +358,30 @@ pub fn shown_settings(inputs: &BTreeMap<String, Input>, stored: &BTreeMap<String
         .collect()
 }
 
+/// A step's result with every occurrence of `secrets` replaced (its output, or its error's
+/// message and details).
+pub fn redact_result(
+    result: Result<Value, crate::record::StepError>,
+    secrets: &[String],
+) -> Result<Value, crate::record::StepError> {
+    if secrets.is_empty() {
+        return result;
+    }
+    match result {
+        Ok(mut output) => {
+            redact_value(&mut output, secrets);
+            Ok(output)
+        }
+        Err(mut error) => {
+            error.message = redact_text(&error.message, secrets);
+            if let Some(details) = error.details.as_mut() {
+                redact_value(details, secrets);
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Replaces every occurrence of a secret in the attempt's input, output, error and logs.
 pub fn redact(attempt: &mut StepAttempt, secrets: &[String]) {
     if secrets.is_empty() {
@@ -380,7 +404,7 @@ pub fn redact(attempt: &mut StepAttempt, secrets: &[String]) {
     }
 }
 
-fn redact_value(value: &mut Value, secrets: &[String]) {
+pub(crate) fn redact_value(value: &mut Value, secrets: &[String]) {
     match value {
         Value::String(text) if secrets.iter().any(|secret| text.contains(secret.as_str())) => {
             *text = redact_text(text, secrets);
@@ -391,7 +415,7 @@ fn redact_value(value: &mut Value, secrets: &[String]) {
     }
 }
 
-fn redact_text(text: &str, secrets: &[String]) -> String {
+pub(crate) fn redact_text(text: &str, secrets: &[String]) -> String {
     secrets.iter().fold(text.to_string(), |text, secret| text.replace(secret.as_str(), REDACTED))
 }
 

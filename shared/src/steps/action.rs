@@ -42,6 +42,8 @@ pub(super) async fn run(
         Err(error) => return (json!({ "action": step.action, "params": params }), Err(error)),
     };
     let mut recorded_request = rendered.input_record();
+    // Every form the credentials are sent in, redacted from whatever comes back.
+    let mut secrets = rendered.auth.as_ref().map(request::RenderedAuth::secret_forms).unwrap_or_default();
     if let (Authorization::Header { name, .. }, Some(headers)) =
         (&api.authorization, recorded_request.get_mut("headers").and_then(Value::as_object_mut))
     {
@@ -50,6 +52,8 @@ pub(super) async fn run(
                 *value = Value::from(crate::connect::REDACTED);
             }
         }
+        let sent = rendered.headers.iter().filter(|(header, _)| header.eq_ignore_ascii_case(name));
+        secrets.extend(sent.filter_map(|(_, value)| value.as_str()).filter(|v| !v.is_empty()).map(str::to_string));
     }
     let input =
         json!({ "integration": integration, "action": step.action, "params": params, "request": recorded_request });
@@ -58,9 +62,9 @@ pub(super) async fn run(
     let response =
         match request::send(ports.http, ports.files, &execution.id, &rendered, &idempotency_key, &options).await {
             Ok(response) => response,
-            Err(error) => return (input, Err(error)),
+            Err(error) => return (input, crate::connect::redact_result(Err(error), &secrets)),
         };
-    (input, output(action, response))
+    (input, crate::connect::redact_result(output(action, response), &secrets))
 }
 
 /// The step's params, rendered and checked against the action's declaration.

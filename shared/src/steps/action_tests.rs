@@ -55,6 +55,9 @@ async fn fake(
         ("GET", "/sf/services/data/v60.0/query/01g-2000") => {
             json!({ "totalSize": 3, "done": true, "records": [{ "Id": "3" }] })
         }
+        (_, "/echo-auth") => {
+            json!({ "headers": { "authorization": auth, "x-api-key": key }, "raw": format!("{auth:?}") })
+        }
         _ => json!({ "echo": path }),
     };
     ([("content-type", "application/json")], answer.to_string())
@@ -369,5 +372,47 @@ async fn no_encoding_of_dot_segments_or_separators_reaches_a_file_outside_the_ap
     let executed = run(&wf, &action("request", json!({ "path": "/reports/q1.txt" }))?).await?;
     assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
     assert!(executed.record.output.ok_or("no output")?.to_string().contains("q1 figures"));
+    Ok(())
+}
+
+/// An API that echoes the request's credentials gives back nothing a record may keep: not the
+/// basic header's base64 (any alphabet, padded or not), the password, a bearer token or a
+/// templated header's value — on an action and on a plain request step alike.
+#[tokio::test]
+async fn credentials_echoed_back_in_any_form_are_redacted_from_the_output() -> TestResult {
+    use base64::Engine;
+    let fake = start_fake().await?;
+    let basic =
+        Authorization::Basic { username: "{{credentials.key}}".into(), password: "{{credentials.accessToken}}".into() };
+    let header = Authorization::Header { name: "X-API-Key".into(), value: "key={{credentials.key}}!".into() };
+    let request = || action("request", json!({ "method": "GET", "path": "/echo-auth" }));
+    let pair = "k-9:tok-1";
+    let engines = [base64::engine::general_purpose::STANDARD, base64::engine::general_purpose::URL_SAFE_NO_PAD];
+    let forbidden: Vec<String> =
+        engines.iter().map(|e| e.encode(pair)).chain(["tok-1".to_string(), "key=k-9!".to_string()]).collect();
+    for authorization in [basic, header, bearer()] {
+        let wf = workflow("custom.echo", format!("{}/", fake.base), authorization.clone());
+        let executed = run(&wf, &request()?).await?;
+        assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+        let recorded = serde_json::to_string(&executed.record)?;
+        for secret in &forbidden {
+            assert!(!recorded.contains(secret.as_str()), "{authorization:?}: `{secret}` in {recorded}");
+        }
+        assert!(recorded.contains(crate::connect::REDACTED), "{recorded}");
+    }
+    let sent = fake.requests();
+    let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(pair));
+    assert_eq!(sent[0]["auth"], json!(expected), "the real header was sent");
+
+    // A plain request step with basic credentials, echoed back.
+    let step: Step = serde_json::from_value(json!({
+        "id": "a", "type": "request", "method": "GET", "url": format!("{}/echo-auth", fake.base),
+        "auth": { "type": "basic", "username": "{{credentials.key}}", "password": "{{credentials.accessToken}}" },
+    }))?;
+    let executed = run(&Workflow::without_steps("w"), &step).await?;
+    let recorded = serde_json::to_string(&executed.record)?;
+    for secret in &forbidden[..3] {
+        assert!(!recorded.contains(secret.as_str()), "request step: `{secret}` in {recorded}");
+    }
     Ok(())
 }

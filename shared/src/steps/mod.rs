@@ -210,7 +210,8 @@ async fn run_request(
     // A test run fetches at most `TEST_RUN_MAX_PAGES` pages of a paginated request.
     let options = if execution.test { request::SendOptions::test_run() } else { request::SendOptions::default() };
     let result = request::send(ports.http, ports.files, &execution.id, &rendered, &idempotency_key, &options).await;
-    (rendered.input_record(), result)
+    let secrets = rendered.auth.as_ref().map(request::RenderedAuth::secret_forms).unwrap_or_default();
+    (rendered.input_record(), crate::connect::redact_result(result, &secrets))
 }
 
 fn render_request(step: &RequestStep, ctx: &Value) -> Result<request::RenderedRequest, StepError> {

@@ -60,6 +60,29 @@ impl RenderedAuth {
         }
     }
 
+    /// Every form these credentials travel in, to redact wherever they come back (an API
+    /// that echoes the request's `Authorization`, an error quoting it): the password or token
+    /// itself, the whole header value and, for basic credentials, `username:password` in
+    /// base64 — standard and URL-safe, with and without padding.
+    pub fn secret_forms(&self) -> Vec<String> {
+        use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+        let mut forms = vec![self.header_value()];
+        match self {
+            RenderedAuth::Basic { username, password } => {
+                let pair = format!("{username}:{password}");
+                forms.extend([STANDARD, URL_SAFE].map(|engine| engine.encode(&pair)));
+                forms.extend([STANDARD_NO_PAD, URL_SAFE_NO_PAD].map(|engine| engine.encode(&pair)));
+                forms.push(password.clone());
+            }
+            RenderedAuth::Bearer { token } => forms.push(token.clone()),
+        }
+        forms.retain(|form| !form.is_empty());
+        // Longest first, so a whole header is replaced before the token inside it.
+        forms.sort_by_key(|form| std::cmp::Reverse(form.len()));
+        forms.dedup();
+        forms
+    }
+
     /// What the execution record shows: the user name, never a password or token.
     fn record(&self) -> Value {
         match self {
