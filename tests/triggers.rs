@@ -486,7 +486,69 @@ async fn deploys_and_undeploys_through_the_api_stop_new_executions(stack: &TestS
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
+async fn a_test_url_captures_the_next_request_as_sample_data_without_running(stack: &TestStack) {
+    let hits = Hits::default();
+    let api = hits.serve().await;
+    stack.deploy_project(&write(&project_files(&api))).await;
+    let client = Client { stack };
+    let key = stack.api_key.clone();
+    let (status, _) = client.send(Method::GET, "workflows/lookup/test-request", &key, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "nothing captured yet");
+    let (status, armed) = client.send(Method::POST, "workflows/plain-contact/test-request", &key, None).await;
+    assert_eq!(status, StatusCode::OK, "{armed}");
+    let url = armed["url"].as_str().expect("a URL").to_string();
+    // On the Lambda host the URL says https (Function URLs); the test stack serves plain HTTP.
+    let path = url.split_once("/projects/").map(|(_, path)| path).expect("a project path");
+    assert!(path.starts_with(&format!("{}/test-requests/plain-contact/", stack.project_id)), "{url}");
+    let url = format!("{}/projects/{path}", stack.base_url);
+    assert!(armed["expiresAt"].is_string());
+
+    let sent = stack
+        .client()
+        .put(format!("{url}?source=crm&n=2"))
+        .header("authorization", "Bearer app-secret")
+        .header("cookie", "session=1")
+        .header("x-trace", "t-1")
+        .json(&json!({ "email": "sample@example.com", "tags": ["a"] }))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(sent.status(), StatusCode::OK);
+    let again = stack.client().post(&url).json(&json!({ "email": "second@example.com" })).send().await.expect("send");
+    assert_eq!(again.status(), StatusCode::NOT_FOUND, "a test URL captures one request");
+    let forged =
+        format!("{}/projects/{}/test-requests/plain-contact/{}", stack.base_url, stack.project_id, "0".repeat(48));
+    assert_eq!(stack.client().post(forged).send().await.expect("send").status(), StatusCode::NOT_FOUND);
+
+    let (status, sample) = client.send(Method::GET, "workflows/plain-contact/test-request", &key, None).await;
+    assert_eq!(status, StatusCode::OK, "{sample}");
+    assert_eq!(sample["method"], "PUT");
+    assert_eq!(sample["query"], json!({ "source": "crm", "n": "2" }));
+    assert_eq!(sample["body"], json!({ "email": "sample@example.com", "tags": ["a"] }));
+    assert_eq!(sample["headers"]["x-trace"], "t-1");
+    assert!(sample["headers"].get("authorization").is_none() && sample["headers"].get("cookie").is_none(), "{sample}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(hits.0.lock().expect("hits").is_empty(), "capturing runs nothing");
+    let (status, _) = client.send(Method::GET, "workflows/plain-contact/test-request", &stack.token("ada"), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "the API key only");
+
+    // A test run of an app event workflow without data runs on the declared example.
+    let workflow = json!({ "id": "probe", "trigger": { "type": "app_event", "event": "Contact Created" }, "steps": [
+        { "id": "reply", "type": "response", "body": { "email": "{{trigger.payload.email}}", "event": "{{trigger.event}}" } },
+    ] });
+    let (status, run) = client.send(Method::POST, "test-runs", &key, Some(json!({ "workflow": workflow }))).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let output = &run["steps"][0]["output"];
+    assert_eq!(
+        (&output["body"]["email"], &output["body"]["event"]),
+        (&json!("ada@example.com"), &json!("Contact Created")),
+        "{run}"
+    );
+}
+
 on_both_backends! {
+    a_test_url_captures_the_next_request_as_sample_data_without_running: Duration::from_secs(30);
     one_event_starts_every_enabled_listener_across_integrations: Duration::from_secs(30);
     the_api_key_routes_send_events_for_named_users_one_or_a_batch: Duration::from_secs(30);
     event_bodies_are_checked_before_anything_starts: Duration::from_secs(30);

@@ -37,6 +37,12 @@ pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir:
             request["trigger"] = json!({ "body": data });
         }
     }
+    if data.is_none()
+        && let Some(sample) = captured_sample(&project, &workflow.id).await?
+    {
+        eprintln!("using the test request captured at {}", sample["capturedAt"].as_str().unwrap_or("?"));
+        request["trigger"] = json!({ "query": sample["query"], "headers": sample["headers"], "body": sample["body"] });
+    }
     if let Some(step) = step {
         request["step"] = json!(step);
     }
@@ -68,6 +74,21 @@ pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir:
     // A closed pipe (`| head`) is not an error of the test run.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(if body["status"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The request captured by the workflow's test URL on the running stack, if there is one.
+async fn captured_sample(project: &DevProject, workflow_id: &str) -> anyhow::Result<Option<Value>> {
+    let url = format!("{}/projects/{}/workflows/{workflow_id}/test-request", project.base_url, project.project_id);
+    let response = reqwest::Client::new()
+        .get(&url)
+        .bearer_auth(&project.api_key)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach sluice dev at {}: is it running?", project.base_url))?;
+    match response.status() {
+        reqwest::StatusCode::OK => Ok(Some(response.json().await.context("the captured test request is not JSON")?)),
+        _ => Ok(None),
+    }
 }
 
 fn show_step(out: &mut String, step: &Value) {

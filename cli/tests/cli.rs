@@ -591,3 +591,46 @@ fn dev_redeploys_its_folder_on_change_and_sluice_deploy_goes_through_the_api() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad.yaml"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn sluice_test_runs_with_the_request_captured_by_the_test_url() {
+    let data = temp_dir("capture-data");
+    let project = temp_dir("capture-project");
+    let file = project.join("echo.yaml");
+    std::fs::write(
+        &file,
+        "id: echo\ntrigger: { type: request }\nsteps: [{ id: reply, type: response, body: { note: \"{{trigger.body.note}}\", q: \"{{trigger.query.q}}\" } }]\n",
+    )
+    .expect("write");
+    let port = free_non_default_port();
+    let data_arg = data.to_str().expect("utf-8");
+    let (_dev, _) = start_dev(&[
+        "--port",
+        &port.to_string(),
+        "--data-dir",
+        data_arg,
+        "--project",
+        project.to_str().expect("utf-8"),
+    ]);
+    let dev_project = json(&std::fs::read_to_string(data.join("dev-project.json")).expect("dev-project.json"));
+    let key = format!("Bearer {}", dev_project["apiKey"].as_str().expect("apiKey"));
+    let (status, armed) =
+        http(port, "POST", "/projects/dev/workflows/echo/test-request", &[("authorization", &key)], "").expect("arm");
+    assert_eq!(status, 200, "{armed}");
+    let url = json(&armed)["url"].as_str().expect("url").to_string();
+    let path = url.split_once(&format!("127.0.0.1:{port}")).map(|(_, path)| path.to_string()).expect("a local URL");
+    let (status, body) = http(
+        port,
+        "POST",
+        &format!("{path}?q=from-the-app"),
+        &[("content-type", "application/json")],
+        r#"{"note":"captured"}"#,
+    )
+    .expect("capture");
+    assert_eq!(status, 200, "{body}");
+    let out = sluice(&["test", file.to_str().expect("utf-8"), "--data-dir", data_arg]);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{printed}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains("\"captured\"") && printed.contains("from-the-app"), "{printed}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("using the test request captured at"));
+}

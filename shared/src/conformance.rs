@@ -86,6 +86,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     projects::case_concurrent_deploys_get_distinct_versions(store).await;
     projects::case_list_and_undeploy_keep_versions(store).await;
     projects::case_app_events_are_replaced_per_project(store).await;
+    projects::case_test_requests_are_captured_once_per_armed_token(store).await;
     executions::case_execution_create_get_and_duplicate(store).await;
     executions::case_finish_execution_only_once(store).await;
     executions::case_record_step_first_writer_wins(store).await;

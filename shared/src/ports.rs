@@ -131,6 +131,35 @@ pub trait WorkflowStore: Send + Sync {
     async fn undeploy_workflow(&self, project_id: &str, workflow_id: &str) -> Result<bool, StoreError>;
 }
 
+/// Test requests: the next request sent to a workflow's test URL is captured as the
+/// workflow's sample trigger data (what `sluice test` runs with), without running it.
+#[async_trait]
+pub trait SampleStore: Send + Sync {
+    /// Arms a capture for `workflow_id`: the next request to the test URL holding the token
+    /// whose SHA-256 is `token_sha256`, before `expires_at`. Replaces an armed capture; the
+    /// sample captured before stays until a new one is captured.
+    async fn arm_capture(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        token_sha256: &str,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError>;
+    /// Keeps `sample` as the workflow's sample if `token_sha256` is the armed capture's and
+    /// it has not expired at `now`, and disarms it, atomically: of concurrent requests to one
+    /// test URL exactly one is captured. Returns whether this one was.
+    async fn capture(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        token_sha256: &str,
+        sample: &Value,
+        now: Timestamp,
+    ) -> Result<bool, StoreError>;
+    /// The workflow's captured sample, if any.
+    async fn sample(&self, project_id: &str, workflow_id: &str) -> Result<Option<Value>, StoreError>;
+}
+
 /// The app events a project declares (`events/*.yaml`), as its last deploy left them.
 #[async_trait]
 pub trait AppEventStore: Send + Sync {
@@ -299,11 +328,19 @@ pub trait FanOutStore: Send + Sync {
 
 /// Everything the runtime stores.
 pub trait Store:
-    ProjectStore + WorkflowStore + AppEventStore + ExecutionStore + FileStore + FanOutStore + ConnectStore
+    ProjectStore + WorkflowStore + AppEventStore + SampleStore + ExecutionStore + FileStore + FanOutStore + ConnectStore
 {
 }
-impl<T: ProjectStore + WorkflowStore + AppEventStore + ExecutionStore + FileStore + FanOutStore + ConnectStore> Store
-    for T
+impl<
+    T: ProjectStore
+        + WorkflowStore
+        + AppEventStore
+        + SampleStore
+        + ExecutionStore
+        + FileStore
+        + FanOutStore
+        + ConnectStore,
+> Store for T
 {
 }
 

@@ -323,7 +323,12 @@ pub(super) async fn oauth_start(
 
 /// Where providers send users back: `<this stack's address>/oauth/callback`.
 pub(super) fn callback_url(connect: &Connect, headers: &HeaderMap) -> String {
-    let base = match connect.env().get(crate::runtime::BASE_URL_ENV) {
+    format!("{}/oauth/callback", base_url(connect, headers))
+}
+
+/// This stack's own address: [`crate::runtime::BASE_URL_ENV`], else the request's host.
+pub(super) fn base_url(connect: &Connect, headers: &HeaderMap) -> String {
+    match connect.env().get(crate::runtime::BASE_URL_ENV) {
         Some(base) => base.trim_end_matches('/').to_string(),
         None => {
             let host = headers.get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
@@ -331,8 +336,7 @@ pub(super) fn callback_url(connect: &Connect, headers: &HeaderMap) -> String {
             let scheme = if connect.host() == crate::runtime::Host::Lambda { "https" } else { "http" };
             format!("{scheme}://{host}")
         }
-    };
-    format!("{base}/oauth/callback")
+    }
 }
 
 /// `GET /oauth/callback?code=...&state=...` (or `?error=...&state=...`): completes the flow

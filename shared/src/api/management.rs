@@ -9,6 +9,10 @@
 //! - `DELETE /projects/{p}/workflows/{w}` and `DELETE /projects/{p}/integrations/{i}`:
 //!   undeploy one workflow or a whole integration (history kept; running executions finish on
 //!   their version); 404 when it is not deployed.
+//! - `POST /projects/{p}/workflows/{w}/test-request`: a test URL (valid an hour) whose next
+//!   request — any method; query, headers without credentials or cookies, body — is kept as
+//!   the workflow's sample trigger data without running anything; `GET` on the same route
+//!   reads the sample (`sluice test` runs with it when given no `--data`).
 
 use std::collections::BTreeMap;
 use std::path::{Component, Path, PathBuf};
@@ -260,4 +264,72 @@ mod tests {
         }
         assert!(path_problem(&"a".repeat(256)).is_some());
     }
+}
+
+/// How long a test URL waits for its request.
+const TEST_URL_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
+
+/// `POST /projects/{p}/workflows/{w}/test-request`: arms a capture, answers its URL.
+pub(super) async fn arm_test_request(
+    runtime: &Runtime,
+    project_id: &str,
+    workflow_id: &str,
+    headers: &HeaderMap,
+) -> Result<Response<Bytes>, ApiError> {
+    authorize(runtime, project_id, headers).await?;
+    let mut bytes = [0u8; 24];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| ApiError::Internal("no randomness for a test URL".into()))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let expires_at = crate::record::now() + TEST_URL_LIFETIME;
+    runtime.store.arm_capture(project_id, workflow_id, &crate::auth::hash_api_key(&token), expires_at).await?;
+    let base = super::connect::base_url(&runtime.connect, headers);
+    let url = format!("{base}/projects/{project_id}/test-requests/{workflow_id}/{token}");
+    Ok(json_response(StatusCode::OK, &json!({ "url": url, "expiresAt": format_timestamp(&expires_at) })))
+}
+
+/// `GET /projects/{p}/workflows/{w}/test-request`: the captured sample, or 404.
+pub(super) async fn test_request(
+    runtime: &Runtime,
+    project_id: &str,
+    workflow_id: &str,
+    headers: &HeaderMap,
+) -> Result<Response<Bytes>, ApiError> {
+    authorize(runtime, project_id, headers).await?;
+    let sample = runtime.store.sample(project_id, workflow_id).await?.ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "no test request captured for `{workflow_id}`: POST /projects/{project_id}/workflows/{workflow_id}/test-request \
+             for a test URL, then send it a request"
+        ))
+    })?;
+    Ok(json_response(StatusCode::OK, &sample))
+}
+
+/// Any request to `/projects/{p}/test-requests/{w}/{token}`: kept as the workflow's sample if
+/// the token is the armed one (once), else 404. Nothing runs.
+pub(super) async fn capture_test_request(
+    runtime: &Runtime,
+    project_id: &str,
+    workflow_id: &str,
+    token: &str,
+    request: http::Request<Bytes>,
+) -> Result<Response<Bytes>, ApiError> {
+    let (parts, body) = request.into_parts();
+    let limit = runtime.settings.max_body_bytes;
+    if body.len() > limit {
+        return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
+    }
+    let data = super::trigger::trigger_data(&parts, &body)?;
+    let now = crate::record::now();
+    let sample = json!({
+        "method": parts.method.as_str(),
+        "query": data.query,
+        "headers": data.headers,
+        "body": data.body,
+        "capturedAt": format_timestamp(&now),
+    });
+    let hash = crate::auth::hash_api_key(token);
+    if !runtime.store.capture(project_id, workflow_id, &hash, &sample, now).await? {
+        return Err(ApiError::NotFound("this test URL is unknown, used or expired: ask for a new one".into()));
+    }
+    Ok(json_response(StatusCode::OK, &json!({ "captured": true, "workflowId": workflow_id })))
 }

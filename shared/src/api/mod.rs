@@ -83,6 +83,20 @@ impl Api {
                 allow(&request, &Method::GET)?;
                 management::list(&self.runtime, id(project)?, request.headers()).await
             }
+            ["projects", project, "workflows", workflow, "test-request"] => {
+                let (project, workflow) = (id(project)?, id(workflow)?);
+                match *request.method() {
+                    Method::POST => {
+                        management::arm_test_request(&self.runtime, project, workflow, request.headers()).await
+                    }
+                    Method::GET => management::test_request(&self.runtime, project, workflow, request.headers()).await,
+                    _ => Err(ApiError::MethodNotAllowed("use POST (a new test URL) or GET (the sample)".into())),
+                }
+            }
+            ["projects", project, "test-requests", workflow, token] => {
+                let (project, workflow, token) = (id(project)?, id(workflow)?, id(token)?);
+                management::capture_test_request(&self.runtime, project, workflow, token, request).await
+            }
             ["projects", project, "workflows", workflow] => {
                 allow(&request, &Method::DELETE)?;
                 let (project, workflow) = (id(project)?, id(workflow)?);

@@ -18,8 +18,8 @@ use serde_json::{Map, Value, json};
 
 use super::executions::{authorize, record};
 use crate::error::{ApiError, json_response};
-use crate::model::{StepKind, load};
-use crate::record::{Execution, ExecutionStatus, MAX_JSON_DEPTH, TriggerData, now, too_deep};
+use crate::model::{StepKind, Trigger, load};
+use crate::record::{Execution, ExecutionStatus, MAX_JSON_DEPTH, TriggerData, TriggerKind, now, too_deep};
 use crate::runner::Runner;
 use crate::start::{self, NewExecution};
 use crate::steps::response::{Delivery, with_delivery};
@@ -83,12 +83,28 @@ pub(super) async fn handle(
             "the test run's trigger body is JSON nested deeper than {MAX_JSON_DEPTH} levels"
         )));
     }
+    // The trigger as the workflow's own trigger type gives it: an app event's payload is the
+    // given body, else the declared event's example (the documents' test data).
+    let (kind, event) = match &workflow.trigger {
+        Trigger::Request { .. } => (TriggerKind::Request, None),
+        Trigger::AppEvent { event } => (TriggerKind::AppEvent, Some(event.clone())),
+        Trigger::IntegrationEnabled => (TriggerKind::IntegrationEnabled, None),
+        Trigger::OauthConnected => (TriggerKind::OauthConnected, None),
+    };
+    let body = match (&request.trigger.body, &event) {
+        (Some(body), _) => body.clone(),
+        (None, Some(name)) => {
+            let declared = runtime.store.app_events(project_id).await?;
+            declared.into_iter().find(|e| &e.name == name).map(|e| e.example).unwrap_or_else(|| json!({}))
+        }
+        (None, None) => json!({}),
+    };
     let trigger = TriggerData {
-        kind: Default::default(),
+        kind,
         query: request.trigger.query.clone(),
         headers: request.trigger.headers.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone())).collect(),
-        body: request.trigger.body.clone().unwrap_or_else(|| json!({})),
-        event: None,
+        body,
+        event,
     };
     let execution = Execution {
         id: start::new_execution_id(),

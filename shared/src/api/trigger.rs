@@ -106,7 +106,7 @@ pub(super) async fn handle(
 }
 
 /// The request as the workflow sees it: query, lower-case headers (secrets left out), body.
-fn trigger_data(parts: &http::request::Parts, body: &Bytes) -> Result<TriggerData, ApiError> {
+pub(super) fn trigger_data(parts: &http::request::Parts, body: &Bytes) -> Result<TriggerData, ApiError> {
     let query: BTreeMap<String, String> =
         parts.uri.query().map(|q| url::form_urlencoded::parse(q.as_bytes()).into_owned().collect()).unwrap_or_default();
     let headers = parts

@@ -148,3 +148,32 @@ pub async fn case_app_events_are_replaced_per_project(store: &dyn Store) {
     store.put_app_events(&project_id, &[]).await.expect("clear");
     assert!(store.app_events(&project_id).await.expect("cleared").is_empty());
 }
+
+/// A test request is captured once per armed token, before its expiry, and read back;
+/// concurrent captures of one token have one winner; projects and workflows are separate.
+pub async fn case_test_requests_are_captured_once_per_armed_token(store: &dyn Store) {
+    let (project_id, other) = (unique("p"), unique("p"));
+    let now = crate::record::now();
+    let later = now + chrono::Duration::minutes(10);
+    let sample = json!({ "method": "POST", "query": { "a": "1" }, "headers": {}, "body": { "email": "a@b.c" } });
+    assert_eq!(store.sample(&project_id, "wf").await.expect("none yet"), None);
+    assert!(!store.capture(&project_id, "wf", "t1", &sample, now).await.expect("unarmed"), "nothing armed");
+    store.arm_capture(&project_id, "wf", "t1", later).await.expect("arm");
+    assert!(!store.capture(&project_id, "wf", "t2", &sample, now).await.expect("wrong token"));
+    assert!(!store.capture(&other, "wf", "t1", &sample, now).await.expect("other project"));
+    assert!(!store.capture(&project_id, "wf2", "t1", &sample, now).await.expect("other workflow"));
+    let captures = (0..10).map(|_| store.capture(&project_id, "wf", "t1", &sample, now));
+    let won = super::join_all(captures).await.into_iter().filter(|c| *c.as_ref().expect("capture")).count();
+    assert_eq!(won, 1, "one capture per armed token");
+    assert_eq!(store.sample(&project_id, "wf").await.expect("read"), Some(sample.clone()));
+    assert_eq!(store.sample(&other, "wf").await.expect("other project"), None);
+
+    // An expired token captures nothing and the earlier sample stays; a new one replaces it.
+    store.arm_capture(&project_id, "wf", "t3", now - chrono::Duration::seconds(1)).await.expect("arm expired");
+    let newer = json!({ "method": "GET", "query": {}, "headers": {}, "body": {} });
+    assert!(!store.capture(&project_id, "wf", "t3", &newer, now).await.expect("expired"));
+    assert_eq!(store.sample(&project_id, "wf").await.expect("kept"), Some(sample));
+    store.arm_capture(&project_id, "wf", "t4", later).await.expect("re-arm");
+    assert!(store.capture(&project_id, "wf", "t4", &newer, now).await.expect("capture"));
+    assert_eq!(store.sample(&project_id, "wf").await.expect("replaced"), Some(newer));
+}

@@ -21,7 +21,9 @@ use super::{
 };
 use crate::model::Workflow;
 use crate::model::project::AppEvent;
-use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, StoreError, WorkflowStore};
+use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, SampleStore, StoreError, WorkflowStore};
+use crate::record::Timestamp;
+use serde_json::Value;
 
 /// How many times a deploy re-reads the pointer and tries again after losing a race.
 const DEPLOY_ATTEMPTS: u32 = 5;
@@ -261,5 +263,80 @@ impl AppEventStore for DynamoStore {
     async fn app_events(&self, project_id: &str) -> Result<Vec<AppEvent>, StoreError> {
         let Some(item) = self.get(project_pk(project_id), APP_EVENTS_SK).await? else { return Ok(Vec::new()) };
         serde_json::from_str(get_s(&item, "events")?).map_err(|e| StoreError::Corrupt(format!("app events: {e}")))
+    }
+}
+
+/// A workflow's test requests: one item, `TEST_REQUEST#<wf>`, with the armed token's hash and
+/// expiry (`token`, `expires_at`) and the captured `sample` (JSON).
+fn test_request_sk(workflow_id: &str) -> String {
+    format!("TEST_REQUEST#{workflow_id}")
+}
+
+#[async_trait]
+impl SampleStore for DynamoStore {
+    async fn arm_capture(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        token_sha256: &str,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(project_pk(project_id)))
+            .key("sk", s(test_request_sk(workflow_id)))
+            .update_expression("SET #token = :token, expires_at = :expires")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_values(":token", s(token_sha256))
+            .expression_attribute_values(":expires", ms(&expires_at))
+            .send()
+            .await
+            .map_err(|e| backend("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn capture(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        token_sha256: &str,
+        sample: &Value,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let sample = serde_json::to_string(sample)
+            .map_err(|e| StoreError::Backend(format!("cannot encode the test request: {e}")))?;
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(project_pk(project_id)))
+            .key("sk", s(test_request_sk(workflow_id)))
+            .update_expression("SET #sample = :sample REMOVE #token, expires_at")
+            .condition_expression("#token = :token AND expires_at > :now")
+            .expression_attribute_names("#token", "token")
+            .expression_attribute_names("#sample", "sample")
+            .expression_attribute_values(":token", s(token_sha256))
+            .expression_attribute_values(":now", ms(&now))
+            .expression_attribute_values(":sample", s(sample))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    async fn sample(&self, project_id: &str, workflow_id: &str) -> Result<Option<Value>, StoreError> {
+        let Some(item) = self.get(project_pk(project_id), &test_request_sk(workflow_id)).await? else {
+            return Ok(None);
+        };
+        if !item.contains_key("sample") {
+            return Ok(None);
+        }
+        serde_json::from_str(get_s(&item, "sample")?)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("test request sample: {e}")))
     }
 }

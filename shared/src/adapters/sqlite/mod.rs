@@ -192,6 +192,14 @@ CREATE TABLE app_events (
     project_id TEXT PRIMARY KEY,
     events     TEXT NOT NULL
 );
+CREATE TABLE test_requests (
+    project_id    TEXT NOT NULL,
+    workflow_id   TEXT NOT NULL,
+    token_sha256  TEXT,
+    expires_at_ms INTEGER,
+    sample        TEXT,
+    PRIMARY KEY (project_id, workflow_id)
+);
 "#,
 ];
 

@@ -11,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::model::Workflow;
 use crate::model::project::AppEvent;
-use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, StoreError, WorkflowStore};
+use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, SampleStore, StoreError, WorkflowStore};
+use crate::record::Timestamp;
+use serde_json::Value;
 
 #[async_trait]
 impl ProjectStore for Sqlite {
@@ -265,6 +267,72 @@ impl AppEventStore for Sqlite {
                 .optional()
                 .map_err(backend)?;
             events.map_or(Ok(Vec::new()), |events| from_json("app events", &events))
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SampleStore for Sqlite {
+    async fn arm_capture(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        token_sha256: &str,
+        expires_at: Timestamp,
+    ) -> Result<(), StoreError> {
+        let (project_id, workflow_id, token) =
+            (project_id.to_string(), workflow_id.to_string(), token_sha256.to_string());
+        let expires_at = to_ms(&expires_at);
+        self.call(move |conn| {
+            conn.execute(
+                "INSERT INTO test_requests (project_id, workflow_id, token_sha256, expires_at_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (project_id, workflow_id)
+                 DO UPDATE SET token_sha256 = excluded.token_sha256, expires_at_ms = excluded.expires_at_ms",
+                params![project_id, workflow_id, token, expires_at],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn capture(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        token_sha256: &str,
+        sample: &Value,
+        now: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let (project_id, workflow_id, token) =
+            (project_id.to_string(), workflow_id.to_string(), token_sha256.to_string());
+        let (sample, now) = (to_json(sample)?, to_ms(&now));
+        self.call(move |conn| {
+            let changed = conn
+                .execute(
+                    "UPDATE test_requests SET sample = ?4, token_sha256 = NULL, expires_at_ms = NULL
+                     WHERE project_id = ?1 AND workflow_id = ?2 AND token_sha256 = ?3 AND expires_at_ms > ?5",
+                    params![project_id, workflow_id, token, sample, now],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
+        })
+        .await
+    }
+
+    async fn sample(&self, project_id: &str, workflow_id: &str) -> Result<Option<Value>, StoreError> {
+        let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
+        self.call(move |conn| {
+            let sample: Option<Option<String>> = conn
+                .query_row(
+                    "SELECT sample FROM test_requests WHERE project_id = ?1 AND workflow_id = ?2",
+                    params![project_id, workflow_id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)?;
+            sample.flatten().map(|text| from_json("test request sample", &text)).transpose()
         })
         .await
     }
