@@ -217,10 +217,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 load::load_project(&path).map(|project| {
                     let workflows = project.workflows().count();
                     let integrations = project.integrations.iter().filter(|i| i.name != IMPLICIT_INTEGRATION).count();
+                    let events = match project.events.len() {
+                        0 => String::new(),
+                        n => format!(", {n} app event(s)"),
+                    };
                     if integrations == 0 {
-                        format!("{workflows} workflow file(s) OK")
+                        format!("{workflows} workflow file(s){events} OK")
                     } else {
-                        format!("{integrations} integration(s), {workflows} workflow file(s) OK")
+                        format!("{integrations} integration(s), {workflows} workflow file(s){events} OK")
                     }
                 })
             } else {

@@ -28,6 +28,11 @@ pub const BUNDLED: &[(&str, &str)] = &[
         include_str!("../../examples/project/integrations/custom.democrm/workflows/contact-lookup.yaml"),
     ),
     (
+        "integrations/custom.democrm/workflows/contact-created.yaml",
+        include_str!("../../examples/project/integrations/custom.democrm/workflows/contact-created.yaml"),
+    ),
+    ("events/contact-created.yaml", include_str!("../../examples/project/events/contact-created.yaml")),
+    (
         "integrations/custom.democrm/workflows/lead-created.yaml",
         include_str!("../../examples/project/integrations/custom.democrm/workflows/lead-created.yaml"),
     ),

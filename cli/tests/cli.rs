@@ -16,7 +16,7 @@ fn validate_accepts_the_bundled_examples() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/project");
     let out = sluice(&["validate", examples]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 integration(s), 3 workflow file(s) OK"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 integration(s), 4 workflow file(s), 1 app event(s) OK"));
 }
 
 #[test]
@@ -196,12 +196,19 @@ fn dev_on_another_port_runs_the_bundled_example_project() {
     let lead = &record["steps"][0]["input"]["body"];
     assert_eq!((&lead["owner"], &lead["source"]), (&json("\"sales@example.com\""), &json("\"app\"")), "{record:#}");
 
+    // The app event starts its listener for the user.
+    let bearer = format!("Bearer {token}");
+    let event = r#"{"name":"Contact Created","payload":{"email":"ada@example.com","name":"Ada"}}"#;
+    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
+    let (status, body) = http(port, "POST", "/projects/dev/sdk/events/trigger", &headers, event).expect("event");
+    assert_eq!(status, 202, "{body}");
+    let answer = json(&body);
+    assert_eq!(answer["executions"][0]["workflowId"], "contact-created", "{answer}");
+
     // deal-won posts with the Slack action: it needs the user's Slack token first.
     let (status, body) = trigger(port, "deal-won", &token, r#"{"name":"Acme","amount":12500}"#);
     assert_eq!(status, 500, "deal-won without credentials: {body}");
     assert_eq!(json(&body)["error"]["step"], "post", "{body}");
-    let bearer = format!("Bearer {token}");
-    let headers = [("authorization", bearer.as_str()), ("content-type", "application/json")];
     let credentials = "/projects/dev/sdk/integrations/slack/credentials";
     let (status, body) =
         http(port, "PUT", credentials, &headers, r#"{"accessToken":"xoxb-demo"}"#).expect("credentials");

@@ -10,8 +10,10 @@
 //! connection pool for `BENCH_SECONDS` (default 10) after a short warm-up. Answers are checked
 //! (a 202 with an execution id, or the expected Response body), and execution records are read
 //! back: every one for the asynchronous shape (its completion rate comes from their `endedAt`),
-//! a sample for the synchronous ones. `GET /health` of a fresh server at the same
-//! concurrencies is the loopback floor; `BENCH_SHAPES` (default `async,sync,fan-out`) picks the
+//! a sample for the synchronous ones. The app event shape sends one event that three
+//! workflows of two integrations listen to (each one function step, as the asynchronous
+//! shape), and reads back every execution it started. `GET /health` of a fresh server at the same
+//! concurrencies is the loopback floor; `BENCH_SHAPES` (default `async,sync,fan-out,event`) picks the
 //! shapes. Prints a Markdown table (also written to `target/bench-http-load.md`) and exits
 //! non-zero if any request did not succeed.
 
@@ -31,6 +33,23 @@ const WORKFLOWS: &[(&str, &str)] = &[
     ("bench-sync.yaml", include_str!("workflows/bench-sync.yaml")),
     ("bench-fan-out.yaml", include_str!("workflows/bench-fan-out.yaml")),
 ];
+
+/// The app event shape's project files: an event and three listeners in two integrations
+/// (only on the event shape's server: older binaries know no app events).
+const EVENT_PROJECT: &[(&str, &str)] = &[
+    ("events/bench-event.yaml", "name: Bench Event\nexample: { a: 1, b: 2 }\n"),
+    ("integrations/slack/config.yaml", "description: Slack\n"),
+    ("integrations/hubspot/config.yaml", "description: HubSpot\n"),
+    ("integrations/slack/workflows/bench-event-1.yaml", EVENT_LISTENER_1),
+    ("integrations/slack/workflows/bench-event-2.yaml", EVENT_LISTENER_2),
+    ("integrations/hubspot/workflows/bench-event-3.yaml", EVENT_LISTENER_3),
+];
+const EVENT_LISTENER_1: &str = "id: bench-event-1\nenabled_by_default: true\ntrigger: { type: app_event, event: Bench Event }\n\
+    steps: [{ id: add, type: function, code: \"(p) => ({ sum: p.a + p.b })\", parameters: { a: \"{{trigger.payload.a}}\", b: \"{{trigger.payload.b}}\" } }]\n";
+const EVENT_LISTENER_2: &str = "id: bench-event-2\nenabled_by_default: true\ntrigger: { type: app_event, event: Bench Event }\n\
+    steps: [{ id: add, type: function, code: \"(p) => ({ sum: p.a + p.b })\", parameters: { a: \"{{trigger.payload.a}}\", b: \"{{trigger.payload.b}}\" } }]\n";
+const EVENT_LISTENER_3: &str = "id: bench-event-3\nenabled_by_default: true\ntrigger: { type: app_event, event: Bench Event }\n\
+    steps: [{ id: add, type: function, code: \"(p) => ({ sum: p.a + p.b })\", parameters: { a: \"{{trigger.payload.a}}\", b: \"{{trigger.payload.b}}\" } }]\n";
 /// How long the execution records of a cell may take to end after its load.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Execution records read back per cell of a synchronous shape.
@@ -44,6 +63,7 @@ enum Target {
     Async,
     Sync,
     FanOut,
+    Event,
 }
 
 impl Target {
@@ -53,6 +73,7 @@ impl Target {
             Target::Async => "async: function, 202",
             Target::Sync => "sync: function, conditional, response",
             Target::FanOut => "sync: fan-out of 100 functions, sum, response",
+            Target::Event => "app event: 3 listeners in 2 integrations, 202",
         }
     }
 
@@ -62,6 +83,7 @@ impl Target {
             Target::Async => "bench-async",
             Target::Sync => "bench-sync",
             Target::FanOut => "bench-fan-out",
+            Target::Event => "bench-event",
         }
     }
 
@@ -70,6 +92,7 @@ impl Target {
         match self {
             Target::Health => (Value::Null, None),
             Target::Async => (json!({ "a": i, "b": 1 }), None),
+            Target::Event => (json!({ "name": "Bench Event", "payload": { "a": i, "b": 1 } }), None),
             Target::Sync if i.is_multiple_of(2) => {
                 let numbers: Vec<u64> = (0..100).collect();
                 (json!({ "numbers": numbers, "name": "ada" }), Some(json!({ "sum": 4950, "name": "ADA", "big": true })))
@@ -101,12 +124,19 @@ struct Server {
 }
 
 impl Server {
-    async fn start(config: &Config, client: &Client, name: &str) -> Server {
+    async fn start(config: &Config, client: &Client, name: &str, target: Target) -> Server {
         let dir = config.temp.join(name);
         let (data_dir, workflows) = (dir.join("data"), dir.join("workflows"));
         fs::create_dir_all(&workflows).expect("create the workflows folder");
         for (file, text) in WORKFLOWS {
             fs::write(workflows.join(file), text).expect("write a workflow file");
+        }
+        if target == Target::Event {
+            for (file, text) in EVENT_PROJECT {
+                let path = workflows.join(file);
+                fs::create_dir_all(path.parent().expect("a folder")).expect("create a project folder");
+                fs::write(path, text).expect("write a project file");
+            }
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
         let log_path = dir.join("sluice.log");
@@ -217,6 +247,7 @@ async fn load(client: &Client, server: &Server, target: Target, concurrency: usi
         let client = client.clone();
         let url = match target {
             Target::Health => format!("{}/health", server.base_url),
+            Target::Event => format!("{}/projects/dev/sdk/events/trigger", server.base_url),
             _ => format!("{}/projects/dev/sdk/triggers/{}", server.base_url, target.workflow()),
         };
         let token = server.user_token.clone();
@@ -249,8 +280,24 @@ async fn load(client: &Client, server: &Server, target: Target, concurrency: usi
                     continue;
                 };
                 let parsed = || serde_json::from_slice::<Value>(&bytes).ok();
+                if target == Target::Event {
+                    let ids: Vec<String> = parsed()
+                        .and_then(|b| {
+                            b["executions"].as_array().map(|list| {
+                                list.iter().filter_map(|e| e["executionId"].as_str().map(str::to_string)).collect()
+                            })
+                        })
+                        .unwrap_or_default();
+                    if status == 202 && ids.len() == 3 {
+                        mine.ok += 1;
+                        mine.ids.extend(ids);
+                    } else {
+                        mine.unexpected += 1;
+                    }
+                    continue;
+                }
                 let id = match target {
-                    Target::Health => Some(String::new()),
+                    Target::Health | Target::Event => Some(String::new()),
                     Target::Async if status == 202 => {
                         parsed().and_then(|b| b["executionId"].as_str().map(str::to_string))
                     }
@@ -399,14 +446,14 @@ impl Row {
     /// shape executions that failed or never ended.
     fn failed(&self) -> u64 {
         let settled = match (self.target, &self.settled) {
-            (Target::Async, Some(s)) => (s.failed + s.unended) as u64,
+            (Target::Async | Target::Event, Some(s)) => (s.failed + s.unended) as u64,
             _ => 0,
         };
         self.load.non_2xx + self.load.unexpected + settled
     }
 
     fn ok(&self) -> u64 {
-        self.load.requests() - self.failed()
+        self.load.requests().saturating_sub(self.failed())
     }
 
     fn markdown(&self, floor_p50: Option<f64>) -> String {
@@ -415,7 +462,7 @@ impl Row {
         sorted.sort_by(f64::total_cmp);
         let rate = |count: f64, seconds: f64| format!("{:.0}", count / seconds);
         let (accepted, completed) = match (self.target, &self.settled) {
-            (Target::Async, Some(settled)) => {
+            (Target::Async | Target::Event, Some(settled)) => {
                 let accepted = load.ids.len() as f64;
                 let completed = match (load.started, settled.latest_end) {
                     (Some(start), Some(end)) if settled.unended == 0 => {
@@ -465,17 +512,17 @@ impl Row {
 /// One shape (or the health floor) on its own fresh server, at every concurrency.
 async fn run_target(config: &Config, client: &Client, target: Target) -> Vec<Row> {
     let name = if target == Target::Health { "health" } else { target.workflow() };
-    let server = Server::start(config, client, name).await;
+    let server = Server::start(config, client, name, target).await;
     let mut rows = Vec::new();
     for &concurrency in &config.concurrencies {
         let warmup = load(client, &server, target, concurrency, config.warmup).await;
-        if target == Target::Async {
+        if matches!(target, Target::Async | Target::Event) {
             settle(client, &server, warmup.ids).await;
         }
         let measured = load(client, &server, target, concurrency, config.seconds).await;
         let settled = match target {
             Target::Health => None,
-            Target::Async => Some(settle(client, &server, measured.ids.clone()).await),
+            Target::Async | Target::Event => Some(settle(client, &server, measured.ids.clone()).await),
             Target::Sync | Target::FanOut => Some(settle(client, &server, sample(&measured.ids, SYNC_SAMPLE)).await),
         };
         eprintln!("{} c={concurrency}: {} requests in {:.1} s", target.label(), measured.requests(), measured.seconds);
@@ -537,12 +584,16 @@ async fn main() {
 
     let load_before = load_average();
     // BENCH_SHAPES: which shapes to run besides the floor (comma-separated: async, sync, fan-out).
-    let shapes = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "async,sync,fan-out".into());
+    let shapes = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "async,sync,fan-out,event".into());
     let wanted = |name: &str| shapes.split(',').any(|shape| shape.trim() == name);
     let mut rows = Vec::new();
-    for (target, name) in
-        [(Target::Health, "health"), (Target::Async, "async"), (Target::Sync, "sync"), (Target::FanOut, "fan-out")]
-    {
+    for (target, name) in [
+        (Target::Health, "health"),
+        (Target::Async, "async"),
+        (Target::Sync, "sync"),
+        (Target::FanOut, "fan-out"),
+        (Target::Event, "event"),
+    ] {
         if target == Target::Health || wanted(name) {
             rows.extend(run_target(&config, &client, target).await);
         }
@@ -575,8 +626,10 @@ async fn main() {
     }
     out.push_str(
         "\nc tasks send requests back to back over one keep-alive pool; latency is send to last body byte; non-2xx counts transport errors too. \
-         ok: a 202 whose execution succeeded (async) or the expected answer (sync). records succeeded: \
-         every execution record of the cell (async) or a sample of 200 (sync). completed/s: accepted \
+         ok: a 202 whose execution succeeded (async), a 202 starting 3 executions (event; its failed \
+         column counts executions), or the expected answer (sync). records succeeded: \
+         every execution record of the cell (async, event) or a sample of 200 (sync). accepted/s: executions \
+         started per second; completed/s: accepted \
          executions ÷ (first request → latest endedAt). Peak RSS (VmHWM) and RSS (VmRSS) of each \
          shape's own `sluice dev`, read after its last cell; the floor is `GET /health` on its own fresh server.\n",
     );

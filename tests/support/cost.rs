@@ -147,7 +147,7 @@ fn item_kind(sk: &str, query: bool) -> String {
             "PROJECT" => "project",
             "EXEC" => "execution",
             "RESPONSE" => "response",
-            _ if sk.starts_with("WORKFLOW#") && sk.ends_with("#DEPLOYED") => "deployed workflow",
+            _ if sk.starts_with("LIVE#") => "deployed workflow",
             _ if sk.starts_with("WORKFLOW#") => "workflow version",
             _ if sk.starts_with("STEP#") => "step attempt",
             _ if sk.starts_with("BRANCH#") => "branch",
