@@ -734,7 +734,61 @@ async fn a_client_credentials_token_is_the_apps_fetched_once_and_kept(stack: &Te
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A test run of an integration's workflow — whole or one step — sees the user's settings and
+/// credentials through the same source, context and redaction as a real execution.
+async fn test_runs_of_an_integrations_workflow_see_the_users_settings_and_credentials(stack: &TestStack) {
+    let (api, seen) = echo_api().await;
+    let dir = project(&api);
+    stack.deploy_project(&dir).await;
+    let ada = Sdk { stack, token: stack.token("ada") };
+    let (status, _) =
+        ada.send(reqwest::Method::PUT, "integrations/slack/settings", Some(json!({ "token": SECRET }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) =
+        ada.send(reqwest::Method::PUT, "integrations/custom.acme/credentials", Some(json!({ "apiKey": SECRET }))).await;
+    assert_eq!(status, StatusCode::OK);
+    let file = |path: &str| -> Value {
+        let text = std::fs::read_to_string(dir.join(path)).expect("read");
+        serde_yaml_ng::from_str(&text).expect("yaml")
+    };
+    let test_run = |body: Value| async move {
+        let url = format!("{}/projects/{}/test-runs", stack.base_url, stack.project_id);
+        let response = stack.client().post(url).bearer_auth(&stack.api_key).json(&body).send().await.expect("send");
+        (response.status(), response.json::<Value>().await.unwrap_or(Value::Null))
+    };
+
+    let acme = file("integrations/custom.acme/workflows/acme-call.yaml");
+    let (status, run) = test_run(json!({ "workflow": acme, "integration": "custom.acme", "userId": "ada" })).await;
+    assert_eq!(status, StatusCode::OK, "{run}");
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["steps"][1]["output"]["body"], json!({ "seen": true }), "the credential reached the API: {run}");
+    assert!(!run.to_string().contains(SECRET), "{run}");
+
+    let announce = file("integrations/slack/workflows/announce.yaml");
+    let one_step = json!({ "workflow": announce, "integration": "slack", "userId": "ada", "step": "call" });
+    let (status, step) = test_run(one_step).await;
+    assert_eq!(status, StatusCode::OK, "{step}");
+    assert_eq!(step["status"], "succeeded", "{step}");
+    assert_eq!(step["output"]["body"]["seen"], true, "the password setting reached the API: {step}");
+    assert_eq!(seen.lock().expect("seen").last().map(String::as_str), Some(format!("Bearer {SECRET}").as_str()));
+    assert!(!step.to_string().contains(SECRET), "redacted as a real step is: {step}");
+    assert!(step.to_string().contains("[redacted]"), "{step}");
+
+    // Without its integration, credentials are refused at load; an undeployed integration is a 404.
+    let (status, body) =
+        test_run(json!({ "workflow": file("integrations/custom.acme/workflows/acme-call.yaml") })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = test_run(json!({ "workflow": announce_value(&dir), "integration": "custom.nope" })).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+fn announce_value(dir: &std::path::Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("integrations/slack/workflows/announce.yaml")).expect("read");
+    serde_yaml_ng::from_str(&text).expect("yaml")
+}
+
 on_both_backends! {
+    test_runs_of_an_integrations_workflow_see_the_users_settings_and_credentials: Duration::from_secs(10);
     enablement_gates_triggers_per_user: Duration::from_secs(10);
     settings_are_validated_read_by_workflows_and_secrets_never_shown: Duration::from_secs(10);
     users_are_recorded_and_described: Duration::from_secs(10);

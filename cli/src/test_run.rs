@@ -11,7 +11,20 @@ use sluice_shared::model::load;
 use crate::dev::DevProject;
 
 pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir: &Path) -> anyhow::Result<ExitCode> {
-    let workflow = load::load_file(file).map_err(|problems| anyhow::anyhow!(crate::dev::problem_list(&problems)))?;
+    let integration = integration_of(file);
+    let workflow = match &integration {
+        // Checked by the stack against the deployed integration (its settings and credentials).
+        Some(_) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+            load::parse_text(&file.display().to_string(), &text).map_err(|problem| anyhow::anyhow!("{problem}"))?
+        }
+        None => {
+            let workflow =
+                load::load_file(file).map_err(|problems| anyhow::anyhow!(crate::dev::problem_list(&problems)))?;
+            serde_json::to_value(&workflow)?
+        }
+    };
+    let workflow_id = workflow["id"].as_str().unwrap_or_default().to_string();
     let project_path = data_dir.join("dev-project.json");
     let project: DevProject = serde_json::from_str(
         &std::fs::read_to_string(&project_path)
@@ -19,6 +32,11 @@ pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir:
     )
     .with_context(|| format!("{} is not valid", project_path.display()))?;
     let mut request = json!({ "workflow": workflow });
+    if let Some(integration) = integration {
+        // A file of a project's integration runs as a workflow of that deployed integration:
+        // its settings, credentials and actions.
+        request["integration"] = json!(integration);
+    }
     if let Some(data) = data {
         let text = std::fs::read_to_string(data).with_context(|| format!("cannot read {}", data.display()))?;
         let data: Value = serde_json::from_str(&text).with_context(|| format!("{} is not JSON", data.display()))?;
@@ -38,7 +56,7 @@ pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir:
         }
     }
     if data.is_none()
-        && let Some(sample) = captured_sample(&project, &workflow.id).await?
+        && let Some(sample) = captured_sample(&project, &workflow_id).await?
     {
         eprintln!("using the test request captured at {}", sample["capturedAt"].as_str().unwrap_or("?"));
         request["trigger"] = json!({ "query": sample["query"], "headers": sample["headers"], "body": sample["body"] });
@@ -74,6 +92,13 @@ pub async fn run(file: &Path, data: Option<&Path>, step: Option<&str>, data_dir:
     // A closed pipe (`| head`) is not an error of the test run.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(if body["status"] == "succeeded" { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// The integration of a file at `.../integrations/<name>/workflows/<file>`.
+fn integration_of(file: &Path) -> Option<String> {
+    let parts: Vec<String> = file.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let n = parts.len();
+    (n >= 4 && parts[n - 2] == "workflows" && parts[n - 4] == "integrations").then(|| parts[n - 3].clone())
 }
 
 /// The request captured by the workflow's test URL on the running stack, if there is one.

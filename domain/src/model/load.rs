@@ -217,7 +217,7 @@ fn format_of(file: &str) -> Option<Format> {
 }
 
 /// The document as a JSON tree; syntax errors name their line and column.
-fn parse_text(file: &str, text: &str) -> Result<Value, Problem> {
+pub fn parse_text(file: &str, text: &str) -> Result<Value, Problem> {
     if text.len() > MAX_WORKFLOW_BYTES {
         return Err(Problem::whole_file(
             file,

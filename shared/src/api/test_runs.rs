@@ -23,7 +23,6 @@ use crate::record::{Execution, ExecutionStatus, MAX_JSON_DEPTH, TriggerData, Tri
 use crate::runner::Runner;
 use crate::start::{self, NewExecution};
 use crate::steps::response::{Delivery, with_delivery};
-use crate::steps::{self, StepPorts};
 
 /// Arrays in test-run output show at most this many items.
 pub const DISPLAY_ARRAY_ITEMS: usize = 20;
@@ -42,6 +41,10 @@ struct TestRun {
     user_id: String,
     #[serde(default)]
     step: Option<String>,
+    /// The deployed integration the workflow belongs to: its settings, credentials,
+    /// authentication and actions are the ones the test run uses.
+    #[serde(default)]
+    integration: Option<String>,
     /// For a single-step test: earlier steps' variables, `{ "ID": { "output": ... } }`.
     #[serde(default)]
     steps: Map<String, Value>,
@@ -76,8 +79,24 @@ pub(super) async fn handle(
     }
     let request: TestRun =
         serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the test run is not valid: {e}")))?;
-    let workflow = load::load_value("workflow", &request.workflow)
-        .map_err(|problems| ApiError::Validation(problems.iter().map(ToString::to_string).collect()))?;
+    let problems = |found: Vec<load::Problem>| ApiError::Validation(found.iter().map(ToString::to_string).collect());
+    let workflow = match &request.integration {
+        None => load::load_value("workflow", &request.workflow).map_err(problems)?,
+        Some(name) => {
+            let record =
+                runtime.store.get_integration(project_id, name).await?.ok_or_else(|| {
+                    ApiError::NotFound(format!("no integration `{name}` is deployed in this project"))
+                })?;
+            load::project::load_value_of_integration(
+                "workflow",
+                &request.workflow,
+                name,
+                &record.config,
+                &record.inputs,
+            )
+            .map_err(problems)?
+        }
+    };
     if request.trigger.body.as_ref().is_some_and(too_deep) {
         return Err(ApiError::BadRequest(format!(
             "the test run's trigger body is JSON nested deeper than {MAX_JSON_DEPTH} levels"
@@ -127,10 +146,17 @@ pub(super) async fn handle(
         if matches!(step.kind, StepKind::FanOut(_)) {
             return Err(ApiError::BadRequest("a fan-out step is tested by testing the whole workflow".into()));
         }
-        let mut ctx = crate::runner::test_context(&execution, &runtime.settings.env);
-        ctx["steps"] = Value::Object(request.steps);
-        let ports = StepPorts { http: &runtime.http, files: runtime.store.as_ref() };
-        let executed = steps::execute(ports, &execution, &workflow, step, step_id, 1, &ctx).await;
+        let executed = match runner.test_step(&execution, &workflow, step, request.steps).await {
+            Ok(executed) => executed,
+            Err(crate::runner::RunError::Poison(reason)) => {
+                // The user's settings or credentials cannot be used: the step fails, saying why.
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &json!({ "step": step_id, "status": "failed", "error": { "message": reason, "retryable": false } }),
+                ));
+            }
+            Err(error) => return Err(ApiError::Store(crate::ports::StoreError::Backend(error.to_string()))),
+        };
         let mut attempt = executed.record;
         if executed.answer.is_some() {
             // Nobody waits for a single step's answer: it is shown, not settled.

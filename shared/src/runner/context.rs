@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Map, Value, json};
 
+use crate::connect::UserSettings;
 use crate::engine::{StepKey, fan_out_depth};
 use crate::messages::ScopeEntry;
 use crate::model::{Step, Workflow};
@@ -71,6 +72,30 @@ pub fn base(execution: &Execution, env: &BTreeMap<String, String>) -> Value {
         "execution": { "id": execution.id },
         "workflow": { "id": execution.workflow_id },
     })
+}
+
+/// The variables a step starts from — [`base`], the user's `settings` and, in an integration's
+/// workflow, their `credentials` — for a real execution's step and a test run's alike.
+pub fn with_secrets(
+    execution: &Execution,
+    env: &BTreeMap<String, String>,
+    settings: &UserSettings,
+    credentials: Option<&UserSettings>,
+) -> Value {
+    let mut ctx = base(execution, env);
+    ctx["settings"] = Value::Object(settings.values.clone());
+    if let Some(credentials) = credentials {
+        ctx["credentials"] = Value::Object(credentials.values.clone());
+    }
+    ctx
+}
+
+/// Redacts from `record` every secret of the settings and credentials the step was given.
+pub fn redact_secrets(record: &mut StepAttempt, settings: &UserSettings, credentials: Option<&UserSettings>) {
+    crate::connect::redact(record, &settings.secrets);
+    if let Some(credentials) = credentials {
+        crate::connect::redact(record, &credentials.secrets);
+    }
 }
 
 /// `{ "output": ... }` and/or `{ "error": { "message", "details" } }` of one attempt.

@@ -29,7 +29,7 @@ use crate::settle;
 use crate::steps::response::{Delivery, with_delivery};
 use crate::steps::{self, StepPorts};
 
-pub use context::{base as test_context, referenced_steps, step_variables};
+pub use context::{referenced_steps, step_variables};
 pub use sweep::Swept;
 
 /// Deliveries of one message before it is given up on (matches the queues' redrive policy).
@@ -161,6 +161,39 @@ struct Segment<'a> {
 }
 
 impl Runner {
+    /// One step of `workflow` run as a test (`POST /test-runs` with `step`): the user's
+    /// settings and credentials come from the same secret source, the variables from the same
+    /// builder and the record goes through the same redaction as a real execution's step;
+    /// earlier steps' variables are `given`; nothing is recorded.
+    pub async fn test_step(
+        &self,
+        execution: &Execution,
+        workflow: &Workflow,
+        step: &crate::model::Step,
+        given: serde_json::Map<String, Value>,
+    ) -> Result<steps::Executed, RunError> {
+        let references = context::references(step);
+        let secrets: &dyn SecretSource = self.runtime.connect.as_ref();
+        let blocked = |e: crate::connect::ConnectError| {
+            if e.is_retryable() { RunError::Retryable(e.to_string()) } else { RunError::Poison(e.to_string()) }
+        };
+        let declares = !workflow.inputs.is_empty() || !workflow.integration_inputs.is_empty();
+        let settings = match references.settings && declares {
+            true => secrets.settings(execution, workflow).await.map_err(blocked)?,
+            false => UserSettings::default(),
+        };
+        let credentials = match references.credentials {
+            true => secrets.credentials(execution, workflow).await.map_err(blocked)?,
+            false => None,
+        };
+        let mut ctx = context::with_secrets(execution, &self.runtime.settings.env, &settings, credentials.as_ref());
+        ctx["steps"] = Value::Object(given);
+        let ports = StepPorts { http: &self.runtime.http, files: self.runtime.store.as_ref() };
+        let mut executed = steps::execute(ports, execution, workflow, step, &step.id, 1, &ctx).await;
+        context::redact_secrets(&mut executed.record, &settings, credentials.as_ref());
+        Ok(executed)
+    }
+
     pub fn new(runtime: Runtime) -> Self {
         Runner { runtime, versions: Arc::default() }
     }
@@ -449,11 +482,7 @@ impl<'a> Segment<'a> {
                 return Ok(Event::StepEnded { key, attempt, outcome });
             }
         };
-        let mut base = context::base(self.execution, &self.runtime.settings.env);
-        base["settings"] = Value::Object(settings.values.clone());
-        if let Some(credentials) = &credentials {
-            base["credentials"] = Value::Object(credentials.values.clone());
-        }
+        let base = context::with_secrets(self.execution, &self.runtime.settings.env, &settings, credentials.as_deref());
         let ctx = context::for_step(
             store.as_ref(),
             &self.known,
@@ -470,10 +499,7 @@ impl<'a> Segment<'a> {
         let executed = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx).await;
         self.steps_run += 1;
         let mut record = executed.record;
-        crate::connect::redact(&mut record, &settings.secrets);
-        if let Some(credentials) = &credentials {
-            crate::connect::redact(&mut record, &credentials.secrets);
-        }
+        context::redact_secrets(&mut record, &settings, credentials.as_deref());
         if let Some(answer) = executed.answer {
             let delivery = self.answer(key.clone(), answer).await;
             match delivery {

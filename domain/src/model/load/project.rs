@@ -377,6 +377,23 @@ fn with_catalog_oauth(name: &str, mut config: IntegrationConfig) -> IntegrationC
 
 /// Where the integration's actions go and what they carry: a custom integration's own
 /// `apiBaseUrl` and `authorization`; a built-in's from the catalog, its URL overridable.
+/// Loads one workflow document as a workflow of the deployed integration `name` (its config
+/// and settings), exactly as `load_project` makes it: settings and credentials references
+/// checked against the integration, its authentication and API attached. Test runs of an
+/// integration's workflow go through this.
+pub fn load_value_of_integration(
+    file: &str,
+    value: &Value,
+    name: &str,
+    config: &IntegrationConfig,
+    inputs: &std::collections::BTreeMap<String, Input>,
+) -> Result<crate::model::Workflow, Vec<Problem>> {
+    let mut workflow = super::load_value_in(file, value, Some((name, inputs)))?;
+    workflow.integration_auth = config.authentication_type;
+    workflow.integration_api = integration_api(name, config);
+    Ok(workflow)
+}
+
 fn integration_api(name: &str, config: &IntegrationConfig) -> Option<IntegrationApi> {
     let catalog = crate::catalog::integration(name);
     let base_url = config.api_base_url.clone().or_else(|| catalog.and_then(|c| c.api_base_url.clone()))?;
