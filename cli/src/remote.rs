@@ -79,8 +79,7 @@ pub async fn deploy(dir: &Path, url: &str, api_key: &str, project_id: &str) -> a
         }
         bail!(message);
     }
-    let outcomes: Vec<Outcome> =
-        body["workflows"].as_array().into_iter().flatten().filter_map(|line| outcome_of(line)).collect();
+    let outcomes: Vec<Outcome> = body["workflows"].as_array().into_iter().flatten().filter_map(outcome_of).collect();
     print_outcomes(&outcomes);
     Ok(())
 }

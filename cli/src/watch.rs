@@ -77,6 +77,15 @@ async fn redeploy(dir: &Path, store: &dyn Store, project_id: &str) {
     }
 }
 
+/// Prints a line; a closed stdout (the terminal went away) is not worth stopping the stack for.
+fn say(line: String) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        tracing::debug!(line, "stdout is closed");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,14 +106,5 @@ mod tests {
         ] {
             assert!(!relevant(root, Path::new(no)), "{no}");
         }
-    }
-}
-
-/// Prints a line; a closed stdout (the terminal went away) is not worth stopping the stack for.
-fn say(line: String) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
-        tracing::debug!(line, "stdout is closed");
     }
 }

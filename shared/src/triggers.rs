@@ -178,13 +178,13 @@ async fn listeners(
     Ok(live.into_values().filter(|d| wanted(&d.workflow.trigger)).map(Arc::new).collect())
 }
 
-/// Starts, for each (user, event, listeners, trigger data), the listeners the user's choices
-/// let through; one report each, in order.
-async fn start_for(
-    runner: &Runner,
-    project_id: &str,
-    starts: Vec<(String, Option<String>, Vec<Arc<Deployment>>, TriggerData)>,
-) -> Result<Vec<Report>, TriggerError> {
+/// One user's share of a trigger call: the user, the event's name (app events), the listening
+/// deployments and the trigger data each execution gets.
+type UserStart = (String, Option<String>, Vec<Arc<Deployment>>, TriggerData);
+
+/// Starts, for each [`UserStart`], the listeners the user's choices let through; one report
+/// each, in order.
+async fn start_for(runner: &Runner, project_id: &str, starts: Vec<UserStart>) -> Result<Vec<Report>, TriggerError> {
     let connect: &Connect = runner.runtime().connect.as_ref();
     let mut choices: HashMap<String, Enablement> = HashMap::new();
     let mut news = Vec::new();

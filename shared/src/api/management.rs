@@ -235,37 +235,6 @@ impl Drop for BundleDir {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::path_problem;
-
-    #[test]
-    fn bundle_paths_stay_inside_the_bundle() {
-        for good in ["a.yaml", "integrations/slack/config.yaml", "events/contact created.yaml", "x/y/z/w/v.json"] {
-            assert_eq!(path_problem(good), None, "{good}");
-        }
-        for bad in [
-            "",
-            "/etc/passwd",
-            "../x.yaml",
-            "a/../../x",
-            "a/./b",
-            "a//b",
-            ".env",
-            "a/.git/config",
-            "a\\b",
-            "a/b%2f",
-            "a/b:c",
-            "x/y/z/w/v/u.yaml",
-            "a\0b",
-            "é.yaml",
-        ] {
-            assert!(path_problem(bad).is_some(), "{bad:?} must be refused");
-        }
-        assert!(path_problem(&"a".repeat(256)).is_some());
-    }
-}
-
 /// How long a test URL waits for its request.
 const TEST_URL_LIFETIME: chrono::Duration = chrono::Duration::hours(1);
 
@@ -332,4 +301,35 @@ pub(super) async fn capture_test_request(
         return Err(ApiError::NotFound("this test URL is unknown, used or expired: ask for a new one".into()));
     }
     Ok(json_response(StatusCode::OK, &json!({ "captured": true, "workflowId": workflow_id })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_problem;
+
+    #[test]
+    fn bundle_paths_stay_inside_the_bundle() {
+        for good in ["a.yaml", "integrations/slack/config.yaml", "events/contact created.yaml", "x/y/z/w/v.json"] {
+            assert_eq!(path_problem(good), None, "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.yaml",
+            "a/../../x",
+            "a/./b",
+            "a//b",
+            ".env",
+            "a/.git/config",
+            "a\\b",
+            "a/b%2f",
+            "a/b:c",
+            "x/y/z/w/v/u.yaml",
+            "a\0b",
+            "é.yaml",
+        ] {
+            assert!(path_problem(bad).is_some(), "{bad:?} must be refused");
+        }
+        assert!(path_problem(&"a".repeat(256)).is_some());
+    }
 }
