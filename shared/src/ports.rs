@@ -12,7 +12,9 @@ use crate::model::project::AppEvent;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
 
 mod connect;
+mod idempotency;
 pub use connect::*;
+pub use idempotency::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -299,11 +301,26 @@ pub trait FanOutStore: Send + Sync {
 
 /// Everything the runtime stores.
 pub trait Store:
-    ProjectStore + WorkflowStore + AppEventStore + ExecutionStore + FileStore + FanOutStore + ConnectStore
+    ProjectStore
+    + WorkflowStore
+    + AppEventStore
+    + ExecutionStore
+    + FileStore
+    + FanOutStore
+    + ConnectStore
+    + IdempotencyStore
 {
 }
-impl<T: ProjectStore + WorkflowStore + AppEventStore + ExecutionStore + FileStore + FanOutStore + ConnectStore> Store
-    for T
+impl<
+    T: ProjectStore
+        + WorkflowStore
+        + AppEventStore
+        + ExecutionStore
+        + FileStore
+        + FanOutStore
+        + ConnectStore
+        + IdempotencyStore,
+> Store for T
 {
 }
 

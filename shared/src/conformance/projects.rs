@@ -140,9 +140,9 @@ pub async fn case_app_events_are_replaced_per_project(store: &dyn Store) {
     let created = AppEvent { name: "Contact Created".into(), example: json!({ "email": "a@b.c", "n": [1, 2] }) };
     let deleted = AppEvent { name: "Contact Deleted".into(), example: json!({}) };
     store.put_app_events(&project_id, &[created.clone(), deleted.clone()]).await.expect("put");
-    store.put_app_events(&other, &[deleted.clone()]).await.expect("put other");
+    store.put_app_events(&other, std::slice::from_ref(&deleted)).await.expect("put other");
     assert_eq!(store.app_events(&project_id).await.expect("read"), vec![created.clone(), deleted.clone()]);
-    store.put_app_events(&project_id, &[created.clone()]).await.expect("replace");
+    store.put_app_events(&project_id, std::slice::from_ref(&created)).await.expect("replace");
     assert_eq!(store.app_events(&project_id).await.expect("read replaced"), vec![created]);
     assert_eq!(store.app_events(&other).await.expect("read other"), vec![deleted]);
     store.put_app_events(&project_id, &[]).await.expect("clear");
