@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use serde_yaml_ng::{Mapping, Value};
+use sluice_shared::adapters::dynamodb::TTL_ATTRIBUTE;
 use sluice_shared::adapters::dynamodb::sweep::{DUE_AT, SHARD, SWEEP_INDEX};
 use sluice_shared::config::{
     ENV_ALLOW_PRIVATE_NETWORK, ENV_DEAD_LETTER_QUEUE_ARN, ENV_RECOVERY_DELAY_SECONDS, ENV_RESPONSE_QUEUE_URL,
@@ -484,6 +485,29 @@ fn the_recovery_sweep_runs_on_a_schedule_over_the_unfinished_index() {
         shortest >= visibility * u64::from(MAX_RECEIVES),
         "StuckAfterSeconds MinValue {shortest} s is shorter than a step message can live ({visibility} s x {MAX_RECEIVES})"
     );
+}
+
+/// Idempotency records expire through the table's TTL attribute (the one the adapter
+/// writes), and the trigger — which claims, completes and releases them — may do so.
+#[test]
+fn idempotency_records_expire_by_the_tables_ttl_and_the_trigger_may_write_them() {
+    let template = Template::load();
+    let (table, _) = template.resources_of_type("AWS::DynamoDB::Table").next().expect("a table");
+    let ttl = &template.resource(table).expect("the table")["Properties"]["TimeToLiveSpecification"];
+    assert_eq!(ttl["AttributeName"].as_str(), Some(TTL_ATTRIBUTE), "{table}: {ttl:?}");
+    assert_eq!(ttl["Enabled"].as_bool(), Some(true), "{table}: {ttl:?}");
+    let (name, trigger) = template.function_by_binary("trigger");
+    let mut allowed = BTreeSet::new();
+    for policy in trigger["Properties"]["Policies"].as_sequence().into_iter().flatten() {
+        for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+            if get_att(&statement["Resource"]).is_some_and(|(target, _)| target == table) {
+                allowed.extend(as_strings(&statement["Action"]));
+            }
+        }
+    }
+    for action in ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"] {
+        assert!(allowed.contains(action), "{name} lacks {action} on {table}: {allowed:?}");
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The conformance suites every adapter must pass: [`store_suite`] for `Store` and
 //! [`queue_suite`] for `Queue`, each a list of `pub async fn case_*` taking the trait object (in
-//! [`projects`], [`executions`], [`files`], [`fan_out`], [`connect`] and [`queue`])
+//! [`projects`], [`executions`], [`files`], [`fan_out`], [`connect`], [`idempotency`] and
+//! [`queue`])
 //! (run them one by one to narrow a failure down). Cases assert by panicking: this is test code.
 //!
 //! Invariants: store cases use fresh uuid ids, so they can share one table or database with
@@ -39,11 +40,17 @@
 //!   `infra/moto_server.py`, which makes each DynamoDB request atomic (as on AWS) and lets a
 //!   query read only its partition; with that, the suite runs with [`SuiteLimits::FULL`] on
 //!   moto too.
+//! - Idempotency keys: SQLite serialises claims in an immediate transaction and deletes up to
+//!   100 expired rows on each claim; DynamoDB claims with one conditional `PutItem`
+//!   (`attribute_not_exists(pk) OR expires_at < :now`, the live item returned on failure) and
+//!   leaves expired items to the table's TTL. Both treat a record past its `expires_at` as
+//!   absent, to the millisecond.
 
 pub mod connect;
 pub mod executions;
 pub mod fan_out;
 pub mod files;
+pub mod idempotency;
 pub mod projects;
 pub mod queue;
 pub mod start;
@@ -117,7 +124,16 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     connect::case_concurrent_enables_see_the_switch_once(store).await;
     connect::case_settings_are_per_user_and_scope(store).await;
     connect::case_credentials_are_per_user_and_integration(store).await;
+    idempotency::case_idempotency_key_is_claimed_once(store).await;
+    idempotency::case_idempotency_claim_with_another_hash_sees_the_first_hash(store).await;
+    idempotency::case_expired_idempotency_key_can_be_claimed_again(store).await;
+    idempotency::case_idempotency_claim_is_completed_or_released_by_its_token(store).await;
+    idempotency::case_concurrent_idempotency_claims_have_one_winner(store, CONCURRENT_CLAIMS).await;
+    idempotency::case_idempotency_keys_are_isolated_by_project_route_and_caller(store).await;
 }
+
+/// How many claims of one idempotency key the suite makes at once.
+const CONCURRENT_CLAIMS: usize = 50;
 
 /// Runs every start case: `starter` creates executions in `store` and sends to `queue`, whose
 /// steps queue must be unshared.

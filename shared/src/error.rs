@@ -88,6 +88,18 @@ impl From<crate::triggers::TriggerError> for ApiError {
     }
 }
 
+impl From<crate::idempotency::IdempotencyError> for ApiError {
+    fn from(error: crate::idempotency::IdempotencyError) -> Self {
+        use crate::idempotency::IdempotencyError;
+        match error {
+            IdempotencyError::Malformed => ApiError::BadRequest(error.to_string()),
+            IdempotencyError::Reused => ApiError::IdempotencyConflict(error.to_string()),
+            IdempotencyError::StillStarting => ApiError::Unavailable(error.to_string()),
+            IdempotencyError::Store(error) => ApiError::Store(error),
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(error: crate::auth::AuthError) -> Self {
         if error.is_client_error() {
@@ -240,6 +252,21 @@ mod tests {
             assert_eq!((status, retry_after), (StatusCode::INTERNAL_SERVER_ERROR, None), "{source}");
             assert_eq!(body["error"]["code"], "internal", "{source}");
         }
+    }
+
+    #[test]
+    fn idempotency_refusals_say_what_the_client_did_wrong() {
+        use crate::idempotency::IdempotencyError;
+        let (status, _, body) = answer(IdempotencyError::Malformed.into());
+        assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("bad_request")));
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("Idempotency-Key"), "{body}");
+        let (status, retry_after, body) = answer(IdempotencyError::Reused.into());
+        assert_eq!((status, retry_after), (StatusCode::UNPROCESSABLE_ENTITY, None));
+        assert_eq!(body["error"]["code"], "idempotency_key_reused");
+        assert!(body["error"]["message"].as_str().unwrap_or_default().contains("different request"), "{body}");
+        let (status, retry_after, body) = answer(IdempotencyError::StillStarting.into());
+        assert_eq!((status, retry_after.as_deref()), (StatusCode::SERVICE_UNAVAILABLE, Some("1")));
+        assert_eq!(body["error"]["code"], "unavailable");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod connect;
 pub mod crypto;
 pub mod deploy;
 pub mod error;
+pub mod idempotency;
 pub mod messages;
 pub mod net;
 pub mod oauth;

@@ -12,7 +12,9 @@ use crate::model::project::AppEvent;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
 
 mod connect;
+mod idempotency;
 pub use connect::*;
+pub use idempotency::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -328,7 +330,15 @@ pub trait FanOutStore: Send + Sync {
 
 /// Everything the runtime stores.
 pub trait Store:
-    ProjectStore + WorkflowStore + AppEventStore + SampleStore + ExecutionStore + FileStore + FanOutStore + ConnectStore
+    ProjectStore
+    + WorkflowStore
+    + AppEventStore
+    + SampleStore
+    + ExecutionStore
+    + FileStore
+    + FanOutStore
+    + ConnectStore
+    + IdempotencyStore
 {
 }
 impl<
@@ -339,7 +349,8 @@ impl<
         + ExecutionStore
         + FileStore
         + FanOutStore
-        + ConnectStore,
+        + ConnectStore
+        + IdempotencyStore,
 > Store for T
 {
 }

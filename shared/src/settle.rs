@@ -18,10 +18,11 @@ use crate::record::{SettledResponse, Timestamp, now};
 /// The longest a waiter sleeps between two looks at the store.
 const MAX_POLL_INTERVAL: Duration = Duration::from_millis(500);
 
-/// In-process wake-ups for callers waiting on their executions' responses.
+/// In-process wake-ups for callers waiting on their executions' responses: the first caller
+/// and any repeat of its request with the same `Idempotency-Key` wait on one execution.
 #[derive(Default)]
 pub struct Signals {
-    waiting: Mutex<HashMap<String, Arc<Notify>>>,
+    waiting: Mutex<HashMap<String, Vec<Arc<Notify>>>>,
 }
 
 impl std::fmt::Debug for Signals {
@@ -39,28 +40,37 @@ pub struct Watch<'a> {
 
 impl Signals {
     /// Registers a waiter for `execution_id` (before anything can settle it: a settle that
-    /// happens between registering and waiting is not missed).
+    /// happens between registering and waiting is not missed). Every waiter of an execution
+    /// is woken.
     pub fn watch(&self, execution_id: &str) -> Watch<'_> {
         let notify = Arc::new(Notify::new());
-        self.lock().insert(execution_id.to_string(), notify.clone());
+        self.lock().entry(execution_id.to_string()).or_default().push(notify.clone());
         Watch { signals: self, execution_id: execution_id.to_string(), notify }
     }
 
     fn notify(&self, execution_id: &str) {
-        if let Some(notify) = self.lock().get(execution_id) {
-            // A stored permit: the waiter wakes even if it is not waiting yet.
-            notify.notify_one();
+        if let Some(waiters) = self.lock().get(execution_id) {
+            for notify in waiters {
+                // A stored permit: the waiter wakes even if it is not waiting yet.
+                notify.notify_one();
+            }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Arc<Notify>>>> {
         self.waiting.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl Drop for Watch<'_> {
     fn drop(&mut self) {
-        self.signals.lock().remove(&self.execution_id);
+        let mut waiting = self.signals.lock();
+        if let Some(waiters) = waiting.get_mut(&self.execution_id) {
+            waiters.retain(|notify| !Arc::ptr_eq(notify, &self.notify));
+            if waiters.is_empty() {
+                waiting.remove(&self.execution_id);
+            }
+        }
     }
 }
 
@@ -115,5 +125,28 @@ pub async fn wait(
                 FirstWrite::Existing(earlier) => earlier,
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn woken(watch: &Watch<'_>) -> bool {
+        tokio::time::timeout(Duration::from_millis(200), watch.notify.notified()).await.is_ok()
+    }
+
+    #[tokio::test]
+    async fn every_waiter_of_an_execution_is_woken_and_a_dropped_one_leaves_the_others() {
+        let signals = Signals::default();
+        let (first, repeat, other) = (signals.watch("e1"), signals.watch("e1"), signals.watch("e2"));
+        signals.notify("e1");
+        assert!(woken(&first).await && woken(&repeat).await, "both waiters of e1 wake");
+        assert!(!woken(&other).await, "a waiter of another execution does not");
+        drop(repeat);
+        signals.notify("e1");
+        assert!(woken(&first).await, "the first waiter is still registered");
+        drop((first, other));
+        assert!(signals.lock().is_empty(), "nothing is left registered");
     }
 }

@@ -95,6 +95,16 @@ pub async fn app_events(
     project_id: &str,
     calls: Vec<AppEventCall>,
 ) -> Result<Vec<Report>, TriggerError> {
+    plan_app_events(runner, project_id, calls).await?.start(runner).await
+}
+
+/// [`app_events`] up to the start: what would start (execution ids chosen) and the reports,
+/// so that the answer is known before anything starts (an idempotency claim records it).
+pub async fn plan_app_events(
+    runner: &Runner,
+    project_id: &str,
+    calls: Vec<AppEventCall>,
+) -> Result<Planned, TriggerError> {
     let runtime = runner.runtime();
     let store = runtime.store.as_ref();
     let declared = store.app_events(project_id).await?;
@@ -114,7 +124,7 @@ pub async fn app_events(
         data.event = Some(call.name.clone());
         starts.push((call.user_id, Some(call.name), of_event, data));
     }
-    start_for(runner, project_id, starts).await
+    plan_for(runner, project_id, starts).await
 }
 
 /// A user switched `integration` on (from off, or never chosen): starts its deployed
@@ -158,7 +168,8 @@ async fn connection(
     let of_it: Vec<Arc<Deployment>> =
         live.into_iter().filter(|d| d.workflow.integration.as_deref() == Some(integration)).collect();
     let data = TriggerData::of(kind, payload);
-    let mut reports = start_for(runner, project_id, vec![(user_id.to_string(), None, of_it, data)]).await?;
+    let planned = plan_for(runner, project_id, vec![(user_id.to_string(), None, of_it, data)]).await?;
+    let mut reports = planned.start(runner).await?;
     Ok(reports.pop().unwrap_or_else(|| Report {
         user_id: user_id.to_string(),
         event: None,
@@ -178,13 +189,30 @@ async fn listeners(
     Ok(live.into_values().filter(|d| wanted(&d.workflow.trigger)).map(Arc::new).collect())
 }
 
-/// One user's share of a trigger call: the user, the event's name (app events), the listening
-/// deployments and the trigger data each execution gets.
-type UserStart = (String, Option<String>, Vec<Arc<Deployment>>, TriggerData);
+/// The executions a trigger call starts, with their ids chosen, and its reports.
+#[derive(Debug)]
+pub struct Planned {
+    /// One per call, in order: what starts (with its execution id) and what does not.
+    pub reports: Vec<Report>,
+    news: Vec<NewExecution>,
+}
 
-/// Starts, for each [`UserStart`], the listeners the user's choices let through; one report
-/// each, in order.
-async fn start_for(runner: &Runner, project_id: &str, starts: Vec<UserStart>) -> Result<Vec<Report>, TriggerError> {
+impl Planned {
+    /// Starts the planned executions, all created together; the reports as planned.
+    pub async fn start(self, runner: &Runner) -> Result<Vec<Report>, TriggerError> {
+        if !self.news.is_empty() {
+            start::start_many(runner, self.news).await?;
+        }
+        Ok(self.reports)
+    }
+}
+
+/// What one call may start: (user, event name, listening deployments, trigger data).
+type Start = (String, Option<String>, Vec<Arc<Deployment>>, TriggerData);
+
+/// Plans, for each (user, event, listeners, trigger data), the listeners the user's choices
+/// let through; one report each, in order.
+async fn plan_for(runner: &Runner, project_id: &str, starts: Vec<Start>) -> Result<Planned, TriggerError> {
     let connect: &Connect = runner.runtime().connect.as_ref();
     let mut choices: HashMap<String, Enablement> = HashMap::new();
     let mut news = Vec::new();
@@ -231,10 +259,7 @@ async fn start_for(runner: &Runner, project_id: &str, starts: Vec<UserStart>) ->
         }
         reports.push(report);
     }
-    if !news.is_empty() {
-        start::start_many(runner, news).await?;
-    }
-    Ok(reports)
+    Ok(Planned { reports, news })
 }
 
 /// The reports of a call as the API answers them, keyed for a quick read.

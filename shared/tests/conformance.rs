@@ -206,6 +206,24 @@ mod aws {
         client.delete_table().table_name(&table).send().await.expect("delete table");
     }
 
+    /// `create_table` turns the table's time to live on, on the attribute idempotency records
+    /// carry, and creating the table again leaves it on (DynamoDB refuses to enable it twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn created_table_expires_items_by_its_ttl_attribute() {
+        let Some(endpoint) = endpoint("created_table_expires_items_by_its_ttl_attribute") else {
+            return;
+        };
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+        let table = format!("sluice-conformance-{}", unique());
+        dynamodb::create_table(&client, &table).await.expect("create table");
+        dynamodb::create_table(&client, &table).await.expect("creating an existing table is a no-op");
+        let described = client.describe_time_to_live().table_name(&table).send().await.expect("describe TTL");
+        let ttl = described.time_to_live_description.expect("a TTL description");
+        assert_eq!(ttl.time_to_live_status, Some(aws_sdk_dynamodb::types::TimeToLiveStatus::Enabled));
+        assert_eq!(ttl.attribute_name.as_deref(), Some(dynamodb::TTL_ATTRIBUTE));
+        client.delete_table().table_name(&table).send().await.expect("delete table");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sqs_queue_conforms() {
         let Some(endpoint) = endpoint("sqs_queue_conforms") else {

@@ -10,14 +10,22 @@
 //! listener that did not start, why. An event nobody listens to is accepted (the answer says
 //! so); an undeclared name is refused with the declared ones, and a batch with one bad event
 //! starts nothing. Live payloads are not checked against the declared example.
+//!
+//! With an `Idempotency-Key` (scoped to the route and the user, or the project on the API-key
+//! route), a repeat starts nothing and gets the first answer, the same execution ids included
+//! (`super::idempotency`).
 
 use bytes::Bytes;
-use http::{HeaderMap, Response, StatusCode};
+use http::request::Parts;
+use http::{Response, StatusCode};
 use serde_json::{Map, Value, json};
 
 use super::executions::authorize;
+use super::idempotency::{self, Once};
 use crate::error::{ApiError, json_response};
+use crate::idempotency::Keyed;
 use crate::model::load::event_name_problem;
+use crate::ports::StoredAnswer;
 use crate::record::{MAX_JSON_DEPTH, too_deep};
 use crate::runner::Runner;
 use crate::triggers::{self, AppEventCall, Report};
@@ -27,11 +35,16 @@ pub const MAX_BATCH: usize = 100;
 /// The longest user id a backend may name.
 const MAX_USER_ID: usize = 256;
 
+/// The idempotency route of `POST /projects/{p}/sdk/events/trigger` (keys scoped by user).
+const SDK_ROUTE: &str = "sdk-events";
+/// The idempotency route of `POST /projects/{p}/events/trigger` (keys scoped by project).
+const API_ROUTE: &str = "api-events";
+
 /// `POST /projects/{p}/sdk/events/trigger`.
 pub(super) async fn sdk_trigger(
     runner: &Runner,
     project_id: &str,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
     let runtime = runner.runtime();
@@ -39,20 +52,24 @@ pub(super) async fn sdk_trigger(
     if body.len() > limit {
         return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
     }
-    let user_id = runtime.connect.user_of(project_id, headers).await?;
+    let idempotency_key = idempotency::key_in(&parts.headers)?;
+    let user_id = runtime.connect.user_of(project_id, &parts.headers).await?;
+    let keyed = idempotency::keyed(idempotency_key, parts, body, project_id, SDK_ROUTE.into(), &user_id);
+    if let Some(answer) = idempotency::earlier(runtime, keyed.as_ref()).await? {
+        return Ok(answer);
+    }
     let Value::Object(event) = json_body(body)? else {
         return Err(ApiError::BadRequest("the body must be {\"name\": ..., \"payload\": {...}}".into()));
     };
     let call = event_call(event, Some(user_id), "")?;
-    let reports = triggers::app_events(runner, project_id, vec![call]).await?;
-    Ok(answer(&reports, false))
+    deliver(runner, project_id, vec![call], false, keyed).await
 }
 
 /// `POST /projects/{p}/events/trigger`, one event or a batch.
 pub(super) async fn api_trigger(
     runner: &Runner,
     project_id: &str,
-    headers: &HeaderMap,
+    parts: &Parts,
     body: &Bytes,
 ) -> Result<Response<Bytes>, ApiError> {
     let runtime = runner.runtime();
@@ -61,7 +78,12 @@ pub(super) async fn api_trigger(
     if body.len() > limit {
         return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
     }
-    authorize(runtime, project_id, headers).await?;
+    let idempotency_key = idempotency::key_in(&parts.headers)?;
+    authorize(runtime, project_id, &parts.headers).await?;
+    let keyed = idempotency::keyed(idempotency_key, parts, body, project_id, API_ROUTE.into(), project_id);
+    if let Some(answer) = idempotency::earlier(runtime, keyed.as_ref()).await? {
+        return Ok(answer);
+    }
     let Value::Object(mut object) = json_body(body)? else {
         return Err(ApiError::BadRequest(
             "the body must be {\"userId\", \"name\", \"payload\"} or {\"events\": [...]}".into(),
@@ -99,8 +121,29 @@ pub(super) async fn api_trigger(
         Some(other) => return Err(ApiError::BadRequest(format!("`events` must be a list, not {}", kind(&other)))),
         None => (vec![event_call(object, None, "")?], false),
     };
-    let reports = triggers::app_events(runner, project_id, calls).await?;
-    Ok(answer(&reports, batch))
+    deliver(runner, project_id, calls, batch, keyed).await
+}
+
+/// Plans the events' starts, claims the key (if any) with the answer, then starts them; 202
+/// with what each event started and skipped.
+async fn deliver(
+    runner: &Runner,
+    project_id: &str,
+    calls: Vec<AppEventCall>,
+    batch: bool,
+    keyed: Option<Keyed>,
+) -> Result<Response<Bytes>, ApiError> {
+    let planned = triggers::plan_app_events(runner, project_id, calls).await?;
+    let body = answer(&planned.reports, batch);
+    let stored = StoredAnswer::Fixed { status: StatusCode::ACCEPTED.as_u16(), body: body.clone() };
+    let starting = {
+        let runner = runner.clone();
+        async move { planned.start(&runner).await.map_err(ApiError::from) }
+    };
+    match idempotency::start_once(runner.runtime(), keyed, stored, starting).await? {
+        Once::Started(_) => Ok(json_response(StatusCode::ACCEPTED, &body)),
+        Once::Repeat(answer) => Ok(answer),
+    }
 }
 
 /// One event of a body: `name`, `payload` (an object; `{}` when absent) and, without a user
@@ -158,15 +201,14 @@ fn event_call(mut event: Map<String, Value>, user: Option<String>, prefix: &str)
     if problems.is_empty() { Ok(AppEventCall { user_id, name, payload }) } else { Err(ApiError::Validation(problems)) }
 }
 
-/// 202 with what each event started and skipped.
-fn answer(reports: &[Report], batch: bool) -> Response<Bytes> {
+/// The 202 body: what each event started and skipped.
+fn answer(reports: &[Report], batch: bool) -> Value {
     let shown: Vec<Value> = reports.iter().map(shown).collect();
-    let body = if batch {
+    if batch {
         json!({ "events": shown, "summary": triggers::summary(reports) })
     } else {
         shown.into_iter().next().unwrap_or_else(|| json!({}))
-    };
-    json_response(StatusCode::ACCEPTED, &body)
+    }
 }
 
 fn shown(report: &Report) -> Value {

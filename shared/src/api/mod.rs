@@ -5,6 +5,7 @@
 mod connect;
 mod events;
 mod executions;
+mod idempotency;
 mod management;
 mod respond;
 mod test_runs;
@@ -65,13 +66,13 @@ impl Api {
                 allow(&request, &Method::POST)?;
                 let project = id(project)?;
                 let (parts, body) = request.into_parts();
-                events::sdk_trigger(&self.runner, project, &parts.headers, &body).await
+                events::sdk_trigger(&self.runner, project, &parts, &body).await
             }
             ["projects", project, "events", "trigger"] => {
                 allow(&request, &Method::POST)?;
                 let project = id(project)?;
                 let (parts, body) = request.into_parts();
-                events::api_trigger(&self.runner, project, &parts.headers, &body).await
+                events::api_trigger(&self.runner, project, &parts, &body).await
             }
             ["projects", project, "deploy"] => {
                 allow(&request, &Method::POST)?;

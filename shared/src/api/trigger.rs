@@ -2,7 +2,8 @@
 //! validate the request and start the execution through the one start use case
 //! (`crate::start`); then answer 202 at once, or — for a workflow with a Response step — the
 //! answer settled for it (the inline first segment usually settles it in this process, which
-//! wakes the wait at once).
+//! wakes the wait at once). With an `Idempotency-Key`, a repeat of the request (same user and
+//! workflow) starts nothing and gets the first answer (`super::idempotency`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -12,10 +13,12 @@ use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 
+use super::idempotency::{self, Once};
 use super::respond::settled_to_http;
 use super::validate::violations;
 use crate::error::{ApiError, json_response};
 use crate::model::Trigger;
+use crate::ports::StoredAnswer;
 use crate::record::{MAX_JSON_DEPTH, SettledResponse, TriggerData, TriggerKind, too_deep};
 use crate::runner::Runner;
 use crate::runtime::Host;
@@ -40,8 +43,14 @@ pub(super) async fn handle(
     if body.len() > limit {
         return Err(ApiError::PayloadTooLarge { size: body.len(), limit });
     }
+    let idempotency_key = idempotency::key_in(&parts.headers)?;
     let store = &runtime.store;
     let user_id = runtime.connect.user_of(project_id, &parts.headers).await?;
+    let route = format!("trigger:{workflow_id}");
+    let keyed = idempotency::keyed(idempotency_key, &parts, &body, project_id, route, &user_id);
+    if let Some(answer) = idempotency::earlier(runtime, keyed.as_ref()).await? {
+        return Ok(answer);
+    }
     let deployment = store
         .get_deployed(project_id, workflow_id)
         .await?
@@ -72,16 +81,26 @@ pub(super) async fn handle(
     let caller_waits = deployment.workflow.has_response_step();
     let id = start::new_execution_id();
     let watch = caller_waits.then(|| runtime.signals.watch(&id));
+    let accepted = json!({ "executionId": id });
+    let answer = if caller_waits {
+        StoredAnswer::Settled { execution_id: id.clone() }
+    } else {
+        StoredAnswer::Fixed { status: StatusCode::ACCEPTED.as_u16(), body: accepted.clone() }
+    };
     let new = NewExecution { id, deployment: Arc::new(deployment), trigger, user_id, test: false, caller_waits };
-    // In a task of its own: a caller that disconnects cannot stop the start half-way.
     let starting = {
         let runner = runner.clone();
-        tokio::spawn(async move { start::start(&runner, new).await })
+        async move { start::start(&runner, new).await.map_err(ApiError::from) }
     };
-    let started = starting.await.map_err(|e| ApiError::Internal(format!("the start task failed: {e}")))??;
+    // In a task of its own: a caller that disconnects cannot stop the start (nor leave its
+    // key claimed) half-way.
+    let started = match idempotency::start_once(runtime, keyed, answer, starting).await? {
+        Once::Started(started) => started,
+        Once::Repeat(answer) => return Ok(answer),
+    };
     let execution = started.execution;
     let Some(watch) = watch else {
-        return Ok(json_response(StatusCode::ACCEPTED, &json!({ "executionId": execution.id })));
+        return Ok(json_response(StatusCode::ACCEPTED, &accepted));
     };
     let give_up_at = Instant::now() + runtime.settings.response_timeout + Duration::from_secs(1);
     let settled =

@@ -10,12 +10,14 @@
 //! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB; files, which may be
 //! larger, are split into binary chunk items of at most 300 KiB (`files`); fan-out items are
 //! grouped into JSON chunk items of at most 100 items or 64 KiB, and completed branches are
-//! recorded and counted by one transaction each (`fan_out`).
+//! recorded and counted by one transaction each (`fan_out`). Only idempotency records expire
+//! (`idempotency`): they carry the table's TTL attribute [`TTL_ATTRIBUTE`].
 
 mod connect;
 mod executions;
 mod fan_out;
 mod files;
+mod idempotency;
 pub mod sweep;
 mod workflows;
 
@@ -27,7 +29,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
-    ProjectionType, ScalarAttributeType, TableStatus,
+    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
 };
 use chrono::DateTime;
 
@@ -37,8 +39,12 @@ use crate::record::Timestamp;
 /// A DynamoDB item as the SDK sees it.
 type Item = HashMap<String, AttributeValue>;
 
-/// `ProjectStore`, `WorkflowStore`, `ExecutionStore`, `FileStore` and `FanOutStore` over one
-/// DynamoDB table.
+/// The table's TTL attribute (`TimeToLiveSpecification` in `template.yaml`; enabled by
+/// [`create_table`]): epoch seconds after which DynamoDB may delete the item.
+pub const TTL_ATTRIBUTE: &str = "expiresAt";
+
+/// `ProjectStore`, `WorkflowStore`, `ExecutionStore`, `FileStore`, `FanOutStore`, the connect
+/// layer's stores and `IdempotencyStore` over one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -94,9 +100,10 @@ fn put_outcome<R: std::fmt::Debug>(
     }
 }
 
-/// Creates `table` (on-demand capacity, string keys `pk` HASH and `sk` RANGE, and the sparse
-/// recovery-sweep index [`sweep::SWEEP_INDEX`]) and waits until it is active. Succeeds without change if the table already exists. For tests and local use;
-/// deployed stacks get their table from `template.yaml`.
+/// Creates `table` (on-demand capacity, string keys `pk` HASH and `sk` RANGE, the sparse
+/// recovery-sweep index [`sweep::SWEEP_INDEX`]), waits until it is active and turns its time
+/// to live on ([`TTL_ATTRIBUTE`]). Succeeds without change if the table already exists. For
+/// tests and local use; deployed stacks get their table from `template.yaml`.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
     let key = |name: &str, key_type: KeyType| {
         KeySchemaElement::builder()
@@ -139,7 +146,13 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}
         Err(e) => return Err(backend("CreateTable", e)),
     }
-    // DynamoDB takes a few seconds to activate a table (local servers: none).
+    wait_until_active(client, table).await?;
+    enable_ttl(client, table).await
+}
+
+/// Waits until `table` is active: DynamoDB takes a few seconds to activate a table (local
+/// servers: none).
+async fn wait_until_active(client: &Client, table: &str) -> Result<(), StoreError> {
     for _ in 0..120 {
         let described =
             client.describe_table().table_name(table).send().await.map_err(|e| backend("DescribeTable", e))?;
@@ -149,6 +162,30 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     Err(StoreError::Backend(format!("table {table} did not become active within 60 s")))
+}
+
+/// Turns on the table's time to live on [`TTL_ATTRIBUTE`] unless it is on (or being turned
+/// on) already: DynamoDB refuses to enable it twice.
+async fn enable_ttl(client: &Client, table: &str) -> Result<(), StoreError> {
+    let described =
+        client.describe_time_to_live().table_name(table).send().await.map_err(|e| backend("DescribeTimeToLive", e))?;
+    let status = described.time_to_live_description.and_then(|d| d.time_to_live_status);
+    if matches!(status, Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)) {
+        return Ok(());
+    }
+    let specification = TimeToLiveSpecification::builder()
+        .attribute_name(TTL_ATTRIBUTE)
+        .enabled(true)
+        .build()
+        .map_err(|e| StoreError::Backend(format!("UpdateTimeToLive request: {e}")))?;
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(specification)
+        .send()
+        .await
+        .map_err(|e| backend("UpdateTimeToLive", e))?;
+    Ok(())
 }
 
 fn backend<E, R>(operation: &str, e: SdkError<E, R>) -> StoreError

@@ -1,6 +1,7 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
-//! step records, settled responses, execution files, fan-out items and branch results, and
-//! both queues (with their dead letters).
+//! step records, settled responses, execution files, fan-out items and branch results, the
+//! connect layer's records, claimed idempotency keys, and both queues (with their dead
+//! letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -12,6 +13,7 @@ mod connect;
 mod executions;
 mod fan_out;
 mod files;
+mod idempotency;
 mod queue;
 mod start;
 mod workflows;
@@ -39,7 +41,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 3: the test-run flag of executions (0 for executions written before), fan-out items and
 /// completed fan-out branches. 4: which call counted a branch (`counted_by`, NULL for
 /// branches counted before and for inline batches). 5: the connect layer's integrations,
-/// users, enablement, settings and sealed credentials.
+/// users, enablement, settings and sealed credentials. 6: app events. 7: idempotency keys.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -201,10 +203,30 @@ CREATE TABLE test_requests (
     PRIMARY KEY (project_id, workflow_id)
 );
 "#,
+    // 7: claimed idempotency keys, with what their first request was answered; the index
+    // finds expired rows to clean up.
+    r#"
+CREATE TABLE idempotency_keys (
+    project_id      TEXT NOT NULL,
+    route           TEXT NOT NULL,
+    caller          TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_hash    TEXT NOT NULL,
+    answer          TEXT NOT NULL,
+    token           TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    claimed_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (project_id, route, caller, idempotency_key)
+);
+CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at_ms);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
-/// `ExecutionStore`, `FileStore`, `FanOutStore` and `Queue` over one SQLite database. Cheap to clone (shared connection).
+/// `ExecutionStore`, `FileStore`, `FanOutStore`, the connect layer's stores,
+/// `IdempotencyStore` and `Queue` over one SQLite database. Cheap to clone (shared
+/// connection).
 #[derive(Clone)]
 pub struct Sqlite {
     conn: Arc<Mutex<Connection>>,
