@@ -236,14 +236,34 @@ fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
 
 fn print_try_it(project: &DevProject, workflows: &[(String, Workflow)], token: &str) {
     let base = &project.base_url;
-    let Some((_, workflow)) = workflows.first() else { return };
-    let body = example_body(workflow);
+    let request = workflows.iter().find(|(_, wf)| matches!(wf.trigger, Trigger::Request { .. }));
+    let event = workflows.iter().find_map(|(_, wf)| wf.trigger.event());
     println!("\nTry it (the token is valid for 24 hours; `sluice token --user ID` makes more):\n");
     println!("  export SLUICE_TOKEN='{token}'");
-    println!(
-        "  curl -i -X POST {base}/projects/{}/sdk/triggers/{} \\\n    -H \"Authorization: Bearer $SLUICE_TOKEN\" \\\n    -H 'content-type: application/json' \\\n    -d '{body}'",
-        project.project_id, workflow.id
-    );
+    match (request, event) {
+        (Some((_, workflow)), _) => {
+            let method = match &workflow.trigger {
+                Trigger::Request { method, .. } => method.as_str(),
+                _ => "POST",
+            };
+            let data = match method {
+                "GET" | "DELETE" => String::new(),
+                _ => format!(" \\\n    -H 'content-type: application/json' \\\n    -d '{}'", example_body(workflow)),
+            };
+            println!(
+                "  curl -i -X {method} {base}/projects/{}/sdk/triggers/{} \\\n    -H \"Authorization: Bearer $SLUICE_TOKEN\"{data}",
+                project.project_id, workflow.id
+            );
+        }
+        (None, Some(event)) => {
+            let body = serde_json::json!({ "name": event, "payload": {} });
+            println!(
+                "  curl -i -X POST {base}/projects/{}/sdk/events/trigger \\\n    -H \"Authorization: Bearer $SLUICE_TOKEN\" \\\n    -H 'content-type: application/json' \\\n    -d '{body}'",
+                project.project_id
+            );
+        }
+        (None, None) => {}
+    }
     println!("\nThen read the execution record (executionId from a 202 body or the x-sluice-execution-id header):\n");
     println!(
         "  curl -s {base}/projects/{}/executions/EXECUTION_ID -H 'Authorization: Bearer {}'\n",

@@ -8,40 +8,54 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use notify_debouncer_mini::notify::RecursiveMode;
-use notify_debouncer_mini::{DebounceEventResult, Debouncer, new_debouncer};
+use notify::event::ModifyKind;
+use notify::{Event, EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 use sluice_shared::deploy::{Change, Outcome};
 use sluice_shared::ports::Store;
 
 /// How long the folder must be quiet before a change is redeployed.
 pub const DEBOUNCE: Duration = Duration::from_millis(150);
 
-/// Watches `dir` while the returned guard lives; every change redeploys it to `project_id`.
-pub fn watch(
-    dir: &Path,
-    store: Arc<dyn Store>,
-    project_id: String,
-) -> anyhow::Result<Debouncer<notify_debouncer_mini::notify::RecommendedWatcher>> {
+/// Watches `dir` while the returned watcher lives; every change redeploys it to `project_id`.
+pub fn watch(dir: &Path, store: Arc<dyn Store>, project_id: String) -> anyhow::Result<RecommendedWatcher> {
     let (changed, mut changes) = tokio::sync::mpsc::channel::<()>(1);
-    let root = dir.to_path_buf();
-    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
-        // A full channel already holds a pending redeploy, which reads the folder afresh.
-        Ok(events) if events.iter().any(|event| relevant(&root, &event.path)) => drop(changed.try_send(())),
+    // Events name absolute paths: compare them to the folder's absolute path (a relative
+    // `.sluice/example-project` would otherwise look hidden as a whole).
+    let root = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    let mut watcher = notify::recommended_watcher(move |result: notify::Result<Event>| match result {
+        // Only writes, creations, removals and renames: reading the files (as a redeploy
+        // does) must not look like a change.
+        Ok(event) if is_write(&event.kind) && event.paths.iter().any(|path| relevant(&root, path)) => {
+            // A full channel already holds a pending redeploy, which reads the folder afresh.
+            if changed.try_send(()).is_err() {
+                tracing::trace!("a redeploy is already pending");
+            }
+        }
         Ok(_) => {}
         Err(error) => say(format!("watching the project folder failed: {error}")),
     })
     .context("cannot watch the project folder")?;
-    debouncer
-        .watcher()
-        .watch(dir, RecursiveMode::Recursive)
-        .with_context(|| format!("cannot watch {}", dir.display()))?;
+    watcher.watch(dir, RecursiveMode::Recursive).with_context(|| format!("cannot watch {}", dir.display()))?;
     let dir: PathBuf = dir.to_path_buf();
     tokio::spawn(async move {
         while changes.recv().await.is_some() {
+            // Editors write a file in several steps: wait for the folder to be quiet.
+            tokio::time::sleep(DEBOUNCE).await;
+            while changes.try_recv().is_ok() {}
             redeploy(&dir, store.as_ref(), &project_id).await;
         }
     });
-    Ok(debouncer)
+    Ok(watcher)
+}
+
+/// Whether an event changes a file's content or the folder's entries.
+fn is_write(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Create(_) | EventKind::Remove(_) => true,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Modify(_) => true,
+        EventKind::Access(_) | EventKind::Any | EventKind::Other => false,
+    }
 }
 
 /// Whether a change at `path` can change the project: not inside a hidden folder or file (the
@@ -88,7 +102,18 @@ fn say(line: String) {
 
 #[cfg(test)]
 mod tests {
+    use notify::event::{AccessKind, MetadataKind};
+
     use super::*;
+
+    #[test]
+    fn reading_the_files_is_not_a_change() {
+        assert!(is_write(&EventKind::Modify(ModifyKind::Data(notify::event::DataChange::Content))));
+        assert!(is_write(&EventKind::Create(notify::event::CreateKind::File)));
+        assert!(is_write(&EventKind::Remove(notify::event::RemoveKind::File)));
+        assert!(!is_write(&EventKind::Access(AccessKind::Open(notify::event::AccessMode::Read))));
+        assert!(!is_write(&EventKind::Modify(ModifyKind::Metadata(MetadataKind::AccessTime))));
+    }
 
     #[test]
     fn only_project_files_outside_hidden_folders_trigger_a_redeploy() {
