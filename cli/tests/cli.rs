@@ -551,6 +551,11 @@ fn dev_redeploys_its_folder_on_change_and_sluice_deploy_goes_through_the_api() {
     assert!(printed.contains("changed v1→v2"), "{printed}");
     answer(2);
     assert!(changed_at.elapsed() < Duration::from_secs(3), "redeployed in {:?}", changed_at.elapsed());
+    // Redeploying reads the files: that is not a change, and nothing is redeployed again.
+    let quiet_until = Instant::now() + Duration::from_millis(1000);
+    while let Ok(line) = lines.recv_timeout(quiet_until.saturating_duration_since(Instant::now())) {
+        assert!(!line.contains("changed"), "redeployed again without a change: {line}");
+    }
 
     // A file with a problem: reported, and the live versions kept.
     std::fs::write(project.join("bad.yaml"), "id: bad\ntrigger: { type: request }\nsteps: [{ id: r, type: nope }]\n")
