@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use sluice_e2e::on_both_backends;
 use sluice_e2e::record::{json_of, step};
 use sluice_e2e::stack::{Backend, TestStack};
+use sluice_shared::engine::StepKey;
 use tokio::io::AsyncWriteExt;
 
 const LONG: Duration = Duration::from_secs(30);
@@ -57,7 +58,7 @@ async fn fan_out_branches_that_delay_show_the_execution_waiting(stack: &TestStac
     while begun.elapsed() < Duration::from_millis(2_200) {
         let mut pauses = 0;
         for index in 0..6 {
-            let key = format!("pause@{index}");
+            let key = StepKey::new("pause", &[index]);
             pauses += usize::from(stack.store.latest_step(&id, &key).await.expect("read").is_some());
         }
         if pauses == 6 {

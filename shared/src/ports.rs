@@ -7,6 +7,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::Value;
 
+use crate::engine::StepKey;
 use crate::model::Workflow;
 use crate::model::project::AppEvent;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
@@ -221,7 +222,14 @@ pub trait ExecutionStore: Send + Sync {
         execution_id: &str,
         attempt: &StepAttempt,
     ) -> Result<FirstWrite<StepAttempt>, StoreError>;
-    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError>;
+    /// Attempt `attempt` of the step at `key`, if recorded: the record whose
+    /// [`StepAttempt::step`] is the key rendered (`notify`, `notify@3`).
+    async fn get_step(
+        &self,
+        execution_id: &str,
+        key: &StepKey,
+        attempt: u32,
+    ) -> Result<Option<StepAttempt>, StoreError>;
     /// Every recorded attempt of the execution, ordered by start time (then step, attempt).
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError>;
     /// Settles what a synchronous caller gets. First writer wins.
@@ -256,22 +264,27 @@ pub trait FileStore: Send + Sync {
 /// The most items one fan-out may have.
 pub use crate::engine::MAX_FAN_OUT_ITEMS;
 
-/// Step records by key, and the join of fan-out branches. A *step key* is the step id, plus
-/// `@` and the dot-separated branch indexes of its enclosing fan-outs when it runs inside
-/// one (`notify@3`, `leaf@3.5`); a *fan-out key* is the step key of the fan-out step.
+/// Step records by key, and the join of fan-out branches. A *step key* ([`StepKey`]) is the
+/// step id and the branch indexes of its enclosing fan-outs; a *fan-out key* is the step key of
+/// the fan-out step. Adapters store them rendered (`notify`, `notify@3`, `leaf@3.5`: the text
+/// of [`StepAttempt::step`]) and compare them whole, so `f`, `f@1` and `fa` are different keys.
 #[async_trait]
 pub trait FanOutStore: Send + Sync {
     /// The attempt of `step_key` with the highest attempt number, if any.
-    async fn latest_step(&self, execution_id: &str, step_key: &str) -> Result<Option<StepAttempt>, StoreError>;
+    async fn latest_step(&self, execution_id: &str, step_key: &StepKey) -> Result<Option<StepAttempt>, StoreError>;
     /// Keeps the items of a fan-out (so that branches started later find theirs). Calling it
     /// again with the same items is harmless.
-    async fn put_fan_out_items(&self, execution_id: &str, fan_out_key: &str, items: &[Value])
-    -> Result<(), StoreError>;
+    async fn put_fan_out_items(
+        &self,
+        execution_id: &str,
+        fan_out_key: &StepKey,
+        items: &[Value],
+    ) -> Result<(), StoreError>;
     /// Item `index` of a fan-out, as kept by `put_fan_out_items`.
     async fn fan_out_item(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         index: u32,
     ) -> Result<Option<Value>, StoreError>;
     /// Records branch `index` of a fan-out of `total` branches as done with `result`, once: a
@@ -286,7 +299,7 @@ pub trait FanOutStore: Send + Sync {
     async fn complete_branch(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         index: u32,
         total: u32,
         result: &Value,
@@ -298,7 +311,7 @@ pub trait FanOutStore: Send + Sync {
     async fn complete_branches(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         total: u32,
         results: &[(u32, Value)],
     ) -> Result<bool, StoreError> {
@@ -319,13 +332,13 @@ pub trait FanOutStore: Send + Sync {
     async fn record_branches(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         total: u32,
         records: &[Vec<StepAttempt>],
         results: &[(u32, Value)],
     ) -> Result<Option<bool>, StoreError>;
     /// The result of every done branch, in index order.
-    async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError>;
+    async fn branch_results(&self, execution_id: &str, fan_out_key: &StepKey) -> Result<Vec<(u32, Value)>, StoreError>;
 }
 
 /// Everything the runtime stores.

@@ -38,7 +38,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::task::JoinHandle;
 
-use crate::engine::{self, Effect, Event, State};
+use crate::engine::{self, Effect, Event, State, StepKey};
 use crate::messages::{DeadlineMessage, StepMessage};
 use crate::model::Workflow;
 use crate::ports::{
@@ -51,7 +51,8 @@ use crate::runtime::{Host, Runtime};
 /// The step key of the record an inline first segment leaves when it stopped without error
 /// and the execution has not ended: what is left is in the queue's hands, and the recovery
 /// must not resume it. Not a workflow step (step ids cannot start with `$`); the execution
-/// record leaves it out.
+/// record leaves it out. It is read back as the top-level key `StepKey::top(HANDED_OFF)`,
+/// which renders as this very text (no `@`, so no scope), the key it is recorded under.
 pub const HANDED_OFF: &str = "$handed-off";
 
 /// What starts an execution.
@@ -246,7 +247,7 @@ async fn record_hand_off(runtime: &Runtime, execution_id: &str) -> Result<(), St
 /// step was delivered if it is recorded.
 pub async fn moved_on(store: &dyn Store, execution: &Execution, first: &str, host: Host) -> Result<bool, StoreError> {
     let step = if runs_inline(execution, host) { HANDED_OFF } else { first };
-    Ok(store.get_step(&execution.id, step, 1).await?.is_some())
+    Ok(store.get_step(&execution.id, &StepKey::top(step), 1).await?.is_some())
 }
 
 /// `StartExecution` for a store and a queue that cannot share a transaction (DynamoDB + SQS):
@@ -321,4 +322,16 @@ async fn send_grouped(queue: &dyn SendQueue, messages: Vec<(QueueName, Outgoing)
 /// The workflow a deployment runs (for callers that hold only the `Arc`).
 pub fn workflow_of(deployment: &Deployment) -> &Workflow {
     &deployment.workflow
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-off marker is looked up under the very text it is recorded under.
+    #[test]
+    fn the_hand_off_marker_key_renders_as_recorded() {
+        assert_eq!(StepKey::top(HANDED_OFF).to_string(), HANDED_OFF);
+        assert_eq!(HANDED_OFF.parse::<StepKey>(), Ok(StepKey::top(HANDED_OFF)));
+    }
 }

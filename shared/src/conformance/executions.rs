@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::{at_ms, unique};
+use crate::engine::StepKey;
 use crate::ports::{FirstWrite, Store, StoreError};
 use crate::record::{
     Execution, ExecutionError, ExecutionStatus, HttpResponse, SettledResponse, StepAttempt, StepError, StepStatus,
@@ -101,7 +102,7 @@ pub async fn case_record_step_first_writer_wins(store: &dyn Store) {
     redelivered.ended_at = at_ms(first.ended_at.timestamp_millis() + 5);
     let second = store.record_step(&execution_id, &redelivered).await.expect("record again");
     assert_eq!(second, FirstWrite::Existing(first.clone()), "the second writer gets the first record");
-    assert_eq!(store.get_step(&execution_id, "fetch", 1).await.expect("get step"), Some(first.clone()));
+    assert_eq!(store.get_step(&execution_id, &StepKey::top("fetch"), 1).await.expect("get step"), Some(first.clone()));
 
     let failed = StepAttempt {
         attempt: 2,
@@ -111,10 +112,10 @@ pub async fn case_record_step_first_writer_wins(store: &dyn Store) {
         ..first.clone()
     };
     assert_eq!(store.record_step(&execution_id, &failed).await.expect("record 2"), FirstWrite::Written);
-    assert_eq!(store.get_step(&execution_id, "fetch", 2).await.expect("get 2"), Some(failed));
-    assert_eq!(store.get_step(&execution_id, "fetch", 3).await.expect("get 3"), None);
-    assert_eq!(store.get_step(&execution_id, "other", 1).await.expect("get other"), None);
-    assert_eq!(store.get_step(&unique("e"), "fetch", 1).await.expect("get unknown"), None);
+    assert_eq!(store.get_step(&execution_id, &StepKey::top("fetch"), 2).await.expect("get 2"), Some(failed));
+    assert_eq!(store.get_step(&execution_id, &StepKey::top("fetch"), 3).await.expect("get 3"), None);
+    assert_eq!(store.get_step(&execution_id, &StepKey::top("other"), 1).await.expect("get other"), None);
+    assert_eq!(store.get_step(&unique("e"), &StepKey::top("fetch"), 1).await.expect("get unknown"), None);
 }
 
 /// Two concurrent writers of one attempt: exactly one writes, the other reads its record.
@@ -124,7 +125,7 @@ pub async fn case_concurrent_record_step_has_one_winner(store: &dyn Store) {
     let a = attempt("fetch", 1, started, json!("from a"));
     let b = attempt("fetch", 1, started, json!("from b"));
     let (ra, rb) = tokio::join!(store.record_step(&execution_id, &a), store.record_step(&execution_id, &b));
-    let stored = store.get_step(&execution_id, "fetch", 1).await.expect("get").expect("recorded");
+    let stored = store.get_step(&execution_id, &StepKey::top("fetch"), 1).await.expect("get").expect("recorded");
     match (ra.expect("record a"), rb.expect("record b")) {
         (FirstWrite::Written, FirstWrite::Existing(seen)) => assert_eq!((&seen, &stored), (&a, &a)),
         (FirstWrite::Existing(seen), FirstWrite::Written) => assert_eq!((&seen, &stored), (&b, &b)),
@@ -197,7 +198,7 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
 
     let a = attempt("t", 1, at_ms(1_764_000_000_999), json!(null));
     store.record_step(&e.id, &a).await.expect("record");
-    let got = store.get_step(&e.id, "t", 1).await.expect("get").expect("exists");
+    let got = store.get_step(&e.id, &StepKey::top("t"), 1).await.expect("get").expect("exists");
     assert_eq!((got.started_at, got.ended_at), (a.started_at, a.ended_at));
 
     let settled = SettledResponse::WorkflowEnded {
@@ -225,7 +226,7 @@ pub async fn case_step_logs_round_trip(store: &dyn Store) {
     silent.logs = Vec::new();
     for a in [&logged, &silent] {
         assert_eq!(store.record_step(&execution_id, a).await.expect("record"), FirstWrite::Written);
-        assert_eq!(store.get_step(&execution_id, &a.step, 1).await.expect("get step").as_ref(), Some(a));
+        assert_eq!(store.get_step(&execution_id, &StepKey::top(&a.step), 1).await.expect("get step").as_ref(), Some(a));
     }
     assert_eq!(store.list_steps(&execution_id).await.expect("list"), vec![logged.clone(), silent]);
 

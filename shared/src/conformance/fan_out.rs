@@ -9,8 +9,14 @@ use serde_json::{Value, json};
 
 use super::{SuiteLimits, at_ms, join_all, unique};
 use crate::adapters::MAX_FAN_OUT_VALUE_BYTES;
+use crate::engine::StepKey;
 use crate::ports::{Counted, FirstWrite, MAX_FAN_OUT_ITEMS, Store, StoreError};
 use crate::record::{StepAttempt, StepStatus};
+
+/// The key rendered `text` (`f`, `f@1`).
+fn key(text: &str) -> StepKey {
+    text.parse().expect("a step key")
+}
 
 fn attempt(step: &str, n: u32) -> StepAttempt {
     let started_at = at_ms(1_764_000_000_001 + i64::from(n) * 1_000);
@@ -35,19 +41,31 @@ fn blob(bytes: usize) -> Value {
 /// The attempt with the highest number, by number (not by write order), of exactly that key.
 pub async fn case_latest_step_is_the_highest_attempt_of_its_key(store: &dyn Store) {
     let execution_id = unique("e");
-    assert_eq!(store.latest_step(&execution_id, "a").await.expect("latest of nothing"), None);
-    let written = [("a", 2), ("a", 3), ("a", 1), ("a@1", 5), ("a@1.2", 6), ("ab", 10), ("ab", 9), ("b", 4)];
+    assert_eq!(store.latest_step(&execution_id, &StepKey::top("a")).await.expect("latest of nothing"), None);
+    let written =
+        [("a", 2), ("a", 3), ("a", 1), ("a@1", 5), ("a@1.2", 6), ("ab", 10), ("ab", 9), ("b", 4), ("c@1.2", 7)];
     for (step, n) in written {
         assert_eq!(store.record_step(&execution_id, &attempt(step, n)).await.expect("record"), FirstWrite::Written);
     }
-    for (key, latest) in [("a", 3), ("a@1", 5), ("a@1.2", 6), ("ab", 10), ("b", 4)] {
-        let got = store.latest_step(&execution_id, key).await.expect("latest step");
-        assert_eq!(got, Some(attempt(key, latest)), "the latest attempt of `{key}`");
+    for (text, latest) in [("a", 3), ("a@1", 5), ("a@1.2", 6), ("ab", 10), ("b", 4), ("c@1.2", 7)] {
+        let got = store.latest_step(&execution_id, &key(text)).await.expect("latest step");
+        assert_eq!(got, Some(attempt(text, latest)), "the latest attempt of `{text}`");
     }
-    for key in ["a@2", "a@1.", "a@", "", "c", "A"] {
-        assert_eq!(store.latest_step(&execution_id, key).await.expect("latest"), None, "nothing under `{key}`");
+    // Keys next to recorded ones, and keys whose text begins another's (`c`, `c@1`: `c@1.2`).
+    let nothing = [
+        StepKey::new("a", &[2]),
+        StepKey::new("a", &[0]),
+        StepKey::new("a", &[1, 0]),
+        StepKey::new("a", &[1, 2, 0]),
+        StepKey::new("a", &[12]),
+        StepKey::top("c"),
+        StepKey::new("c", &[1]),
+        StepKey::top("A"),
+    ];
+    for key in nothing {
+        assert_eq!(store.latest_step(&execution_id, &key).await.expect("latest"), None, "nothing under `{key}`");
     }
-    assert_eq!(store.latest_step(&unique("e"), "a").await.expect("other execution"), None);
+    assert_eq!(store.latest_step(&unique("e"), &StepKey::top("a")).await.expect("other execution"), None);
 }
 
 /// 10,000 small items read back one by one; large items (60 KiB) too; other keys and indexes
@@ -55,34 +73,36 @@ pub async fn case_latest_step_is_the_highest_attempt_of_its_key(store: &dyn Stor
 pub async fn case_fan_out_items_round_trip(store: &dyn Store) {
     let execution_id = unique("e");
     let items: Vec<Value> = (0..MAX_FAN_OUT_ITEMS).map(|i| json!({ "i": i, "name": format!("item-{i}") })).collect();
-    assert_eq!(store.fan_out_item(&execution_id, "f", 0).await.expect("item before any"), None);
-    store.put_fan_out_items(&execution_id, "f", &items).await.expect("put 10,000 items");
-    let check = async |key: &str, items: &[Value], indexes: &[usize]| {
+    let (f, f1) = (StepKey::top("f"), StepKey::new("f", &[1]));
+    assert_eq!(store.fan_out_item(&execution_id, &f, 0).await.expect("item before any"), None);
+    store.put_fan_out_items(&execution_id, &f, &items).await.expect("put 10,000 items");
+    let check = async |key: &StepKey, items: &[Value], indexes: &[usize]| {
         for &i in indexes {
             let index = u32::try_from(i).expect("a small index");
             let got = store.fan_out_item(&execution_id, key, index).await.expect("fan-out item");
             assert_eq!(got.as_ref(), items.get(i), "item {i} of `{key}`");
         }
     };
-    check("f", &items, &[0, 1, 99, 100, 101, 4_999, 5_000, 9_998, 9_999, 10_000, 12_345]).await;
-    store.put_fan_out_items(&execution_id, "f", &items).await.expect("put the same items again");
-    check("f", &items, &[0, 5_000, 9_999, 10_000]).await;
+    check(&f, &items, &[0, 1, 99, 100, 101, 4_999, 5_000, 9_998, 9_999, 10_000, 12_345]).await;
+    store.put_fan_out_items(&execution_id, &f, &items).await.expect("put the same items again");
+    check(&f, &items, &[0, 5_000, 9_999, 10_000]).await;
 
     // Large items (the runner allows up to 64 KiB each) of a nested fan-out key.
     let large: Vec<Value> = (0..7).map(|i| json!({ "i": i, "blob": blob(60 * 1024) })).collect();
-    store.put_fan_out_items(&execution_id, "f@1", &large).await.expect("put large items");
-    check("f@1", &large, &[0, 1, 2, 3, 4, 5, 6, 7]).await;
-    check("f", &items, &[0, 6, 9_999]).await;
-    for key in ["fa", "f@", "f@1.0", "g"] {
-        assert_eq!(store.fan_out_item(&execution_id, key, 0).await.expect("item"), None, "nothing under `{key}`");
+    store.put_fan_out_items(&execution_id, &f1, &large).await.expect("put large items");
+    check(&f1, &large, &[0, 1, 2, 3, 4, 5, 6, 7]).await;
+    check(&f, &items, &[0, 6, 9_999]).await;
+    for key in [StepKey::top("fa"), StepKey::new("f", &[0]), StepKey::new("f", &[1, 0]), StepKey::top("g")] {
+        assert_eq!(store.fan_out_item(&execution_id, &key, 0).await.expect("item"), None, "nothing under `{key}`");
     }
-    assert_eq!(store.fan_out_item(&unique("e"), "f", 0).await.expect("other execution"), None);
-    assert_eq!(store.fan_out_item(&execution_id, "f", u32::MAX).await.expect("index u32::MAX"), None);
+    assert_eq!(store.fan_out_item(&unique("e"), &f, 0).await.expect("other execution"), None);
+    assert_eq!(store.fan_out_item(&execution_id, &f, u32::MAX).await.expect("index u32::MAX"), None);
 
     let too_many = vec![json!(1); MAX_FAN_OUT_ITEMS + 1];
-    let refused = store.put_fan_out_items(&execution_id, "h", &too_many).await;
+    let h = StepKey::top("h");
+    let refused = store.put_fan_out_items(&execution_id, &h, &too_many).await;
     assert!(matches!(refused, Err(StoreError::TooLarge(_))), "10,001 items: {refused:?}");
-    let refused = store.put_fan_out_items(&execution_id, "h", &[blob(MAX_FAN_OUT_VALUE_BYTES + 1)]).await;
+    let refused = store.put_fan_out_items(&execution_id, &h, &[blob(MAX_FAN_OUT_VALUE_BYTES + 1)]).await;
     assert!(matches!(refused, Err(StoreError::TooLarge(_))), "an item over the limit: {refused:?}");
 }
 
@@ -90,7 +110,7 @@ pub async fn case_fan_out_items_round_trip(store: &dyn Store) {
 async fn done(
     store: &dyn Store,
     execution_id: &str,
-    key: &str,
+    key: &StepKey,
     index: u32,
     total: u32,
     result: &Value,
@@ -103,32 +123,32 @@ async fn done(
 /// same call made again (its answer was lost) still did; a later one did not, and nobody
 /// counts a branch first once it was counted.
 pub async fn case_one_delivery_counts_a_branch_first(store: &dyn Store) {
-    let execution_id = unique("e");
+    let (execution_id, f) = (unique("e"), StepKey::top("f"));
     let tokens: Vec<String> = (0..8).map(|_| unique("by")).collect();
     let results: Vec<Value> = tokens.iter().map(|by| json!(by)).collect();
     let counts =
-        tokens.iter().zip(&results).map(|(by, result)| store.complete_branch(&execution_id, "f", 1, 3, result, by));
+        tokens.iter().zip(&results).map(|(by, result)| store.complete_branch(&execution_id, &f, 1, 3, result, by));
     let counted: Vec<Counted> = join_all(counts).await.into_iter().map(|c| c.expect("count")).collect();
     let firsts: Vec<usize> = (0..8).filter(|n| counted[*n].first).collect();
     assert_eq!(firsts.len(), 1, "exactly one of eight simultaneous counts is first: {counted:?}");
     assert!(counted.iter().all(|c| !c.all_done), "one of three branches done");
     let winner = &tokens[firsts[0]];
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    let results = store.branch_results(&execution_id, &f).await.expect("results");
     assert_eq!(results, vec![(1, json!(winner))], "the first count's result is kept");
-    let again = store.complete_branch(&execution_id, "f", 1, 3, &json!(winner), winner).await.expect("retried");
+    let again = store.complete_branch(&execution_id, &f, 1, 3, &json!(winner), winner).await.expect("retried");
     assert_eq!(again, Counted { all_done: false, first: true }, "a retried call is still the first");
     let loser = &tokens[(firsts[0] + 1) % 8];
-    let late = store.complete_branch(&execution_id, "f", 1, 3, &json!(loser), loser).await.expect("late");
+    let late = store.complete_branch(&execution_id, &f, 1, 3, &json!(loser), loser).await.expect("late");
     assert!(!late.first, "a duplicate is not first");
     for index in [0, 2] {
         let by = unique("by");
-        let counted = store.complete_branch(&execution_id, "f", index, 3, &json!(index), &by).await.expect("count");
+        let counted = store.complete_branch(&execution_id, &f, index, 3, &json!(index), &by).await.expect("count");
         assert!(counted.first, "branch {index} counted for the first time");
         assert_eq!(counted.all_done, index == 2);
     }
     let batch = [(0, json!("batch"))];
-    assert!(store.complete_branches(&execution_id, "f", 3, &batch).await.expect("batch"), "still all done");
-    let after = store.complete_branch(&execution_id, "f", 0, 3, &json!(0), &unique("by")).await.expect("after");
+    assert!(store.complete_branches(&execution_id, &f, 3, &batch).await.expect("batch"), "still all done");
+    let after = store.complete_branch(&execution_id, &f, 0, 3, &json!(0), &unique("by")).await.expect("after");
     assert_eq!(after, Counted { all_done: true, first: false });
 }
 
@@ -137,13 +157,13 @@ pub async fn case_one_delivery_counts_a_branch_first(store: &dyn Store) {
 /// results over the limit and indexes outside the fan-out are refused.
 pub async fn case_complete_branch_counts_once(store: &dyn Store) {
     let execution_id = unique("e");
-    let complete = async |index: u32, result: &Value| done(store, &execution_id, "f", index, 4, result).await;
-    assert_eq!(store.branch_results(&execution_id, "f").await.expect("no results"), vec![]);
+    let complete = async |index: u32, result: &Value| done(store, &execution_id, &key("f"), index, 4, result).await;
+    assert_eq!(store.branch_results(&execution_id, &key("f")).await.expect("no results"), vec![]);
     assert!(!complete(1, &json!({ "first": true })).await.expect("complete 1"));
     assert!(!complete(1, &json!({ "second": true })).await.expect("again"), "a redelivery is not a new branch");
     assert!(!complete(0, &Value::Null).await.expect("complete 0"));
     assert!(!complete(0, &json!("late")).await.expect("0 again"));
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(results, vec![(0, Value::Null), (1, json!({ "first": true }))], "the first results, in order");
 
     let largest = blob(MAX_FAN_OUT_VALUE_BYTES);
@@ -152,15 +172,15 @@ pub async fn case_complete_branch_counts_once(store: &dyn Store) {
     assert!(matches!(over, Err(StoreError::TooLarge(_))), "a result over the limit: {over:?}");
     let outside = complete(4, &json!(1)).await;
     assert!(matches!(outside, Err(StoreError::TooLarge(_))), "an index past the fan-out's total: {outside:?}");
-    let beyond = done(store, &execution_id, "f", 0, MAX_FAN_OUT_ITEMS as u32 + 1, &json!(1)).await;
+    let beyond = done(store, &execution_id, &key("f"), 0, MAX_FAN_OUT_ITEMS as u32 + 1, &json!(1)).await;
     assert!(matches!(beyond, Err(StoreError::TooLarge(_))), "a total no fan-out has: {beyond:?}");
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2], "refused results are not kept");
     assert_eq!(results[2].1, largest);
     assert!(complete(3, &json!("last")).await.expect("the last branch"), "the last branch completes the join");
     assert!(complete(0, &json!("later")).await.expect("0 once more"), "a redelivery after the join sees it done");
     assert!(complete(3, &json!("again")).await.expect("3 again"));
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(
         results.iter().map(|(_, r)| r.clone()).collect::<Vec<_>>(),
         [Value::Null, json!({ "first": true }), largest, json!("last")]
@@ -177,13 +197,13 @@ pub async fn case_join_is_done_only_after_every_branch(store: &dyn Store) {
         order.sort_by_key(|i| (i * 7919) % total);
         for index in order {
             for delivery in 0..2 {
-                let done = done(store, &execution_id, "f", index, total, &json!(delivery)).await;
+                let done = done(store, &execution_id, &key("f"), index, total, &json!(delivery)).await;
                 assert!(!done.expect("complete"), "{total} branches: done before branch {last} ({index} #{delivery})");
             }
         }
-        assert!(done(store, &execution_id, "f", last, total, &json!(0)).await.expect("last"), "{total}");
-        assert!(done(store, &execution_id, "f", last, total, &json!(1)).await.expect("again"), "{total}");
-        let results = store.branch_results(&execution_id, "f").await.expect("results");
+        assert!(done(store, &execution_id, &key("f"), last, total, &json!(0)).await.expect("last"), "{total}");
+        assert!(done(store, &execution_id, &key("f"), last, total, &json!(1)).await.expect("again"), "{total}");
+        let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
         assert_eq!(results.len(), total as usize, "{total}");
         assert!(results.iter().all(|(_, r)| *r == json!(0)), "{total}: first deliveries' results");
     }
@@ -201,7 +221,7 @@ pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Stor
             let index = n % 50;
             let result = json!({ "index": index, "delivery": n / 50 });
             let execution_id = execution_id.as_str();
-            async move { done(store, execution_id, "f", index, 50, &result).await }
+            async move { done(store, execution_id, &key("f"), index, 50, &result).await }
         });
         finished.extend(join_all(completions).await.into_iter().map(|c| c.expect("complete")));
     }
@@ -210,8 +230,8 @@ pub async fn case_concurrent_completions_count_each_branch_once(store: &dyn Stor
         assert_eq!(finished.iter().position(|done| *done), Some(49), "done exactly with the 50th branch");
     }
     assert!(finished[50..].iter().all(|done| *done), "every redelivery after all first deliveries sees it done");
-    assert!(done(store, &execution_id, "f", 7, 50, &json!("again")).await.expect("redelivery"));
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert!(done(store, &execution_id, &key("f"), 7, 50, &json!("again")).await.expect("redelivery"));
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), (0..50).collect::<Vec<_>>());
     for (index, result) in results {
         assert_eq!(result["index"], json!(index), "branch {index} keeps its own result");
@@ -233,7 +253,7 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
     for window in order.chunks(limits.concurrent_completions.max(1)) {
         let completions = window.iter().map(|&index| {
             let (execution_id, result) = (execution_id.as_str(), result(index));
-            async move { done(store, execution_id, "f", index, count, &result).await }
+            async move { done(store, execution_id, &key("f"), index, count, &result).await }
         });
         finished.extend(join_all(completions).await.into_iter().map(|done| done.expect("complete")));
     }
@@ -241,37 +261,40 @@ pub async fn case_branch_results_are_ordered_and_complete(store: &dyn Store, lim
     if limits.concurrent_completions <= 1 {
         assert_eq!(finished.iter().position(|done| *done), Some(count as usize - 1), "done only with the last");
     }
-    for (key, index) in [("f@1", 0), ("f@1", 5), ("fa", 3)] {
-        let done = done(store, &execution_id, key, index, 6, &json!(key)).await.expect("other key");
-        assert!(!done, "`{key}` is counted apart from `f`");
+    for (text, index) in [("f@1", 0), ("f@1", 5), ("fa", 3)] {
+        let done = done(store, &execution_id, &key(text), index, 6, &json!(text)).await.expect("other key");
+        assert!(!done, "`{text}` is counted apart from `f`");
     }
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(results.len(), count as usize, "every result is listed");
     assert!(results.iter().enumerate().all(|(i, (index, _))| *index as usize == i), "results are in index order");
     assert!(results.iter().all(|(index, value)| *value == result(*index)), "every result is its branch's");
     assert_eq!(
-        store.branch_results(&execution_id, "f@1").await.expect("f@1"),
+        store.branch_results(&execution_id, &key("f@1")).await.expect("f@1"),
         vec![(0, json!("f@1")), (5, json!("f@1"))]
     );
-    assert_eq!(store.branch_results(&execution_id, "fa").await.expect("fa"), vec![(3, json!("fa"))]);
-    assert!(done(store, &execution_id, "f", 0, count, &json!("redelivered")).await.expect("again"));
+    assert_eq!(store.branch_results(&execution_id, &key("fa")).await.expect("fa"), vec![(3, json!("fa"))]);
+    assert!(done(store, &execution_id, &key("f"), 0, count, &json!("redelivered")).await.expect("again"));
 }
 
 /// Branches completed in a batch count once each, alongside single completions and
 /// redeliveries, and the batch that completes the last branch says so.
 pub async fn case_complete_branches_in_a_batch_counts_each_once(store: &dyn Store) {
     let execution_id = unique("e");
-    assert!(!done(store, &execution_id, "f", 2, 5, &json!("single")).await.expect("single"));
+    assert!(!done(store, &execution_id, &key("f"), 2, 5, &json!("single")).await.expect("single"));
     let first = [(0, json!("a")), (1, json!("b")), (2, json!("again"))];
-    assert!(!store.complete_branches(&execution_id, "f", 5, &first).await.expect("first batch"));
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert!(!store.complete_branches(&execution_id, &key("f"), 5, &first).await.expect("first batch"));
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(results, vec![(0, json!("a")), (1, json!("b")), (2, json!("single"))], "the first result of each wins");
     let last = [(3, json!("d")), (1, json!("b2")), (4, json!("e"))];
-    assert!(store.complete_branches(&execution_id, "f", 5, &last).await.expect("last batch"), "all five are done");
-    assert!(store.complete_branches(&execution_id, "f", 5, &first).await.expect("redelivered batch"));
-    let results = store.branch_results(&execution_id, "f").await.expect("results");
+    assert!(
+        store.complete_branches(&execution_id, &key("f"), 5, &last).await.expect("last batch"),
+        "all five are done"
+    );
+    assert!(store.complete_branches(&execution_id, &key("f"), 5, &first).await.expect("redelivered batch"));
+    let results = store.branch_results(&execution_id, &key("f")).await.expect("results");
     assert_eq!(results.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
-    let outside = store.complete_branches(&execution_id, "g", 2, &[(0, json!(1)), (2, json!(1))]).await;
+    let outside = store.complete_branches(&execution_id, &key("g"), 2, &[(0, json!(1)), (2, json!(1))]).await;
     assert!(matches!(outside, Err(StoreError::TooLarge(_))), "an index past the total: {outside:?}");
 }
 
@@ -281,29 +304,36 @@ pub async fn case_record_branches_records_then_counts_or_stops_at_a_conflict(sto
     let execution_id = unique("e");
     let branches = vec![vec![attempt("b@0", 1), attempt("c@0", 1)], vec![attempt("b@1", 1)]];
     let results = [(0, json!("zero")), (1, json!("one"))];
-    let done = store.record_branches(&execution_id, "f", 3, &branches, &results).await.expect("batch");
+    let done = store.record_branches(&execution_id, &key("f"), 3, &branches, &results).await.expect("batch");
     assert_eq!(done, Some(false), "two of three branches are done");
     for written in branches.iter().flatten() {
-        let read = store.get_step(&execution_id, &written.step, 1).await.expect("read");
+        let read = store.get_step(&execution_id, &key(&written.step), 1).await.expect("read");
         assert_eq!(read.as_ref(), Some(written), "{} is recorded", written.step);
     }
-    assert_eq!(store.branch_results(&execution_id, "f").await.expect("results"), results.to_vec());
+    assert_eq!(store.branch_results(&execution_id, &key("f")).await.expect("results"), results.to_vec());
 
     // Branch 2's first attempt was recorded by another delivery: its second is not written,
     // branch 3's are, and nothing is counted.
     let earlier = StepAttempt { output: Some(json!("the other delivery")), ..attempt("b@2", 1) };
     assert_eq!(store.record_step(&execution_id, &earlier).await.expect("earlier"), FirstWrite::Written);
     let conflicting = vec![vec![attempt("b@2", 1), attempt("c@2", 1)]];
-    let done = store.record_branches(&execution_id, "f", 3, &conflicting, &[(2, json!("two"))]).await;
+    let done = store.record_branches(&execution_id, &key("f"), 3, &conflicting, &[(2, json!("two"))]).await;
     assert_eq!(done.expect("conflicting batch"), None);
-    assert_eq!(store.get_step(&execution_id, "b@2", 1).await.expect("read"), Some(earlier), "the first record stays");
-    assert_eq!(store.get_step(&execution_id, "c@2", 1).await.expect("read"), None, "built on a result that lost");
-    assert_eq!(store.branch_results(&execution_id, "f").await.expect("results").len(), 2, "nothing counted");
+    assert_eq!(
+        store.get_step(&execution_id, &key("b@2"), 1).await.expect("read"),
+        Some(earlier),
+        "the first record stays"
+    );
+    assert_eq!(store.get_step(&execution_id, &key("c@2"), 1).await.expect("read"), None, "built on a result that lost");
+    assert_eq!(store.branch_results(&execution_id, &key("f")).await.expect("results").len(), 2, "nothing counted");
 
     // Run again from what is recorded: the last branch completes the fan-out.
     let again = vec![vec![attempt("c@2", 1)]];
-    let done = store.record_branches(&execution_id, "f", 3, &again, &[(2, json!("two"))]).await.expect("again");
+    let done = store.record_branches(&execution_id, &key("f"), 3, &again, &[(2, json!("two"))]).await.expect("again");
     assert_eq!(done, Some(true));
     // A redelivered batch of completions alone (no attempts) still says done.
-    assert_eq!(store.record_branches(&execution_id, "f", 3, &[], &results).await.expect("redelivered"), Some(true));
+    assert_eq!(
+        store.record_branches(&execution_id, &key("f"), 3, &[], &results).await.expect("redelivered"),
+        Some(true)
+    );
 }

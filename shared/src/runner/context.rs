@@ -35,8 +35,8 @@ pub(super) async fn for_step(
         if depth > indexes.len() {
             continue;
         }
-        let key = StepKey::new(id.clone(), &indexes[..depth]).to_string();
-        if let Some(attempt) = known.get(&key) {
+        let key = StepKey::new(id.clone(), &indexes[..depth]);
+        if let Some(attempt) = known.get(&key.to_string()) {
             steps.insert(id, step_variables(attempt));
         } else if let Some(attempt) = store.latest_step(&execution.id, &key).await? {
             steps.insert(id, step_variables(&attempt));

@@ -35,7 +35,7 @@ impl Segment<'_> {
     ) -> Result<(), RunError> {
         let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
         if lanes < total {
-            self.runtime.store.put_fan_out_items(&self.execution.id, &fan_out.to_string(), &items).await?;
+            self.runtime.store.put_fan_out_items(&self.execution.id, fan_out, &items).await?;
         }
         let outer = self.scope_of(fan_out)?;
         let messages: Vec<Outgoing> = items
@@ -60,22 +60,19 @@ impl Segment<'_> {
         total: u32,
         unless_started: bool,
     ) -> Result<(), RunError> {
-        let key = fan_out.to_string();
         // A redelivery of a lane's previous branch must not start this one again once it
         // runs: once its first attempt is recorded, its own message (or that message's
         // redelivery) carries the lane on.
         let first =
             StepKey { step: first_step.to_string(), scope: fan_out.scope.iter().copied().chain([index]).collect() };
-        if unless_started && self.runtime.store.get_step(&self.execution.id, &first.to_string(), 1).await?.is_some() {
+        if unless_started && self.runtime.store.get_step(&self.execution.id, &first, 1).await?.is_some() {
             tracing::debug!(execution = %self.execution.id, branch = %first, "branch already running; not started again");
             return Ok(());
         }
-        let item = self
-            .runtime
-            .store
-            .fan_out_item(&self.execution.id, &key, index)
-            .await?
-            .ok_or_else(|| RunError::Retryable(format!("item {index} of fan-out `{key}` is not stored (yet)")))?;
+        let item =
+            self.runtime.store.fan_out_item(&self.execution.id, fan_out, index).await?.ok_or_else(|| {
+                RunError::Retryable(format!("item {index} of fan-out `{fan_out}` is not stored (yet)"))
+            })?;
         let outer = self.scope_of(fan_out)?;
         let message = self.branch_message(first_step, &outer, ScopeEntry { index, total, item, inline: false });
         self.runtime.queue.send(QueueName::Steps, message).await?;
@@ -99,8 +96,7 @@ impl Segment<'_> {
         // its write went through and the answer was lost.
         let by = uuid::Uuid::new_v4().simple().to_string();
         let store = &self.runtime.store;
-        let counted =
-            store.complete_branch(&self.execution.id, &fan_out.to_string(), index, total, result, &by).await?;
+        let counted = store.complete_branch(&self.execution.id, &fan_out, index, total, result, &by).await?;
         let carry = match () {
             () if inline => Carry::No,
             () if self.repair => Carry::Always,
@@ -117,8 +113,8 @@ impl Segment<'_> {
 
     /// Records the output of a fan-out whose every branch is done.
     pub(super) async fn join(&mut self, fan_out: StepKey, total: u32) -> Result<Event, RunError> {
+        let results = self.runtime.store.branch_results(&self.execution.id, &fan_out).await?;
         let key = fan_out.to_string();
-        let results = self.runtime.store.branch_results(&self.execution.id, &key).await?;
         if results.len() != total as usize || results.iter().enumerate().any(|(i, (n, _))| *n as usize != i) {
             return Err(RunError::Retryable(format!(
                 "fan-out `{key}` counts all {total} branches done but {} results are stored",
@@ -158,8 +154,7 @@ impl Segment<'_> {
     ) -> Result<Option<Event>, RunError> {
         let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
         let outer = self.scope_of(&fan_out)?;
-        let key = fan_out.to_string();
-        tracing::debug!(execution = %self.execution.id, fan_out = %key, total, "fan-out runs inline");
+        tracing::debug!(execution = %self.execution.id, fan_out = %fan_out, total, "fan-out runs inline");
         let mut waiting = items.into_iter().enumerate();
         let mut running = FuturesUnordered::new();
         let mut completed = Vec::with_capacity(total as usize);
@@ -202,9 +197,10 @@ impl Segment<'_> {
             return Ok(None);
         }
         let store = &self.runtime.store;
-        let Some(all_done) = store.record_branches(&self.execution.id, &key, total, &records, &completed).await? else {
+        let Some(all_done) = store.record_branches(&self.execution.id, &fan_out, total, &records, &completed).await?
+        else {
             return Err(RunError::Retryable(format!(
-                "a step of an inline branch of fan-out `{key}` was recorded first by another delivery"
+                "a step of an inline branch of fan-out `{fan_out}` was recorded first by another delivery"
             )));
         };
         for attempt in records.into_iter().flatten() {

@@ -463,7 +463,7 @@ impl<'a> Segment<'a> {
         let recorded = match known {
             Some(known) => Some(known),
             None if self.fresh => None,
-            None => store.get_step(&self.execution.id, &text, attempt).await?,
+            None => store.get_step(&self.execution.id, &key, attempt).await?,
         };
         if let Some(recorded) = recorded {
             let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
@@ -603,7 +603,7 @@ impl<'a> Segment<'a> {
 
     /// A Delay step's wait is over: its recorded output goes on to the engine.
     async fn wake(&mut self, key: StepKey, attempt: u32) -> Result<Event, RunError> {
-        let recorded = self.runtime.store.get_step(&self.execution.id, &key.to_string(), attempt).await?;
+        let recorded = self.runtime.store.get_step(&self.execution.id, &key, attempt).await?;
         let recorded = recorded
             .ok_or_else(|| RunError::Poison(format!("woken for `{key}`, whose attempt {attempt} is not recorded")))?;
         Ok(Event::WaitOver { key, attempt, output: recorded.output.unwrap_or(Value::Null) })

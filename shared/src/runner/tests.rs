@@ -180,7 +180,7 @@ mod interpreter {
         f.db.record_step(&execution.id, &recorded).await.expect("record");
         f.runner.handle(&StepMessage::first(&execution.id, "a").to_json(), 2).await.expect("redelivery");
         assert_eq!((f.calls("a"), f.calls("b")), (0, 1), "a is not re-run; its successor runs");
-        assert_eq!(f.db.get_step(&execution.id, "a", 1).await.expect("read"), Some(recorded));
+        assert_eq!(f.db.get_step(&execution.id, &StepKey::top("a"), 1).await.expect("read"), Some(recorded));
         assert_eq!(f.status(&execution).await, ExecutionStatus::Succeeded);
     }
 
@@ -196,7 +196,10 @@ mod interpreter {
         let first = f.runner.handle(&message, 1).await;
         assert!(first.is_err_and(|e| e.is_retryable()), "the message must come back");
         assert_eq!(f.calls("a"), 1);
-        assert!(f.db.get_step(&execution.id, "a", 1).await.expect("read").is_some(), "attempt 1 is recorded");
+        assert!(
+            f.db.get_step(&execution.id, &StepKey::top("a"), 1).await.expect("read").is_some(),
+            "attempt 1 is recorded"
+        );
         // The message comes back: attempt 1 is not re-run, and the retry is sent this time.
         f.runner.handle(&message, 2).await.expect("redelivery");
         assert_eq!(f.calls("a"), 1, "attempt 1 ran once");
@@ -249,7 +252,7 @@ mod interpreter {
         f.runner.handle(&queued[0].to_json(), 1).await.expect("retry");
         assert_eq!(f.calls("b"), 2);
         assert_eq!(f.status(&execution).await, ExecutionStatus::Succeeded);
-        let joined = f.db.get_step(&execution.id, "each", 1).await.expect("read").expect("joined");
+        let joined = f.db.get_step(&execution.id, &StepKey::top("each"), 1).await.expect("read").expect("joined");
         let names: Vec<Value> = joined
             .output
             .expect("output")

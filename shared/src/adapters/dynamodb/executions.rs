@@ -16,6 +16,7 @@ use super::{
     DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_flag, get_json, get_n,
     get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk, sweep,
 };
+use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
 use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, Timestamp};
 
@@ -213,8 +214,13 @@ impl ExecutionStore for DynamoStore {
         }
     }
 
-    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
-        self.read_step(execution_id, step, attempt).await
+    async fn get_step(
+        &self,
+        execution_id: &str,
+        key: &StepKey,
+        attempt: u32,
+    ) -> Result<Option<StepAttempt>, StoreError> {
+        self.read_step(execution_id, &key.to_string(), attempt).await
     }
 
     async fn list_steps(&self, execution_id: &str) -> Result<Vec<StepAttempt>, StoreError> {

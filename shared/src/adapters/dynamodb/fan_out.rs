@@ -18,9 +18,11 @@
 //! concurrent completions never conflict (a transaction on one counter item would be
 //! cancelled with `TransactionConflict` under load), each write is one small item (1 write
 //! unit; a shard's set of 100 indexes is under 1 KB), and a 10,000-branch fan-out spreads its
-//! writes over 100 shard items. Every prefix ends with `#` (step ids are `[A-Za-z0-9_-]`, keys
-//! add `@`, digits and `.`), so `f` never matches `f@1` or `fa`; chunk and branch items also
-//! carry their key as an attribute, and reads skip items of another key.
+//! writes over 100 shard items. Keys go into sort keys and attributes rendered (`StepKey`'s
+//! text, `f@1`: each method renders its key once, up front). Every prefix ends with `#` (step
+//! ids are `[A-Za-z0-9_-]`, keys add `@`, digits and `.`), so `f` never matches `f@1` or `fa`;
+//! chunk and branch items also carry their key as an attribute, and reads skip items of
+//! another key.
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
@@ -31,6 +33,7 @@ use tokio::task::JoinSet;
 use super::executions::decode_step;
 use super::{DynamoStore, Item, backend, execution_pk, get_n, get_opt_s, get_s, n, s, step_prefix};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
+use crate::engine::StepKey;
 use crate::ports::{Counted, ExecutionStore, FanOutStore, FirstWrite, MAX_FAN_OUT_ITEMS, StoreError};
 use crate::record::StepAttempt;
 
@@ -248,20 +251,22 @@ impl DynamoStore {
 
 #[async_trait]
 impl FanOutStore for DynamoStore {
-    async fn latest_step(&self, execution_id: &str, step_key: &str) -> Result<Option<StepAttempt>, StoreError> {
-        let prefix = step_prefix(step_key);
+    async fn latest_step(&self, execution_id: &str, step_key: &StepKey) -> Result<Option<StepAttempt>, StoreError> {
+        let step_key = step_key.to_string();
+        let prefix = step_prefix(&step_key);
         let range = Range { condition: "begins_with(sk, :prefix)", values: vec![(":prefix", prefix)] };
-        let item = self.first_of_key(execution_id, &range, false, "step", step_key).await?;
+        let item = self.first_of_key(execution_id, &range, false, "step", &step_key).await?;
         item.as_ref().map(decode_step).transpose()
     }
 
     async fn put_fan_out_items(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         items: &[Value],
     ) -> Result<(), StoreError> {
         check_fan_out_len(items.len())?;
+        let fan_out_key = fan_out_key.to_string();
         let texts = items
             .iter()
             .enumerate()
@@ -276,8 +281,8 @@ impl FanOutStore for DynamoStore {
             }
             let chunk = item(vec![
                 ("pk", s(execution_pk(execution_id))),
-                ("sk", s(chunk_sk(fan_out_key, first))),
-                (KEY, s(fan_out_key)),
+                ("sk", s(chunk_sk(&fan_out_key, first))),
+                (KEY, s(&fan_out_key)),
                 ("first", n(first)),
                 ("items", s(array)),
             ]);
@@ -293,17 +298,18 @@ impl FanOutStore for DynamoStore {
     async fn fan_out_item(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         index: u32,
     ) -> Result<Option<Value>, StoreError> {
         let Some(wanted) = usize::try_from(index).ok().filter(|i| *i < MAX_FAN_OUT_ITEMS) else {
             return Ok(None);
         };
+        let fan_out_key = fan_out_key.to_string();
         let range = Range {
             condition: "sk BETWEEN :from AND :to",
-            values: vec![(":from", chunk_sk(fan_out_key, 0)), (":to", chunk_sk(fan_out_key, wanted))],
+            values: vec![(":from", chunk_sk(&fan_out_key, 0)), (":to", chunk_sk(&fan_out_key, wanted))],
         };
-        let Some(chunk) = self.first_of_key(execution_id, &range, false, KEY, fan_out_key).await? else {
+        let Some(chunk) = self.first_of_key(execution_id, &range, false, KEY, &fan_out_key).await? else {
             return Ok(None);
         };
         let first: usize = get_n(&chunk, "first")?;
@@ -316,7 +322,7 @@ impl FanOutStore for DynamoStore {
     async fn record_branches(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         total: u32,
         records: &[Vec<StepAttempt>],
         results: &[(u32, Value)],
@@ -334,7 +340,7 @@ impl FanOutStore for DynamoStore {
     async fn complete_branch(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         index: u32,
         total: u32,
         result: &Value,
@@ -342,10 +348,11 @@ impl FanOutStore for DynamoStore {
     ) -> Result<Counted, StoreError> {
         check_branch_index(index, total)?;
         let text = fan_out_value_json(&format!("the result of branch {index}"), result)?;
+        let fan_out_key = fan_out_key.to_string();
         let mut attributes = vec![
             ("pk", s(execution_pk(execution_id))),
-            ("sk", s(branch_sk(fan_out_key, index))),
-            (KEY, s(fan_out_key)),
+            ("sk", s(branch_sk(&fan_out_key, index))),
+            (KEY, s(&fan_out_key)),
         ];
         attributes.extend([("index", n(index)), ("result", s(text))]);
         if !by.is_empty() {
@@ -354,24 +361,25 @@ impl FanOutStore for DynamoStore {
         // Unless it exists: a redelivery keeps the first result. A put that failed its
         // condition may be this call's own retry after a lost answer: the token tells.
         let first = self.put_new(item(attributes)).await? || {
-            let existing = self.get(execution_pk(execution_id), &branch_sk(fan_out_key, index)).await?;
+            let existing = self.get(execution_pk(execution_id), &branch_sk(&fan_out_key, index)).await?;
             !by.is_empty()
                 && existing.as_ref().map(|branch| get_opt_s(branch, COUNTED_BY)).transpose()?.flatten() == Some(by)
         };
-        let all_done = self.count_done(execution_id, fan_out_key, index, total).await?;
+        let all_done = self.count_done(execution_id, &fan_out_key, index, total).await?;
         Ok(Counted { all_done, first })
     }
 
-    async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError> {
+    async fn branch_results(&self, execution_id: &str, fan_out_key: &StepKey) -> Result<Vec<(u32, Value)>, StoreError> {
+        let fan_out_key = fan_out_key.to_string();
         let range =
-            Range { condition: "begins_with(sk, :prefix)", values: vec![(":prefix", branch_prefix(fan_out_key))] };
+            Range { condition: "begins_with(sk, :prefix)", values: vec![(":prefix", branch_prefix(&fan_out_key))] };
         let mut results = Vec::new();
         let mut start = None;
         loop {
             // A query page stops at 1 MB: 10,000 results of a few KB span dozens of pages.
             let (items, next) = self.page(execution_id, &range, true, None, start).await?;
             for branch in items {
-                if get_opt_s(&branch, KEY)? != Some(fan_out_key) {
+                if get_opt_s(&branch, KEY)? != Some(fan_out_key.as_str()) {
                     continue;
                 }
                 let index: u32 = get_n(&branch, "index")?;

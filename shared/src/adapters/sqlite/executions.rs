@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
+use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
 use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp};
 
@@ -347,8 +348,13 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
-    async fn get_step(&self, execution_id: &str, step: &str, attempt: u32) -> Result<Option<StepAttempt>, StoreError> {
-        let (execution_id, step) = (execution_id.to_string(), step.to_string());
+    async fn get_step(
+        &self,
+        execution_id: &str,
+        key: &StepKey,
+        attempt: u32,
+    ) -> Result<Option<StepAttempt>, StoreError> {
+        let (execution_id, step) = (execution_id.to_string(), key.to_string());
         self.call(move |conn| read_step(conn, &execution_id, &step, attempt)).await
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Items live in `fan_out_items` and completed branches in `fan_out_branches`, one row each,
 //! keyed by (execution, fan-out key, index); values are JSON text of at most
-//! `MAX_FAN_OUT_VALUE_BYTES`. Keys are compared whole (`=`), never as prefixes, so `f` and
-//! `f@1` are different fan-outs.
+//! `MAX_FAN_OUT_VALUE_BYTES`. Keys are stored rendered (`StepKey`'s text, `f@1`: each method
+//! renders its key once, before the query) and compared whole (`=`), never as prefixes, so `f`
+//! and `f@1` are different fan-outs.
 //!
 //! Invariants: a branch is counted by the existence of its row, and `complete_branch` inserts
 //! the row (`ON CONFLICT DO NOTHING`: the first result stays) and counts the rows in one
@@ -20,12 +21,13 @@ use serde_json::Value;
 use super::executions::{EncodedStep, STEP_COLUMNS, decode_step, insert_step, step_row};
 use super::{Sqlite, backend, from_json};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
+use crate::engine::StepKey;
 use crate::ports::{Counted, FanOutStore, StoreError};
 use crate::record::StepAttempt;
 
 #[async_trait]
 impl FanOutStore for Sqlite {
-    async fn latest_step(&self, execution_id: &str, step_key: &str) -> Result<Option<StepAttempt>, StoreError> {
+    async fn latest_step(&self, execution_id: &str, step_key: &StepKey) -> Result<Option<StepAttempt>, StoreError> {
         let (execution_id, step_key) = (execution_id.to_string(), step_key.to_string());
         self.call(move |conn| {
             let sql = format!(
@@ -41,7 +43,7 @@ impl FanOutStore for Sqlite {
     async fn put_fan_out_items(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         items: &[Value],
     ) -> Result<(), StoreError> {
         check_fan_out_len(items.len())?;
@@ -73,7 +75,7 @@ impl FanOutStore for Sqlite {
     async fn fan_out_item(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         index: u32,
     ) -> Result<Option<Value>, StoreError> {
         let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
@@ -94,7 +96,7 @@ impl FanOutStore for Sqlite {
     async fn complete_branch(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         index: u32,
         total: u32,
         result: &Value,
@@ -130,7 +132,7 @@ impl FanOutStore for Sqlite {
     async fn complete_branches(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         total: u32,
         results: &[(u32, Value)],
     ) -> Result<bool, StoreError> {
@@ -141,7 +143,7 @@ impl FanOutStore for Sqlite {
     async fn record_branches(
         &self,
         execution_id: &str,
-        fan_out_key: &str,
+        fan_out_key: &StepKey,
         total: u32,
         records: &[Vec<StepAttempt>],
         results: &[(u32, Value)],
@@ -193,7 +195,7 @@ impl FanOutStore for Sqlite {
         .await
     }
 
-    async fn branch_results(&self, execution_id: &str, fan_out_key: &str) -> Result<Vec<(u32, Value)>, StoreError> {
+    async fn branch_results(&self, execution_id: &str, fan_out_key: &StepKey) -> Result<Vec<(u32, Value)>, StoreError> {
         let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
         self.call(move |conn| {
             let mut statement = conn

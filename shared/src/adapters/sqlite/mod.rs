@@ -455,6 +455,7 @@ mod tests {
     /// when opened.
     #[tokio::test]
     async fn version_1_database_upgrades_in_place() {
+        use crate::engine::StepKey;
         use crate::ports::{ExecutionStore, FanOutStore, FileStore};
 
         let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
@@ -483,12 +484,13 @@ mod tests {
         let db = Sqlite::open(&path).expect("open upgrades");
         let execution = db.get_execution("e1").await.expect("get execution").expect("kept");
         assert_eq!((execution.workflow_id.as_str(), execution.test), ("w", false));
-        let step = db.get_step("e1", "fetch", 1).await.expect("get step").expect("kept");
+        let (fetch, f) = (StepKey::top("fetch"), StepKey::top("f"));
+        let step = db.get_step("e1", &fetch, 1).await.expect("get step").expect("kept");
         assert_eq!((step.output, step.logs), (Some(serde_json::json!("ok")), Vec::<String>::new()));
-        assert_eq!(db.latest_step("e1", "fetch").await.expect("latest step").map(|s| s.attempt), Some(1));
-        db.put_fan_out_items("e1", "f", &[serde_json::json!(1)]).await.expect("put items");
-        assert_eq!(db.fan_out_item("e1", "f", 0).await.expect("item"), Some(serde_json::json!(1)));
-        assert!(db.complete_branch("e1", "f", 0, 1, &serde_json::json!("r"), "by").await.expect("complete").all_done);
+        assert_eq!(db.latest_step("e1", &fetch).await.expect("latest step").map(|s| s.attempt), Some(1));
+        db.put_fan_out_items("e1", &f, &[serde_json::json!(1)]).await.expect("put items");
+        assert_eq!(db.fan_out_item("e1", &f, 0).await.expect("item"), Some(serde_json::json!(1)));
+        assert!(db.complete_branch("e1", &f, 0, 1, &serde_json::json!("r"), "by").await.expect("complete").all_done);
         let file = db.put_file("e1", "a.txt", "text/plain", bytes::Bytes::from_static(b"hi")).await.expect("put");
         assert_eq!(db.get_file("e1", &file).await.expect("get file"), Some(bytes::Bytes::from_static(b"hi")));
         drop(db);
