@@ -547,7 +547,43 @@ async fn a_test_url_captures_the_next_request_as_sample_data_without_running(sta
     );
 }
 
+async fn a_listener_that_uses_the_connection_waits_for_the_user_to_connect(stack: &TestStack) {
+    let hits = Hits::default();
+    let api = hits.serve().await;
+    let mut files = project_files(&api);
+    files.push(("events/deal.yaml".into(), "name: Deal Closed\nexample: {}\n".into()));
+    files.push((
+        "integrations/custom.acme/workflows/acme-deal.yaml".into(),
+        reporter(
+            "acme-deal",
+            "enabled_by_default: true\n",
+            "{ type: app_event, event: Deal Closed }",
+            &api,
+            ", key: \"{{credentials.apiKey}}\"",
+        ),
+    ));
+    stack.deploy_project(&write(&files)).await;
+    let client = Client { stack };
+    let (status, report) = client.event("ada", "Deal Closed", json!({})).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{report}");
+    assert_eq!(report["executions"], json!([]), "{report}");
+    assert_eq!(report["skipped"][0]["reason"], "not_connected", "{report}");
+    assert!(
+        report["skipped"][0]["message"].as_str().is_some_and(|m| m.contains("custom.acme/credentials")),
+        "{report}"
+    );
+
+    let credentials = Some(json!({ "apiKey": "k-ada" }));
+    let ada = stack.token("ada");
+    let (status, _) = client.send(Method::PUT, "sdk/integrations/custom.acme/credentials", &ada, credentials).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, report) = client.event("ada", "Deal Closed", json!({})).await;
+    assert_eq!(ids(&report, "executions"), ["acme-deal"], "{report}");
+    assert_eq!(hits.wait_for("acme-deal", "ada", 1).await[0]["key"], "k-ada");
+}
+
 on_both_backends! {
+    a_listener_that_uses_the_connection_waits_for_the_user_to_connect: Duration::from_secs(30);
     a_test_url_captures_the_next_request_as_sample_data_without_running: Duration::from_secs(30);
     one_event_starts_every_enabled_listener_across_integrations: Duration::from_secs(30);
     the_api_key_routes_send_events_for_named_users_one_or_a_batch: Duration::from_secs(30);

@@ -45,7 +45,7 @@ pub struct Skipped {
     pub workflow_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub integration: Option<String>,
-    /// `not_enabled` or `integration_disabled`.
+    /// `not_enabled`, `integration_disabled` or `not_connected`.
     pub reason: &'static str,
     pub message: String,
 }
@@ -215,6 +215,8 @@ type Start = (String, Option<String>, Vec<Arc<Deployment>>, TriggerData);
 async fn plan_for(runner: &Runner, project_id: &str, starts: Vec<Start>) -> Result<Planned, TriggerError> {
     let connect: &Connect = runner.runtime().connect.as_ref();
     let mut choices: HashMap<String, Enablement> = HashMap::new();
+    // Per user, per integration: whether they have a working connection.
+    let mut connections: HashMap<String, HashMap<String, bool>> = HashMap::new();
     let mut news = Vec::new();
     let mut reports = Vec::with_capacity(starts.len());
     for (user_id, event, deployments, data) in starts {
@@ -232,7 +234,11 @@ async fn plan_for(runner: &Runner, project_id: &str, starts: Vec<Start>) -> Resu
         }
         for deployment in deployments {
             let workflow = &deployment.workflow;
-            let refusal = choices.get(&user_id).and_then(|enablement| Connect::gate_with(enablement, workflow));
+            let mut refusal = choices.get(&user_id).and_then(|enablement| Connect::gate_with(enablement, workflow));
+            if refusal.is_none() {
+                let connected = connections.entry(user_id.clone()).or_default();
+                refusal = connect.connection(project_id, &user_id, workflow, connected).await?;
+            }
             if let Some(refusal) = refusal {
                 report.skipped.push(Skipped {
                     workflow_id: workflow.id.clone(),

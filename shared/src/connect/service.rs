@@ -35,6 +35,9 @@ pub enum Refusal {
     IntegrationDisabled { integration: String },
     /// The user has not enabled the workflow (and it is not enabled by default), or disabled it.
     WorkflowNotEnabled { integration: String },
+    /// The workflow uses the user's connection (an action, or `{{credentials...}}`) and the
+    /// user has none that works (never connected, or it needs re-authorisation).
+    NotConnected { integration: String },
 }
 
 impl Refusal {
@@ -43,6 +46,7 @@ impl Refusal {
         match self {
             Refusal::IntegrationDisabled { .. } => "integration_disabled",
             Refusal::WorkflowNotEnabled { .. } => "not_enabled",
+            Refusal::NotConnected { .. } => "not_connected",
         }
     }
 
@@ -56,6 +60,11 @@ impl Refusal {
             Refusal::WorkflowNotEnabled { integration } => format!(
                 "workflow `{workflow_id}` is not enabled for this user: enable it (and its integration \
                  `{integration}`) through PUT /projects/{project_id}/sdk/workflows/{workflow_id}"
+            ),
+            Refusal::NotConnected { integration } => format!(
+                "workflow `{workflow_id}` uses the user's `{integration}` connection, and they have none that \
+                 works: connect it (PUT /projects/{project_id}/sdk/integrations/{integration}/credentials, or \
+                 the hosted OAuth flow)"
             ),
         }
     }
@@ -210,6 +219,32 @@ impl Connect {
         }
     }
 
+    /// For starts that fan out to many workflows (app events): a workflow that uses the
+    /// user's connection does not start for a user without a working one — its execution
+    /// could only fail. `connected` remembers each integration's answer within the call.
+    pub async fn connection(
+        &self,
+        project_id: &str,
+        user_id: &str,
+        workflow: &Workflow,
+        connected: &mut HashMap<String, bool>,
+    ) -> Result<Option<Refusal>, StoreError> {
+        let Some(integration) = workflow.integration.as_deref() else { return Ok(None) };
+        if workflow.integration_auth == Some(AuthenticationType::OauthClientCredential) || !uses_connection(workflow) {
+            return Ok(None);
+        }
+        let works = match connected.get(integration) {
+            Some(works) => *works,
+            None => {
+                let record = self.store.get_credentials(project_id, user_id, integration).await?;
+                let works = record.is_some_and(|r| r.status == crate::ports::CredentialStatus::Connected);
+                connected.insert(integration.to_string(), works);
+                works
+            }
+        };
+        Ok((!works).then(|| Refusal::NotConnected { integration: integration.to_string() }))
+    }
+
     /// A client-credentials token kept under `key` that is still good.
     pub(crate) fn client_token(&self, key: &str) -> Option<String> {
         let tokens = self.client_tokens.lock().ok()?;
@@ -256,4 +291,13 @@ impl SecretSource for Connect {
         };
         Ok(Some(opened))
     }
+}
+
+/// Whether any step of `workflow` (in any branch) runs an action or reads `{{credentials}}`.
+pub fn uses_connection(workflow: &Workflow) -> bool {
+    workflow
+        .step_order()
+        .into_iter()
+        .filter_map(|id| workflow.find_step(id))
+        .any(|step| crate::runner::context::references(step).credentials)
 }
