@@ -45,6 +45,16 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// The line of `deployment` taken down.
+    pub fn undeployed(deployment: &Deployment) -> Outcome {
+        Outcome {
+            workflow_id: deployment.workflow_id.clone(),
+            integration: deployment.workflow.integration.clone(),
+            trigger: deployment.workflow.trigger.type_name().to_string(),
+            change: Change::Undeployed { version: deployment.version },
+        }
+    }
+
     /// `new v1`, `changed v2→v3`, `unchanged v4`, `undeployed v2`.
     pub fn describe(&self) -> String {
         match self.change {
@@ -92,12 +102,7 @@ pub async fn deploy_project(
     }
     for (workflow_id, old) in before {
         if store.undeploy_workflow(project_id, &workflow_id).await? {
-            outcomes.push(Outcome {
-                workflow_id,
-                integration: old.workflow.integration.clone(),
-                trigger: old.workflow.trigger.type_name().to_string(),
-                change: Change::Undeployed { version: old.version },
-            });
+            outcomes.push(Outcome::undeployed(&old));
         }
     }
     let records: Vec<IntegrationRecord> = definition
@@ -114,6 +119,21 @@ pub async fn deploy_project(
     store.put_integrations(project_id, &records).await?;
     store.put_app_events(project_id, &definition.events).await?;
     Ok(outcomes)
+}
+
+/// Undeploys one live workflow (test-run definitions are not deployments); its outcome, or
+/// None when it is not deployed.
+pub async fn undeploy_workflow(
+    store: &dyn Store,
+    project_id: &str,
+    workflow_id: &str,
+) -> Result<Option<Outcome>, StoreError> {
+    if workflow_id.starts_with(TEST_WORKFLOW_PREFIX) {
+        return Ok(None);
+    }
+    let Some(live) = store.get_deployed(project_id, workflow_id).await? else { return Ok(None) };
+    let taken_down = store.undeploy_workflow(project_id, workflow_id).await?;
+    Ok(taken_down.then(|| Outcome::undeployed(&live)))
 }
 
 /// Undeploys every workflow of integration `name` and removes it from the project's
@@ -134,12 +154,7 @@ pub async fn undeploy_integration(
     let mut outcomes = Vec::new();
     for deployment in of_it {
         if store.undeploy_workflow(project_id, &deployment.workflow_id).await? {
-            outcomes.push(Outcome {
-                workflow_id: deployment.workflow_id.clone(),
-                integration: Some(name.to_string()),
-                trigger: deployment.workflow.trigger.type_name().to_string(),
-                change: Change::Undeployed { version: deployment.version },
-            });
+            outcomes.push(Outcome::undeployed(deployment));
         }
     }
     if listed {

@@ -142,21 +142,9 @@ pub(super) async fn undeploy_workflow(
     headers: &HeaderMap,
 ) -> Result<Response<Bytes>, ApiError> {
     authorize(runtime, project_id, headers).await?;
-    let store = runtime.store.as_ref();
-    let not_deployed = || ApiError::NotFound(format!("workflow `{workflow_id}` is not deployed in this project"));
-    if workflow_id.starts_with(super::TEST_WORKFLOW_PREFIX) {
-        return Err(not_deployed());
-    }
-    let live = store.get_deployed(project_id, workflow_id).await?.ok_or_else(not_deployed)?;
-    if !store.undeploy_workflow(project_id, workflow_id).await? {
-        return Err(not_deployed());
-    }
-    let outcome = Outcome {
-        workflow_id: workflow_id.to_string(),
-        integration: live.workflow.integration.clone(),
-        trigger: live.workflow.trigger.type_name().to_string(),
-        change: Change::Undeployed { version: live.version },
-    };
+    let outcome = deploy::undeploy_workflow(runtime.store.as_ref(), project_id, workflow_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("workflow `{workflow_id}` is not deployed in this project")))?;
     Ok(json_response(StatusCode::OK, &report(&[outcome])))
 }
 

@@ -295,9 +295,10 @@ impl SecretSource for Connect {
 
 /// Whether any step of `workflow` (in any branch) runs an action or reads `{{credentials}}`.
 pub fn uses_connection(workflow: &Workflow) -> bool {
-    workflow
-        .step_order()
-        .into_iter()
-        .filter_map(|id| workflow.find_step(id))
-        .any(|step| crate::runner::context::references(step).credentials)
+    fn any(steps: &[crate::model::Step]) -> bool {
+        steps
+            .iter()
+            .any(|step| crate::runner::context::references(step).credentials || step.kind.nested().into_iter().any(any))
+    }
+    any(&workflow.steps)
 }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use serde_json::Value;
 
-use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, put_outcome, s};
+use super::{DynamoStore, Item, backend, conditional, get_opt_s, get_s, get_ts, ms, project_pk, s};
 use crate::ports::{
     ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
     SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values, credential_json,
@@ -330,7 +330,7 @@ impl CredentialStore for DynamoStore {
             .expression_attribute_values(":old", s(old))
             .send()
             .await;
-        put_outcome(result)
+        conditional("PutItem", result)
     }
 
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use super::{
-    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, execution_pk, get_flag, get_json, get_n,
-    get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk, sweep,
+    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, conditional, execution_pk, get_flag, get_json,
+    get_n, get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk, sweep,
 };
 use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
@@ -145,11 +145,7 @@ impl ExecutionStore for DynamoStore {
             .expression_attribute_names("#status", "status")
             .expression_attribute_values(":from", s(from.as_str()))
             .expression_attribute_values(":to", s(to.as_str()));
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", update.send().await)
     }
 
     async fn finish_execution(
@@ -181,12 +177,8 @@ impl ExecutionStore for DynamoStore {
                 .expression_attribute_values(":error", json(error)?),
             None => update.update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error, #shard, #due"),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            // Not running any more, or no such execution: the condition fails either way.
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        // Not running any more, or no such execution: the condition fails either way.
+        conditional("UpdateItem", update.send().await)
     }
 
     async fn record_step(

@@ -13,7 +13,7 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{DynamoStore, Item, TTL_ATTRIBUTE, backend, get_json, get_n, get_s, get_ts, json, ms, n, s};
+use super::{DynamoStore, Item, TTL_ATTRIBUTE, backend, conditional, get_json, get_n, get_s, get_ts, json, ms, n, s};
 use crate::ports::{ClaimState, FirstWrite, IdempotencyKey, IdempotencyRecord, IdempotencyStore, StoreError};
 use crate::record::{Timestamp, now};
 
@@ -152,11 +152,7 @@ impl IdempotencyStore for DynamoStore {
             .expression_attribute_values(":token", s(token))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", result)
     }
 
     async fn release_key(&self, key: &IdempotencyKey, token: &str) -> Result<bool, StoreError> {
@@ -170,11 +166,7 @@ impl IdempotencyStore for DynamoStore {
             .expression_attribute_values(":token", s(token))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("DeleteItem", e)),
-        }
+        conditional("DeleteItem", result)
     }
 }
 

@@ -26,7 +26,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
@@ -82,21 +82,26 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        put_outcome(result)
+        conditional("PutItem", result)
     }
 }
 
-/// A conditional `PutItem`'s outcome: written, or its condition failed (`false`).
-fn put_outcome<R: std::fmt::Debug>(
-    result: Result<
-        aws_sdk_dynamodb::operation::put_item::PutItemOutput,
-        SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
-    >,
-) -> Result<bool, StoreError> {
+/// A conditional write's outcome (`PutItem`, `UpdateItem`, `DeleteItem`): done, or its
+/// condition failed (`false`); any other failure is the backend's. The one place a
+/// `ConditionalCheckFailedException` becomes a domain answer.
+fn conditional<T, E, R>(operation: &str, result: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     match result {
         Ok(_) => Ok(true),
-        Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-        Err(e) => Err(backend("PutItem", e)),
+        Err(e)
+            if e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(backend(operation, e)),
     }
 }
 

@@ -16,8 +16,8 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
 
 use super::{
-    APP_EVENTS_SK, DynamoStore, Item, LIVE_PREFIX, PROJECT_SK, backend, deployed_sk, get_n, get_s, get_ts, ms, n,
-    project_pk, s, version_prefix, version_sk,
+    APP_EVENTS_SK, DynamoStore, Item, LIVE_PREFIX, PROJECT_SK, backend, conditional, deployed_sk, get_n, get_s, get_ts,
+    ms, n, project_pk, s, version_prefix, version_sk,
 };
 use crate::model::Workflow;
 use crate::model::project::AppEvent;
@@ -233,11 +233,7 @@ impl WorkflowStore for DynamoStore {
             .condition_expression("attribute_exists(pk)")
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("DeleteItem", e)),
-        }
+        conditional("DeleteItem", result)
     }
 }
 
@@ -321,11 +317,7 @@ impl SampleStore for DynamoStore {
             .expression_attribute_values(":sample", s(sample))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", result)
     }
 
     async fn sample(&self, project_id: &str, workflow_id: &str) -> Result<Option<Value>, StoreError> {
