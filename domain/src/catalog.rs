@@ -42,7 +42,77 @@ pub struct CatalogIntegration {
     /// `config.yaml` gives `clientId` and `clientSecret` connects users with the hosted flow.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<CatalogOAuth>,
+    /// The API version action paths use as `{{api.version}}` (Salesforce's `v66.0`); a
+    /// project's `config.yaml` may set `apiVersion`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// How the API answers failures its status code does not tell apart (rate limits that
+    /// reset tomorrow, transient errors answered 200): checked in order on every page of every
+    /// action before its status, the first match deciding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ErrorRule>,
     pub actions: BTreeMap<String, Action>,
+}
+
+/// Matches an API answer (`{status, headers, body}`): its status is one of `status` (any if
+/// empty) and every field condition holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResponseMatch {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub status: Vec<u16>,
+    /// Path in the answer (`body.error`, `body.0.errorCode`) → what its value must be.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fields: BTreeMap<String, FieldMatch>,
+}
+
+/// A condition on one value of an answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum FieldMatch {
+    /// One of these values.
+    OneOf(Vec<Value>),
+    /// Text containing this.
+    Contains { contains: String },
+}
+
+impl ResponseMatch {
+    /// Whether `answer` (`{status, headers, body}`) matches.
+    pub fn matches(&self, answer: &Value) -> bool {
+        let status = answer.get("status").and_then(Value::as_u64);
+        if !self.status.is_empty() && !status.is_some_and(|s| self.status.iter().any(|m| u64::from(*m) == s)) {
+            return false;
+        }
+        self.fields.iter().all(|(path, condition)| {
+            let Some(value) = value_at(answer, path) else { return false };
+            match condition {
+                FieldMatch::OneOf(values) => values.contains(value),
+                FieldMatch::Contains { contains } => {
+                    value.as_str().is_some_and(|text| text.contains(contains.as_str()))
+                }
+            }
+        })
+    }
+}
+
+/// The value at `path` (`body.errors.0.reason`) of `value`.
+pub fn value_at<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
+    let path = crate::template::PathExpr::parse(path).ok()?;
+    crate::template::lookup(value, &path)
+}
+
+/// What a matching answer means.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorRule {
+    pub when: ResponseMatch,
+    /// Retry the step (after `Retry-After` when the answer gives one), or fail it for good.
+    pub retry: bool,
+    /// What the step's error says, before the provider's own code.
+    pub message: String,
+    /// Where the provider's error code or message is, quoted in the step's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -50,7 +120,87 @@ pub struct CatalogIntegration {
 pub struct CatalogOAuth {
     pub authorization_url: String,
     pub access_token_url: String,
+    /// Scopes always requested, besides those of the actions the deployed workflows use.
+    #[serde(default)]
     pub scopes: Vec<String>,
+    /// How the `scope` parameter joins scopes: a space (RFC 6749), or what the provider
+    /// documents (Slack: a comma).
+    #[serde(default = "space")]
+    pub scope_separator: String,
+    /// The authorize URL parameter user scopes go in (Slack's `user_scope`), if the provider
+    /// has them: a project sets them with `userScopes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_scope_param: Option<String>,
+    /// Extra authorize URL parameters the provider requires (Google's `access_type=offline`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub authorize_params: BTreeMap<String, String>,
+    /// Send a PKCE challenge (S256) and verifier.
+    #[serde(default)]
+    pub pkce: bool,
+    /// Answers meaning the access token is no longer valid: the step refreshes the tokens
+    /// once and sends the request again (for providers whose tokens end without a known
+    /// expiry, as Salesforce sessions do).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refresh_when: Vec<ResponseMatch>,
+    /// The connection's non-secret identity, from the token answer: name → path
+    /// (`team.id`), or `{ path, urlSegment }` for a segment of a URL (Salesforce's `id`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identity: BTreeMap<String, IdentityPath>,
+    /// More credentials from nested fields of the token answer (Slack's user token): name →
+    /// path. Top-level strings are kept anyway.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, String>,
+    /// A token introspection endpoint (RFC 7662 style, client id and secret in the form)
+    /// asked once at connect time for more identity (HubSpot's portal id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub introspection: Option<Introspection>,
+    /// Login hosts a user may choose at connect time, by name (Salesforce's production and
+    /// sandbox); the first is the default. They replace the origin of both URLs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub login_hosts: BTreeMap<String, String>,
+}
+
+fn space() -> String {
+    " ".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum IdentityPath {
+    Path(String),
+    UrlSegment {
+        path: String,
+        /// Counted from the end when negative (`-1`: the last).
+        #[serde(rename = "urlSegment")]
+        url_segment: i32,
+    },
+}
+
+impl IdentityPath {
+    /// The identity value in `answer`: a string or a number, as text.
+    pub fn read(&self, answer: &Value) -> Option<String> {
+        let (path, segment) = match self {
+            IdentityPath::Path(path) => (path, None),
+            IdentityPath::UrlSegment { path, url_segment } => (path, Some(*url_segment)),
+        };
+        let text = match value_at(answer, path)? {
+            Value::String(text) if !text.is_empty() => text.clone(),
+            Value::Number(number) => number.to_string(),
+            _ => return None,
+        };
+        let Some(index) = segment else { return Some(text) };
+        let path = text.split_once("://").map_or(text.as_str(), |(_, rest)| rest);
+        let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let at = if index < 0 { segments.len().checked_sub(index.unsigned_abs() as usize)? } else { index as usize };
+        segments.get(at).map(|s| s.to_string())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Introspection {
+    pub url: String,
+    pub identity: BTreeMap<String, IdentityPath>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -67,6 +217,70 @@ pub struct Action {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     pub output_description: String,
+    /// The OAuth scopes the action needs: a project requests the union of the scopes of the
+    /// actions its workflows use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    /// Whether sending it again after a timeout is harmless (a read, an update to the same
+    /// values, a create with the provider's own idempotency), and why not if not.
+    pub retry_safe: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_note: Option<String>,
+    /// A param the step fills, when the workflow does not, with an id derived from the
+    /// execution and step, so a retried create names the same record (Google's event id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency: Option<Idempotency>,
+    /// What to do when the provider answers that the record exists already: fetch it
+    /// with `request` (over `params` and the `conflict` values extracted), as the output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_conflict: Option<OnConflict>,
+    /// Requests sent after the first, in order, each over `params`, `bytes` and the outputs
+    /// of the ones before (`responses.0`): a two-step upload. The last one's answer is
+    /// `response`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub then: Vec<ActionRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    pub param: String,
+    /// `base32hex`: lowercase `0-9a-v` (Google's event ids).
+    pub format: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OnConflict {
+    pub when: ResponseMatch,
+    /// Values taken from the conflict answer: name → `{ path, after }` (the word after
+    /// `after` in the text at `path`, e.g. HubSpot's `Existing ID: 123`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extract: BTreeMap<String, Extract>,
+    pub request: ActionRequest,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Extract {
+    pub path: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<String>,
+}
+
+impl Extract {
+    pub fn read(&self, answer: &Value) -> Option<String> {
+        let text = match value_at(answer, &self.path)? {
+            Value::String(text) => text.clone(),
+            Value::Number(number) => number.to_string(),
+            _ => return None,
+        };
+        let Some(after) = &self.after else { return Some(text) };
+        let rest = &text[text.find(after.as_str())? + after.len()..];
+        let word: String =
+            rest.trim_start().chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').collect();
+        (!word.is_empty()).then_some(word)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -125,12 +339,20 @@ impl ParamType {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ActionRequest {
     /// `GET`, `POST`, `PUT`, `PATCH`, `DELETE`, or `{{params.X}}` (default GET).
     pub method: String,
     /// Appended to `apiBaseUrl`; `{{params.X}}` values are percent-encoded.
+    #[serde(default)]
     pub path: String,
+    /// A whole URL instead of a path (a follow-up request to where the API said, such as an
+    /// upload URL): `{{responses.N...}}`. It gets no credentials unless on the API's origin.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// How `body` is encoded (default JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_type: Option<crate::model::BodyType>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -178,6 +400,49 @@ pub fn action(name: &str, action: &str) -> Option<&'static Action> {
     integration(name)?.actions.get(action)
 }
 
+/// The param every paginated action takes: the most pages it fetches.
+pub const MAX_PAGES_PARAM: &str = "maxPages";
+
+impl Action {
+    /// The pages fetched unless the step's `maxPages` says otherwise, if it paginates.
+    pub fn default_max_pages(&self) -> Option<u32> {
+        self.request.pagination.as_ref().map(crate::model::Pagination::max_pages)
+    }
+
+    /// Its params, with the implicit `maxPages` of a paginated action.
+    pub fn all_params(&self) -> BTreeMap<String, Param> {
+        let mut params = self.params.clone();
+        if let Some(default) = self.default_max_pages() {
+            params.entry(MAX_PAGES_PARAM.to_string()).or_insert_with(|| Param {
+                kind: ParamType::Integer,
+                required: false,
+                description: format!(
+                    "The most pages fetched (1 to 1000, default {default}); the output says `truncated: true` \
+                     when there were more"
+                ),
+                one_of: Vec::new(),
+                format: None,
+            });
+        }
+        params
+    }
+}
+
+/// The scopes `name`'s OAuth connection requests for `actions`: the catalog's own and those
+/// of each action, in order, once each.
+pub fn scopes_for<'a>(name: &str, actions: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    let Some(entry) = integration(name) else { return Vec::new() };
+    let mut scopes: Vec<String> = entry.oauth.as_ref().map(|o| o.scopes.clone()).unwrap_or_default();
+    for action in actions {
+        for scope in entry.actions.get(action).map(|a| a.scopes.as_slice()).unwrap_or_default() {
+            if !scopes.contains(scope) {
+                scopes.push(scope.clone());
+            }
+        }
+    }
+    scopes
+}
+
 /// The catalog as Markdown: every integration, action, parameter and output.
 pub fn markdown(only: Option<&str>) -> String {
     let mut out = String::new();
@@ -189,19 +454,62 @@ pub fn markdown(only: Option<&str>) -> String {
         out.push_str(&format!("## {title}\n\n{}\n\n", entry.description));
         if let Some(oauth) = &entry.oauth {
             out.push_str(&format!(
-                "OAuth (with `clientId` and `clientSecret` in its `config.yaml`): `{}`, token `{}`, scopes `{}`.\n\n",
-                oauth.authorization_url,
-                oauth.access_token_url,
-                oauth.scopes.join(" ")
+                "OAuth (with `clientId` and `clientSecret` in its `config.yaml`): `{}`, token `{}`",
+                oauth.authorization_url, oauth.access_token_url
             ));
+            if !oauth.scopes.is_empty() {
+                out.push_str(&format!("; always requests `{}`", oauth.scopes.join(&oauth.scope_separator)));
+            }
+            out.push_str("; plus the scopes of the actions its workflows use.");
+            if oauth.pkce {
+                out.push_str(" PKCE (S256).");
+            }
+            if !oauth.authorize_params.is_empty() {
+                let params: Vec<String> = oauth.authorize_params.iter().map(|(k, v)| format!("`{k}={v}`")).collect();
+                out.push_str(&format!(" Authorize parameters: {}.", params.join(", ")));
+            }
+            if !oauth.refresh_when.is_empty() {
+                out.push_str(
+                    " An answer saying the session ended refreshes the tokens once and sends the request again.",
+                );
+            }
+            let mut identity: Vec<&String> = oauth.identity.keys().collect();
+            if let Some(introspection) = &oauth.introspection {
+                identity.extend(introspection.identity.keys());
+            }
+            if !identity.is_empty() {
+                let names: Vec<String> = identity.iter().map(|k| format!("`{k}`")).collect();
+                out.push_str(&format!(" Connection identity: {}.", names.join(", ")));
+            }
+            if !oauth.login_hosts.is_empty() {
+                let hosts: Vec<String> = oauth.login_hosts.iter().map(|(k, v)| format!("`{k}` ({v})")).collect();
+                out.push_str(&format!(" Login hosts (`?loginHost=` at connect): {}.", hosts.join(", ")));
+            }
+            out.push_str("\n\n");
+        }
+        if let Some(version) = &entry.api_version {
+            out.push_str(&format!("API version: `{version}` (set `apiVersion` in `config.yaml` to change it).\n\n"));
+        }
+        if !entry.errors.is_empty() {
+            out.push_str("Errors told apart:\n\n");
+            for rule in &entry.errors {
+                let then = if rule.retry { "retried" } else { "fails at once" };
+                out.push_str(&format!("- {}: {then}\n", rule.message));
+            }
+            out.push('\n');
         }
         for (name, action) in &entry.actions {
             out.push_str(&format!("### `{name}`\n\n{}\n\n", action.description));
             let method = &action.request.method;
-            out.push_str(&format!("`{method} {}`\n\n", action.request.path));
-            if !action.params.is_empty() {
+            out.push_str(&format!("`{method} {}`", action.request.path));
+            for next in &action.then {
+                out.push_str(&format!(", then `{} {}`", next.method, next.url.as_deref().unwrap_or(&next.path)));
+            }
+            out.push_str("\n\n");
+            let params = action.all_params();
+            if !params.is_empty() {
                 out.push_str("| param | type | required | description |\n|---|---|---|---|\n");
-                for (param, spec) in &action.params {
+                for (param, spec) in &params {
                     let mut kind = spec.kind.name().to_string();
                     if !spec.one_of.is_empty() {
                         let values: Vec<String> = spec.one_of.iter().map(Value::to_string).collect();
@@ -213,6 +521,14 @@ pub fn markdown(only: Option<&str>) -> String {
                 out.push('\n');
             }
             out.push_str(&format!("Output: {}\n\n", action.output_description));
+            if !action.scopes.is_empty() {
+                out.push_str(&format!("Scopes: `{}`\n\n", action.scopes.join("`, `")));
+            }
+            let safe = if action.retry_safe { "yes" } else { "no" };
+            match &action.retry_note {
+                Some(note) => out.push_str(&format!("Safe to retry: {safe}. {note}\n\n")),
+                None => out.push_str(&format!("Safe to retry: {safe}.\n\n")),
+            }
         }
     }
     out
@@ -247,8 +563,14 @@ mod tests {
             Value::String(text) => {
                 let template = Template::parse(text).expect("a catalog template parses");
                 for expr in template.expressions() {
-                    assert_eq!(expr.root(), Some("params"), "catalog request templates read only params: {text}");
-                    found.extend(expr.key_at(1).map(str::to_string));
+                    let root = expr.root();
+                    assert!(
+                        matches!(root, Some("params" | "api" | "bytes" | "responses" | "conflict")),
+                        "catalog request templates read params, api, bytes, responses and conflict: {text}"
+                    );
+                    if matches!(root, Some("params" | "bytes")) {
+                        found.extend(expr.key_at(1).map(str::to_string));
+                    }
                 }
             }
             Value::Array(items) => items.iter().for_each(|v| params_read(v, found)),
@@ -261,14 +583,26 @@ mod tests {
     fn every_action_template_reads_only_declared_params_and_every_param_is_used() {
         for (key, entry) in all() {
             for (name, action) in &entry.actions {
-                let request = &action.request;
                 let mut read = Vec::new();
-                for value in [Some(&Value::from(request.method.clone())), Some(&Value::from(request.path.clone()))]
+                let requests = std::iter::once(&action.request)
+                    .chain(&action.then)
+                    .chain(action.on_conflict.as_ref().map(|c| &c.request));
+                for request in requests {
+                    for value in [
+                        Some(&Value::from(request.method.clone())),
+                        Some(&Value::from(request.path.clone())),
+                        request.url.as_ref().map(|u| Value::from(u.clone())).as_ref(),
+                    ]
                     .into_iter()
-                    .chain([request.query.as_ref(), request.headers.as_ref(), request.body.as_ref()])
                     .flatten()
-                {
-                    params_read(value, &mut read);
+                    .chain(
+                        [request.query.as_ref(), request.headers.as_ref(), request.body.as_ref()].into_iter().flatten(),
+                    ) {
+                        params_read(value, &mut read);
+                    }
+                }
+                if let Some(idempotency) = &action.idempotency {
+                    assert!(action.params.contains_key(&idempotency.param), "{key}.{name}: idempotency param");
                 }
                 for param in &read {
                     assert!(action.params.contains_key(param), "{key}.{name} reads undeclared `{param}`");

@@ -24,8 +24,9 @@ use crate::record::now;
 pub const STATE_TTL: Duration = Duration::from_secs(10 * 60);
 /// The largest token endpoint answer read.
 pub const MAX_TOKEN_RESPONSE_BYTES: usize = 64 * 1024;
-/// How long a token request may take.
-const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a token request may take: less than a refresh lease lasts (see
+/// [`crate::connect`]), so that no other process takes the lease while it is under way.
+pub const TOKEN_TIMEOUT: Duration = Duration::from_secs(15);
 /// The encryption context of flow states.
 const STATE_CONTEXT: &str = "sluice/oauth-state";
 
@@ -60,16 +61,35 @@ impl OAuthError {
     }
 }
 
-/// An integration's OAuth endpoints and client, its `{{env.NAME}}` values filled in.
+/// An integration's OAuth endpoints and client, its `{{env.NAME}}` values filled in, with
+/// what a built-in provider's catalog entry adds (see [`crate::catalog::CatalogOAuth`]).
 #[derive(Clone, PartialEq)]
 pub struct Provider {
     pub authorization_url: Option<url::Url>,
     pub token_url: url::Url,
     pub client_id: String,
     client_secret: String,
+    /// Joined as the provider documents.
     pub scopes: String,
+    /// `(parameter, scopes)`: Slack's `user_scope`.
+    pub user_scopes: Option<(String, String)>,
     pub pkce: bool,
+    /// Extra authorize URL parameters.
+    pub authorize_params: BTreeMap<String, String>,
+    /// Identity fields of the token answer.
+    pub identity: BTreeMap<String, crate::catalog::IdentityPath>,
+    /// Nested credentials of the token answer.
+    pub nested_credentials: BTreeMap<String, String>,
+    /// Where to ask for more identity after connecting, and what to read there.
+    pub introspection: Option<(url::Url, BTreeMap<String, crate::catalog::IdentityPath>)>,
+    /// Login hosts to choose from: name → origin (the first name is the default).
+    pub login_hosts: BTreeMap<String, url::Url>,
+    /// The login host chosen, if any.
+    pub login_host: Option<String>,
 }
+
+/// The identity key a connection's chosen login host is kept under.
+pub const LOGIN_HOST: &str = "loginHost";
 
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,15 +117,78 @@ impl Provider {
             Some(_) => Some(parse("authorizationUrl", fill("authorizationUrl", &config.authorization_url)?)?),
             None => None,
         };
-        Ok(Provider {
+        let token_url = parse("accessTokenUrl", fill("accessTokenUrl", &config.access_token_url)?)?;
+        let catalog = (!name.starts_with(crate::model::project::CUSTOM_PREFIX))
+            .then(|| crate::catalog::integration(name).and_then(|entry| entry.oauth.as_ref()))
+            .flatten();
+        let separator = catalog.map_or(" ", |oauth| oauth.scope_separator.as_str());
+        let join = |scopes: &crate::model::project::Scopes| match scopes {
+            crate::model::project::Scopes::List(list) => list.join(separator),
+            crate::model::project::Scopes::Text(text) => text.split_whitespace().collect::<Vec<_>>().join(separator),
+        };
+        let mut provider = Provider {
             authorization_url,
-            token_url: parse("accessTokenUrl", fill("accessTokenUrl", &config.access_token_url)?)?,
+            token_url: token_url.clone(),
             client_id: fill("clientId", &config.client_id)?,
             client_secret: fill("clientSecret", &config.client_secret)?,
-            scopes: config.scopes.as_ref().map(|s| s.joined()).unwrap_or_default(),
+            scopes: config.scopes.as_ref().map(join).unwrap_or_default(),
+            user_scopes: None,
             pkce: config.use_pkce_in_code_exchange.unwrap_or(false),
-        })
+            authorize_params: BTreeMap::new(),
+            identity: BTreeMap::new(),
+            nested_credentials: BTreeMap::new(),
+            introspection: None,
+            login_hosts: BTreeMap::new(),
+            login_host: None,
+        };
+        let Some(oauth) = catalog else { return Ok(provider) };
+        provider.pkce = oauth.pkce;
+        provider.authorize_params = oauth.authorize_params.clone();
+        provider.identity = oauth.identity.clone();
+        provider.nested_credentials = oauth.credentials.clone();
+        if let (Some(param), Some(scopes)) = (&oauth.user_scope_param, &config.user_scopes) {
+            provider.user_scopes = Some((param.clone(), join(scopes)));
+        }
+        if let Some(introspection) = &oauth.introspection {
+            // Overriding `accessTokenUrl` (a local fake, a proxy) moves the introspection
+            // endpoint to the same origin.
+            let mut url = parse("introspection url", introspection.url.clone())?;
+            if config.access_token_url.as_deref() != Some(oauth.access_token_url.as_str()) {
+                url = with_origin(&url, &token_url);
+            }
+            provider.introspection = Some((url, introspection.identity.clone()));
+        }
+        let hosts = config.login_hosts.clone().unwrap_or_else(|| oauth.login_hosts.clone());
+        for (host, text) in hosts {
+            provider.login_hosts.insert(host.clone(), parse(&format!("loginHosts.{host}"), text)?);
+        }
+        Ok(provider)
     }
+
+    /// This provider on the login host named `host` (the origin of both URLs replaced); a
+    /// host it does not offer is refused, naming those it does.
+    pub fn on_login_host(mut self, host: Option<&str>) -> Result<Provider, OAuthError> {
+        let Some(host) = host else { return Ok(self) };
+        let Some(origin) = self.login_hosts.get(host).cloned() else {
+            let known: Vec<&str> = self.login_hosts.keys().map(String::as_str).collect();
+            let known = if known.is_empty() { "none".to_string() } else { known.join(", ") };
+            return Err(OAuthError::NotConfigured(format!("no login host `{host}` (this integration's: {known})")));
+        };
+        self.authorization_url = self.authorization_url.map(|url| with_origin(&url, &origin));
+        self.token_url = with_origin(&self.token_url, &origin);
+        self.login_host = Some(host.to_string());
+        Ok(self)
+    }
+}
+
+/// `url` with the scheme, host and port of `origin` (and the path prefix of `origin`, if it
+/// has one other than `/`).
+fn with_origin(url: &url::Url, origin: &url::Url) -> url::Url {
+    let mut moved = origin.clone();
+    let prefix = origin.path().trim_end_matches('/');
+    moved.set_path(&format!("{prefix}{}", url.path()));
+    moved.set_query(url.query());
+    moved
 }
 
 /// `text` with its `{{env.NAME}}` expressions replaced by the stack's values.
@@ -130,6 +213,9 @@ pub struct FlowState {
     /// The PKCE code verifier, when the integration uses PKCE.
     #[serde(rename = "v", default, skip_serializing_if = "Option::is_none")]
     pub verifier: Option<String>,
+    /// The login host the user chose, when the provider has several.
+    #[serde(rename = "h", default, skip_serializing_if = "Option::is_none")]
+    pub login_host: Option<String>,
     /// Expiry, epoch milliseconds.
     #[serde(rename = "x")]
     pub expires_ms: i64,
@@ -154,6 +240,7 @@ pub async fn authorization_url(
     let mut state = state;
     let verifier = if provider.pkce { Some(random_token()?) } else { None };
     state.verifier = verifier.clone();
+    state.login_host = provider.login_host.clone();
     let sealed = crypto::seal(
         keys,
         STATE_CONTEXT,
@@ -170,6 +257,12 @@ pub async fn authorization_url(
             .append_pair("state", &URL_SAFE_NO_PAD.encode(sealed));
         if !provider.scopes.is_empty() {
             query.append_pair("scope", &provider.scopes);
+        }
+        if let Some((param, scopes)) = &provider.user_scopes {
+            query.append_pair(param, scopes);
+        }
+        for (name, value) in &provider.authorize_params {
+            query.append_pair(name, value);
         }
         if let Some(verifier) = &verifier {
             let challenge = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
@@ -188,6 +281,7 @@ pub fn new_state(project_id: &str, user_id: &str, integration: &str) -> FlowStat
         user_id: user_id.to_string(),
         integration: integration.to_string(),
         verifier: None,
+        login_host: None,
         expires_ms: (now() + ttl).timestamp_millis(),
     }
 }
@@ -218,8 +312,10 @@ pub struct Tokens {
     pub refresh_token: Option<String>,
     pub expires_in: Option<u64>,
     /// Every other string the provider answered (e.g. Salesforce's `instance_url`), by its
-    /// camelCase name.
+    /// camelCase name, and the nested credentials the provider's catalog names.
     pub extra: Map<String, Value>,
+    /// The connection's non-secret identity, as the provider's catalog reads it.
+    pub identity: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -229,6 +325,11 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
+    /// When the access token expires, if the provider said.
+    pub fn expires_at(&self) -> Option<crate::record::Timestamp> {
+        self.expires_in.map(|seconds| now() + chrono::Duration::seconds(seconds.min(10 * 365 * 86_400) as i64))
+    }
+
     /// The credentials object stored for them: `accessToken`, `refreshToken`, and the extras.
     pub fn credentials(&self) -> Map<String, Value> {
         let mut credentials = self.extra.clone();
@@ -324,12 +425,71 @@ async fn token_request(http: &HttpClient, provider: &Provider, form: &[(&str, &s
             }
         }
     }
+    for (name, path) in &provider.nested_credentials {
+        if let Some(Value::String(text)) = crate::catalog::value_at(&answer, path)
+            && !text.is_empty()
+        {
+            extra.insert(name.clone(), Value::from(text.clone()));
+        }
+    }
     Ok(Tokens {
         access_token: access_token.clone(),
         refresh_token: answer.get("refresh_token").and_then(Value::as_str).map(str::to_string),
         expires_in: answer.get("expires_in").and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok())),
         extra,
+        identity: identity_of(&provider.identity, &answer),
     })
+}
+
+/// The identity `paths` read in `answer`, each value cut to what a store keeps.
+fn identity_of(paths: &BTreeMap<String, crate::catalog::IdentityPath>, answer: &Value) -> BTreeMap<String, String> {
+    paths
+        .iter()
+        .filter_map(|(name, path)| {
+            let value = path.read(answer)?;
+            let value: String = value.chars().filter(|c| !c.is_control()).take(256).collect();
+            (!value.is_empty()).then(|| (name.clone(), value))
+        })
+        .collect()
+}
+
+/// Asks the provider's introspection endpoint about `access_token`: the identity it reads
+/// there (empty when the provider has no such endpoint).
+pub async fn introspect(
+    http: &HttpClient,
+    provider: &Provider,
+    access_token: &str,
+) -> Result<BTreeMap<String, String>, OAuthError> {
+    let Some((url, paths)) = &provider.introspection else { return Ok(BTreeMap::new()) };
+    http.check_url(url).map_err(|e| OAuthError::Endpoint(e.to_string()))?;
+    let body = {
+        let mut body = url::form_urlencoded::Serializer::new(String::new());
+        body.append_pair("token", access_token)
+            .append_pair("token_type_hint", "access_token")
+            .append_pair("client_id", &provider.client_id)
+            .append_pair("client_secret", &provider.client_secret);
+        body.finish()
+    };
+    let response = http
+        .client()
+        .post(url.clone())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("accept", "application/json")
+        .timeout(TOKEN_TIMEOUT)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| OAuthError::Endpoint(format!("{url}: {}", e.without_url())))?;
+    let status = response.status();
+    let bytes = read_limited(response).await?;
+    if !status.is_success() {
+        return Err(OAuthError::Endpoint(format!("introspection answered HTTP {status}")));
+    }
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if answer.get("active") == Some(&Value::Bool(false)) {
+        return Err(OAuthError::Refused("the provider says the new access token is not active".into()));
+    }
+    Ok(identity_of(paths, &answer))
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, OAuthError> {

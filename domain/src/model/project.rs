@@ -123,6 +123,16 @@ pub struct IntegrationConfig {
     /// What every request to the integration carries, templated from `{{credentials.X}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authorization: Option<Authorization>,
+    /// Built-in, where the provider has them (Slack): user scopes, requested beside `scopes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_scopes: Option<Scopes>,
+    /// Built-in, where the API is versioned in its paths (Salesforce): e.g. `v66.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// Built-in, where users choose a login host at connect time (Salesforce): name → base
+    /// URL, replacing the catalog's (`production`, `sandbox`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hosts: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// How the users of a custom integration authenticate.
@@ -179,6 +189,9 @@ pub enum Authorization {
 pub struct IntegrationApi {
     pub base_url: String,
     pub authorization: Authorization,
+    /// What action paths read as `{{api.version}}` (the catalog's, or `apiVersion`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// One user setting, shown in the Connect Portal and read in workflows as `{{settings.KEY}}`.

@@ -120,7 +120,9 @@ pub(super) async fn connect(
         let enabled = enablement.integrations.get(&integration.name).copied().unwrap_or(false);
         let credentials = store.get_credentials(project_id, &user_id, &integration.name).await?;
         let status = credentials.as_ref().map(|c| c.status);
+        let identity = credentials.map(|c| c.identity).unwrap_or_default();
         integrations.push(json!({
+            "identity": identity,
             "name": integration.name,
             "custom": integration.name.starts_with(crate::model::project::CUSTOM_PREFIX),
             "config": display_config(&integration),
@@ -230,7 +232,9 @@ pub(super) async fn put_credentials(
         return Err(ApiError::BadRequest("the body must be an object of credential name → string".into()));
     };
     let expires_in = values.remove("expiresIn");
+    let identity_value = values.remove("identity");
     let mut problems = Vec::new();
+    let identity = identity_of(identity_value, &mut problems);
     if values.len() > MAX_CREDENTIAL_KEYS {
         problems.push(format!("{} credentials; at most {MAX_CREDENTIAL_KEYS}", values.len()));
     }
@@ -274,6 +278,7 @@ pub(super) async fn put_credentials(
         expires_at,
         updated_at: now(),
         refreshing_until: None,
+        identity,
     };
     store.put_credentials(project_id, &user_id, integration, &stored).await?;
     let before = store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
@@ -283,6 +288,46 @@ pub(super) async fn put_credentials(
         answer["integrationEnabled"] = json!({ "executions": report.executions, "skipped": report.skipped });
     }
     Ok(json_response(StatusCode::OK, &answer))
+}
+
+/// The most identity values a connection keeps.
+const MAX_IDENTITY: usize = 10;
+
+/// The connection's identity a credentials write gives (`"identity": {"account": "A-1"}`):
+/// names of letters, digits and `_` (at most 64), non-empty values of at most 256 characters.
+fn identity_of(value: Option<Value>, problems: &mut Vec<String>) -> BTreeMap<String, String> {
+    let mut identity = BTreeMap::new();
+    let fields = match value {
+        None | Some(Value::Null) => return identity,
+        Some(Value::Object(fields)) => fields,
+        Some(_) => {
+            problems.push("`identity`: must be an object of name → string".to_string());
+            return identity;
+        }
+    };
+    if fields.len() > MAX_IDENTITY {
+        problems.push(format!("`identity`: {} values; at most {MAX_IDENTITY}", fields.len()));
+    }
+    for (name, value) in fields {
+        let name_ok =
+            !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        match value {
+            Value::String(text)
+                if name_ok
+                    && !text.is_empty()
+                    && text.chars().count() <= 256
+                    && !text.chars().any(char::is_control) =>
+            {
+                identity.insert(name, text);
+            }
+            _ => problems.push(format!(
+                "`identity.{}`: names are letters, digits and `_` (at most 64); values are non-empty text of at most \
+                 256 characters",
+                name.escape_debug()
+            )),
+        }
+    }
+    identity
 }
 
 /// `DELETE /projects/{p}/sdk/integrations/{i}/credentials`: disconnects the user.
@@ -300,10 +345,13 @@ pub(super) async fn delete_credentials(
 /// `GET /projects/{p}/sdk/integrations/{i}/oauth/start`: where to send the user's browser to
 /// connect an OAuth integration: `{"authorizationUrl": ...}` (the provider's page, with a
 /// sealed state bound to this user, project and integration, and PKCE when configured).
+/// `?loginHost=NAME` chooses among the provider's login hosts (Salesforce's `production` and
+/// `sandbox`); the connection refreshes on the host it was made on.
 pub(super) async fn oauth_start(
     connect: &Connect,
     project_id: &str,
     headers: &HeaderMap,
+    query: Option<&str>,
     integration: &str,
 ) -> Result<Response<Bytes>, ApiError> {
     let user_id = connect.user_of(project_id, headers).await?;
@@ -313,7 +361,11 @@ pub(super) async fn oauth_start(
             "integration `{integration}` does not connect with the OAuth authorization-code flow"
         )));
     }
-    let provider = oauth::Provider::of(integration, &record.config, connect.env()).map_err(oauth_error)?;
+    let params: BTreeMap<String, String> =
+        url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()).into_owned().collect();
+    let provider = oauth::Provider::of(integration, &record.config, connect.env())
+        .and_then(|provider| provider.on_login_host(params.get("loginHost").map(String::as_str)))
+        .map_err(oauth_error)?;
     let keys = connect.keys()?;
     let state = oauth::new_state(project_id, &user_id, integration);
     let url =
@@ -403,8 +455,10 @@ async fn complete_flow(
         return Err(ApiError::BadRequest(format!("the user or the provider did not authorise: {error}")));
     }
     let code = params.get("code").ok_or_else(|| ApiError::BadRequest("the callback has no `code`".into()))?;
-    let provider = oauth::Provider::of(&record.name, &record.config, connect.env()).map_err(oauth_error)?;
-    let tokens = oauth::exchange_code(
+    let provider = oauth::Provider::of(&record.name, &record.config, connect.env())
+        .and_then(|provider| provider.on_login_host(flow.login_host.as_deref()))
+        .map_err(oauth_error)?;
+    let mut tokens = oauth::exchange_code(
         connect.http(),
         &provider,
         code,
@@ -413,12 +467,22 @@ async fn complete_flow(
     )
     .await
     .map_err(oauth_error)?;
+    // The identity webhooks are routed by: what the token answer says, what introspection
+    // adds, and the login host the connection refreshes on.
+    let introspected = oauth::introspect(connect.http(), &provider, &tokens.access_token).await.map_err(oauth_error)?;
+    tokens.identity.extend(introspected);
+    if let Some(host) = &flow.login_host {
+        tokens.identity.insert(oauth::LOGIN_HOST.to_string(), host.clone());
+    }
     let (project_id, user_id, integration) = (&flow.project_id, &flow.user_id, &flow.integration);
     let switched_on = store_tokens(connect, project_id, user_id, integration, &tokens).await?;
     if switched_on {
         triggers::integration_enabled(runner, project_id, user_id, integration).await?;
     }
     let mut details = json!({ "integration": integration, "userId": user_id, "connectedAt": format_timestamp(&now()) });
+    if !tokens.identity.is_empty() {
+        details["identity"] = json!(tokens.identity);
+    }
     if let Some(seconds) = tokens.expires_in {
         details["expiresIn"] = json!(seconds);
     }
@@ -439,14 +503,13 @@ pub(super) async fn store_tokens(
         serde_json::to_vec(&tokens.credentials()).map_err(|e| ApiError::Internal(format!("credentials: {e}")))?;
     let context = credential_context(project_id, user_id, integration);
     let sealed = crypto::seal(keys, &context, &plaintext).await.map_err(ConnectError::from)?;
-    let expires_at =
-        tokens.expires_in.map(|seconds| now() + chrono::Duration::seconds(seconds.min(10 * 365 * 86_400) as i64));
     let stored = CredentialRecord {
         sealed,
         status: CredentialStatus::Connected,
-        expires_at,
+        expires_at: tokens.expires_at(),
         updated_at: now(),
         refreshing_until: None,
+        identity: tokens.identity.clone(),
     };
     connect.store().put_credentials(project_id, user_id, integration, &stored).await?;
     let before =

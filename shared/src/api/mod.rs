@@ -145,7 +145,8 @@ impl Api {
             ["projects", project, "sdk", "integrations", target, "oauth", "start"] => {
                 allow(&request, &Method::GET)?;
                 let (project, target) = (id(project)?, integration(target)?);
-                connect::oauth_start(&self.runtime.connect, project, request.headers(), target).await
+                connect::oauth_start(&self.runtime.connect, project, request.headers(), request.uri().query(), target)
+                    .await
             }
             ["oauth", "callback"] => {
                 allow(&request, &Method::GET)?;

@@ -127,6 +127,7 @@ fn credential(ciphertext: &str, status: CredentialStatus) -> CredentialRecord {
             ciphertext: ciphertext.into(),
         },
         status,
+        identity: Default::default(),
         expires_at: Some(super::at_ms(1_900_000_000_123)),
         updated_at: super::at_ms(1_800_000_000_456),
         refreshing_until: None,

@@ -155,29 +155,45 @@ pub fn credential_context(project_id: &str, user_id: &str, integration: &str) ->
     secret_context(project_id, user_id, &format!("credentials/{integration}"))
 }
 
-/// How long before its expiry an access token is refreshed.
+/// How long before its expiry an access token is refreshed, at most: a tenth of its
+/// lifetime for short-lived tokens.
 const REFRESH_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
-/// How long a refresh may hold its lease on the record.
-const REFRESH_LEASE: chrono::Duration = chrono::Duration::seconds(15);
-/// How long a step waits for a refresh another process is making.
+/// How long a refresh may hold its lease on the record: longer than the token request it
+/// guards may take ([`crate::oauth::TOKEN_TIMEOUT`]) and the write after it, so no second
+/// process takes the lease and spends a refresh token that rotates while the first is still
+/// waiting for its answer.
+const REFRESH_LEASE: chrono::Duration = chrono::Duration::seconds(45);
+/// How long a step waits for a refresh another process is making: past its lease.
+const REFRESH_WAIT_AT_MOST: std::time::Duration = std::time::Duration::from_secs(50);
+/// How often a step waiting for another process's refresh looks again.
 const REFRESH_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether `record`'s access token expires within the refresh margin.
+fn expiring(record: &CredentialRecord) -> bool {
+    let Some(at) = record.expires_at else { return false };
+    let lifetime = at - record.updated_at;
+    let margin = REFRESH_MARGIN.min(lifetime / 10).max(chrono::Duration::zero());
+    at <= now() + margin
+}
 
 /// The user's credentials for `integration`, opened — an empty object if there are none —
 /// with every string value among the secrets to redact. An OAuth access token that expires
-/// within a minute is refreshed first, once however many steps need it at the same moment:
-/// steps of this process queue on one lock, other processes see the refresh lease on the
-/// record and wait for the new tokens. A refused refresh token marks the connection as
-/// needing re-authorisation.
+/// soon (or, with `rejected`, the token the provider just refused) is refreshed first, once
+/// however many steps need it at the same moment: steps of this process queue on one lock,
+/// other processes see the refresh lease on the record and wait for the new tokens, and a
+/// step whose rejected token was replaced meanwhile gets the new one without a refresh. A
+/// refused refresh token marks the connection as needing re-authorisation.
 pub(crate) async fn user_credentials(
     connect: &Connect,
     project_id: &str,
     user_id: &str,
     integration: &str,
+    rejected: Option<&str>,
 ) -> Result<UserSettings, ConnectError> {
     let store = connect.store();
     let keys = connect.keys_opt();
     let context = credential_context(project_id, user_id, integration);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let deadline = std::time::Instant::now() + REFRESH_WAIT_AT_MOST;
     loop {
         let Some(record) = store.get_credentials(project_id, user_id, integration).await? else {
             return Ok(UserSettings::default());
@@ -187,8 +203,11 @@ pub(crate) async fn user_credentials(
         }
         let values = open_credentials(keys, &context, &record).await?;
         let refresh_token = values.get("refreshToken").and_then(Value::as_str).map(str::to_string);
-        let expiring = record.expires_at.is_some_and(|at| at <= now() + REFRESH_MARGIN);
-        let (true, Some(refresh_token)) = (expiring, refresh_token) else { return Ok(opened(values)) };
+        let stale = match rejected {
+            Some(token) => values.get("accessToken").and_then(Value::as_str) == Some(token),
+            None => expiring(&record),
+        };
+        let (true, Some(refresh_token)) = (stale, refresh_token) else { return Ok(opened(values)) };
         let lock = connect.refresh_lock(&context);
         let _turn = lock.lock().await;
         // Another step of this process may have refreshed while this one waited its turn.
@@ -210,60 +229,120 @@ pub(crate) async fn user_credentials(
         if !store.swap_credentials(project_id, user_id, integration, &record, &leased).await? {
             continue;
         }
-        return refresh_with_lease(connect, project_id, user_id, integration, leased, values, &refresh_token).await;
+        let refresh = Refresh { connect, project_id, user_id, integration };
+        match refresh.run(leased, values, &refresh_token).await? {
+            Refreshed::Done(settings) => return Ok(settings),
+            // The record changed under the lease (new tokens from elsewhere): read it again.
+            Refreshed::Changed => continue,
+        }
     }
 }
 
-/// Refreshes the tokens of `leased` (whose lease this call holds) and stores them.
-async fn refresh_with_lease(
-    connect: &Connect,
-    project_id: &str,
-    user_id: &str,
-    integration: &str,
-    leased: CredentialRecord,
-    mut values: Map<String, Value>,
-    refresh_token: &str,
-) -> Result<UserSettings, ConnectError> {
-    let store = connect.store();
-    let released = CredentialRecord { refreshing_until: None, ..leased.clone() };
-    let provider = match store.get_integration(project_id, integration).await? {
-        Some(record) => crate::oauth::Provider::of(integration, &record.config, connect.env()),
-        None => Err(crate::oauth::OAuthError::NotConfigured(format!("integration `{integration}` is not deployed"))),
-    };
-    let refreshed = match provider {
-        Ok(provider) => crate::oauth::refresh(connect.http(), &provider, refresh_token).await,
-        Err(error) => Err(error),
-    };
-    match refreshed {
-        Ok(tokens) => {
-            values.extend(tokens.credentials());
-            let keys = connect.keys()?;
-            let context = credential_context(project_id, user_id, integration);
-            let plaintext = serde_json::to_vec(&values).map_err(|e| CryptoError::Refused(e.to_string()))?;
-            let fresh = CredentialRecord {
-                sealed: crypto::seal(keys, &context, &plaintext).await?,
-                status: CredentialStatus::Connected,
-                expires_at: tokens
-                    .expires_in
-                    .map(|s| now() + chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64)),
-                updated_at: now(),
-                refreshing_until: None,
-            };
-            store.swap_credentials(project_id, user_id, integration, &leased, &fresh).await?;
-            tracing::info!(project = project_id, integration, "refreshed an OAuth access token");
-            Ok(opened(values))
-        }
-        Err(crate::oauth::OAuthError::Revoked(reason)) => {
-            let revoked = CredentialRecord { status: CredentialStatus::NeedsReauthorization, ..released };
-            store.swap_credentials(project_id, user_id, integration, &leased, &revoked).await?;
-            tracing::warn!(project = project_id, integration, reason, "refresh token refused: re-authorisation needed");
-            Err(ConnectError::NeedsReauthorization(integration.to_string()))
-        }
-        Err(error) => {
-            store.swap_credentials(project_id, user_id, integration, &leased, &released).await?;
-            Err(ConnectError::Refresh { integration: integration.to_string(), error })
+/// One refresh of one user's tokens, under a lease this process holds.
+struct Refresh<'a> {
+    connect: &'a Connect,
+    project_id: &'a str,
+    user_id: &'a str,
+    integration: &'a str,
+}
+
+enum Refreshed {
+    Done(UserSettings),
+    Changed,
+}
+
+impl Refresh<'_> {
+    /// Refreshes the tokens of `leased` and stores them.
+    async fn run(
+        &self,
+        leased: CredentialRecord,
+        mut values: Map<String, Value>,
+        refresh_token: &str,
+    ) -> Result<Refreshed, ConnectError> {
+        let (connect, project_id, user_id, integration) =
+            (self.connect, self.project_id, self.user_id, self.integration);
+        let store = connect.store();
+        let released = CredentialRecord { refreshing_until: None, ..leased.clone() };
+        let login_host = leased.identity.get(crate::oauth::LOGIN_HOST).map(String::as_str);
+        let provider = match store.get_integration(project_id, integration).await? {
+            Some(record) => crate::oauth::Provider::of(integration, &record.config, connect.env())
+                .and_then(|provider| provider.on_login_host(login_host)),
+            None => {
+                Err(crate::oauth::OAuthError::NotConfigured(format!("integration `{integration}` is not deployed")))
+            }
+        };
+        let refreshed = match provider {
+            Ok(provider) => crate::oauth::refresh(connect.http(), &provider, refresh_token).await,
+            Err(error) => Err(error),
+        };
+        match refreshed {
+            Ok(tokens) => {
+                values.extend(tokens.credentials());
+                let keys = connect.keys()?;
+                let context = credential_context(project_id, user_id, integration);
+                let plaintext = serde_json::to_vec(&values).map_err(|e| CryptoError::Refused(e.to_string()))?;
+                let mut identity = leased.identity.clone();
+                identity.extend(tokens.identity.clone());
+                let fresh = CredentialRecord {
+                    sealed: crypto::seal(keys, &context, &plaintext).await?,
+                    status: CredentialStatus::Connected,
+                    expires_at: tokens.expires_at(),
+                    updated_at: now(),
+                    refreshing_until: None,
+                    identity,
+                };
+                self.keep(&leased, &fresh).await?;
+                tracing::info!(project = project_id, integration, "refreshed an OAuth access token");
+                Ok(Refreshed::Done(opened(values)))
+            }
+            Err(crate::oauth::OAuthError::Revoked(reason)) => {
+                let revoked = CredentialRecord { status: CredentialStatus::NeedsReauthorization, ..released };
+                if !store.swap_credentials(project_id, user_id, integration, &leased, &revoked).await? {
+                    // Refused because another process spent the token first and stored its
+                    // fresh tokens: those are the connection's now.
+                    return Ok(Refreshed::Changed);
+                }
+                tracing::warn!(
+                    project = project_id,
+                    integration,
+                    reason,
+                    "refresh token refused: re-authorisation needed"
+                );
+                Err(ConnectError::NeedsReauthorization(integration.to_string()))
+            }
+            Err(error) => {
+                if !store.swap_credentials(project_id, user_id, integration, &leased, &released).await? {
+                    return Ok(Refreshed::Changed);
+                }
+                Err(ConnectError::Refresh { integration: integration.to_string(), error })
+            }
         }
     }
+
+    /// Stores `fresh` in place of `leased`. Fresh tokens are never thrown away: if the record
+    /// changed under the lease but still holds the tokens this refresh replaced (another
+    /// process took an expired lease, or marked the connection as needing re-authorisation
+    /// after spending the same rotated refresh token), they replace it anyway; only other
+    /// tokens (a new connection, another refresh's) are kept over them.
+    async fn keep(&self, leased: &CredentialRecord, fresh: &CredentialRecord) -> Result<(), ConnectError> {
+        let store = self.connect.store();
+        let (project_id, user_id, integration) = (self.project_id, self.user_id, self.integration);
+        let mut expected = leased.clone();
+        for _ in 0..5 {
+            if store.swap_credentials(project_id, user_id, integration, &expected, fresh).await? {
+                return Ok(());
+            }
+            match store.get_credentials(project_id, user_id, integration).await? {
+                Some(current) if current.sealed == leased.sealed => expected = current,
+                _ => return Ok(()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn client_token_key(project_id: &str, integration: &str) -> String {
+    format!("sluice/project/{project_id}/client/{integration}")
 }
 
 /// The app's own access token for an `oauth_client_credential` integration: fetched with
@@ -274,7 +353,7 @@ pub(crate) async fn client_token(
     project_id: &str,
     integration: &str,
 ) -> Result<UserSettings, ConnectError> {
-    let key = format!("sluice/project/{project_id}/client/{integration}");
+    let key = client_token_key(project_id, integration);
     let refresh = |error| ConnectError::Refresh { integration: integration.to_string(), error };
     let lock = connect.refresh_lock(&key);
     let _turn = lock.lock().await;

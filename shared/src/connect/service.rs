@@ -86,6 +86,15 @@ pub trait SecretSource: Send + Sync {
         execution: &Execution,
         workflow: &Workflow,
     ) -> Result<Option<UserSettings>, ConnectError>;
+    /// The credentials again after the provider refused `rejected` (an access token whose
+    /// session ended): refreshed if they still hold it — once however many steps saw it
+    /// refused — or the ones that replaced it.
+    async fn credentials_after_rejection(
+        &self,
+        execution: &Execution,
+        workflow: &Workflow,
+        rejected: &str,
+    ) -> Result<Option<UserSettings>, ConnectError>;
 }
 
 /// The connect layer, built once per process (see the module doc).
@@ -262,6 +271,16 @@ impl Connect {
         }
     }
 
+    /// Drops the client-credentials token of `integration` if it is `rejected`.
+    fn forget_client_token(&self, project_id: &str, integration: &str, rejected: &str) {
+        let key = super::client_token_key(project_id, integration);
+        if let Ok(mut tokens) = self.client_tokens.lock()
+            && tokens.get(&key).is_some_and(|(token, _)| token == rejected)
+        {
+            tokens.remove(&key);
+        }
+    }
+
     /// The lock refreshes of the credential record `key` take turns on.
     pub(crate) fn refresh_lock(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
         let Ok(mut locks) = self.refresh_locks.lock() else { return Arc::default() };
@@ -287,7 +306,24 @@ impl SecretSource for Connect {
         let opened = if workflow.integration_auth == Some(AuthenticationType::OauthClientCredential) {
             super::client_token(self, &execution.project_id, integration).await?
         } else {
-            super::user_credentials(self, &execution.project_id, &execution.user_id, integration).await?
+            super::user_credentials(self, &execution.project_id, &execution.user_id, integration, None).await?
+        };
+        Ok(Some(opened))
+    }
+
+    async fn credentials_after_rejection(
+        &self,
+        execution: &Execution,
+        workflow: &Workflow,
+        rejected: &str,
+    ) -> Result<Option<UserSettings>, ConnectError> {
+        let Some(integration) = &workflow.integration else { return Ok(None) };
+        let opened = if workflow.integration_auth == Some(AuthenticationType::OauthClientCredential) {
+            self.forget_client_token(&execution.project_id, integration, rejected);
+            super::client_token(self, &execution.project_id, integration).await?
+        } else {
+            let (project, user) = (&execution.project_id, &execution.user_id);
+            super::user_credentials(self, project, user, integration, Some(rejected)).await?
         };
         Ok(Some(opened))
     }

@@ -181,6 +181,10 @@ pub struct CredentialRecord {
     /// A refresh of these tokens is under way until then (by whoever swapped this in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshing_until: Option<Timestamp>,
+    /// The connection's non-secret identity: the provider's ids of the workspace, portal,
+    /// org or user it is for (`{"team": "T123"}`), and the login host it was made on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub identity: BTreeMap<String, String>,
 }
 
 /// Whether stored credentials can be used.

@@ -188,7 +188,11 @@ impl Runner {
         };
         let mut ctx = context::with_secrets(execution, &self.runtime.settings.env, &settings, credentials.as_ref());
         ctx["steps"] = Value::Object(given);
-        let ports = StepPorts { http: &self.runtime.http, files: self.runtime.store.as_ref() };
+        let ports = StepPorts {
+            http: &self.runtime.http,
+            files: self.runtime.store.as_ref(),
+            secrets: Some(self.runtime.connect.as_ref()),
+        };
         let mut executed = steps::execute(ports, execution, workflow, step, &step.id, 1, &ctx).await;
         context::redact_secrets(&mut executed.record, &settings, credentials.as_ref());
         Ok(executed)
@@ -439,7 +443,11 @@ impl<'a> Segment<'a> {
     }
 
     fn ports(&self) -> StepPorts<'_> {
-        StepPorts { http: &self.runtime.http, files: self.runtime.store.as_ref() }
+        StepPorts {
+            http: &self.runtime.http,
+            files: self.runtime.store.as_ref(),
+            secrets: Some(self.runtime.connect.as_ref()),
+        }
     }
 
     /// The scope entries of a key's scope (a prefix of the current position's).

@@ -10,7 +10,7 @@
 use serde_json::{Map, Value, json};
 
 use super::{DEFAULT_REQUEST_TIMEOUT, StepPorts, request};
-use crate::catalog::{self, Action};
+use crate::catalog::{self, Action, ActionRequest, CatalogIntegration};
 use crate::model::project::{Authorization, IntegrationApi};
 use crate::model::{ActionStep, Method, Workflow};
 use crate::record::{Execution, StepError};
@@ -25,7 +25,8 @@ pub(super) async fn run(
     ctx: &Value,
 ) -> (Value, Result<Value, StepError>) {
     let integration = workflow.integration.as_deref().unwrap_or(crate::model::project::IMPLICIT_INTEGRATION);
-    let Some(action) = catalog::action(integration, &step.action) else {
+    let (Some(entry), Some(action)) = (catalog::integration(integration), catalog::action(integration, &step.action))
+    else {
         let error = format!("integration `{integration}` has no action `{}` (see `sluice actions`)", step.action);
         return (Value::Null, Err(StepError::terminal(error)));
     };
@@ -33,42 +34,202 @@ pub(super) async fn run(
         let error = format!("integration `{integration}` has no API configured (`apiBaseUrl` and `authorization`)");
         return (Value::Null, Err(StepError::terminal(error)));
     };
-    let params = match params(step, action, ctx) {
+    let params = match params(step, action, ctx, &execution.id, key) {
         Ok(params) => params,
         Err(error) => return (Value::Null, Err(error)),
     };
-    let rendered = match render(action, api, &params, ctx) {
-        Ok(rendered) => rendered,
-        Err(error) => return (json!({ "action": step.action, "params": params }), Err(error)),
+    let mut run = ActionRun {
+        ports,
+        execution,
+        key,
+        workflow,
+        integration,
+        entry,
+        action,
+        api,
+        ctx: ctx.clone(),
+        params,
+        secrets: Vec::new(),
+        requests: Vec::new(),
+        refreshed: false,
     };
-    let mut recorded_request = rendered.input_record();
-    // Every form the credentials are sent in, redacted from whatever comes back.
-    let mut secrets = rendered.auth.as_ref().map(request::RenderedAuth::secret_forms).unwrap_or_default();
-    if let (Authorization::Header { name, .. }, Some(headers)) =
-        (&api.authorization, recorded_request.get_mut("headers").and_then(Value::as_object_mut))
-    {
-        for (header, value) in headers.iter_mut() {
-            if header.eq_ignore_ascii_case(name) {
-                *value = Value::from(crate::connect::REDACTED);
+    let result = run.send_all().await;
+    let mut input = json!({
+        "integration": integration,
+        "action": step.action,
+        "params": run.params,
+        "request": run.requests.first().cloned().unwrap_or(Value::Null),
+    });
+    if run.requests.len() > 1 {
+        input["requests"] = Value::Array(run.requests);
+    }
+    crate::connect::redact_value(&mut input, &run.secrets);
+    (input, crate::connect::redact_result(result, &run.secrets))
+}
+
+/// One run of an action: its requests in order, with what they share.
+struct ActionRun<'a> {
+    ports: StepPorts<'a>,
+    execution: &'a Execution,
+    key: &'a str,
+    workflow: &'a Workflow,
+    integration: &'a str,
+    entry: &'static CatalogIntegration,
+    action: &'static Action,
+    api: &'a IntegrationApi,
+    /// The step's variables; its `credentials` replaced after a refresh.
+    ctx: Value,
+    params: Value,
+    /// Every form of the credentials sent, redacted from what is recorded.
+    secrets: Vec<String>,
+    /// Each request sent, as recorded (credentials redacted).
+    requests: Vec<Value>,
+    /// Whether the credentials were refreshed once already.
+    refreshed: bool,
+}
+
+impl ActionRun<'_> {
+    /// The first request (or, when the provider says the record exists, the `onConflict`
+    /// one), then each of `then`; the output mapped over the last answer.
+    async fn send_all(&mut self) -> Result<Value, StepError> {
+        let over =
+            json!({ "params": self.params, "api": { "version": self.api.version }, "bytes": bytes(&self.params) });
+        let first = match self.send(&self.action.request, &over).await {
+            Err(error) => match &self.action.on_conflict {
+                Some(conflict) if error.details.as_ref().is_some_and(|d| conflict.when.matches(d)) => {
+                    let answer = error.details.clone().unwrap_or(Value::Null);
+                    let mut extracted = Map::new();
+                    for (name, extract) in &conflict.extract {
+                        let Some(value) = extract.read(&answer) else { return Err(error) };
+                        extracted.insert(name.clone(), Value::from(value));
+                    }
+                    let mut over = over.clone();
+                    over["conflict"] = Value::Object(extracted);
+                    self.send(&conflict.request, &over).await?
+                }
+                _ => return Err(error),
+            },
+            ok => ok?,
+        };
+        let mut responses = vec![first];
+        for next in &self.action.then {
+            let mut over = over.clone();
+            over["responses"] = Value::Array(responses.clone());
+            let answer = self.send(next, &over).await?;
+            responses.push(answer);
+        }
+        let last = responses.last().cloned().unwrap_or(Value::Null);
+        output(self.action, last, responses)
+    }
+
+    /// Sends one request of the action, rendered over `over`; if the provider says the
+    /// access token is no longer valid (the catalog's `refreshWhen`), once per step: fresh
+    /// credentials, then the same request again.
+    async fn send(&mut self, template: &ActionRequest, over: &Value) -> Result<Value, StepError> {
+        let answer = self.send_once(template, over).await;
+        let Err(error) = &answer else { return answer };
+        let refresh_when = self.entry.oauth.as_ref().map(|o| o.refresh_when.as_slice()).unwrap_or_default();
+        let signals_expiry = error.details.as_ref().is_some_and(|d| refresh_when.iter().any(|m| m.matches(d)));
+        let rejected = self.ctx.pointer("/credentials/accessToken").and_then(Value::as_str).map(str::to_string);
+        let (true, false, Some(secrets), Some(rejected)) =
+            (signals_expiry, self.refreshed, self.ports.secrets, rejected)
+        else {
+            return answer;
+        };
+        self.refreshed = true;
+        match secrets.credentials_after_rejection(self.execution, self.workflow, &rejected).await {
+            Ok(Some(fresh)) => {
+                self.secrets.extend(fresh.secrets.iter().cloned());
+                self.ctx["credentials"] = Value::Object(fresh.values);
+            }
+            Ok(None) => return answer,
+            Err(error) => {
+                let message = format!("the provider refused the access token, and it could not be renewed: {error}");
+                return Err(if error.is_retryable() {
+                    StepError::retryable(message)
+                } else {
+                    StepError::terminal(message)
+                });
             }
         }
-        let sent = rendered.headers.iter().filter(|(header, _)| header.eq_ignore_ascii_case(name));
-        secrets.extend(sent.filter_map(|(_, value)| value.as_str()).filter(|v| !v.is_empty()).map(str::to_string));
+        self.send_once(template, over).await
     }
-    let input =
-        json!({ "integration": integration, "action": step.action, "params": params, "request": recorded_request });
-    let idempotency_key = format!("{}:{key}", execution.id);
-    let options = if execution.test { request::SendOptions::test_run() } else { request::SendOptions::default() };
-    let response =
-        match request::send(ports.http, ports.files, &execution.id, &rendered, &idempotency_key, &options).await {
-            Ok(response) => response,
-            Err(error) => return (input, crate::connect::redact_result(Err(error), &secrets)),
+
+    async fn send_once(&mut self, template: &ActionRequest, over: &Value) -> Result<Value, StepError> {
+        let rendered = render(self.integration, self.entry, self.action, template, self.api, over, &self.ctx)?;
+        let mut recorded = rendered.input_record();
+        self.secrets.extend(rendered.auth.as_ref().map(request::RenderedAuth::secret_forms).unwrap_or_default());
+        if let (Authorization::Header { name, .. }, Some(headers)) =
+            (&self.api.authorization, recorded.get_mut("headers").and_then(Value::as_object_mut))
+        {
+            for (header, value) in headers.iter_mut() {
+                if header.eq_ignore_ascii_case(name) {
+                    *value = Value::from(crate::connect::REDACTED);
+                }
+            }
+            let sent = rendered.headers.iter().filter(|(header, _)| header.eq_ignore_ascii_case(name));
+            let values = sent.filter_map(|(_, value)| value.as_str()).filter(|v| !v.is_empty()).map(str::to_string);
+            self.secrets.extend(values);
+        }
+        self.requests.push(recorded);
+        let n = self.requests.len();
+        let idempotency_key = if n == 1 {
+            format!("{}:{}", self.execution.id, self.key)
+        } else {
+            format!("{}:{}:{n}", self.execution.id, self.key)
         };
-    (input, crate::connect::redact_result(output(action, response), &secrets))
+        let options =
+            if self.execution.test { request::SendOptions::test_run() } else { request::SendOptions::default() };
+        let mut rendered = rendered;
+        if let (Some(pages), Some(pagination)) =
+            (self.params.get(catalog::MAX_PAGES_PARAM).and_then(Value::as_u64), rendered.pagination.as_mut())
+        {
+            set_max_pages(pagination, u32::try_from(pages).unwrap_or(1000));
+        }
+        request::send(self.ports.http, self.ports.files, &self.execution.id, &rendered, &idempotency_key, &options)
+            .await
+    }
+}
+
+/// `pagination` fetching at most `pages` pages.
+fn set_max_pages(pagination: &mut crate::model::Pagination, pages: u32) {
+    use crate::model::Pagination;
+    match pagination {
+        Pagination::Cursor { max_pages, .. }
+        | Pagination::Link { max_pages, .. }
+        | Pagination::NextUrl { max_pages, .. }
+        | Pagination::Page { max_pages, .. }
+        | Pagination::Offset { max_pages, .. } => *max_pages = Some(pages.clamp(1, 1000)),
+    }
+}
+
+/// The byte length of each param a request may send as a body: a text's UTF-8 bytes, a file
+/// object's `size`.
+fn bytes(params: &Value) -> Value {
+    let Some(params) = params.as_object() else { return json!({}) };
+    let sizes: Map<String, Value> = params
+        .iter()
+        .filter_map(|(name, value)| {
+            let size = match value {
+                Value::String(text) => text.len() as u64,
+                Value::Object(file) => file.get("size")?.as_u64()?,
+                _ => return None,
+            };
+            Some((name.clone(), json!(size)))
+        })
+        .collect();
+    Value::Object(sizes)
+}
+
+/// The id a retried create names its record with: the same for every attempt of this step of
+/// this execution, in the param's `format` (`base32hex`: lowercase hex is a subset).
+fn idempotent_id(execution_id: &str, key: &str) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("{execution_id}:{key}").as_bytes());
+    digest.as_ref().iter().take(16).map(|b| format!("{b:02x}")).collect()
 }
 
 /// The step's params, rendered and checked against the action's declaration.
-fn params(step: &ActionStep, action: &Action, ctx: &Value) -> Result<Value, StepError> {
+fn params(step: &ActionStep, action: &Action, ctx: &Value, execution_id: &str, key: &str) -> Result<Value, StepError> {
     let mut rendered = Map::new();
     let mut problems = Vec::new();
     for (name, value) in &step.params {
@@ -79,7 +240,19 @@ fn params(step: &ActionStep, action: &Action, ctx: &Value) -> Result<Value, Step
             Err(error) => problems.push(format!("`params.{name}`: {error}")),
         }
     }
-    for (name, spec) in &action.params {
+    if let Some(idempotency) = &action.idempotency
+        && rendered.get(&idempotency.param).is_none_or(Value::is_null)
+    {
+        rendered.insert(idempotency.param.clone(), Value::from(idempotent_id(execution_id, key)));
+    }
+    if let Some(pages) = rendered.get(catalog::MAX_PAGES_PARAM)
+        && action.default_max_pages().is_some()
+        && !pages.as_u64().is_some_and(|n| (1..=1000).contains(&n))
+    {
+        problems
+            .push(format!("`params.{}` must be a whole number from 1 to 1000, got {pages}", catalog::MAX_PAGES_PARAM));
+    }
+    for (name, spec) in &action.all_params() {
         match rendered.get(name) {
             None | Some(Value::Null) if spec.required => problems.push(format!("`params.{name}` is required")),
             None | Some(Value::Null) => {
@@ -98,15 +271,20 @@ fn params(step: &ActionStep, action: &Action, ctx: &Value) -> Result<Value, Step
     if problems.is_empty() { Ok(Value::Object(rendered)) } else { Err(StepError::terminal(problems.join("; "))) }
 }
 
+/// One request template of `action`, rendered over `over` (`params`, `api`, `bytes` and, for
+/// follow-ups, `responses` and `conflict`), with the integration's credentials from `ctx`
+/// when it goes to the API's origin.
 fn render(
+    integration: &str,
+    entry: &CatalogIntegration,
     action: &Action,
+    template_request: &ActionRequest,
     api: &IntegrationApi,
-    params: &Value,
+    over: &Value,
     ctx: &Value,
 ) -> Result<request::RenderedRequest, StepError> {
     let terminal = |e: template::TemplateError| StepError::terminal(e.to_string());
-    let over_params = json!({ "params": params });
-    let method = match template::render(&Value::from(action.request.method.clone()), &over_params) {
+    let method = match template::render(&Value::from(template_request.method.clone()), over) {
         Ok(Value::String(method)) => method,
         // An optional `{{params.method}}` that is not given.
         Err(template::TemplateError::MissingPath { .. }) => "GET".to_string(),
@@ -119,16 +297,38 @@ fn render(
         Value::String(base) => base,
         other => return Err(StepError::terminal(format!("`apiBaseUrl` must be text, got {other}"))),
     };
-    let path = path(action, params)?;
-    let mut rendered = request::RenderedRequest::new(method, format!("{}{path}", base.trim_end_matches('/')));
-    rendered.query = mapping("query", action.request.query.as_ref(), &over_params)?;
-    rendered.headers = mapping("headers", action.request.headers.as_ref(), &over_params)?;
-    rendered.body = match &action.request.body {
-        None => None,
-        Some(body) => pruned(body, &over_params).map_err(terminal)?,
+    let base = base.trim_end_matches('/').to_string();
+    let url = match &template_request.url {
+        Some(url) => match template::render(&Value::from(url.clone()), over) {
+            Ok(Value::String(url)) => url,
+            Ok(other) => return Err(StepError::terminal(format!("the API gave no URL to go on to, got {other}"))),
+            Err(error) => return Err(StepError::terminal(format!("the API gave no URL to go on to: {error}"))),
+        },
+        None => format!("{base}{}", path(action, &template_request.path, over)?),
     };
-    rendered.pagination = action.request.pagination.clone();
+    let same_origin = match (url::Url::parse(&url), url::Url::parse(&base)) {
+        (Ok(to), Ok(base)) => to.origin() == base.origin(),
+        _ => false,
+    };
+    let mut rendered = request::RenderedRequest::new(method, url);
+    rendered.query = mapping("query", template_request.query.as_ref(), over)?;
+    rendered.headers = mapping("headers", template_request.headers.as_ref(), over)?;
+    rendered.body = match &template_request.body {
+        None => None,
+        Some(body) => pruned(body, over).map_err(terminal)?,
+    };
+    rendered.body_type = template_request.body_type.unwrap_or_default();
+    rendered.pagination = template_request.pagination.clone();
     rendered.timeout = DEFAULT_REQUEST_TIMEOUT;
+    rendered.checks = request::ResponseChecks {
+        api: integration.to_string(),
+        rules: entry.errors.clone(),
+        ok_when: if template_request.url.is_some() { None } else { action.ok_when.clone() },
+    };
+    if !same_origin {
+        // Another host (an upload URL the API handed out) gets no credentials.
+        return Ok(rendered);
+    }
     let text = |value: &String| match template::render(&Value::from(value.clone()), ctx).map_err(terminal)? {
         Value::String(text) => Ok(text),
         value @ (Value::Number(_) | Value::Bool(_)) => Ok(value.to_string()),
@@ -150,17 +350,15 @@ fn render(
     Ok(rendered)
 }
 
-/// The action's path with its params: percent-encoded, or as given for a `format: path`
-/// param (which must be a path under the base URL).
-fn path(action: &Action, params: &Value) -> Result<String, StepError> {
+/// A request template's path over `over`: params percent-encoded, or as given for a
+/// `format: path` param (which must be a path under the base URL); `api` and `conflict`
+/// values percent-encoded too.
+fn path(action: &Action, template_path: &str, over: &Value) -> Result<String, StepError> {
     let mut encoded = Map::new();
-    for (name, spec) in &action.params {
+    let params = over.get("params").cloned().unwrap_or(Value::Null);
+    for (name, spec) in &action.all_params() {
         let Some(value) = params.get(name) else { continue };
-        let text = match value {
-            Value::String(text) => text.clone(),
-            Value::Number(_) | Value::Bool(_) => value.to_string(),
-            _ => continue,
-        };
+        let Some(text) = scalar_text(value) else { continue };
         let text = if spec.format.as_deref() == Some("path") {
             if let Err(why) = catalog::path::check(&text) {
                 return Err(StepError::terminal(format!(
@@ -174,10 +372,28 @@ fn path(action: &Action, params: &Value) -> Result<String, StepError> {
         };
         encoded.insert(name.clone(), Value::from(text));
     }
-    match template::render(&Value::from(action.request.path.clone()), &json!({ "params": encoded })) {
+    let mut ctx = json!({ "params": encoded });
+    for root in ["api", "conflict"] {
+        if let Some(Value::Object(values)) = over.get(root) {
+            let values: Map<String, Value> = values
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), Value::from(percent_encode(&scalar_text(v)?)))))
+                .collect();
+            ctx[root] = Value::Object(values);
+        }
+    }
+    match template::render(&Value::from(template_path.to_string()), &ctx) {
         Ok(Value::String(path)) => Ok(path),
         Ok(other) => Err(StepError::terminal(format!("the path must be text, got {other}"))),
         Err(error) => Err(StepError::terminal(format!("the path needs a text param: {error}"))),
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(_) | Value::Bool(_) => Some(value.to_string()),
+        _ => None,
     }
 }
 
@@ -228,27 +444,11 @@ fn pruned(value: &Value, ctx: &Value) -> Result<Option<Value>, template::Templat
     }
 }
 
-/// The step's output: `okWhen` checked, then the output mapping over `{{response...}}`.
-fn output(action: &Action, response: Value) -> Result<Value, StepError> {
-    let over_response = json!({ "response": response });
-    if let Some(ok_when) = &action.ok_when {
-        let at = |path: &str| {
-            template::PathExpr::parse(&format!("response.{path}"))
-                .ok()
-                .and_then(|p| template::lookup(&over_response, &p).cloned())
-        };
-        if at(&ok_when.path) != Some(Value::Bool(true)) {
-            let message = match at(&ok_when.message) {
-                Some(Value::String(text)) => text,
-                Some(other) => other.to_string(),
-                None => "no error given".to_string(),
-            };
-            let mut error = StepError::terminal(format!("the API answered `{}` is not true: {message}", ok_when.path));
-            error.details = Some(over_response["response"].clone());
-            return Err(error);
-        }
-    }
-    let Some(mapping) = &action.output else { return Ok(over_response["response"].clone()) };
+/// The step's output: the output mapping over `{{response...}}` (the last answer) and
+/// `{{responses.N...}}` (each answer, in order); `okWhen` was checked on every page.
+fn output(action: &Action, response: Value, responses: Vec<Value>) -> Result<Value, StepError> {
+    let Some(mapping) = &action.output else { return Ok(response) };
+    let over_response = json!({ "response": response, "responses": responses });
     match pruned(mapping, &over_response) {
         Ok(output) => Ok(output.unwrap_or(Value::Null)),
         Err(error) => Err(StepError::terminal(format!("the response does not have what the action returns: {error}"))),

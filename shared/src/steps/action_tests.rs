@@ -32,7 +32,18 @@ async fn fake(
         seen.push(json!({ "method": method.as_str(), "path": uri.path(), "query": query, "auth": auth, "key": key, "body": body }));
     }
     let path = uri.path();
+    if path == "/sf/services/data/v66.0/query" && auth.as_deref() != Some("Bearer tok-2") && query.contains("Expired") {
+        // https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/errorcodes.htm
+        let body = json!([{ "message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID" }]);
+        return (axum::http::StatusCode::UNAUTHORIZED, [("content-type", "application/json")], body.to_string());
+    }
     let answer = match (method.as_str(), path) {
+        ("GET", "/slack/conversations.list") if query.contains("types=im") => {
+            json!({ "ok": false, "error": "missing_scope", "needed": "im:read" })
+        }
+        ("GET", "/slack/conversations.list") if query.contains("types=mpim") => {
+            json!({ "ok": false, "error": "internal_error" })
+        }
         ("POST", "/slack/chat.postMessage") if body["channel"] == "nope" => {
             json!({ "ok": false, "error": "channel_not_found" })
         }
@@ -48,11 +59,11 @@ async fn fake(
         ("PATCH", p) if p.starts_with("/hubspot/crm/v3/objects/contacts/") => {
             json!({ "id": p.rsplit('/').next(), "properties": body["properties"] })
         }
-        ("GET", "/sf/services/data/v60.0/query") => json!({
+        ("GET", "/sf/services/data/v66.0/query") => json!({
             "totalSize": 3, "done": false, "records": [{ "Id": "1" }, { "Id": "2" }],
-            "nextRecordsUrl": "/sf/services/data/v60.0/query/01g-2000",
+            "nextRecordsUrl": "/sf/services/data/v66.0/query/01g-2000",
         }),
-        ("GET", "/sf/services/data/v60.0/query/01g-2000") => {
+        ("GET", "/sf/services/data/v66.0/query/01g-2000") => {
             json!({ "totalSize": 3, "done": true, "records": [{ "Id": "3" }] })
         }
         (_, "/echo-auth") => {
@@ -60,7 +71,7 @@ async fn fake(
         }
         _ => json!({ "echo": path }),
     };
-    ([("content-type", "application/json")], answer.to_string())
+    (axum::http::StatusCode::OK, [("content-type", "application/json")], answer.to_string())
 }
 
 struct Fake {
@@ -84,7 +95,7 @@ impl Fake {
 fn workflow(integration: &str, base_url: String, authorization: Authorization) -> Workflow {
     let mut workflow = Workflow::without_steps("w");
     workflow.integration = Some(integration.to_string());
-    workflow.integration_api = Some(IntegrationApi { base_url, authorization });
+    workflow.integration_api = Some(IntegrationApi { base_url, authorization, version: Some("v66.0".into()) });
     workflow
 }
 
@@ -97,14 +108,108 @@ fn action(name: &str, params: Value) -> Result<Step, serde_json::Error> {
 }
 
 async fn run(workflow: &Workflow, step: &Step) -> Result<Executed, Box<dyn std::error::Error>> {
+    run_with(workflow, step, None).await
+}
+
+async fn run_with(
+    workflow: &Workflow,
+    step: &Step,
+    secrets: Option<&dyn crate::connect::SecretSource>,
+) -> Result<Executed, Box<dyn std::error::Error>> {
     let http = HttpClient::new(OutboundPolicy { allow_loopback: true, allow_private: false })?;
     let files = MemoryFiles::new();
     let execution = crate::record::sample_execution("e1");
     let mut ctx = crate::runner::context::base(&execution, &Default::default());
     ctx["credentials"] = json!({ "accessToken": "tok-1", "key": "k-9" });
     ctx["trigger"]["body"] = json!({ "text": "Deal {{won}}", "id": "a/b c" });
-    let ports = StepPorts { http: &http, files: &files };
+    let ports = StepPorts { http: &http, files: &files, secrets };
     Ok(execute(ports, &execution, workflow, step, "a", 1, &ctx).await)
+}
+
+/// Hands out `tok-2` once the step reports `tok-1` refused, counting the calls.
+#[derive(Default)]
+struct Renewing {
+    calls: Mutex<Vec<String>>,
+}
+
+#[async_trait::async_trait]
+impl crate::connect::SecretSource for Renewing {
+    async fn settings(
+        &self,
+        _: &crate::record::Execution,
+        _: &Workflow,
+    ) -> Result<crate::connect::UserSettings, crate::connect::ConnectError> {
+        Ok(Default::default())
+    }
+
+    async fn credentials(
+        &self,
+        _: &crate::record::Execution,
+        _: &Workflow,
+    ) -> Result<Option<crate::connect::UserSettings>, crate::connect::ConnectError> {
+        Ok(None)
+    }
+
+    async fn credentials_after_rejection(
+        &self,
+        _: &crate::record::Execution,
+        _: &Workflow,
+        rejected: &str,
+    ) -> Result<Option<crate::connect::UserSettings>, crate::connect::ConnectError> {
+        self.calls.lock().map_err(|_| crate::connect::ConnectError::NoKeys)?.push(rejected.to_string());
+        let values = json!({ "accessToken": "tok-2" }).as_object().cloned().unwrap_or_default();
+        Ok(Some(crate::connect::UserSettings { values, secrets: vec!["tok-2".into()] }))
+    }
+}
+
+#[tokio::test]
+async fn an_expired_session_is_renewed_once_and_the_request_sent_again() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("salesforce", format!("{}/sf", fake.base), bearer());
+    let renewing = Renewing::default();
+    let step = action("soql_query", json!({ "query": "SELECT Id FROM Expired" }))?;
+    let executed = run_with(&wf, &step, Some(&renewing)).await?;
+    assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+    assert_eq!(
+        renewing.calls.lock().map(|c| c.clone()).unwrap_or_default(),
+        ["tok-1"],
+        "one renewal, of the refused token"
+    );
+    let auths: Vec<Value> = fake.requests().iter().map(|r| r["auth"].clone()).collect();
+    assert_eq!(auths, [json!("Bearer tok-1"), json!("Bearer tok-2"), json!("Bearer tok-2")]);
+    assert!(!executed.record.input.to_string().contains("tok-2"), "the renewed token is not recorded");
+    // Without a secret source (or for a provider whose 401 is not a session's end) it fails as answered.
+    let executed = run(&wf, &step).await?;
+    let error = executed.record.error.ok_or("no error")?;
+    assert!(error.message.contains("HTTP 401") && !error.retryable, "{}", error.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_refused_page_fails_with_the_providers_code_and_transient_codes_are_retried() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("slack", format!("{}/slack", fake.base), bearer());
+    let executed = run(&wf, &action("list_channels", json!({ "types": "im" }))?).await?;
+    let error = executed.record.error.ok_or("no error")?;
+    assert!(error.message.contains("`missing_scope`") && !error.message.contains("items"), "{}", error.message);
+    assert!(!error.retryable);
+    let executed = run(&wf, &action("list_channels", json!({ "types": "mpim" }))?).await?;
+    let error = executed.record.error.ok_or("no error")?;
+    assert!(error.retryable && error.message.contains("`internal_error`"), "{}", error.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn max_pages_stops_early_and_says_so() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("slack", format!("{}/slack", fake.base), bearer());
+    let executed = run(&wf, &action("list_channels", json!({ "maxPages": 1 }))?).await?;
+    assert_eq!(executed.record.output, Some(json!({ "channels": [{ "id": "C1" }], "pages": 1, "truncated": true })));
+    assert_eq!(fake.requests().len(), 1);
+    let executed = run(&wf, &action("list_channels", json!({ "maxPages": 0 }))?).await?;
+    let error = executed.record.error.ok_or("no error")?;
+    assert!(error.message.contains("`params.maxPages` must be a whole number from 1 to 1000"), "{}", error.message);
+    Ok(())
 }
 
 #[tokio::test]
@@ -148,7 +253,10 @@ async fn slack_list_channels_follows_the_cursor_through_every_page() -> TestResu
     let fake = start_fake().await?;
     let wf = workflow("slack", format!("{}/slack", fake.base), bearer());
     let executed = run(&wf, &action("list_channels", json!({ "limit": 1 }))?).await?;
-    assert_eq!(executed.record.output, Some(json!({ "channels": [{ "id": "C1" }, { "id": "C2" }], "pages": 2 })));
+    assert_eq!(
+        executed.record.output,
+        Some(json!({ "channels": [{ "id": "C1" }, { "id": "C2" }], "pages": 2, "truncated": false }))
+    );
     let sent = fake.requests();
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0]["query"], "limit=1");
@@ -185,7 +293,7 @@ async fn salesforce_soql_query_follows_next_records_url() -> TestResult {
     assert_eq!(output["pages"], 2);
     let sent = fake.requests();
     assert_eq!(sent[0]["query"], "q=SELECT+Id+FROM+Account");
-    assert_eq!(sent[1]["path"], "/sf/services/data/v60.0/query/01g-2000");
+    assert_eq!(sent[1]["path"], "/sf/services/data/v66.0/query/01g-2000");
     assert_eq!(sent[1]["auth"], "Bearer tok-1");
     Ok(())
 }

@@ -30,6 +30,9 @@ use crate::template;
 pub struct StepPorts<'a> {
     pub http: &'a HttpClient,
     pub files: &'a dyn FileStore,
+    /// Where an Action step gets fresh credentials when the provider refuses its access
+    /// token (none: it fails as the provider answered).
+    pub secrets: Option<&'a dyn crate::connect::SecretSource>,
 }
 
 /// One attempt that ran: its record (not yet stored), what it means for the flow, and a
@@ -249,6 +252,7 @@ fn render_request(step: &RequestStep, ctx: &Value) -> Result<request::RenderedRe
         auth,
         timeout: step.timeout.as_ref().map_or(DEFAULT_REQUEST_TIMEOUT, |t| t.duration()),
         pagination: step.pagination.clone(),
+        checks: request::ResponseChecks::default(),
     })
 }
 

@@ -59,8 +59,17 @@ const COMMON_KEYS: &[&str] = &["name", "description", "overview", "accentColor",
 /// What a built-in integration's config may set besides [`COMMON_KEYS`]: where its API is
 /// (a local fake, a proxy), your app's OAuth client (which turns the hosted OAuth flow on),
 /// and, to reach another OAuth server or ask for other scopes, its endpoints and scopes.
-const BUILT_IN_KEYS: &[&str] =
-    &["apiBaseUrl", "clientId", "clientSecret", "authorizationUrl", "accessTokenUrl", "scopes"];
+const BUILT_IN_KEYS: &[&str] = &[
+    "apiBaseUrl",
+    "clientId",
+    "clientSecret",
+    "authorizationUrl",
+    "accessTokenUrl",
+    "scopes",
+    "userScopes",
+    "apiVersion",
+    "loginHosts",
+];
 const CUSTOM_KEYS: &[&str] = &[
     "authenticationType",
     "authorizationUrl",
@@ -317,7 +326,12 @@ fn load_integration(dir: &Path, name: &str, ids: &mut Vec<(String, String)>) -> 
             "missing: every integration has a config.yaml (`sluice new integration` writes one)",
         )])
     };
-    let config = config.map_err(|found| problems.extend(found)).ok().map(|config| with_catalog_oauth(name, config));
+    let config = config.map_err(|found| problems.extend(found)).ok();
+    if let Some(config) = &config
+        && !custom
+    {
+        problems.extend(built_in_config_problems(&config_path.display().to_string(), name, config));
+    }
     let inputs_path = dir.join(INPUTS_FILE);
     let inputs = if inputs_path.is_file() {
         read_document(&inputs_path).and_then(|(file, value)| inputs_of(&file, &value))
@@ -345,6 +359,8 @@ fn load_integration(dir: &Path, name: &str, ids: &mut Vec<(String, String)>) -> 
     };
     match (config, inputs, workflows) {
         (Some(config), Some(inputs), Some(mut workflows)) if problems.is_empty() => {
+            let actions = workflows.iter().flat_map(|(_, workflow)| actions_of(&workflow.steps)).collect::<Vec<_>>();
+            let config = with_catalog_oauth(name, config, actions.iter().map(String::as_str));
             let api = integration_api(name, &config);
             for (_, workflow) in &mut workflows {
                 workflow.integration_auth = config.authentication_type;
@@ -356,9 +372,69 @@ fn load_integration(dir: &Path, name: &str, ids: &mut Vec<(String, String)>) -> 
     }
 }
 
+/// The actions the steps (and their nested steps) run.
+fn actions_of(steps: &[crate::model::Step]) -> Vec<String> {
+    let mut found = Vec::new();
+    for step in steps {
+        if let crate::model::StepKind::Action(action) = &step.kind {
+            found.push(action.action.clone());
+        }
+        for nested in step.kind.nested() {
+            found.extend(actions_of(nested));
+        }
+    }
+    found
+}
+
+/// What a built-in integration's config may not say: `userScopes`, `apiVersion` or
+/// `loginHosts` where the provider has no such thing, a malformed API version.
+fn built_in_config_problems(file: &str, name: &str, config: &IntegrationConfig) -> Vec<Problem> {
+    let Some(entry) = crate::catalog::integration(name) else { return Vec::new() };
+    let oauth = entry.oauth.as_ref();
+    let mut found = Vec::new();
+    let mut problem = |path: &str, message: String| {
+        found.push(Problem { file: file.to_string(), path: path.to_string(), message });
+    };
+    if config.user_scopes.is_some() && oauth.is_none_or(|o| o.user_scope_param.is_none()) {
+        problem("userScopes", format!("`{name}` has no user scopes (only slack does)"));
+    }
+    match (&config.api_version, &entry.api_version) {
+        (Some(_), None) => problem("apiVersion", format!("`{name}`'s API has no version to choose")),
+        (Some(version), Some(_)) if !API_VERSION.as_ref().is_ok_and(|re| re.is_match(version)) => {
+            problem("apiVersion", format!("`{version}` is not an API version: write e.g. `v66.0`"));
+        }
+        _ => {}
+    }
+    if let Some(hosts) = &config.login_hosts {
+        if oauth.is_none_or(|o| o.login_hosts.is_empty()) {
+            problem("loginHosts", format!("`{name}` has no login hosts to choose (only salesforce does)"));
+        }
+        for (host, url) in hosts {
+            let valid =
+                url::Url::parse(url).is_ok_and(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some());
+            if !valid || !host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                problem(
+                    &format!("loginHosts.{host}"),
+                    "a login host is a name (letters, digits, - and _) and a URL".into(),
+                );
+            }
+        }
+    }
+    found
+}
+
+static API_VERSION: std::sync::LazyLock<Result<regex::Regex, regex::Error>> =
+    std::sync::LazyLock::new(|| regex::Regex::new(r"^v[0-9]{1,3}\.[0-9]$"));
+
 /// A built-in integration whose config gives an OAuth client connects with the hosted
-/// authorization-code flow, on the catalog's endpoints and scopes unless the config sets its own.
-fn with_catalog_oauth(name: &str, mut config: IntegrationConfig) -> IntegrationConfig {
+/// authorization-code flow, on the catalog's endpoints unless the config sets its own, and
+/// asks for the catalog's scopes plus those of the `actions` its workflows run (unless the
+/// config lists its own).
+fn with_catalog_oauth<'a>(
+    name: &str,
+    mut config: IntegrationConfig,
+    actions: impl IntoIterator<Item = &'a str>,
+) -> IntegrationConfig {
     let Some(oauth) = (!name.starts_with(CUSTOM_PREFIX))
         .then(|| crate::catalog::integration(name))
         .flatten()
@@ -370,7 +446,9 @@ fn with_catalog_oauth(name: &str, mut config: IntegrationConfig) -> IntegrationC
         config.authentication_type = Some(AuthenticationType::Oauth);
         config.authorization_url.get_or_insert_with(|| oauth.authorization_url.clone());
         config.access_token_url.get_or_insert_with(|| oauth.access_token_url.clone());
-        config.scopes.get_or_insert_with(|| crate::model::project::Scopes::List(oauth.scopes.clone()));
+        config
+            .scopes
+            .get_or_insert_with(|| crate::model::project::Scopes::List(crate::catalog::scopes_for(name, actions)));
     }
     config
 }
@@ -398,7 +476,8 @@ fn integration_api(name: &str, config: &IntegrationConfig) -> Option<Integration
     let catalog = crate::catalog::integration(name);
     let base_url = config.api_base_url.clone().or_else(|| catalog.and_then(|c| c.api_base_url.clone()))?;
     let authorization = config.authorization.clone().or_else(|| catalog.and_then(|c| c.authorization.clone()))?;
-    Some(IntegrationApi { base_url, authorization })
+    let version = config.api_version.clone().or_else(|| catalog.and_then(|c| c.api_version.clone()));
+    Some(IntegrationApi { base_url, authorization, version })
 }
 
 fn read_document(path: &Path) -> Result<(String, Value), Vec<Problem>> {
@@ -505,20 +584,28 @@ impl Checker {
                 None => {}
             }
         }
-        if let Some(scopes) = map.get("scopes") {
-            self.scopes(scopes);
+        for key in ["scopes", "userScopes"] {
+            if let Some(scopes) = map.get(key) {
+                self.scopes(scopes, key);
+            }
+        }
+        if let Some(version) = map.get("apiVersion") {
+            self.string(version, "apiVersion");
+        }
+        if let Some(hosts) = map.get("loginHosts") {
+            self.mapping(hosts, "loginHosts", "`loginHosts`");
         }
     }
 
-    fn scopes(&mut self, scopes: &Value) {
+    fn scopes(&mut self, scopes: &Value, key: &str) {
         match scopes {
             Value::String(_) => {}
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    self.string(item, &super::check::index_path("scopes", i));
+                    self.string(item, &super::check::index_path(key, i));
                 }
             }
-            other => self.problem("scopes", format!("must be a string or a list of strings, not {}", kind(other))),
+            other => self.problem(key, format!("must be a string or a list of strings, not {}", kind(other))),
         }
     }
 
@@ -574,7 +661,7 @@ impl Checker {
             }
         }
         if let Some(scopes) = map.get("scopes") {
-            self.scopes(scopes);
+            self.scopes(scopes, "scopes");
         }
         if let Some(pkce) = map.get("usePKCEInCodeExchange") {
             self.boolean(pkce, "usePKCEInCodeExchange");

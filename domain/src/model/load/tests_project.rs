@@ -304,16 +304,21 @@ fn a_built_in_integration_with_an_oauth_client_connects_on_the_catalogs_endpoint
         "integrations/hubspot/config.yaml",
         "clientId: \"{{env.HUBSPOT_CLIENT_ID}}\"\nclientSecret: \"{{env.HUBSPOT_CLIENT_SECRET}}\"\n",
     );
+    dir.put(
+        "integrations/hubspot/workflows/find.yaml",
+        "id: find\ntrigger: { type: request }\nsteps:\n  - id: a\n    type: conditional\n    when: { all: [{ left: 1, op: equals, right: 1 }] }\n    then:\n      - { id: s, type: action, action: search_contacts, params: { filterGroups: [] } }\n  - { id: u, type: action, action: update_contact, params: { contactId: \"1\", properties: {} } }\n",
+    );
     dir.put("integrations/slack/config.yaml", "description: \"no OAuth client, tokens are handed over\"\n");
     let project = load_project(&dir.0).expect("loads");
     let config = |name: &str| project.integrations.iter().find(|i| i.name == name).expect("integration").config.clone();
     let hubspot = config("hubspot");
     assert_eq!(hubspot.authentication_type, Some(AuthenticationType::Oauth));
     assert_eq!(hubspot.authorization_url.as_deref(), Some("https://app.hubspot.com/oauth/authorize"));
-    assert_eq!(hubspot.access_token_url.as_deref(), Some("https://api.hubapi.com/oauth/v1/token"));
+    assert_eq!(hubspot.access_token_url.as_deref(), Some("https://api.hubapi.com/oauth/2026-03/token"));
     assert_eq!(
         hubspot.scopes.map(|s| s.joined()).as_deref(),
-        Some("crm.objects.contacts.read crm.objects.contacts.write")
+        Some("oauth crm.objects.contacts.read crm.objects.contacts.write"),
+        "the catalog's scopes and those of the actions the workflows run, nested ones included"
     );
     assert_eq!(config("slack").authentication_type, None);
 
@@ -321,6 +326,18 @@ fn a_built_in_integration_with_an_oauth_client_connects_on_the_catalogs_endpoint
     let found = problems(&dir);
     has(&found, "integrations/hubspot/config.yaml: clientSecret: `clientSecret` is required with `clientId`");
     has(&found, "integrations/hubspot/config.yaml: scopes: must be a string or a list of strings");
+
+    dir.put(
+        "integrations/hubspot/config.yaml",
+        "userScopes: [a]\napiVersion: v1.0\nloginHosts: { x: https://x.example }\n",
+    );
+    dir.put("integrations/salesforce/config.yaml", "apiVersion: \"66\"\nloginHosts: { \"bad host\": nope }\n");
+    let found = problems(&dir);
+    has(&found, "integrations/hubspot/config.yaml: userScopes: `hubspot` has no user scopes");
+    has(&found, "integrations/hubspot/config.yaml: apiVersion: `hubspot`'s API has no version");
+    has(&found, "integrations/hubspot/config.yaml: loginHosts: `hubspot` has no login hosts");
+    has(&found, "integrations/salesforce/config.yaml: apiVersion: `66` is not an API version");
+    has(&found, "integrations/salesforce/config.yaml: loginHosts.bad host: a login host is a name");
 }
 
 #[test]

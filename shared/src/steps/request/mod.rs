@@ -110,6 +110,19 @@ pub struct RenderedRequest {
     pub timeout: Duration,
     /// Not templated: taken from the step as written.
     pub pagination: Option<Pagination>,
+    /// What the API's answers must pass besides a 2xx status (an integration action's
+    /// catalog rules); checked on every page.
+    pub checks: ResponseChecks,
+}
+
+/// An integration API's own rules for its answers (see [`crate::catalog::ErrorRule`] and
+/// [`crate::catalog::OkWhen`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ResponseChecks {
+    /// Who answers, as errors name it (`slack`).
+    pub api: String,
+    pub rules: Vec<crate::catalog::ErrorRule>,
+    pub ok_when: Option<crate::catalog::OkWhen>,
 }
 
 impl RenderedRequest {
@@ -125,6 +138,7 @@ impl RenderedRequest {
             auth: None,
             timeout: super::DEFAULT_REQUEST_TIMEOUT,
             pagination: None,
+            checks: ResponseChecks::default(),
         }
     }
 
@@ -205,7 +219,7 @@ pub async fn send(
     match &req.pagination {
         None => {
             let page = exchange.fetch(exchange.base_url.clone(), 1).await?;
-            page.into_output(files, execution_id).await
+            page.into_output(files, execution_id, &req.checks).await
         }
         Some(pagination) => pagination::fetch_all(&exchange, pagination, options.max_pages(pagination)).await,
     }

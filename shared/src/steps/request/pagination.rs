@@ -1,7 +1,8 @@
 //! Paginated requests: fetch page after page (cursor, `Link` header, page number or offset),
 //! collecting the array at `items` of every page.
 //!
-//! Invariants: at most `max_pages` exchanges, each one through the outbound guard and each one
+//! Invariants: at most `max_pages` exchanges (the output's `truncated` says when the API had
+//! more), each one through the outbound guard and each one
 //! failing the whole step as a single request would (a retry starts again from the first
 //! page); a page without an array at `items` fails terminally, naming the path and the page;
 //! pagination also stops when the next page would be the one just fetched. A `Link` to
@@ -37,7 +38,7 @@ pub(super) async fn fetch_all(
     loop {
         let page = exchange.fetch(url.clone(), pages + 1).await?;
         let body = page.body_value()?;
-        page.ensure_success(&body)?;
+        page.ensure_accepted(&body, &exchange.req.checks)?;
         pages += 1;
         let output = page.output_with(body);
         let page_items = match template::resolve(&output, &items_path) {
@@ -55,9 +56,7 @@ pub(super) async fn fetch_all(
         };
         let count = page_items.len() as u64;
         items.extend(page_items.iter().cloned());
-        let next = if pages >= max_pages {
-            None
-        } else {
+        let next = {
             match pagination {
                 Pagination::Cursor { param, .. } => {
                     let cursor =
@@ -93,13 +92,15 @@ pub(super) async fn fetch_all(
                 }),
             }
         };
-        let Some(next) = next else {
+        let (Some(next), false) = (next.as_ref(), pages >= max_pages) else {
             let mut output = output;
             output["items"] = Value::Array(items);
             output["pages"] = json!(pages);
+            // Stopped by `max_pages` while the API had more.
+            output["truncated"] = json!(next.is_some());
             return Ok(output);
         };
-        url = next;
+        url = next.clone();
     }
 }
 

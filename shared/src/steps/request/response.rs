@@ -190,21 +190,61 @@ impl RawPage {
         let retryable = code == 408 || code == 429 || self.status.is_server_error();
         let mut error = if retryable { StepError::retryable(message) } else { StepError::terminal(message) };
         if retryable {
-            error.retry_after_ms = self
-                .headers
-                .get(RETRY_AFTER)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| errors::retry_after_ms(v, Utc::now()));
+            error.retry_after_ms = self.retry_after_ms();
         }
         Err(error.with_details(self.output_with(body.clone())))
     }
 
+    /// Fails an answer the API's own rules refuse ([`super::ResponseChecks`]): a matching
+    /// error rule first (retryable or not as it says), then a non-2xx status as
+    /// [`RawPage::ensure_success`] does, then a failed `okWhen`. Errors quote the provider's
+    /// own code and carry the answer as `details`.
+    pub(super) fn ensure_accepted(&self, body: &Value, checks: &super::ResponseChecks) -> Result<(), StepError> {
+        if checks.rules.is_empty() && checks.ok_when.is_none() {
+            return self.ensure_success(body);
+        }
+        let output = self.output_with(body.clone());
+        let quoted = |path: &str| match crate::catalog::value_at(&output, path) {
+            Some(Value::String(text)) => Some(text.chars().take(300).collect::<String>()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(other.to_string()),
+        };
+        if let Some(rule) = checks.rules.iter().find(|rule| rule.when.matches(&output)) {
+            let code = rule.code.as_deref().and_then(quoted).map(|code| format!(" (`{code}`)")).unwrap_or_default();
+            let message = format!("{}: {}{code}, from {}", checks.api, rule.message, self.target);
+            let mut error = if rule.retry { StepError::retryable(message) } else { StepError::terminal(message) };
+            if rule.retry {
+                error.retry_after_ms = self.retry_after_ms();
+            }
+            return Err(error.with_details(output));
+        }
+        self.ensure_success(body)?;
+        if let Some(ok_when) = &checks.ok_when
+            && crate::catalog::value_at(&output, &ok_when.path) != Some(&Value::Bool(true))
+        {
+            let code = quoted(&ok_when.message).unwrap_or_else(|| "no error given".to_string());
+            let message =
+                format!("{} refused: `{code}` (`{}` is not true), from {}", checks.api, ok_when.path, self.target);
+            return Err(StepError::terminal(message).with_details(output));
+        }
+        Ok(())
+    }
+
+    fn retry_after_ms(&self) -> Option<u64> {
+        self.headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| errors::retry_after_ms(v, Utc::now()))
+    }
+
     /// The output of a single (unpaginated) request: `{status, headers, body}`, and for a
     /// binary body the stored file's object as both `body` and `file`.
-    pub(super) async fn into_output(self, files: &dyn FileStore, execution_id: &str) -> Result<Value, StepError> {
+    pub(super) async fn into_output(
+        self,
+        files: &dyn FileStore,
+        execution_id: &str,
+        checks: &super::ResponseChecks,
+    ) -> Result<Value, StepError> {
         let kind = self.kind();
         let body = self.body_value_of(kind)?;
-        self.ensure_success(&body)?;
+        self.ensure_accepted(&body, checks)?;
         if kind != BodyKind::Binary {
             return Ok(self.output_with(body));
         }

@@ -67,11 +67,12 @@ impl Checker {
                 None => return,
             },
         };
+        let declared = action.all_params();
         for (param, value) in params {
             let at = key_path(&params_path, param);
-            match action.params.get(param) {
+            match declared.get(param) {
                 None => {
-                    let known: Vec<&str> = action.params.keys().map(String::as_str).collect();
+                    let known: Vec<&str> = declared.keys().map(String::as_str).collect();
                     self.problem(&at, format!("`{name}` has no param `{param}` (its params: {})", known.join(", ")));
                 }
                 Some(spec) => {
@@ -90,6 +91,11 @@ impl Checker {
                     self.templates(value, &at, scope);
                 }
             }
+        }
+        if let Some(Value::Number(pages)) = params.get(catalog::MAX_PAGES_PARAM)
+            && !pages.as_u64().is_some_and(|n| (1..=1000).contains(&n))
+        {
+            self.problem(&key_path(&params_path, catalog::MAX_PAGES_PARAM), "must be 1 to 1000".to_string());
         }
         for (param, spec) in &action.params {
             if spec.required && !params.contains_key(param) {
