@@ -556,3 +556,7 @@ mod tests {
         assert_eq!(attempt.logs, [format!("token is {REDACTED}")]);
     }
 }
+
+#[cfg(test)]
+#[path = "tests_refresh.rs"]
+mod tests_refresh;
