@@ -37,7 +37,29 @@ async fn fake(
         let body = json!([{ "message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID" }]);
         return (axum::http::StatusCode::UNAUTHORIZED, [("content-type", "application/json")], body.to_string());
     }
+    if method == AxumMethod::POST && path == "/google/calendars/primary/events" && body["summary"] == "again" {
+        // https://developers.google.com/calendar/api/guides/errors#409_the_requested_identifier_already_exists
+        let body = json!({ "error": { "code": 409, "errors": [{ "reason": "duplicate" }], "message": "The requested identifier already exists." } });
+        return (axum::http::StatusCode::CONFLICT, [("content-type", "application/json")], body.to_string());
+    }
+    if method == AxumMethod::POST
+        && path == "/hubspot/crm/v3/objects/contacts"
+        && body["properties"]["email"] == "ada@example.com"
+    {
+        let body =
+            json!({ "status": "error", "message": "Contact already exists. Existing ID: 151", "category": "CONFLICT" });
+        return (axum::http::StatusCode::CONFLICT, [("content-type", "application/json")], body.to_string());
+    }
     let answer = match (method.as_str(), path) {
+        ("POST", "/google/calendars/primary/events") => {
+            json!({ "id": body["id"], "summary": body["summary"], "created": true })
+        }
+        ("GET", p) if p.starts_with("/google/calendars/primary/events/") => {
+            json!({ "id": p.rsplit('/').next(), "summary": "again", "created": false })
+        }
+        ("GET", "/hubspot/crm/v3/objects/contacts/151") => {
+            json!({ "id": "151", "properties": { "email": "ada@example.com" } })
+        }
         ("GET", "/slack/conversations.list") if query.contains("types=im") => {
             json!({ "ok": false, "error": "missing_scope", "needed": "im:read" })
         }
@@ -196,6 +218,33 @@ async fn a_refused_page_fails_with_the_providers_code_and_transient_codes_are_re
     let executed = run(&wf, &action("list_channels", json!({ "types": "mpim" }))?).await?;
     let error = executed.record.error.ok_or("no error")?;
     assert!(error.retryable && error.message.contains("`internal_error`"), "{}", error.message);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_retried_create_names_the_same_event_and_a_conflict_returns_the_existing_record() -> TestResult {
+    let fake = start_fake().await?;
+    let wf = workflow("googlecalendar", format!("{}/google", fake.base), bearer());
+    let event = json!({ "calendarId": "primary", "summary": "Call", "start": {}, "end": {}, "sendUpdates": "all" });
+    let first = run(&wf, &action("create_event", event.clone())?).await?;
+    let second = run(&wf, &action("create_event", event)?).await?;
+    let ids: Vec<Value> = fake.requests().iter().map(|r| r["body"]["id"].clone()).collect();
+    assert_eq!(ids[0], ids[1], "the same execution and step name the same event");
+    let id = ids[0].as_str().ok_or("no id")?;
+    assert!(id.len() >= 5 && id.chars().all(|c| matches!(c, '0'..='9' | 'a'..='v')), "{id}: base32hex");
+    assert_eq!(fake.requests()[0]["query"], "sendUpdates=all");
+    assert_eq!(first.record.output, second.record.output);
+    // Google answers 409 `duplicate`: the step returns the event its earlier attempt made.
+    let again = json!({ "calendarId": "primary", "summary": "again", "start": {}, "end": {}, "eventId": "abc12345" });
+    let executed = run(&wf, &action("create_event", again)?).await?;
+    assert_eq!(executed.record.status, StepStatus::Succeeded, "{:?}", executed.record.error);
+    assert_eq!(executed.record.output, Some(json!({ "id": "abc12345", "summary": "again", "created": false })));
+    assert_eq!(executed.record.input["requests"][1]["method"], "GET");
+
+    let wf = workflow("hubspot", format!("{}/hubspot", fake.base), bearer());
+    let contact = json!({ "properties": { "email": "ada@example.com" } });
+    let executed = run(&wf, &action("create_contact", contact)?).await?;
+    assert_eq!(executed.record.output, Some(json!({ "id": "151", "properties": { "email": "ada@example.com" } })));
     Ok(())
 }
 
