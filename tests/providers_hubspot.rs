@@ -1,0 +1,1 @@
+//! The built-in `hubspot` integration end to end against its provider's fake (HubSpot).

@@ -1,0 +1,1 @@
+//! The built-in `salesforce` integration end to end against its provider's fake (Salesforce).

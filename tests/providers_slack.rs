@@ -1,0 +1,1 @@
+//! The built-in `slack` integration end to end against its provider's fake (Slack).

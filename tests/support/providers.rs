@@ -1,0 +1,120 @@
+//! Helpers for the built-in integrations' end-to-end tests against their providers' fakes
+//! (`sluice-fakes`): a project whose integration points at a fake, the hosted OAuth flow
+//! walked as a browser would, a user's connection as the portal shows it, and one action run
+//! through a synchronous workflow.
+
+use std::path::PathBuf;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::stack::TestStack;
+
+/// A project folder holding the built-in `integration` with `config` as its `config.yaml` and
+/// one workflow per `(id, steps)`: a request-triggered workflow, enabled by default, whose
+/// `steps` (YAML list items, indented by four spaces) run before a Response step answering
+/// `{{steps.a}}` — the action step must be `a` and should set `continue_on_failure: true` for
+/// its error to reach the answer.
+pub fn project(integration: &str, config: &str, workflows: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sluice-provider-{}", uuid::Uuid::new_v4().simple()));
+    let folder = dir.join("integrations").join(integration);
+    std::fs::create_dir_all(folder.join("workflows")).expect("project folders");
+    std::fs::write(folder.join("config.yaml"), config).expect("config.yaml");
+    for (id, steps) in workflows {
+        let text = format!(
+            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}\n  - id: reply\n    type: response\n    body: \"{{{{steps.a}}}}\"\n"
+        );
+        std::fs::write(folder.join("workflows").join(format!("{id}.yaml")), text).expect("workflow file");
+    }
+    dir
+}
+
+/// A step `a` running `action` with `params` (a YAML flow mapping), failures passed on.
+pub fn action_step(action: &str, params: &str) -> String {
+    format!("  - {{ id: a, type: action, action: {action}, continue_on_failure: true, params: {params} }}")
+}
+
+/// The config of a built-in integration connecting through the hosted OAuth flow on the
+/// fake at `authorize` / `token`, its actions going to `api`, with the test stack's client.
+pub fn oauth_config(authorize: &str, token: &str, api: &str, extra: &str) -> String {
+    format!(
+        "clientId: \"{{{{env.TEST_CLIENT_ID}}}}\"\nclientSecret: \"{{{{env.TEST_CLIENT_SECRET}}}}\"\n\
+         authorizationUrl: {authorize}\naccessTokenUrl: {token}\napiBaseUrl: {api}\n{extra}"
+    )
+}
+
+/// Where the hosted flow stopped, if it did not connect.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FlowStop {
+    /// The start route refused (status, body).
+    Start(StatusCode, Value),
+    /// The provider's authorize page did not send the browser back with a code: its status
+    /// and `Location` (a redirect carrying `error=...`, or none).
+    Authorize(StatusCode, Option<String>),
+    /// The callback did not connect (status, body).
+    Callback(StatusCode, Value),
+}
+
+/// Walks the hosted OAuth flow for `user` as a browser would: the start route (with `query`,
+/// e.g. `loginHost=sandbox`), the provider's authorize page (the fake answers at once), the
+/// callback. The authorize URL Sluice built, and the callback's answer.
+pub async fn connect(
+    stack: &TestStack,
+    user: &str,
+    integration: &str,
+    query: &str,
+) -> Result<(url::Url, Value), FlowStop> {
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    let start = format!(
+        "{}/projects/{}/sdk/integrations/{integration}/oauth/start?{query}",
+        stack.base_url, stack.project_id
+    );
+    let answer = stack.client().get(start).bearer_auth(stack.token(user)).send().await.expect("start");
+    let status = answer.status();
+    let body: Value = answer.json().await.unwrap_or(Value::Null);
+    if status != StatusCode::OK {
+        return Err(FlowStop::Start(status, body));
+    }
+    let authorize = url::Url::parse(body["authorizationUrl"].as_str().expect("an authorizationUrl")).expect("a URL");
+    let at_provider = browser.get(authorize.clone()).send().await.expect("authorize");
+    let location = at_provider.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
+    let back = location.as_deref().and_then(|l| url::Url::parse(l).ok());
+    let Some(back) = back.filter(|b| b.path() == "/oauth/callback" && b.query_pairs().any(|(k, _)| k == "code")) else {
+        return Err(FlowStop::Authorize(at_provider.status(), location));
+    };
+    let callback = browser.get(back).send().await.expect("callback");
+    let status = callback.status();
+    let body: Value = callback.json().await.unwrap_or(Value::Null);
+    if status != StatusCode::OK {
+        return Err(FlowStop::Callback(status, body));
+    }
+    Ok((authorize, body))
+}
+
+/// What `/sdk/connect` shows `user` of `integration`.
+pub async fn connection(stack: &TestStack, user: &str, integration: &str) -> Value {
+    let url = format!("{}/projects/{}/sdk/connect", stack.base_url, stack.project_id);
+    let answer = stack.client().get(url).bearer_auth(stack.token(user)).send().await.expect("connect");
+    let body: Value = answer.json().await.expect("connect JSON");
+    body["integrations"]
+        .as_array()
+        .and_then(|list| list.iter().find(|i| i["name"] == integration).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Runs `workflow` for `user` with `body` and answers what its Response step said:
+/// `{"output": ...}` or `{"error": {"message", "retryable", ...}}` of step `a`.
+pub async fn run(stack: &TestStack, user: &str, workflow: &str, body: Value) -> Value {
+    let answer = stack
+        .client()
+        .post(stack.trigger_url(workflow))
+        .bearer_auth(stack.token(user))
+        .json(&body)
+        .send()
+        .await
+        .expect("trigger");
+    let status = answer.status();
+    let text = answer.text().await.unwrap_or_default();
+    assert_eq!(status, StatusCode::OK, "{workflow}: {text}");
+    serde_json::from_str(&text).unwrap_or(Value::Null)
+}
