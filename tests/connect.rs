@@ -833,14 +833,14 @@ async fn fake_apis() -> (String, Arc<Mutex<Vec<Value>>>) {
                 ("POST", "/hubspot/crm/v3/objects/contacts/search") if body["filterGroups"].is_array() => {
                     (200, json!({ "total": 1, "results": [{ "id": "101" }] }))
                 }
-                ("POST", "/sf/services/data/v60.0/sobjects/Lead") if body["LastName"].is_string() => {
+                ("POST", "/sf/services/data/v66.0/sobjects/Lead") if body["LastName"].is_string() => {
                     (201, json!({ "id": "00Q1", "success": true, "errors": [] }))
                 }
-                ("GET", "/sf/services/data/v60.0/query") if query.starts_with("q=") => (200, json!({
+                ("GET", "/sf/services/data/v66.0/query") if query.starts_with("q=") => (200, json!({
                     "totalSize": 3, "done": false, "records": [{ "Id": "1" }, { "Id": "2" }],
-                    "nextRecordsUrl": "/sf/services/data/v60.0/query/01gNext-2000",
+                    "nextRecordsUrl": "/sf/services/data/v66.0/query/01gNext-2000",
                 })),
-                ("GET", "/sf/services/data/v60.0/query/01gNext-2000") => (200, json!({ "totalSize": 3, "done": true, "records": [{ "Id": "3" }] })),
+                ("GET", "/sf/services/data/v66.0/query/01gNext-2000") => (200, json!({ "totalSize": 3, "done": true, "records": [{ "Id": "3" }] })),
                 ("POST", "/gcal/calendars/primary/events") if body["start"]["dateTime"].is_string() => {
                     (200, json!({ "id": "ev1", "summary": body["summary"], "htmlLink": "https://calendar.example/ev1" }))
                 }
@@ -996,13 +996,13 @@ async fn every_catalog_action_reaches_its_api_with_the_users_stored_credentials(
     assert_eq!(search["body"]["limit"], 10);
     assert_eq!(search["body"]["filterGroups"][0]["filters"][0]["value"], "ada@example.com");
     assert!(search["body"].get("after").is_none(), "absent optional params are left out: {search}");
-    let lead = call("POST", "/sf/services/data/v60.0/sobjects/Lead");
+    let lead = call("POST", "/sf/services/data/v66.0/sobjects/Lead");
     assert_eq!(
         (&lead["auth"], &lead["body"]),
         (&json!("Bearer sf-ada"), &json!({ "LastName": "Lovelace", "Company": "Acme" }))
     );
-    assert_eq!(call("GET", "/sf/services/data/v60.0/query")["query"], "q=SELECT+Id+FROM+Lead");
-    assert_eq!(call("GET", "/sf/services/data/v60.0/query/01gNext-2000")["auth"], "Bearer sf-ada");
+    assert_eq!(call("GET", "/sf/services/data/v66.0/query")["query"], "q=SELECT+Id+FROM+Lead");
+    assert_eq!(call("GET", "/sf/services/data/v66.0/query/01gNext-2000")["auth"], "Bearer sf-ada");
     let event = call("POST", "/gcal/calendars/primary/events");
     assert_eq!((&event["auth"], &event["body"]["summary"]), (&json!("Bearer ya29-ada"), &json!("Demo")));
     assert!(event["body"].get("attendees").is_none(), "{event}");
