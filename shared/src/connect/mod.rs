@@ -207,7 +207,24 @@ pub(crate) async fn user_credentials(
             Some(token) => values.get("accessToken").and_then(Value::as_str) == Some(token),
             None => expiring(&record),
         };
-        let (true, Some(refresh_token)) = (stale, refresh_token) else { return Ok(opened(values)) };
+        let refresh_token = match (stale, refresh_token) {
+            (true, Some(refresh_token)) => refresh_token,
+            (true, None) if rejected.is_some() => {
+                // The provider refused the token and there is nothing to renew it with: the
+                // connection is dead, and the portal must say so rather than "connected".
+                let dead = CredentialRecord { status: CredentialStatus::NeedsReauthorization, ..record.clone() };
+                if !store.swap_credentials(project_id, user_id, integration, &record, &dead).await? {
+                    continue;
+                }
+                tracing::warn!(
+                    project = project_id,
+                    integration,
+                    "access token refused and no refresh token: re-authorisation needed"
+                );
+                return Err(ConnectError::NeedsReauthorization(integration.to_string()));
+            }
+            _ => return Ok(opened(values)),
+        };
         let lock = connect.refresh_lock(&context);
         let _turn = lock.lock().await;
         // Another step of this process may have refreshed while this one waited its turn.

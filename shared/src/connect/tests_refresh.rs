@@ -188,6 +188,26 @@ async fn fresh_tokens_survive_another_process_marking_the_connection_under_the_l
     Ok(())
 }
 
+#[tokio::test]
+async fn a_refused_token_without_a_refresh_token_marks_the_connection_for_reauthorization() -> TestResult {
+    let endpoint = Arc::new(TokenEndpoint::default());
+    let url = token_endpoint(endpoint.clone()).await?;
+    let setup = setup(&url, None).await?;
+    let connect = &setup.connect;
+    let store = connect.store();
+    let record = store.get_credentials(PROJECT, USER, INTEGRATION).await?.ok_or("no credentials")?;
+    let context = credential_context(PROJECT, USER, INTEGRATION);
+    let sealed =
+        crypto::seal(connect.keys()?, &context, &serde_json::to_vec(&json!({ "accessToken": "at-0" }))?).await?;
+    store.put_credentials(PROJECT, USER, INTEGRATION, &CredentialRecord { sealed, ..record }).await?;
+    let refused = user_credentials(connect, PROJECT, USER, INTEGRATION, Some("at-0")).await;
+    assert!(matches!(refused, Err(ConnectError::NeedsReauthorization(_))), "{refused:?}");
+    let record = store.get_credentials(PROJECT, USER, INTEGRATION).await?.ok_or("no credentials")?;
+    assert_eq!(record.status, CredentialStatus::NeedsReauthorization, "the portal no longer says connected");
+    assert_eq!(endpoint.refreshes.load(Ordering::SeqCst), 0);
+    Ok(())
+}
+
 #[test]
 fn the_lease_outlives_the_token_request_it_guards() {
     let request = chrono::Duration::from_std(crate::oauth::TOKEN_TIMEOUT).unwrap_or_default();
