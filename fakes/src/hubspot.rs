@@ -14,8 +14,8 @@
 //!   `GET /oauth/v1/access-tokens/{token}` until [`FakeHubSpot::retire_v1`] (or
 //!   [`HubSpotConfig::v1_retired`]), after which they answer `404` with HubSpot's error JSON.
 //! - CRM API with `Authorization: Bearer`: contacts, companies, deals and notes (create, read,
-//!   update, search, contacts batch upsert by email), default associations (v4), deal pipelines,
-//!   owners, properties. An unknown token answers `401 INVALID_AUTHENTICATION`, an expired one
+//!   list, update, search, contacts batch upsert by email), default associations (v4), deal
+//!   pipelines, owners, properties. An unknown token answers `401 INVALID_AUTHENTICATION`, an expired one
 //!   `401 EXPIRED_AUTHENTICATION`, a token without the object's scope `403 MISSING_SCOPES`.
 //!
 //! Token lifetimes: an access token lives [`HubSpotConfig::access_token_lifetime`] (HubSpot: 30
@@ -702,7 +702,9 @@ fn authorize(st: &mut Inner, query: &str) -> Response {
         return error_page(&format!("Invalid scope \"{bad}\" (scopes are separated by spaces)."));
     }
     if let Some(missing) = st.config.required_scopes.iter().find(|s| !requested.contains(s)) {
-        return error_page(&format!("The app requires the scope \"{missing}\", which the install URL doesn't request."));
+        return error_page(&format!(
+            "The app requires the scope \"{missing}\", which the install URL doesn't request."
+        ));
     }
     let challenge = match (q.get("code_challenge"), q.get("code_challenge_method").map(String::as_str)) {
         (None, _) => None,
@@ -802,7 +804,11 @@ fn token(st: &mut Inner, body: &[u8]) -> Response {
         let scopes = match st.refresh.get(value) {
             Some(r) if !r.revoked && r.client_id == client_id => r.scopes.clone(),
             _ => {
-                return oauth_error("invalid_grant", "BAD_REFRESH_TOKEN", "refresh token is invalid, expired or revoked");
+                return oauth_error(
+                    "invalid_grant",
+                    "BAD_REFRESH_TOKEN",
+                    "refresh token is invalid, expired or revoked",
+                );
             }
         };
         token_answer(st, &scopes, value)
@@ -1012,19 +1018,20 @@ fn crm(st: &mut Inner, method: &Method, path: &[&str], query: &str, auth: Option
         ("POST", ["v3", "objects", kind]) => {
             with_kind(kind, |k| require(&scopes, k.write_scope()).and_then(|()| create(st, k, body)))
         }
+        ("GET", ["v3", "objects", kind]) => {
+            with_kind(kind, |k| require(&scopes, k.read_scope()).and_then(|()| list(st, k, &q)))
+        }
         ("GET", ["v3", "objects", kind, id]) => {
             with_kind(kind, |k| require(&scopes, k.read_scope()).and_then(|()| read(st, k, id, &q)))
         }
         ("PATCH", ["v3", "objects", kind, id]) => {
             with_kind(kind, |k| require(&scopes, k.write_scope()).and_then(|()| update(st, k, id, &q, body)))
         }
-        ("PUT", ["v4", "objects", from, from_id, "associations", "default", to, to_id]) => {
-            with_kind(from, |f| {
-                let Some(t) = Kind::parse(to) else { return Err(unknown_type(to)) };
-                require(&scopes, f.write_scope())?;
-                associate_default(st, f, from_id, t, to_id)
-            })
-        }
+        ("PUT", ["v4", "objects", from, from_id, "associations", "default", to, to_id]) => with_kind(from, |f| {
+            let Some(t) = Kind::parse(to) else { return Err(unknown_type(to)) };
+            require(&scopes, f.write_scope())?;
+            associate_default(st, f, from_id, t, to_id)
+        }),
         ("GET", ["v3", "pipelines", kind]) => with_kind(kind, |k| {
             if k != Kind::Deals {
                 return Err(unknown_type(kind));
@@ -1057,7 +1064,12 @@ fn with_kind(name: &str, f: impl FnOnce(Kind) -> Result<Response, Response>) -> 
 }
 
 fn unknown_type(name: &str) -> Response {
-    hs_error(StatusCode::BAD_REQUEST, "VALIDATION_ERROR", &format!("Unable to infer object type from: {name}"), Map::new())
+    hs_error(
+        StatusCode::BAD_REQUEST,
+        "VALIDATION_ERROR",
+        &format!("Unable to infer object type from: {name}"),
+        Map::new(),
+    )
 }
 
 fn authenticate(st: &Inner, auth: Option<&str>) -> Result<Vec<String>, Response> {
@@ -1123,7 +1135,11 @@ fn create(st: &mut Inner, kind: Kind, body: &[u8]) -> Result<Response, Response>
     };
     let values = validate(st, kind, properties)?;
     if kind == Kind::Notes && values.get("hs_timestamp").is_none_or(|v| v.is_empty()) {
-        return Err(validation_error(&[("REQUIRED_PROPERTY", "hs_timestamp", "Property \"hs_timestamp\" is required".to_string())]));
+        return Err(validation_error(&[(
+            "REQUIRED_PROPERTY",
+            "hs_timestamp",
+            "Property \"hs_timestamp\" is required".to_string(),
+        )]));
     }
     let associations = parse_associations(st, kind, input.get("associations"))?;
     let values: BTreeMap<String, String> = values.into_iter().filter(|(_, v)| !v.is_empty()).collect();
@@ -1173,7 +1189,10 @@ fn parse_associations(st: &Inner, kind: Kind, value: Option<&Value>) -> Result<V
                 )));
             };
             if !st.exists(target, to_id) {
-                return Err(invalid_input(&format!("One or more associations are invalid: {} {to_id} does not exist", target.singular())));
+                return Err(invalid_input(&format!(
+                    "One or more associations are invalid: {} {to_id} does not exist",
+                    target.singular()
+                )));
             }
             out.push((target, to_id, type_id));
         }
@@ -1203,6 +1222,46 @@ fn read(st: &Inner, kind: Kind, id: &str, q: &[(String, String)]) -> Result<Resp
     Ok(json_response(StatusCode::OK, &object_json(kind, id, obj, &shown, Some(&st.associations), &with)))
 }
 
+/// `GET /crm/v3/objects/{objectType}` (`limit` default 10, at most 100; `after`;
+/// `properties`): <https://developers.hubspot.com/docs/api/crm/contacts>.
+fn list(st: &Inner, kind: Kind, q: &[(String, String)]) -> Result<Response, Response> {
+    let get = |name: &str| q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+    let limit = match get("limit") {
+        None => 10,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| invalid_input(&format!("limit must be an integer between 1 and 100, got {v}")))?,
+    };
+    let after = match get("after") {
+        None | Some("") => 0,
+        Some(v) => v.parse::<usize>().map_err(|_| invalid_input("after is not a paging cursor this list returned"))?,
+    };
+    let requested: Vec<String> = q
+        .iter()
+        .filter(|(k, _)| k == "properties")
+        .flat_map(|(_, v)| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let shown = if requested.is_empty() { Shown::Defaults } else { Shown::These(requested) };
+    let empty = BTreeMap::new();
+    let records = st.objects.get(&kind).unwrap_or(&empty);
+    let results: Vec<Value> = records
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|(id, obj)| object_json(kind, *id, obj, &shown, None, &[]))
+        .collect();
+    let mut answer = json!({ "results": results });
+    if after + limit < records.len() {
+        let next = (after + limit).to_string();
+        answer["paging"] = json!({ "next": { "after": next, "link": format!("?after={next}") } });
+    }
+    Ok(json_response(StatusCode::OK, &answer))
+}
+
 /// `PATCH /crm/v3/objects/{objectType}/{id}`: <https://developers.hubspot.com/docs/api/crm/contacts>.
 fn update(st: &mut Inner, kind: Kind, id: &str, q: &[(String, String)], body: &[u8]) -> Result<Response, Response> {
     let id = resolve_id(st, kind, id, q)?;
@@ -1218,7 +1277,9 @@ fn update(st: &mut Inner, kind: Kind, id: &str, q: &[(String, String)], body: &[
         return Err(contact_exists(existing));
     }
     let now = now_ms();
-    let Some(obj) = st.objects.get_mut(&kind).and_then(|m| m.get_mut(&id)) else { return Err(not_found(kind, &id.to_string())) };
+    let Some(obj) = st.objects.get_mut(&kind).and_then(|m| m.get_mut(&id)) else {
+        return Err(not_found(kind, &id.to_string()));
+    };
     for (name, value) in values {
         if value.is_empty() {
             obj.properties.remove(&name);
@@ -1240,7 +1301,10 @@ fn resolve_id(st: &Inner, kind: Kind, id: &str, q: &[(String, String)]) -> Resul
         (_, "hs_object_id") => id.parse::<u64>().ok().filter(|n| st.exists(kind, *n)),
         (Kind::Contacts, "email") => st.contact_by_email(id),
         (_, other) => {
-            return Err(invalid_input(&format!("{other} is not a unique property of {} and can't be used as idProperty", kind.name())));
+            return Err(invalid_input(&format!(
+                "{other} is not a unique property of {} and can't be used as idProperty",
+                kind.name()
+            )));
         }
     };
     found.ok_or_else(|| not_found(kind, id))
@@ -1269,7 +1333,11 @@ fn validate(st: &Inner, kind: Kind, properties: &Map<String, Value>) -> Result<B
             continue;
         }
         let Some(text) = property_text(value) else {
-            errors.push(("INVALID_VALUE", name.clone(), format!("{value} is not a valid value for property \"{name}\"")));
+            errors.push((
+                "INVALID_VALUE",
+                name.clone(),
+                format!("{value} is not a valid value for property \"{name}\""),
+            ));
             continue;
         };
         values.insert(name.clone(), text);
@@ -1302,10 +1370,18 @@ fn validate(st: &Inner, kind: Kind, properties: &Map<String, Value>) -> Result<B
                 errors.push(("INVALID_OPTION", name.clone(), option_message(value, &stages)));
             }
             (Kind::Notes, "hs_timestamp") if parse_timestamp(value).is_none() => {
-                errors.push(("INVALID_DATETIME", name.clone(), format!("{value} is not a Unix timestamp in milliseconds or a UTC date")));
+                errors.push((
+                    "INVALID_DATETIME",
+                    name.clone(),
+                    format!("{value} is not a Unix timestamp in milliseconds or a UTC date"),
+                ));
             }
             (Kind::Notes, "hs_note_body") if value.chars().count() > 65_536 => {
-                errors.push(("INVALID_VALUE", name.clone(), "hs_note_body is limited to 65,536 characters".to_string()));
+                errors.push((
+                    "INVALID_VALUE",
+                    name.clone(),
+                    "hs_note_body is limited to 65,536 characters".to_string(),
+                ));
             }
             _ => {}
         }
@@ -1368,20 +1444,27 @@ fn search(st: &Inner, kind: Kind, body: &[u8]) -> Result<Response, Response> {
     let input = json_body(body)?;
     let limit = match input.get("limit") {
         None | Some(Value::Null) => 10,
-        Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| invalid_input("limit must be a positive integer"))?,
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .ok_or_else(|| invalid_input("limit must be a positive integer"))?,
     };
-    if limit > MAX_SEARCH_LIMIT {
-        return Err(invalid_input(&format!("limit must be at most {MAX_SEARCH_LIMIT}, got {limit}")));
+    if limit == 0 || limit > MAX_SEARCH_LIMIT {
+        return Err(invalid_input(&format!("limit must be between 1 and {MAX_SEARCH_LIMIT}, got {limit}")));
     }
     let after = match input.get("after") {
         None | Some(Value::Null) => 0,
         Some(Value::String(s)) if s.is_empty() => 0,
-        Some(Value::String(s)) => s.parse::<usize>().map_err(|_| invalid_input("after is not a paging cursor this search returned"))?,
+        Some(Value::String(s)) => {
+            s.parse::<usize>().map_err(|_| invalid_input("after is not a paging cursor this search returned"))?
+        }
         Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()).unwrap_or(usize::MAX),
         Some(_) => return Err(invalid_input("after must be a string")),
     };
     if after >= MAX_SEARCH_RESULTS {
-        return Err(invalid_input(&format!("The search API returns at most {MAX_SEARCH_RESULTS} results; after={after} is past them")));
+        return Err(invalid_input(&format!(
+            "The search API returns at most {MAX_SEARCH_RESULTS} results; after={after} is past them"
+        )));
     }
     let groups = match input.get("filterGroups") {
         None | Some(Value::Null) => Vec::new(),
@@ -1389,13 +1472,18 @@ fn search(st: &Inner, kind: Kind, body: &[u8]) -> Result<Response, Response> {
         Some(_) => return Err(invalid_input("filterGroups must be an array")),
     };
     if groups.len() > MAX_FILTER_GROUPS {
-        return Err(invalid_input(&format!("There can be at most {MAX_FILTER_GROUPS} filterGroups, got {}", groups.len())));
+        return Err(invalid_input(&format!(
+            "There can be at most {MAX_FILTER_GROUPS} filterGroups, got {}",
+            groups.len()
+        )));
     }
     let mut total_filters = 0;
     for group in &groups {
         let n = group["filters"].as_array().map_or(0, Vec::len);
         if n > MAX_FILTERS_PER_GROUP {
-            return Err(invalid_input(&format!("A filterGroup can have at most {MAX_FILTERS_PER_GROUP} filters, got {n}")));
+            return Err(invalid_input(&format!(
+                "A filterGroup can have at most {MAX_FILTERS_PER_GROUP} filters, got {n}"
+            )));
         }
         total_filters += n;
     }
@@ -1404,7 +1492,9 @@ fn search(st: &Inner, kind: Kind, body: &[u8]) -> Result<Response, Response> {
     }
     let text = input.get("query").and_then(Value::as_str).map(str::to_lowercase).filter(|s| !s.is_empty());
     let shown = match input.get("properties").and_then(Value::as_array) {
-        Some(list) if !list.is_empty() => Shown::These(list.iter().filter_map(Value::as_str).map(str::to_string).collect()),
+        Some(list) if !list.is_empty() => {
+            Shown::These(list.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        }
         _ => Shown::Defaults,
     };
     let empty = BTreeMap::new();
@@ -1426,7 +1516,10 @@ fn search(st: &Inner, kind: Kind, body: &[u8]) -> Result<Response, Response> {
             }
         }
         if keep && let Some(text) = &text {
-            keep = kind.default_properties().iter().any(|p| obj.properties.get(*p).is_some_and(|v| v.to_lowercase().contains(text)));
+            keep = kind
+                .default_properties()
+                .iter()
+                .any(|p| obj.properties.get(*p).is_some_and(|v| v.to_lowercase().contains(text)));
         }
         if keep {
             matched.push((*id, obj));
@@ -1447,8 +1540,12 @@ fn search(st: &Inner, kind: Kind, body: &[u8]) -> Result<Response, Response> {
         });
     }
     let total = matched.len();
-    let page: Vec<Value> =
-        matched.iter().skip(after).take(limit).map(|(id, obj)| object_json(kind, *id, obj, &shown, None, &[])).collect();
+    let page: Vec<Value> = matched
+        .iter()
+        .skip(after)
+        .take(limit)
+        .map(|(id, obj)| object_json(kind, *id, obj, &shown, None, &[]))
+        .collect();
     let mut answer = json!({ "total": total, "results": page });
     let next = after + limit;
     if next < total && next < MAX_SEARCH_RESULTS {
@@ -1467,7 +1564,8 @@ fn filter_matches(obj: &Obj, filter: &Value) -> Result<bool, Response> {
         Value::Bool(b) => Some(b.to_string()),
         _ => None,
     };
-    let need_value = || value.clone().ok_or_else(|| invalid_input(&format!("filter on {name} with {operator} needs a value")));
+    let need_value =
+        || value.clone().ok_or_else(|| invalid_input(&format!("filter on {name} with {operator} needs a value")));
     let equal = |a: &str, b: &str| match (comparable(a), comparable(b)) {
         (Some(x), Some(y)) => x == y,
         _ => a.eq_ignore_ascii_case(b),
@@ -1502,8 +1600,13 @@ fn filter_matches(obj: &Obj, filter: &Value) -> Result<bool, Response> {
         }
         "BETWEEN" => {
             let low = need_value()?;
-            let high = filter["highValue"].as_str().map(str::to_string).ok_or_else(|| invalid_input("BETWEEN needs highValue"))?;
-            actual.is_some_and(|a| order(a, &low).is_some_and(|o| o.is_ge()) && order(a, &high).is_some_and(|o| o.is_le()))
+            let high = filter["highValue"]
+                .as_str()
+                .map(str::to_string)
+                .ok_or_else(|| invalid_input("BETWEEN needs highValue"))?;
+            actual.is_some_and(|a| {
+                order(a, &low).is_some_and(|o| o.is_ge()) && order(a, &high).is_some_and(|o| o.is_le())
+            })
         }
         "IN" => {
             let list = values()?;
@@ -1640,14 +1743,16 @@ fn batch_upsert(st: &mut Inner, kind: Kind, body: &[u8]) -> Result<Response, Res
 /// directions, under `results` with `associationSpec`). A missing record answers `404`.
 fn associate_default(st: &mut Inner, from: Kind, from_id: &str, to: Kind, to_id: &str) -> Result<Response, Response> {
     let started = now_ms();
-    let from_num = from_id.parse::<u64>().ok().filter(|n| st.exists(from, *n)).ok_or_else(|| not_found(from, from_id))?;
+    let from_num =
+        from_id.parse::<u64>().ok().filter(|n| st.exists(from, *n)).ok_or_else(|| not_found(from, from_id))?;
     let to_num = to_id.parse::<u64>().ok().filter(|n| st.exists(to, *n)).ok_or_else(|| not_found(to, to_id))?;
     let Some(type_id) = default_association(from, to) else {
         return Err(invalid_input(&format!("No default association from {} to {}", from.name(), to.name())));
     };
     st.associate(from, from_num, to, to_num, type_id);
     let spec = |id: u32| json!({ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": id });
-    let mut results = vec![json!({ "from": { "id": from_id }, "to": { "id": to_id }, "associationSpec": spec(type_id) })];
+    let mut results =
+        vec![json!({ "from": { "id": from_id }, "to": { "id": to_id }, "associationSpec": spec(type_id) })];
     if let Some(reverse) = default_association(to, from) {
         results.push(json!({ "from": { "id": to_id }, "to": { "id": from_id }, "associationSpec": spec(reverse) }));
     }
@@ -1769,9 +1874,15 @@ fn owners(st: &Inner, q: &[(String, String)]) -> Result<Response, Response> {
 fn properties(st: &Inner, kind: Kind) -> Response {
     let options = |name: &str| -> Vec<Value> {
         let list: Vec<(String, String)> = match (kind, name) {
-            (Kind::Contacts, "lifecyclestage") => LIFECYCLE_STAGES.iter().map(|s| (s.to_string(), s.to_string())).collect(),
-            (Kind::Contacts, "hs_lead_status") => LEAD_STATUSES.iter().map(|s| (s.to_string(), s.to_string())).collect(),
-            (Kind::Deals, "dealstage") => DEAL_STAGES.iter().map(|(id, label, ..)| (id.to_string(), label.to_string())).collect(),
+            (Kind::Contacts, "lifecyclestage") => {
+                LIFECYCLE_STAGES.iter().map(|s| (s.to_string(), s.to_string())).collect()
+            }
+            (Kind::Contacts, "hs_lead_status") => {
+                LEAD_STATUSES.iter().map(|s| (s.to_string(), s.to_string())).collect()
+            }
+            (Kind::Deals, "dealstage") => {
+                DEAL_STAGES.iter().map(|(id, label, ..)| (id.to_string(), label.to_string())).collect()
+            }
             (Kind::Deals, "pipeline") => vec![("default".to_string(), "Sales Pipeline".to_string())],
             (_, "hubspot_owner_id") => {
                 st.config.owners.iter().map(|o| (o.id.clone(), format!("{} {}", o.first_name, o.last_name))).collect()
@@ -1840,7 +1951,14 @@ enum Shown {
     All,
 }
 
-fn object_json(kind: Kind, id: u64, obj: &Obj, shown: &Shown, associations: Option<&[Association]>, with: &[Kind]) -> Value {
+fn object_json(
+    kind: Kind,
+    id: u64,
+    obj: &Obj,
+    shown: &Shown,
+    associations: Option<&[Association]>,
+    with: &[Kind],
+) -> Value {
     let system = ["hs_object_id", kind.created_property(), kind.modified_property()];
     let mut props = Map::new();
     let mut show = |name: &str| {

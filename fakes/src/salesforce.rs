@@ -334,7 +334,11 @@ impl Inner {
             }
         }
         compute_name(schema, &mut fields);
-        let ordered = schema.fields.iter().map(|f| (f.name.to_string(), fields.get(f.name).cloned().unwrap_or(Value::Null))).collect();
+        let ordered = schema
+            .fields
+            .iter()
+            .map(|f| (f.name.to_string(), fields.get(f.name).cloned().unwrap_or(Value::Null)))
+            .collect();
         self.records.insert(id.clone(), Rec { object: schema.name, fields: ordered, deleted: false });
         id
     }
@@ -463,8 +467,14 @@ const ACCOUNT_FIELDS: &[Field] = &[
     system(field("Id", "Account ID", "id", 18)),
     system(field("IsDeleted", "Deleted", "boolean", 0)),
     required(field("Name", "Account Name", "string", 255)),
-    picklist(field("Type", "Account Type", "picklist", 255), &["Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other"]),
-    picklist(field("Industry", "Industry", "picklist", 255), &["Agriculture", "Banking", "Education", "Technology", "Other"]),
+    picklist(
+        field("Type", "Account Type", "picklist", 255),
+        &["Prospect", "Customer - Direct", "Customer - Channel", "Partner", "Other"],
+    ),
+    picklist(
+        field("Industry", "Industry", "picklist", 255),
+        &["Agriculture", "Banking", "Education", "Technology", "Other"],
+    ),
     field("Website", "Website", "url", 255),
     field("Phone", "Account Phone", "phone", 40),
     field("BillingCity", "Billing City", "string", 40),
@@ -495,7 +505,8 @@ const CONTACT_FIELDS: &[Field] = &[
     system(field("SystemModstamp", "System Modstamp", "datetime", 0)),
 ];
 
-const LEAD_STATUSES: &[&str] = &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"];
+const LEAD_STATUSES: &[&str] =
+    &["Open - Not Contacted", "Working - Contacted", "Closed - Converted", "Closed - Not Converted"];
 
 const LEAD_FIELDS: &[Field] = &[
     system(field("Id", "Lead ID", "id", 18)),
@@ -508,7 +519,10 @@ const LEAD_FIELDS: &[Field] = &[
     field("Phone", "Phone", "phone", 40),
     field("Title", "Title", "string", 128),
     defaults_to(picklist(field("Status", "Lead Status", "picklist", 255), LEAD_STATUSES), "Open - Not Contacted"),
-    picklist(field("LeadSource", "Lead Source", "picklist", 255), &["Web", "Phone Inquiry", "Partner Referral", "Other"]),
+    picklist(
+        field("LeadSource", "Lead Source", "picklist", 255),
+        &["Web", "Phone Inquiry", "Partner Referral", "Other"],
+    ),
     external(field("External_Id__c", "External Id", "string", 255)),
     OWNER,
     system(field("CreatedDate", "Created Date", "datetime", 0)),
@@ -538,7 +552,13 @@ const SOBJECTS: &[SObject] = &[
     SObject { name: "Account", label: "Account", plural: "Accounts", prefix: "001", fields: ACCOUNT_FIELDS },
     SObject { name: "Contact", label: "Contact", plural: "Contacts", prefix: "003", fields: CONTACT_FIELDS },
     SObject { name: "Lead", label: "Lead", plural: "Leads", prefix: "00Q", fields: LEAD_FIELDS },
-    SObject { name: "Opportunity", label: "Opportunity", plural: "Opportunities", prefix: "006", fields: OPPORTUNITY_FIELDS },
+    SObject {
+        name: "Opportunity",
+        label: "Opportunity",
+        plural: "Opportunities",
+        prefix: "006",
+        fields: OPPORTUNITY_FIELDS,
+    },
 ];
 
 fn sobject(name: &str) -> Option<&'static SObject> {
@@ -588,7 +608,8 @@ async fn handle(State(shared): State<Shared>, method: Method, uri: Uri, headers:
         ("GET", ["id", org, user]) => identity(&mut st, authorization.as_deref(), org, user),
         ("GET", ["services", "data"]) => versions(&st),
         (_, ["services", "data", version, rest @ ..]) => {
-            let request = Request { method: &method, query: &query, auth: authorization.as_deref(), body: &body, batch };
+            let request =
+                Request { method: &method, query: &query, auth: authorization.as_deref(), body: &body, batch };
             data_api(&mut st, version, rest, &request)
         }
         _ => not_found(),
@@ -684,8 +705,12 @@ fn authorize(st: &mut Inner, query: &str) -> Response {
 
 /// `refresh_token` and `offline_access` are one scope; `full` includes every other.
 fn scope_allowed(app: &[String], scope: &str) -> bool {
-    let same = |a: &str| a == scope || (matches!(a, "refresh_token" | "offline_access") && matches!(scope, "refresh_token" | "offline_access"));
-    app.iter().any(|a| same(a)) || (app.iter().any(|a| a == "full") && !matches!(scope, "refresh_token" | "offline_access"))
+    let same = |a: &str| {
+        a == scope
+            || (matches!(a, "refresh_token" | "offline_access") && matches!(scope, "refresh_token" | "offline_access"))
+    };
+    app.iter().any(|a| same(a))
+        || (app.iter().any(|a| a == "full") && !matches!(scope, "refresh_token" | "offline_access"))
 }
 
 /// `POST /services/oauth2/token`: the web server flow's code exchange
@@ -762,8 +787,10 @@ fn token(st: &mut Inner, body: &[u8]) -> Response {
                     old.revoked = true;
                 }
                 let token = refresh_token_value();
-                st.refresh
-                    .insert(token.clone(), RefreshToken { client_id: client_id.to_string(), scopes: scopes.clone(), revoked: false });
+                st.refresh.insert(
+                    token.clone(),
+                    RefreshToken { client_id: client_id.to_string(), scopes: scopes.clone(), revoked: false },
+                );
                 token
             });
             token_answer(st, &scopes, rotated)
@@ -783,7 +810,8 @@ fn refresh_token_value() -> String {
 fn token_answer(st: &mut Inner, scopes: &[String], refresh_token: Option<String>) -> Response {
     let org15 = st.config.org_id.get(..15).unwrap_or(&st.config.org_id).to_string();
     let access_token = format!("{org15}!AQ{}", Uuid::new_v4().simple());
-    st.sessions.insert(access_token.clone(), Session { scopes: scopes.to_vec(), last_used: Instant::now(), ended: false });
+    st.sessions
+        .insert(access_token.clone(), Session { scopes: scopes.to_vec(), last_used: Instant::now(), ended: false });
     let issued_at = now_ms().to_string();
     let id = st.identity_url();
     let signature = sign(&st.config.client_secret, &format!("{id}{issued_at}"));
@@ -855,7 +883,7 @@ fn identity(st: &mut Inner, auth: Option<&str>, org: &str, user: &str) -> Respon
 // REST API
 
 /// `GET /services/data/`: the versions the org serves
-/// (<https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_versions.htm>).
+/// (<https://developer.salesforce.com/docs/platform/api-rest/guide/resources-versions.html>).
 fn versions(st: &Inner) -> Response {
     let list: Vec<Value> = (31..=st.config.latest_api_version)
         .map(|v| json!({ "label": release_label(v), "url": format!("/services/data/v{v}.0"), "version": format!("{v}.0") }))
@@ -992,7 +1020,7 @@ fn failure_response(failure: FakeFailure) -> Response {
 }
 
 /// `POST /services/data/vXX.X/sobjects/{object}`: `201 {"id", "success", "errors"}`;
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_sobject_create.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/dome-sobject-create.html>.
 fn create(st: &mut Inner, schema: &'static SObject, body: &[u8]) -> Result<Response, Response> {
     let input = json_object(body)?;
     let values = validate(st, schema, &input, Write::Create)?;
@@ -1007,16 +1035,30 @@ enum Write {
 }
 
 /// Field values of a create or update, as Salesforce checks them: `INVALID_FIELD` for a field the
-/// object doesn't have, `INVALID_FIELD_FOR_INSERT_UPDATE` for a read-only one,
+/// object doesn't have or for `Id` in the body ("The Id field should not be specified in the
+/// sobject data."), `INVALID_FIELD_FOR_INSERT_UPDATE` for a read-only one,
 /// `REQUIRED_FIELD_MISSING`, `INVALID_EMAIL_ADDRESS`, `STRING_TOO_LONG`, `MALFORMED_ID` /
 /// `INVALID_CROSS_REFERENCE_KEY` for a lookup, `JSON_PARSER_ERROR` for a value of the wrong type.
-fn validate(st: &Inner, schema: &SObject, input: &Map<String, Value>, write: Write) -> Result<Map<String, Value>, Response> {
+fn validate(
+    st: &Inner,
+    schema: &SObject,
+    input: &Map<String, Value>,
+    write: Write,
+) -> Result<Map<String, Value>, Response> {
     let mut errors: Vec<Value> = Vec::new();
     let mut values = Map::new();
     let mut read_only = Vec::new();
     for (name, value) in input {
         if name == "attributes" {
             continue;
+        }
+        if name.eq_ignore_ascii_case("Id") {
+            return Err(sf_error(
+                StatusCode::BAD_REQUEST,
+                "INVALID_FIELD",
+                "The Id field should not be specified in the sobject data.",
+                &[],
+            ));
         }
         let Some(f) = schema.field(name) else {
             return Err(sf_error(
@@ -1036,7 +1078,11 @@ fn validate(st: &Inner, schema: &SObject, input: &Map<String, Value>, write: Wri
         };
         if let Some(text) = converted.as_str() {
             if f.kind == "email" && !valid_email(text) {
-                errors.push(error_item("INVALID_EMAIL_ADDRESS", &format!("{}: invalid email address: {text}", f.label), &[f.name]));
+                errors.push(error_item(
+                    "INVALID_EMAIL_ADDRESS",
+                    &format!("{}: invalid email address: {text}", f.label),
+                    &[f.name],
+                ));
             }
             if f.length > 0 && f.text() && u32::try_from(text.chars().count()).unwrap_or(u32::MAX) > f.length {
                 errors.push(error_item(
@@ -1049,9 +1095,9 @@ fn validate(st: &Inner, schema: &SObject, input: &Map<String, Value>, write: Wri
                 let target = if f.reference_to == "User" {
                     normalize_id(text).filter(|id| *id == st.config.user_id).map(|_| true)
                 } else {
-                    normalize_id(text).filter(|id| id.starts_with(sobject(f.reference_to).map_or("", |o| o.prefix))).map(|id| {
-                        st.records.get(&id).is_some_and(|r| r.object == f.reference_to && !r.deleted)
-                    })
+                    normalize_id(text)
+                        .filter(|id| id.starts_with(sobject(f.reference_to).map_or("", |o| o.prefix)))
+                        .map(|id| st.records.get(&id).is_some_and(|r| r.object == f.reference_to && !r.deleted))
                 };
                 match target {
                     None => errors.push(error_item(
@@ -1059,7 +1105,9 @@ fn validate(st: &Inner, schema: &SObject, input: &Map<String, Value>, write: Wri
                         &format!("{}: id value of incorrect type: {text}", f.label),
                         &[f.name],
                     )),
-                    Some(false) => errors.push(error_item("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[f.name])),
+                    Some(false) => {
+                        errors.push(error_item("INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id", &[f.name]))
+                    }
                     Some(true) => {}
                 }
             }
@@ -1087,18 +1135,21 @@ fn validate(st: &Inner, schema: &SObject, input: &Map<String, Value>, write: Wri
         .map(|f| f.name)
         .collect();
     if !missing.is_empty() {
-        errors.push(error_item("REQUIRED_FIELD_MISSING", &format!("Required fields are missing: [{}]", missing.join(", ")), &missing));
+        errors.push(error_item(
+            "REQUIRED_FIELD_MISSING",
+            &format!("Required fields are missing: [{}]", missing.join(", ")),
+            &missing,
+        ));
     }
-    if errors.is_empty() {
-        Ok(values)
-    } else {
-        Err(json_response(StatusCode::BAD_REQUEST, &Value::Array(errors)))
-    }
+    if errors.is_empty() { Ok(values) } else { Err(json_response(StatusCode::BAD_REQUEST, &Value::Array(errors))) }
 }
 
 fn convert(f: &Field, value: &Value) -> Result<Value, String> {
     let wrong = |kind: &str| {
-        format!("Cannot deserialize instance of {kind} from {} value {value} or request may be missing a required field", token_kind(value))
+        format!(
+            "Cannot deserialize instance of {kind} from {} value {value} or request may be missing a required field",
+            token_kind(value)
+        )
     };
     Ok(match (f.kind, value) {
         (_, Value::Null) => Value::Null,
@@ -1108,7 +1159,9 @@ fn convert(f: &Field, value: &Value) -> Result<Value, String> {
         ("int", Value::String(s)) => s.trim().parse::<i64>().map(|n| json!(n)).map_err(|_| wrong("int"))?,
         ("int", _) => return Err(wrong("int")),
         ("currency" | "double", Value::Number(_)) => value.clone(),
-        ("currency" | "double", Value::String(s)) => s.trim().parse::<f64>().map(|n| json!(n)).map_err(|_| wrong("double"))?,
+        ("currency" | "double", Value::String(s)) => {
+            s.trim().parse::<f64>().map(|n| json!(n)).map_err(|_| wrong("double"))?
+        }
         ("currency" | "double", _) => return Err(wrong("double")),
         ("date", Value::String(s)) if is_date(s) => value.clone(),
         ("date", _) => return Err(wrong("date")),
@@ -1158,7 +1211,7 @@ fn find<'a>(st: &'a Inner, schema: &SObject, id: &str) -> Result<(String, &'a Re
 }
 
 /// `GET /services/data/vXX.X/sobjects/{object}/{id}[?fields=…]`:
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_get_field_values.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/dome-get-field-values.html>.
 fn read(st: &Inner, schema: &SObject, id: &str, base: &str, q: &[(String, String)]) -> Result<Response, Response> {
     let (_, rec) = find(st, schema, id)?;
     if rec.deleted {
@@ -1191,7 +1244,10 @@ fn no_such_column(name: &str, object: &str) -> Response {
 fn record_json(schema: &SObject, rec: &Rec, base: &str, fields: Option<&[&str]>) -> Value {
     let id = rec.fields.get("Id").and_then(Value::as_str).unwrap_or("");
     let mut out = Map::new();
-    out.insert("attributes".to_string(), json!({ "type": schema.name, "url": format!("{base}/sobjects/{}/{id}", schema.name) }));
+    out.insert(
+        "attributes".to_string(),
+        json!({ "type": schema.name, "url": format!("{base}/sobjects/{}/{id}", schema.name) }),
+    );
     match fields {
         Some(list) => {
             for name in list {
@@ -1208,7 +1264,7 @@ fn record_json(schema: &SObject, rec: &Rec, base: &str, fields: Option<&[&str]>)
 }
 
 /// `PATCH /services/data/vXX.X/sobjects/{object}/{id}`: `204`;
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_update_fields.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/dome-update-fields.html>.
 fn update(st: &mut Inner, schema: &SObject, id: &str, body: &[u8]) -> Result<Response, Response> {
     let (id, rec) = find(st, schema, id)?;
     if rec.deleted {
@@ -1232,7 +1288,7 @@ fn apply(st: &mut Inner, schema: &SObject, id: &str, values: Map<String, Value>)
 
 /// `DELETE /services/data/vXX.X/sobjects/{object}/{id}`: `204`; a deleted record answers
 /// `404 ENTITY_IS_DELETED`;
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_delete_record.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/dome-delete-record.html>.
 fn delete(st: &mut Inner, schema: &SObject, id: &str) -> Result<Response, Response> {
     let (id, rec) = find(st, schema, id)?;
     if rec.deleted {
@@ -1250,7 +1306,12 @@ fn entity_is_deleted() -> Response {
 }
 
 /// The records whose external ID field (or `Id`) holds `value`.
-fn by_external_id(st: &Inner, schema: &SObject, field: &str, value: &str) -> Result<(&'static str, Vec<String>), Response> {
+fn by_external_id(
+    st: &Inner,
+    schema: &SObject,
+    field: &str,
+    value: &str,
+) -> Result<(&'static str, Vec<String>), Response> {
     let f = schema.field(field).filter(|f| f.external_id || f.name == "Id").ok_or_else(|| {
         sf_error(
             StatusCode::NOT_FOUND,
@@ -1262,7 +1323,9 @@ fn by_external_id(st: &Inner, schema: &SObject, field: &str, value: &str) -> Res
     let wanted = if f.name == "Id" { normalize_id(value).unwrap_or_default() } else { value.to_lowercase() };
     let ids = st
         .live(schema)
-        .filter(|(_, r)| r.fields.get(f.name).and_then(Value::as_str).is_some_and(|v| v.to_lowercase() == wanted.to_lowercase()))
+        .filter(|(_, r)| {
+            r.fields.get(f.name).and_then(Value::as_str).is_some_and(|v| v.to_lowercase() == wanted.to_lowercase())
+        })
         .map(|(id, _)| id.clone())
         .collect();
     Ok((f.name, ids))
@@ -1274,7 +1337,7 @@ fn multiple_choices(schema: &SObject, base: &str, ids: &[String]) -> Response {
 }
 
 /// `GET /services/data/vXX.X/sobjects/{object}/{field}/{value}`:
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/dome_upsert.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/dome-upsert.html>.
 fn read_by_external_id(
     st: &Inner,
     schema: &SObject,
@@ -1338,7 +1401,7 @@ fn upsert(
 }
 
 /// `GET /services/data/vXX.X/sobjects`:
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_describeGlobal.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/resources-describe-global.html>.
 fn describe_global(base: &str) -> Response {
     let sobjects: Vec<Value> = SOBJECTS.iter().map(|s| describe_summary(s, base)).collect();
     json_response(StatusCode::OK, &json!({ "encoding": "UTF-8", "maxBatchSize": 200, "sobjects": sobjects }))
@@ -1367,7 +1430,7 @@ fn describe_summary(schema: &SObject, base: &str) -> Value {
 }
 
 /// `GET /services/data/vXX.X/sobjects/{object}/describe`:
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_sobject_describe.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/resources-sobject-describe.html>.
 fn describe(schema: &SObject, base: &str) -> Response {
     let mut answer = describe_summary(schema, base);
     let fields: Vec<Value> = schema
@@ -1426,18 +1489,23 @@ fn query(st: &mut Inner, base: &str, q: &[(String, String)], batch: Option<usize
     rows.retain(|(_, rec)| soql.matches(rec));
     if let Some((field, descending)) = soql.order {
         rows.sort_by(|(_, a), (_, b)| {
-            let order = compare(a.fields.get(field).unwrap_or(&Value::Null), b.fields.get(field).unwrap_or(&Value::Null));
+            let order =
+                compare(a.fields.get(field).unwrap_or(&Value::Null), b.fields.get(field).unwrap_or(&Value::Null));
             if descending { order.reverse() } else { order }
         });
     }
-    let rows: Vec<&Rec> = rows.into_iter().map(|(_, r)| r).skip(soql.offset).take(soql.limit.unwrap_or(usize::MAX)).collect();
+    let rows: Vec<&Rec> =
+        rows.into_iter().map(|(_, r)| r).skip(soql.offset).take(soql.limit.unwrap_or(usize::MAX)).collect();
     if soql.count {
         return Ok(json_response(StatusCode::OK, &json!({ "totalSize": rows.len(), "done": true, "records": [] })));
     }
     let records: Vec<Value> = rows.iter().map(|r| record_json(soql.object, r, base, Some(&soql.fields))).collect();
     let batch = batch.unwrap_or(st.config.query_batch_size).max(1);
     if records.len() <= batch {
-        return Ok(json_response(StatusCode::OK, &json!({ "totalSize": records.len(), "done": true, "records": records })));
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "totalSize": records.len(), "done": true, "records": records }),
+        ));
     }
     let n = st.next();
     let locator = sf_id("01g", n);
@@ -1451,7 +1519,7 @@ fn query(st: &mut Inner, base: &str, q: &[(String, String)], batch: Option<usize
 }
 
 /// `GET /services/data/vXX.X/query/{locator}-{offset}`:
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_query_more_results.htm>.
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/resources-query-more-results.html>.
 fn query_more(st: &Inner, base: &str, locator: &str, batch: Option<usize>) -> Result<Response, Response> {
     let invalid = || sf_error(StatusCode::BAD_REQUEST, "INVALID_QUERY_LOCATOR", "invalid query locator", &[]);
     let (id, offset) = locator.rsplit_once('-').ok_or_else(invalid)?;
@@ -1462,7 +1530,8 @@ fn query_more(st: &Inner, base: &str, locator: &str, batch: Option<usize>) -> Re
     }
     let batch = batch.unwrap_or(st.config.query_batch_size).max(1);
     let end = (offset + batch).min(records.len());
-    let mut answer = json!({ "totalSize": records.len(), "done": end == records.len(), "records": records[offset..end].to_vec() });
+    let mut answer =
+        json!({ "totalSize": records.len(), "done": end == records.len(), "records": records[offset..end].to_vec() });
     if end < records.len() {
         answer["nextRecordsUrl"] = json!(format!("{base}/query/{id}-{end}"));
     }
@@ -1708,7 +1777,9 @@ fn field_of(schema: &'static SObject, name: &str) -> Result<&'static str, Respon
         return Err(sf_error(
             StatusCode::BAD_REQUEST,
             "INVALID_FIELD",
-            &format!("Didn't understand relationship '{relationship}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."),
+            &format!(
+                "Didn't understand relationship '{relationship}' in field path. If you are attempting to use a custom relationship, be sure to append the '__r' after the custom relationship name. Please reference your WSDL or the describe call for the appropriate names."
+            ),
             &[],
         ));
     }
@@ -1769,7 +1840,8 @@ fn parse_soql(text: &str) -> Result<Soql, Response> {
     c.expect_word("FROM")?;
     let object = object_of(&c.word()?)?;
     let fields = names.iter().map(|n| field_of(object, n)).collect::<Result<Vec<_>, _>>()?;
-    let mut soql = Soql { object, fields, count, conditions: Vec::new(), any: false, order: None, limit: None, offset: 0 };
+    let mut soql =
+        Soql { object, fields, count, conditions: Vec::new(), any: false, order: None, limit: None, offset: 0 };
     if c.take_if("WHERE") {
         let mut joiner: Option<bool> = None;
         loop {
@@ -1838,7 +1910,7 @@ fn parse_soql(text: &str) -> Result<Soql, Response> {
 // SOSL
 
 /// `GET /services/data/vXX.X/search?q=FIND {…} …`:
-/// <https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/resources_search.htm>
+/// <https://developer.salesforce.com/docs/platform/api-rest/guide/resources-search.html>
 /// (the answer is `{"searchRecords": [...]}`, each record with `attributes.type`). The term is
 /// matched word by word, case-insensitively, `*` a wildcard; at least two characters.
 fn search(st: &Inner, base: &str, q: &[(String, String)]) -> Result<Response, Response> {
@@ -1872,7 +1944,9 @@ fn search(st: &Inner, base: &str, q: &[(String, String)]) -> Result<Response, Re
             other => term.push(other),
         }
     }
-    let Some(rest) = rest else { return Err(malformed(code, "No search term found. The search term must be enclosed in braces.")) };
+    let Some(rest) = rest else {
+        return Err(malformed(code, "No search term found. The search term must be enclosed in braces."));
+    };
     let words: Vec<String> = term.trim().trim_matches('"').split_whitespace().map(str::to_lowercase).collect();
     if words.iter().map(|w| w.trim_matches('*').chars().count()).sum::<usize>() < 2 {
         return Err(sf_error(
@@ -1956,7 +2030,11 @@ fn search(st: &Inner, base: &str, q: &[(String, String)]) -> Result<Response, Re
                 let tokens: Vec<String> = searched
                     .iter()
                     .filter_map(|name| rec.fields.get(*name).and_then(Value::as_str))
-                    .flat_map(|v| v.split(|ch: char| !ch.is_alphanumeric() && ch != '@' && ch != '.').map(str::to_lowercase).collect::<Vec<_>>())
+                    .flat_map(|v| {
+                        v.split(|ch: char| !ch.is_alphanumeric() && ch != '@' && ch != '.')
+                            .map(str::to_lowercase)
+                            .collect::<Vec<_>>()
+                    })
                     .filter(|t| !t.is_empty())
                     .collect();
                 words.iter().all(|w| tokens.iter().any(|t| glob(w, t) || glob(w, t.trim_end_matches('.'))))
@@ -2027,7 +2105,9 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, Response> {
             &format!("Cannot deserialize instance of object from {} value", token_kind(&other)),
             &[],
         )),
-        Err(e) => Err(sf_error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", &format!("Unexpected character: {e}"), &[])),
+        Err(e) => {
+            Err(sf_error(StatusCode::BAD_REQUEST, "JSON_PARSER_ERROR", &format!("Unexpected character: {e}"), &[]))
+        }
     }
 }
 
@@ -2136,7 +2216,11 @@ fn checksum(id15: &str) -> String {
     id15.as_bytes()
         .chunks(5)
         .map(|chunk| {
-            let index = chunk.iter().enumerate().filter(|(_, c)| c.is_ascii_uppercase()).fold(0usize, |acc, (i, _)| acc | (1 << i));
+            let index = chunk
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_ascii_uppercase())
+                .fold(0usize, |acc, (i, _)| acc | (1 << i));
             char::from(ALPHABET[index])
         })
         .collect()

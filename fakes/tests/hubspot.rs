@@ -77,7 +77,13 @@ async fn connect(fake: &FakeHubSpot, scope: &str) -> String {
     answer["access_token"].as_str().expect("access_token").to_string()
 }
 
-async fn api(fake: &FakeHubSpot, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
+async fn api(
+    fake: &FakeHubSpot,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> reqwest::Response {
     let mut request = http().request(method, format!("{}{path}", fake.base_url)).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
@@ -85,7 +91,13 @@ async fn api(fake: &FakeHubSpot, token: &str, method: reqwest::Method, path: &st
     request.send().await.expect("API request")
 }
 
-async fn call(fake: &FakeHubSpot, token: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    fake: &FakeHubSpot,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let response = api(fake, token, method, path, body).await;
     let status = response.status();
     (status, response.json().await.unwrap_or(Value::Null))
@@ -143,13 +155,18 @@ async fn authorize_refuses_comma_joined_scopes_without_redirecting() {
 async fn authorize_refuses_an_install_url_without_a_required_scope_an_unknown_client_or_an_ip_redirect() {
     let fake = start(HubSpotConfig { required_scopes: vec!["oauth".into()], ..HubSpotConfig::default() }).await;
     let id = fake.client_id();
-    let missing = authorize(&fake, &[("client_id", &id), ("redirect_uri", REDIRECT), ("scope", "crm.objects.contacts.read")]).await;
+    let missing =
+        authorize(&fake, &[("client_id", &id), ("redirect_uri", REDIRECT), ("scope", "crm.objects.contacts.read")])
+            .await;
     assert_eq!(missing.status(), StatusCode::BAD_REQUEST);
-    let unknown = authorize(&fake, &[("client_id", "someone-else"), ("redirect_uri", REDIRECT), ("scope", "oauth")]).await;
+    let unknown =
+        authorize(&fake, &[("client_id", "someone-else"), ("redirect_uri", REDIRECT), ("scope", "oauth")]).await;
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
-    let ip = authorize(&fake, &[("client_id", &id), ("redirect_uri", "http://127.0.0.1:9/cb"), ("scope", "oauth")]).await;
+    let ip =
+        authorize(&fake, &[("client_id", &id), ("redirect_uri", "http://127.0.0.1:9/cb"), ("scope", "oauth")]).await;
     assert_eq!(ip.status(), StatusCode::BAD_REQUEST);
-    let localhost = authorize(&fake, &[("client_id", &id), ("redirect_uri", "http://localhost:9/cb"), ("scope", "oauth")]).await;
+    let localhost =
+        authorize(&fake, &[("client_id", &id), ("redirect_uri", "http://localhost:9/cb"), ("scope", "oauth")]).await;
     assert_eq!(localhost.status(), StatusCode::FOUND);
 }
 
@@ -201,7 +218,12 @@ async fn the_2026_03_token_endpoint_reads_the_body_not_the_query_string() {
     let (id, secret) = (fake.client_id(), fake.client_secret());
     let response = http()
         .post(fake.token_url())
-        .query(&[("client_id", id.as_str()), ("client_secret", secret.as_str()), ("redirect_uri", REDIRECT), ("code", &code)])
+        .query(&[
+            ("client_id", id.as_str()),
+            ("client_secret", secret.as_str()),
+            ("redirect_uri", REDIRECT),
+            ("code", &code),
+        ])
         .form(&[("grant_type", "authorization_code")])
         .send()
         .await
@@ -264,8 +286,12 @@ async fn a_refresh_answers_a_new_access_token_and_a_revoked_refresh_token_answer
     let (_, answer) = exchange(&fake, &code(&fake, "oauth crm.objects.contacts.read").await).await;
     let refresh = answer["refresh_token"].as_str().expect("refresh_token").to_string();
     let (id, secret) = (fake.client_id(), fake.client_secret());
-    let form =
-        [("grant_type", "refresh_token"), ("client_id", id.as_str()), ("client_secret", secret.as_str()), ("refresh_token", &refresh)];
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("refresh_token", &refresh),
+    ];
     let (status, refreshed) = post_form(&fake.token_url(), &form).await;
     assert_eq!(status, StatusCode::OK, "{refreshed}");
     assert_ne!(refreshed["access_token"], answer["access_token"]);
@@ -287,7 +313,12 @@ async fn introspection_describes_an_active_token_and_answers_inactive_for_an_exp
     let token = connect(&fake, "oauth crm.objects.contacts.read").await;
     let (id, secret) = (fake.client_id(), fake.client_secret());
     let url = format!("{}/oauth/2026-03/token/introspect", fake.base_url);
-    let form = [("client_id", id.as_str()), ("client_secret", secret.as_str()), ("token", &token), ("token_type_hint", "access_token")];
+    let form = [
+        ("client_id", id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("token", &token),
+        ("token_type_hint", "access_token"),
+    ];
     let (status, info) = post_form(&url, &form).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(info["active"], true);
@@ -324,16 +355,23 @@ async fn the_v1_endpoints_work_until_retired_then_answer_404() {
     .await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     let token = answer["access_token"].as_str().expect("token").to_string();
-    let metadata = http().get(format!("{}/oauth/v1/access-tokens/{token}", fake.base_url)).send().await.expect("metadata");
+    let metadata =
+        http().get(format!("{}/oauth/v1/access-tokens/{token}", fake.base_url)).send().await.expect("metadata");
     assert_eq!(metadata.status(), StatusCode::OK);
 
     fake.retire_v1();
     let refresh = answer["refresh_token"].as_str().expect("refresh").to_string();
-    let form = [("grant_type", "refresh_token"), ("client_id", id.as_str()), ("client_secret", secret.as_str()), ("refresh_token", &refresh)];
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("client_id", id.as_str()),
+        ("client_secret", secret.as_str()),
+        ("refresh_token", &refresh),
+    ];
     let (status, error) = post_form(&v1, &form).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(error["status"], "error");
-    let metadata = http().get(format!("{}/oauth/v1/access-tokens/{token}", fake.base_url)).send().await.expect("metadata");
+    let metadata =
+        http().get(format!("{}/oauth/v1/access-tokens/{token}", fake.base_url)).send().await.expect("metadata");
     assert_eq!(metadata.status(), StatusCode::NOT_FOUND);
     assert_eq!(post_form(&fake.token_url(), &form).await.0, StatusCode::OK);
 }
@@ -368,9 +406,14 @@ async fn an_unknown_token_answers_401_invalid_authentication_and_a_missing_scope
     assert_eq!((status, error["category"].as_str()), (StatusCode::UNAUTHORIZED, Some("INVALID_AUTHENTICATION")));
 
     let token = connect(&fake, "oauth crm.objects.contacts.read").await;
-    let (status, error) =
-        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts", Some(json!({ "properties": { "email": "a@b.co" } })))
-            .await;
+    let (status, error) = call(
+        &fake,
+        &token,
+        reqwest::Method::POST,
+        "/crm/v3/objects/contacts",
+        Some(json!({ "properties": { "email": "a@b.co" } })),
+    )
+    .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(error["category"], "MISSING_SCOPES");
     assert_eq!(error["errors"][0]["context"]["requiredGranularScopes"], json!(["crm.objects.contacts.write"]));
@@ -381,7 +424,8 @@ async fn a_second_contact_with_the_same_email_answers_409_with_the_existing_id()
     let fake = start(HubSpotConfig::default()).await;
     let token = connect(&fake, CRM_SCOPES).await;
     let contact = json!({ "properties": { "email": "Ada@Example.com", "firstname": "Ada" } });
-    let (status, created) = call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts", Some(contact.clone())).await;
+    let (status, created) =
+        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts", Some(contact.clone())).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().expect("id");
     assert_eq!(created["properties"]["email"], "ada@example.com");
@@ -396,7 +440,11 @@ async fn a_second_contact_with_the_same_email_answers_409_with_the_existing_id()
 
 #[tokio::test]
 async fn writes_with_unknown_properties_or_invalid_values_answer_400_validation_error() {
-    let fake = start(HubSpotConfig { custom_properties: vec![("contacts".into(), "plan".into())], ..HubSpotConfig::default() }).await;
+    let fake = start(HubSpotConfig {
+        custom_properties: vec![("contacts".into(), "plan".into())],
+        ..HubSpotConfig::default()
+    })
+    .await;
     let token = connect(&fake, CRM_SCOPES).await;
     let (status, error) = call(
         &fake,
@@ -445,9 +493,14 @@ async fn a_contact_reads_and_updates_by_email_and_a_missing_one_answers_404_obje
     let fake = start(HubSpotConfig::default()).await;
     let token = connect(&fake, CRM_SCOPES).await;
     let id = fake.insert("contacts", json!({ "email": "grace@example.com", "firstname": "Grace", "phone": "555" }));
-    let (status, contact) =
-        call(&fake, &token, reqwest::Method::GET, "/crm/v3/objects/contacts/grace@example.com?idProperty=email&properties=phone", None)
-            .await;
+    let (status, contact) = call(
+        &fake,
+        &token,
+        reqwest::Method::GET,
+        "/crm/v3/objects/contacts/grace@example.com?idProperty=email&properties=phone",
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{contact}");
     assert_eq!(contact["id"], id.as_str());
     assert_eq!(contact["properties"]["phone"], "555");
@@ -467,7 +520,8 @@ async fn a_contact_reads_and_updates_by_email_and_a_missing_one_answers_404_obje
 
     let (status, error) = call(&fake, &token, reqwest::Method::GET, "/crm/v3/objects/contacts/999999", None).await;
     assert_eq!((status, error["category"].as_str()), (StatusCode::NOT_FOUND, Some("OBJECT_NOT_FOUND")));
-    let (status, _) = call(&fake, &token, reqwest::Method::GET, "/crm/v3/objects/companies/x?idProperty=name", None).await;
+    let (status, _) =
+        call(&fake, &token, reqwest::Method::GET, "/crm/v3/objects/companies/x?idProperty=name", None).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
 
@@ -488,14 +542,19 @@ async fn search_filters_pages_with_after_and_refuses_a_limit_over_200() {
         })
     };
     let response = api(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/search", Some(body(None))).await;
-    assert!(response.headers().get("x-hubspot-ratelimit-remaining").is_none(), "search answers carry no rate-limit headers");
+    assert!(
+        response.headers().get("x-hubspot-ratelimit-remaining").is_none(),
+        "search answers carry no rate-limit headers"
+    );
     let first: Value = response.json().await.expect("json");
     assert_eq!(first["total"], 5);
     assert_eq!(first["results"].as_array().map(Vec::len), Some(2));
     let mut after = first["paging"]["next"]["after"].as_str().map(str::to_string);
     let mut seen = 2;
     while let Some(cursor) = after {
-        let (_, page) = call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/search", Some(body(Some(&cursor)))).await;
+        let (_, page) =
+            call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/search", Some(body(Some(&cursor))))
+                .await;
         seen += page["results"].as_array().map_or(0, Vec::len);
         after = page["paging"]["next"]["after"].as_str().map(str::to_string);
     }
@@ -510,7 +569,8 @@ async fn search_filters_pages_with_after_and_refuses_a_limit_over_200() {
     assert_eq!(others["total"], 5);
 
     let (status, error) =
-        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/search", Some(json!({ "limit": 201 }))).await;
+        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/search", Some(json!({ "limit": 201 })))
+            .await;
     assert_eq!((status, error["category"].as_str()), (StatusCode::BAD_REQUEST, Some("VALIDATION_ERROR")));
 }
 
@@ -523,7 +583,8 @@ async fn batch_upsert_by_email_creates_and_updates_and_says_which() {
         { "idProperty": "email", "id": "old@example.com", "properties": { "firstname": "Renamed" } },
         { "idProperty": "email", "id": "new@example.com", "properties": { "firstname": "New" } },
     ] });
-    let (status, answer) = call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/batch/upsert", Some(body)).await;
+    let (status, answer) =
+        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/batch/upsert", Some(body)).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["status"], "COMPLETE");
     let results = answer["results"].as_array().expect("results");
@@ -534,7 +595,10 @@ async fn batch_upsert_by_email_creates_and_updates_and_says_which() {
     assert_eq!(new["new"], true);
 
     let bad = json!({ "inputs": [{ "idProperty": "firstname", "id": "x", "properties": {} }] });
-    assert_eq!(call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/batch/upsert", Some(bad)).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/contacts/batch/upsert", Some(bad)).await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -547,10 +611,19 @@ async fn a_default_association_links_both_ways_and_a_missing_record_answers_404(
     let (status, answer) = call(&fake, &token, reqwest::Method::PUT, &path, None).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["status"], "COMPLETE");
-    assert_eq!(answer["results"][0]["associationSpec"], json!({ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279 }));
+    assert_eq!(
+        answer["results"][0]["associationSpec"],
+        json!({ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 279 })
+    );
     assert_eq!(fake.associations().len(), 2);
-    let (_, read) =
-        call(&fake, &token, reqwest::Method::GET, &format!("/crm/v3/objects/contacts/{contact}?associations=companies"), None).await;
+    let (_, read) = call(
+        &fake,
+        &token,
+        reqwest::Method::GET,
+        &format!("/crm/v3/objects/contacts/{contact}?associations=companies"),
+        None,
+    )
+    .await;
     assert_eq!(read["associations"]["companies"]["results"][0]["id"], company.as_str());
 
     let missing = format!("/crm/v4/objects/contacts/{contact}/associations/default/companies/424242");
@@ -573,13 +646,20 @@ async fn a_note_needs_hs_timestamp_and_is_associated_on_create() {
     let (status, created) = call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/notes", Some(note)).await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     let id = created["id"].as_str().expect("id");
-    assert!(fake.associations().iter().any(|a| a.from_type == "notes" && a.from_id == id && a.to_id == contact && a.type_id == 202));
+    assert!(
+        fake.associations()
+            .iter()
+            .any(|a| a.from_type == "notes" && a.from_id == id && a.to_id == contact && a.type_id == 202)
+    );
 
     let dangling = json!({
         "properties": { "hs_timestamp": "1768473000000" },
         "associations": [{ "to": { "id": "77777" }, "types": [{ "associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 202 }] }],
     });
-    assert_eq!(call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/notes", Some(dangling)).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/notes", Some(dangling)).await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -594,13 +674,20 @@ async fn pipelines_owners_and_properties_answer_their_documented_shapes() {
     let (_, first) = call(&fake, &token, reqwest::Method::GET, "/crm/v3/owners?limit=2", None).await;
     assert_eq!(first["results"].as_array().map(Vec::len), Some(2));
     let after = first["paging"]["next"]["after"].as_str().expect("a next page");
-    let (_, second) = call(&fake, &token, reqwest::Method::GET, &format!("/crm/v3/owners?limit=2&after={after}"), None).await;
+    let (_, second) =
+        call(&fake, &token, reqwest::Method::GET, &format!("/crm/v3/owners?limit=2&after={after}"), None).await;
     assert_eq!(second["results"].as_array().map(Vec::len), Some(1));
     assert!(second.get("paging").is_none());
 
     let (status, properties) = call(&fake, &token, reqwest::Method::GET, "/crm/v3/properties/contacts", None).await;
     assert_eq!(status, StatusCode::OK);
-    assert!(properties["results"].as_array().expect("results").iter().any(|p| p["name"] == "email" && p["hasUniqueValue"] == true));
+    assert!(
+        properties["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .any(|p| p["name"] == "email" && p["hasUniqueValue"] == true)
+    );
 
     let narrow = connect(&fake, "oauth crm.objects.contacts.read").await;
     assert_eq!(call(&fake, &narrow, reqwest::Method::GET, "/crm/v3/owners", None).await.0, StatusCode::FORBIDDEN);
@@ -613,7 +700,10 @@ async fn fail_next_answers_429_daily_then_the_request_after_succeeds() {
     fake.fail_next(FakeFailure::DailyLimit);
     let response = api(&fake, &token, reqwest::Method::GET, "/crm/v3/owners", None).await;
     assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
-    assert_eq!(response.headers().get("x-hubspot-ratelimit-interval-milliseconds").map(|v| v.as_bytes()), Some(&b"10000"[..]));
+    assert_eq!(
+        response.headers().get("x-hubspot-ratelimit-interval-milliseconds").map(|v| v.as_bytes()),
+        Some(&b"10000"[..])
+    );
     assert!(response.headers().get("x-hubspot-ratelimit-daily").is_none(), "OAuth calls carry no daily headers");
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["status"], "error");
@@ -635,8 +725,14 @@ async fn fail_next_queues_ten_secondly_limits_and_gateway_errors_in_order() {
     let error: Value = response.json().await.expect("json");
     assert_eq!(error["policyName"], "TEN_SECONDLY_ROLLING");
     assert_eq!(error["message"], "You have reached your ten_secondly_rolling limit.");
-    assert_eq!(api(&fake, &token, reqwest::Method::GET, "/crm/v3/owners", None).await.status(), StatusCode::BAD_GATEWAY);
-    assert_eq!(api(&fake, &token, reqwest::Method::GET, "/crm/v3/owners", None).await.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        api(&fake, &token, reqwest::Method::GET, "/crm/v3/owners", None).await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        api(&fake, &token, reqwest::Method::GET, "/crm/v3/owners", None).await.status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
     let ok = api(&fake, &token, reqwest::Method::GET, "/crm/v3/owners", None).await;
     assert_eq!(ok.status(), StatusCode::OK);
     assert!(ok.headers().get("x-hubspot-ratelimit-max").is_some());
@@ -646,12 +742,21 @@ async fn fail_next_queues_ten_secondly_limits_and_gateway_errors_in_order() {
 async fn every_request_is_logged_with_its_authorization_and_body() {
     let fake = start(HubSpotConfig::default()).await;
     let token = connect(&fake, CRM_SCOPES).await;
-    call(&fake, &token, reqwest::Method::POST, "/crm/v3/objects/companies", Some(json!({ "properties": { "name": "Acme" } }))).await;
+    call(
+        &fake,
+        &token,
+        reqwest::Method::POST,
+        "/crm/v3/objects/companies",
+        Some(json!({ "properties": { "name": "Acme" } })),
+    )
+    .await;
     let requests = fake.requests();
     let create = requests.iter().find(|r| r.path == "/crm/v3/objects/companies").expect("the create request");
     assert_eq!(create.method, "POST");
     assert_eq!(create.authorization.as_deref(), Some(format!("Bearer {token}").as_str()));
     assert!(create.body.contains("Acme"));
     assert!(requests.iter().any(|r| r.path == "/oauth/authorize" && r.query.contains("client_id=")));
-    assert!(requests.iter().any(|r| r.path == "/oauth/2026-03/token" && r.body.contains("grant_type=authorization_code")));
+    assert!(
+        requests.iter().any(|r| r.path == "/oauth/2026-03/token" && r.body.contains("grant_type=authorization_code"))
+    );
 }

@@ -92,12 +92,23 @@ async fn refresh(fake: &FakeSalesforce, refresh_token: &str) -> (StatusCode, Val
     let (id, secret) = (fake.client_id(), fake.client_secret());
     post_form(
         &fake.token_url(),
-        &[("grant_type", "refresh_token"), ("refresh_token", refresh_token), ("client_id", &id), ("client_secret", &secret)],
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("client_id", &id),
+            ("client_secret", &secret),
+        ],
     )
     .await
 }
 
-async fn call(fake: &FakeSalesforce, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+async fn call(
+    fake: &FakeSalesforce,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
     let mut request = http().request(method, format!("{}{path}", fake.base_url)).bearer_auth(token);
     if let Some(body) = body {
         request = request.json(&body);
@@ -128,7 +139,11 @@ async fn authorize_without_a_code_challenge_redirects_with_missing_required_code
     assert!(param(&url, "code").is_none());
 
     let lenient = start(SalesforceConfig { require_pkce: false, ..SalesforceConfig::default() }).await;
-    let response = authorize(&lenient, &[("response_type", "code"), ("client_id", &lenient.client_id()), ("redirect_uri", REDIRECT)]).await;
+    let response = authorize(
+        &lenient,
+        &[("response_type", "code"), ("client_id", &lenient.client_id()), ("redirect_uri", REDIRECT)],
+    )
+    .await;
     assert!(param(&location(&response), "code").is_some());
 }
 
@@ -136,7 +151,8 @@ async fn authorize_without_a_code_challenge_redirects_with_missing_required_code
 async fn authorize_refuses_an_unknown_client_an_unregistered_callback_and_a_scope_the_app_lacks() {
     let fake = start(SalesforceConfig { redirect_uris: vec![REDIRECT.into()], ..SalesforceConfig::default() }).await;
     let pkce = challenge(VERIFIER);
-    let unknown = authorize(&fake, &[("response_type", "code"), ("client_id", "nope"), ("redirect_uri", REDIRECT)]).await;
+    let unknown =
+        authorize(&fake, &[("response_type", "code"), ("client_id", "nope"), ("redirect_uri", REDIRECT)]).await;
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
     assert!(unknown.text().await.expect("body").contains("error=invalid_client_id"));
     let elsewhere = authorize(
@@ -288,7 +304,11 @@ async fn a_session_past_its_timeout_answers_401_invalid_session_id() {
 
 #[tokio::test]
 async fn expired_sessions_and_unknown_tokens_answer_401_and_a_token_without_api_scope_cannot_call_rest() {
-    let fake = start(SalesforceConfig { app_scopes: vec!["api".into(), "id".into()], ..SalesforceConfig::default() }).await;
+    let fake = start(SalesforceConfig {
+        app_scopes: vec!["api".into(), "id".into(), "refresh_token".into()],
+        ..SalesforceConfig::default()
+    })
+    .await;
     let (status, error) = call(&fake, "00Dxx!bogus", Method::GET, &format!("{V}/sobjects"), None).await;
     assert_eq!((status, error[0]["errorCode"].as_str()), (StatusCode::UNAUTHORIZED, Some("INVALID_SESSION_ID")));
 
@@ -315,7 +335,14 @@ async fn every_api_version_is_recorded_and_retired_or_unknown_versions_are_refus
     assert_eq!(call(&fake, &token, Method::GET, "/services/data/60/sobjects", None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(fake.api_versions(), vec!["60.0", "30.0", "99.0", "60"]);
 
-    let versions: Value = http().get(format!("{}/services/data/", fake.base_url)).send().await.expect("versions").json().await.expect("json");
+    let versions: Value = http()
+        .get(format!("{}/services/data/", fake.base_url))
+        .send()
+        .await
+        .expect("versions")
+        .json()
+        .await
+        .expect("json");
     assert!(versions.as_array().expect("a list").iter().any(|v| v["version"] == "60.0" && v["label"] == "Spring '24"));
 }
 
@@ -323,20 +350,39 @@ async fn every_api_version_is_recorded_and_retired_or_unknown_versions_are_refus
 async fn a_lead_without_last_name_and_company_is_refused_with_required_field_missing() {
     let fake = start(SalesforceConfig::default()).await;
     let token = token_of(&connect(&fake).await);
-    let (status, error) = call(&fake, &token, Method::POST, &format!("{V}/sobjects/Lead"), Some(json!({ "FirstName": "Ada" }))).await;
+    let (status, error) =
+        call(&fake, &token, Method::POST, &format!("{V}/sobjects/Lead"), Some(json!({ "FirstName": "Ada" }))).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(error[0]["errorCode"], "REQUIRED_FIELD_MISSING");
     assert_eq!(error[0]["message"], "Required fields are missing: [LastName, Company]");
     assert_eq!(error[0]["fields"], json!(["LastName", "Company"]));
 
-    let (status, error) =
-        call(&fake, &token, Method::POST, &format!("{V}/sobjects/Lead"), Some(json!({ "LastName": "L", "Company": "C", "Shoe": 9 })))
-            .await;
+    let (status, error) = call(
+        &fake,
+        &token,
+        Method::POST,
+        &format!("{V}/sobjects/Lead"),
+        Some(json!({ "LastName": "L", "Company": "C", "Shoe": 9 })),
+    )
+    .await;
     assert_eq!((status, error[0]["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_FIELD")));
 
-    let (status, created) =
-        call(&fake, &token, Method::POST, &format!("{V}/sobjects/Lead"), Some(json!({ "LastName": "Lovelace", "Company": "Acme" })))
-            .await;
+    let with_id = json!({ "Id": "00Q5g0000000001AAA", "LastName": "L", "Company": "C" });
+    let (status, error) = call(&fake, &token, Method::POST, &format!("{V}/sobjects/Lead"), Some(with_id)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        error,
+        json!([{ "message": "The Id field should not be specified in the sobject data.", "errorCode": "INVALID_FIELD" }])
+    );
+
+    let (status, created) = call(
+        &fake,
+        &token,
+        Method::POST,
+        &format!("{V}/sobjects/Lead"),
+        Some(json!({ "LastName": "Lovelace", "Company": "Acme" })),
+    )
+    .await;
     assert_eq!(status, StatusCode::CREATED, "{created}");
     assert_eq!(created["success"], true);
     assert_eq!(created["errors"], json!([]));
@@ -350,21 +396,36 @@ async fn records_read_with_fields_update_with_204_and_delete_once() {
     let fake = start(SalesforceConfig::default()).await;
     let token = token_of(&connect(&fake).await);
     let id = fake.insert("Account", json!({ "Name": "Acme", "Industry": "Technology" }));
-    let (status, account) = call(&fake, &token, Method::GET, &format!("{V}/sobjects/Account/{id}?fields=Name,industry"), None).await;
+    let (status, account) =
+        call(&fake, &token, Method::GET, &format!("{V}/sobjects/Account/{id}?fields=Name,industry"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(account["attributes"], json!({ "type": "Account", "url": format!("{V}/sobjects/Account/{id}") }));
     assert_eq!(account["Name"], "Acme");
     assert_eq!(account["Industry"], "Technology");
     assert!(account.get("Phone").is_none());
 
-    let (status, _) = call(&fake, &token, Method::PATCH, &format!("{V}/sobjects/Account/{id}"), Some(json!({ "Phone": "555" }))).await;
+    let (status, _) =
+        call(&fake, &token, Method::PATCH, &format!("{V}/sobjects/Account/{id}"), Some(json!({ "Phone": "555" })))
+            .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
     assert_eq!(fake.record("Account", &id).expect("record")["Phone"], "555");
-    let (status, error) =
-        call(&fake, &token, Method::PATCH, &format!("{V}/sobjects/Account/{id}"), Some(json!({ "CreatedDate": "2020-01-01" }))).await;
-    assert_eq!((status, error[0]["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_FIELD_FOR_INSERT_UPDATE")));
+    let (status, error) = call(
+        &fake,
+        &token,
+        Method::PATCH,
+        &format!("{V}/sobjects/Account/{id}"),
+        Some(json!({ "CreatedDate": "2020-01-01" })),
+    )
+    .await;
+    assert_eq!(
+        (status, error[0]["errorCode"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("INVALID_FIELD_FOR_INSERT_UPDATE"))
+    );
 
-    assert_eq!(call(&fake, &token, Method::DELETE, &format!("{V}/sobjects/Account/{id}"), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        call(&fake, &token, Method::DELETE, &format!("{V}/sobjects/Account/{id}"), None).await.0,
+        StatusCode::NO_CONTENT
+    );
     let (status, error) = call(&fake, &token, Method::DELETE, &format!("{V}/sobjects/Account/{id}"), None).await;
     assert_eq!((status, error[0]["errorCode"].as_str()), (StatusCode::NOT_FOUND, Some("ENTITY_IS_DELETED")));
     let (status, error) = call(&fake, &token, Method::GET, &format!("{V}/sobjects/Account/{id}"), None).await;
@@ -388,10 +449,18 @@ async fn upsert_by_external_id_creates_with_201_then_updates_with_200() {
     assert_eq!(updated, json!({ "id": id, "success": true, "errors": [], "created": false }));
     assert_eq!(fake.record("Contact", &id).expect("record")["Name"], "Grace Hopper");
 
-    let (status, error) =
-        call(&fake, &token, Method::PATCH, &format!("{V}/sobjects/Contact/Email/a@b.co"), Some(json!({ "LastName": "X" }))).await;
+    let (status, error) = call(
+        &fake,
+        &token,
+        Method::PATCH,
+        &format!("{V}/sobjects/Contact/Email/a@b.co"),
+        Some(json!({ "LastName": "X" })),
+    )
+    .await;
     assert_eq!((status, error[0]["errorCode"].as_str()), (StatusCode::NOT_FOUND, Some("NOT_FOUND")));
-    let (status, error) = call(&fake, &token, Method::PATCH, &format!("{V}/sobjects/Contact/External_Id__c/EXT-2"), Some(json!({}))).await;
+    let (status, error) =
+        call(&fake, &token, Method::PATCH, &format!("{V}/sobjects/Contact/External_Id__c/EXT-2"), Some(json!({})))
+            .await;
     assert_eq!((status, error[0]["errorCode"].as_str()), (StatusCode::BAD_REQUEST, Some("REQUIRED_FIELD_MISSING")));
 }
 
@@ -405,11 +474,17 @@ async fn describe_lists_fields_with_their_types_and_flags() {
     assert_eq!(describe["keyPrefix"], "00Q");
     let fields = describe["fields"].as_array().expect("fields");
     let company = fields.iter().find(|f| f["name"] == "Company").expect("Company");
-    assert_eq!((company["type"].as_str(), company["nillable"].as_bool(), company["updateable"].as_bool()), (Some("string"), Some(false), Some(true)));
+    assert_eq!(
+        (company["type"].as_str(), company["nillable"].as_bool(), company["updateable"].as_bool()),
+        (Some("string"), Some(false), Some(true))
+    );
     let id = fields.iter().find(|f| f["name"] == "Id").expect("Id");
     assert_eq!(id["updateable"], false);
     assert!(fields.iter().any(|f| f["name"] == "External_Id__c" && f["externalId"] == true));
-    assert_eq!(call(&fake, &token, Method::GET, &format!("{V}/sobjects/Widget__c/describe"), None).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        call(&fake, &token, Method::GET, &format!("{V}/sobjects/Widget__c/describe"), None).await.0,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -421,7 +496,9 @@ async fn a_query_answers_in_batches_linked_by_next_records_url() {
     }
     fake.insert("Account", json!({ "Name": "Other", "Industry": "Banking" }));
     let q = "SELECT Id, Name FROM Account WHERE Industry = 'Technology' ORDER BY Name";
-    let (status, first) = call(&fake, &token, Method::GET, &format!("{V}/query?q={}", q.replace(' ', "+").replace('=', "%3D")), None).await;
+    let (status, first) =
+        call(&fake, &token, Method::GET, &format!("{V}/query?q={}", q.replace(' ', "+").replace('=', "%3D")), None)
+            .await;
     assert_eq!(status, StatusCode::OK, "{first}");
     assert_eq!(first["totalSize"], 5);
     assert_eq!(first["done"], false);
@@ -430,7 +507,8 @@ async fn a_query_answers_in_batches_linked_by_next_records_url() {
     let mut next = first["nextRecordsUrl"].as_str().map(str::to_string);
     let url = next.clone().expect("a nextRecordsUrl");
     assert!(url.starts_with("/services/data/v60.0/query/01g") && url.ends_with("-2"), "{url}");
-    let mut names: Vec<String> = first["records"].as_array().expect("records").iter().map(|r| r["Name"].to_string()).collect();
+    let mut names: Vec<String> =
+        first["records"].as_array().expect("records").iter().map(|r| r["Name"].to_string()).collect();
     while let Some(url) = next {
         let (status, batch) = call(&fake, &token, Method::GET, &url, None).await;
         assert_eq!(status, StatusCode::OK);
@@ -443,7 +521,8 @@ async fn a_query_answers_in_batches_linked_by_next_records_url() {
     assert_eq!(names.len(), 5);
     assert!(fake.api_versions().iter().all(|v| v == "60.0"));
 
-    let (status, count) = call(&fake, &token, Method::GET, &format!("{V}/query?q=SELECT+COUNT()+FROM+Account"), None).await;
+    let (status, count) =
+        call(&fake, &token, Method::GET, &format!("{V}/query?q=SELECT+COUNT()+FROM+Account"), None).await;
     assert_eq!((status, count["totalSize"].as_u64()), (StatusCode::OK, Some(6)));
 }
 
@@ -471,9 +550,16 @@ async fn sosl_search_answers_search_records_with_their_types() {
     fake.insert("Account", json!({ "Name": "Acme Corporation" }));
     fake.insert("Contact", json!({ "LastName": "Acme", "Email": "road@runner.com" }));
     fake.insert("Lead", json!({ "LastName": "Coyote", "Company": "Wile E" }));
-    let search = |q: &str| format!("{V}/search?q={}", url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
-    let (status, found) =
-        call(&fake, &token, Method::GET, &search("FIND {acme} IN ALL FIELDS RETURNING Account(Id, Name), Contact(LastName)"), None).await;
+    let search =
+        |q: &str| format!("{V}/search?q={}", url::form_urlencoded::byte_serialize(q.as_bytes()).collect::<String>());
+    let (status, found) = call(
+        &fake,
+        &token,
+        Method::GET,
+        &search("FIND {acme} IN ALL FIELDS RETURNING Account(Id, Name), Contact(LastName)"),
+        None,
+    )
+    .await;
     assert_eq!(status, StatusCode::OK, "{found}");
     let records = found["searchRecords"].as_array().expect("searchRecords");
     assert_eq!(records.len(), 2);

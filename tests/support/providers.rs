@@ -65,10 +65,10 @@ pub async fn connect(
     query: &str,
 ) -> Result<(url::Url, Value), FlowStop> {
     let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let start = format!(
-        "{}/projects/{}/sdk/integrations/{integration}/oauth/start?{query}",
-        stack.base_url, stack.project_id
-    );
+    // Through `localhost`, so the callback Sluice registers is `http://localhost:PORT/...`:
+    // providers (HubSpot) refuse redirect URIs on an IP address.
+    let base = stack.base_url.replace("://127.0.0.1:", "://localhost:");
+    let start = format!("{base}/projects/{}/sdk/integrations/{integration}/oauth/start?{query}", stack.project_id);
     let answer = stack.client().get(start).bearer_auth(stack.token(user)).send().await.expect("start");
     let status = answer.status();
     let body: Value = answer.json().await.unwrap_or(Value::Null);
