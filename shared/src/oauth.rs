@@ -376,28 +376,7 @@ pub async fn client_credentials(http: &HttpClient, provider: &Provider) -> Resul
 
 /// POSTs `form` (with the client's id and secret) to the token endpoint and reads the tokens.
 async fn token_request(http: &HttpClient, provider: &Provider, form: &[(&str, &str)]) -> Result<Tokens, OAuthError> {
-    http.check_url(&provider.token_url).map_err(|e| OAuthError::Endpoint(e.to_string()))?;
-    // Built in a block of its own: the serializer is not `Send` and must not live across an await.
-    let body = {
-        let mut body = url::form_urlencoded::Serializer::new(String::new());
-        for (key, value) in form {
-            body.append_pair(key, value);
-        }
-        body.append_pair("client_id", &provider.client_id).append_pair("client_secret", &provider.client_secret);
-        body.finish()
-    };
-    let response = http
-        .client()
-        .post(provider.token_url.clone())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("accept", "application/json")
-        .timeout(TOKEN_TIMEOUT)
-        .body(body)
-        .send()
-        .await
-        .map_err(|e| OAuthError::Endpoint(format!("{}: {}", provider.token_url, e.without_url())))?;
-    let status = response.status();
-    let bytes = read_limited(response).await?;
+    let (status, bytes) = post_form(http, provider, &provider.token_url, form).await?;
     let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     if let Some(error) = answer.get("error").and_then(Value::as_str) {
         // invalid_grant and friends: the provider refused; never echo the tokens sent.
@@ -461,13 +440,34 @@ pub async fn introspect(
     access_token: &str,
 ) -> Result<BTreeMap<String, String>, OAuthError> {
     let Some((url, paths)) = &provider.introspection else { return Ok(BTreeMap::new()) };
+    let form = [("token", access_token), ("token_type_hint", "access_token")];
+    let (status, bytes) = post_form(http, provider, url, &form).await?;
+    if !status.is_success() {
+        return Err(OAuthError::Endpoint(format!("introspection answered HTTP {status}")));
+    }
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if answer.get("active") == Some(&Value::Bool(false)) {
+        return Err(OAuthError::Refused("the provider says the new access token is not active".into()));
+    }
+    Ok(identity_of(paths, &answer))
+}
+
+/// POSTs `form` with the client's id and secret to `url` (checked by the outbound guard):
+/// the answer's status and body, read within [`MAX_TOKEN_RESPONSE_BYTES`].
+async fn post_form(
+    http: &HttpClient,
+    provider: &Provider,
+    url: &url::Url,
+    form: &[(&str, &str)],
+) -> Result<(reqwest::StatusCode, Vec<u8>), OAuthError> {
     http.check_url(url).map_err(|e| OAuthError::Endpoint(e.to_string()))?;
+    // Built in a block of its own: the serializer is not `Send` and must not live across an await.
     let body = {
         let mut body = url::form_urlencoded::Serializer::new(String::new());
-        body.append_pair("token", access_token)
-            .append_pair("token_type_hint", "access_token")
-            .append_pair("client_id", &provider.client_id)
-            .append_pair("client_secret", &provider.client_secret);
+        for (key, value) in form {
+            body.append_pair(key, value);
+        }
+        body.append_pair("client_id", &provider.client_id).append_pair("client_secret", &provider.client_secret);
         body.finish()
     };
     let response = http
@@ -481,15 +481,7 @@ pub async fn introspect(
         .await
         .map_err(|e| OAuthError::Endpoint(format!("{url}: {}", e.without_url())))?;
     let status = response.status();
-    let bytes = read_limited(response).await?;
-    if !status.is_success() {
-        return Err(OAuthError::Endpoint(format!("introspection answered HTTP {status}")));
-    }
-    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    if answer.get("active") == Some(&Value::Bool(false)) {
-        return Err(OAuthError::Refused("the provider says the new access token is not active".into()));
-    }
-    Ok(identity_of(paths, &answer))
+    Ok((status, read_limited(response).await?))
 }
 
 async fn read_limited(mut response: reqwest::Response) -> Result<Vec<u8>, OAuthError> {
