@@ -274,6 +274,7 @@ pub(super) async fn put_credentials(
         expires_at,
         updated_at: now(),
         refreshing_until: None,
+        identity: Default::default(),
     };
     store.put_credentials(project_id, &user_id, integration, &stored).await?;
     let before = store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
@@ -447,6 +448,7 @@ pub(super) async fn store_tokens(
         expires_at,
         updated_at: now(),
         refreshing_until: None,
+        identity: Default::default(),
     };
     connect.store().put_credentials(project_id, user_id, integration, &stored).await?;
     let before =

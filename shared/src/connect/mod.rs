@@ -248,6 +248,7 @@ async fn refresh_with_lease(
                     .map(|s| now() + chrono::Duration::seconds(s.min(10 * 365 * 86_400) as i64)),
                 updated_at: now(),
                 refreshing_until: None,
+                identity: leased.identity.clone(),
             };
             store.swap_credentials(project_id, user_id, integration, &leased, &fresh).await?;
             tracing::info!(project = project_id, integration, "refreshed an OAuth access token");
