@@ -45,6 +45,13 @@
 //!   (`attribute_not_exists(pk) OR expires_at < :now`, the live item returned on failure) and
 //!   leaves expired items to the table's TTL. Both treat a record past its `expires_at` as
 //!   absent, to the millisecond.
+//! - Credential identities: SQLite rewrites a user's rows of `credential_identities` in the
+//!   transaction that writes the credentials row; DynamoDB keeps one item per entry under its
+//!   own partition and writes those that change in one `TransactWriteItems` with the
+//!   credential item, conditioned on the record read before (a replace or delete that loses
+//!   to a concurrent write reads again, up to 5 times, then fails retryably: concurrent
+//!   replaces of one user's credentials may fail on DynamoDB where SQLite serialises them).
+//!   Both return users in UTF-8 byte order.
 
 pub mod connect;
 pub mod executions;
@@ -124,6 +131,14 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     connect::case_concurrent_enables_see_the_switch_once(store).await;
     connect::case_settings_are_per_user_and_scope(store).await;
     connect::case_credentials_are_per_user_and_integration(store).await;
+    connect::case_users_are_found_by_their_credentials_identity(store).await;
+    connect::case_identity_lookup_returns_at_most_the_first_users(store).await;
+    connect::case_replaced_credentials_are_found_by_their_new_identity_only(store).await;
+    connect::case_a_swap_moves_the_identity_and_a_lost_swap_changes_nothing(store).await;
+    connect::case_deleted_credentials_are_no_longer_found_by_identity(store).await;
+    connect::case_identity_lookups_are_isolated_by_project_integration_and_key(store).await;
+    connect::case_identity_values_with_separators_and_unicode_are_found_exactly(store).await;
+    connect::case_identity_over_the_limits_is_refused(store).await;
     idempotency::case_idempotency_key_is_claimed_once(store).await;
     idempotency::case_idempotency_claim_with_another_hash_sees_the_first_hash(store).await;
     idempotency::case_expired_idempotency_key_can_be_claimed_again(store).await;

@@ -1,4 +1,5 @@
-//! Cases for the connect layer's ports: integrations, users, enablement and settings.
+//! Cases for the connect layer's ports: integrations, users, enablement, settings,
+//! credentials and the index of their identity.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,9 @@ use serde_json::{Value, json};
 use super::unique;
 use crate::model::project::IntegrationConfig;
 use crate::ports::{
-    CredentialRecord, CredentialStatus, Enablement, IntegrationRecord, MAX_CREDENTIAL_BYTES, MAX_SETTING_VALUE_BYTES,
-    MAX_SETTING_VALUES, SettingsScope, Store, StoreError, Switch, UserMeta,
+    CredentialRecord, CredentialStatus, Enablement, IntegrationRecord, MAX_CREDENTIAL_BYTES, MAX_IDENTITY_ENTRIES,
+    MAX_IDENTITY_KEY_CHARS, MAX_IDENTITY_VALUE_CHARS, MAX_SETTING_VALUE_BYTES, MAX_SETTING_VALUES,
+    MAX_USERS_BY_IDENTITY, SettingsScope, Store, StoreError, Switch, UserMeta,
 };
 
 fn record(name: &str, workflows: &[&str]) -> IntegrationRecord {
@@ -127,10 +129,10 @@ fn credential(ciphertext: &str, status: CredentialStatus) -> CredentialRecord {
             ciphertext: ciphertext.into(),
         },
         status,
-        identity: Default::default(),
         expires_at: Some(super::at_ms(1_900_000_000_123)),
         updated_at: super::at_ms(1_800_000_000_456),
         refreshing_until: None,
+        identity: BTreeMap::new(),
     }
 }
 
@@ -175,4 +177,274 @@ pub async fn case_concurrent_enables_see_the_switch_once(store: &dyn Store) {
         assert_eq!(switched, 1, "round {round}: exactly one call switched it on");
         assert_eq!(store.set_enabled(&project, &user, &slack, false).await.expect("off"), Some(true));
     }
+}
+
+fn identity(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// Connected credentials with `pairs` as their identity.
+fn identified(ciphertext: &str, pairs: &[(&str, &str)]) -> CredentialRecord {
+    CredentialRecord { identity: identity(pairs), ..credential(ciphertext, CredentialStatus::Connected) }
+}
+
+fn sorted(users: &[&String]) -> Vec<String> {
+    let mut users: Vec<String> = users.iter().map(|u| u.to_string()).collect();
+    users.sort();
+    users
+}
+
+/// Credentials are found by each entry of their identity; the users who share an identity are
+/// all found, sorted; credentials without one are found by nothing.
+pub async fn case_users_are_found_by_their_credentials_identity(store: &dyn Store) {
+    let (project, ada, bob) = (unique("p"), unique("u"), unique("u"));
+    let lookup = |key: &'static str, value: &'static str| store.users_by_identity(&project, "slack", key, value);
+    assert_eq!(lookup("team", "T1").await.expect("nobody yet"), Vec::<String>::new());
+    let ada_record = identified("YWRh", &[("team", "T1"), ("user", "U1")]);
+    store.put_credentials(&project, &ada, "slack", &ada_record).await.expect("put");
+    assert_eq!(store.get_credentials(&project, &ada, "slack").await.expect("get"), Some(ada_record));
+    assert_eq!(lookup("team", "T1").await.expect("by team"), sorted(&[&ada]));
+    assert_eq!(lookup("user", "U1").await.expect("by user"), sorted(&[&ada]));
+    // Two users who connected the same workspace.
+    store
+        .put_credentials(&project, &bob, "slack", &identified("Ym9i", &[("team", "T1"), ("user", "U2")]))
+        .await
+        .expect("put");
+    assert_eq!(lookup("team", "T1").await.expect("by team"), sorted(&[&ada, &bob]));
+    assert_eq!(lookup("user", "U2").await.expect("by user"), sorted(&[&bob]));
+    assert_eq!(lookup("user", "U1").await.expect("by user"), sorted(&[&ada]));
+    // A user whose id holds the key separator is found as they are.
+    let odd = format!("{ada}#x@example.com");
+    store.put_credentials(&project, &odd, "slack", &identified("b2Rk", &[("team", "T1")])).await.expect("put");
+    assert_eq!(lookup("team", "T1").await.expect("by team"), sorted(&[&ada, &bob, &odd]));
+    let plain = unique("u");
+    store
+        .put_credentials(&project, &plain, "slack", &credential("cGxhaW4=", CredentialStatus::Connected))
+        .await
+        .expect("put");
+    assert_eq!(lookup("team", "T1").await.expect("by team").len(), 3, "no identity, in no index");
+}
+
+/// A lookup returns at most `MAX_USERS_BY_IDENTITY` users: the first ones in order.
+pub async fn case_identity_lookup_returns_at_most_the_first_users(store: &dyn Store) {
+    let project = unique("p");
+    let users: Vec<String> = (0..=MAX_USERS_BY_IDENTITY).map(|i| format!("u{i:03}-{}", unique("u"))).collect();
+    let record = identified("bWFueQ==", &[("portal", "62515")]);
+    let puts = users.iter().map(|user| store.put_credentials(&project, user, "hubspot", &record));
+    for put in super::join_all(puts).await {
+        put.expect("put");
+    }
+    let found = store.users_by_identity(&project, "hubspot", "portal", "62515").await.expect("lookup");
+    assert_eq!(found, users[..MAX_USERS_BY_IDENTITY].to_vec());
+    store.delete_credentials(&project, &users[0], "hubspot").await.expect("delete");
+    let found = store.users_by_identity(&project, "hubspot", "portal", "62515").await.expect("lookup");
+    assert_eq!(found, users[1..].to_vec(), "the one left out before comes in");
+}
+
+/// Replacing credentials replaces their identity: entries the new record lacks find nobody,
+/// and concurrent replaces leave the index agreeing with whichever record is stored.
+pub async fn case_replaced_credentials_are_found_by_their_new_identity_only(store: &dyn Store) {
+    let (project, user) = (unique("p"), unique("u"));
+    let lookup = |key: &'static str, value: &'static str| store.users_by_identity(&project, "slack", key, value);
+    store
+        .put_credentials(&project, &user, "slack", &identified("b25l", &[("team", "T1"), ("user", "U1")]))
+        .await
+        .expect("put");
+    store
+        .put_credentials(&project, &user, "slack", &identified("dHdv", &[("team", "T2"), ("user", "U1")]))
+        .await
+        .expect("replace");
+    assert_eq!(lookup("team", "T1").await.expect("old team"), Vec::<String>::new());
+    assert_eq!(lookup("team", "T2").await.expect("new team"), vec![user.clone()]);
+    assert_eq!(lookup("user", "U1").await.expect("kept entry"), vec![user.clone()]);
+    let same = identified("c2FtZQ==", &[("team", "T2"), ("user", "U1")]);
+    store.put_credentials(&project, &user, "slack", &same).await.expect("replace, same identity");
+    assert_eq!(lookup("team", "T2").await.expect("same identity"), vec![user.clone()]);
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(same));
+    store
+        .put_credentials(&project, &user, "slack", &credential("bm9uZQ==", CredentialStatus::Connected))
+        .await
+        .expect("replace");
+    assert_eq!(lookup("team", "T2").await.expect("no identity"), Vec::<String>::new());
+    assert_eq!(lookup("user", "U1").await.expect("no identity"), Vec::<String>::new());
+    store.put_credentials(&project, &user, "slack", &identified("YWdhaW4=", &[("team", "T1")])).await.expect("put");
+    assert_eq!(lookup("team", "T1").await.expect("found again"), vec![user.clone()]);
+
+    let teams = ["C0", "C1", "C2", "C3"];
+    let records: Vec<CredentialRecord> = teams.iter().map(|team| identified("cmFjZQ==", &[("team", team)])).collect();
+    let puts = records.iter().map(|record| store.put_credentials(&project, &user, "slack", record));
+    for put in super::join_all(puts).await {
+        // A replace that kept losing to the others may give up, retryably.
+        assert!(put.as_ref().err().is_none_or(StoreError::is_retryable), "{put:?}");
+    }
+    let stored = store.get_credentials(&project, &user, "slack").await.expect("get").expect("stored");
+    for team in ["T1"].iter().chain(&teams) {
+        let found = lookup("team", team).await.expect("lookup");
+        let holds = stored.identity.get("team").map(String::as_str) == Some(*team);
+        assert_eq!(found, if holds { vec![user.clone()] } else { vec![] }, "team {team}, stored {stored:?}");
+    }
+}
+
+/// A swap moves the identity with the record, in the same write; a swap that keeps the
+/// identity keeps its entries; a lost swap changes nothing, the index included.
+pub async fn case_a_swap_moves_the_identity_and_a_lost_swap_changes_nothing(store: &dyn Store) {
+    let (project, user) = (unique("p"), unique("u"));
+    let lookup = |key: &'static str, value: &'static str| store.users_by_identity(&project, "slack", key, value);
+    let first = identified("Zmlyc3Q=", &[("team", "T1"), ("user", "U1")]);
+    store.put_credentials(&project, &user, "slack", &first).await.expect("put");
+    let leased = CredentialRecord { refreshing_until: Some(super::at_ms(1_800_000_010_000)), ..first.clone() };
+    assert!(store.swap_credentials(&project, &user, "slack", &first, &leased).await.expect("lease"));
+    assert_eq!(lookup("team", "T1").await.expect("kept"), vec![user.clone()], "same identity, same entries");
+    let moved = CredentialRecord { identity: identity(&[("team", "T2"), ("user", "U1")]), ..leased.clone() };
+    assert!(store.swap_credentials(&project, &user, "slack", &leased, &moved).await.expect("move"));
+    assert_eq!(lookup("team", "T1").await.expect("old team"), Vec::<String>::new());
+    assert_eq!(lookup("team", "T2").await.expect("new team"), vec![user.clone()]);
+    assert_eq!(lookup("user", "U1").await.expect("kept entry"), vec![user.clone()]);
+    // Lost: the stored record is no longer `leased`.
+    let elsewhere = CredentialRecord { identity: identity(&[("team", "T3")]), ..leased.clone() };
+    assert!(!store.swap_credentials(&project, &user, "slack", &leased, &elsewhere).await.expect("lost"));
+    assert!(!store.swap_credentials(&project, &user, "slack", &first, &first).await.expect("lost, same identity"));
+    assert_eq!(lookup("team", "T3").await.expect("not moved"), Vec::<String>::new());
+    assert_eq!(lookup("team", "T2").await.expect("kept"), vec![user.clone()]);
+    assert_eq!(lookup("user", "U1").await.expect("kept"), vec![user.clone()], "the lost swap removed nothing");
+    assert_eq!(lookup("team", "T1").await.expect("not restored"), Vec::<String>::new());
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(moved.clone()));
+    // Nothing stored: a swap has nothing to compare with and writes nothing.
+    let other = unique("u");
+    assert!(!store.swap_credentials(&project, &other, "slack", &leased, &elsewhere).await.expect("none stored"));
+    assert_eq!(lookup("team", "T3").await.expect("nobody"), Vec::<String>::new());
+    // Swapping an identity away removes its entries.
+    let bare = CredentialRecord { identity: BTreeMap::new(), ..moved.clone() };
+    assert!(store.swap_credentials(&project, &user, "slack", &moved, &bare).await.expect("bare"));
+    assert_eq!(lookup("team", "T2").await.expect("gone"), Vec::<String>::new());
+    assert_eq!(lookup("user", "U1").await.expect("gone"), Vec::<String>::new());
+}
+
+/// Deleted credentials are found by their identity no more; the identity's other users still
+/// are.
+pub async fn case_deleted_credentials_are_no_longer_found_by_identity(store: &dyn Store) {
+    let (project, ada, bob) = (unique("p"), unique("u"), unique("u"));
+    let lookup = || store.users_by_identity(&project, "slack", "team", "T1");
+    let record = identified("ZGVs", &[("team", "T1"), ("user", "U1")]);
+    store.put_credentials(&project, &ada, "slack", &record).await.expect("put");
+    store.put_credentials(&project, &bob, "slack", &record).await.expect("put");
+    assert!(store.delete_credentials(&project, &ada, "slack").await.expect("delete"));
+    assert_eq!(lookup().await.expect("lookup"), vec![bob.clone()]);
+    assert!(store.delete_credentials(&project, &bob, "slack").await.expect("delete"));
+    assert!(!store.delete_credentials(&project, &bob, "slack").await.expect("again"), "removed once");
+    assert_eq!(lookup().await.expect("lookup"), Vec::<String>::new());
+    assert_eq!(store.users_by_identity(&project, "slack", "user", "U1").await.expect("lookup"), Vec::<String>::new());
+    store.put_credentials(&project, &ada, "slack", &record).await.expect("connect again");
+    assert_eq!(lookup().await.expect("lookup"), vec![ada.clone()]);
+}
+
+/// A lookup finds only its project, integration and key, and only the exact value; a key or
+/// value no identity can hold finds nobody.
+pub async fn case_identity_lookups_are_isolated_by_project_integration_and_key(store: &dyn Store) {
+    let (project, other_project) = (unique("p"), unique("p"));
+    let (ada, bob, cy) = (unique("u"), unique("u"), unique("u"));
+    store
+        .put_credentials(&project, &ada, "slack", &identified("YQ==", &[("team", "T1"), ("user", "T1")]))
+        .await
+        .expect("put");
+    store.put_credentials(&project, &bob, "hubspot", &identified("Yg==", &[("portal", "T1")])).await.expect("put");
+    store.put_credentials(&other_project, &cy, "slack", &identified("Yw==", &[("team", "T1")])).await.expect("put");
+    let cases: [(&str, &str, &str, &str, Vec<String>); 12] = [
+        (&project, "slack", "team", "T1", vec![ada.clone()]),
+        (&project, "slack", "user", "T1", vec![ada.clone()]),
+        (&project, "slack", "portal", "T1", vec![]),
+        (&project, "hubspot", "portal", "T1", vec![bob.clone()]),
+        (&project, "hubspot", "team", "T1", vec![]),
+        (&project, "custom.acme", "team", "T1", vec![]),
+        (&other_project, "slack", "team", "T1", vec![cy.clone()]),
+        (&other_project, "hubspot", "portal", "T1", vec![]),
+        (&project, "slack", "team", "T", vec![]),
+        (&project, "slack", "team", "T1 ", vec![]),
+        (&project, "slack", "team#x", "T1", vec![]),
+        (&project, "slack", "", "T1", vec![]),
+    ];
+    for (project, integration, key, value, expected) in cases {
+        let found = store.users_by_identity(project, integration, key, value).await.expect("lookup");
+        assert_eq!(found, expected, "{integration} {key}={value:?}");
+    }
+    for value in ["", "\n", &"x".repeat(MAX_IDENTITY_VALUE_CHARS + 1)] {
+        let found = store.users_by_identity(&project, "slack", "team", value).await.expect("unfit value");
+        assert_eq!(found, Vec::<String>::new());
+    }
+}
+
+/// Identity values may hold `#`, `%`, `/`, spaces and any Unicode text: each round-trips and
+/// is found by exactly itself, never by another value it could be confused with.
+pub async fn case_identity_values_with_separators_and_unicode_are_found_exactly(store: &dyn Store) {
+    let project = unique("p");
+    let values =
+        ["a#b", "a", "a%23b", "a%b", "a/b", "a b", " a", "a#", "#", "%", "x#team#y", "日本語 ✓", "e\u{301}", "é"];
+    let mut users = Vec::new();
+    for value in values {
+        let user = unique("u");
+        let record = identified("dmFs", &[("team", value), ("user", "U1")]);
+        store.put_credentials(&project, &user, "slack", &record).await.expect("put");
+        assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(record));
+        users.push(user);
+    }
+    for (value, user) in values.iter().zip(&users) {
+        let found = store.users_by_identity(&project, "slack", "team", value).await.expect("lookup");
+        assert_eq!(found, vec![user.clone()], "value {value:?}");
+    }
+    let everyone: Vec<&String> = users.iter().collect();
+    assert_eq!(store.users_by_identity(&project, "slack", "user", "U1").await.expect("lookup"), sorted(&everyone));
+}
+
+/// An identity over the limits is refused (`TooLarge`) by a put and by a swap, and nothing is
+/// stored or indexed; an identity at the limits is accepted.
+pub async fn case_identity_over_the_limits_is_refused(store: &dyn Store) {
+    let (project, user) = (unique("p"), unique("u"));
+    let long_key = "k".repeat(MAX_IDENTITY_KEY_CHARS + 1);
+    let long_value = "v".repeat(MAX_IDENTITY_VALUE_CHARS + 1);
+    let mut too_many: Vec<(String, String)> =
+        (0..=MAX_IDENTITY_ENTRIES).map(|i| (format!("k{i}"), "T9".to_string())).collect();
+    too_many.sort();
+    let refused: Vec<Vec<(&str, &str)>> = vec![
+        too_many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        vec![("team", "T9"), ("", "x")],
+        vec![("team", "T9"), (&long_key, "x")],
+        vec![("team", "T9"), ("team-id", "x")],
+        vec![("team", "T9"), ("team#", "x")],
+        vec![("team", "T9"), ("tëam", "x")],
+        vec![("team", "T9"), ("user", "")],
+        vec![("team", "T9"), ("user", &long_value)],
+        vec![("team", "T9"), ("user", "U\n1")],
+        vec![("team", "T9"), ("user", "U\u{7f}1")],
+    ];
+    for pairs in &refused {
+        let result = store.put_credentials(&project, &user, "slack", &identified("bGltaXQ=", pairs)).await;
+        assert!(matches!(result, Err(StoreError::TooLarge(_))), "{pairs:?}: {result:?}");
+    }
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("nothing stored"), None);
+    assert_eq!(store.users_by_identity(&project, "slack", "team", "T9").await.expect("lookup"), Vec::<String>::new());
+    assert_eq!(store.users_by_identity(&project, "slack", "k0", "T9").await.expect("lookup"), Vec::<String>::new());
+
+    // At the limits: the most entries, the longest key, the longest value (in characters).
+    let widest_key = "K".repeat(MAX_IDENTITY_KEY_CHARS);
+    let widest_value = "日".repeat(MAX_IDENTITY_VALUE_CHARS);
+    let mut most: Vec<(String, String)> =
+        (1..MAX_IDENTITY_ENTRIES).map(|i| (format!("key_{i}"), format!("v#{i}"))).collect();
+    most.push((widest_key.clone(), widest_value.clone()));
+    let pairs: Vec<(&str, &str)> = most.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let record = identified("bW9zdA==", &pairs);
+    store.put_credentials(&project, &user, "slack", &record).await.expect("at the limits");
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(record.clone()));
+    let found = store.users_by_identity(&project, "slack", &widest_key, &widest_value).await.expect("lookup");
+    assert_eq!(found, vec![user.clone()]);
+    assert_eq!(store.users_by_identity(&project, "slack", "key_9", "v#9").await.expect("lookup"), vec![user.clone()]);
+
+    // A swap to an identity over the limits is refused, and the record and index stay.
+    for pairs in &refused {
+        let over = CredentialRecord { identity: identity(pairs), ..record.clone() };
+        let result = store.swap_credentials(&project, &user, "slack", &record, &over).await;
+        assert!(matches!(result, Err(StoreError::TooLarge(_))), "{pairs:?}: {result:?}");
+    }
+    assert_eq!(store.get_credentials(&project, &user, "slack").await.expect("get"), Some(record));
+    assert_eq!(store.users_by_identity(&project, "slack", "team", "T9").await.expect("lookup"), Vec::<String>::new());
+    assert_eq!(store.users_by_identity(&project, "slack", "key_1", "v#1").await.expect("lookup"), vec![user]);
 }

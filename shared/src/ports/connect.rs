@@ -181,8 +181,11 @@ pub struct CredentialRecord {
     /// A refresh of these tokens is under way until then (by whoever swapped this in).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshing_until: Option<Timestamp>,
-    /// The connection's non-secret identity: the provider's ids of the workspace, portal,
-    /// org or user it is for (`{"team": "T123"}`), and the login host it was made on.
+    /// Who the connection is at the provider, in plaintext (nothing secret): what the
+    /// provider's app-wide webhook events name it by, e.g. `{"team": "T123", "user": "U456"}`
+    /// for Slack, `{"portal": "62515"}` for HubSpot, `{"org": "00D..", "user": "005..",
+    /// "loginHost": "sandbox"}` for Salesforce. Indexed by the store
+    /// ([`CredentialStore::users_by_identity`]); within the limits of [`check_identity`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub identity: BTreeMap<String, String>,
 }
@@ -198,11 +201,21 @@ pub enum CredentialStatus {
 
 /// The largest sealed credential record (its JSON text).
 pub const MAX_CREDENTIAL_BYTES: usize = 32 * 1024;
+/// The most entries a credential record's identity holds.
+pub const MAX_IDENTITY_ENTRIES: usize = 10;
+/// The longest identity key, in characters (`[A-Za-z0-9_]`).
+pub const MAX_IDENTITY_KEY_CHARS: usize = 64;
+/// The longest identity value, in characters.
+pub const MAX_IDENTITY_VALUE_CHARS: usize = 256;
+/// The most user ids one [`CredentialStore::users_by_identity`] call returns.
+pub const MAX_USERS_BY_IDENTITY: usize = 100;
 
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
-    /// Stores (or replaces) the user's credentials for `integration`; over
-    /// [`MAX_CREDENTIAL_BYTES`] is `TooLarge`.
+    /// Stores (or replaces) the user's credentials for `integration`, and indexes their
+    /// identity in place of the replaced record's, atomically. Over [`MAX_CREDENTIAL_BYTES`]
+    /// or an identity outside the limits of [`check_identity`] is `TooLarge`, and nothing is
+    /// stored.
     async fn put_credentials(
         &self,
         project_id: &str,
@@ -217,7 +230,8 @@ pub trait CredentialStore: Send + Sync {
         integration: &str,
     ) -> Result<Option<CredentialRecord>, StoreError>;
     /// Replaces `old` by `new` only if the stored record is still exactly `old` (compare and
-    /// swap: a token refresh, a refresh lease); whether it did.
+    /// swap: a token refresh, a refresh lease); whether it did. The identity index follows
+    /// `new` in the same atomic write when it swaps, and is untouched when it does not.
     async fn swap_credentials(
         &self,
         project_id: &str,
@@ -226,12 +240,26 @@ pub trait CredentialStore: Send + Sync {
         old: &CredentialRecord,
         new: &CredentialRecord,
     ) -> Result<bool, StoreError>;
-    /// Removes them; whether there were any.
+    /// Removes them, and their identity from the index, atomically; whether there were any.
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError>;
+    /// The ids of the users of `project_id` whose current credentials for `integration` (of
+    /// any status) have `identity[key] == value`, sorted, at most [`MAX_USERS_BY_IDENTITY`]
+    /// (the first ones). Several users may share an identity (two users who connected the
+    /// same Slack workspace). Read from an index kept with the credentials, never by a scan;
+    /// a key or value no identity can hold finds nobody.
+    async fn users_by_identity(
+        &self,
+        project_id: &str,
+        integration: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<String>, StoreError>;
 }
 
-/// A credential record as the adapters store it: JSON text within [`MAX_CREDENTIAL_BYTES`].
+/// A credential record as the adapters store it: JSON text within [`MAX_CREDENTIAL_BYTES`],
+/// its identity within the limits of [`check_identity`].
 pub fn credential_json(record: &CredentialRecord) -> Result<String, StoreError> {
+    check_identity(&record.identity)?;
     let text =
         serde_json::to_string(record).map_err(|e| StoreError::Backend(format!("cannot encode credentials: {e}")))?;
     if text.len() > MAX_CREDENTIAL_BYTES {
@@ -241,6 +269,43 @@ pub fn credential_json(record: &CredentialRecord) -> Result<String, StoreError> 
         )));
     }
     Ok(text)
+}
+
+/// Checks a credential record's identity against the limits (through [`credential_json`],
+/// which both adapters write with): at most [`MAX_IDENTITY_ENTRIES`] entries, keys of 1 to
+/// [`MAX_IDENTITY_KEY_CHARS`] characters of `[A-Za-z0-9_]`, values of 1 to
+/// [`MAX_IDENTITY_VALUE_CHARS`] characters without control characters; otherwise `TooLarge`
+/// (retrying will not help).
+pub fn check_identity(identity: &BTreeMap<String, String>) -> Result<(), StoreError> {
+    if identity.len() > MAX_IDENTITY_ENTRIES {
+        return Err(StoreError::TooLarge(format!(
+            "the identity has {} entries; at most {MAX_IDENTITY_ENTRIES}",
+            identity.len()
+        )));
+    }
+    for (key, value) in identity {
+        if !identity_key_fits(key) {
+            return Err(StoreError::TooLarge(format!(
+                "identity key {key:?}: must be 1 to {MAX_IDENTITY_KEY_CHARS} characters of A-Z, a-z, 0-9 and `_`"
+            )));
+        }
+        if !identity_value_fits(value) {
+            return Err(StoreError::TooLarge(format!(
+                "identity {key:?}: the value must be 1 to {MAX_IDENTITY_VALUE_CHARS} characters without control characters"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether `key` may be an identity key; a lookup by any other finds nobody.
+pub fn identity_key_fits(key: &str) -> bool {
+    (1..=MAX_IDENTITY_KEY_CHARS).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// Whether `value` may be an identity value; a lookup by any other finds nobody.
+pub fn identity_value_fits(value: &str) -> bool {
+    (1..=MAX_IDENTITY_VALUE_CHARS).contains(&value.chars().count()) && !value.chars().any(char::is_control)
 }
 
 /// Everything the connect layer stores.

@@ -5,8 +5,8 @@
 //!   second `#` is the user id): `META` (name, email, time zone, created at),
 //!   `ENABLED#<kind>#<target>` (one item per explicit choice) and
 //!   `SETTING#<scope>#<id>` (one item per stored value) and `CREDENTIAL#<integration>` (the
-//!   sealed credentials): a user's choices and values are one Query each, and no two users
-//!   ever share an item.
+//!   sealed credentials, written with their identity index by [`super::credentials`]): a
+//!   user's choices and values are one Query each, and no two users ever share an item.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use serde_json::Value;
 
-use super::{DynamoStore, Item, backend, conditional, get_opt_s, get_s, get_ts, ms, project_pk, s};
+use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, s};
 use crate::ports::{
-    ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
-    SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values, credential_json,
+    ConnectedUser, Enablement, EnablementStore, IntegrationRecord, IntegrationStore, SettingsScope, SettingsStore,
+    StoreError, Switch, UserMeta, UserStore, check_setting_values,
 };
 use crate::record::now;
 
@@ -25,11 +25,10 @@ const INTEGRATION_PREFIX: &str = "INTEGRATION#";
 const USER_SK: &str = "META";
 const ENABLED_PREFIX: &str = "ENABLED#";
 const SETTING_PREFIX: &str = "SETTING#";
-const CREDENTIAL_PREFIX: &str = "CREDENTIAL#";
 /// TransactWriteItems takes at most 100 actions.
 const TRANSACTION_ITEMS: usize = 100;
 
-fn user_pk(project_id: &str, user_id: &str) -> String {
+pub(super) fn user_pk(project_id: &str, user_id: &str) -> String {
     format!("USER#{project_id}#{user_id}")
 }
 
@@ -76,7 +75,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    fn put_action(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn put_action(&self, item: Item) -> Result<TransactWriteItem, StoreError> {
         let put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
@@ -85,7 +84,7 @@ impl DynamoStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    fn delete_action(&self, pk: String, sk: String) -> Result<TransactWriteItem, StoreError> {
+    pub(super) fn delete_action(&self, pk: String, sk: String) -> Result<TransactWriteItem, StoreError> {
         let delete = Delete::builder()
             .table_name(&self.table)
             .key("pk", s(pk))
@@ -96,7 +95,7 @@ impl DynamoStore {
     }
 }
 
-fn item(pairs: Vec<(&str, AttributeValue)>) -> Item {
+pub(super) fn item(pairs: Vec<(&str, AttributeValue)>) -> Item {
     pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
@@ -266,84 +265,5 @@ impl SettingsStore for DynamoStore {
             });
         }
         self.transact(actions).await
-    }
-}
-
-#[async_trait]
-impl CredentialStore for DynamoStore {
-    async fn put_credentials(
-        &self,
-        project_id: &str,
-        user_id: &str,
-        integration: &str,
-        record: &CredentialRecord,
-    ) -> Result<(), StoreError> {
-        let text = credential_json(record)?;
-        self.client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item(vec![
-                ("pk", s(user_pk(project_id, user_id))),
-                ("sk", s(format!("{CREDENTIAL_PREFIX}{integration}"))),
-                ("record", s(text)),
-            ])))
-            .send()
-            .await
-            .map_err(|e| backend("PutItem", e))?;
-        Ok(())
-    }
-
-    async fn get_credentials(
-        &self,
-        project_id: &str,
-        user_id: &str,
-        integration: &str,
-    ) -> Result<Option<CredentialRecord>, StoreError> {
-        let item = self.get(user_pk(project_id, user_id), &format!("{CREDENTIAL_PREFIX}{integration}")).await?;
-        item.map(|item| {
-            serde_json::from_str(get_s(&item, "record")?)
-                .map_err(|e| StoreError::Corrupt(format!("credential record: {e}")))
-        })
-        .transpose()
-    }
-
-    async fn swap_credentials(
-        &self,
-        project_id: &str,
-        user_id: &str,
-        integration: &str,
-        old: &CredentialRecord,
-        new: &CredentialRecord,
-    ) -> Result<bool, StoreError> {
-        let (old, new) = (credential_json(old)?, credential_json(new)?);
-        let result = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item(vec![
-                ("pk", s(user_pk(project_id, user_id))),
-                ("sk", s(format!("{CREDENTIAL_PREFIX}{integration}"))),
-                ("record", s(new)),
-            ])))
-            .condition_expression("#record = :old")
-            .expression_attribute_names("#record", "record")
-            .expression_attribute_values(":old", s(old))
-            .send()
-            .await;
-        conditional("PutItem", result)
-    }
-
-    async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {
-        let output = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(user_pk(project_id, user_id)))
-            .key("sk", s(format!("{CREDENTIAL_PREFIX}{integration}")))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(|e| backend("DeleteItem", e))?;
-        Ok(output.attributes.is_some_and(|old| !old.is_empty()))
     }
 }

@@ -14,6 +14,7 @@
 //! (`idempotency`): they carry the table's TTL attribute [`TTL_ATTRIBUTE`].
 
 mod connect;
+mod credentials;
 mod executions;
 mod fan_out;
 mod files;
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification, TimeToLiveStatus,
@@ -102,6 +104,27 @@ where
             Ok(false)
         }
         Err(e) => Err(backend(operation, e)),
+    }
+}
+
+/// A transaction's outcome (`TransactWriteItems`): done, or cancelled because the condition
+/// of one of its actions failed (`false`), as [`conditional`] is for one item. Any other
+/// cancellation (a conflicting concurrent transaction, a throttled item) or failure is the
+/// backend's, worth retrying.
+fn transacted<T, R>(result: Result<T, SdkError<TransactWriteItemsError, R>>) -> Result<bool, StoreError>
+where
+    R: std::fmt::Debug,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) => {
+            let condition_failed = matches!(
+                e.as_service_error(),
+                Some(TransactWriteItemsError::TransactionCanceledException(cancel))
+                    if cancel.cancellation_reasons().iter().any(|r| r.code() == Some("ConditionalCheckFailed"))
+            );
+            if condition_failed { Ok(false) } else { Err(backend("TransactWriteItems", e)) }
+        }
     }
 }
 

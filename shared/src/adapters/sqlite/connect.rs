@@ -1,6 +1,13 @@
 //! The connect layer's ports on SQLite: `integrations` (one row per deployed integration,
-//! its record as JSON), `users`, `enablement` (one row per explicit choice) and `settings`
-//! (one row per stored value). Every statement is keyed by project and user.
+//! its record as JSON), `users`, `enablement` (one row per explicit choice), `settings`
+//! (one row per stored value), `credentials` (one row per user and integration, the sealed
+//! record as JSON) and `credential_identities` (one row per identity entry of a credentials
+//! row). Every statement is keyed by project and user, except the identity lookup, which is
+//! keyed by project, integration and identity entry.
+//!
+//! Invariant: `credential_identities` holds exactly the identity entries of the stored
+//! credentials: every write of a credentials row that may change its identity rewrites the
+//! row's entries in the same transaction (a swap that keeps the identity leaves them).
 
 use std::collections::BTreeMap;
 
@@ -11,7 +18,8 @@ use serde_json::Value;
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::ports::{
     ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
-    SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values, credential_json,
+    MAX_USERS_BY_IDENTITY, SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values,
+    credential_json, identity_key_fits, identity_value_fits,
 };
 use crate::record::now;
 
@@ -261,15 +269,18 @@ impl CredentialStore for Sqlite {
         record: &CredentialRecord,
     ) -> Result<(), StoreError> {
         let text = credential_json(record)?;
+        let identity = record.identity.clone();
         let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
         self.call(move |conn| {
-            conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            tx.execute(
                 "INSERT INTO credentials (project_id, user_id, integration, record) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (project_id, user_id, integration) DO UPDATE SET record = excluded.record",
                 params![project_id, user_id, integration, text],
             )
             .map_err(backend)?;
-            Ok(())
+            index_identity(&tx, &project_id, &user_id, &integration, &identity)?;
+            tx.commit().map_err(backend)
         })
         .await
     }
@@ -303,17 +314,25 @@ impl CredentialStore for Sqlite {
         old: &CredentialRecord,
         new: &CredentialRecord,
     ) -> Result<bool, StoreError> {
-        let (old, new) = (credential_json(old)?, credential_json(new)?);
+        let (old_text, new_text) = (credential_json(old)?, credential_json(new)?);
+        // The index changes only with the identity: a token refresh leaves it alone.
+        let identity = (old.identity != new.identity).then(|| new.identity.clone());
         let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
         self.call(move |conn| {
-            let swapped = conn
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let swapped = tx
                 .execute(
                     "UPDATE credentials SET record = ?5
                      WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3 AND record = ?4",
-                    params![project_id, user_id, integration, old, new],
+                    params![project_id, user_id, integration, old_text, new_text],
                 )
-                .map_err(backend)?;
-            Ok(swapped == 1)
+                .map_err(backend)?
+                == 1;
+            if let (true, Some(identity)) = (swapped, &identity) {
+                index_identity(&tx, &project_id, &user_id, &integration, identity)?;
+            }
+            tx.commit().map_err(backend)?;
+            Ok(swapped)
         })
         .await
     }
@@ -321,14 +340,72 @@ impl CredentialStore for Sqlite {
     async fn delete_credentials(&self, project_id: &str, user_id: &str, integration: &str) -> Result<bool, StoreError> {
         let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
         self.call(move |conn| {
-            let deleted = conn
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let deleted = tx
                 .execute(
                     "DELETE FROM credentials WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
                     params![project_id, user_id, integration],
                 )
                 .map_err(backend)?;
+            index_identity(&tx, &project_id, &user_id, &integration, &BTreeMap::new())?;
+            tx.commit().map_err(backend)?;
             Ok(deleted > 0)
         })
         .await
     }
+
+    async fn users_by_identity(
+        &self,
+        project_id: &str,
+        integration: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        if !identity_key_fits(key) || !identity_value_fits(value) {
+            return Ok(Vec::new());
+        }
+        let (project_id, integration) = (project_id.to_string(), integration.to_string());
+        let (key, value) = (key.to_string(), value.to_string());
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT user_id FROM credential_identities
+                     WHERE project_id = ?1 AND integration = ?2 AND identity_key = ?3 AND identity_value = ?4
+                     ORDER BY user_id LIMIT ?5",
+                )
+                .map_err(backend)?;
+            let limit = i64::try_from(MAX_USERS_BY_IDENTITY).unwrap_or(i64::MAX);
+            let rows = statement
+                .query_map(params![project_id, integration, key, value, limit], |row| row.get::<_, String>(0))
+                .map_err(backend)?;
+            rows.map(|row| row.map_err(backend)).collect()
+        })
+        .await
+    }
+}
+
+/// Makes `identity` what the index holds for the user's credentials for `integration`
+/// (empty: nothing), inside the caller's transaction: the rows of the record it replaces go.
+fn index_identity(
+    conn: &rusqlite::Connection,
+    project_id: &str,
+    user_id: &str,
+    integration: &str,
+    identity: &BTreeMap<String, String>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "DELETE FROM credential_identities WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
+        params![project_id, user_id, integration],
+    )
+    .map_err(backend)?;
+    let mut insert = conn
+        .prepare_cached(
+            "INSERT INTO credential_identities (project_id, integration, identity_key, identity_value, user_id)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(backend)?;
+    for (key, value) in identity {
+        insert.execute(params![project_id, integration, key, value, user_id]).map_err(backend)?;
+    }
+    Ok(())
 }

@@ -42,6 +42,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// completed fan-out branches. 4: which call counted a branch (`counted_by`, NULL for
 /// branches counted before and for inline batches). 5: the connect layer's integrations,
 /// users, enablement, settings and sealed credentials. 6: app events. 7: idempotency keys.
+/// 8: the credentials' identity index (empty for credentials written before: they have no
+/// identity).
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -220,6 +222,19 @@ CREATE TABLE idempotency_keys (
     PRIMARY KEY (project_id, route, caller, idempotency_key)
 );
 CREATE INDEX idempotency_keys_by_expiry ON idempotency_keys (expires_at_ms);
+"#,
+    // 8: one row per identity entry of a user's credentials (`users_by_identity` reads the
+    // primary key); the second index finds a user's rows to replace or remove.
+    r#"
+CREATE TABLE credential_identities (
+    project_id     TEXT NOT NULL,
+    integration    TEXT NOT NULL,
+    identity_key   TEXT NOT NULL,
+    identity_value TEXT NOT NULL,
+    user_id        TEXT NOT NULL,
+    PRIMARY KEY (project_id, integration, identity_key, identity_value, user_id)
+);
+CREATE INDEX credential_identities_by_user ON credential_identities (project_id, user_id, integration);
 "#,
 ];
 
@@ -498,6 +513,44 @@ mod tests {
         let version: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0)).expect("user_version");
         assert_eq!(version, MIGRATIONS.len() as i64);
         drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Credentials stored before the identity index existed read back with no identity, find
+    /// nobody, and are indexed once replaced.
+    #[tokio::test]
+    async fn version_7_credentials_gain_an_empty_identity_index() {
+        use crate::ports::CredentialStore;
+
+        let dir = std::env::temp_dir().join(format!("sluice-sqlite-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("db.sqlite");
+        let mut conn = Connection::open(&path).expect("raw open");
+        let tx = conn.transaction().expect("transaction");
+        for sql in &MIGRATIONS[..7] {
+            tx.execute_batch(sql).expect("migrations 1 to 7");
+        }
+        tx.pragma_update(None, "user_version", 7).expect("user_version");
+        tx.commit().expect("commit");
+        let old = r#"{"sealed":{"version":1,"wrapped_key":"d2s=","nonce":"bm9uY2U=","ciphertext":"b2xk"},"status":"connected","updatedAt":"2026-01-02T03:04:05.678Z"}"#;
+        conn.execute(
+            "INSERT INTO credentials (project_id, user_id, integration, record) VALUES ('p', 'u', 'slack', ?1)",
+            [old],
+        )
+        .expect("old credentials row");
+        drop(conn);
+
+        let db = Sqlite::open(&path).expect("open upgrades");
+        let record = db.get_credentials("p", "u", "slack").await.expect("get").expect("kept");
+        assert!(record.identity.is_empty());
+        assert_eq!(db.users_by_identity("p", "slack", "team", "T1").await.expect("lookup"), Vec::<String>::new());
+        let identified = crate::ports::CredentialRecord {
+            identity: [("team".to_string(), "T1".to_string())].into(),
+            ..record.clone()
+        };
+        assert!(db.swap_credentials("p", "u", "slack", &record, &identified).await.expect("swap"), "same JSON text");
+        assert_eq!(db.users_by_identity("p", "slack", "team", "T1").await.expect("lookup"), vec!["u".to_string()]);
+        drop(db);
         let _ = std::fs::remove_dir_all(dir);
     }
 
