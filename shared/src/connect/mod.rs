@@ -298,8 +298,9 @@ impl Refresh<'_> {
                 let keys = connect.keys()?;
                 let context = credential_context(project_id, user_id, integration);
                 let plaintext = serde_json::to_vec(&values).map_err(|e| CryptoError::Refused(e.to_string()))?;
-                let mut identity = leased.identity.clone();
-                identity.extend(tokens.identity.clone());
+                // The identity is the connection's, set when it was made: a refresh keeps it
+                // (and so the index, written only on connect and disconnect).
+                let identity = leased.identity.clone();
                 let fresh = CredentialRecord {
                     sealed: crypto::seal(keys, &context, &plaintext).await?,
                     status: CredentialStatus::Connected,
