@@ -287,7 +287,7 @@ fn action_steps_are_checked_against_the_catalog_of_their_own_integration() {
     let found = problems(&dir);
     has(
         &found,
-        "a.yaml: steps[0].action: `slack` has no action `send_mesage` (its actions: list_channels, send_message)",
+        "a.yaml: steps[0].action: `slack` has no action `send_mesage` (its actions: add_reaction, delete_message, find_user_by_email, list_channels, list_users, send_direct_message, send_message, update_message, upload_file, upload_text_file)",
     );
     has(&found, "b.yaml: steps[0].params.channel: must be string, not a number");
     has(&found, "b.yaml: steps[0].params.colour: `send_message` has no param `colour`");
