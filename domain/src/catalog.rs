@@ -298,6 +298,10 @@ pub struct Param {
     /// [`path::check`]); other values in a path are percent-encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<String>,
+    /// The value sent when the step gives none (e.g. a page size the provider's own default
+    /// would make too large).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -422,6 +426,7 @@ impl Action {
                 ),
                 one_of: Vec::new(),
                 format: None,
+                default: None,
             });
         }
         params
@@ -516,7 +521,8 @@ pub fn markdown(only: Option<&str>) -> String {
                         kind = format!("{kind} ({})", values.join(", "));
                     }
                     let required = if spec.required { "yes" } else { "no" };
-                    out.push_str(&format!("| `{param}` | {kind} | {required} | {} |\n", spec.description));
+                    let default = spec.default.as_ref().map(|d| format!(" (default `{d}`)")).unwrap_or_default();
+                    out.push_str(&format!("| `{param}` | {kind} | {required} | {}{default} |\n", spec.description));
                 }
                 out.push('\n');
             }
@@ -599,6 +605,16 @@ mod tests {
                         [request.query.as_ref(), request.headers.as_ref(), request.body.as_ref()].into_iter().flatten(),
                     ) {
                         params_read(value, &mut read);
+                    }
+                }
+                for (param, spec) in &action.params {
+                    if let Some(default) = &spec.default {
+                        assert!(
+                            spec.kind.matches(default),
+                            "{key}.{name}.{param}: the default is a {}",
+                            spec.kind.name()
+                        );
+                        assert!(!spec.required, "{key}.{name}.{param}: a required param has no default");
                     }
                 }
                 if let Some(idempotency) = &action.idempotency {

@@ -252,6 +252,11 @@ fn params(step: &ActionStep, action: &Action, ctx: &Value, execution_id: &str, k
         problems
             .push(format!("`params.{}` must be a whole number from 1 to 1000, got {pages}", catalog::MAX_PAGES_PARAM));
     }
+    for (name, spec) in &action.params {
+        if let (Some(default), None | Some(Value::Null)) = (&spec.default, rendered.get(name)) {
+            rendered.insert(name.clone(), default.clone());
+        }
+    }
     for (name, spec) in &action.all_params() {
         match rendered.get(name) {
             None | Some(Value::Null) if spec.required => problems.push(format!("`params.{name}` is required")),
