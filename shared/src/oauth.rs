@@ -154,7 +154,10 @@ impl Provider {
             // endpoint to the same origin.
             let mut url = parse("introspection url", introspection.url.clone())?;
             if config.access_token_url.as_deref() != Some(oauth.access_token_url.as_str()) {
-                url = with_origin(&url, &token_url);
+                let mut origin = token_url.clone();
+                origin.set_path("/");
+                origin.set_query(None);
+                url = with_origin(&url, &origin);
             }
             provider.introspection = Some((url, introspection.identity.clone()));
         }
@@ -589,6 +592,69 @@ mod tests {
         assert_eq!(kept.chars().count(), MAX_REFUSAL_DESCRIPTION);
         let blank = ProviderRefusal::of_callback(&callback(&[("error", "x"), ("error_description", "\u{0}\t ")]));
         assert_eq!(blank.and_then(|r| r.description), None);
+    }
+
+    #[test]
+    fn an_overridden_token_url_moves_the_introspection_endpoint_to_its_origin_only() {
+        let config = IntegrationConfig {
+            authorization_url: Some("http://127.0.0.1:9/oauth/authorize".into()),
+            access_token_url: Some("http://127.0.0.1:9/oauth/2026-03/token".into()),
+            client_id: Some("c".into()),
+            client_secret: Some("s".into()),
+            ..IntegrationConfig::default()
+        };
+        let provider = Provider::of("hubspot", &config, &BTreeMap::new()).expect("provider");
+        let (url, identity) = provider.introspection.expect("hubspot introspects");
+        assert_eq!(url.as_str(), "http://127.0.0.1:9/oauth/2026-03/token/introspect");
+        assert!(identity.contains_key("portal"));
+        let config =
+            IntegrationConfig { access_token_url: Some("https://api.hubapi.com/oauth/2026-03/token".into()), ..config };
+        let provider = Provider::of("hubspot", &config, &BTreeMap::new()).expect("provider");
+        let url = provider.introspection.map(|(url, _)| url.to_string());
+        assert_eq!(url.as_deref(), Some("https://api.hubapi.com/oauth/2026-03/token/introspect"));
+    }
+
+    #[test]
+    fn a_login_host_replaces_the_origin_of_both_urls_and_an_unknown_one_is_refused() {
+        let config = IntegrationConfig {
+            authorization_url: Some("https://login.salesforce.com/services/oauth2/authorize".into()),
+            access_token_url: Some("https://login.salesforce.com/services/oauth2/token".into()),
+            client_id: Some("c".into()),
+            client_secret: Some("s".into()),
+            ..IntegrationConfig::default()
+        };
+        let provider = Provider::of("salesforce", &config, &BTreeMap::new()).expect("provider");
+        assert!(provider.pkce, "Salesforce connects with PKCE");
+        let sandbox = provider.clone().on_login_host(Some("sandbox")).expect("sandbox");
+        assert_eq!(sandbox.token_url.as_str(), "https://test.salesforce.com/services/oauth2/token");
+        let authorize = sandbox.authorization_url.map(|u| u.to_string());
+        assert_eq!(authorize.as_deref(), Some("https://test.salesforce.com/services/oauth2/authorize"));
+        match provider.on_login_host(Some("staging")) {
+            Err(OAuthError::NotConfigured(message)) => assert!(message.contains("production, sandbox"), "{message}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_provider_joins_scopes_and_adds_the_authorize_parameters_it_documents() {
+        let config = |scopes: &[&str]| IntegrationConfig {
+            authorization_url: Some("https://auth.example/authorize".into()),
+            access_token_url: Some("https://auth.example/token".into()),
+            client_id: Some("c".into()),
+            client_secret: Some("s".into()),
+            scopes: Some(crate::model::project::Scopes::List(scopes.iter().map(|s| s.to_string()).collect())),
+            user_scopes: Some(crate::model::project::Scopes::Text("search:read users:read".into())),
+            ..IntegrationConfig::default()
+        };
+        let slack = Provider::of("slack", &config(&["chat:write", "channels:read"]), &BTreeMap::new()).expect("slack");
+        assert_eq!(slack.scopes, "chat:write,channels:read");
+        assert_eq!(slack.user_scopes, Some(("user_scope".to_string(), "search:read,users:read".to_string())));
+        let google = Provider::of("googlecalendar", &config(&["a", "b"]), &BTreeMap::new()).expect("google");
+        assert_eq!(google.scopes, "a b");
+        assert_eq!(google.authorize_params.get("access_type").map(String::as_str), Some("offline"));
+        assert_eq!(google.authorize_params.get("prompt").map(String::as_str), Some("consent"));
+        let custom = Provider::of("custom.x", &config(&["a"]), &BTreeMap::new()).expect("custom");
+        assert!(custom.authorize_params.is_empty() && custom.user_scopes.is_none() && !custom.pkce);
     }
 
     #[test]
