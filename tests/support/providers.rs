@@ -12,17 +12,16 @@ use crate::stack::TestStack;
 
 /// A project folder holding the built-in `integration` with `config` as its `config.yaml` and
 /// one workflow per `(id, steps)`: a request-triggered workflow, enabled by default, whose
-/// `steps` (YAML list items, indented by four spaces) run before a Response step answering
-/// `{{steps.a}}` — the action step must be `a` and should set `continue_on_failure: true` for
-/// its error to reach the answer.
-pub fn project(integration: &str, config: &str, workflows: &[(&str, &str)]) -> PathBuf {
+/// `steps` (YAML list items, indented by two spaces) run before a Response step answering
+/// `{"ran": true}`. [`run`] reads what step `a` did from the execution record.
+pub fn project(integration: &str, config: &str, workflows: &[(&str, String)]) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("sluice-provider-{}", uuid::Uuid::new_v4().simple()));
     let folder = dir.join("integrations").join(integration);
     std::fs::create_dir_all(folder.join("workflows")).expect("project folders");
     std::fs::write(folder.join("config.yaml"), config).expect("config.yaml");
     for (id, steps) in workflows {
         let text = format!(
-            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}\n  - id: reply\n    type: response\n    body: \"{{{{steps.a}}}}\"\n"
+            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}\n  - {{ id: reply, type: response, body: {{ ran: true }} }}\n"
         );
         std::fs::write(folder.join("workflows").join(format!("{id}.yaml")), text).expect("workflow file");
     }
@@ -57,7 +56,9 @@ pub enum FlowStop {
 
 /// Walks the hosted OAuth flow for `user` as a browser would: the start route (with `query`,
 /// e.g. `loginHost=sandbox`), the provider's authorize page (the fake answers at once), the
-/// callback. The authorize URL Sluice built, and the callback's answer.
+/// callback. The authorize URL Sluice built, and the callback's answer. The callback's query
+/// goes to this stack's own address: on the Lambda host Sluice names its callback `https://`
+/// (Function URLs are HTTPS only), which the plain-HTTP test stack does not serve.
 pub async fn connect(
     stack: &TestStack,
     user: &str,
@@ -82,9 +83,10 @@ pub async fn connect(
     let Some(back) = back.filter(|b| b.path() == "/oauth/callback" && b.query_pairs().any(|(k, _)| k == "code")) else {
         return Err(FlowStop::Authorize(at_provider.status(), location));
     };
-    let callback = browser.get(back).send().await.expect("callback");
-    let status = callback.status();
-    let body: Value = callback.json().await.unwrap_or(Value::Null);
+    let callback = format!("{base}/oauth/callback?{}", back.query().unwrap_or_default());
+    let done = browser.get(callback).send().await.expect("callback");
+    let status = done.status();
+    let body: Value = done.json().await.unwrap_or(Value::Null);
     if status != StatusCode::OK {
         return Err(FlowStop::Callback(status, body));
     }
@@ -102,8 +104,9 @@ pub async fn connection(stack: &TestStack, user: &str, integration: &str) -> Val
         .unwrap_or(Value::Null)
 }
 
-/// Runs `workflow` for `user` with `body` and answers what its Response step said:
-/// `{"output": ...}` or `{"error": {"message", "retryable", ...}}` of step `a`.
+/// Runs `workflow` for `user` with `body` and answers what its step `a` did, from the
+/// execution record: the step's record (`status`, `output`, `error` with `message`,
+/// `retryable` and `details`, `attempts`).
 pub async fn run(stack: &TestStack, user: &str, workflow: &str, body: Value) -> Value {
     let answer = stack
         .client()
@@ -114,7 +117,10 @@ pub async fn run(stack: &TestStack, user: &str, workflow: &str, body: Value) -> 
         .await
         .expect("trigger");
     let status = answer.status();
+    let id = answer.headers().get("x-sluice-execution-id").and_then(|v| v.to_str().ok()).map(str::to_string);
     let text = answer.text().await.unwrap_or_default();
     assert_eq!(status, StatusCode::OK, "{workflow}: {text}");
-    serde_json::from_str(&text).unwrap_or(Value::Null)
+    let record = stack.wait_until_ended(&id.expect("an execution id"), std::time::Duration::from_secs(30)).await;
+    let steps = record["steps"].as_array().cloned().unwrap_or_default();
+    steps.into_iter().find(|step| step["id"] == "a").unwrap_or_else(|| panic!("{workflow}: no step a in {record:#}"))
 }
