@@ -5,12 +5,13 @@
 //! not, and every catalog action as Google's reference documents its request and answer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_e2e::on_both_backends;
-use sluice_e2e::providers::{self, action_step, connection, oauth_config};
+use sluice_e2e::providers::{
+    self, action_step, connection, deploy, error, oauth_config, output, retried_step, since, together,
+};
 use sluice_e2e::stack::{Backend, TestStack};
 use sluice_fakes::google::{EventWrite, FakeFailure, FakeGoogle, GoogleConfig, Recorded};
 
@@ -29,55 +30,10 @@ fn google(config: GoogleConfig) -> GoogleConfig {
     GoogleConfig { client_id: "client-1".to_string(), client_secret: "secret-1".to_string(), ..config }
 }
 
-/// Step `a` running `action` with `params`, retried once after a second on a retryable failure.
-fn retried_step(action: &str, params: &str) -> String {
-    format!(
-        "  - {{ id: a, type: action, action: {action}, continue_on_failure: true, retries: 1, retry_delay: 1s, \
-         params: {params} }}"
-    )
-}
-
-/// A project folder with the built-in integration (`config`) and one request-triggered workflow
-/// per `(id, steps)` whose Response step answers the execution id, so a test reads step `a` —
-/// its output, or its error with `retryable`, and its attempts — from the execution record.
-/// (`providers::project` answers `{{steps.a}}`, which the loader refuses: a step reference
-/// must name `.output` or `.error`.)
-fn project(config: &str, workflows: &[(&str, String)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-google-{}", uuid::Uuid::new_v4().simple()));
-    let folder = dir.join("integrations").join(INTEGRATION);
-    std::fs::create_dir_all(folder.join("workflows")).expect("project folders");
-    std::fs::write(folder.join("config.yaml"), config).expect("config.yaml");
-    for (id, steps) in workflows {
-        let text = format!(
-            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}\n  \
-             - {{ id: reply, type: response, body: {{ execution: \"{{{{execution.id}}}}\" }} }}\n"
-        );
-        std::fs::write(folder.join("workflows").join(format!("{id}.yaml")), text).expect("workflow file");
-    }
-    dir
-}
-
-/// Walks the hosted OAuth flow for `user` as a browser would — the start route, the fake's
-/// authorize page, the callback — and answers the authorize URL Sluice built. Like
-/// `providers::connect`, except that it follows Google's redirect to this stack's own address:
-/// on the Lambda host Sluice names its callback `https://` (Function URLs are HTTPS only),
-/// which the plain-HTTP test stack does not serve.
+/// Walks the hosted OAuth flow for `user` (see [`providers::connect`]) and answers the
+/// authorize URL Sluice built, once the portal shows `user` connected.
 async fn connect(stack: &TestStack, user: &str) -> url::Url {
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let start = format!("{}/projects/{}/sdk/integrations/{INTEGRATION}/oauth/start", stack.base_url, stack.project_id);
-    let answer = stack.client().get(start).bearer_auth(stack.token(user)).send().await.expect("start");
-    assert_eq!(answer.status(), reqwest::StatusCode::OK, "the start route");
-    let body: Value = answer.json().await.expect("start JSON");
-    let authorize = url::Url::parse(body["authorizationUrl"].as_str().expect("an authorizationUrl")).expect("a URL");
-    let at_google = browser.get(authorize.clone()).send().await.expect("authorize");
-    let location = at_google.headers().get("location").and_then(|l| l.to_str().ok()).map(str::to_string);
-    let back = location.as_deref().and_then(|l| url::Url::parse(l).ok()).filter(|b| b.path() == "/oauth/callback");
-    let back = back.unwrap_or_else(|| panic!("Google sends the browser back: {} {location:?}", at_google.status()));
-    assert!(back.query_pairs().any(|(k, _)| k == "code"), "with a code: {back}");
-    let callback = format!("{}/oauth/callback?{}", stack.base_url, back.query().unwrap_or_default());
-    let done = browser.get(callback).send().await.expect("callback");
-    let status = done.status();
-    assert!(status.is_success() || status.is_redirection(), "the callback connects: {status}");
+    let (authorize, _) = providers::connect(stack, user, INTEGRATION, "").await.expect("Google sends the browser back");
     let shown = connection(stack, user, INTEGRATION).await;
     assert_eq!(shown["connected"], json!(true), "{user} is connected: {shown:#}");
     authorize
@@ -95,9 +51,7 @@ impl<'a> Google<'a> {
     async fn start(stack: &'a TestStack, config: GoogleConfig, workflows: &[(&str, String)]) -> Google<'a> {
         let fake = FakeGoogle::start(google(config)).await.expect("the fake Google starts");
         let config = oauth_config(&fake.authorize_url(), &fake.token_url(), &fake.api_url(), "");
-        let dir = project(&config, workflows);
-        stack.deploy_project(&dir).await;
-        let _ = std::fs::remove_dir_all(dir);
+        deploy(stack, INTEGRATION, &config, workflows).await;
         let authorize = connect(stack, ADA).await;
         Google { stack, fake, authorize }
     }
@@ -113,15 +67,8 @@ impl<'a> Google<'a> {
     }
 
     /// Five runs of `workflow` at once.
-    async fn five(&self, workflow: &str) -> [Value; 5] {
-        let (a, b, c, d, e) = tokio::join!(
-            self.run(workflow),
-            self.run(workflow),
-            self.run(workflow),
-            self.run(workflow),
-            self.run(workflow)
-        );
-        [a, b, c, d, e]
+    async fn five(&self, workflow: &str) -> Vec<Value> {
+        together((0..5).map(|_| self.run(workflow))).await
     }
 
     /// The Calendar API requests received, oldest first.
@@ -131,21 +78,8 @@ impl<'a> Google<'a> {
 
     /// The Calendar API requests received since the first `from`.
     fn api_since(&self, from: usize) -> Vec<Recorded> {
-        self.api().split_off(from)
+        since(self.api(), from)
     }
-}
-
-/// The output of step `a`, which succeeded.
-fn output(a: &Value) -> &Value {
-    assert_eq!(a["status"], json!("succeeded"), "step a succeeded: {a:#}");
-    &a["output"]
-}
-
-/// The error message of step `a`, which failed, and whether it was retryable.
-fn error(a: &Value) -> (&str, bool) {
-    assert_eq!(a["status"], json!("failed"), "step a failed: {a:#}");
-    let message = a["error"]["message"].as_str().unwrap_or_else(|| panic!("an error message: {a:#}"));
-    (message, a["error"]["retryable"] == json!(true))
 }
 
 fn bearer(request: &Recorded) -> &str {
@@ -290,7 +224,8 @@ async fn a_revoked_grant_fails_the_step_and_the_portal_asks_the_user_to_connect_
 }
 
 async fn rate_limits_and_quota_are_retried_and_other_refusals_fail_at_once(stack: &TestStack) {
-    let workflows = [("once", action_step("list_calendars", "{}")), ("retried", retried_step("list_calendars", "{}"))];
+    let workflows =
+        [("once", action_step("list_calendars", "{}")), ("retried", retried_step("list_calendars", "{}", 1, "1s"))];
     let google = Google::start(stack, GoogleConfig::default(), &workflows).await;
     let retryable = [
         (FakeFailure::RateLimitExceeded, "rateLimitExceeded"),
@@ -336,7 +271,7 @@ async fn rate_limits_and_quota_are_retried_and_other_refusals_fail_at_once(stack
 
 async fn create_event_names_its_event_so_a_create_sent_again_returns_the_one_event(stack: &TestStack) {
     let workflows = [
-        ("create", retried_step("create_event", &format!("{{ calendarId: primary, {KICKOFF} }}"))),
+        ("create", retried_step("create_event", &format!("{{ calendarId: primary, {KICKOFF} }}"), 1, "1s")),
         (
             "create-named",
             action_step("create_event", &format!("{{ calendarId: {SHARED}, eventId: kickoff2030, {KICKOFF} }}")),

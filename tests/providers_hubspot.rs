@@ -6,13 +6,13 @@
 //! reference documents its request and answer.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_e2e::on_both_backends;
-use sluice_e2e::providers::{action_step, connection, oauth_config};
+use sluice_e2e::providers::{
+    self, action_step, connection, deploy, error, oauth_config, output, retried_step, since, together,
+};
 use sluice_e2e::stack::{Backend, TestStack};
 use sluice_fakes::hubspot::{Association, FakeFailure, FakeHubSpot, HubSpotConfig, Recorded};
 
@@ -26,34 +26,6 @@ fn hubspot(config: HubSpotConfig) -> HubSpotConfig {
     HubSpotConfig { client_id: "client-1".to_string(), client_secret: "secret-1".to_string(), ..config }
 }
 
-/// Step `a` running `action` with `params`, retried `retries` times a second apart on a
-/// retryable failure.
-fn retried_step(action: &str, params: &str, retries: u32) -> String {
-    format!(
-        "  - {{ id: a, type: action, action: {action}, continue_on_failure: true, retries: {retries}, \
-         retry_delay: 1s, params: {params} }}"
-    )
-}
-
-/// A project folder with the built-in `hubspot` integration (`config` as its `config.yaml`)
-/// and one request-triggered workflow per `(id, steps)`. (The shared `providers::project`
-/// answers `{{steps.a}}`, which the loader refuses: a step reference must name `.output` or
-/// `.error`; [`HubSpot::run`] reads what step `a` did from the execution record instead.)
-fn project(config: &str, workflows: &[(&str, String)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-hubspot-{}", uuid::Uuid::new_v4().simple()));
-    let folder = dir.join("integrations").join(INTEGRATION).join("workflows");
-    std::fs::create_dir_all(&folder).expect("project folders");
-    std::fs::write(dir.join("integrations").join(INTEGRATION).join("config.yaml"), config).expect("config.yaml");
-    for (id, steps) in workflows {
-        let text = format!(
-            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}\n  \
-             - {{ id: reply, type: response, body: {{ ran: true }} }}\n"
-        );
-        std::fs::write(folder.join(format!("{id}.yaml")), text).expect("workflow file");
-    }
-    dir
-}
-
 /// A project on a fake HubSpot with `workflows` (id, steps), deployed; `ada` connects with
 /// [`HubSpot::connect`] (or at once with [`HubSpot::start`]).
 struct HubSpot<'a> {
@@ -65,9 +37,7 @@ impl<'a> HubSpot<'a> {
     async fn deploy(stack: &'a TestStack, config: HubSpotConfig, workflows: &[(&str, String)]) -> HubSpot<'a> {
         let fake = FakeHubSpot::start(hubspot(config)).await.expect("the fake HubSpot starts");
         let config = oauth_config(&fake.authorize_url(), &fake.token_url(), &fake.base_url, "");
-        let dir = project(&config, workflows);
-        stack.deploy_project(&dir).await;
-        let _ = std::fs::remove_dir_all(dir);
+        deploy(stack, INTEGRATION, &config, workflows).await;
         HubSpot { stack, fake }
     }
 
@@ -77,62 +47,24 @@ impl<'a> HubSpot<'a> {
         hubspot
     }
 
-    /// `ada` walks the hosted flow as a browser would — the start route, the fake's authorize
-    /// page (it approves at once), the callback — and answers the authorize URL Sluice built.
-    /// Through `localhost`, as HubSpot refuses redirect URIs on an IP address; and, unlike the
-    /// shared `providers::connect`, the callback goes to this stack's own plain-HTTP address
-    /// (on the Lambda host Sluice names it `https://`, Function URLs being HTTPS only).
+    /// `ada` walks the hosted flow (see [`providers::connect`]) and answers the authorize URL
+    /// Sluice built.
     async fn connect(&self) -> url::Url {
-        let base = self.stack.base_url.replace("://127.0.0.1:", "://localhost:");
-        let start = format!("{base}/projects/{}/sdk/integrations/{INTEGRATION}/oauth/start", self.stack.project_id);
-        let answer = self.stack.client().get(start).bearer_auth(self.stack.token(ADA)).send().await.expect("start");
-        assert_eq!(answer.status(), StatusCode::OK, "the start route");
-        let body: Value = answer.json().await.expect("start JSON");
-        let authorize = url::Url::parse(body["authorizationUrl"].as_str().expect("an authorizationUrl")).expect("URL");
-        let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-        let at_hubspot = browser.get(authorize.clone()).send().await.expect("authorize");
-        let location = at_hubspot.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default();
-        let back = url::Url::parse(location).unwrap_or_else(|_| panic!("HubSpot sent the browser nowhere: {location}"));
-        assert_eq!(back.path(), "/oauth/callback", "{location}");
-        assert!(back.query_pairs().any(|(k, _)| k == "code"), "HubSpot refused: {location}");
-        let callback = format!("{base}/oauth/callback?{}", back.query().unwrap_or_default());
-        let done = browser.get(callback).send().await.expect("callback");
-        let status = done.status();
-        let text = done.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::OK, "ada connects: {text}; HubSpot received {:#?}", self.oauth());
+        let connected = providers::connect(self.stack, ADA, INTEGRATION, "").await;
+        let (authorize, _) =
+            connected.unwrap_or_else(|stop| panic!("ada connects: {stop:?}; HubSpot received {:#?}", self.oauth()));
         authorize
     }
 
-    /// Runs `workflow` for `ada` with `body` and answers what its step `a` did, from the
-    /// execution record: `{"output": ...}`, or `{"error": {"message", "retryable", ...}}`.
+    /// Runs `workflow` for `ada` with `body`: what its step `a` did, from the execution record
+    /// (see [`providers::run`]).
     async fn run(&self, workflow: &str, body: Value) -> Value {
-        let stack = self.stack;
-        let answer =
-            stack.client().post(stack.trigger_url(workflow)).bearer_auth(stack.token(ADA)).json(&body).send().await;
-        let answer = answer.expect("trigger");
-        let status = answer.status();
-        let id = answer.headers().get("x-sluice-execution-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let text = answer.text().await.unwrap_or_default();
-        assert_eq!(status, StatusCode::OK, "{workflow}: {text}");
-        let record = stack.wait_until_ended(&id.expect("an execution id"), Duration::from_secs(20)).await;
-        let steps = record["steps"].as_array().expect("steps");
-        let step = steps.iter().find(|s| s["id"] == "a").expect("step a");
-        match step["status"].as_str() {
-            Some("succeeded") => json!({ "output": step["output"] }),
-            _ => json!({ "error": step["error"] }),
-        }
+        providers::run(self.stack, ADA, workflow, body).await
     }
 
     /// Five runs of `workflow` at once.
-    async fn five(&self, workflow: &str) -> [Value; 5] {
-        let (a, b, c, d, e) = tokio::join!(
-            self.run(workflow, json!({})),
-            self.run(workflow, json!({})),
-            self.run(workflow, json!({})),
-            self.run(workflow, json!({})),
-            self.run(workflow, json!({}))
-        );
-        [a, b, c, d, e]
+    async fn five(&self, workflow: &str) -> Vec<Value> {
+        together((0..5).map(|_| self.run(workflow, json!({})))).await
     }
 
     /// The CRM API requests received, oldest first.
@@ -142,7 +74,7 @@ impl<'a> HubSpot<'a> {
 
     /// The CRM API requests received since the first `from`.
     fn api_since(&self, from: usize) -> Vec<Recorded> {
-        self.api().split_off(from)
+        since(self.api(), from)
     }
 
     /// The OAuth requests received (authorize, token, introspection), oldest first.
@@ -165,16 +97,6 @@ impl<'a> HubSpot<'a> {
         assert_eq!(sent.len(), 1, "{workflow}: one request: {sent:#?}");
         (answer, sent.remove(0))
     }
-}
-
-fn output(answer: &Value) -> &Value {
-    assert!(answer.get("output").is_some(), "the step succeeded: {answer:#}");
-    &answer["output"]
-}
-
-fn error(answer: &Value) -> (&str, bool) {
-    let message = answer["error"]["message"].as_str().unwrap_or_else(|| panic!("the step failed: {answer:#}"));
-    (message, answer["error"]["retryable"] == json!(true))
 }
 
 fn bearer(request: &Recorded) -> &str {
@@ -333,7 +255,7 @@ async fn a_connection_outlives_three_token_lifetimes_with_one_refresh_each_under
 }
 
 async fn a_401_fails_the_step_at_once_without_a_refresh(stack: &TestStack) {
-    let workflows = [("pipelines", retried_step(PIPELINES, "{}", 2))];
+    let workflows = [("pipelines", retried_step(PIPELINES, "{}", 2, "1s"))];
     let hubspot = HubSpot::start(stack, HubSpotConfig::default(), &workflows).await;
     output(&hubspot.run("pipelines", json!({})).await);
 
@@ -352,8 +274,8 @@ async fn a_401_fails_the_step_at_once_without_a_refresh(stack: &TestStack) {
 async fn rate_limits_are_retried_except_the_daily_one_and_gateway_errors_are_retried(stack: &TestStack) {
     let workflows = [
         ("once", action_step(PIPELINES, "{}")),
-        ("retried", retried_step(PIPELINES, "{}", 1)),
-        ("retried-twice", retried_step(PIPELINES, "{}", 2)),
+        ("retried", retried_step(PIPELINES, "{}", 1, "1s")),
+        ("retried-twice", retried_step(PIPELINES, "{}", 2, "1s")),
     ];
     let hubspot = HubSpot::start(stack, HubSpotConfig::default(), &workflows).await;
 

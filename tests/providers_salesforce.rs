@@ -7,7 +7,6 @@
 //! org's limits, SOQL batches, and every catalog action as the fake receives it.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_e2e::fake_api::serve_locally;
 use sluice_e2e::on_both_backends;
-use sluice_e2e::providers::{action_step, connection};
+use sluice_e2e::providers::{self, FlowStop, action_step, connection, error, output, retried_step, since, together};
 use sluice_e2e::stack::{Backend, TestStack};
 use sluice_fakes::salesforce::{FakeFailure, FakeSalesforce, Recorded, SalesforceConfig};
 
@@ -30,11 +29,6 @@ const TOGETHER: usize = 5;
 /// The workflows of the test project: `(id, steps)` with the action as step `a`, its params from
 /// the trigger body. `get-together` first waits at `gate` for [`TOGETHER`] runs.
 fn workflows(gate: &str) -> Vec<(&'static str, String)> {
-    let retried = |action: &str, params: &str| {
-        format!(
-            "  - {{ id: a, type: action, action: {action}, retries: 2, retry_delay: 100ms, continue_on_failure: true, params: {params} }}"
-        )
-    };
     vec![
         ("get", action_step("get_record", r#"{ object: Lead, id: "{{trigger.body.id}}" }"#)),
         (
@@ -44,7 +38,7 @@ fn workflows(gate: &str) -> Vec<(&'static str, String)> {
                 action_step("get_record", r#"{ object: Lead, id: "{{trigger.body.id}}" }"#)
             ),
         ),
-        ("get-retried", retried("get_record", r#"{ object: Lead, id: "{{trigger.body.id}}" }"#)),
+        ("get-retried", retried_step("get_record", r#"{ object: Lead, id: "{{trigger.body.id}}" }"#, 2, "100ms")),
         (
             "get-fields",
             action_step(
@@ -81,13 +75,6 @@ struct Org {
     /// A local endpoint answering `GET /gate` once [`TOGETHER`] requests wait there: runs
     /// passing it start their action at the same moment.
     gate: String,
-    dir: PathBuf,
-}
-
-impl Drop for Org {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 /// The fake's connected app: the test stack's client.
@@ -132,97 +119,28 @@ async fn org(stack: &TestStack, tweak: &dyn Fn(&mut SalesforceConfig)) -> Org {
         }),
     );
     let gate = serve_locally(app).await;
-    let dir = deploy(stack, &production, &sandbox, &gate, "").await;
-    Org { production, sandbox, gate, dir }
+    deploy(stack, &production, &sandbox, &gate, "").await;
+    Org { production, sandbox, gate }
 }
 
-async fn deploy(
-    stack: &TestStack,
-    production: &FakeSalesforce,
-    sandbox: &FakeSalesforce,
-    gate: &str,
-    extra: &str,
-) -> PathBuf {
-    let dir = project(&config(production, sandbox, extra), &workflows(gate));
-    stack.deploy_project(&dir).await;
-    dir
+/// Deploys the project on `production` and `sandbox`, with `extra` config lines.
+async fn deploy(stack: &TestStack, production: &FakeSalesforce, sandbox: &FakeSalesforce, gate: &str, extra: &str) {
+    providers::deploy(stack, "salesforce", &config(production, sandbox, extra), &workflows(gate)).await;
 }
 
-/// The start route of the hosted flow for `user` (`query`: e.g. `loginHost=sandbox`): its
-/// status and body.
-async fn start(stack: &TestStack, user: &str, query: &str) -> (StatusCode, Value) {
-    let url =
-        format!("{}/projects/{}/sdk/integrations/salesforce/oauth/start?{query}", stack.base_url, stack.project_id);
-    let answer = stack.client().get(url).bearer_auth(stack.token(user)).send().await.expect("start");
-    let status = answer.status();
-    (status, answer.json().await.unwrap_or(Value::Null))
-}
-
-/// Connects `user` through the hosted flow as a browser would: the start route, the fake's
-/// authorize page (it answers at once), the callback. The authorize URL Sluice built. (The
-/// shared `providers::connect` follows the callback URL as given, which on the Lambda host is
-/// `https://`, and the local stack serves plain HTTP: this goes to the stack's own origin.)
+/// Connects `user` through the hosted flow (see [`providers::connect`]; `query`: e.g.
+/// `loginHost=sandbox`). The authorize URL Sluice built.
 async fn connected(stack: &TestStack, user: &str, query: &str) -> url::Url {
-    let (status, body) = start(stack, user, query).await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let authorize = url::Url::parse(body["authorizationUrl"].as_str().expect("an authorizationUrl")).expect("a URL");
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let at_login = browser.get(authorize.clone()).send().await.expect("authorize");
-    let location = at_login.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_string();
-    let back =
-        url::Url::parse(&location).unwrap_or_else(|_| panic!("the login host sent the browser nowhere: {location}"));
-    assert_eq!(back.path(), "/oauth/callback", "{location}");
-    assert!(back.query_pairs().any(|(k, _)| k == "code"), "the login host refused: {location}");
-    let callback = format!("{}/oauth/callback?{}", stack.base_url, back.query().unwrap_or_default());
-    let done = browser.get(callback).send().await.expect("callback");
-    let status = done.status();
-    let text = done.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::OK, "{user} connects: {text}");
+    let (authorize, _) = providers::connect(stack, user, "salesforce", query)
+        .await
+        .unwrap_or_else(|stop| panic!("{user} connects: {stop:?}"));
     authorize
 }
 
-/// A project folder with the built-in `salesforce` integration (`config` as its
-/// `config.yaml`) and one synchronous workflow per `(id, step a)`. (The shared
-/// `providers::project` answers `{{steps.a}}`, which the loader refuses: a step reference must
-/// name `.output` or `.error`; [`run`] reads what step `a` did from the execution record.)
-fn project(config: &str, workflows: &[(&str, String)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-salesforce-{}", uuid::Uuid::new_v4().simple()));
-    let folder = dir.join("integrations/salesforce/workflows");
-    std::fs::create_dir_all(&folder).expect("project folders");
-    std::fs::write(dir.join("integrations/salesforce/config.yaml"), config).expect("config.yaml");
-    for (id, step) in workflows {
-        let text = format!(
-            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{step}\n  - {{ id: reply, type: response, body: {{ ran: true }} }}\n"
-        );
-        std::fs::write(folder.join(format!("{id}.yaml")), text).expect("workflow file");
-    }
-    dir
-}
-
-/// Runs `workflow` for `user` with `body` and answers what its step `a` did, from the
-/// execution record: `{"output": ..., "attempts": N}`, or `{"error": {"message", "retryable",
-/// "details"}, "attempts": N}`. The record never shows an access token.
+/// Runs `workflow` for `user` with `body`: what its step `a` did, from the execution record
+/// (see [`providers::run`]), which never shows an access token.
 async fn run(stack: &TestStack, user: &str, workflow: &str, body: Value) -> Value {
-    let answer = stack
-        .client()
-        .post(stack.trigger_url(workflow))
-        .bearer_auth(stack.token(user))
-        .json(&body)
-        .send()
-        .await
-        .expect("trigger");
-    let status = answer.status();
-    let id = answer.headers().get("x-sluice-execution-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let text = answer.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::OK, "{workflow}: {text}");
-    let record = stack.wait_until_ended(&id.expect("an execution id"), Duration::from_secs(20)).await;
-    assert!(!record.to_string().contains("!AQ"), "no access token in the record: {record}");
-    let steps = record["steps"].as_array().expect("steps");
-    let step = steps.iter().find(|s| s["id"] == "a").expect("step a");
-    match step["status"].as_str() {
-        Some("succeeded") => json!({ "output": step["output"], "attempts": step["attempts"] }),
-        _ => json!({ "error": step["error"], "attempts": step["attempts"] }),
-    }
+    providers::run_hiding(stack, user, workflow, body, "!AQ").await
 }
 
 /// The REST API requests the fake received (not the OAuth ones).
@@ -245,18 +163,6 @@ fn bearer(request: &Recorded) -> String {
 /// A request's query, decoded.
 fn query(request: &Recorded) -> Vec<(String, String)> {
     url::form_urlencoded::parse(request.query.as_bytes()).into_owned().collect()
-}
-
-fn output(answer: &Value) -> &Value {
-    assert!(answer.get("output").is_some(), "the step failed: {answer:#}");
-    &answer["output"]
-}
-
-/// The step's error: its message and whether it may be retried.
-fn error(answer: &Value) -> (String, bool) {
-    let error = &answer["error"];
-    assert!(error.is_object(), "the step did not fail: {answer:#}");
-    (error["message"].as_str().unwrap_or_default().to_string(), error["retryable"] == json!(true))
 }
 
 fn lead(fake: &FakeSalesforce, last_name: &str) -> String {
@@ -335,7 +241,7 @@ async fn an_ended_session_answers_invalid_session_id_and_the_step_refreshes_once
     tokio::time::sleep(Duration::from_millis(2500)).await;
     let answer = run(stack, "ada", "get", json!({ "id": id })).await;
     assert_eq!(output(&answer)["LastName"], "Lovelace", "{answer}");
-    let after: Vec<Recorded> = fake.requests().split_off(seen);
+    let after: Vec<Recorded> = since(fake.requests(), seen);
     let shape: Vec<(&str, &str)> = after.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect();
     let path = format!("/services/data/v66.0/sobjects/Lead/{id}");
     assert_eq!(
@@ -364,18 +270,11 @@ async fn one_refresh_per_session(stack: &TestStack, rotate: bool) {
     for session in 1..=3 {
         fake.expire_all_sessions();
         let seen = api_requests(fake).len();
-        let (a, b, c, d, e) = tokio::join!(
-            run(stack, "ada", "get-together", body.clone()),
-            run(stack, "ada", "get-together", body.clone()),
-            run(stack, "ada", "get-together", body.clone()),
-            run(stack, "ada", "get-together", body.clone()),
-            run(stack, "ada", "get-together", body.clone()),
-        );
-        for answer in [a, b, c, d, e] {
+        for answer in together((0..TOGETHER).map(|_| run(stack, "ada", "get-together", body.clone()))).await {
             assert_eq!(output(&answer)["LastName"], "Lovelace", "session {session}: {answer}");
         }
         assert_eq!(fake.token_requests("refresh_token"), session, "one refresh for session {session}");
-        let sent: Vec<String> = api_requests(fake)[seen..].iter().map(bearer).collect();
+        let sent: Vec<String> = since(api_requests(fake), seen).iter().map(bearer).collect();
         let refused = sent.iter().filter(|t| **t == token).count();
         assert!(refused >= 2, "session {session}: several steps saw the session end at once: {sent:?}");
         let fresh: BTreeSet<&String> = sent.iter().filter(|t| **t != token).collect();
@@ -444,7 +343,8 @@ async fn each_user_refreshes_on_the_login_host_they_connected_on(stack: &TestSta
     assert_eq!(output(&answer)["LastName"], "Production", "{answer}");
     assert_eq!((sandbox.token_requests("refresh_token"), production.token_requests("refresh_token")), (1, 1));
 
-    let (status, body) = start(stack, "eve", "loginHost=developer").await;
+    let refused = providers::connect(stack, "eve", "salesforce", "loginHost=developer").await;
+    let Err(FlowStop::Start(status, body)) = refused else { panic!("the start route refuses: {refused:?}") };
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     let text = body.to_string();
     assert!(text.contains("`developer`") && text.contains("production, sandbox"), "{text}");
@@ -459,11 +359,10 @@ async fn requests_use_the_catalogs_api_version_unless_the_config_sets_one(stack:
     assert_eq!(fake.api_versions(), ["66.0"]);
     assert_eq!(last_api_request(fake).path, format!("/services/data/v66.0/sobjects/Lead/{id}"));
 
-    let dir = deploy(stack, fake, &org.sandbox, &org.gate, "apiVersion: v62.0\n").await;
+    deploy(stack, fake, &org.sandbox, &org.gate, "apiVersion: v62.0\n").await;
     output(&run(stack, "ada", "get", json!({ "id": id })).await);
     assert_eq!(fake.api_versions(), ["66.0", "62.0"]);
     assert_eq!(last_api_request(fake).path, format!("/services/data/v62.0/sobjects/Lead/{id}"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 async fn the_daily_allocation_fails_at_once_while_concurrency_limits_and_503_are_retried(stack: &TestStack) {
@@ -522,7 +421,7 @@ async fn soql_query_reads_every_batch_unless_max_pages_stops_it(stack: &TestStac
         out["records"].as_array().expect("records").iter().filter_map(|r| r["Name"].as_str()).collect();
     assert_eq!(names, ["Account 1", "Account 2", "Account 3", "Account 4", "Account 5"]);
     assert_eq!((&out["totalSize"], &out["pages"], &out["truncated"]), (&json!(5), &json!(3), &json!(false)));
-    let sent = api_requests(fake).split_off(seen);
+    let sent = since(api_requests(fake), seen);
     assert_eq!(sent.len(), 3, "one request per batch");
     assert_eq!(sent[0].path, "/services/data/v66.0/query");
     assert_eq!(query(&sent[0]), [("q".to_string(), soql.to_string())]);
@@ -653,7 +552,7 @@ async fn delete_record_deletes_and_a_retry_finding_it_deleted_counts_as_done(sta
     let seen = api_requests(fake).len();
     let answer = run(stack, "ada", "delete", body).await;
     assert_eq!(output(&answer), &json!({ "deleted": true }));
-    let sent = api_requests(fake).split_off(seen);
+    let sent = since(api_requests(fake), seen);
     let shape: Vec<(&str, &str)> = sent.iter().map(|r| (r.method.as_str(), r.path.as_str())).collect();
     let path = format!("/services/data/v66.0/sobjects/Lead/{id}");
     assert_eq!(shape, [("DELETE", path.as_str()), ("GET", "/services/data/v66.0/query")]);

@@ -10,17 +10,17 @@
 //! origin, as Slack's `files.slack.com` is to `slack.com`, so the upload gets no Slack token.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;
 use axum::routing::get;
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sluice_e2e::fake_api::serve_locally;
 use sluice_e2e::on_both_backends;
-use sluice_e2e::providers::{action_step, connection, oauth_config};
+use sluice_e2e::providers::{
+    self, action_step, connection, deploy, error, oauth_config, output, retried_step, together,
+};
 use sluice_e2e::stack::{Backend, TestStack};
 use sluice_fakes::slack::{FakeFailure, FakeSlack, Recorded, SlackConfig};
 
@@ -41,9 +41,12 @@ fn workflows(downloads: &str) -> Vec<(&'static str, String)> {
         ("post", step("send_message", r#"{ channel: "{{trigger.body.channel}}", text: "{{trigger.body.text}}" }"#)),
         (
             "post-retried",
-            "  - { id: a, type: action, action: send_message, retries: 1, retry_delay: 100ms, continue_on_failure: true, \
-             params: { channel: \"{{trigger.body.channel}}\", text: \"{{trigger.body.text}}\" } }"
-                .to_string(),
+            retried_step(
+                "send_message",
+                r#"{ channel: "{{trigger.body.channel}}", text: "{{trigger.body.text}}" }"#,
+                1,
+                "100ms",
+            ),
         ),
         ("dm", step("send_direct_message", r#"{ user: "{{trigger.body.user}}", text: "{{trigger.body.text}}" }"#)),
         ("find", step("find_user_by_email", r#"{ email: "{{trigger.body.email}}" }"#)),
@@ -69,7 +72,10 @@ fn workflows(downloads: &str) -> Vec<(&'static str, String)> {
         ),
         ("private-channels", step("list_channels", "{ types: private_channel }")),
         ("users", step("list_users", r#"{ limit: "{{trigger.body.limit}}" }"#)),
-        ("users-capped", step("list_users", r#"{ limit: "{{trigger.body.limit}}", maxPages: "{{trigger.body.maxPages}}" }"#)),
+        (
+            "users-capped",
+            step("list_users", r#"{ limit: "{{trigger.body.limit}}", maxPages: "{{trigger.body.maxPages}}" }"#),
+        ),
         (
             "upload-text",
             step(
@@ -102,91 +108,15 @@ async fn connected(stack: &TestStack, config: SlackConfig, extra: &str) -> FakeS
     let fake = FakeSlack::start(config).await.expect("the fake Slack");
     let api = fake.api_url().replace("127.0.0.1", "localhost");
     let settings = oauth_config(&fake.authorize_url(), &fake.token_url(), &api, extra);
-    let flows = workflows(&downloads().await);
-    let flows: Vec<(&str, &str)> = flows.iter().map(|(id, steps)| (*id, steps.as_str())).collect();
-    let dir = project(&settings, &flows);
-    stack.deploy_project(&dir).await;
-    let _ = std::fs::remove_dir_all(dir);
-    connect(stack, USER).await;
+    deploy(stack, "slack", &settings, &workflows(&downloads().await)).await;
+    providers::connect(stack, USER, "slack", "").await.expect("ada connects");
     fake
 }
 
-/// A project folder with the built-in `slack` integration (`config` as its `config.yaml`) and
-/// one synchronous workflow per `(id, steps)`, answering once its steps have run. (The shared
-/// `providers::project` answers `{{steps.a}}`, which the loader refuses: a step reference must
-/// name `.output` or `.error`; and `.error` has no `retryable`, which [`run`] reads from the
-/// execution record instead.)
-fn project(config: &str, workflows: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sluice-slack-{}", uuid::Uuid::new_v4().simple()));
-    let folder = dir.join("integrations/slack/workflows");
-    std::fs::create_dir_all(&folder).expect("project folders");
-    std::fs::write(dir.join("integrations/slack/config.yaml"), config).expect("config.yaml");
-    for (id, steps) in workflows {
-        let text = format!(
-            "id: {id}\nenabled_by_default: true\ntrigger: {{ type: request }}\nsteps:\n{steps}\n  - {{ id: reply, type: response, body: {{ ran: true }} }}\n"
-        );
-        std::fs::write(folder.join(format!("{id}.yaml")), text).expect("workflow file");
-    }
-    dir
-}
-
-/// Runs `workflow` for [`USER`] with `body` and answers what its step `a` did, from the
-/// execution record: `{"output": ...}`, or `{"error": {"message", "retryable", "details"},
-/// "attempts": N}`. The record never shows a Slack token.
+/// Runs `workflow` for [`USER`] with `body`: what its step `a` did, from the execution record
+/// (see [`providers::run`]), which never shows a Slack token.
 async fn run(stack: &TestStack, workflow: &str, body: Value) -> Value {
-    let id = started(trigger(stack, workflow, body)).await;
-    step_a(stack, &id).await
-}
-
-fn trigger(stack: &TestStack, workflow: &str, body: Value) -> reqwest::RequestBuilder {
-    stack.client().post(stack.trigger_url(workflow)).bearer_auth(stack.token(USER)).json(&body)
-}
-
-/// Sends a trigger and answers the id of the execution it ran.
-async fn started(request: reqwest::RequestBuilder) -> String {
-    let answer = request.send().await.expect("trigger");
-    let status = answer.status();
-    let id = answer.headers().get("x-sluice-execution-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-    let text = answer.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::OK, "{text}");
-    id.expect("an execution id")
-}
-
-/// What step `a` of execution `id` did (see [`run`]).
-async fn step_a(stack: &TestStack, id: &str) -> Value {
-    let record = stack.wait_until_ended(id, Duration::from_secs(20)).await;
-    assert!(!record.to_string().contains("xox"), "no token in the record: {record}");
-    let steps = record["steps"].as_array().expect("steps");
-    let step = steps.iter().find(|s| s["id"] == "a").expect("step a");
-    match step["status"].as_str() {
-        Some("succeeded") => json!({ "output": step["output"] }),
-        _ => json!({ "error": step["error"], "attempts": step["attempts"] }),
-    }
-}
-
-/// Walks the hosted OAuth flow for `user` as a browser would: the start route, Slack's
-/// authorize page (the fake answers at once), the callback. The authorize URL Sluice built.
-/// (The shared `providers::connect` follows the callback URL as given, which on the Lambda host
-/// is `https://`, and the local stack serves plain HTTP: this goes to the stack's own origin.)
-async fn connect(stack: &TestStack, user: &str) -> url::Url {
-    let start = format!("{}/projects/{}/sdk/integrations/slack/oauth/start", stack.base_url, stack.project_id);
-    let answer = stack.client().get(start).bearer_auth(stack.token(user)).send().await.expect("start");
-    let status = answer.status();
-    let body: Value = answer.json().await.unwrap_or(Value::Null);
-    assert_eq!(status, StatusCode::OK, "{body}");
-    let authorize = url::Url::parse(body["authorizationUrl"].as_str().expect("an authorizationUrl")).expect("a URL");
-    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
-    let at_slack = browser.get(authorize.clone()).send().await.expect("authorize");
-    let location = at_slack.headers().get("location").and_then(|l| l.to_str().ok()).unwrap_or_default().to_string();
-    let back = url::Url::parse(&location).unwrap_or_else(|_| panic!("Slack sent the browser nowhere: {location}"));
-    assert_eq!(back.path(), "/oauth/callback", "{location}");
-    assert!(back.query_pairs().any(|(k, _)| k == "code"), "Slack refused: {location}");
-    let callback = format!("{}/oauth/callback?{}", stack.base_url, back.query().unwrap_or_default());
-    let done = browser.get(callback).send().await.expect("callback");
-    let status = done.status();
-    let text = done.text().await.unwrap_or_default();
-    assert_eq!(status, StatusCode::OK, "the callback connects: {text}");
-    authorize
+    providers::run_hiding(stack, USER, workflow, body, "xox").await
 }
 
 /// The requests the fake received on `path` (`/api/chat.postMessage`), oldest first.
@@ -219,22 +149,9 @@ fn query(call: &Recorded) -> Vec<(String, String)> {
 
 /// The step's error message, after asserting it failed with `retryable`.
 fn failure(answer: &Value, retryable: bool) -> String {
-    let error = &answer["error"];
-    assert_eq!(error["retryable"], json!(retryable), "{answer}");
-    error["message"].as_str().expect("an error message").to_string()
-}
-
-/// Runs `workflow` once per body, all at once, and answers what each run's step `a` did.
-async fn concurrently(stack: &TestStack, workflow: &str, bodies: Vec<Value>) -> Vec<Value> {
-    let mut runs = tokio::task::JoinSet::new();
-    for body in bodies {
-        runs.spawn(started(trigger(stack, workflow, body)));
-    }
-    let mut answers = Vec::new();
-    for id in runs.join_all().await {
-        answers.push(step_a(stack, &id).await);
-    }
-    answers
+    let (message, was_retryable) = error(answer);
+    assert_eq!(was_retryable, retryable, "{answer}");
+    message.to_string()
 }
 
 async fn the_hosted_connect_asks_the_actions_scopes_comma_joined_and_shows_the_workspace_and_installer(
@@ -254,7 +171,7 @@ async fn the_hosted_connect_asks_the_actions_scopes_comma_joined_and_shows_the_w
     assert!(location.contains("error=invalid_scope"), "space-joined scopes are refused: {location}");
 
     // A second user walks the flow to show the authorize URL Sluice built.
-    let authorize = connect(stack, "bob").await;
+    let (authorize, _) = providers::connect(stack, "bob", "slack", "").await.expect("bob connects");
     let param = |name: &str| authorize.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
     let scope = param("scope").expect("a scope parameter");
     assert!(!scope.contains(char::is_whitespace), "comma-joined: {scope}");
@@ -278,7 +195,7 @@ async fn the_hosted_connect_asks_the_actions_scopes_comma_joined_and_shows_the_w
 
     let general = fake.channel_id("general").expect("#general");
     let answer = run(stack, "post", json!({ "channel": general, "text": "connected" })).await;
-    assert_eq!(answer["output"]["channel"], json!(general), "{answer}");
+    assert_eq!(output(&answer)["channel"], json!(general), "{answer}");
     let bearer = bot_bearer(&fake);
     assert!(bearer.starts_with("Bearer xoxb-"), "the bot token, not the user token: {bearer}");
 }
@@ -290,9 +207,10 @@ async fn rotating_tokens_are_renewed_once_per_lifetime_under_concurrent_runs(sta
     let mut seen = 0;
     let mut tokens: Vec<String> = Vec::new();
     for lifetime_n in 0..4 {
-        let bodies = (0..5).map(|n| json!({ "channel": general, "text": format!("{lifetime_n}/{n}") })).collect();
-        for answer in concurrently(stack, "post", bodies).await {
-            assert!(answer["output"]["ts"].is_string(), "lifetime {lifetime_n}: {answer}");
+        let runs =
+            (0..5).map(|n| run(stack, "post", json!({ "channel": general, "text": format!("{lifetime_n}/{n}") })));
+        for answer in together(runs).await {
+            assert!(output(&answer)["ts"].is_string(), "lifetime {lifetime_n}: {answer}");
         }
         assert_eq!(fake.token_requests("refresh_token"), lifetime_n, "one renewal per lifetime after the first");
         let posts = calls(&fake, "/api/chat.postMessage");
@@ -321,7 +239,7 @@ async fn a_token_slack_expired_early_is_renewed_once_and_the_post_sent_again(sta
     let general = fake.channel_id("general").expect("#general");
     fake.expire_all_tokens();
     let answer = run(stack, "post", json!({ "channel": general, "text": "after expiry" })).await;
-    assert!(answer["output"]["ts"].is_string(), "{answer}");
+    assert!(output(&answer)["ts"].is_string(), "{answer}");
     assert_eq!(fake.token_requests("refresh_token"), 1, "one renewal");
     let posts = calls(&fake, "/api/chat.postMessage");
     assert_eq!(posts.len(), 2, "refused with token_expired, then sent again");
@@ -329,9 +247,9 @@ async fn a_token_slack_expired_early_is_renewed_once_and_the_post_sent_again(sta
     let renewed = posts[1].authorization.clone();
 
     fake.expire_all_tokens();
-    let bodies = (0..5).map(|n| json!({ "channel": general, "text": format!("concurrent {n}") })).collect();
-    for answer in concurrently(stack, "post", bodies).await {
-        assert!(answer["output"]["ts"].is_string(), "{answer}");
+    let runs = (0..5).map(|n| run(stack, "post", json!({ "channel": general, "text": format!("concurrent {n}") })));
+    for answer in together(runs).await {
+        assert!(output(&answer)["ts"].is_string(), "{answer}");
     }
     assert_eq!(fake.token_requests("refresh_token"), 2, "one renewal for all five runs");
     let posts = &calls(&fake, "/api/chat.postMessage")[2..];
@@ -387,14 +305,14 @@ async fn slacks_transient_errors_and_rate_limits_are_retried(stack: &TestStack) 
         let before = calls(&fake, "/api/chat.postMessage").len();
         fake.fail_next("chat.postMessage", failure_kind);
         let answer = run(stack, "post-retried", json!({ "channel": general, "text": code })).await;
-        assert_eq!(answer["output"]["channel"], json!(general), "{code}: the retry succeeds: {answer}");
+        assert_eq!(output(&answer)["channel"], json!(general), "{code}: the retry succeeds: {answer}");
         assert_eq!(calls(&fake, "/api/chat.postMessage").len(), before + 2, "{code}: sent twice");
     }
 
     fake.fail_next("chat.postMessage", FakeFailure::RateLimited { retry_after_secs: 1 });
     let started = Instant::now();
     let answer = run(stack, "post-retried", json!({ "channel": general, "text": "after the limit" })).await;
-    assert!(answer["output"]["ts"].is_string(), "{answer}");
+    assert!(output(&answer)["ts"].is_string(), "{answer}");
     assert!(started.elapsed() >= Duration::from_secs(1), "retried after Retry-After, not the 100ms retry_delay");
     let posted: Vec<String> = fake.messages().into_iter().filter_map(|m| m.text).collect();
     assert_eq!(posted.iter().filter(|t| *t == "after the limit").count(), 1, "{posted:?}");
@@ -406,10 +324,10 @@ async fn list_channels_and_list_users_read_every_page_unless_max_pages_stops_the
     let fake = connected(stack, config, "").await;
 
     let answer = run(stack, "channels", json!({ "limit": 10 })).await;
-    let output = &answer["output"];
-    assert_eq!((&output["pages"], &output["truncated"]), (&json!(3), &json!(false)), "{answer}");
+    let out = output(&answer);
+    assert_eq!((&out["pages"], &out["truncated"]), (&json!(3), &json!(false)), "{answer}");
     let ids: Vec<&str> =
-        output["channels"].as_array().expect("channels").iter().filter_map(|c| c["id"].as_str()).collect();
+        out["channels"].as_array().expect("channels").iter().filter_map(|c| c["id"].as_str()).collect();
     assert_eq!(ids.len(), 25, "every public channel of every page");
     assert_eq!(ids.iter().collect::<BTreeSet<_>>().len(), 25, "none twice");
     assert!(ids.contains(&fake.channel_id("channel-0025").expect("the last").as_str()));
@@ -423,26 +341,26 @@ async fn list_channels_and_list_users_read_every_page_unless_max_pages_stops_the
     }
 
     let answer = run(stack, "channels-capped", json!({ "limit": 10, "maxPages": 2 })).await;
-    let output = &answer["output"];
-    assert_eq!((&output["pages"], &output["truncated"]), (&json!(2), &json!(true)), "{answer}");
-    assert_eq!(output["channels"].as_array().map(Vec::len), Some(20));
+    let out = output(&answer);
+    assert_eq!((&out["pages"], &out["truncated"]), (&json!(2), &json!(true)), "{answer}");
+    assert_eq!(out["channels"].as_array().map(Vec::len), Some(20));
     assert_eq!(calls(&fake, "/api/conversations.list").len(), 5, "stopped after two pages");
 
     let answer = run(stack, "users", json!({ "limit": 10 })).await;
-    let output = &answer["output"];
-    assert_eq!((&output["pages"], &output["truncated"]), (&json!(3), &json!(false)), "{answer}");
-    let users: Vec<&str> = output["users"].as_array().expect("users").iter().filter_map(|u| u["id"].as_str()).collect();
+    let out = output(&answer);
+    assert_eq!((&out["pages"], &out["truncated"]), (&json!(3), &json!(false)), "{answer}");
+    let users: Vec<&str> = out["users"].as_array().expect("users").iter().filter_map(|u| u["id"].as_str()).collect();
     assert_eq!(users.len(), 25, "24 people and the bot");
     for id in fake.user_ids() {
         assert!(users.contains(&id.as_str()), "{id}");
     }
-    let user = output["users"].as_array().and_then(|u| u.first()).expect("a user");
+    let user = out["users"].as_array().and_then(|u| u.first()).expect("a user");
     assert_eq!(user["profile"]["email"], json!("user1@example.com"), "emails with users:read.email: {user}");
 
     let answer = run(stack, "users-capped", json!({ "limit": 10, "maxPages": 1 })).await;
-    let output = &answer["output"];
-    assert_eq!((&output["pages"], &output["truncated"]), (&json!(1), &json!(true)), "{answer}");
-    assert_eq!(output["users"].as_array().map(Vec::len), Some(10));
+    let out = output(&answer);
+    assert_eq!((&out["pages"], &out["truncated"]), (&json!(1), &json!(true)), "{answer}");
+    assert_eq!(out["users"].as_array().map(Vec::len), Some(10));
     assert_eq!(calls(&fake, "/api/users.list").len(), 4);
     bot_bearer(&fake);
 }
@@ -451,11 +369,11 @@ async fn send_direct_message_posts_in_the_apps_dm_with_the_user(stack: &TestStac
     let fake = connected(stack, SlackConfig::default(), "").await;
     let bob = fake.user_ids()[1].clone();
     let answer = run(stack, "dm", json!({ "user": bob, "text": "Your deal closed" })).await;
-    let output = &answer["output"];
-    let channel = output["channel"].as_str().expect("the DM's id");
+    let out = output(&answer);
+    let channel = out["channel"].as_str().expect("the DM's id");
     assert!(channel.starts_with('D'), "Slack answers the DM's id: {answer}");
-    let ts = output["ts"].as_str().expect("the message's ts");
-    assert_eq!(output["message"]["text"], json!("Your deal closed"), "{answer}");
+    let ts = out["ts"].as_str().expect("the message's ts");
+    assert_eq!(out["message"]["text"], json!("Your deal closed"), "{answer}");
 
     let posts = calls(&fake, "/api/chat.postMessage");
     assert_eq!(posts.len(), 1, "one call: no conversations.open");
@@ -468,7 +386,7 @@ async fn send_direct_message_posts_in_the_apps_dm_with_the_user(stack: &TestStac
 
     // The DM's id answered updates it; an unknown user is Slack's refusal.
     let answer = run(stack, "update", json!({ "channel": channel, "ts": ts, "text": "Closed: $10k" })).await;
-    assert_eq!(answer["output"]["text"], json!("Closed: $10k"), "{answer}");
+    assert_eq!(output(&answer)["text"], json!("Closed: $10k"), "{answer}");
     let answer = run(stack, "dm", json!({ "user": "U9999999999", "text": "hi" })).await;
     assert!(failure(&answer, false).contains("channel_not_found"), "{answer}");
     bot_bearer(&fake);
@@ -477,10 +395,10 @@ async fn send_direct_message_posts_in_the_apps_dm_with_the_user(stack: &TestStac
 async fn find_user_by_email_answers_the_member_or_users_not_found(stack: &TestStack) {
     let fake = connected(stack, SlackConfig::default(), "").await;
     let answer = run(stack, "find", json!({ "email": "user2@example.com" })).await;
-    let output = &answer["output"];
-    assert_eq!(output["id"], json!(fake.user_id_by_email("user2@example.com")), "{answer}");
-    assert_eq!(output["user"]["profile"]["email"], json!("user2@example.com"), "{answer}");
-    assert_eq!(output["user"]["real_name"], json!("User 2"), "{answer}");
+    let out = output(&answer);
+    assert_eq!(out["id"], json!(fake.user_id_by_email("user2@example.com")), "{answer}");
+    assert_eq!(out["user"]["profile"]["email"], json!("user2@example.com"), "{answer}");
+    assert_eq!(out["user"]["real_name"], json!("User 2"), "{answer}");
     let lookups = calls(&fake, "/api/users.lookupByEmail");
     assert_eq!(lookups.len(), 1);
     assert_eq!(lookups[0].method, "GET");
@@ -497,21 +415,18 @@ async fn a_posted_message_is_updated_reacted_to_and_deleted(stack: &TestStack) {
     let fake = connected(stack, SlackConfig::default(), "").await;
     let general = fake.channel_id("general").expect("#general");
     let posted = run(stack, "post", json!({ "channel": general, "text": "Deal won" })).await;
-    let ts = posted["output"]["ts"].as_str().expect("ts").to_string();
+    let ts = output(&posted)["ts"].as_str().expect("ts").to_string();
 
     let answer = run(stack, "update", json!({ "channel": general, "ts": ts, "text": "Deal won: $10k" })).await;
-    let output = &answer["output"];
-    assert_eq!(
-        (&output["channel"], &output["ts"], &output["text"]),
-        (&json!(general), &json!(ts), &json!("Deal won: $10k"))
-    );
+    let out = output(&answer);
+    assert_eq!((&out["channel"], &out["ts"], &out["text"]), (&json!(general), &json!(ts), &json!("Deal won: $10k")));
     let update = calls(&fake, "/api/chat.update");
     assert_eq!(json_body(&update[0]), json!({ "channel": general, "ts": ts, "text": "Deal won: $10k" }));
     let message = fake.messages().into_iter().find(|m| m.ts == ts).expect("the message");
     assert!(message.edited && message.text.as_deref() == Some("Deal won: $10k"), "{message:?}");
 
     let answer = run(stack, "react", json!({ "channel": general, "ts": ts, "name": "tada" })).await;
-    assert_eq!(answer["output"], json!({ "ok": true }), "{answer}");
+    assert_eq!(output(&answer), &json!({ "ok": true }), "{answer}");
     let reaction = calls(&fake, "/api/reactions.add");
     assert_eq!(json_body(&reaction[0]), json!({ "channel": general, "timestamp": ts, "name": "tada" }));
     let again = run(stack, "react", json!({ "channel": general, "ts": ts, "name": "tada" })).await;
@@ -520,7 +435,7 @@ async fn a_posted_message_is_updated_reacted_to_and_deleted(stack: &TestStack) {
     assert_eq!(message.reactions, ["tada"]);
 
     let answer = run(stack, "delete", json!({ "channel": general, "ts": ts })).await;
-    assert_eq!(answer["output"], json!({ "channel": general, "ts": ts }), "{answer}");
+    assert_eq!(output(&answer), &json!({ "channel": general, "ts": ts }), "{answer}");
     assert_eq!(json_body(&calls(&fake, "/api/chat.delete")[0]), json!({ "channel": general, "ts": ts }));
     assert!(fake.messages().into_iter().any(|m| m.ts == ts && m.deleted));
     let again = run(stack, "delete", json!({ "channel": general, "ts": ts })).await;
@@ -557,12 +472,9 @@ async fn upload_text_file_sends_the_text_to_the_upload_url_without_the_token_and
         "content": content, "filename": "deals.csv", "title": "Deals won", "channel": general, "comment": "This week",
     });
     let answer = run(stack, "upload-text", body).await;
-    let output = &answer["output"];
-    let id = output["id"].as_str().expect("the file's id");
-    assert_eq!(
-        output["files"],
-        json!([{ "id": id, "title": "Deals won", "name": "deals.csv", "size": content.len() }])
-    );
+    let out = output(&answer);
+    let id = out["id"].as_str().expect("the file's id");
+    assert_eq!(out["files"], json!([{ "id": id, "title": "Deals won", "name": "deals.csv", "size": content.len() }]));
 
     let (form, upload, complete) = upload_calls(&fake);
     let length = content.len().to_string();
@@ -588,8 +500,8 @@ async fn upload_file_sends_a_downloaded_binary_as_multipart_without_the_token_an
     let fake = connected(stack, SlackConfig::default(), "").await;
     let random = fake.channel_id("random").expect("#random");
     let answer = run(stack, "upload", json!({ "title": "Pipeline", "channel": random, "comment": "Q3" })).await;
-    let id = answer["output"]["id"].as_str().expect("the file's id");
-    assert_eq!(answer["output"]["files"][0]["title"], json!("Pipeline"), "{answer}");
+    let id = output(&answer)["id"].as_str().expect("the file's id");
+    assert_eq!(output(&answer)["files"][0]["title"], json!("Pipeline"), "{answer}");
 
     let (form, upload, complete) = upload_calls(&fake);
     let length = PNG.len().to_string();
