@@ -35,3 +35,4 @@ pub mod start;
 pub mod steps;
 pub mod triggers;
 pub mod waiter;
+pub mod webhook_signature;
