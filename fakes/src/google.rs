@@ -49,6 +49,7 @@
 //! exact; one without an offset but with a `timeZone` is read as UTC (the fake has no time zone
 //! database); an all-day `date` starts at midnight UTC. Recurring events are not expanded.
 
+use crate::random;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -666,12 +667,7 @@ fn code_grant(config: &GoogleConfig, state: &mut State, get: &dyn Fn(&str) -> Op
         let Some(verifier) = get("code_verifier") else {
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Missing code verifier.");
         };
-        let computed = if method == "S256" {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-            URL_SAFE_NO_PAD.encode(digest.as_ref())
-        } else {
-            verifier
-        };
+        let computed = if method == "S256" { crate::s256(&verifier) } else { verifier };
         if computed != *challenge {
             return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid code verifier.");
         }
@@ -1467,19 +1463,6 @@ fn event_span(event: &Value) -> Option<(i64, i64)> {
 
 const URL_SAFE: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_";
 const BASE32HEX: &[u8] = b"0123456789abcdefghijklmnopqrstuv";
-
-fn random(len: usize, alphabet: &[u8]) -> String {
-    let mut out = String::with_capacity(len);
-    while out.len() < len {
-        for byte in uuid::Uuid::new_v4().as_bytes() {
-            if out.len() == len {
-                break;
-            }
-            out.push(alphabet[*byte as usize % alphabet.len()] as char);
-        }
-    }
-    out
-}
 
 fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)

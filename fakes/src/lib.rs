@@ -27,3 +27,40 @@ pub async fn serve(app: Router) -> std::io::Result<String> {
     });
     Ok(format!("http://{addr}"))
 }
+
+/// The PKCE S256 challenge of `verifier` (RFC 7636 §4.2): base64url of its SHA-256.
+pub(crate) fn s256(verifier: &str) -> String {
+    use base64::Engine as _;
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
+}
+
+/// `len` random characters of `alphabet` (tokens, codes, ids in a provider's own format).
+pub(crate) fn random(len: usize, alphabet: &[u8]) -> String {
+    let mut out = String::with_capacity(len);
+    while out.len() < len {
+        for byte in uuid::Uuid::new_v4().as_bytes() {
+            if out.len() == len {
+                break;
+            }
+            out.push(alphabet[usize::from(*byte) % alphabet.len()] as char);
+        }
+    }
+    out
+}
+
+/// A form-urlencoded body's fields (the last of a repeated one).
+pub(crate) fn form(bytes: &[u8]) -> std::collections::HashMap<String, String> {
+    url::form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+/// A query string's pairs, in order.
+pub(crate) fn query_pairs(query: &str) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}
+
+/// Now, in Unix milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -44,9 +44,10 @@
 // Handlers return `Result<Response, Response>`: the error is the HTTP answer itself.
 #![allow(clippy::result_large_err)]
 
+use crate::{form, now_ms, query_pairs, s256};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -2136,14 +2137,6 @@ fn append_query(uri: &str, query: &str) -> String {
     out
 }
 
-fn form(bytes: &[u8]) -> HashMap<String, String> {
-    url::form_urlencoded::parse(bytes).into_owned().collect()
-}
-
-fn query_pairs(query: &str) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(query.as_bytes()).into_owned().collect()
-}
-
 fn scope_list(value: &str) -> Vec<String> {
     value.split(' ').filter(|s| !s.is_empty()).map(str::to_string).collect()
 }
@@ -2183,11 +2176,6 @@ fn valid_email(email: &str) -> bool {
         && !domain.starts_with('.')
         && !domain.ends_with('.')
         && !email.chars().any(char::is_whitespace)
-}
-
-fn s256(verifier: &str) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest.as_ref())
 }
 
 fn sign(secret: &str, message: &str) -> String {
@@ -2240,10 +2228,6 @@ fn normalize_id(id: &str) -> Option<String> {
         }
         _ => None,
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// `2026-01-15T10:30:00.000+0000`, Salesforce's dateTime format.

@@ -47,6 +47,7 @@
 //! Time: lifetimes are [`Duration`]s measured with [`Instant`], so tests can use lifetimes of a
 //! second or two; the `expires_in` answered is the lifetime in whole seconds, rounded up.
 
+use crate::random;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -57,7 +58,7 @@ use axum::extract::{Request, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use serde_json::{Map, Value, json};
 
 /// The app's id, as `oauth.v2.access` answers it.
@@ -915,10 +916,7 @@ fn mint(config: &SlackConfig, state: &mut State, kind: Kind, owner: &str) -> (St
 
 fn pkce_matches(challenge: &str, method: &str, verifier: &str) -> bool {
     match method {
-        "S256" => {
-            let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, verifier.as_bytes());
-            URL_SAFE_NO_PAD.encode(digest.as_ref()) == challenge
-        }
+        "S256" => crate::s256(verifier) == challenge,
         _ => verifier == challenge,
     }
 }
@@ -1765,19 +1763,6 @@ const ALNUM: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 const UPPER_ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 const DIGITS: &[u8] = b"0123456789";
 const HEX: &[u8] = b"0123456789abcdef";
-
-fn random(len: usize, alphabet: &[u8]) -> String {
-    let mut out = String::with_capacity(len);
-    while out.len() < len {
-        for byte in uuid::Uuid::new_v4().as_bytes() {
-            if out.len() == len {
-                break;
-            }
-            out.push(alphabet[*byte as usize % alphabet.len()] as char);
-        }
-    }
-    out
-}
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
