@@ -2,8 +2,9 @@
 //! cargo-lambda builds of this workspace's binaries, SQS consumers report partial batch
 //! failures and have dead-letter queues, visibility timeouts fit the consumers, every function
 //! gets exactly the environment `LambdaConfig` reads, the trigger outlives the response
-//! timeout, policies name exact resources and every reference resolves. Plus cfn-lint itself
-//! when `SLUICE_CFN_LINT` names its binary (the test script sets it).
+//! timeout, policies name exact resources, every reference resolves, and the scheduler runs on
+//! one rule, created disabled, that the trigger switches. Plus cfn-lint itself when
+//! `SLUICE_CFN_LINT` names its binary (the test script sets it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -12,9 +13,11 @@ use std::process::Command;
 use serde_yaml_ng::{Mapping, Value};
 use sluice_shared::adapters::dynamodb::TTL_ATTRIBUTE;
 use sluice_shared::adapters::dynamodb::sweep::{DUE_AT, SHARD, SWEEP_INDEX};
+use sluice_shared::adapters::dynamodb::triggers::DUE_INDEX;
+use sluice_shared::adapters::eventbridge::{HAND_OFF_MARGIN, SCHEDULE_EXPRESSION};
 use sluice_shared::config::{
     ENV_ALLOW_PRIVATE_NETWORK, ENV_DEAD_LETTER_QUEUE_ARN, ENV_RECOVERY_DELAY_SECONDS, ENV_RESPONSE_QUEUE_URL,
-    ENV_RESPONSE_TIMEOUT_SECONDS, ENV_STEP_QUEUE_URL, ENV_STUCK_AFTER_SECONDS, ENV_TABLE, ENV_VARS,
+    ENV_RESPONSE_TIMEOUT_SECONDS, ENV_SCHEDULER_RULE, ENV_STEP_QUEUE_URL, ENV_STUCK_AFTER_SECONDS, ENV_TABLE, ENV_VARS,
     ENV_WORKFLOW_PREFIX,
 };
 use sluice_shared::runner::MAX_RECEIVES;
@@ -28,6 +31,10 @@ const DEAD_LETTER_RETENTION_SECONDS: u64 = 14 * 24 * 3600;
 const LAMBDA_DEFAULT_TIMEOUT: u64 = 3;
 /// The trigger gives up waiting this long after the response timeout.
 const TRIGGER_GRACE_SECONDS: u64 = 1;
+/// The scheduler's Lambda timeout: its rule's period (one tick a minute).
+const SCHEDULER_TIMEOUT_SECONDS: u64 = 60;
+/// An EventBridge rule's ARN on the default bus, from its name (`!Sub` text).
+const RULE_ARN_PREFIX: &str = "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/";
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the tests package is inside the workspace").to_path_buf()
@@ -112,6 +119,44 @@ impl Template {
             .map(|(target, _)| target)
             .collect()
     }
+
+    /// The one EventBridge rule (the scheduler's): its resource name and resource.
+    fn scheduler_rule(&self) -> (&str, &Value) {
+        let rules: Vec<_> = self.resources_of_type("AWS::Events::Rule").collect();
+        let [rule] = rules.as_slice() else { panic!("expected exactly one AWS::Events::Rule, got {}", rules.len()) };
+        *rule
+    }
+
+    /// The actions a function's policies allow on a resource for which `matches` holds.
+    fn actions_on(&self, function: &Value, matches: impl Fn(&Value) -> bool) -> BTreeSet<String> {
+        let mut allowed = BTreeSet::new();
+        for policy in function["Properties"]["Policies"].as_sequence().into_iter().flatten() {
+            for statement in policy["Statement"].as_sequence().into_iter().flatten() {
+                let resources = match &statement["Resource"] {
+                    Value::Sequence(items) => items.iter().collect(),
+                    single => vec![single],
+                };
+                if resources.into_iter().any(&matches) {
+                    allowed.extend(as_strings(&statement["Action"]).into_iter().map(str::to_string));
+                }
+            }
+        }
+        allowed
+    }
+}
+
+/// The text of `!Sub "TEXT"`.
+fn sub_text(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Sub" => tagged.value.as_str(),
+        _ => None,
+    }
+}
+
+/// `!Sub "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:rule/NAME"` as NAME
+/// (the `!Sub` text of a rule's name).
+fn rule_arn(value: &Value) -> Option<&str> {
+    sub_text(value)?.strip_prefix(RULE_ARN_PREFIX)
 }
 
 /// `!GetAtt A.B`, `!GetAtt [A, B]` or `{"Fn::GetAtt": ...}` as (A, B).
@@ -223,7 +268,7 @@ fn functions_are_cargo_lambda_builds_of_workspace_binaries() {
     }
     let built: BTreeSet<&str> =
         template.functions().iter().filter_map(|(_, f)| f["Metadata"]["BuildProperties"]["Binary"].as_str()).collect();
-    for expected in ["trigger", "step-runner", "response-waiter"] {
+    for expected in ["trigger", "step-runner", "response-waiter", "scheduler"] {
         assert!(built.contains(expected), "no function builds `{expected}`");
     }
 }
@@ -362,6 +407,11 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
             wanted.insert(ENV_STUCK_AFTER_SECONDS);
             assert_eq!(referenced_parameter(&variables, ENV_STUCK_AFTER_SECONDS), Some("StuckAfterSeconds"));
         }
+        // The trigger switches the scheduler's rule after deploys, the scheduler switches it
+        // off when idle (checked in the_scheduler_runs_on_one_disabled_rule_the_trigger_switches).
+        if [template.function_by_binary("trigger").0, template.function_by_binary("scheduler").0].contains(&name) {
+            wanted.insert(ENV_SCHEDULER_RULE);
+        }
         assert_eq!(names, wanted, "{name}: environment variables");
 
         let referenced = |variable: &str| {
@@ -487,6 +537,36 @@ fn the_recovery_sweep_runs_on_a_schedule_over_the_unfinished_index() {
     );
 }
 
+/// The table's `due` index has the keys the ledger adapter writes (and `create_table` makes),
+/// typed as it writes them, and projects whole rows (the tick advances what it reads).
+#[test]
+fn the_due_index_has_the_keys_the_ledger_writes() {
+    use sluice_shared::adapters::dynamodb::triggers;
+    let template = Template::load();
+    let (table, _) = template.resources_of_type("AWS::DynamoDB::Table").next().expect("a table");
+    let properties = &template.resource(table).expect("the table")["Properties"];
+    let index = properties["GlobalSecondaryIndexes"]
+        .as_sequence()
+        .and_then(|indexes| indexes.iter().find(|i| i["IndexName"].as_str() == Some(triggers::DUE_INDEX)))
+        .unwrap_or_else(|| panic!("{table}: no index `{}`", triggers::DUE_INDEX));
+    let keys: Vec<(&str, &str)> = index["KeySchema"]
+        .as_sequence()
+        .expect("a KeySchema")
+        .iter()
+        .map(|k| (k["AttributeName"].as_str().expect("name"), k["KeyType"].as_str().expect("type")))
+        .collect();
+    assert_eq!(keys, [(triggers::DUE_SHARD, "HASH"), (triggers::DUE_AT, "RANGE")]);
+    assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("ALL"));
+    let types: BTreeMap<&str, &str> = properties["AttributeDefinitions"]
+        .as_sequence()
+        .expect("AttributeDefinitions")
+        .iter()
+        .map(|d| (d["AttributeName"].as_str().expect("name"), d["AttributeType"].as_str().expect("type")))
+        .collect();
+    assert_eq!(types.get(triggers::DUE_SHARD), Some(&"S"), "{table}: {types:?}");
+    assert_eq!(types.get(triggers::DUE_AT), Some(&"N"), "{table}: {types:?}");
+}
+
 /// Idempotency records expire through the table's TTL attribute (the one the adapter
 /// writes), and the trigger — which claims, completes and releases them — may do so.
 #[test]
@@ -537,6 +617,14 @@ fn policies_name_exact_resources() {
                         Value::String(s) => {
                             assert!(!s.contains('*'), "{name}.{sid}: wildcard resource `{s}`")
                         }
+                        other if rule_arn(other).is_some() => {
+                            let rule = rule_arn(other).expect("checked");
+                            assert!(!rule.contains('*'), "{name}.{sid}: wildcard rule `{rule}`");
+                            let named = template
+                                .resources_of_type("AWS::Events::Rule")
+                                .any(|(_, r)| sub_text(&r["Properties"]["Name"]) == Some(rule));
+                            assert!(named, "{name}.{sid}: no AWS::Events::Rule is named `{rule}`");
+                        }
                         other if index_arn(other).is_some() => {
                             let (table, index) = index_arn(other).expect("checked");
                             assert!(
@@ -555,6 +643,79 @@ fn policies_name_exact_resources() {
             }
         }
     }
+}
+
+/// The scheduler function runs on exactly one EventBridge rule (rules never grow with users or
+/// workflows): `rate(1 minute)`, created DISABLED, targeting it, allowed to invoke it; the
+/// trigger knows the rule and may switch it, the scheduler may switch it off; both may query
+/// the ledger's due index.
+#[test]
+fn the_scheduler_runs_on_one_disabled_rule_the_trigger_switches() {
+    let template = Template::load();
+    let (scheduler_name, scheduler) = template.function_by_binary("scheduler");
+    assert_eq!(template.timeout(scheduler), SCHEDULER_TIMEOUT_SECONDS, "{scheduler_name}: Timeout");
+    assert!(
+        SCHEDULER_TIMEOUT_SECONDS > HAND_OFF_MARGIN.as_secs(),
+        "{scheduler_name}: a tick must have time left after the hand-off margin"
+    );
+    assert!(
+        scheduler["Properties"]["Events"].is_null(),
+        "{scheduler_name}: invoked by its AWS::Events::Rule only (a SAM event would add a second rule)"
+    );
+
+    let (rule_name, rule) = template.scheduler_rule();
+    let properties = &rule["Properties"];
+    // Linters accept `rate(1 minutes)`; the adapter creates the same expression in tests.
+    assert_eq!(properties["ScheduleExpression"].as_str(), Some(SCHEDULE_EXPRESSION), "{rule_name}");
+    assert_eq!(properties["State"].as_str(), Some("DISABLED"), "{rule_name}: an idle stack pays nothing");
+    assert!(properties["EventBusName"].is_null(), "{rule_name}: on the default bus (its ARN is built from its name)");
+    let targets = properties["Targets"].as_sequence().expect("Targets");
+    let [target] = targets.as_slice() else { panic!("{rule_name}: expected one target, got {targets:?}") };
+    assert_eq!(get_att(&target["Arn"]), Some((scheduler_name.to_string(), "Arn".to_string())), "{rule_name}: target");
+    assert!(target["Input"].is_null(), "{rule_name}: the scheduler gets the Scheduled Event itself");
+    let rule_text = sub_text(&properties["Name"]).expect("the rule's Name is a !Sub (the scheduler's policy names it)");
+
+    let permissions: Vec<&Value> = template
+        .resources_of_type("AWS::Lambda::Permission")
+        .map(|(_, p)| &p["Properties"])
+        .filter(|p| get_att(&p["SourceArn"]).is_some_and(|(source, _)| source == rule_name))
+        .collect();
+    let [permission] = permissions.as_slice() else {
+        panic!("expected one AWS::Lambda::Permission for {rule_name}, got {permissions:?}")
+    };
+    assert_eq!(reference(&permission["FunctionName"]), Some(scheduler_name), "the permission's function");
+    assert_eq!(permission["Principal"].as_str(), Some("events.amazonaws.com"));
+    assert_eq!(permission["Action"].as_str(), Some("lambda:InvokeFunction"));
+    assert_eq!(get_att(&permission["SourceArn"]).map(|(_, attribute)| attribute).as_deref(), Some("Arn"));
+
+    let variable = |function: &Value| function["Properties"]["Environment"]["Variables"][ENV_SCHEDULER_RULE].clone();
+    let (trigger_name, trigger) = template.function_by_binary("trigger");
+    assert_eq!(reference(&variable(trigger)), Some(rule_name), "{trigger_name}: {ENV_SCHEDULER_RULE}");
+    let on_rule = template.actions_on(trigger, |r| get_att(r) == Some((rule_name.to_string(), "Arn".to_string())));
+    for action in ["events:EnableRule", "events:DisableRule", "events:DescribeRule"] {
+        assert!(on_rule.contains(action), "{trigger_name} lacks {action} on {rule_name}: {on_rule:?}");
+    }
+    // The scheduler cannot !Ref the rule that targets it (a circular dependency): it names it.
+    assert_eq!(sub_text(&variable(scheduler)), Some(rule_text), "{scheduler_name}: {ENV_SCHEDULER_RULE}");
+    let on_own_rule = template.actions_on(scheduler, |r| rule_arn(r) == Some(rule_text));
+    for action in ["events:EnableRule", "events:DisableRule"] {
+        assert!(on_own_rule.contains(action), "{scheduler_name} lacks {action} on its rule: {on_own_rule:?}");
+    }
+
+    // The ledger: the tick pages through the due index, and so does the trigger's switch.
+    let (table, _) = template.resources_of_type("AWS::DynamoDB::Table").next().expect("a table");
+    for (name, function) in [(scheduler_name, scheduler), (trigger_name, trigger)] {
+        let on_index =
+            template.actions_on(function, |r| index_arn(r) == Some((table.to_string(), DUE_INDEX.to_string())));
+        assert!(on_index.contains("dynamodb:Query"), "{name} cannot query {table}/index/{DUE_INDEX}");
+    }
+    let on_table = template.actions_on(scheduler, |r| get_att(r) == Some((table.to_string(), "Arn".to_string())));
+    for action in ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"] {
+        assert!(on_table.contains(action), "{scheduler_name} lacks {action} on {table}: {on_table:?}");
+    }
+    let on_steps =
+        template.actions_on(scheduler, |r| get_att(r) == Some(("StepsQueue".to_string(), "Arn".to_string())));
+    assert!(on_steps.contains("sqs:SendMessage"), "{scheduler_name} sends fires and hand-offs to StepsQueue");
 }
 
 /// Every `!Ref`, `!GetAtt` and `${...}` of `!Sub` names a parameter, a resource (or one SAM

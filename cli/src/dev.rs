@@ -76,6 +76,7 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         limits: Default::default(),
         sweep: Some(Sweep::dev((*db).clone())),
         visibility: crate::stack::VISIBILITY,
+        scheduler_every: Some(crate::stack::SCHEDULER_EVERY),
     })
     .await?;
     let base_url = bound.base_url.clone();

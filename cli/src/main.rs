@@ -1,5 +1,7 @@
 //! `sluice`: run the local stack, validate and deploy projects, scaffold integrations, print
-//! the JSON Schemas, make tokens.
+//! the JSON Schemas, make tokens, show when schedules fire.
+
+mod schedule;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -83,6 +85,9 @@ enum Command {
     /// Manage projects of a deployed stack (its DynamoDB table).
     #[command(subcommand)]
     Project(ProjectCommand),
+    /// When scheduled and polling workflows fire.
+    #[command(subcommand)]
+    Schedule(ScheduleCommand),
     /// Validate a project folder (or plain folder of workflow files) and deploy its workflows
     /// to a deployed stack's table: nothing is deployed if any file has a problem.
     ///
@@ -138,6 +143,35 @@ enum NewCommand {
         /// The project folder.
         #[arg(long, default_value = ".")]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum ScheduleCommand {
+    /// Print the next fires of a workflow: each instant in UTC and on the clocks of the
+    /// schedule's zone, with DST anomalies marked (a wall time that does not exist fires at
+    /// the transition; one that occurs twice fires at the first).
+    Next {
+        /// The workflow's id in the project, or a workflow file.
+        workflow: String,
+        /// The project folder (or plain folder of workflow files).
+        #[arg(long, default_value = "workflows")]
+        project: PathBuf,
+        /// For `timezone: user`: this user's zone, as `sluice dev` stores it (PATCH /sdk/me).
+        #[arg(long)]
+        user: Option<String>,
+        /// Compute in this IANA zone instead (over the schedule's and the user's).
+        #[arg(long)]
+        zone: Option<String>,
+        /// How many fires.
+        #[arg(short = 'n', long = "count", default_value_t = 10)]
+        count: usize,
+        /// `sluice dev`'s data folder (where --user is looked up).
+        #[arg(long, default_value = ".sluice")]
+        data_dir: PathBuf,
+        /// From this instant (RFC 3339, e.g. 2027-03-13T12:00:00Z) instead of now.
+        #[arg(long)]
+        after: Option<String>,
     },
 }
 
@@ -272,6 +306,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Test { file, data, step, data_dir } => {
             test_run::run(&file, data.as_deref(), step.as_deref(), &data_dir).await
+        }
+        Command::Schedule(ScheduleCommand::Next { workflow, project, user, zone, count, data_dir, after }) => {
+            let options = schedule::NextOptions { workflow, project, user, zone, count, data_dir, after };
+            schedule::next(&options).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Project(ProjectCommand::Create { id, table, dir, base_url }) => {
             let (store, target) = aws::table_store(&table).await;

@@ -47,6 +47,36 @@ pub struct StackOptions {
     /// How long a received message stays invisible before it is delivered again
     /// ([`VISIBILITY`]).
     pub visibility: Duration,
+    /// Run the scheduler's tick this often (`sluice dev`: every second); None: never (tests
+    /// tick by hand with a manual clock).
+    pub scheduler_every: Option<Duration>,
+}
+
+/// How often `sluice dev` ticks the scheduler: every-second schedules fire on time, and a
+/// tick with nothing due is one indexed read.
+pub const SCHEDULER_EVERY: Duration = Duration::from_secs(1);
+
+/// Ticks the scheduler every `every` until stopped.
+async fn scheduler(runner: Runner, every: Duration, mut stopped: watch::Receiver<bool>) {
+    let settings = sluice_shared::scheduler::SchedulerSettings::default();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.wait_for(|stop| *stop) => return,
+        }
+        match sluice_shared::scheduler::tick(&runner, &settings, None, Duration::from_secs(30)).await {
+            Ok(report) if report.started + report.skipped + report.missed > 0 => {
+                tracing::info!(
+                    started = report.started,
+                    skipped = report.skipped,
+                    missed = report.missed,
+                    "scheduler tick"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::error!(%error, "the scheduler tick failed"),
+        }
+    }
 }
 
 /// The recovery sweep: every `every`, executions `running` or `waiting` for longer than
@@ -167,6 +197,9 @@ impl BoundStack {
                     (message.receipt, handled.map_err(|e| e.to_string()))
                 }
             }));
+        }
+        if let Some(every) = options.scheduler_every {
+            tasks.spawn(scheduler(Runner::new(runtime.clone()), every, stopped.clone()));
         }
         if let Some(options) = options.sweep.clone() {
             tasks.spawn(sweep(options, Runner::new(runtime.clone()), stopped.clone()));

@@ -51,6 +51,10 @@ pub struct CatalogIntegration {
     /// action before its status, the first match deciding.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<ErrorRule>,
+    /// How the provider's webhooks are verified, split into events and routed to the
+    /// connected user (`POST /projects/{p}/webhooks/<integration>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<crate::model::webhook::WebhookSpec>,
     pub actions: BTreeMap<String, Action>,
 }
 

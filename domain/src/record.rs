@@ -84,6 +84,8 @@ pub enum TriggerKind {
     OauthConnected,
     /// A schedule came due.
     Schedule,
+    /// A polling trigger's request listed an item the user had not seen.
+    Poll,
 }
 
 /// What triggered an execution: its kind, and the data steps see as `trigger.*` — for a

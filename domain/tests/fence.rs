@@ -5,9 +5,22 @@
 //! adapters, the API — live in `sluice-shared`, which the domain cannot name: Cargo refuses a
 //! dependency cycle.)
 
-/// Crates the domain may depend on: formats, text and time, nothing that does I/O.
-const ALLOWED: &[&str] =
-    &["chrono", "proptest", "regex", "schemars", "serde", "serde_json", "serde_yaml_ng", "thiserror", "url"];
+/// Crates the domain may depend on: formats, text and time, nothing that does I/O. `croner`
+/// matches cron patterns and `jiff` resolves wall times in IANA zones (its zone data is
+/// bundled in the binary, never read from the system) for schedule triggers.
+const ALLOWED: &[&str] = &[
+    "chrono",
+    "croner",
+    "jiff",
+    "proptest",
+    "regex",
+    "schemars",
+    "serde",
+    "serde_json",
+    "serde_yaml_ng",
+    "thiserror",
+    "url",
+];
 
 /// Crates that do network, database or process I/O, refused by name (including prefixes).
 const REFUSED: &[&str] = &[

@@ -39,6 +39,12 @@ pub const ENV_STUCK_AFTER_SECONDS: &str = "SLUICE_STUCK_AFTER_SECONDS";
 /// Without it the functions run, but no secret can be stored or read.
 pub const ENV_KMS_KEY_ID: &str = "SLUICE_KMS_KEY_ID";
 
+/// The name of the EventBridge rule that runs the `scheduler` function every minute (set on
+/// the trigger, which switches it on and off after deploys, and on the scheduler, which
+/// switches it off once the schedule ledger is empty). Without it there is no rule to switch
+/// (`sluice dev`, or a stack without schedules).
+pub const ENV_SCHEDULER_RULE: &str = "SLUICE_SCHEDULER_RULE";
+
 /// The prefix of the variables that become workflows' `{{env.NAME}}` values: `SLUICE_ENV_CRM_URL`
 /// is `{{env.CRM_URL}}`. None is required; the deployer adds them to the functions.
 pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
@@ -95,6 +101,8 @@ pub struct LambdaConfig {
     pub stuck_after: Duration,
     /// [`ENV_KMS_KEY_ID`].
     pub kms_key_id: Option<String>,
+    /// [`ENV_SCHEDULER_RULE`].
+    pub scheduler_rule: Option<String>,
     /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
     pub env: BTreeMap<String, String>,
 }
@@ -142,6 +150,7 @@ impl LambdaConfig {
             dead_letter_queue_arn: lookup(ENV_DEAD_LETTER_QUEUE_ARN).filter(|arn| !arn.trim().is_empty()),
             stuck_after,
             kms_key_id: lookup(ENV_KMS_KEY_ID).map(|id| id.trim().to_string()).filter(|id| !id.is_empty()),
+            scheduler_rule: lookup(ENV_SCHEDULER_RULE).map(|name| name.trim().to_string()).filter(|n| !n.is_empty()),
             env: BTreeMap::new(),
         })
     }
@@ -193,8 +202,9 @@ pub fn dynamo_store(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -> crate
     crate::adapters::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone())
 }
 
-/// Builds the ports and clients of a Lambda function: DynamoDB store, SQS queues and the
-/// guarded outbound HTTP client, once per cold start.
+/// Builds the ports and clients of a Lambda function: DynamoDB store, SQS queues, the
+/// guarded outbound HTTP client, the KMS key wrapper and the scheduler's EventBridge rule
+/// (when configured), once per cold start.
 #[cfg(feature = "aws")]
 pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -> Result<Runtime, ConfigError> {
     use std::sync::Arc;
@@ -220,9 +230,16 @@ pub async fn build_runtime(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -
         (Arc::new(store), Arc::new(queue));
     let starter = Arc::new(crate::start::SendThenCreate { store: store.clone(), queue: queue.clone() });
     let runtime = Runtime::new(store, queue, starter, http, settings);
-    Ok(match &config.kms_key_id {
+    let runtime = match &config.kms_key_id {
         Some(key_id) => runtime
             .with_keys(Arc::new(crate::adapters::kms::KmsKeyWrap::new(aws_sdk_kms::Client::new(sdk), key_id.clone()))),
+        None => runtime,
+    };
+    Ok(match &config.scheduler_rule {
+        Some(name) => runtime.with_schedule_rule(Arc::new(crate::adapters::eventbridge::EventBridgeRule::new(
+            aws_sdk_eventbridge::Client::new(sdk),
+            name.clone(),
+        ))),
         None => runtime,
     })
 }
@@ -263,9 +280,14 @@ mod tests {
                 dead_letter_queue_arn: None,
                 stuck_after: Duration::from_secs(3600),
                 kms_key_id: None,
+                scheduler_rule: None,
                 env: BTreeMap::new(),
             }
         );
+        let ruled = config(&with(&[(ENV_SCHEDULER_RULE, " sluice-scheduler ")])).expect("valid");
+        assert_eq!(ruled.scheduler_rule.as_deref(), Some("sluice-scheduler"));
+        let blank = config(&with(&[(ENV_SCHEDULER_RULE, "  ")])).expect("valid");
+        assert_eq!(blank.scheduler_rule, None, "a blank rule name is no rule");
         let keyed = config(&with(&[(ENV_KMS_KEY_ID, " arn:aws:kms:eu-west-1:1:key/k ")])).expect("valid");
         assert_eq!(keyed.kms_key_id.as_deref(), Some("arn:aws:kms:eu-west-1:1:key/k"));
         let swept = config(&with(&[(ENV_STUCK_AFTER_SECONDS, "120")])).expect("valid");

@@ -1,7 +1,7 @@
 //! The conformance suites every adapter must pass: [`store_suite`] for `Store` and
 //! [`queue_suite`] for `Queue`, each a list of `pub async fn case_*` taking the trait object (in
-//! [`projects`], [`executions`], [`files`], [`fan_out`], [`connect`], [`idempotency`] and
-//! [`queue`])
+//! [`projects`], [`executions`], [`files`], [`fan_out`], [`connect`], [`idempotency`],
+//! [`triggers`] and [`queue`])
 //! (run them one by one to narrow a failure down). Cases assert by panicking: this is test code.
 //!
 //! Invariants: store cases use fresh uuid ids, so they can share one table or database with
@@ -52,6 +52,24 @@
 //!   to a concurrent write reads again, up to 5 times, then fails retryably: concurrent
 //!   replaces of one user's credentials may fail on DynamoDB where SQLite serialises them).
 //!   Both return users in UTF-8 byte order.
+//! - The schedule ledger: SQLite lists due rows from a partial index in (next fire, project,
+//!   workflow, user) order and pages by that tuple; DynamoDB reads the sparse GSI `due`, in
+//!   `next_fire` order, rows of the same millisecond in the index's own order (each once
+//!   across pages, but not necessarily by project, workflow and user), and eventually
+//!   consistent: on AWS a row put or advanced a moment ago may be missing from, or still be
+//!   listed with its old next fire in, the due listing (moto applies index writes at once).
+//!   The compare and swap (`advance_schedule`) is exact on both. A cursor is an SQLite
+//!   position or a DynamoDB start key: never hand one to the other backend.
+//! - Webhook deliveries: both list by delivery id, newest first, which is receiving order
+//!   because ids are UUIDv7. SQLite keeps the record as one JSON row and deletes up to 100
+//!   expired rows on each put; DynamoDB keeps the body raw beside the JSON of the rest,
+//!   refuses an item over about 400 KB (`TooLarge`; a 256 KiB body fits), filters the
+//!   integration and unrouted listings after reading (the read costs the deliveries passed
+//!   over) and leaves expired items to the table's TTL. Both hide a delivery from the moment
+//!   it is `WEBHOOK_RETENTION_DAYS` old, to the millisecond.
+//! - Users: SQLite lists its `users` table; DynamoDB keeps an index item per user
+//!   (`USERS#<project>` / user id), written by `ensure_user` and `update_user` before the user
+//!   item, so users recorded before the index existed are listed from their next request.
 
 pub mod connect;
 pub mod executions;
@@ -61,6 +79,7 @@ pub mod idempotency;
 pub mod projects;
 pub mod queue;
 pub mod start;
+pub mod triggers;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -145,6 +164,15 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     idempotency::case_idempotency_claim_is_completed_or_released_by_its_token(store).await;
     idempotency::case_concurrent_idempotency_claims_have_one_winner(store, CONCURRENT_CLAIMS).await;
     idempotency::case_idempotency_keys_are_isolated_by_project_route_and_caller(store).await;
+    triggers::case_schedule_rows_are_put_replaced_and_deleted(store).await;
+    triggers::case_due_rows_are_listed_in_order_once_each_across_pages(store).await;
+    triggers::case_advance_is_a_compare_and_swap(store).await;
+    triggers::case_list_schedules_filters_by_workflow_and_pages(store).await;
+    triggers::case_seen_sets_are_swapped_by_version(store).await;
+    triggers::case_seen_sets_keep_the_newest_keys(store).await;
+    triggers::case_deliveries_are_listed_newest_first(store).await;
+    triggers::case_a_large_delivery_body_round_trips(store).await;
+    triggers::case_users_are_listed_in_order_and_paged(store).await;
 }
 
 /// How many claims of one idempotency key the suite makes at once.

@@ -118,6 +118,9 @@ pub async fn deploy_project(
         .collect();
     store.put_integrations(project_id, &records).await?;
     store.put_app_events(project_id, &definition.events).await?;
+    // Every user who has a schedule or poll workflow enabled gets its ledger row (armed for
+    // the next tick); undeployed ones' rows are removed by the tick that finds them.
+    crate::scheduler::sync_project(store, project_id).await?;
     Ok(outcomes)
 }
 

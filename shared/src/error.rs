@@ -51,6 +51,10 @@ pub enum ApiError {
     AfterStart { execution_id: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The deployment lacks something the request needs (a webhook's signing secret): 503
+    /// with the reason, so the sender retries once it is set (it names no secret value).
+    #[error("{0}")]
+    NotConfigured(String),
 }
 
 /// What a `503 unavailable` answer's `Retry-After` says, in seconds.
@@ -121,6 +125,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotEnabled(_) => StatusCode::FORBIDDEN,
             ApiError::IntegrationDisabled(_) => StatusCode::CONFLICT,
+            ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ if self.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_)
             | ApiError::Queue(_)
@@ -153,6 +158,7 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::NotEnabled(_) => "workflow_not_enabled",
             ApiError::IntegrationDisabled(_) => "integration_disabled",
+            ApiError::NotConfigured(_) => "not_configured",
             _ if self.is_retryable() => "unavailable",
             ApiError::Store(_)
             | ApiError::Queue(_)
@@ -168,7 +174,7 @@ impl ApiError {
             format!(
                 "the service is busy or a backend is unreachable; nothing was started, retry in {RETRY_AFTER_SECONDS} s"
             )
-        } else if self.status().is_server_error() {
+        } else if self.status().is_server_error() && !matches!(self, ApiError::NotConfigured(_)) {
             "internal error; see the server logs".to_string()
         } else {
             self.to_string()

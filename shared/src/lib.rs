@@ -19,15 +19,18 @@ pub mod connect;
 pub mod crypto;
 pub mod deploy;
 pub mod error;
+pub mod fires;
 pub mod idempotency;
 pub mod messages;
 pub mod net;
 pub mod oauth;
+pub mod poll;
 pub mod ports;
 #[cfg(feature = "aws")]
 pub mod recovery;
 pub mod runner;
 pub mod runtime;
+pub mod scheduler;
 pub mod settle;
 #[cfg(feature = "lambda")]
 pub mod sqs_batch;
@@ -36,3 +39,4 @@ pub mod steps;
 pub mod triggers;
 pub mod waiter;
 pub mod webhook_signature;
+pub mod webhooks;

@@ -14,8 +14,10 @@ use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, Sett
 
 mod connect;
 mod idempotency;
+mod triggers;
 pub use connect::*;
 pub use idempotency::*;
+pub use triggers::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -352,6 +354,9 @@ pub trait Store:
     + FanOutStore
     + ConnectStore
     + IdempotencyStore
+    + ScheduleStore
+    + PollStore
+    + WebhookStore
 {
 }
 impl<
@@ -363,7 +368,10 @@ impl<
         + FileStore
         + FanOutStore
         + ConnectStore
-        + IdempotencyStore,
+        + IdempotencyStore
+        + ScheduleStore
+        + PollStore
+        + WebhookStore,
 > Store for T
 {
 }

@@ -52,6 +52,8 @@ pub struct Settings {
     pub inline_fan_out_items: usize,
     /// Values of `{{env.NAME}}`.
     pub env: std::collections::BTreeMap<String, String>,
+    /// What schedules and polls take as now (the system's; tests move a manual one).
+    pub clock: crate::scheduler::Clock,
 }
 
 impl Default for Settings {
@@ -65,6 +67,7 @@ impl Default for Settings {
             host: Host::Local,
             inline_fan_out_items: DEFAULT_INLINE_FAN_OUT_ITEMS,
             env: Default::default(),
+            clock: crate::scheduler::Clock::System,
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct Runtime {
     pub signals: Arc<Signals>,
     /// Connected users, the gate every start passes, users' secrets.
     pub connect: Arc<Connect>,
+    /// The rule that runs the scheduler, where there is one (AWS); deploys switch it.
+    pub schedule_rule: Option<Arc<dyn crate::ports::ScheduleRule>>,
 }
 
 /// The `{{env.NAME}}` variable holding the stack's own base URL (`sluice dev` sets it, e.g.
@@ -99,7 +104,13 @@ impl Runtime {
         settings: Settings,
     ) -> Self {
         let connect = Arc::new(Connect::new(store.clone(), None, http.clone(), settings.env.clone(), settings.host));
-        Runtime { store, queue, starter, http, settings, signals: Arc::default(), connect }
+        Runtime { store, queue, starter, http, settings, signals: Arc::default(), connect, schedule_rule: None }
+    }
+
+    /// The runtime with the rule that runs the scheduler (AWS).
+    pub fn with_schedule_rule(mut self, rule: Arc<dyn crate::ports::ScheduleRule>) -> Self {
+        self.schedule_rule = Some(rule);
+        self
     }
 
     /// The runtime with `keys` to seal users' secrets with (without them secrets can be

@@ -122,7 +122,13 @@ pub async fn plan_app_events(
             live.iter().filter(|d| d.workflow.trigger.event() == Some(call.name.as_str())).cloned().collect();
         let mut data = TriggerData::of(TriggerKind::AppEvent, call.payload);
         data.event = Some(call.name.clone());
-        starts.push((call.user_id, Some(call.name), of_event, data));
+        starts.push(StartFor {
+            user_id: call.user_id,
+            event: Some(call.name),
+            deployments: of_event,
+            data,
+            id_key: None,
+        });
     }
     plan_for(runner, project_id, starts).await
 }
@@ -168,7 +174,8 @@ async fn connection(
     let of_it: Vec<Arc<Deployment>> =
         live.into_iter().filter(|d| d.workflow.integration.as_deref() == Some(integration)).collect();
     let data = TriggerData::of(kind, payload);
-    let planned = plan_for(runner, project_id, vec![(user_id.to_string(), None, of_it, data)]).await?;
+    let start = StartFor { user_id: user_id.to_string(), event: None, deployments: of_it, data, id_key: None };
+    let planned = plan_for(runner, project_id, vec![start]).await?;
     let mut reports = planned.start(runner).await?;
     Ok(reports.pop().unwrap_or_else(|| Report {
         user_id: user_id.to_string(),
@@ -194,7 +201,7 @@ async fn listeners(
 pub struct Planned {
     /// One per call, in order: what starts (with its execution id) and what does not.
     pub reports: Vec<Report>,
-    news: Vec<NewExecution>,
+    pub(crate) news: Vec<NewExecution>,
 }
 
 impl Planned {
@@ -207,19 +214,35 @@ impl Planned {
     }
 }
 
-/// What one call may start: (user, event name, listening deployments, trigger data).
-type Start = (String, Option<String>, Vec<Arc<Deployment>>, TriggerData);
+/// What one call may start for one user.
+#[derive(Debug, Clone)]
+pub(crate) struct StartFor {
+    pub user_id: String,
+    /// The event's name (app events, webhooks).
+    pub event: Option<String>,
+    /// The listening deployments.
+    pub deployments: Vec<Arc<Deployment>>,
+    pub data: TriggerData,
+    /// What the start is keyed by (a webhook's event id, a schedule's instant, a poll item):
+    /// each execution's id is then derived from it, the workflow and the user
+    /// ([`crate::fires`]), so that a repeat cannot start it twice. None: fresh ids.
+    pub id_key: Option<(String, crate::record::Timestamp)>,
+}
 
-/// Plans, for each (user, event, listeners, trigger data), the listeners the user's choices
-/// let through; one report each, in order.
-async fn plan_for(runner: &Runner, project_id: &str, starts: Vec<Start>) -> Result<Planned, TriggerError> {
+/// Plans, for each [`StartFor`], the listeners the user's choices let through; one report
+/// each, in order.
+pub(crate) async fn plan_for(
+    runner: &Runner,
+    project_id: &str,
+    starts: Vec<StartFor>,
+) -> Result<Planned, TriggerError> {
     let connect: &Connect = runner.runtime().connect.as_ref();
     let mut choices: HashMap<String, Enablement> = HashMap::new();
     // Per user, per integration: whether they have a working connection.
     let mut connections: HashMap<String, HashMap<String, bool>> = HashMap::new();
     let mut news = Vec::new();
     let mut reports = Vec::with_capacity(starts.len());
-    for (user_id, event, deployments, data) in starts {
+    for StartFor { user_id, event, deployments, data, id_key } in starts {
         let mut report = Report {
             user_id: user_id.clone(),
             event,
@@ -248,7 +271,10 @@ async fn plan_for(runner: &Runner, project_id: &str, starts: Vec<Start>) -> Resu
                 });
                 continue;
             }
-            let id = start::new_execution_id();
+            let id = match &id_key {
+                Some((key, at)) => crate::fires::derived_id(*at, &[key, project_id, &workflow.id, &user_id]),
+                None => start::new_execution_id(),
+            };
             report.executions.push(StartedExecution {
                 workflow_id: workflow.id.clone(),
                 integration: workflow.integration.clone(),

@@ -6,6 +6,7 @@
 //! refused with a reason that never quotes the secret or the expected signature; nothing here
 //! parses or re-encodes the body.
 
+use crate::model::webhook::SignedPart;
 use aws_lc_rs::{constant_time, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -36,6 +37,22 @@ pub enum Scheme {
     /// HMAC-SHA256 of "{id}.{timestamp}.{body}">` (several, space-separated) with `webhook-id`
     /// and `webhook-timestamp` (seconds) within five minutes; the secret is `whsec_<base64>`.
     StandardWebhooks,
+    /// A custom integration's own HMAC-SHA256 (`webhooks.verify.scheme: hmac`).
+    Hmac(HmacScheme),
+}
+
+/// A generic HMAC-SHA256 signature: where it is, how it is written and what is signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacScheme {
+    /// The signature's header, lower case.
+    pub header: String,
+    /// What the header's value starts with before the signature (`sha256=`).
+    pub prefix: String,
+    pub base64: bool,
+    /// The signed string's parts.
+    pub signed: Vec<SignedPart>,
+    /// The signed timestamp's header (lower case) and whether it counts milliseconds.
+    pub timestamp: Option<(String, bool)>,
 }
 
 /// What a provider sent, as received.
@@ -61,10 +78,17 @@ pub enum Refused {
     Mismatch,
     #[error("the signing secret is not in the scheme's format")]
     BadSecret,
+    #[error("the `{0}` header is sent more than once")]
+    Duplicated(String),
 }
 
 /// Checks `delivery` against `secret` under `scheme`, at `now` (Unix seconds).
 pub fn verify(scheme: &Scheme, secret: &str, delivery: &Delivery, now: i64) -> Result<(), Refused> {
+    for name in scheme.headers() {
+        if delivery.headers.get_all(name.as_str()).iter().count() > 1 {
+            return Err(Refused::Duplicated(name));
+        }
+    }
     match scheme {
         Scheme::SlackV0 => {
             let timestamp = header(delivery, "x-slack-request-timestamp")?;
@@ -117,7 +141,74 @@ pub fn verify(scheme: &Scheme, secret: &str, delivery: &Delivery, now: i64) -> R
             let candidates = signatures.split(' ').filter_map(|s| s.strip_prefix("v1,"));
             any_matches(candidates.map(|b64| matches_base64(&expected, b64, "webhook-signature")), "webhook-signature")
         }
+        Scheme::Hmac(hmac) => {
+            let signature = named_header(delivery, &hmac.header)?;
+            let timestamp = match &hmac.timestamp {
+                Some((name, millis)) => {
+                    let text = named_header(delivery, name)?;
+                    let value: i64 = text.parse().map_err(|_| Refused::Malformed("timestamp"))?;
+                    fresh(if *millis { value / 1000 } else { value }, now)?;
+                    Some(text)
+                }
+                None => None,
+            };
+            let mut parts: Vec<Vec<u8>> = Vec::with_capacity(hmac.signed.len());
+            for part in &hmac.signed {
+                parts.push(match part {
+                    SignedPart::Literal(text) => text.as_bytes().to_vec(),
+                    SignedPart::Body => delivery.body.to_vec(),
+                    SignedPart::Timestamp => timestamp.unwrap_or_default().as_bytes().to_vec(),
+                    SignedPart::Method => delivery.method.as_bytes().to_vec(),
+                    SignedPart::Url => delivery.uri.as_bytes().to_vec(),
+                    SignedPart::Header(name) => named_header(delivery, name)?.as_bytes().to_vec(),
+                });
+            }
+            let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+            let expected = sign(secret.as_bytes(), &parts);
+            let given = signature.strip_prefix(hmac.prefix.as_str()).ok_or(Refused::Mismatch)?;
+            if hmac.base64 { matches_base64(&expected, given, "signature") } else { matches_hex(&expected, given) }
+        }
     }
+}
+
+impl Scheme {
+    /// The headers the scheme reads (each must be sent at most once).
+    pub fn headers(&self) -> Vec<String> {
+        let names: &[&str] = match self {
+            Scheme::SlackV0 => &["x-slack-request-timestamp", "x-slack-signature"],
+            Scheme::HubSpotV3 => &["x-hubspot-request-timestamp", "x-hubspot-signature-v3"],
+            Scheme::StripeV1 => &["stripe-signature"],
+            Scheme::GitHubSha256 => &["x-hub-signature-256"],
+            Scheme::StandardWebhooks => &["webhook-id", "webhook-timestamp", "webhook-signature"],
+            Scheme::Hmac(hmac) => {
+                let mut names = vec![hmac.header.clone()];
+                names.extend(hmac.timestamp.iter().map(|(name, _)| name.clone()));
+                names.extend(hmac.signed.iter().filter_map(|part| match part {
+                    SignedPart::Header(name) => Some(name.clone()),
+                    _ => None,
+                }));
+                return names;
+            }
+        };
+        names.iter().map(|name| name.to_string()).collect()
+    }
+
+    /// The headers that carry signatures (redacted where deliveries are kept).
+    pub fn secret_headers(&self) -> Vec<String> {
+        match self {
+            Scheme::SlackV0 => vec!["x-slack-signature".into()],
+            Scheme::HubSpotV3 => vec!["x-hubspot-signature-v3".into(), "x-hubspot-signature".into()],
+            Scheme::StripeV1 => vec!["stripe-signature".into()],
+            Scheme::GitHubSha256 => vec!["x-hub-signature-256".into(), "x-hub-signature".into()],
+            Scheme::StandardWebhooks => vec!["webhook-signature".into()],
+            Scheme::Hmac(hmac) => vec![hmac.header.clone()],
+        }
+    }
+}
+
+fn named_header<'a>(delivery: &Delivery<'a>, name: &str) -> Result<&'a str, Refused> {
+    let value = delivery.headers.get(name).ok_or(Refused::Missing("signature"))?;
+    value.to_str().map(str::trim).map_err(|_| Refused::Malformed("signature"))
 }
 
 fn header<'a>(delivery: &Delivery<'a>, name: &'static str) -> Result<&'a str, Refused> {

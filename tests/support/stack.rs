@@ -66,6 +66,8 @@ pub struct StackConfig {
     pub env: std::collections::BTreeMap<String, String>,
     /// SQLite only: how long a statement waits for a lock held elsewhere (default 5 s).
     pub sqlite_busy_timeout: Option<Duration>,
+    /// What schedules take as now: tests set a manual clock and tick by hand.
+    pub clock: sluice_shared::scheduler::Clock,
 }
 
 /// The `{{env.NAME}}` values of every test stack: the OAuth client of the tests' fake provider.
@@ -84,6 +86,7 @@ impl Default for StackConfig {
             visibility: sluice_cli::stack::VISIBILITY,
             env: TEST_ENV.map(|(name, value)| (name.to_string(), value.to_string())).into(),
             sqlite_busy_timeout: None,
+            clock: sluice_shared::scheduler::Clock::System,
         }
     }
 }
@@ -211,6 +214,7 @@ impl TestStack {
             host,
             recovery_delay: config.recovery_delay,
             env: config.env.clone(),
+            clock: config.clock.clone(),
             ..Settings::default()
         };
         let duplicating = config.duplicate_deliveries || config.duplicate_some.is_some();
@@ -238,6 +242,7 @@ impl TestStack {
             limits: config.limits,
             sweep,
             visibility: config.visibility,
+            scheduler_every: None,
         };
         let stack = LocalStack::start(runtime.clone(), queue, options).await.expect("start the local stack");
 

@@ -8,7 +8,9 @@ pub mod duration;
 pub mod kinds;
 pub mod load;
 pub mod project;
+pub mod schedule;
 pub mod schema;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 
@@ -18,6 +20,7 @@ use serde_json::Value;
 
 pub use duration::DurationSpec;
 pub use kinds::{ActionStep, BodyType, DelayStep, FanOutStep, FunctionStep, Pagination, RequestAuth};
+pub use schedule::ScheduleTrigger;
 
 /// One workflow: a trigger and the steps it runs, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -112,6 +115,22 @@ pub enum Trigger {
     IntegrationEnabled,
     /// A connected user (re)connects the workflow's integration through the hosted OAuth flow.
     OauthConnected,
+    /// An event of the integration's webhooks (`POST /projects/{p}/webhooks/{integration}`)
+    /// for a connected user, whose type is `event` and which meets `filter`; the event is
+    /// `{{trigger.body}}`. Only in an integration's workflows.
+    Webhook {
+        /// The event's type, as the integration's webhook declaration finds it (1–128 characters).
+        event: String,
+        /// Conditions on the event (the conditional step's `when`): events that do not meet
+        /// them start nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<Condition>,
+    },
+    /// A clock: at each fire of the schedule, a run for every user who enabled the workflow.
+    Schedule(ScheduleTrigger),
+    /// A request run on an interval for each enabled user; each new item it returns starts an
+    /// execution with `{{trigger.item}}`.
+    Poll(Box<PollTrigger>),
 }
 
 impl Trigger {
@@ -122,6 +141,9 @@ impl Trigger {
             Trigger::AppEvent { .. } => "app_event",
             Trigger::IntegrationEnabled => "integration_enabled",
             Trigger::OauthConnected => "oauth_connected",
+            Trigger::Webhook { .. } => "webhook",
+            Trigger::Schedule(_) => "schedule",
+            Trigger::Poll(_) => "poll",
         }
     }
 
@@ -132,6 +154,90 @@ impl Trigger {
             _ => None,
         }
     }
+
+    /// The webhook event type the workflow listens to, if it does.
+    pub fn webhook_event(&self) -> Option<&str> {
+        match self {
+            Trigger::Webhook { event, .. } => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The schedule of a `schedule` trigger, or the interval of a `poll` trigger: what the
+    /// scheduler computes fires from.
+    pub fn schedule(&self) -> Option<std::borrow::Cow<'_, ScheduleTrigger>> {
+        match self {
+            Trigger::Schedule(schedule) => Some(std::borrow::Cow::Borrowed(schedule)),
+            Trigger::Poll(poll) => Some(std::borrow::Cow::Owned(poll.schedule())),
+            _ => None,
+        }
+    }
+
+    /// Whether the clock starts it (`schedule` and `poll`), so the scheduler has to tick.
+    pub fn is_clocked(&self) -> bool {
+        matches!(self, Trigger::Schedule(_) | Trigger::Poll(_))
+    }
+}
+
+/// `trigger: {type: poll, ...}`: a Request step's request, run every `every` for each enabled
+/// user (with the integration's credentials); the items it lists whose `key` the user has not
+/// seen start one execution each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct PollTrigger {
+    /// How often (elapsed time, at least 10s), at the multiples of it since the Unix epoch.
+    pub every: DurationSpec,
+    /// The request (a Request step's fields, without `pagination`); it may use `settings`,
+    /// `env`, `user`, `workflow` and `credentials`.
+    pub request: RequestStep,
+    /// Where the list of items is in the response `{status, headers, body}` (default `body`).
+    #[serde(default = "default_poll_items", skip_serializing_if = "is_default_poll_items")]
+    pub items: String,
+    /// What tells items apart: a template over `item` (default `{{item.id}}`).
+    #[serde(default = "default_poll_key", skip_serializing_if = "is_default_poll_key")]
+    pub key: String,
+    /// What the first poll after a user enables the workflow does with what it lists.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub initial: PollInitial,
+}
+
+/// The shortest interval of a poll.
+pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub const DEFAULT_POLL_ITEMS: &str = "body";
+pub const DEFAULT_POLL_KEY: &str = "{{item.id}}";
+
+fn default_poll_items() -> String {
+    DEFAULT_POLL_ITEMS.to_string()
+}
+
+fn is_default_poll_items(items: &String) -> bool {
+    items == DEFAULT_POLL_ITEMS
+}
+
+fn default_poll_key() -> String {
+    DEFAULT_POLL_KEY.to_string()
+}
+
+fn is_default_poll_key(key: &String) -> bool {
+    key == DEFAULT_POLL_KEY
+}
+
+impl PollTrigger {
+    /// Its interval as a schedule (UTC, `overlap: skip`, `catchup: latest`: a poll missed in an
+    /// outage runs once, and lists everything new since the last one anyway).
+    pub fn schedule(&self) -> ScheduleTrigger {
+        schedule::interval(&self.every)
+    }
+}
+
+/// The first poll's items.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PollInitial {
+    /// Only recorded as seen: what existed before the user enabled the workflow starts nothing.
+    #[default]
+    Skip,
+    /// Each starts an execution, as later new items do.
+    Fire,
 }
 
 /// The HTTP method a request trigger answers to.

@@ -133,6 +133,15 @@ pub struct IntegrationConfig {
     /// URL, replacing the catalog's (`production`, `sandbox`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hosts: Option<std::collections::BTreeMap<String, String>>,
+    /// The secret the provider signs webhooks with, exactly `{{env.NAME}}` (Slack's signing
+    /// secret; a custom integration's `webhooks.verify.secret` may name it as
+    /// `{{config.webhookSecret}}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret: Option<String>,
+    /// Custom integrations: how their webhooks are verified and routed
+    /// (`POST /projects/{p}/webhooks/custom.<name>`); built-ins declare theirs in the catalog.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<super::webhook::WebhookSpec>,
 }
 
 /// How the users of a custom integration authenticate.

@@ -133,6 +133,21 @@ mod tests {
     }
 
     #[test]
+    fn schema_describes_the_webhook_schedule_and_poll_triggers() {
+        let schema = workflow_schema();
+        let text = schema.to_string();
+        for word in ["webhook", "filter", "schedule", "every", "hourly", "daily", "weekly", "cron", "timezone"] {
+            assert!(text.contains(&format!("\"{word}\"")), "schema lacks {word}");
+        }
+        for word in ["overlap", "catchup", "poll", "request", "items", "key", "initial", "monday", "allow", "fire"] {
+            assert!(text.contains(&format!("\"{word}\"")), "schema lacks {word}");
+        }
+        let defs = &schema["$defs"];
+        assert_eq!(defs["Hourly"]["properties"]["minute"]["maximum"], 59);
+        assert_eq!(defs["ScheduleTrigger"]["oneOf"].as_array().map(Vec::len), Some(5), "one rule of five");
+    }
+
+    #[test]
     fn schema_states_the_ranges_of_the_new_numbers() {
         let schema = workflow_schema();
         let defs = &schema["$defs"];

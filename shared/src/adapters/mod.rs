@@ -1,10 +1,13 @@
-//! Adapters for the ports: SQLite (embedded, `sqlite` feature) and DynamoDB + SQS (`aws`).
+//! Adapters for the ports: SQLite (embedded, `sqlite` feature) and DynamoDB + SQS, KMS and
+//! EventBridge (`aws`).
 //!
 //! Invariant: every adapter passes the same `crate::conformance` suites; where a backend
 //! cannot behave exactly like the others, the difference is written down in that suite.
 
 #[cfg(feature = "aws")]
 pub mod dynamodb;
+#[cfg(feature = "aws")]
+pub mod eventbridge;
 #[cfg(feature = "aws")]
 pub mod kms;
 #[cfg(feature = "sqlite")]

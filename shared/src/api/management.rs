@@ -81,6 +81,7 @@ pub(super) async fn deploy(
     })?;
     drop(folder);
     let outcomes = deploy::deploy_project(runtime.store.as_ref(), project_id, &definition).await?;
+    crate::scheduler::switch_rule(runtime, project_id).await;
     Ok(json_response(StatusCode::OK, &report(&outcomes)))
 }
 
@@ -145,6 +146,7 @@ pub(super) async fn undeploy_workflow(
     let outcome = deploy::undeploy_workflow(runtime.store.as_ref(), project_id, workflow_id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("workflow `{workflow_id}` is not deployed in this project")))?;
+    crate::scheduler::switch_rule(runtime, project_id).await;
     Ok(json_response(StatusCode::OK, &report(&[outcome])))
 }
 
@@ -159,6 +161,7 @@ pub(super) async fn undeploy_integration(
     let outcomes = deploy::undeploy_integration(runtime.store.as_ref(), project_id, name)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("integration `{name}` is not deployed in this project")))?;
+    crate::scheduler::switch_rule(runtime, project_id).await;
     Ok(json_response(StatusCode::OK, &report(&outcomes)))
 }
 

@@ -8,9 +8,11 @@ mod executions;
 mod idempotency;
 mod management;
 mod respond;
+mod schedules;
 mod test_runs;
 mod trigger;
 mod validate;
+mod webhooks;
 
 pub use test_runs::TEST_WORKFLOW_PREFIX;
 
@@ -176,6 +178,23 @@ impl Api {
                     _ => return Err(ApiError::MethodNotAllowed("use GET or PUT for this route".into())),
                 };
                 connect::settings(&self.runtime.connect, project, &parts.headers, of, write).await
+            }
+            ["projects", project, "webhooks", target] => {
+                allow(&request, &Method::POST)?;
+                let (project, target) = (id(project)?, integration(target)?);
+                webhooks::receive(&self.runner, project, target, request).await
+            }
+            ["projects", project, "webhook-deliveries"] => {
+                allow(&request, &Method::GET)?;
+                webhooks::list(&self.runner, id(project)?, request.headers(), request.uri().query()).await
+            }
+            ["projects", project, "webhook-deliveries", delivery] => {
+                allow(&request, &Method::GET)?;
+                webhooks::get(&self.runner, id(project)?, id(delivery)?, request.headers()).await
+            }
+            ["projects", project, "schedules"] => {
+                allow(&request, &Method::GET)?;
+                schedules::list(&self.runner, id(project)?, request.headers(), request.uri().query()).await
             }
             ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),

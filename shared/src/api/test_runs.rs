@@ -109,14 +109,17 @@ pub(super) async fn handle(
         Trigger::AppEvent { event } => (TriggerKind::AppEvent, Some(event.clone())),
         Trigger::IntegrationEnabled => (TriggerKind::IntegrationEnabled, None),
         Trigger::OauthConnected => (TriggerKind::OauthConnected, None),
+        Trigger::Webhook { event, .. } => (TriggerKind::Webhook, Some(event.clone())),
+        Trigger::Schedule(_) => (TriggerKind::Schedule, None),
+        Trigger::Poll(_) => (TriggerKind::Poll, None),
     };
     let body = match (&request.trigger.body, &event) {
         (Some(body), _) => body.clone(),
-        (None, Some(name)) => {
+        (None, Some(name)) if kind == TriggerKind::AppEvent => {
             let declared = runtime.store.app_events(project_id).await?;
             declared.into_iter().find(|e| &e.name == name).map(|e| e.example).unwrap_or_else(|| json!({}))
         }
-        (None, None) => json!({}),
+        (None, _) => json!({}),
     };
     let trigger = TriggerData {
         kind,

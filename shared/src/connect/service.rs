@@ -182,7 +182,11 @@ impl Connect {
         if self.known_users.lock().is_ok_and(|known| known.contains(&key)) {
             return Ok(());
         }
-        self.store.ensure_user(project_id, user_id).await?;
+        if self.store.ensure_user(project_id, user_id).await? {
+            // A new user has every schedule enabled by default (a workflow outside any
+            // integration, or `enabled_by_default`) from now on.
+            crate::scheduler::sync_user(self.store.as_ref(), project_id, user_id).await?;
+        }
         if let Ok(mut known) = self.known_users.lock() {
             if known.len() >= REMEMBERED {
                 known.clear();

@@ -67,7 +67,14 @@ pub trait UserStore: Send + Sync {
     /// others; the user afterwards.
     async fn update_user(&self, project_id: &str, user_id: &str, meta: &UserMeta) -> Result<ConnectedUser, StoreError>;
     async fn get_user(&self, project_id: &str, user_id: &str) -> Result<Option<ConnectedUser>, StoreError>;
+    /// The ids of the project's users, sorted, at most `limit` (capped at [`MAX_USERS_PAGE`])
+    /// after `after`: every user `ensure_user` or `update_user` recorded. Read from a
+    /// per-project index (one query per page on DynamoDB), never by a scan.
+    async fn list_users(&self, project_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError>;
 }
+
+/// The most user ids one [`UserStore::list_users`] call returns.
+pub const MAX_USERS_PAGE: usize = 1000;
 
 /// What a user switched on or off explicitly: integration name → on, workflow id → on.
 /// Anything absent was never chosen (see [`Enablement::runs`]).

@@ -63,6 +63,10 @@ pub fn base(execution: &Execution, env: &BTreeMap<String, String>) -> Value {
     if let Some(event) = &data.event {
         trigger["event"] = json!(event);
     }
+    if data.kind == TriggerKind::Poll {
+        // A polling trigger's item is `{{trigger.item}}` (and its body).
+        trigger["item"] = data.body.clone();
+    }
     json!({
         "trigger": trigger,
         "steps": {},

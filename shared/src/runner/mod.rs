@@ -211,6 +211,12 @@ impl Runner {
     /// last delivery before the dead-letter queue, a failure also fails the execution, so
     /// no execution stays `running` forever.
     pub async fn handle(&self, body: &str, receive_count: u32) -> Result<(), RunError> {
+        if body.starts_with("{\"fire\":") {
+            return self.handle_fire(body).await;
+        }
+        if body.starts_with("{\"tick\":") {
+            return self.handle_tick(body).await;
+        }
         let message: StepMessage =
             serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
         let result = self.run_message(&message, receive_count > 1).await;
@@ -225,6 +231,46 @@ impl Runner {
             }
         }
         result
+    }
+
+    /// A schedule's fire handed to the queue to start at its instant
+    /// ([`crate::scheduler::FireMessage`]).
+    async fn handle_fire(&self, body: &str) -> Result<(), RunError> {
+        #[derive(serde::Deserialize)]
+        struct Wrapped {
+            fire: crate::scheduler::FireMessage,
+        }
+        let wrapped: Wrapped =
+            serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed fire message: {e}")))?;
+        crate::scheduler::fire_message(self, &wrapped.fire).await.map_err(|error| {
+            if error.is_retryable() {
+                RunError::Retryable(error.to_string())
+            } else {
+                RunError::Poison(error.to_string())
+            }
+        })
+    }
+
+    /// The rest of a scheduler tick handed on by an invocation that ran out of budget
+    /// ([`crate::scheduler::TickMessage`]).
+    async fn handle_tick(&self, body: &str) -> Result<(), RunError> {
+        #[derive(serde::Deserialize)]
+        struct Wrapped {
+            tick: crate::scheduler::TickMessage,
+        }
+        let wrapped: Wrapped =
+            serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed tick message: {e}")))?;
+        let settings = crate::scheduler::aws_settings();
+        let budget = std::time::Duration::from_secs(40);
+        crate::scheduler::run_invocation(self, &settings, Some(wrapped.tick.cursor), budget).await.map(|_| ()).map_err(
+            |error| {
+                if error.is_retryable() {
+                    RunError::Retryable(error.to_string())
+                } else {
+                    RunError::Poison(error.to_string())
+                }
+            },
+        )
     }
 
     /// The workflow version `execution` runs, from the cache or the store.

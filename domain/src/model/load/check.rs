@@ -5,6 +5,8 @@
 //! every problem it finds, step by step in document order, and only descends into values whose shape it
 //! has confirmed.
 
+mod trigger;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -12,6 +14,7 @@ use std::time::Duration;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use super::refs::RefContext;
 use crate::model::duration::DurationSpec;
 use crate::template::kind;
 
@@ -21,9 +24,9 @@ pub(super) const MAX_WORKFLOW_ID_LEN: usize = 64;
 
 const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps", "inputs", "enabled_by_default"];
 const TRIGGER_TYPES: &[&str] =
-    &["request", "app_event", "integration_enabled", "oauth_connected", "webhook", "schedule"];
+    &["request", "app_event", "integration_enabled", "oauth_connected", "webhook", "schedule", "poll"];
 /// The trigger types this version runs.
-const SUPPORTED_TRIGGERS: &str = "request, app_event, integration_enabled, oauth_connected";
+const SUPPORTED_TRIGGERS: &str = "request, app_event, integration_enabled, oauth_connected, webhook, schedule, poll";
 const TRIGGER_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE"];
 /// The longest app event name.
 pub const MAX_EVENT_NAME_LEN: usize = 128;
@@ -49,6 +52,10 @@ pub(super) struct Checker {
     pub(super) known_settings: Option<HashSet<String>>,
     /// The integration the workflow belongs to (its folder), whose actions it may use.
     pub(super) integration: Option<String>,
+    /// The workflow's trigger type, once read (`trigger.item` exists only with `poll`).
+    pub(super) trigger_type: Option<String>,
+    /// Where the templates being checked run: steps, or a part of the trigger.
+    pub(super) refs_in: RefContext,
 }
 
 impl Checker {
@@ -59,6 +66,8 @@ impl Checker {
             first_seen: HashMap::new(),
             known_settings,
             integration: None,
+            trigger_type: None,
+            refs_in: RefContext::Steps,
         }
     }
 }
@@ -211,6 +220,7 @@ impl Checker {
         let Some(trigger_type) = self.string(kind_value, "trigger.type") else {
             return;
         };
+        self.trigger_type = Some(trigger_type.to_string());
         match trigger_type {
             "request" => {
                 self.only_keys(map, "trigger", &["type", "method", "validate"]);
@@ -243,12 +253,9 @@ impl Checker {
                 }
             }
             "integration_enabled" | "oauth_connected" => self.only_keys(map, "trigger", &["type"]),
-            other if TRIGGER_TYPES.contains(&other) => {
-                self.problem(
-                    "trigger.type",
-                    format!("trigger type `{other}` is not supported yet (supported: {SUPPORTED_TRIGGERS})"),
-                );
-            }
+            "webhook" => self.webhook_trigger(map),
+            "schedule" => self.schedule_trigger(map),
+            "poll" => self.poll_trigger(map),
             other => self.problem(
                 "trigger.type",
                 format!("unknown trigger type `{other}` (valid: {})", TRIGGER_TYPES.join(", ")),

@@ -69,6 +69,7 @@ const BUILT_IN_KEYS: &[&str] = &[
     "userScopes",
     "apiVersion",
     "loginHosts",
+    "webhookSecret",
 ];
 const CUSTOM_KEYS: &[&str] = &[
     "authenticationType",
@@ -81,6 +82,8 @@ const CUSTOM_KEYS: &[&str] = &[
     "apiBaseUrl",
     "testEndpointPath",
     "authorization",
+    "webhookSecret",
+    "webhooks",
 ];
 
 /// Whether `dir` is laid out as a project (it has an `integrations/` folder).
@@ -267,7 +270,8 @@ fn load_events(dir: &Path) -> (Vec<AppEvent>, Vec<Problem>) {
 }
 
 /// Triggers that need the project: an app event must be declared, and the triggers of a
-/// connection (`integration_enabled`, `oauth_connected`) belong to an integration's workflows.
+/// connection (`integration_enabled`, `oauth_connected`) and of its app's webhooks (`webhook`)
+/// belong to an integration's workflows.
 fn trigger_problems(integrations: &[Integration], events: &[AppEvent]) -> Vec<Problem> {
     let declared: Vec<&str> = events.iter().map(|event| event.name.as_str()).collect();
     let mut problems = Vec::new();
@@ -284,7 +288,7 @@ fn trigger_problems(integrations: &[Integration], events: &[AppEvent]) -> Vec<Pr
                         format!("no app event `{event}` is declared (declared: {})", declared.join(", "))
                     },
                 )),
-                trigger @ (Trigger::IntegrationEnabled | Trigger::OauthConnected)
+                trigger @ (Trigger::IntegrationEnabled | Trigger::OauthConnected | Trigger::Webhook { .. })
                     if integration.name == IMPLICIT_INTEGRATION =>
                 {
                     Some((
@@ -562,6 +566,31 @@ impl Checker {
             self.custom_auth(map);
         } else {
             self.built_in_api(map);
+        }
+        self.webhooks(map, custom);
+    }
+
+    /// `webhookSecret` (exactly `{{env.NAME}}`) and a custom integration's `webhooks`
+    /// declaration (`crate::model::webhook`).
+    fn webhooks(&mut self, map: &serde_json::Map<String, Value>, custom: bool) {
+        if let Some(secret) = map.get("webhookSecret") {
+            self.env_only(secret, "webhookSecret");
+        }
+        let Some(spec) = map.get("webhooks") else { return };
+        if !custom {
+            self.problem("webhooks", "built-in integrations declare their webhooks in the catalog");
+            return;
+        }
+        match serde_json::from_value::<crate::model::webhook::WebhookSpec>(spec.clone()) {
+            Err(error) => self.problem("webhooks", format!("not a webhook declaration: {error}")),
+            Ok(spec) => {
+                for (path, message) in spec.problems() {
+                    self.problem(&format!("webhooks.{path}"), message);
+                }
+                if spec.verify.secret == "{{config.webhookSecret}}" && !map.contains_key("webhookSecret") {
+                    self.problem("webhooks.verify.secret", "names `webhookSecret`, which this config does not set");
+                }
+            }
         }
     }
 

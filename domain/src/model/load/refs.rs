@@ -18,6 +18,43 @@ const ROOTS: &[&str] = &["trigger", "steps", "settings", "env", "user", "executi
 const BRANCH_ROOTS: &[&str] = &["item", "index"];
 const TRIGGER_PARTS: &[&str] = &["body", "query", "headers", "payload", "event", "type"];
 
+/// Where the templates being checked are evaluated: in a step (the rules above), or in a
+/// trigger, before any execution exists.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum RefContext {
+    #[default]
+    Steps,
+    /// A webhook trigger's `filter`: the event (`trigger.*`) and `user.id`.
+    WebhookFilter,
+    /// A poll trigger's `request`: the user's values, no trigger yet.
+    PollRequest,
+    /// A poll trigger's `key`: one listed `item`.
+    PollKey,
+}
+
+impl RefContext {
+    /// Why `root` cannot be used in this context, before the general rules apply.
+    fn refuses(self, root: &str) -> Option<String> {
+        match (self, root) {
+            (RefContext::WebhookFilter, "trigger" | "user") => None,
+            (RefContext::WebhookFilter, _) => Some(format!(
+                "`{root}` does not exist in a webhook filter: it is checked on the event before an \
+                 execution starts (use trigger.body, trigger.headers, trigger.event or user.id)"
+            )),
+            (RefContext::PollRequest, "steps" | "trigger" | "execution" | "item" | "index") => Some(format!(
+                "`{root}` does not exist in a poll's request: it runs before any execution \
+                 (use settings, env, user, workflow or credentials)"
+            )),
+            (RefContext::PollKey, "item") => None,
+            (RefContext::PollKey, _) => Some(
+                "a poll's `key` is computed from each listed item: only `item` is available (e.g. `{{item.id}}`)"
+                    .to_string(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 /// The ids of the steps that certainly ran before a point of the workflow: those added at
 /// this level (a list's earlier steps, a conditional's own id) and, through `outer`, those
 /// before the enclosing list. A chain, not a copy per level, so that checking is linear in
@@ -93,13 +130,25 @@ impl Checker {
     /// Why `expr` cannot be used here, if it cannot.
     fn reference_problem(&self, expr: &PathExpr, scope: &Scope) -> Option<String> {
         let root = expr.root().unwrap_or_default();
+        if self.refs_in == RefContext::PollKey && root == "item" {
+            return None;
+        }
+        if let Some(problem) = self.refs_in.refuses(root) {
+            return Some(problem);
+        }
+        let poll = self.trigger_type.as_deref() == Some("poll");
         match root {
             "trigger" => match expr.segments.get(1) {
                 None => None,
                 Some(Segment::Key(part)) if TRIGGER_PARTS.contains(&part.as_str()) => None,
+                Some(Segment::Key(part)) if part == "item" && poll => None,
+                Some(Segment::Key(part)) if part == "item" => {
+                    Some("`trigger.item` exists only in a workflow with a `poll` trigger".to_string())
+                }
                 Some(_) => Some(format!(
-                    "`{}` does not exist (use trigger.body, trigger.query, trigger.headers, trigger.payload, trigger.event or trigger.type)",
-                    prefix(expr, 2)
+                    "`{}` does not exist (use trigger.body, trigger.query, trigger.headers, trigger.payload, trigger.event{} or trigger.type)",
+                    prefix(expr, 2),
+                    if poll { ", trigger.item" } else { "" }
                 )),
             },
             "steps" => self.step_reference_problem(expr, scope),

@@ -170,17 +170,15 @@ fn workflow_ids_are_limited_to_64_characters() {
 }
 
 #[test]
-fn webhook_and_schedule_triggers_are_not_supported_yet_and_unknown_ones_are_listed() {
+fn unknown_trigger_types_are_listed() {
     let with = |t: &str| format!("id: wf\ntrigger: {{ type: {t} }}\nsteps: [{{ id: r, type: response }}]\n");
     assert_problems(
-        &with("webhook"),
+        &with("cron"),
         &[(
             "trigger.type",
-            "trigger type `webhook` is not supported yet (supported: request, app_event, integration_enabled, oauth_connected)",
+            "unknown trigger type `cron` (valid: request, app_event, integration_enabled, oauth_connected, webhook, schedule, poll)",
         )],
     );
-    assert_problems(&with("schedule"), &[("trigger.type", "not supported yet")]);
-    assert_problems(&with("cron"), &[("trigger.type", "unknown trigger type `cron` (valid: request, app_event")]);
     assert_problems(
         "id: wf\ntrigger: {}\nsteps: [{ id: r, type: response }]\n",
         &[("trigger.type", "`type` is required")],

@@ -6,7 +6,10 @@
 //!   `ENABLED#<kind>#<target>` (one item per explicit choice) and
 //!   `SETTING#<scope>#<id>` (one item per stored value) and `CREDENTIAL#<integration>` (the
 //!   sealed credentials, written with their identity index by [`super::credentials`]): a
-//!   user's choices and values are one Query each, and no two users ever share an item.
+//!   user's choices and values are one Query each, and no two users ever share an item;
+//! - the project's user index `USERS#<p>` / `<user>`, written before the user's `META` by
+//!   `ensure_user` and `update_user`, so that `list_users` pages through a project's users in
+//!   id order with one Query per page.
 
 use std::collections::BTreeMap;
 
@@ -14,10 +17,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 use serde_json::Value;
 
-use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, s};
+use super::{DynamoStore, Item, backend, get_opt_s, get_s, get_ts, ms, project_pk, query_up_to, s};
 use crate::ports::{
-    ConnectedUser, Enablement, EnablementStore, IntegrationRecord, IntegrationStore, SettingsScope, SettingsStore,
-    StoreError, Switch, UserMeta, UserStore, check_setting_values,
+    ConnectedUser, Enablement, EnablementStore, IntegrationRecord, IntegrationStore, MAX_USERS_PAGE, SettingsScope,
+    SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values,
 };
 use crate::record::now;
 
@@ -30,6 +33,12 @@ const TRANSACTION_ITEMS: usize = 100;
 
 pub(super) fn user_pk(project_id: &str, user_id: &str) -> String {
     format!("USER#{project_id}#{user_id}")
+}
+
+/// The project's user index: one item per user, sort key the user id, so a page of user ids
+/// in order is one `Query`.
+fn users_pk(project_id: &str) -> String {
+    format!("USERS#{project_id}")
 }
 
 fn setting_prefix(scope: &SettingsScope) -> String {
@@ -138,11 +147,13 @@ fn decode_integration(item: &Item) -> Result<IntegrationRecord, StoreError> {
 #[async_trait]
 impl UserStore for DynamoStore {
     async fn ensure_user(&self, project_id: &str, user_id: &str) -> Result<bool, StoreError> {
+        self.list_user(project_id, user_id).await?;
         let pk = user_pk(project_id, user_id);
         self.put_new(item(vec![("pk", s(pk)), ("sk", s(USER_SK)), ("created_at", ms(&now()))])).await
     }
 
     async fn update_user(&self, project_id: &str, user_id: &str, meta: &UserMeta) -> Result<ConnectedUser, StoreError> {
+        self.list_user(project_id, user_id).await?;
         let mut expression = vec!["created_at = if_not_exists(created_at, :now)".to_string()];
         let mut update = self
             .client
@@ -172,6 +183,45 @@ impl UserStore for DynamoStore {
     async fn get_user(&self, project_id: &str, user_id: &str) -> Result<Option<ConnectedUser>, StoreError> {
         let item = self.get(user_pk(project_id, user_id), USER_SK).await?;
         item.map(|item| decode_user(user_id, &item)).transpose()
+    }
+
+    async fn list_users(&self, project_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let limit = limit.min(MAX_USERS_PAGE);
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let pk = users_pk(project_id);
+        let start = after.map(|after| item(vec![("pk", s(pk.clone())), ("sk", s(after))]));
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk))
+            .consistent_read(true);
+        let (items, _) = query_up_to(query, start, limit, 0).await?;
+        items.iter().map(|item| get_s(item, "user_id").map(str::to_string)).collect()
+    }
+}
+
+impl DynamoStore {
+    /// Puts the user's item in the project's user index (idempotent). Written before the user
+    /// itself, so that no crash leaves a recorded user out of `list_users`.
+    async fn list_user(&self, project_id: &str, user_id: &str) -> Result<(), StoreError> {
+        let entry = item(vec![
+            ("pk", s(users_pk(project_id))),
+            ("sk", s(user_id)),
+            ("project_id", s(project_id)),
+            ("user_id", s(user_id)),
+        ]);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(entry))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
     }
 }
 

@@ -10,8 +10,9 @@
 //! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB; files, which may be
 //! larger, are split into binary chunk items of at most 300 KiB (`files`); fan-out items are
 //! grouped into JSON chunk items of at most 100 items or 64 KiB, and completed branches are
-//! recorded and counted by one transaction each (`fan_out`). Only idempotency records expire
-//! (`idempotency`): they carry the table's TTL attribute [`TTL_ATTRIBUTE`].
+//! recorded and counted by one transaction each (`fan_out`). Only idempotency records
+//! (`idempotency`) and kept webhook deliveries (`triggers`) expire: they carry the table's TTL
+//! attribute [`TTL_ATTRIBUTE`].
 
 mod connect;
 mod credentials;
@@ -20,6 +21,7 @@ mod fan_out;
 mod files;
 mod idempotency;
 pub mod sweep;
+pub mod triggers;
 mod workflows;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
@@ -46,7 +49,7 @@ type Item = HashMap<String, AttributeValue>;
 pub const TTL_ATTRIBUTE: &str = "expiresAt";
 
 /// `ProjectStore`, `WorkflowStore`, `ExecutionStore`, `FileStore`, `FanOutStore`, the connect
-/// layer's stores and `IdempotencyStore` over one DynamoDB table.
+/// layer's stores, `IdempotencyStore` and the triggers' stores over one DynamoDB table.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -86,6 +89,62 @@ impl DynamoStore {
             .await;
         conditional("PutItem", result)
     }
+}
+
+/// Runs `query` from `start`, page after page, until `want` items came back or it is
+/// exhausted: the first `want` items, and whether more may follow them (items read and
+/// dropped, or a page boundary right after the last one). Each request asks for the items
+/// still wanted, or `min_page` if more: `Limit` counts items before a filter expression, so a
+/// filtered query asks for more than it needs rather than one round trip per few matches.
+/// The next call can resume after the last item returned: its key attributes are its position.
+async fn query_up_to(
+    query: QueryFluentBuilder,
+    mut start: Option<Item>,
+    want: usize,
+    min_page: usize,
+) -> Result<(Vec<Item>, bool), StoreError> {
+    let mut items = Vec::new();
+    if want == 0 {
+        return Ok((items, start.is_some()));
+    }
+    loop {
+        let ask = want.saturating_sub(items.len()).max(min_page);
+        let page = query
+            .clone()
+            .set_exclusive_start_key(start)
+            .limit(i32::try_from(ask).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?;
+        items.extend(page.items.unwrap_or_default());
+        let next = page.last_evaluated_key.filter(|key| !key.is_empty());
+        if items.len() >= want {
+            let more = items.len() > want || next.is_some();
+            items.truncate(want);
+            return Ok((items, more));
+        }
+        match next {
+            Some(key) => start = Some(key),
+            None => return Ok((items, false)),
+        }
+    }
+}
+
+/// About what DynamoDB counts against its 400 KB item limit: attribute names and values in
+/// bytes (numbers by their digits, a slight overestimate).
+fn item_bytes(item: &Item) -> usize {
+    fn value_bytes(value: &AttributeValue) -> usize {
+        match value {
+            AttributeValue::S(text) | AttributeValue::N(text) => text.len(),
+            AttributeValue::B(blob) => blob.as_ref().len(),
+            AttributeValue::Ss(texts) | AttributeValue::Ns(texts) => texts.iter().map(String::len).sum(),
+            AttributeValue::Bs(blobs) => blobs.iter().map(|blob| blob.as_ref().len()).sum(),
+            AttributeValue::L(values) => 3 + values.iter().map(|v| 1 + value_bytes(v)).sum::<usize>(),
+            AttributeValue::M(map) => 3 + map.iter().map(|(k, v)| 1 + k.len() + value_bytes(v)).sum::<usize>(),
+            _ => 1,
+        }
+    }
+    item.iter().map(|(name, value)| name.len() + value_bytes(value)).sum()
 }
 
 /// A conditional write's outcome (`PutItem`, `UpdateItem`, `DeleteItem`): done, or its
@@ -129,7 +188,8 @@ where
 }
 
 /// Creates `table` (on-demand capacity, string keys `pk` HASH and `sk` RANGE, the sparse
-/// recovery-sweep index [`sweep::SWEEP_INDEX`]), waits until it is active and turns its time
+/// recovery-sweep index [`sweep::SWEEP_INDEX`] and the sparse index of due schedules
+/// [`triggers::DUE_INDEX`]), waits until it is active and turns its time
 /// to live on ([`TTL_ATTRIBUTE`]). Succeeds without change if the table already exists. For
 /// tests and local use; deployed stacks get their table from `template.yaml`.
 pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError> {
@@ -156,6 +216,13 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         )
         .build()
         .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))?;
+    let due_index = GlobalSecondaryIndex::builder()
+        .index_name(triggers::DUE_INDEX)
+        .key_schema(key(triggers::DUE_SHARD, KeyType::Hash)?)
+        .key_schema(key(triggers::DUE_AT, KeyType::Range)?)
+        .projection(Projection::builder().projection_type(ProjectionType::All).build())
+        .build()
+        .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))?;
     let result = client
         .create_table()
         .table_name(table)
@@ -164,9 +231,12 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .attribute_definitions(attribute("sk", ScalarAttributeType::S)?)
         .attribute_definitions(attribute(sweep::SHARD, ScalarAttributeType::S)?)
         .attribute_definitions(attribute(sweep::DUE_AT, ScalarAttributeType::N)?)
+        .attribute_definitions(attribute(triggers::DUE_SHARD, ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(triggers::DUE_AT, ScalarAttributeType::N)?)
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
         .global_secondary_indexes(sweep_index)
+        .global_secondary_indexes(due_index)
         .send()
         .await;
     match result {

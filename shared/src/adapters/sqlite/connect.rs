@@ -18,8 +18,8 @@ use serde_json::Value;
 use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::ports::{
     ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
-    MAX_USERS_BY_IDENTITY, SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore, check_setting_values,
-    credential_json, identity_key_fits, identity_value_fits,
+    MAX_USERS_BY_IDENTITY, MAX_USERS_PAGE, SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore,
+    check_setting_values, credential_json, identity_key_fits, identity_value_fits,
 };
 use crate::record::now;
 
@@ -115,6 +115,34 @@ impl UserStore for Sqlite {
         let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
         self.call(move |conn| read_user(conn, &project_id, &user_id)).await
     }
+
+    async fn list_users(&self, project_id: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>, StoreError> {
+        let (project_id, after) = (project_id.to_string(), after.map(str::to_string));
+        // The primary key (project, user) orders the ids (BINARY: UTF-8 byte order).
+        let limit = limit.min(MAX_USERS_PAGE) as i64;
+        self.call(move |conn| {
+            // Each statement reads a range of the primary key.
+            let mut statement = conn
+                .prepare_cached(match after {
+                    None => "SELECT user_id FROM users WHERE project_id = ?1 ORDER BY user_id LIMIT ?2",
+                    Some(_) => {
+                        "SELECT user_id FROM users WHERE project_id = ?1 AND user_id > ?3 ORDER BY user_id LIMIT ?2"
+                    }
+                })
+                .map_err(backend)?;
+            let rows = match &after {
+                None => statement.query_map(params![project_id, limit], user_id_column),
+                Some(after) => statement.query_map(params![project_id, limit, after], user_id_column),
+            }
+            .map_err(backend)?;
+            rows.map(|row| row.map_err(backend)).collect()
+        })
+        .await
+    }
+}
+
+fn user_id_column(row: &rusqlite::Row<'_>) -> rusqlite::Result<String> {
+    row.get(0)
 }
 
 fn read_user(

@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
 //! step records, settled responses, execution files, fan-out items and branch results, the
-//! connect layer's records, claimed idempotency keys, and both queues (with their dead
-//! letters).
+//! connect layer's records, claimed idempotency keys, the schedule ledger, polling seen-sets,
+//! kept webhook deliveries, and both queues (with their dead letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -16,6 +16,7 @@ mod files;
 mod idempotency;
 mod queue;
 mod start;
+mod triggers;
 mod workflows;
 
 use std::path::Path;
@@ -43,7 +44,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// branches counted before and for inline batches). 5: the connect layer's integrations,
 /// users, enablement, settings and sealed credentials. 6: app events. 7: idempotency keys.
 /// 8: the credentials' identity index (empty for credentials written before: they have no
-/// identity).
+/// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -236,11 +237,55 @@ CREATE TABLE credential_identities (
 );
 CREATE INDEX credential_identities_by_user ON credential_identities (project_id, user_id, integration);
 "#,
+    // 9: the schedule ledger (the partial index lists due rows in (next fire, key) order, never
+    // parked ones), polling seen-sets, and kept webhook deliveries (listed by id, newest first:
+    // per project by the primary key, per integration and unrouted by their indexes; the last
+    // index finds expired rows to delete).
+    r#"
+CREATE TABLE schedules (
+    project_id        TEXT NOT NULL,
+    workflow_id       TEXT NOT NULL,
+    user_id           TEXT NOT NULL,
+    next_fire_ms      INTEGER,
+    version           INTEGER NOT NULL,
+    zone              TEXT NOT NULL,
+    last_fire_ms      INTEGER,
+    last_execution_id TEXT,
+    fired             INTEGER NOT NULL,
+    skipped           INTEGER NOT NULL,
+    missed            INTEGER NOT NULL,
+    last_note         TEXT,
+    updated_at_ms     INTEGER NOT NULL,
+    PRIMARY KEY (project_id, workflow_id, user_id)
+);
+CREATE INDEX schedules_due ON schedules (next_fire_ms, project_id, workflow_id, user_id)
+    WHERE next_fire_ms IS NOT NULL;
+CREATE TABLE poll_seen (
+    project_id  TEXT NOT NULL,
+    workflow_id TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    keys        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    PRIMARY KEY (project_id, workflow_id, user_id)
+);
+CREATE TABLE webhook_deliveries (
+    project_id     TEXT NOT NULL,
+    id             TEXT NOT NULL,
+    integration    TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    unrouted       INTEGER NOT NULL,
+    record         TEXT NOT NULL,
+    PRIMARY KEY (project_id, id)
+);
+CREATE INDEX webhook_deliveries_by_integration ON webhook_deliveries (project_id, integration, id);
+CREATE INDEX webhook_deliveries_unrouted ON webhook_deliveries (project_id, id) WHERE unrouted = 1;
+CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (received_at_ms);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
 /// `ExecutionStore`, `FileStore`, `FanOutStore`, the connect layer's stores,
-/// `IdempotencyStore` and `Queue` over one SQLite database. Cheap to clone (shared
+/// `IdempotencyStore`, the triggers' stores and `Queue` over one SQLite database. Cheap to clone (shared
 /// connection).
 #[derive(Clone)]
 pub struct Sqlite {

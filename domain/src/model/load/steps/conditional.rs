@@ -29,7 +29,7 @@ impl Checker {
     }
 
     /// A `when`: `{all: [...]}`, `{any: [...]}`, a list (= all) or `{left, op, right?}`.
-    fn condition(&mut self, value: &Value, path: &str, scope: &Scope) {
+    pub(in crate::model::load) fn condition(&mut self, value: &Value, path: &str, scope: &Scope) {
         match value {
             Value::Array(items) => {
                 for (i, item) in items.iter().enumerate() {

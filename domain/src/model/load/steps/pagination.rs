@@ -86,7 +86,7 @@ impl Checker {
     }
 
     /// A path inside each page's response: `body.` or `headers.` and more, without braces.
-    fn response_path(&mut self, value: &Value, path: &str) {
+    pub(in crate::model::load) fn response_path(&mut self, value: &Value, path: &str) {
         let Some(text) = self.string(value, path) else {
             return;
         };

@@ -15,7 +15,7 @@ const BODY_TYPES: &[&str] = &["json", "form", "multipart", "raw"];
 const AUTH_TYPES: &[&str] = &["basic", "bearer"];
 
 impl Checker {
-    pub(super) fn request(&mut self, map: &Map<String, Value>, path: &str, scope: &Scope) {
+    pub(in crate::model::load) fn request(&mut self, map: &Map<String, Value>, path: &str, scope: &Scope) {
         let url_path = key_path(path, "url");
         match map.get("url") {
             None => self.problem(&url_path, "`url` is required"),

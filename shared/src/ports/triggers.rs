@@ -1,0 +1,211 @@
+//! The ports of the triggers that do not come from the application: the schedule ledger
+//! (schedules and polling triggers), polling's seen-sets, and kept webhook deliveries.
+//!
+//! Exactly-once starts do not live here: a fire, a poll item and a webhook event start their
+//! execution under an id derived from their own key (`crate::fires`), and creating an
+//! execution is already a conditional write on its id. The ledger only says what is due.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use crate::record::Timestamp;
+
+/// One (workflow, user) row of the schedule ledger: when the workflow next fires for the
+/// user. A row exists while the user has the workflow enabled (the tick removes one it finds
+/// refused); only rows with a `next_fire` are in the due index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScheduleEntry {
+    pub project_id: String,
+    pub workflow_id: String,
+    pub user_id: String,
+    /// The next instant it fires; `None`: parked, not due (never in the due index).
+    pub next_fire: Option<Timestamp>,
+    /// The deployment version `next_fire` was computed from.
+    pub version: u32,
+    /// The IANA zone `next_fire` was computed in (`UTC` for interval schedules).
+    pub zone: String,
+    /// The latest instant that fired (started, or was handed to a delayed fire message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fire: Option<Timestamp>,
+    /// The execution the latest fire started (what `overlap: skip` checks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_execution_id: Option<String>,
+    /// How many fires started an execution.
+    #[serde(default)]
+    pub fired: u64,
+    /// How many fires were skipped because the previous run was still going (`overlap: skip`).
+    #[serde(default)]
+    pub skipped: u64,
+    /// How many fires were missed (older than the catch-up window after an outage).
+    #[serde(default)]
+    pub missed: u64,
+    /// What happened last that did not start an execution, for people reading the ledger:
+    /// `skipped: …`, `missed …`, `poll failed: …`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_note: Option<String>,
+    pub updated_at: Timestamp,
+}
+
+/// Where a page of due entries ended: the next page starts after it. Opaque to callers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DueCursor(pub String);
+
+/// The most entries one [`ScheduleStore::due_schedules`] call returns.
+pub const MAX_DUE_PAGE: usize = 1000;
+
+#[async_trait]
+pub trait ScheduleStore: Send + Sync {
+    /// Writes `entry` (creating or replacing the row of its (project, workflow, user)) and
+    /// moves it in the due index.
+    async fn put_schedule(&self, entry: &ScheduleEntry) -> Result<(), StoreError>;
+    async fn get_schedule(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        user_id: &str,
+    ) -> Result<Option<ScheduleEntry>, StoreError>;
+    /// Removes the row; whether there was one.
+    async fn delete_schedule(&self, project_id: &str, workflow_id: &str, user_id: &str) -> Result<bool, StoreError>;
+    /// Entries of every project whose `next_fire` is at or before `until`, ordered by
+    /// `next_fire` (then project, workflow, user), at most `limit` (capped at
+    /// [`MAX_DUE_PAGE`]), starting after `after`; with the cursor of the next page if there
+    /// may be one. Read from a due index, never by a scan.
+    async fn due_schedules(
+        &self,
+        until: Timestamp,
+        after: Option<&DueCursor>,
+        limit: usize,
+    ) -> Result<(Vec<ScheduleEntry>, Option<DueCursor>), StoreError>;
+    /// Replaces the row by `next` only if its stored `next_fire` and `version` are still
+    /// `expected`'s (compare and swap: of concurrent ticks that claim one due row, exactly one
+    /// advances it); whether it did. A row that is gone is not recreated (false).
+    async fn advance_schedule(&self, expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<bool, StoreError>;
+    /// The project's rows (of one workflow, if given), by workflow then user; at most `limit`
+    /// after the (workflow, user) `after`.
+    async fn list_schedules(
+        &self,
+        project_id: &str,
+        workflow_id: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<Vec<ScheduleEntry>, StoreError>;
+}
+
+/// The most keys a polling trigger remembers per (workflow, user): the oldest are forgotten
+/// first. A provider page bigger than this would fire some items again, so polls read at most
+/// this many items per run.
+pub const MAX_SEEN_KEYS: usize = 2000;
+
+/// What a polling trigger has seen for one (workflow, user): hashes of item keys, oldest
+/// first, and a version for compare and swap.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SeenSet {
+    /// Hashes of the item keys seen (see `crate::fires::key_hash`), oldest first, at most
+    /// [`MAX_SEEN_KEYS`].
+    pub keys: Vec<String>,
+    /// 0 when nothing was ever stored (the first poll); each successful put increments it.
+    pub version: u64,
+}
+
+#[async_trait]
+pub trait PollStore: Send + Sync {
+    /// The seen-set of (project, workflow, user); empty with version 0 if there is none.
+    async fn get_seen(&self, project_id: &str, workflow_id: &str, user_id: &str) -> Result<SeenSet, StoreError>;
+    /// Stores `keys` (the adapters keep the last [`MAX_SEEN_KEYS`]) as version
+    /// `expected_version + 1` only if the stored version is still `expected_version`; whether
+    /// it did. Kept across deploys; removed only with [`PollStore::delete_seen`].
+    async fn put_seen(
+        &self,
+        project_id: &str,
+        workflow_id: &str,
+        user_id: &str,
+        keys: &[String],
+        expected_version: u64,
+    ) -> Result<bool, StoreError>;
+    async fn delete_seen(&self, project_id: &str, workflow_id: &str, user_id: &str) -> Result<bool, StoreError>;
+}
+
+/// How one event of a webhook delivery was handled.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveredEvent {
+    /// The provider's event id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<String>,
+    /// The event type the workflows subscribe to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_type: Option<String>,
+    /// `routed`, `unrouted` (no connected user has the identity it names), `duplicate` (its
+    /// event id was delivered before) or `ignored` (no deployed workflow subscribes).
+    pub outcome: String,
+    /// The identity value it was routed by (e.g. a Slack team id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    /// The users it was routed to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// The executions it started.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub executions: Vec<String>,
+}
+
+/// One webhook request as received, kept for [`WEBHOOK_RETENTION_DAYS`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookDelivery {
+    pub id: String,
+    pub project_id: String,
+    pub integration: String,
+    pub received_at: Timestamp,
+    /// Header name (lower case) → value; signature and other secret headers redacted.
+    pub headers: std::collections::BTreeMap<String, String>,
+    /// The raw body as received (UTF-8; a non-UTF-8 body is refused before it is kept).
+    pub body: String,
+    pub events: Vec<DeliveredEvent>,
+    /// Whether any event was unrouted (what the unrouted listing filters on).
+    pub unrouted: bool,
+}
+
+/// How long deliveries, and webhook event ids for deduplication, are kept: longer than any
+/// provider redelivers (Stripe 3 days, Standard Webhooks about 3 days).
+pub const WEBHOOK_RETENTION_DAYS: i64 = 7;
+
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Keeps `delivery` (creating or replacing the one of its id), until
+    /// [`WEBHOOK_RETENTION_DAYS`] after it was received.
+    async fn put_delivery(&self, delivery: &WebhookDelivery) -> Result<(), StoreError>;
+    async fn get_delivery(&self, project_id: &str, delivery_id: &str) -> Result<Option<WebhookDelivery>, StoreError>;
+    /// The project's deliveries, newest first, of one integration if given, only those with
+    /// an unrouted event if `unrouted_only`; at most `limit`, received before the delivery
+    /// `before` (an id from an earlier page). Expired ones are never listed.
+    async fn list_deliveries(
+        &self,
+        project_id: &str,
+        integration: Option<&str>,
+        unrouted_only: bool,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<WebhookDelivery>, StoreError>;
+}
+
+/// A JSON value as the ledger and delivery records keep it (the adapters' one encoding).
+pub fn to_json<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Reads back what [`to_json`] wrote.
+pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// The one rule that runs the scheduler (AWS: an EventBridge rule firing the `scheduler`
+/// function every minute), switched on only while some project has a schedule or poll
+/// workflow deployed, so an idle stack pays nothing. Locally there is none.
+#[async_trait]
+pub trait ScheduleRule: Send + Sync {
+    async fn set_enabled(&self, enabled: bool) -> Result<(), StoreError>;
+    async fn is_enabled(&self) -> Result<bool, StoreError>;
+}

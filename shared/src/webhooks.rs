@@ -1,0 +1,482 @@
+//! Webhooks from users' connected apps: `POST /projects/{p}/webhooks/{integration}`.
+//!
+//! A delivery is verified on its raw body with the integration's scheme (the built-in
+//! catalog's `webhooks`, or a custom integration's `config.yaml`), answered at once if it is
+//! the provider's handshake, split into its events, and each event is:
+//! 1. dropped if the integration says so (Slack's `app_rate_limited`);
+//! 2. recognised by the provider's event id: a redelivery within [`WEBHOOK_RETENTION_DAYS`]
+//!    is acknowledged and starts nothing (a claim on the idempotency store, pending while its
+//!    start is under way, done for seven days after);
+//! 3. routed to the connected users whose connection has the identity the event names
+//!    (`users_by_identity`, an index), or recorded as unrouted;
+//! 4. started, for each such user, in every deployed workflow of the integration subscribed to
+//!    its type whose `filter` holds, through the connect gate — under execution ids derived
+//!    from the event id, so a delivery retried after a crash cannot start one twice.
+//!
+//! The delivery is then kept (headers with signatures redacted, the raw body, each event's
+//! outcome and executions) and the provider gets 200. Nothing is started or kept for a
+//! delivery that is refused (401 for the signature, 4xx for the body).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::condition;
+use crate::model::Trigger;
+use crate::model::project::IntegrationConfig;
+use crate::model::webhook::{ChallengeAnswer, Encoding, SchemeName, TimestampUnit, WebhookSpec, http_header_name};
+use crate::ports::{
+    ClaimState, DeliveredEvent, Deployment, FirstWrite, IdempotencyKey, IdempotencyRecord, StartError, StoreError,
+    StoredAnswer, WEBHOOK_RETENTION_DAYS, WebhookDelivery,
+};
+use crate::record::{MAX_JSON_DEPTH, Timestamp, TriggerData, TriggerKind, now, too_deep};
+use crate::runner::Runner;
+use crate::start;
+use crate::triggers::{self, StartFor};
+use crate::webhook_signature::{self, Delivery, HmacScheme, Refused, Scheme};
+
+/// The largest delivery body (Slack's and HubSpot's are far smaller; a kept delivery must fit
+/// one DynamoDB item).
+pub const MAX_WEBHOOK_BODY: usize = 256 * 1024;
+/// The most events one delivery may carry (HubSpot sends at most 100).
+pub const MAX_EVENTS: usize = 100;
+/// How long an event id's claim lives while its start is under way: a process that died
+/// mid-start leaves it to the provider's next redelivery after this.
+const PENDING: Duration = Duration::from_secs(30);
+/// Headers never kept: they authenticate (or could) whoever sent them.
+const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization", "x-api-key"];
+
+/// A webhook request as received.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub project_id: &'a str,
+    pub integration: &'a str,
+    pub method: &'a str,
+    /// The URL the provider called, as it signs it: scheme, host, path and query.
+    pub url: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Bytes,
+}
+
+/// What a delivery is answered with.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The provider's handshake.
+    Challenge(ChallengeAnswer),
+    /// The delivery was kept; each event's outcome.
+    Accepted(Accepted),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Accepted {
+    pub delivery_id: String,
+    pub events: Vec<DeliveredEvent>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no integration `{0}` is deployed in this project")]
+    UnknownIntegration(String),
+    #[error("integration `{0}` declares no webhooks")]
+    NotDeclared(String),
+    /// The deployment lacks the signing secret: the provider should retry once it is set.
+    #[error("integration `{integration}` cannot verify webhooks: {reason}")]
+    NotConfigured { integration: String, reason: String },
+    #[error("the webhook is refused: {0}")]
+    Refused(#[from] Refused),
+    #[error("{0}")]
+    BadBody(String),
+    #[error("the body is {size} bytes, over the {limit}-byte limit for webhooks")]
+    TooLarge { size: usize, limit: usize },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+impl WebhookError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WebhookError::Store(error) => error.is_retryable(),
+            WebhookError::Start(error) => error.is_retryable(),
+            WebhookError::NotConfigured { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<triggers::TriggerError> for WebhookError {
+    fn from(error: triggers::TriggerError) -> Self {
+        match error {
+            triggers::TriggerError::Store(error) => WebhookError::Store(error),
+            triggers::TriggerError::Start(error) => WebhookError::Start(error),
+            other => WebhookError::BadBody(other.to_string()),
+        }
+    }
+}
+
+/// The webhook declaration of `integration` and its config, if it is deployed.
+async fn declaration(runner: &Runner, inbound: &Inbound<'_>) -> Result<(WebhookSpec, IntegrationConfig), WebhookError> {
+    let store = runner.runtime().store.as_ref();
+    let record = store
+        .get_integration(inbound.project_id, inbound.integration)
+        .await?
+        .ok_or_else(|| WebhookError::UnknownIntegration(inbound.integration.to_string()))?;
+    let spec = match &record.config.webhooks {
+        Some(spec) => Some(spec.clone()),
+        None => crate::catalog::integration(inbound.integration).and_then(|entry| entry.webhooks.clone()),
+    };
+    let spec = spec.ok_or_else(|| WebhookError::NotDeclared(inbound.integration.to_string()))?;
+    Ok((spec, record.config))
+}
+
+/// The secret `template` names: `{{env.NAME}}`, or a config key holding one.
+fn secret(template: &str, config: &IntegrationConfig, env: &BTreeMap<String, String>) -> Result<String, String> {
+    let from_config = |key: &str, value: &Option<String>| {
+        value.clone().ok_or_else(|| format!("its config.yaml sets no `{key}` (`{key}: \"{{{{env.NAME}}}}\"`)"))
+    };
+    let template = match template {
+        "{{config.webhookSecret}}" => from_config("webhookSecret", &config.webhook_secret)?,
+        "{{config.clientSecret}}" => from_config("clientSecret", &config.client_secret)?,
+        other => other.to_string(),
+    };
+    let name = template
+        .strip_prefix("{{env.")
+        .and_then(|rest| rest.strip_suffix("}}"))
+        .ok_or_else(|| "its signing secret is not `{{env.NAME}}`".to_string())?;
+    match env.get(name) {
+        Some(value) if !value.is_empty() => Ok(value.clone()),
+        _ => Err(format!("the environment has no `{name}` (set SLUICE_ENV_{name} on the functions)")),
+    }
+}
+
+/// The signature scheme a declaration names.
+pub fn scheme(spec: &WebhookSpec) -> Scheme {
+    let verify = &spec.verify;
+    match verify.scheme {
+        SchemeName::SlackV0 => Scheme::SlackV0,
+        SchemeName::HubspotV3 => Scheme::HubSpotV3,
+        SchemeName::StripeV1 => Scheme::StripeV1,
+        SchemeName::GithubSha256 => Scheme::GitHubSha256,
+        SchemeName::StandardWebhooks => Scheme::StandardWebhooks,
+        SchemeName::Hmac => Scheme::Hmac(HmacScheme {
+            header: verify.header.as_deref().and_then(http_header_name).unwrap_or_default(),
+            prefix: verify.prefix.clone().unwrap_or_default(),
+            base64: verify.encoding == Some(Encoding::Base64),
+            signed: crate::model::webhook::signed_parts(verify.signed.as_deref().unwrap_or("{body}"))
+                .unwrap_or_default(),
+            timestamp: verify
+                .timestamp_header
+                .as_deref()
+                .and_then(http_header_name)
+                .map(|name| (name, verify.timestamp_unit == Some(TimestampUnit::Milliseconds))),
+        }),
+    }
+}
+
+/// Receives one delivery (see the module doc).
+pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, WebhookError> {
+    if inbound.body.len() > MAX_WEBHOOK_BODY {
+        return Err(WebhookError::TooLarge { size: inbound.body.len(), limit: MAX_WEBHOOK_BODY });
+    }
+    let runtime = runner.runtime();
+    let (spec, config) = declaration(runner, &inbound).await?;
+    let secret = secret(&spec.verify.secret, &config, &runtime.settings.env)
+        .map_err(|reason| WebhookError::NotConfigured { integration: inbound.integration.to_string(), reason })?;
+    let scheme = scheme(&spec);
+    let delivery = Delivery { method: inbound.method, uri: inbound.url, headers: inbound.headers, body: inbound.body };
+    let received_at = now();
+    webhook_signature::verify(&scheme, &secret, &delivery, received_at.timestamp())?;
+
+    let text =
+        std::str::from_utf8(inbound.body).map_err(|_| WebhookError::BadBody("the body is not UTF-8 text".into()))?;
+    let body = parse_body(text, inbound.headers)?;
+    if let Some(answer) = spec.challenge_answer(&body) {
+        return answer.map(Answer::Challenge).map_err(WebhookError::BadBody);
+    }
+    let events = spec.split(&body).map_err(WebhookError::BadBody)?;
+    if events.len() > MAX_EVENTS {
+        return Err(WebhookError::BadBody(format!(
+            "a delivery carries at most {MAX_EVENTS} events, not {}",
+            events.len()
+        )));
+    }
+    let headers = kept_headers(inbound.headers, &scheme);
+    let query = inbound.query.map(parse_query).unwrap_or_default();
+    let delivery_id = start::new_execution_id();
+
+    let live = crate::deploy::live(runtime.store.as_ref(), inbound.project_id).await?;
+    let listeners: Vec<Arc<Deployment>> = live
+        .into_values()
+        .filter(|d| matches!(d.workflow.trigger, Trigger::Webhook { .. }))
+        .filter(|d| d.workflow.integration.as_deref() == Some(inbound.integration))
+        .map(Arc::new)
+        .collect();
+
+    let mut outcomes = Vec::with_capacity(events.len());
+    let mut claims = Vec::new();
+    let mut starts = Vec::new();
+    for event in events {
+        let event_type = spec.event_type.first(event);
+        let event_id = spec.event_id.as_ref().and_then(|paths| paths.joined(event));
+        let mut outcome = DeliveredEvent {
+            event_id: event_id.clone(),
+            event_type: event_type.clone(),
+            outcome: "routed".into(),
+            identity: None,
+            users: Vec::new(),
+            executions: Vec::new(),
+        };
+        if spec.ignored(event) {
+            outcome.outcome = "ignored".into();
+            outcomes.push(outcome);
+            continue;
+        }
+        if let Some(id) = &event_id {
+            match claim(runner, &inbound, id, &delivery_id, received_at).await? {
+                Some(claim) => claims.push(claim),
+                None => {
+                    outcome.outcome = "duplicate".into();
+                    outcomes.push(outcome);
+                    continue;
+                }
+            }
+        }
+        let subscribed: Vec<Arc<Deployment>> = listeners
+            .iter()
+            .filter(|d| match &d.workflow.trigger {
+                Trigger::Webhook { event: wanted, .. } => {
+                    wanted == "*" || Some(wanted.as_str()) == event_type.as_deref()
+                }
+                _ => false,
+            })
+            .cloned()
+            .collect();
+        let users = match &spec.identity {
+            Some(route) => match route.path.first(event) {
+                Some(value) => {
+                    outcome.identity = Some(value.clone());
+                    runtime.store.users_by_identity(inbound.project_id, inbound.integration, &route.key, &value).await?
+                }
+                None => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        if users.is_empty() {
+            outcome.outcome = "unrouted".into();
+            outcomes.push(outcome);
+            continue;
+        }
+        if subscribed.is_empty() {
+            outcome.outcome = "ignored".into();
+        }
+        outcome.users = users.clone();
+        let data = TriggerData {
+            kind: TriggerKind::Webhook,
+            query: query.clone(),
+            headers: headers.clone(),
+            body: (*event).clone(),
+            event: event_type.clone(),
+        };
+        for user in users {
+            let passing: Vec<Arc<Deployment>> =
+                subscribed.iter().filter(|d| filter_holds(&d.workflow.trigger, &data, &user)).cloned().collect();
+            if passing.is_empty() {
+                continue;
+            }
+            let id_key = event_id.as_ref().map(|id| (format!("webhook:{}:{id}", inbound.integration), received_at));
+            starts.push((
+                outcomes.len(),
+                StartFor { user_id: user, event: event_type.clone(), deployments: passing, data: data.clone(), id_key },
+            ));
+        }
+        outcomes.push(outcome);
+    }
+
+    let (positions, starts): (Vec<usize>, Vec<StartFor>) = starts.into_iter().unzip();
+    if !starts.is_empty() {
+        let planned = triggers::plan_for(runner, inbound.project_id, starts).await?;
+        for (position, report) in positions.iter().zip(&planned.reports) {
+            outcomes[*position].executions.extend(report.executions.iter().map(|e| e.execution_id.clone()));
+        }
+        start_all(runner, planned).await?;
+    }
+    let kept = WebhookDelivery {
+        id: delivery_id.clone(),
+        project_id: inbound.project_id.to_string(),
+        integration: inbound.integration.to_string(),
+        received_at,
+        headers,
+        body: text.to_string(),
+        unrouted: outcomes.iter().any(|o| o.outcome == "unrouted"),
+        events: outcomes.clone(),
+    };
+    runtime.store.put_delivery(&kept).await?;
+    let until = received_at + chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
+    for (key, token) in claims {
+        if let Err(error) = runtime.store.complete_key(&key, &token, until).await {
+            // The claim lapses after its lease: a redelivery then finds the executions taken.
+            tracing::warn!(%error, integration = inbound.integration, "a webhook event's claim could not be completed");
+        }
+    }
+    Ok(Answer::Accepted(Accepted { delivery_id, events: outcomes }))
+}
+
+/// Starts what was planned: together, or one by one where some were started already by an
+/// earlier delivery of the same events that stopped half-way (their ids are taken).
+async fn start_all(runner: &Runner, planned: triggers::Planned) -> Result<(), WebhookError> {
+    let news = planned.news.clone();
+    match planned.start(runner).await {
+        Ok(_) => Ok(()),
+        Err(triggers::TriggerError::Start(StartError::Store(StoreError::AlreadyExists(_)))) => {
+            for new in news {
+                match start::start(runner, new).await {
+                    Ok(_) | Err(StartError::Store(StoreError::AlreadyExists(_))) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Ok(())
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Claims event `id` of the integration: `Some((key, token))` to complete once started, None
+/// if an earlier delivery has it (a redelivery).
+async fn claim(
+    runner: &Runner,
+    inbound: &Inbound<'_>,
+    id: &str,
+    delivery_id: &str,
+    at: Timestamp,
+) -> Result<Option<(IdempotencyKey, String)>, WebhookError> {
+    let key = IdempotencyKey {
+        project_id: inbound.project_id.to_string(),
+        route: format!("webhook:{}", inbound.integration),
+        caller: inbound.integration.to_string(),
+        key: if id.len() <= 200 { id.to_string() } else { crate::fires::key_hash(id) },
+    };
+    let token = uuid::Uuid::new_v4().to_string();
+    let record = IdempotencyRecord {
+        request_hash: String::new(),
+        answer: StoredAnswer::Fixed { status: 200, body: json!({ "deliveryId": delivery_id }) },
+        token: token.clone(),
+        state: ClaimState::Pending,
+        claimed_at: at,
+        expires_at: at + chrono::Duration::from_std(PENDING).unwrap_or_default(),
+    };
+    match runner.runtime().store.claim_key(&key, &record).await? {
+        FirstWrite::Written => Ok(Some((key, token))),
+        FirstWrite::Existing(_) => Ok(None),
+    }
+}
+
+/// Whether a webhook trigger's `filter` holds for the event (no filter: it does). A filter
+/// that cannot be evaluated (a type mismatch) does not hold.
+fn filter_holds(trigger: &Trigger, data: &TriggerData, user_id: &str) -> bool {
+    let Trigger::Webhook { filter: Some(filter), .. } = trigger else { return true };
+    let ctx = json!({
+        "trigger": {
+            "query": data.query,
+            "headers": data.headers,
+            "body": data.body,
+            "payload": data.body,
+            "type": data.kind,
+            "event": data.event,
+        },
+        "user": { "id": user_id },
+    });
+    condition::evaluate(filter, &ctx).unwrap_or(false)
+}
+
+/// The body as JSON, or a form (`application/x-www-form-urlencoded`, Slack's slash commands
+/// and interactivity) as an object of its fields, a JSON `payload` field parsed.
+fn parse_body(text: &str, headers: &HeaderMap) -> Result<Value, WebhookError> {
+    let form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"));
+    let value = if form {
+        let mut fields = Map::new();
+        for (name, value) in url::form_urlencoded::parse(text.as_bytes()) {
+            let value = match serde_json::from_str::<Value>(&value) {
+                Ok(parsed @ Value::Object(_)) if name == "payload" => parsed,
+                _ => Value::String(value.into_owned()),
+            };
+            fields.insert(name.into_owned(), value);
+        }
+        Value::Object(fields)
+    } else {
+        serde_json::from_str(text).map_err(|e| WebhookError::BadBody(format!("the body is not JSON: {e}")))?
+    };
+    if too_deep(&value) {
+        return Err(WebhookError::BadBody(format!("the body nests deeper than {MAX_JSON_DEPTH} levels")));
+    }
+    Ok(value)
+}
+
+/// The delivery's headers as kept and shown to workflows: lower-case names, the signature and
+/// credential headers redacted, repeated headers joined.
+fn kept_headers(headers: &HeaderMap, scheme: &Scheme) -> BTreeMap<String, String> {
+    let secret = scheme.secret_headers();
+    let mut kept: BTreeMap<String, String> = BTreeMap::new();
+    for (name, value) in headers {
+        let name = name.as_str().to_ascii_lowercase();
+        let value = if SECRET_HEADERS.contains(&name.as_str()) || secret.contains(&name) {
+            "[redacted]".to_string()
+        } else {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        };
+        kept.entry(name).and_modify(|v| *v = format!("{v}, {value}")).or_insert(value);
+    }
+    kept
+}
+
+fn parse_query(query: &str) -> BTreeMap<String, String> {
+    url::form_urlencoded::parse(query.as_bytes()).map(|(k, v)| (k.into_owned(), v.into_owned())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_headers_and_credentials_are_redacted_where_kept() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-slack-signature", "v0=abc".parse().expect("a test value"));
+        headers.insert("authorization", "Bearer x".parse().expect("a test value"));
+        headers.insert("x-slack-request-timestamp", "1".parse().expect("a test value"));
+        let kept = kept_headers(&headers, &Scheme::SlackV0);
+        assert_eq!(kept["x-slack-signature"], "[redacted]");
+        assert_eq!(kept["authorization"], "[redacted]");
+        assert_eq!(kept["x-slack-request-timestamp"], "1");
+    }
+
+    #[test]
+    fn form_bodies_become_objects_with_a_parsed_payload() {
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", "application/x-www-form-urlencoded".parse().expect("a test value"));
+        let body = parse_body("command=%2Fdeploy&team_id=T1&payload=%7B%22type%22%3A%22block_actions%22%7D", &headers)
+            .expect("a test value");
+        assert_eq!(body["command"], "/deploy");
+        assert_eq!(body["payload"]["type"], "block_actions");
+        assert!(parse_body("{", &HeaderMap::new()).is_err());
+    }
+
+    #[test]
+    fn secrets_come_from_the_environment_only() {
+        let env = BTreeMap::from([("SLACK_SIGNING".to_string(), "s3".to_string())]);
+        let config = IntegrationConfig { webhook_secret: Some("{{env.SLACK_SIGNING}}".into()), ..Default::default() };
+        assert_eq!(secret("{{config.webhookSecret}}", &config, &env).expect("a test value"), "s3");
+        assert!(secret("{{config.clientSecret}}", &config, &env).is_err());
+        assert!(secret("{{env.MISSING}}", &config, &env).is_err());
+        assert!(secret("literal", &config, &env).is_err());
+    }
+}
