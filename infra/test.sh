@@ -31,7 +31,7 @@ step "cfn-lint template.yaml"
 "$SLUICE_CFN_LINT" template.yaml
 
 step "Lambda binaries (run under the Runtime Interface Emulator) and sluice (run by the fault suite)"
-cargo build --locked -p trigger -p step-runner -p response-waiter -p sluice-cli
+cargo build --locked -p trigger -p step-runner -p response-waiter -p scheduler -p sluice-cli
 
 step "tests"
 rm -f "${CARGO_TARGET_DIR:-target}"/fault-figures-*.txt

@@ -109,6 +109,7 @@ impl Runtime {
 
     /// The runtime with the rule that runs the scheduler (AWS).
     pub fn with_schedule_rule(mut self, rule: Arc<dyn crate::ports::ScheduleRule>) -> Self {
+        self.connect.set_schedule_rule(rule.clone());
         self.schedule_rule = Some(rule);
         self
     }

@@ -567,21 +567,22 @@ fn next_fire(spec: &ScheduleTrigger, after: Timestamp, zone: &str) -> Option<Tim
 
 /// Brings the ledger rows of `user_id` in step with the project's live schedule and poll
 /// workflows: a row (next fire from now) for each one the user has enabled, none for the
-/// others. Rows whose schedule, version and zone are unchanged keep their next fire.
-pub async fn sync_user(store: &dyn Store, project_id: &str, user_id: &str) -> Result<(), StoreError> {
+/// others. Rows whose version is unchanged keep their next fire. Whether it armed a row.
+pub async fn sync_user(store: &dyn Store, project_id: &str, user_id: &str) -> Result<bool, StoreError> {
     let live: Vec<Deployment> = crate::deploy::live(store, project_id)
         .await?
         .into_values()
         .filter(|d| schedule_of(&d.workflow).is_some())
         .collect();
     if live.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     let enablement = store.enablement(project_id, user_id).await?;
+    let mut armed = false;
     for deployment in &live {
-        sync_row(store, deployment, user_id, &enablement).await?;
+        armed |= sync_row(store, deployment, user_id, &enablement).await?;
     }
-    Ok(())
+    Ok(armed)
 }
 
 /// Brings the rows of one deployed schedule or poll workflow in step for every user of the
@@ -619,7 +620,7 @@ async fn sync_row(
     deployment: &Deployment,
     user_id: &str,
     enablement: &crate::ports::Enablement,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let project_id = &deployment.project_id;
     let workflow_id = &deployment.workflow_id;
     let existing = store.get_schedule(project_id, workflow_id, user_id).await?;
@@ -627,10 +628,10 @@ async fn sync_row(
         if existing.is_some() {
             store.delete_schedule(project_id, workflow_id, user_id).await?;
         }
-        return Ok(());
+        return Ok(false);
     }
     if existing.as_ref().is_some_and(|row| row.version == deployment.version && row.next_fire.is_some()) {
-        return Ok(());
+        return Ok(false);
     }
     let at = crate::record::now();
     let mut row = existing.unwrap_or_else(|| ScheduleEntry {
@@ -652,7 +653,8 @@ async fn sync_row(
     row.version = deployment.version;
     row.next_fire = Some(ARMING);
     row.updated_at = at;
-    store.put_schedule(&row).await
+    store.put_schedule(&row).await?;
+    Ok(true)
 }
 
 #[cfg(test)]

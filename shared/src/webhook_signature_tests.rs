@@ -60,6 +60,32 @@ fn the_standard_webhooks_example_verifies_within_its_window_only() {
     assert_eq!(verify(&Scheme::StandardWebhooks, "whsec_***", &delivery(&signed, body), at), Err(Refused::BadSecret));
 }
 
+/// Slack's published example (https://docs.slack.dev/authentication/verifying-requests-from-slack,
+/// "Validating a request"): a slash command's form body, its timestamp and signing secret,
+/// and the signature Slack computed.
+#[test]
+fn slacks_published_example_verifies() {
+    let secret = "8f742231b10e8888abcd99yyyzzz85a5";
+    let body = b"token=xyzz0WbapA4vBCDEFasx0q6G&team_id=T1DC2JH3J&team_domain=testteamnow&channel_id=G8PSS9T3V&channel_name=foobar&user_id=U2CERLKJA&user_name=roadrunner&command=%2Fwebhook-collect&text=&response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT1DC2JH3J%2F397700885554%2F96rGlfmibIGlgcZRskXaIFfN&trigger_id=398738663015.47445629121.803a0bc887a14d10d2c447fce8b6703c";
+    let signed = headers(&[
+        ("x-slack-request-timestamp", "1531420618"),
+        ("x-slack-signature", "v0=a2114d57b48eac39b9ad189dd8316235a7b4a8d21a10bd27519666489c69b503"),
+    ]);
+    assert_eq!(verify(&Scheme::SlackV0, secret, &delivery(&signed, body), 1_531_420_618), Ok(()));
+    let mut changed = body.to_vec();
+    changed[6] = b'X';
+    assert_eq!(verify(&Scheme::SlackV0, secret, &delivery(&signed, &changed), 1_531_420_618), Err(Refused::Mismatch));
+}
+
+#[test]
+fn duplicated_signature_headers_are_refused_for_every_scheme() {
+    let mut twice = HeaderMap::new();
+    twice.append("x-hub-signature-256", "sha256=00".parse().expect("header"));
+    twice.append("x-hub-signature-256", "sha256=11".parse().expect("header"));
+    let refused = verify(&Scheme::GitHubSha256, "s", &delivery(&twice, b"{}"), 0);
+    assert_eq!(refused, Err(Refused::Duplicated("x-hub-signature-256".into())));
+}
+
 #[test]
 fn slack_v0_signs_the_timestamp_and_the_raw_body() {
     let secret = "8f742231b10e8888abcd99yyyzzz85a5";

@@ -4,7 +4,7 @@
 //! SQS queues they use on the local AWS-API server.
 //!
 //! Invariants: nothing here builds anything (the test script runs `cargo build -p trigger -p
-//! step-runner -p response-waiter` first); a function's environment is exactly what the test
+//! step-runner -p response-waiter -p scheduler` first); a function's environment is exactly what the test
 //! passes (nothing inherited from the test process); dropping a [`Rie`] ends the emulator and
 //! the function it started, and prints their output if the test is failing; [`Rie::kill`]
 //! kills both at once, mid-invocation if need be.
@@ -69,7 +69,7 @@ pub fn lambda_binary(name: &str) -> PathBuf {
     let binary = target_dir().join("debug").join(name);
     assert!(
         binary.is_file(),
-        "{} is missing: run `cargo build -p trigger -p step-runner -p response-waiter` first",
+        "{} is missing: run `cargo build -p trigger -p step-runner -p response-waiter -p scheduler` first",
         binary.display()
     );
     binary

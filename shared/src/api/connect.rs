@@ -200,7 +200,7 @@ pub(super) async fn set_enabled(
         }
     }
     let before = store.set_enabled(project_id, &user_id, &switch, enabled).await?;
-    crate::scheduler::sync_user(store, project_id, &user_id).await?;
+    connect.sync_schedules(project_id, &user_id).await?;
     let mut answer = json!({ "enabled": enabled });
     if let (Switch::Integration(name), true) = (&switch, enabled && before != Some(true)) {
         let report = triggers::integration_enabled(runner, project_id, &user_id, name).await?;
@@ -283,7 +283,7 @@ pub(super) async fn put_credentials(
     };
     store.put_credentials(project_id, &user_id, integration, &stored).await?;
     let before = store.set_enabled(project_id, &user_id, &Switch::Integration(integration.to_string()), true).await?;
-    crate::scheduler::sync_user(store, project_id, &user_id).await?;
+    connect.sync_schedules(project_id, &user_id).await?;
     let mut answer = json!({ "integration": integration, "connected": true });
     if before != Some(true) {
         let report = triggers::integration_enabled(runner, project_id, &user_id, integration).await?;
@@ -516,7 +516,7 @@ pub(super) async fn store_tokens(
     connect.store().put_credentials(project_id, user_id, integration, &stored).await?;
     let before =
         connect.store().set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
-        crate::scheduler::sync_user(connect.store(), project_id, user_id).await?;
+        connect.sync_schedules(project_id, user_id).await?;
     Ok(before != Some(true))
 }
 

@@ -112,6 +112,9 @@ pub struct Connect {
     refresh_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// Client-credentials access tokens this process fetched, with when they stop being used.
     client_tokens: Mutex<HashMap<String, (String, Instant)>>,
+    /// The rule that runs the scheduler (AWS), switched on when a user's choice writes a
+    /// schedule row ([`Connect::sync_schedules`]).
+    schedule_rule: std::sync::OnceLock<Arc<dyn crate::ports::ScheduleRule>>,
 }
 
 impl Connect {
@@ -131,7 +134,27 @@ impl Connect {
             known_users: Mutex::default(),
             refresh_locks: Mutex::default(),
             client_tokens: Mutex::default(),
+            schedule_rule: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Gives the connect layer the rule that runs the scheduler (set once, at start).
+    pub fn set_schedule_rule(&self, rule: Arc<dyn crate::ports::ScheduleRule>) {
+        let _ = self.schedule_rule.set(rule);
+    }
+
+    /// After a user's choices or record changed: brings their schedule ledger rows in step
+    /// (`crate::scheduler::sync_user`) and, if a row was armed, makes sure the scheduler's
+    /// rule runs (the scheduler switches it off while the ledger is empty). A rule that cannot
+    /// be switched is logged: the row stands, and the next deploy or choice switches again.
+    pub async fn sync_schedules(&self, project_id: &str, user_id: &str) -> Result<(), StoreError> {
+        let armed = crate::scheduler::sync_user(self.store.as_ref(), project_id, user_id).await?;
+        if armed && let Some(rule) = self.schedule_rule.get()
+            && let Err(error) = rule.set_enabled(true).await
+        {
+            tracing::error!(%error, "the scheduler's rule could not be switched on");
+        }
+        Ok(())
     }
 
     /// The store the connect ports are read through (integrations, users, enablement,
@@ -185,7 +208,7 @@ impl Connect {
         if self.store.ensure_user(project_id, user_id).await? {
             // A new user has every schedule enabled by default (a workflow outside any
             // integration, or `enabled_by_default`) from now on.
-            crate::scheduler::sync_user(self.store.as_ref(), project_id, user_id).await?;
+            self.sync_schedules(project_id, user_id).await?;
         }
         if let Ok(mut known) = self.known_users.lock() {
             if known.len() >= REMEMBERED {
