@@ -184,7 +184,44 @@ steps:
 "#
             .to_string(),
         ),
+        (
+            // The scheduler ticks on the process's clock through every crash and lock: each
+            // 2-second instant must start once ([`check_schedule`]).
+            "f-tick",
+            r#"id: f-tick
+trigger: { type: schedule, every: 2s, overlap: allow }
+steps:
+  - id: at
+    type: function
+    code: "(p) => p.at"
+    parameters: { at: "{{trigger.body.scheduledAt}}" }
+"#
+            .to_string(),
+        ),
     ]
+}
+
+/// The scheduled workflow's executions: no instant started twice, and none missing between
+/// the first and the last (a restart comes back well within the scheduler's grace, so every
+/// instant missed while the process was dead is caught up, once).
+fn check_schedule(executions: &[Seen], figures: &mut Figures) -> usize {
+    let mut instants: Vec<i64> = Vec::new();
+    for e in executions.iter().filter(|e| e.workflow_id == "f-tick") {
+        let at = e.body["scheduledAt"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        match at {
+            Some(at) => instants.push(at.timestamp_millis()),
+            None => figures.violations.push(format!("scheduled execution {} has no scheduledAt: {}", e.id, e.body)),
+        }
+    }
+    instants.sort_unstable();
+    for pair in instants.windows(2) {
+        match pair[1] - pair[0] {
+            0 => figures.violations.push(format!("the fire at {} ms started twice", pair[0])),
+            2000 => {}
+            gap => figures.violations.push(format!("{} fire(s) missing after {} ms", gap / 2000 - 1, pair[0])),
+        }
+    }
+    instants.len()
 }
 
 /// What the load sends: a workflow and its body, chosen at random.
@@ -738,6 +775,11 @@ async fn sluice_dev_under_crashes_locks_duplicates_and_hang_ups_loses_and_sticks
     eprintln!("drained {:?} after the load", drain.started.elapsed());
     let mut figures = Arc::try_unwrap(figures).ok().expect("no other owner").into_inner().expect("figures");
     check(&executions, &chaos.calls(), &mut figures);
+    let fires = check_schedule(&executions, &mut figures);
+    eprintln!("scheduled fires: {fires}, each instant once, none missing");
+    if fires < 5 {
+        figures.violations.push(format!("the 2-second schedule fired only {fires} times"));
+    }
     // Every record reads back.
     let http = reqwest::Client::new();
     for e in &executions {

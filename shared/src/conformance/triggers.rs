@@ -392,5 +392,6 @@ pub async fn case_users_are_listed_in_order_and_paged(store: &dyn Store) {
     assert_eq!(store.list_users(&project, Some("bob"), 2).await.expect("after bob"), users[3..5].to_vec());
     assert_eq!(store.list_users(&project, Some("\u{10ffff}"), 10).await.expect("past the end"), Vec::<String>::new());
     assert_eq!(store.list_users(&project, None, 0).await.expect("limit 0"), Vec::<String>::new());
+    assert_eq!(store.list_users(&project, Some(""), 2).await.expect("after nothing"), users[..2].to_vec());
     assert_eq!(store.list_users(&other, None, 10).await.expect("other project"), vec!["zed".to_string()]);
 }

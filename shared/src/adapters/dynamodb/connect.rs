@@ -191,7 +191,9 @@ impl UserStore for DynamoStore {
             return Ok(Vec::new());
         }
         let pk = users_pk(project_id);
-        let start = after.map(|after| item(vec![("pk", s(pk.clone())), ("sk", s(after))]));
+        // Every user id is non-empty, so an empty `after` is the start (and no valid key).
+        let start =
+            after.filter(|after| !after.is_empty()).map(|after| item(vec![("pk", s(pk.clone())), ("sk", s(after))]));
         let query = self
             .client
             .query()

@@ -20,6 +20,7 @@ use crate::ports::{
     DueCursor, MAX_DUE_PAGE, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore, SeenSet, StoreError,
     WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
 };
+use crate::record::Timestamp;
 
 /// The most expired deliveries one `put_delivery` deletes.
 const CLEANUP_BATCH: i64 = 100;
@@ -223,7 +224,7 @@ impl ScheduleStore for Sqlite {
 
     async fn due_schedules(
         &self,
-        until: crate::record::Timestamp,
+        until: Timestamp,
         after: Option<&DueCursor>,
         limit: usize,
     ) -> Result<(Vec<ScheduleEntry>, Option<DueCursor>), StoreError> {
@@ -330,7 +331,7 @@ impl ScheduleStore for Sqlite {
 }
 
 /// `advance_schedule` replaces one row by a new state of the same row.
-pub(crate) fn same_row(expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<(), StoreError> {
+fn same_row(expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<(), StoreError> {
     let key = |e: &ScheduleEntry| (e.project_id.clone(), e.workflow_id.clone(), e.user_id.clone());
     if key(expected) != key(next) {
         return Err(StoreError::Corrupt(format!(
