@@ -93,6 +93,17 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
                 format!("{} {base_url}/projects/{}/sdk/triggers/{}", method.as_str(), project.project_id, workflow.id)
             }
             Trigger::AppEvent { event } => format!("on app event `{event}`"),
+            Trigger::Webhook { event, .. } => format!(
+                "on webhook `{event}`: POST {base_url}/projects/{}/webhooks/{}",
+                project.project_id,
+                workflow.integration.as_deref().unwrap_or("?")
+            ),
+            Trigger::Schedule(schedule) => format!(
+                "on schedule: {}{}",
+                schedule.rule,
+                schedule.timezone.as_deref().map(|zone| format!(" ({zone})")).unwrap_or_default()
+            ),
+            Trigger::Poll(poll) => format!("polls every {}", poll.every),
             other => format!("on {}", other.type_name()),
         };
         println!("  deployed {:<24} {:<14} {how}   ({source})", outcome.workflow_id, outcome.describe());

@@ -21,10 +21,12 @@
 //!
 //! [`ScheduleTrigger::fires_between`]: crate::model::schedule::ScheduleTrigger::fires_between
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -189,11 +191,20 @@ pub async fn tick(
     let store = runner.runtime().store.as_ref();
     let mut report = TickReport::default();
     let mut cursor = from;
+    let cache = &Deployments::default();
     loop {
         let (rows, next) = store.due_schedules(until, cursor.as_ref(), settings.page.min(MAX_DUE_PAGE)).await?;
         report.due += rows.len();
-        for row in rows {
-            match fire_row(runner, settings, now, &row).await {
+        let fired = futures_util::stream::iter(rows)
+            .map(|row| async move {
+                let result = fire_row(runner, settings, cache, now, &row).await;
+                (row, result)
+            })
+            .buffer_unordered(ROWS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        for (row, result) in fired {
+            match result {
                 Ok(done) => report.add(&done),
                 // One row's failure never stops the others; it is due again next tick.
                 Err(error) => {
@@ -241,13 +252,33 @@ pub async fn run_invocation(
 /// How the AWS scheduler ticks: every minute, handing the fires of the coming minute to
 /// delayed messages; within a budget that leaves the function time to hand off.
 pub fn aws_settings() -> SchedulerSettings {
-    SchedulerSettings { horizon: Duration::from_secs(60), grace: Duration::from_secs(150), page: 500 }
+    SchedulerSettings { horizon: Duration::from_secs(60), grace: Duration::from_secs(150), page: 100 }
 }
 
 /// Fires one due row (see the module doc).
+/// The live deployments one tick read, so that the rows of one workflow read it once.
+#[derive(Default)]
+struct Deployments(tokio::sync::Mutex<HashMap<(String, String), Option<Deployment>>>);
+
+impl Deployments {
+    async fn live(&self, store: &dyn Store, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
+        let key = (project_id.to_string(), workflow_id.to_string());
+        if let Some(known) = self.0.lock().await.get(&key) {
+            return Ok(known.clone());
+        }
+        let live = store.get_deployed(project_id, workflow_id).await?;
+        self.0.lock().await.insert(key, live.clone());
+        Ok(live)
+    }
+}
+
+/// How many due rows one tick fires at once.
+const ROWS_AT_ONCE: usize = 16;
+
 async fn fire_row(
     runner: &Runner,
     settings: &SchedulerSettings,
+    cache: &Deployments,
     now: Timestamp,
     row: &ScheduleEntry,
 ) -> Result<TickReport, SchedulerError> {
@@ -255,7 +286,7 @@ async fn fire_row(
     let store = runtime.store.as_ref();
     let mut report = TickReport::default();
     let Some(due_at) = row.next_fire else { return Ok(report) };
-    let live = store.get_deployed(&row.project_id, &row.workflow_id).await?;
+    let live = cache.live(store, &row.project_id, &row.workflow_id).await?;
     let Some((deployment, spec)) = live.and_then(|d| schedule_of(&d.workflow).map(|s| (d, s))) else {
         if store.delete_schedule(&row.project_id, &row.workflow_id, &row.user_id).await? {
             report.removed += 1;
