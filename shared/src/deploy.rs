@@ -121,6 +121,7 @@ pub async fn deploy_project(
     // Every user who has a schedule or poll workflow enabled gets its ledger row (armed for
     // the next tick); undeployed ones' rows are removed by the tick that finds them.
     crate::scheduler::sync_project(store, project_id).await?;
+    crate::webhooks::forget_project(project_id);
     Ok(outcomes)
 }
 
@@ -136,6 +137,7 @@ pub async fn undeploy_workflow(
     }
     let Some(live) = store.get_deployed(project_id, workflow_id).await? else { return Ok(None) };
     let taken_down = store.undeploy_workflow(project_id, workflow_id).await?;
+    crate::webhooks::forget_project(project_id);
     Ok(taken_down.then(|| Outcome::undeployed(&live)))
 }
 
@@ -164,5 +166,6 @@ pub async fn undeploy_integration(
         let kept: Vec<IntegrationRecord> = integrations.into_iter().filter(|i| i.name != name).collect();
         store.put_integrations(project_id, &kept).await?;
     }
+    crate::webhooks::forget_project(project_id);
     Ok(Some(outcomes))
 }

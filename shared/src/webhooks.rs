@@ -17,7 +17,7 @@
 //! outcome and executions) and the provider gets 200. Nothing is started or kept for a
 //! delivery that is refused (401 for the signature, 4xx for the body).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,8 +122,39 @@ impl From<triggers::TriggerError> for WebhookError {
     }
 }
 
-/// The webhook declaration of `integration` and its config, if it is deployed.
-async fn declaration(runner: &Runner, inbound: &Inbound<'_>) -> Result<(WebhookSpec, IntegrationConfig), WebhookError> {
+/// What a delivery to one integration of one project needs from the deployment: its webhook
+/// declaration, its config, and the deployed workflows listening to its webhooks.
+#[derive(Clone)]
+struct Receiver {
+    spec: WebhookSpec,
+    config: IntegrationConfig,
+    listeners: Vec<Arc<Deployment>>,
+}
+
+/// How long a process reuses what it read of a deployment for deliveries (a burst of webhooks
+/// reads it once): a deploy in this process forgets it at once ([`forget_project`]); one in
+/// another process is seen within this.
+const RECEIVER_TTL: Duration = Duration::from_secs(2);
+
+type Receivers = std::sync::Mutex<HashMap<(String, String), (std::time::Instant, Arc<Receiver>)>>;
+static RECEIVERS: std::sync::LazyLock<Receivers> = std::sync::LazyLock::new(Default::default);
+
+/// Forgets what deliveries read of `project_id`'s deployment (it was deployed again).
+pub fn forget_project(project_id: &str) {
+    if let Ok(mut receivers) = RECEIVERS.lock() {
+        receivers.retain(|(project, _), _| project != project_id);
+    }
+}
+
+/// The webhook declaration of `integration`, its config and its listeners, if it is deployed.
+async fn receiver(runner: &Runner, inbound: &Inbound<'_>) -> Result<Arc<Receiver>, WebhookError> {
+    let key = (inbound.project_id.to_string(), inbound.integration.to_string());
+    if let Ok(receivers) = RECEIVERS.lock()
+        && let Some((read_at, receiver)) = receivers.get(&key)
+        && read_at.elapsed() < RECEIVER_TTL
+    {
+        return Ok(receiver.clone());
+    }
     let store = runner.runtime().store.as_ref();
     let record = store
         .get_integration(inbound.project_id, inbound.integration)
@@ -134,7 +165,21 @@ async fn declaration(runner: &Runner, inbound: &Inbound<'_>) -> Result<(WebhookS
         None => crate::catalog::integration(inbound.integration).and_then(|entry| entry.webhooks.clone()),
     };
     let spec = spec.ok_or_else(|| WebhookError::NotDeclared(inbound.integration.to_string()))?;
-    Ok((spec, record.config))
+    let live = crate::deploy::live(store, inbound.project_id).await?;
+    let listeners: Vec<Arc<Deployment>> = live
+        .into_values()
+        .filter(|d| matches!(d.workflow.trigger, Trigger::Webhook { .. }))
+        .filter(|d| d.workflow.integration.as_deref() == Some(inbound.integration))
+        .map(Arc::new)
+        .collect();
+    let receiver = Arc::new(Receiver { spec, config: record.config, listeners });
+    if let Ok(mut receivers) = RECEIVERS.lock() {
+        if receivers.len() > 1000 {
+            receivers.clear();
+        }
+        receivers.insert(key, (std::time::Instant::now(), receiver.clone()));
+    }
+    Ok(receiver)
 }
 
 /// The secret `template` names: `{{env.NAME}}`, or a config key holding one.
@@ -187,10 +232,11 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
         return Err(WebhookError::TooLarge { size: inbound.body.len(), limit: MAX_WEBHOOK_BODY });
     }
     let runtime = runner.runtime();
-    let (spec, config) = declaration(runner, &inbound).await?;
-    let secret = secret(&spec.verify.secret, &config, &runtime.settings.env)
+    let receiver = receiver(runner, &inbound).await?;
+    let (spec, config, listeners) = (&receiver.spec, &receiver.config, &receiver.listeners);
+    let secret = secret(&spec.verify.secret, config, &runtime.settings.env)
         .map_err(|reason| WebhookError::NotConfigured { integration: inbound.integration.to_string(), reason })?;
-    let scheme = scheme(&spec);
+    let scheme = scheme(spec);
     let delivery = Delivery { method: inbound.method, uri: inbound.url, headers: inbound.headers, body: inbound.body };
     let received_at = now();
     webhook_signature::verify(&scheme, &secret, &delivery, received_at.timestamp())?;
@@ -211,14 +257,6 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
     let headers = kept_headers(inbound.headers, &scheme);
     let query = inbound.query.map(parse_query).unwrap_or_default();
     let delivery_id = start::new_execution_id();
-
-    let live = crate::deploy::live(runtime.store.as_ref(), inbound.project_id).await?;
-    let listeners: Vec<Arc<Deployment>> = live
-        .into_values()
-        .filter(|d| matches!(d.workflow.trigger, Trigger::Webhook { .. }))
-        .filter(|d| d.workflow.integration.as_deref() == Some(inbound.integration))
-        .map(Arc::new)
-        .collect();
 
     let mut outcomes = Vec::with_capacity(events.len());
     let mut claims = Vec::new();

@@ -12,18 +12,23 @@
 //! back: every one for the asynchronous shape (its completion rate comes from their `endedAt`),
 //! a sample for the synchronous ones. The app event shape sends one event that three
 //! workflows of two integrations listen to (each one function step, as the asynchronous
-//! shape), and reads back every execution it started. `GET /health` of a fresh server at the same
-//! concurrencies is the loopback floor; `BENCH_SHAPES` (default `async,sync,fan-out,event`) picks the
-//! shapes. Prints a Markdown table (also written to `target/bench-http-load.md`) and exits
-//! non-zero if any request did not succeed.
+//! shape), and reads back every execution it started. The webhook shape posts signed deliveries
+//! (GitHub's `X-Hub-Signature-256`, a new event id each) of a custom integration to
+//! `POST /projects/dev/webhooks/custom.hooks`, each verified, deduplicated, routed to the one
+//! connected user and starting one workflow like the asynchronous shape's, and reads back every
+//! execution it started. `GET /health` of a fresh server at the same concurrencies is the loopback
+//! floor; `BENCH_SHAPES` (default `async,sync,fan-out,event,webhook`) picks the shapes. Prints a
+//! Markdown table (also written to `target/bench-http-load.md`) and exits non-zero if any request
+//! did not succeed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
+use aws_lc_rs::hmac;
 use chrono::{DateTime, Utc};
 use reqwest::Client;
 use serde_json::{Value, json};
@@ -50,6 +55,27 @@ const EVENT_LISTENER_2: &str = "id: bench-event-2\nenabled_by_default: true\ntri
     steps: [{ id: add, type: function, code: \"(p) => ({ sum: p.a + p.b })\", parameters: { a: \"{{trigger.payload.a}}\", b: \"{{trigger.payload.b}}\" } }]\n";
 const EVENT_LISTENER_3: &str = "id: bench-event-3\nenabled_by_default: true\ntrigger: { type: app_event, event: Bench Event }\n\
     steps: [{ id: add, type: function, code: \"(p) => ({ sum: p.a + p.b })\", parameters: { a: \"{{trigger.payload.a}}\", b: \"{{trigger.payload.b}}\" } }]\n";
+/// The webhook shape's project files: a custom integration whose deliveries are verified with
+/// GitHub's scheme (its secret from `{{env.BENCH_WEBHOOK_SECRET}}`, set on that server's process
+/// as `SLUICE_ENV_BENCH_WEBHOOK_SECRET`), deduplicated by `id`, routed by `account`, and one
+/// workflow listening to its `thing` events (one function step, as the asynchronous shape).
+const WEBHOOK_PROJECT: &[(&str, &str)] = &[
+    ("integrations/custom.hooks/config.yaml", WEBHOOK_CONFIG),
+    ("integrations/custom.hooks/workflows/bench-webhook.yaml", WEBHOOK_LISTENER),
+];
+const WEBHOOK_CONFIG: &str = "authenticationType: api_key\napiBaseUrl: https://api.example.com\n\
+    authorization: { type: bearer, token: \"{{credentials.apiKey}}\" }\n\
+    webhooks:\n  verify: { scheme: github_sha256, secret: \"{{env.BENCH_WEBHOOK_SECRET}}\" }\n  \
+    eventType: type\n  eventId: id\n  identity: { key: account, path: account }\n";
+const WEBHOOK_LISTENER: &str = "id: bench-webhook\nenabled_by_default: true\ntrigger: { type: webhook, event: thing }\n\
+    steps: [{ id: add, type: function, code: \"(p) => ({ sum: p.a + p.b })\", parameters: { a: \"{{trigger.body.a}}\", b: \"{{trigger.body.b}}\" } }]\n";
+/// The webhook shape's signing secret.
+const WEBHOOK_SECRET: &str = "bench-webhook-secret";
+/// The webhook shape's integration.
+const WEBHOOK_INTEGRATION: &str = "custom.hooks";
+/// Event ids of the webhook shape, unique over the whole run (warm-ups and cells included):
+/// every delivery is new, none is a redelivery.
+static NEXT_DELIVERY: AtomicU64 = AtomicU64::new(0);
 /// How long the execution records of a cell may take to end after its load.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Execution records read back per cell of a synchronous shape.
@@ -64,6 +90,7 @@ enum Target {
     Sync,
     FanOut,
     Event,
+    Webhook,
 }
 
 impl Target {
@@ -74,6 +101,7 @@ impl Target {
             Target::Sync => "sync: function, conditional, response",
             Target::FanOut => "sync: fan-out of 100 functions, sum, response",
             Target::Event => "app event: 3 listeners in 2 integrations, 202",
+            Target::Webhook => "webhook: verify, dedup, route, start one async workflow",
         }
     }
 
@@ -84,6 +112,7 @@ impl Target {
             Target::Sync => "bench-sync",
             Target::FanOut => "bench-fan-out",
             Target::Event => "bench-event",
+            Target::Webhook => "bench-webhook",
         }
     }
 
@@ -93,6 +122,9 @@ impl Target {
             Target::Health => (Value::Null, None),
             Target::Async => (json!({ "a": i, "b": 1 }), None),
             Target::Event => (json!({ "name": "Bench Event", "payload": { "a": i, "b": 1 } }), None),
+            Target::Webhook => {
+                (json!({ "id": format!("evt-{i}"), "type": "thing", "account": "A1", "a": i, "b": 1 }), None)
+            }
             Target::Sync if i.is_multiple_of(2) => {
                 let numbers: Vec<u64> = (0..100).collect();
                 (json!({ "numbers": numbers, "name": "ada" }), Some(json!({ "sum": 4950, "name": "ADA", "big": true })))
@@ -131,22 +163,30 @@ impl Server {
         for (file, text) in WORKFLOWS {
             fs::write(workflows.join(file), text).expect("write a workflow file");
         }
-        if target == Target::Event {
-            for (file, text) in EVENT_PROJECT {
-                let path = workflows.join(file);
-                fs::create_dir_all(path.parent().expect("a folder")).expect("create a project folder");
-                fs::write(path, text).expect("write a project file");
-            }
+        let project_files = match target {
+            Target::Event => EVENT_PROJECT,
+            Target::Webhook => WEBHOOK_PROJECT,
+            _ => &[],
+        };
+        for (file, text) in project_files {
+            let path = workflows.join(file);
+            fs::create_dir_all(path.parent().expect("a folder")).expect("create a project folder");
+            fs::write(path, text).expect("write a project file");
         }
         let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("port").port();
         let log_path = dir.join("sluice.log");
         let log = fs::File::create(&log_path).expect("create the log file");
-        let child = Command::new(&config.bin)
+        let mut command = Command::new(&config.bin);
+        command
             .args(["dev", "--port", &port.to_string()])
             .arg("--data-dir")
             .arg(&data_dir)
             .arg("--workflows")
-            .arg(&workflows)
+            .arg(&workflows);
+        if target == Target::Webhook {
+            command.env("SLUICE_ENV_BENCH_WEBHOOK_SECRET", WEBHOOK_SECRET);
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log handle"))
@@ -189,6 +229,18 @@ impl Server {
             .expect("run sluice token");
         assert!(token.status.success(), "sluice token failed: {}", String::from_utf8_lossy(&token.stderr));
         server.user_token = String::from_utf8(token.stdout).expect("token is UTF-8").trim().to_string();
+        if target == Target::Webhook {
+            // The bench user connects the integration; deliveries for account A1 are routed to it.
+            let answer = client
+                .put(format!("{}/projects/dev/sdk/integrations/{WEBHOOK_INTEGRATION}/credentials", server.base_url))
+                .bearer_auth(&server.user_token)
+                .json(&json!({ "apiKey": "k", "identity": { "account": "A1" } }))
+                .send()
+                .await
+                .expect("PUT credentials");
+            let status = answer.status();
+            assert_eq!(status, 200, "credentials of {WEBHOOK_INTEGRATION}: {:?}", answer.text().await);
+        }
         server
     }
 
@@ -248,17 +300,31 @@ async fn load(client: &Client, server: &Server, target: Target, concurrency: usi
         let url = match target {
             Target::Health => format!("{}/health", server.base_url),
             Target::Event => format!("{}/projects/dev/sdk/events/trigger", server.base_url),
+            Target::Webhook => format!("{}/projects/dev/webhooks/{WEBHOOK_INTEGRATION}", server.base_url),
             _ => format!("{}/projects/dev/sdk/triggers/{}", server.base_url, target.workflow()),
         };
         let token = server.user_token.clone();
         tasks.push(tokio::spawn(async move {
             let mut mine = Load::default();
             let mut i = task as u64;
+            let key = hmac::Key::new(hmac::HMAC_SHA256, WEBHOOK_SECRET.as_bytes());
             while Instant::now() < deadline {
-                let (body, expected) = target.request(i);
+                let n = if target == Target::Webhook { NEXT_DELIVERY.fetch_add(1, Ordering::Relaxed) } else { i };
+                let (body, expected) = target.request(n);
                 i += concurrency as u64;
                 let request = match target {
                     Target::Health => client.get(&url),
+                    Target::Webhook => {
+                        // Signed over the exact bytes sent, as GitHub does.
+                        let raw = body.to_string();
+                        let signature: String =
+                            hmac::sign(&key, raw.as_bytes()).as_ref().iter().map(|b| format!("{b:02x}")).collect();
+                        client
+                            .post(&url)
+                            .header("content-type", "application/json")
+                            .header("x-hub-signature-256", format!("sha256={signature}"))
+                            .body(raw)
+                    }
                     _ => client.post(&url).bearer_auth(&token).json(&body),
                 };
                 let sent = Instant::now();
@@ -296,8 +362,23 @@ async fn load(client: &Client, server: &Server, target: Target, concurrency: usi
                     }
                     continue;
                 }
+                if target == Target::Webhook {
+                    // 200 with one event, routed, that started exactly one execution.
+                    let answer = parsed().unwrap_or_default();
+                    let routed = answer["events"].as_array().is_some_and(|events| events.len() == 1)
+                        && answer["events"][0]["outcome"] == "routed";
+                    let started = answer["events"][0]["executions"].as_array().cloned().unwrap_or_default();
+                    match started.as_slice() {
+                        [id] if status == 200 && routed && id.is_string() => {
+                            mine.ok += 1;
+                            mine.ids.push(id.as_str().unwrap_or_default().to_string());
+                        }
+                        _ => mine.unexpected += 1,
+                    }
+                    continue;
+                }
                 let id = match target {
-                    Target::Health | Target::Event => Some(String::new()),
+                    Target::Health | Target::Event | Target::Webhook => Some(String::new()),
                     Target::Async if status == 202 => {
                         parsed().and_then(|b| b["executionId"].as_str().map(str::to_string))
                     }
@@ -446,7 +527,7 @@ impl Row {
     /// shape executions that failed or never ended.
     fn failed(&self) -> u64 {
         let settled = match (self.target, &self.settled) {
-            (Target::Async | Target::Event, Some(s)) => (s.failed + s.unended) as u64,
+            (Target::Async | Target::Event | Target::Webhook, Some(s)) => (s.failed + s.unended) as u64,
             _ => 0,
         };
         self.load.non_2xx + self.load.unexpected + settled
@@ -462,7 +543,7 @@ impl Row {
         sorted.sort_by(f64::total_cmp);
         let rate = |count: f64, seconds: f64| format!("{:.0}", count / seconds);
         let (accepted, completed) = match (self.target, &self.settled) {
-            (Target::Async | Target::Event, Some(settled)) => {
+            (Target::Async | Target::Event | Target::Webhook, Some(settled)) => {
                 let accepted = load.ids.len() as f64;
                 let completed = match (load.started, settled.latest_end) {
                     (Some(start), Some(end)) if settled.unended == 0 => {
@@ -516,13 +597,15 @@ async fn run_target(config: &Config, client: &Client, target: Target) -> Vec<Row
     let mut rows = Vec::new();
     for &concurrency in &config.concurrencies {
         let warmup = load(client, &server, target, concurrency, config.warmup).await;
-        if matches!(target, Target::Async | Target::Event) {
+        if matches!(target, Target::Async | Target::Event | Target::Webhook) {
             settle(client, &server, warmup.ids).await;
         }
         let measured = load(client, &server, target, concurrency, config.seconds).await;
         let settled = match target {
             Target::Health => None,
-            Target::Async | Target::Event => Some(settle(client, &server, measured.ids.clone()).await),
+            Target::Async | Target::Event | Target::Webhook => {
+                Some(settle(client, &server, measured.ids.clone()).await)
+            }
             Target::Sync | Target::FanOut => Some(settle(client, &server, sample(&measured.ids, SYNC_SAMPLE)).await),
         };
         eprintln!("{} c={concurrency}: {} requests in {:.1} s", target.label(), measured.requests(), measured.seconds);
@@ -583,8 +666,9 @@ async fn main() {
         .expect("HTTP client");
 
     let load_before = load_average();
-    // BENCH_SHAPES: which shapes to run besides the floor (comma-separated: async, sync, fan-out).
-    let shapes = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "async,sync,fan-out,event".into());
+    // BENCH_SHAPES: which shapes to run besides the floor (comma-separated: async, sync, fan-out,
+    // event, webhook).
+    let shapes = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "async,sync,fan-out,event,webhook".into());
     let wanted = |name: &str| shapes.split(',').any(|shape| shape.trim() == name);
     let mut rows = Vec::new();
     for (target, name) in [
@@ -593,6 +677,7 @@ async fn main() {
         (Target::Sync, "sync"),
         (Target::FanOut, "fan-out"),
         (Target::Event, "event"),
+        (Target::Webhook, "webhook"),
     ] {
         if target == Target::Health || wanted(name) {
             rows.extend(run_target(&config, &client, target).await);
@@ -627,9 +712,11 @@ async fn main() {
     out.push_str(
         "\nc tasks send requests back to back over one keep-alive pool; latency is send to last body byte; non-2xx counts transport errors too. \
          ok: a 202 whose execution succeeded (async), a 202 starting 3 executions (event; its failed \
-         column counts executions), or the expected answer (sync). records succeeded: \
-         every execution record of the cell (async, event) or a sample of 200 (sync). accepted/s: executions \
-         started per second; completed/s: accepted \
+         column counts executions), a 200 whose one event was routed and started one execution that succeeded \
+         (webhook: a signed delivery with a new event id each, verified, deduplicated, routed to the connected \
+         user), or the expected answer (sync). records succeeded: \
+         every execution record of the cell (async, event, webhook) or a sample of 200 (sync). accepted/s: executions \
+         started per second (webhook: deliveries acknowledged per second, one execution each); completed/s: accepted \
          executions ÷ (first request → latest endedAt). Peak RSS (VmHWM) and RSS (VmRSS) of each \
          shape's own `sluice dev`, read after its last cell; the floor is `GET /health` on its own fresh server.\n",
     );

@@ -299,6 +299,26 @@ fn trigger_problems(integrations: &[Integration], events: &[AppEvent]) -> Vec<Pr
                         ),
                     ))
                 }
+                Trigger::Webhook { .. } if !receives_webhooks(integration) => Some((
+                    "trigger.type",
+                    if integration.is_custom() {
+                        format!(
+                            "integration `{}` declares no webhooks: add `webhooks:` to its config.yaml (see docs/triggers.md#custom-integrations)",
+                            integration.name
+                        )
+                    } else {
+                        format!(
+                            "integration `{}` has no webhooks Sluice can verify (built-in webhooks: {})",
+                            integration.name,
+                            crate::catalog::all()
+                                .iter()
+                                .filter(|(_, entry)| entry.webhooks.is_some())
+                                .map(|(name, _)| name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    },
+                )),
                 _ => None,
             };
             if let Some((path, message)) = problem {
@@ -307,6 +327,14 @@ fn trigger_problems(integrations: &[Integration], events: &[AppEvent]) -> Vec<Pr
         }
     }
     problems
+}
+
+/// Whether webhooks can reach `integration`'s workflows: its config declares them (custom) or
+/// the catalog does (built-in).
+fn receives_webhooks(integration: &Integration) -> bool {
+    integration.config.webhooks.is_some()
+        || (!integration.is_custom()
+            && crate::catalog::integration(&integration.name).is_some_and(|entry| entry.webhooks.is_some()))
 }
 
 fn whole(file: &str, message: &str) -> Problem {
