@@ -247,6 +247,24 @@ async fn slack_signatures_handshake_routing_and_redelivery(stack: &TestStack) {
     let answer = stack.client().get(one).bearer_auth(&stack.api_key).send().await.expect("one");
     assert_eq!(answer.status(), 200);
 
+    // The same new event delivered three times at once: its executions start once.
+    let racing = slack_event("Ev5", "T1", json!({"type": "message", "channel": "C1", "text": "race"}));
+    let signed = slack_headers(&racing, now, SLACK_SECRET);
+    let (a, b, c) = tokio::join!(
+        post(stack, "slack", &signed, &racing),
+        post(stack, "slack", &signed, &racing),
+        post(stack, "slack", &signed, &racing)
+    );
+    let answers = [a.1, b.1, c.1];
+    let routed: Vec<&Value> = answers.iter().filter(|a| outcomes(a) == ["routed"]).collect();
+    assert_eq!(routed.len(), 1, "one delivery starts them: {answers:#?}");
+    assert!(answers.iter().all(|a| matches!(outcomes(a).as_slice(), [o] if o == "routed" || o == "duplicate")));
+    let raced = executions(routed[0]).concat();
+    assert_eq!(raced.len(), 2, "ada's and bob's");
+    for id in &raced {
+        assert_eq!(stack.wait_until_ended(id, Duration::from_secs(20)).await["status"], "succeeded");
+    }
+
     // A slash command: a signed form, routed by its `team_id`.
     let form = "token=x&team_id=T2&command=%2Fdeploy&text=prod&user_id=U1";
     let mut headers = slack_headers(form, now, SLACK_SECRET);

@@ -171,6 +171,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     triggers::case_seen_sets_are_swapped_by_version(store).await;
     triggers::case_seen_sets_keep_the_newest_keys(store).await;
     triggers::case_deliveries_are_listed_newest_first(store).await;
+    triggers::case_delivered_event_ids_are_recognised(store).await;
     triggers::case_a_large_delivery_body_round_trips(store).await;
     triggers::case_users_are_listed_in_order_and_paged(store).await;
 }

@@ -480,6 +480,24 @@ pub trait StartExecution: Send + Sync {
         Ok(())
     }
 
+    /// Creates the executions a webhook delivery starts, with their messages, and keeps the
+    /// delivery: one transaction where the backend can (SQLite), so that a delivery costs
+    /// one write; otherwise the starts as [`create_and_send_many`] does, then the delivery
+    /// through `deliveries`. `AlreadyExists` (an execution's derived id is taken) keeps
+    /// nothing.
+    ///
+    /// [`create_and_send_many`]: StartExecution::create_and_send_many
+    async fn start_and_keep(
+        &self,
+        starts: Vec<(Execution, Vec<(QueueName, Outgoing)>)>,
+        delivery: &WebhookDelivery,
+        deliveries: &dyn WebhookStore,
+    ) -> Result<(), StartError> {
+        self.create_and_send_many(starts).await?;
+        deliveries.put_delivery(delivery).await?;
+        Ok(())
+    }
+
     /// Whether the execution and its messages are written atomically (one transaction). When
     /// not, a start whose first step goes out at once also sends a delayed recovery message
     /// first, in case the process dies between the two.

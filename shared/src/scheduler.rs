@@ -261,7 +261,12 @@ pub fn aws_settings() -> SchedulerSettings {
 struct Deployments(tokio::sync::Mutex<HashMap<(String, String), Option<Deployment>>>);
 
 impl Deployments {
-    async fn live(&self, store: &dyn Store, project_id: &str, workflow_id: &str) -> Result<Option<Deployment>, StoreError> {
+    async fn live(
+        &self,
+        store: &dyn Store,
+        project_id: &str,
+        workflow_id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
         let key = (project_id.to_string(), workflow_id.to_string());
         if let Some(known) = self.0.lock().await.get(&key) {
             return Ok(known.clone());

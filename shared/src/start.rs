@@ -103,6 +103,25 @@ pub async fn start_many(runner: &Runner, news: Vec<NewExecution>) -> Result<Vec<
     Ok(started)
 }
 
+/// [`start_many`] for a webhook delivery: the executions are created with their messages and
+/// the delivery kept in one write where the backend can
+/// ([`StartExecution::start_and_keep`]), then each first segment started.
+pub async fn start_many_and_keep(
+    runner: &Runner,
+    news: Vec<NewExecution>,
+    delivery: &crate::ports::WebhookDelivery,
+) -> Result<Vec<Started>, StartError> {
+    let runtime = runner.runtime();
+    let prepared = news.into_iter().map(|new| prepare(runtime, new)).collect::<Result<Vec<_>, _>>()?;
+    let writes = prepared.iter().map(|p| (p.execution.clone(), p.messages.clone())).collect();
+    runtime.starter.start_and_keep(writes, delivery, runtime.store.as_ref()).await?;
+    let mut started = Vec::with_capacity(prepared.len());
+    for prepared in prepared {
+        started.push(launch(runner, prepared).await?);
+    }
+    Ok(started)
+}
+
 /// An execution ready to be created: its record, the messages created with it, and where its
 /// first segment runs.
 struct Prepared {

@@ -4,9 +4,10 @@
 //! catalog's `webhooks`, or a custom integration's `config.yaml`), answered at once if it is
 //! the provider's handshake, split into its events, and each event is:
 //! 1. dropped if the integration says so (Slack's `app_rate_limited`);
-//! 2. recognised by the provider's event id: a redelivery within [`WEBHOOK_RETENTION_DAYS`]
-//!    is acknowledged and starts nothing (a claim on the idempotency store, pending while its
-//!    start is under way, done for seven days after);
+//! 2. recognised by the provider's event id: a redelivery within
+//!    [`WEBHOOK_RETENTION_DAYS`](crate::ports::WEBHOOK_RETENTION_DAYS) is acknowledged and
+//!    starts nothing (the event ids of kept deliveries are read once per delivery; a
+//!    concurrent or half-done earlier delivery is caught by the derived execution ids);
 //! 3. routed to the connected users whose connection has the identity the event names
 //!    (`users_by_identity`, an index), or recorded as unrouted;
 //! 4. started, for each such user, in every deployed workflow of the integration subscribed to
@@ -17,7 +18,7 @@
 //! outcome and executions) and the provider gets 200. Nothing is started or kept for a
 //! delivery that is refused (401 for the signature, 4xx for the body).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +31,8 @@ use crate::condition;
 use crate::model::Trigger;
 use crate::model::project::IntegrationConfig;
 use crate::model::webhook::{ChallengeAnswer, Encoding, SchemeName, TimestampUnit, WebhookSpec, http_header_name};
-use crate::ports::{
-    ClaimState, DeliveredEvent, Deployment, FirstWrite, IdempotencyKey, IdempotencyRecord, StartError, StoreError,
-    StoredAnswer, WEBHOOK_RETENTION_DAYS, WebhookDelivery,
-};
-use crate::record::{MAX_JSON_DEPTH, Timestamp, TriggerData, TriggerKind, now, too_deep};
+use crate::ports::{DeliveredEvent, Deployment, MAX_EVENT_ID_CHARS, StartError, StoreError, WebhookDelivery};
+use crate::record::{MAX_JSON_DEPTH, TriggerData, TriggerKind, now, too_deep};
 use crate::runner::Runner;
 use crate::start;
 use crate::triggers::{self, StartFor};
@@ -45,9 +43,6 @@ use crate::webhook_signature::{self, Delivery, HmacScheme, Refused, Scheme};
 pub const MAX_WEBHOOK_BODY: usize = 256 * 1024;
 /// The most events one delivery may carry (HubSpot sends at most 100).
 pub const MAX_EVENTS: usize = 100;
-/// How long an event id's claim lives while its start is under way: a process that died
-/// mid-start leaves it to the provider's next redelivery after this.
-const PENDING: Duration = Duration::from_secs(30);
 /// Headers never kept: they authenticate (or could) whoever sent them.
 const SECRET_HEADERS: &[&str] = &["authorization", "cookie", "proxy-authorization", "x-api-key"];
 
@@ -258,12 +253,24 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
     let query = inbound.query.map(parse_query).unwrap_or_default();
     let delivery_id = start::new_execution_id();
 
+    // Redeliveries: the event ids kept deliveries named (one read for the whole delivery); an
+    // id twice in one delivery counts once.
+    let ids: Vec<Option<String>> = events
+        .iter()
+        .map(|event| {
+            let id = spec.event_id.as_ref().and_then(|paths| paths.joined(event));
+            id.map(|id| if id.chars().count() <= MAX_EVENT_ID_CHARS { id } else { crate::fires::key_hash(&id) })
+        })
+        .collect();
+    let known: Vec<String> = ids.iter().flatten().cloned().collect();
+    let delivered = runtime.store.delivered_events(inbound.project_id, inbound.integration, &known).await?;
+    let mut redelivered: HashSet<String> =
+        known.iter().zip(&delivered).filter(|(_, seen)| **seen).map(|(id, _)| id.clone()).collect();
+
     let mut outcomes = Vec::with_capacity(events.len());
-    let mut claims = Vec::new();
     let mut starts = Vec::new();
-    for event in events {
+    for (event, event_id) in events.into_iter().zip(ids) {
         let event_type = spec.event_type.first(event);
-        let event_id = spec.event_id.as_ref().and_then(|paths| paths.joined(event));
         let mut outcome = DeliveredEvent {
             event_id: event_id.clone(),
             event_type: event_type.clone(),
@@ -277,15 +284,12 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
             outcomes.push(outcome);
             continue;
         }
-        if let Some(id) = &event_id {
-            match claim(runner, &inbound, id, &delivery_id, received_at).await? {
-                Some(claim) => claims.push(claim),
-                None => {
-                    outcome.outcome = "duplicate".into();
-                    outcomes.push(outcome);
-                    continue;
-                }
-            }
+        if let Some(id) = &event_id
+            && !redelivered.insert(id.clone())
+        {
+            outcome.outcome = "duplicate".into();
+            outcomes.push(outcome);
+            continue;
         }
         let subscribed: Vec<Arc<Deployment>> = listeners
             .iter()
@@ -329,7 +333,11 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
             if passing.is_empty() {
                 continue;
             }
-            let id_key = event_id.as_ref().map(|id| (format!("webhook:{}:{id}", inbound.integration), received_at));
+            // Derived from the event alone (not the time it arrived): every delivery of it, at
+            // once or days apart, names the same executions.
+            let id_key = event_id
+                .as_ref()
+                .map(|id| (format!("webhook:{}:{id}", inbound.integration), chrono::DateTime::UNIX_EPOCH));
             starts.push((
                 outcomes.len(),
                 StartFor { user_id: user, event: event_type.clone(), deployments: passing, data: data.clone(), id_key },
@@ -339,14 +347,16 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
     }
 
     let (positions, starts): (Vec<usize>, Vec<StartFor>) = starts.into_iter().unzip();
-    if !starts.is_empty() {
-        let planned = triggers::plan_for(runner, inbound.project_id, starts).await?;
+    let planned = match starts.is_empty() {
+        true => None,
+        false => Some(triggers::plan_for(runner, inbound.project_id, starts).await?),
+    };
+    if let Some(planned) = &planned {
         for (position, report) in positions.iter().zip(&planned.reports) {
             outcomes[*position].executions.extend(report.executions.iter().map(|e| e.execution_id.clone()));
         }
-        start_all(runner, planned).await?;
     }
-    let kept = WebhookDelivery {
+    let mut kept = WebhookDelivery {
         id: delivery_id.clone(),
         project_id: inbound.project_id.to_string(),
         integration: inbound.integration.to_string(),
@@ -354,66 +364,49 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
         headers,
         body: text.to_string(),
         unrouted: outcomes.iter().any(|o| o.outcome == "unrouted"),
-        events: outcomes.clone(),
+        events: outcomes,
     };
-    runtime.store.put_delivery(&kept).await?;
-    let until = received_at + chrono::Duration::days(WEBHOOK_RETENTION_DAYS);
-    for (key, token) in claims {
-        if let Err(error) = runtime.store.complete_key(&key, &token, until).await {
-            // The claim lapses after its lease: a redelivery then finds the executions taken.
-            tracing::warn!(%error, integration = inbound.integration, "a webhook event's claim could not be completed");
-        }
+    match planned {
+        None => runtime.store.put_delivery(&kept).await?,
+        Some(planned) if planned.news.is_empty() => runtime.store.put_delivery(&kept).await?,
+        // The executions and the delivery in one write (SQLite: one transaction).
+        Some(planned) => match start::start_many_and_keep(runner, planned.news.clone(), &kept).await {
+            Ok(_) => {}
+            Err(StartError::Store(StoreError::AlreadyExists(_))) => {
+                // Some were started already (a concurrent delivery of the same events, or an
+                // earlier one that stopped before it was kept): start the others one by one,
+                // and call the events whose executions all existed duplicates.
+                let existed = start_all(runner, planned).await?;
+                for outcome in &mut kept.events {
+                    if !outcome.executions.is_empty() && outcome.executions.iter().all(|id| existed.contains(id)) {
+                        outcome.outcome = "duplicate".into();
+                    }
+                }
+                runtime.store.put_delivery(&kept).await?;
+            }
+            Err(error) => return Err(error.into()),
+        },
     }
+    let outcomes = kept.events;
     Ok(Answer::Accepted(Accepted { delivery_id, events: outcomes }))
 }
 
-/// Starts what was planned: together, or one by one where some were started already by an
-/// earlier delivery of the same events that stopped half-way (their ids are taken).
-async fn start_all(runner: &Runner, planned: triggers::Planned) -> Result<(), WebhookError> {
-    let news = planned.news.clone();
-    match planned.start(runner).await {
-        Ok(_) => Ok(()),
-        Err(triggers::TriggerError::Start(StartError::Store(StoreError::AlreadyExists(_)))) => {
-            for new in news {
-                match start::start(runner, new).await {
-                    Ok(_) | Err(StartError::Store(StoreError::AlreadyExists(_))) => {}
-                    Err(error) => return Err(error.into()),
-                }
+/// Starts what was planned one by one, where some were started already (their derived ids
+/// are taken: a concurrent delivery of the same events, or an earlier one that stopped before
+/// it was kept). The ids that existed already.
+async fn start_all(runner: &Runner, planned: triggers::Planned) -> Result<HashSet<String>, WebhookError> {
+    let mut existed = HashSet::new();
+    for new in planned.news {
+        let id = new.id.clone();
+        match start::start(runner, new).await {
+            Ok(_) => {}
+            Err(StartError::Store(StoreError::AlreadyExists(_))) => {
+                existed.insert(id);
             }
-            Ok(())
+            Err(error) => return Err(error.into()),
         }
-        Err(error) => Err(error.into()),
     }
-}
-
-/// Claims event `id` of the integration: `Some((key, token))` to complete once started, None
-/// if an earlier delivery has it (a redelivery).
-async fn claim(
-    runner: &Runner,
-    inbound: &Inbound<'_>,
-    id: &str,
-    delivery_id: &str,
-    at: Timestamp,
-) -> Result<Option<(IdempotencyKey, String)>, WebhookError> {
-    let key = IdempotencyKey {
-        project_id: inbound.project_id.to_string(),
-        route: format!("webhook:{}", inbound.integration),
-        caller: inbound.integration.to_string(),
-        key: if id.len() <= 200 { id.to_string() } else { crate::fires::key_hash(id) },
-    };
-    let token = uuid::Uuid::new_v4().to_string();
-    let record = IdempotencyRecord {
-        request_hash: String::new(),
-        answer: StoredAnswer::Fixed { status: 200, body: json!({ "deliveryId": delivery_id }) },
-        token: token.clone(),
-        state: ClaimState::Pending,
-        claimed_at: at,
-        expires_at: at + chrono::Duration::from_std(PENDING).unwrap_or_default(),
-    };
-    match runner.runtime().store.claim_key(&key, &record).await? {
-        FirstWrite::Written => Ok(Some((key, token))),
-        FirstWrite::Existing(_) => Ok(None),
-    }
+    Ok(existed)
 }
 
 /// Whether a webhook trigger's `filter` holds for the event (no filter: it does). A filter

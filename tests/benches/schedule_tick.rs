@@ -90,7 +90,9 @@ async fn main() {
     let mut rows = Vec::new();
     rows.extend(run(Backend::Sqlite, "SQLite (sluice dev)", env_usize("BENCH_TICK_USERS", 10_000)).await);
     if aws_endpoint().is_some() {
-        rows.extend(run(Backend::Aws, "DynamoDB + SQS (local AWS-API server)", env_usize("BENCH_TICK_AWS_USERS", 1_000)).await);
+        rows.extend(
+            run(Backend::Aws, "DynamoDB + SQS (local AWS-API server)", env_usize("BENCH_TICK_AWS_USERS", 1_000)).await,
+        );
     }
     let mut table = String::from(
         "| backend | users | idle tick (floor) | arming tick | due minute: tick → last start | starts/s | repeated tick | started | repeat started | executions |\n\

@@ -404,7 +404,10 @@ ignore: { type: [app_rate_limited] }
             signed_parts("{timestamp}.{body}").expect("a test value"),
             vec![SignedPart::Timestamp, SignedPart::Literal(".".into()), SignedPart::Body]
         );
-        assert_eq!(signed_parts("{method}{url}{header:X-Id}:{body}").expect("a test value")[2], SignedPart::Header("x-id".into()));
+        assert_eq!(
+            signed_parts("{method}{url}{header:X-Id}:{body}").expect("a test value")[2],
+            SignedPart::Header("x-id".into())
+        );
         assert!(signed_parts("{timestamp}").is_err());
         assert!(signed_parts("{body").is_err());
     }

@@ -516,7 +516,7 @@ pub(super) async fn store_tokens(
     connect.store().put_credentials(project_id, user_id, integration, &stored).await?;
     let before =
         connect.store().set_enabled(project_id, user_id, &Switch::Integration(integration.to_string()), true).await?;
-        connect.sync_schedules(project_id, user_id).await?;
+    connect.sync_schedules(project_id, user_id).await?;
     Ok(before != Some(true))
 }
 

@@ -351,6 +351,30 @@ pub async fn case_deliveries_are_listed_newest_first(store: &dyn Store) {
 
 /// A body of 256 KiB full of characters JSON escapes (quotes, newlines, control characters)
 /// is kept exactly.
+/// A kept delivery's event ids are known to `delivered_events` (not those of `duplicate`
+/// events, nor another integration's or project's), in the order asked.
+pub async fn case_delivered_event_ids_are_recognised(store: &dyn Store) {
+    let project = unique("p");
+    let mut kept = delivery(&project, "slack", 0, false);
+    let first = kept.events[0].event_id.clone().expect("an id");
+    let mut duplicate = kept.events[0].clone();
+    duplicate.event_id = Some(unique("dup"));
+    duplicate.outcome = "duplicate".to_string();
+    kept.events.push(duplicate.clone());
+    store.put_delivery(&kept).await.expect("put");
+    let asked = [unique("never"), first.clone(), duplicate.event_id.clone().expect("an id"), first.clone()];
+    let seen = store.delivered_events(&project, "slack", &asked).await.expect("read");
+    assert_eq!(seen, [false, true, false, true]);
+    assert_eq!(store.delivered_events(&project, "hubspot", std::slice::from_ref(&first)).await.expect("read"), [false]);
+    assert_eq!(store.delivered_events(&unique("p"), "slack", &[first]).await.expect("read"), [false]);
+    assert!(store.delivered_events(&project, "slack", &[]).await.expect("read").is_empty());
+    let too_many: Vec<String> = (0..=crate::ports::MAX_EVENT_IDS).map(|i| i.to_string()).collect();
+    assert!(matches!(
+        store.delivered_events(&project, "slack", &too_many).await,
+        Err(crate::ports::StoreError::TooLarge(_))
+    ));
+}
+
 pub async fn case_a_large_delivery_body_round_trips(store: &dyn Store) {
     let project = unique("p");
     let pattern = "\"\n\u{1}é\\x";

@@ -149,7 +149,8 @@ impl Connect {
     /// be switched is logged: the row stands, and the next deploy or choice switches again.
     pub async fn sync_schedules(&self, project_id: &str, user_id: &str) -> Result<(), StoreError> {
         let armed = crate::scheduler::sync_user(self.store.as_ref(), project_id, user_id).await?;
-        if armed && let Some(rule) = self.schedule_rule.get()
+        if armed
+            && let Some(rule) = self.schedule_rule.get()
             && let Err(error) = rule.set_enabled(true).await
         {
             tracing::error!(%error, "the scheduler's rule could not be switched on");

@@ -172,11 +172,31 @@ pub struct WebhookDelivery {
 /// provider redelivers (Stripe 3 days, Standard Webhooks about 3 days).
 pub const WEBHOOK_RETENTION_DAYS: i64 = 7;
 
+/// The most event ids one [`WebhookStore::delivered_events`] call looks up (a delivery's
+/// events).
+pub const MAX_EVENT_IDS: usize = 100;
+
+/// The longest event id kept as it is; longer ones are kept as their hash
+/// (`crate::fires::key_hash`).
+pub const MAX_EVENT_ID_CHARS: usize = 200;
+
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
     /// Keeps `delivery` (creating or replacing the one of its id), until
-    /// [`WEBHOOK_RETENTION_DAYS`] after it was received.
+    /// [`WEBHOOK_RETENTION_DAYS`] after it was received, and remembers, for as long, the event
+    /// ids of its events that are not `duplicate` (what [`WebhookStore::delivered_events`]
+    /// answers): in the same transaction where the backend has one (SQLite); right after the
+    /// delivery otherwise (DynamoDB).
     async fn put_delivery(&self, delivery: &WebhookDelivery) -> Result<(), StoreError>;
+    /// For each of `event_ids` (of `integration`, in `project_id`), whether a delivery kept
+    /// within [`WEBHOOK_RETENTION_DAYS`] named it: a redelivery. In order; at most
+    /// [`MAX_EVENT_IDS`] ids.
+    async fn delivered_events(
+        &self,
+        project_id: &str,
+        integration: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<bool>, StoreError>;
     async fn get_delivery(&self, project_id: &str, delivery_id: &str) -> Result<Option<WebhookDelivery>, StoreError>;
     /// The project's deliveries, newest first, of one integration if given, only those with
     /// an unrouted event if `unrouted_only`; at most `limit`, received before the delivery

@@ -27,8 +27,8 @@ use super::{
     item_bytes, ms, n, project_pk, query_up_to, s,
 };
 use crate::ports::{
-    DeliveredEvent, DueCursor, MAX_DUE_PAGE, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore, SeenSet,
-    StoreError, WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
+    DeliveredEvent, DueCursor, MAX_DUE_PAGE, MAX_EVENT_IDS, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore,
+    SeenSet, StoreError, WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
 };
 use crate::record::{Timestamp, now};
 
@@ -56,6 +56,12 @@ const MAX_ITEM_BYTES: usize = 400_000;
 const FILTERED_PAGE: usize = 100;
 
 const RETENTION_MS: i64 = WEBHOOK_RETENTION_DAYS * 24 * 60 * 60 * 1000;
+
+/// The partition of the event ids an integration's kept deliveries named: one item per id
+/// (`sk` the id), with the delivery and its TTL.
+fn event_pk(project_id: &str, integration: &str) -> String {
+    format!("WHEVENT#{project_id}#{integration}")
+}
 
 fn schedule_prefix(workflow_id: &str) -> String {
     format!("{SCHEDULE_PREFIX}{workflow_id}#")
@@ -457,7 +463,110 @@ impl WebhookStore for DynamoStore {
             .send()
             .await
             .map_err(|e| backend("PutItem", e))?;
+        // The event ids it named, 25 per BatchWriteItem (unconditional: a later delivery of
+        // the same id only moves its expiry, and the executions' derived ids are what keeps a
+        // start once).
+        let received = delivery.received_at.timestamp_millis();
+        let expires = (received + RETENTION_MS) / 1000;
+        let pk = event_pk(&delivery.project_id, &delivery.integration);
+        let requests: Vec<aws_sdk_dynamodb::types::WriteRequest> = delivery
+            .events
+            .iter()
+            .filter(|event| event.outcome != "duplicate")
+            .filter_map(|event| event.event_id.as_ref())
+            .map(|event_id| {
+                let item: Item = [
+                    ("pk".to_string(), s(pk.clone())),
+                    ("sk".to_string(), s(event_id)),
+                    ("delivery_id".to_string(), s(&delivery.id)),
+                    ("received_at".to_string(), AttributeValue::N(received.to_string())),
+                    (TTL_ATTRIBUTE.to_string(), AttributeValue::N(expires.to_string())),
+                ]
+                .into_iter()
+                .collect();
+                let put = aws_sdk_dynamodb::types::PutRequest::builder().set_item(Some(item)).build();
+                put.map(|put| aws_sdk_dynamodb::types::WriteRequest::builder().put_request(put).build())
+                    .map_err(|e| StoreError::Backend(format!("BatchWriteItem: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            for _ in 0..8 {
+                if pending.is_empty() {
+                    break;
+                }
+                let answer = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending.clone())
+                    .send()
+                    .await
+                    .map_err(|e| backend("BatchWriteItem", e))?;
+                pending = answer.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+            }
+            if !pending.is_empty() {
+                return Err(StoreError::Backend(format!(
+                    "BatchWriteItem: {} event ids left unprocessed",
+                    pending.len()
+                )));
+            }
+        }
         Ok(())
+    }
+
+    async fn delivered_events(
+        &self,
+        project_id: &str,
+        integration: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<bool>, StoreError> {
+        if event_ids.len() > MAX_EVENT_IDS {
+            return Err(StoreError::TooLarge(format!("{} event ids; at most {MAX_EVENT_IDS}", event_ids.len())));
+        }
+        if event_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pk = event_pk(project_id, integration);
+        let cutoff = retention_cutoff_ms();
+        let mut unique: Vec<&String> = event_ids.iter().collect();
+        unique.sort();
+        unique.dedup();
+        let mut pending: Vec<Item> = unique
+            .into_iter()
+            .map(|id| [("pk".to_string(), s(pk.clone())), ("sk".to_string(), s(id))].into_iter().collect())
+            .collect();
+        let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for _ in 0..8 {
+            if pending.is_empty() {
+                break;
+            }
+            let keys = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(pending.clone()))
+                .consistent_read(true)
+                .build()
+                .map_err(|e| StoreError::Backend(format!("BatchGetItem: {e}")))?;
+            let answer = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, keys)
+                .send()
+                .await
+                .map_err(|e| backend("BatchGetItem", e))?;
+            for item in answer.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default() {
+                if get_n::<i64>(&item, "received_at")? >= cutoff {
+                    seen.insert(get_s(&item, "sk")?.to_string());
+                }
+            }
+            pending = answer
+                .unprocessed_keys
+                .and_then(|mut left| left.remove(&self.table))
+                .map(|left| left.keys)
+                .unwrap_or_default();
+        }
+        if !pending.is_empty() {
+            return Err(StoreError::Backend(format!("BatchGetItem: {} event ids left unread", pending.len())));
+        }
+        Ok(event_ids.iter().map(|id| seen.contains(id)).collect())
     }
 
     async fn get_delivery(&self, project_id: &str, delivery_id: &str) -> Result<Option<WebhookDelivery>, StoreError> {

@@ -281,6 +281,19 @@ CREATE INDEX webhook_deliveries_by_integration ON webhook_deliveries (project_id
 CREATE INDEX webhook_deliveries_unrouted ON webhook_deliveries (project_id, id) WHERE unrouted = 1;
 CREATE INDEX webhook_deliveries_by_age ON webhook_deliveries (received_at_ms);
 "#,
+    // 10: the event ids kept deliveries named, for recognising redeliveries (written in the
+    // delivery's transaction; the index finds expired rows to delete).
+    r#"
+CREATE TABLE webhook_events (
+    project_id     TEXT NOT NULL,
+    integration    TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    delivery_id    TEXT NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (project_id, integration, event_id)
+);
+CREATE INDEX webhook_events_by_age ON webhook_events (received_at_ms);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,

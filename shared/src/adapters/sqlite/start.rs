@@ -7,7 +7,7 @@ use rusqlite::TransactionBehavior;
 use super::executions::insert_execution;
 use super::queue::insert;
 use super::{Sqlite, backend, now_ms};
-use crate::ports::{Outgoing, QueueName, StartError, StartExecution};
+use crate::ports::{Outgoing, QueueName, StartError, StartExecution, WebhookDelivery, WebhookStore};
 use crate::record::Execution;
 
 #[async_trait]
@@ -48,6 +48,30 @@ impl StartExecution for Sqlite {
                     insert(&tx, *queue, message, now)?;
                 }
             }
+            tx.commit().map_err(backend)
+        })
+        .await?;
+        self.wake_receivers();
+        Ok(())
+    }
+
+    async fn start_and_keep(
+        &self,
+        starts: Vec<(Execution, Vec<(QueueName, Outgoing)>)>,
+        delivery: &WebhookDelivery,
+        _deliveries: &dyn WebhookStore,
+    ) -> Result<(), StartError> {
+        let delivery = delivery.clone();
+        self.call(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            let now = now_ms();
+            for (execution, messages) in &starts {
+                insert_execution(&tx, execution)?;
+                for (queue, message) in messages {
+                    insert(&tx, *queue, message, now)?;
+                }
+            }
+            super::triggers::write_delivery(&tx, &delivery)?;
             tx.commit().map_err(backend)
         })
         .await?;

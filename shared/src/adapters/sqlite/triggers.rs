@@ -17,8 +17,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Sqlite, backend, from_json, from_ms, now_ms, to_json, to_ms};
 use crate::ports::{
-    DueCursor, MAX_DUE_PAGE, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore, SeenSet, StoreError,
-    WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
+    DueCursor, MAX_DUE_PAGE, MAX_EVENT_IDS, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore, SeenSet,
+    StoreError, WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
 };
 use crate::record::Timestamp;
 
@@ -424,25 +424,38 @@ impl PollStore for Sqlite {
 #[async_trait]
 impl WebhookStore for Sqlite {
     async fn put_delivery(&self, delivery: &WebhookDelivery) -> Result<(), StoreError> {
-        let record = to_json(delivery)?;
-        let (project_id, id, integration) =
-            (delivery.project_id.clone(), delivery.id.clone(), delivery.integration.clone());
-        let (received_at_ms, unrouted) = (to_ms(&delivery.received_at), delivery.unrouted);
+        let delivery = delivery.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute(
-                "DELETE FROM webhook_deliveries WHERE rowid IN
-                   (SELECT rowid FROM webhook_deliveries WHERE received_at_ms < ?1 LIMIT ?2)",
-                params![now_ms().saturating_sub(RETENTION_MS), CLEANUP_BATCH],
-            )
-            .map_err(backend)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO webhook_deliveries (project_id, id, integration, received_at_ms, unrouted, record)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![project_id, id, integration, received_at_ms, unrouted, record],
-            )
-            .map_err(backend)?;
+            write_delivery(&tx, &delivery)?;
             tx.commit().map_err(backend)
+        })
+        .await
+    }
+
+    async fn delivered_events(
+        &self,
+        project_id: &str,
+        integration: &str,
+        event_ids: &[String],
+    ) -> Result<Vec<bool>, StoreError> {
+        if event_ids.len() > MAX_EVENT_IDS {
+            return Err(StoreError::TooLarge(format!("{} event ids; at most {MAX_EVENT_IDS}", event_ids.len())));
+        }
+        let (project_id, integration, event_ids) =
+            (project_id.to_string(), integration.to_string(), event_ids.to_vec());
+        self.call(move |conn| {
+            let mut statement = conn
+                .prepare_cached(
+                    "SELECT 1 FROM webhook_events
+                     WHERE project_id = ?1 AND integration = ?2 AND event_id = ?3 AND received_at_ms >= ?4",
+                )
+                .map_err(backend)?;
+            let cutoff = now_ms().saturating_sub(RETENTION_MS);
+            event_ids
+                .iter()
+                .map(|event_id| statement.exists(params![project_id, integration, event_id, cutoff]).map_err(backend))
+                .collect()
         })
         .await
     }
@@ -486,6 +499,46 @@ impl WebhookStore for Sqlite {
         })
         .await
     }
+}
+
+/// Writes `delivery` and the event ids it names in `tx` (see `WebhookStore::put_delivery`),
+/// after removing a batch of expired ones.
+pub(super) fn write_delivery(tx: &rusqlite::Transaction<'_>, delivery: &WebhookDelivery) -> Result<(), StoreError> {
+    let record = to_json(delivery)?;
+    let received_at_ms = to_ms(&delivery.received_at);
+    let cutoff = now_ms().saturating_sub(RETENTION_MS);
+    tx.execute(
+        "DELETE FROM webhook_deliveries WHERE rowid IN
+           (SELECT rowid FROM webhook_deliveries WHERE received_at_ms < ?1 LIMIT ?2)",
+        params![cutoff, CLEANUP_BATCH],
+    )
+    .map_err(backend)?;
+    tx.execute(
+        "INSERT OR REPLACE INTO webhook_deliveries (project_id, id, integration, received_at_ms, unrouted, record)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![delivery.project_id, delivery.id, delivery.integration, received_at_ms, delivery.unrouted, record],
+    )
+    .map_err(backend)?;
+    tx.execute(
+        "DELETE FROM webhook_events WHERE rowid IN
+           (SELECT rowid FROM webhook_events WHERE received_at_ms < ?1 LIMIT ?2)",
+        params![cutoff, CLEANUP_BATCH],
+    )
+    .map_err(backend)?;
+    let event_ids =
+        delivery.events.iter().filter(|event| event.outcome != "duplicate").filter_map(|e| e.event_id.as_ref());
+    for event_id in event_ids {
+        tx.execute(
+            "INSERT INTO webhook_events (project_id, integration, event_id, delivery_id, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (project_id, integration, event_id) DO UPDATE
+               SET delivery_id = excluded.delivery_id, received_at_ms = excluded.received_at_ms
+               WHERE webhook_events.received_at_ms < ?6",
+            params![delivery.project_id, delivery.integration, event_id, delivery.id, received_at_ms, cutoff],
+        )
+        .map_err(backend)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
