@@ -127,6 +127,9 @@ pub async fn run(options: DevOptions) -> anyhow::Result<()> {
         .context("cannot open the key that seals users' secrets")?;
     let runtime =
         Runtime::new(store.clone(), queue.clone(), db, HttpClient::new(policy)?, settings).with_keys(Arc::new(keys));
+    // The user the printed token names exists from the start, so that schedules and polls
+    // (which run for every user who enabled them) fire for someone before any request.
+    runtime.connect.known_user(&project.project_id, "dev-user").await.context("cannot record the dev user")?;
     let stack = bound.start(runtime, queue);
     let token = user_token(&options.data_dir, "dev-user", Duration::from_secs(24 * 3600))?;
     print_try_it(&project, &workflows, &token);
