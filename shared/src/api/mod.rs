@@ -218,6 +218,15 @@ fn integration(segment: &str) -> Result<&str, ApiError> {
     if valid { Ok(segment) } else { Err(ApiError::NotFound(format!("no integration `{segment}`"))) }
 }
 
+/// A `limit` query parameter: 1 to `max`.
+fn page_limit(value: &str, max: usize) -> Result<usize, ApiError> {
+    value
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=max).contains(n))
+        .ok_or_else(|| ApiError::BadRequest(format!("`limit` is 1 to {max}")))
+}
+
 /// Path ids are 1–128 characters of `[A-Za-z0-9_-]`; anything else cannot exist.
 fn id(segment: &str) -> Result<&str, ApiError> {
     let valid = !segment.is_empty()

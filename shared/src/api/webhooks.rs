@@ -96,13 +96,7 @@ pub(super) async fn list(
                 }
             }
             "before" => before = Some(value.into_owned()),
-            "limit" => {
-                limit = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE).contains(n))
-                    .ok_or_else(|| ApiError::BadRequest(format!("`limit` is 1 to {MAX_PAGE}")))?
-            }
+            "limit" => limit = super::page_limit(&value, MAX_PAGE)?,
             other => return Err(ApiError::BadRequest(format!("unknown query parameter `{other}`"))),
         }
     }

@@ -41,13 +41,7 @@ impl StartExecution for Sqlite {
         }
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let now = now_ms();
-            for (execution, messages) in &starts {
-                insert_execution(&tx, execution)?;
-                for (queue, message) in messages {
-                    insert(&tx, *queue, message, now)?;
-                }
-            }
+            insert_starts(&tx, &starts)?;
             tx.commit().map_err(backend)
         })
         .await?;
@@ -64,13 +58,7 @@ impl StartExecution for Sqlite {
         let delivery = delivery.clone();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            let now = now_ms();
-            for (execution, messages) in &starts {
-                insert_execution(&tx, execution)?;
-                for (queue, message) in messages {
-                    insert(&tx, *queue, message, now)?;
-                }
-            }
+            insert_starts(&tx, &starts)?;
             super::triggers::write_delivery(&tx, &delivery)?;
             tx.commit().map_err(backend)
         })
@@ -78,4 +66,19 @@ impl StartExecution for Sqlite {
         self.wake_receivers();
         Ok(())
     }
+}
+
+/// Inserts each execution with its messages in `tx`.
+fn insert_starts(
+    tx: &rusqlite::Transaction<'_>,
+    starts: &[(Execution, Vec<(QueueName, Outgoing)>)],
+) -> Result<(), crate::ports::StoreError> {
+    let now = now_ms();
+    for (execution, messages) in starts {
+        insert_execution(tx, execution)?;
+        for (queue, message) in messages {
+            insert(tx, *queue, message, now)?;
+        }
+    }
+    Ok(())
 }
