@@ -35,7 +35,8 @@ struct Search {
     email: Option<String>,
 }
 
-/// The demo routes: `GET /demo/crm/contacts?email=`, `POST /demo/crm/leads`, and Slack's
+/// The demo routes: `GET /demo/crm/contacts?email=`, `POST /demo/crm/leads`, `GET
+/// /demo/crm/leads` (the latest 100, newest first: what the polling example reads), and Slack's
 /// `POST chat.postMessage`, `GET conversations.list` and `GET conversations.history` under
 /// `/demo/slack/api`.
 pub fn routes() -> Router {
@@ -43,7 +44,7 @@ pub fn routes() -> Router {
     let slack: Slack = Arc::default();
     Router::new()
         .route("/demo/crm/contacts", get(search))
-        .route("/demo/crm/leads", post(create_lead).layer(DefaultBodyLimit::max(MAX_LEAD_BYTES)))
+        .route("/demo/crm/leads", post(create_lead).get(recent_leads).layer(DefaultBodyLimit::max(MAX_LEAD_BYTES)))
         .with_state(crm)
         .merge(
             Router::new()
@@ -143,6 +144,15 @@ async fn search(State(crm): State<Arc<Mutex<Crm>>>, Query(search): Query<Search>
         contacts.extend(crm.leads.iter().filter(|l| l["email"] == json!(email)).cloned());
     }
     Json(json!({ "total": contacts.len(), "contacts": contacts }))
+}
+
+/// How many leads `GET /demo/crm/leads` lists.
+const RECENT_LEADS: usize = 100;
+
+async fn recent_leads(State(crm): State<Arc<Mutex<Crm>>>) -> Json<Value> {
+    let leads: Vec<Value> =
+        crm.lock().map(|crm| crm.leads.iter().rev().take(RECENT_LEADS).cloned().collect()).unwrap_or_default();
+    Json(json!({ "leads": leads }))
 }
 
 async fn create_lead(State(crm): State<Arc<Mutex<Crm>>>, Json(lead): Json<Value>) -> (StatusCode, Json<Value>) {

@@ -16,7 +16,7 @@ fn validate_accepts_the_bundled_examples() {
     let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/project");
     let out = sluice(&["validate", examples]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 integration(s), 4 workflow file(s), 1 app event(s) OK"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 integration(s), 5 workflow file(s), 1 app event(s) OK"));
 }
 
 #[test]
