@@ -46,11 +46,11 @@ async fn project_create_then_deploy_sets_up_a_stack() {
     assert_eq!(auth::verify_user_token(&stored.signing_public_key_pem, &token).expect("valid"), "u1");
 
     let deployed = deploy_dir(&store, "acme", examples()).await.expect("deploy");
-    assert_eq!(deployed.iter().map(|d| d.version).collect::<Vec<_>>(), [1, 1, 1, 1]);
+    assert_eq!(deployed.iter().map(|d| d.version).collect::<Vec<_>>(), [1, 1, 1, 1, 1]);
     let redeployed = deploy_dir(&store, "acme", examples()).await.expect("redeploy");
     assert_eq!(
         redeployed.iter().map(|d| d.version).collect::<Vec<_>>(),
-        [1, 1, 1, 1],
+        [1, 1, 1, 1, 1],
         "unchanged files keep their version"
     );
     assert!(store.get_deployed("acme", "contact-lookup").await.expect("get").is_some());

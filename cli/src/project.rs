@@ -36,6 +36,10 @@ pub const BUNDLED: &[(&str, &str)] = &[
         "integrations/custom.democrm/workflows/lead-created.yaml",
         include_str!("../../examples/project/integrations/custom.democrm/workflows/lead-created.yaml"),
     ),
+    (
+        "integrations/custom.democrm/workflows/new-leads.yaml",
+        include_str!("../../examples/project/integrations/custom.democrm/workflows/new-leads.yaml"),
+    ),
     ("integrations/slack/config.yaml", include_str!("../../examples/project/integrations/slack/config.yaml")),
     ("integrations/slack/inputs.yaml", include_str!("../../examples/project/integrations/slack/inputs.yaml")),
     (

@@ -594,11 +594,13 @@ fn to_jiff(at: Timestamp) -> Result<jiff::Timestamp, ScheduleError> {
 }
 
 /// The fire instants of an interval of `every` (a poll's): see [`CompiledSchedule::Interval`].
+/// A poll polls whatever its items' executions are doing (`overlap: allow`): each item starts
+/// once anyway, and a long-running item must not hold the next items back.
 pub fn interval(every: &DurationSpec) -> ScheduleTrigger {
     ScheduleTrigger {
         rule: ScheduleRule::Every(every.clone()),
         timezone: None,
-        overlap: Overlap::Skip,
+        overlap: Overlap::Allow,
         catchup: Catchup::Latest,
     }
 }

@@ -42,7 +42,7 @@ fn the_example_project_loads_two_integrations_and_their_settings() {
     assert_eq!(crm.config.authentication_type, Some(AuthenticationType::ApiKey));
     assert_eq!(crm.inputs["lead_source"].kind, InputType::Select);
     let ids: Vec<&str> = project.workflows().map(|(_, wf)| wf.id.as_str()).collect();
-    assert_eq!(ids, ["contact-created", "contact-lookup", "lead-created", "deal-won"]);
+    assert_eq!(ids, ["contact-created", "contact-lookup", "lead-created", "new-leads", "deal-won"]);
     assert_eq!(project.events.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["Contact Created"]);
     let lead = &project.integrations[0].workflows[2].1;
     assert_eq!(lead.integration.as_deref(), Some("custom.democrm"));
