@@ -275,6 +275,14 @@ async fn slack_signatures_handshake_routing_and_redelivery(stack: &TestStack) {
     assert_eq!(started.len(), 1, "{answer}");
     let record = stack.wait_until_ended(&started[0], Duration::from_secs(20)).await;
     assert_eq!(record["steps"][0]["output"]["body"]["text"], "prod");
+    // A slash command has no event id: the same signed request replayed is recognised by its
+    // signature and starts nothing; the same command sent again (signed anew) starts again.
+    let (status, replayed) = post(stack, "slack", &headers, form).await;
+    assert_eq!((status, outcomes(&replayed)), (StatusCode::OK, vec!["duplicate".to_string()]), "{replayed}");
+    let mut again = slack_headers(form, now + 1, SLACK_SECRET);
+    again.push(("content-type", "application/x-www-form-urlencoded".into()));
+    let (_, resent) = post(stack, "slack", &again, form).await;
+    assert_eq!(executions(&resent).concat().len(), 1, "{resent}");
 }
 
 /// The id of the delivery that started executions.

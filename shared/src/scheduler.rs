@@ -386,7 +386,7 @@ async fn fire_row(
             next_row.last_fire = Some(*at);
             continue;
         }
-        match start_fire(runner, &deployment, &row.user_id, *at, &zone).await? {
+        match start_fire(runner, &deployment, &row.user_id, *at, &zone, Some(enablement.clone())).await? {
             Fired::Started(id) => {
                 report.started += 1;
                 next_row.fired += 1;
@@ -479,6 +479,7 @@ async fn start_fire(
     user_id: &str,
     at: Timestamp,
     zone: &str,
+    enablement: Option<crate::ports::Enablement>,
 ) -> Result<Fired, SchedulerError> {
     let body = json!({
         "scheduledAt": format_timestamp(&at),
@@ -493,6 +494,7 @@ async fn start_fire(
         deployments: vec![deployment.clone()],
         data,
         id_key: Some((key, at)),
+        enablement,
     };
     let planned = triggers::plan_for(runner, &deployment.project_id, vec![start]).await?;
     let report = planned.reports.first().cloned();
@@ -542,7 +544,7 @@ pub async fn fire_message(runner: &Runner, message: &FireMessage) -> Result<(), 
         return Ok(());
     }
     let zone = row.zone.clone();
-    if let Fired::Started(id) = start_fire(runner, &deployment, &message.user_id, at, &zone).await? {
+    if let Fired::Started(id) = start_fire(runner, &deployment, &message.user_id, at, &zone, None).await? {
         // Best effort: the next overlap check looks at it.
         let mut next = row.clone();
         next.fired += 1;

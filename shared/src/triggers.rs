@@ -128,6 +128,7 @@ pub async fn plan_app_events(
             deployments: of_event,
             data,
             id_key: None,
+            enablement: None,
         });
     }
     plan_for(runner, project_id, starts).await
@@ -174,7 +175,14 @@ async fn connection(
     let of_it: Vec<Arc<Deployment>> =
         live.into_iter().filter(|d| d.workflow.integration.as_deref() == Some(integration)).collect();
     let data = TriggerData::of(kind, payload);
-    let start = StartFor { user_id: user_id.to_string(), event: None, deployments: of_it, data, id_key: None };
+    let start = StartFor {
+        user_id: user_id.to_string(),
+        event: None,
+        deployments: of_it,
+        data,
+        id_key: None,
+        enablement: None,
+    };
     let planned = plan_for(runner, project_id, vec![start]).await?;
     let mut reports = planned.start(runner).await?;
     Ok(reports.pop().unwrap_or_else(|| Report {
@@ -227,6 +235,9 @@ pub(crate) struct StartFor {
     /// each execution's id is then derived from it, the workflow and the user
     /// ([`crate::fires`]), so that a repeat cannot start it twice. None: fresh ids.
     pub id_key: Option<(String, crate::record::Timestamp)>,
+    /// The user's choices, when the caller read them already (the scheduler, for its gate):
+    /// they are not read again.
+    pub enablement: Option<Enablement>,
 }
 
 /// Plans, for each [`StartFor`], the listeners the user's choices let through; one report
@@ -242,7 +253,10 @@ pub(crate) async fn plan_for(
     let mut connections: HashMap<String, HashMap<String, bool>> = HashMap::new();
     let mut news = Vec::new();
     let mut reports = Vec::with_capacity(starts.len());
-    for StartFor { user_id, event, deployments, data, id_key } in starts {
+    for StartFor { user_id, event, deployments, data, id_key, enablement } in starts {
+        if let Some(enablement) = enablement {
+            choices.entry(user_id.clone()).or_insert(enablement);
+        }
         let mut report = Report {
             user_id: user_id.clone(),
             event,

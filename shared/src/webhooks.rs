@@ -255,10 +255,25 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
 
     // Redeliveries: the event ids kept deliveries named (one read for the whole delivery); an
     // id twice in one delivery counts once.
+    // An event without an id (Slack's slash commands, interactivity) is known by the signature
+    // of the request that carried it: a replay of that request within the scheme's window is
+    // the same request, while a new request is signed anew (another timestamp or body).
+    let signature: String = scheme
+        .secret_headers()
+        .iter()
+        .flat_map(|name| inbound.headers.get_all(name.as_str()))
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .collect::<Vec<_>>()
+        .join("|");
     let ids: Vec<Option<String>> = events
         .iter()
-        .map(|event| {
+        .enumerate()
+        .map(|(index, event)| {
             let id = spec.event_id.as_ref().and_then(|paths| paths.joined(event));
+            let id = id.or_else(|| {
+                (!signature.is_empty())
+                    .then(|| format!("request:{}", crate::fires::key_hash(&format!("{signature}|{index}"))))
+            });
             id.map(|id| if id.chars().count() <= MAX_EVENT_ID_CHARS { id } else { crate::fires::key_hash(&id) })
         })
         .collect();
@@ -340,7 +355,14 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
                 .map(|id| (format!("webhook:{}:{id}", inbound.integration), chrono::DateTime::UNIX_EPOCH));
             starts.push((
                 outcomes.len(),
-                StartFor { user_id: user, event: event_type.clone(), deployments: passing, data: data.clone(), id_key },
+                StartFor {
+                    user_id: user,
+                    event: event_type.clone(),
+                    deployments: passing,
+                    data: data.clone(),
+                    id_key,
+                    enablement: None,
+                },
             ));
         }
         outcomes.push(outcome);

@@ -172,6 +172,9 @@ pub struct WebhookDelivery {
 /// provider redelivers (Stripe 3 days, Standard Webhooks about 3 days).
 pub const WEBHOOK_RETENTION_DAYS: i64 = 7;
 
+/// How long deliveries and their event ids are kept, in milliseconds.
+pub const WEBHOOK_RETENTION_MS: i64 = WEBHOOK_RETENTION_DAYS * 24 * 60 * 60 * 1000;
+
 /// The most event ids one [`WebhookStore::delivered_events`] call looks up (a delivery's
 /// events).
 pub const MAX_EVENT_IDS: usize = 100;
@@ -228,4 +231,31 @@ pub fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, StoreE
 pub trait ScheduleRule: Send + Sync {
     async fn set_enabled(&self, enabled: bool) -> Result<(), StoreError>;
     async fn is_enabled(&self) -> Result<bool, StoreError>;
+}
+
+/// `advance_schedule` replaces one row by a new state of the same row: the adapters' check
+/// that `next` is that row.
+pub fn check_same_row(expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<(), StoreError> {
+    let key = |e: &ScheduleEntry| (e.project_id.clone(), e.workflow_id.clone(), e.user_id.clone());
+    if key(expected) != key(next) {
+        return Err(StoreError::Corrupt(format!(
+            "advance_schedule of {:?} was given the row of {:?}",
+            key(expected),
+            key(next)
+        )));
+    }
+    Ok(())
+}
+
+/// The keys a seen-set keeps of `keys`: the last [`MAX_SEEN_KEYS`].
+pub fn newest_seen_keys(keys: &[String]) -> &[String] {
+    &keys[keys.len().saturating_sub(MAX_SEEN_KEYS)..]
+}
+
+/// Refuses a [`WebhookStore::delivered_events`] call over [`MAX_EVENT_IDS`] ids.
+pub fn check_event_ids(event_ids: &[String]) -> Result<(), StoreError> {
+    if event_ids.len() > MAX_EVENT_IDS {
+        return Err(StoreError::TooLarge(format!("{} event ids; at most {MAX_EVENT_IDS}", event_ids.len())));
+    }
+    Ok(())
 }

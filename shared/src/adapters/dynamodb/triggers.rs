@@ -27,8 +27,8 @@ use super::{
     item_bytes, ms, n, project_pk, query_up_to, s,
 };
 use crate::ports::{
-    DeliveredEvent, DueCursor, MAX_DUE_PAGE, MAX_EVENT_IDS, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore,
-    SeenSet, StoreError, WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
+    DeliveredEvent, DueCursor, MAX_DUE_PAGE, PollStore, ScheduleEntry, ScheduleStore, SeenSet, StoreError,
+    WebhookDelivery, WebhookStore,
 };
 use crate::record::{Timestamp, now};
 
@@ -55,7 +55,7 @@ const MAX_ITEM_BYTES: usize = 400_000;
 /// counts items before the filter), then drops what it does not need.
 const FILTERED_PAGE: usize = 100;
 
-const RETENTION_MS: i64 = WEBHOOK_RETENTION_DAYS * 24 * 60 * 60 * 1000;
+use crate::ports::WEBHOOK_RETENTION_MS as RETENTION_MS;
 
 /// The partition of the event ids an integration's kept deliveries named: one item per id
 /// (`sk` the id), with the delivery and its TTL.
@@ -195,19 +195,6 @@ fn decode_cursor(cursor: &DueCursor) -> Result<Item, StoreError> {
     ]))
 }
 
-/// `advance_schedule` replaces one row by a new state of the same row.
-fn same_row(expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<(), StoreError> {
-    let key = |e: &ScheduleEntry| (e.project_id.clone(), e.workflow_id.clone(), e.user_id.clone());
-    if key(expected) != key(next) {
-        return Err(StoreError::Corrupt(format!(
-            "advance_schedule of {:?} was given the row of {:?}",
-            key(expected),
-            key(next)
-        )));
-    }
-    Ok(())
-}
-
 impl DynamoStore {
     /// Deletes the item at (`pk`, `sk`); whether there was one.
     async fn delete_existing(&self, pk: String, sk: String) -> Result<bool, StoreError> {
@@ -286,7 +273,7 @@ impl ScheduleStore for DynamoStore {
     }
 
     async fn advance_schedule(&self, expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<bool, StoreError> {
-        same_row(expected, next)?;
+        crate::ports::check_same_row(expected, next)?;
         let put = self
             .client
             .put_item()
@@ -360,7 +347,7 @@ impl PollStore for DynamoStore {
         keys: &[String],
         expected_version: u64,
     ) -> Result<bool, StoreError> {
-        let newest = &keys[keys.len().saturating_sub(MAX_SEEN_KEYS)..];
+        let newest = crate::ports::newest_seen_keys(keys);
         let text =
             serde_json::to_string(newest).map_err(|e| StoreError::Backend(format!("cannot encode keys: {e}")))?;
         let next = expected_version
@@ -520,9 +507,7 @@ impl WebhookStore for DynamoStore {
         integration: &str,
         event_ids: &[String],
     ) -> Result<Vec<bool>, StoreError> {
-        if event_ids.len() > MAX_EVENT_IDS {
-            return Err(StoreError::TooLarge(format!("{} event ids; at most {MAX_EVENT_IDS}", event_ids.len())));
-        }
+        crate::ports::check_event_ids(event_ids)?;
         if event_ids.is_empty() {
             return Ok(Vec::new());
         }

@@ -17,15 +17,15 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{Sqlite, backend, from_json, from_ms, now_ms, to_json, to_ms};
 use crate::ports::{
-    DueCursor, MAX_DUE_PAGE, MAX_EVENT_IDS, MAX_SEEN_KEYS, PollStore, ScheduleEntry, ScheduleStore, SeenSet,
-    StoreError, WEBHOOK_RETENTION_DAYS, WebhookDelivery, WebhookStore,
+    DueCursor, MAX_DUE_PAGE, PollStore, ScheduleEntry, ScheduleStore, SeenSet, StoreError, WebhookDelivery,
+    WebhookStore,
 };
 use crate::record::Timestamp;
 
 /// The most expired deliveries one `put_delivery` deletes.
 const CLEANUP_BATCH: i64 = 100;
 
-const RETENTION_MS: i64 = WEBHOOK_RETENTION_DAYS * 24 * 60 * 60 * 1000;
+use crate::ports::WEBHOOK_RETENTION_MS as RETENTION_MS;
 
 const SCHEDULE_COLUMNS: &str = "project_id, workflow_id, user_id, next_fire_ms, version, zone, last_fire_ms, \
      last_execution_id, fired, skipped, missed, last_note, updated_at_ms";
@@ -261,7 +261,7 @@ impl ScheduleStore for Sqlite {
     }
 
     async fn advance_schedule(&self, expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<bool, StoreError> {
-        same_row(expected, next)?;
+        crate::ports::check_same_row(expected, next)?;
         let (expected_next, expected_version) = (expected.next_fire.as_ref().map(to_ms), expected.version);
         let (next, encoded) = (next.clone(), EncodedEntry::new(next)?);
         self.call(move |conn| {
@@ -330,24 +330,6 @@ impl ScheduleStore for Sqlite {
     }
 }
 
-/// `advance_schedule` replaces one row by a new state of the same row.
-fn same_row(expected: &ScheduleEntry, next: &ScheduleEntry) -> Result<(), StoreError> {
-    let key = |e: &ScheduleEntry| (e.project_id.clone(), e.workflow_id.clone(), e.user_id.clone());
-    if key(expected) != key(next) {
-        return Err(StoreError::Corrupt(format!(
-            "advance_schedule of {:?} was given the row of {:?}",
-            key(expected),
-            key(next)
-        )));
-    }
-    Ok(())
-}
-
-/// The last [`MAX_SEEN_KEYS`] of `keys`.
-fn newest_keys(keys: &[String]) -> &[String] {
-    &keys[keys.len().saturating_sub(MAX_SEEN_KEYS)..]
-}
-
 #[async_trait]
 impl PollStore for Sqlite {
     async fn get_seen(&self, project_id: &str, workflow_id: &str, user_id: &str) -> Result<SeenSet, StoreError> {
@@ -381,7 +363,7 @@ impl PollStore for Sqlite {
         expected_version: u64,
     ) -> Result<bool, StoreError> {
         let (project_id, workflow_id, user_id) = (project_id.to_string(), workflow_id.to_string(), user_id.to_string());
-        let keys = to_json(&newest_keys(keys))?;
+        let keys = to_json(&crate::ports::newest_seen_keys(keys))?;
         let expected = count_to_sql("seen-set version", expected_version)?;
         let next = expected
             .checked_add(1)
@@ -439,9 +421,7 @@ impl WebhookStore for Sqlite {
         integration: &str,
         event_ids: &[String],
     ) -> Result<Vec<bool>, StoreError> {
-        if event_ids.len() > MAX_EVENT_IDS {
-            return Err(StoreError::TooLarge(format!("{} event ids; at most {MAX_EVENT_IDS}", event_ids.len())));
-        }
+        crate::ports::check_event_ids(event_ids)?;
         let (project_id, integration, event_ids) =
             (project_id.to_string(), integration.to_string(), event_ids.to_vec());
         self.call(move |conn| {
