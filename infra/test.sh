@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n== %s\n' "$*"; }
 
+# A run from a fresh clone gains nothing from incremental artifacts, which would double the
+# target directory's size on disk (a full disk once failed CI here at link time).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 step "formatting"
 cargo fmt --all --check
 
