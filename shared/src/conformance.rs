@@ -173,6 +173,7 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     triggers::case_deliveries_are_listed_newest_first(store).await;
     triggers::case_delivered_event_ids_are_recognised(store).await;
     triggers::case_a_large_delivery_body_round_trips(store).await;
+    triggers::case_route_lookup_reads_what_the_single_reads_read(store).await;
     triggers::case_users_are_listed_in_order_and_paged(store).await;
 }
 

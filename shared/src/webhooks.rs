@@ -31,7 +31,9 @@ use crate::condition;
 use crate::model::Trigger;
 use crate::model::project::IntegrationConfig;
 use crate::model::webhook::{ChallengeAnswer, Encoding, SchemeName, TimestampUnit, WebhookSpec, http_header_name};
-use crate::ports::{DeliveredEvent, Deployment, MAX_EVENT_ID_CHARS, StartError, StoreError, WebhookDelivery};
+use crate::ports::{
+    DeliveredEvent, Deployment, MAX_EVENT_ID_CHARS, RouteLookup, Routes, StartError, StoreError, WebhookDelivery,
+};
 use crate::record::{MAX_JSON_DEPTH, TriggerData, TriggerKind, now, too_deep};
 use crate::runner::Runner;
 use crate::start;
@@ -278,13 +280,32 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
         })
         .collect();
     let known: Vec<String> = ids.iter().flatten().cloned().collect();
-    let delivered = runtime.store.delivered_events(inbound.project_id, inbound.integration, &known).await?;
+    // Each event's identity value, and the distinct values to look up.
+    let identity_of: Vec<Option<String>> =
+        events.iter().map(|event| spec.identity.as_ref().and_then(|route| route.path.first(event))).collect();
+    let mut identities: Vec<String> = Vec::new();
+    for value in identity_of.iter().flatten() {
+        if !identities.contains(value) {
+            identities.push(value.clone());
+        }
+    }
+    // One read for the whole delivery: the redeliveries among its event ids (an id twice in
+    // one delivery counts once), the users its identities name, and their choices.
+    let lookup = RouteLookup {
+        project_id: inbound.project_id,
+        integration: inbound.integration,
+        event_ids: &known,
+        identity_key: spec.identity.as_ref().map(|route| route.key.as_str()),
+        identities: &identities,
+    };
+    let Routes { delivered, users: named, enablement } =
+        runtime.store.route_lookup(&lookup, runtime.store.as_ref()).await?;
     let mut redelivered: HashSet<String> =
         known.iter().zip(&delivered).filter(|(_, seen)| **seen).map(|(id, _)| id.clone()).collect();
 
     let mut outcomes = Vec::with_capacity(events.len());
     let mut starts = Vec::new();
-    for (event, event_id) in events.into_iter().zip(ids) {
+    for ((event, event_id), identity) in events.into_iter().zip(ids).zip(identity_of) {
         let event_type = spec.event_type.first(event);
         let mut outcome = DeliveredEvent {
             event_id: event_id.clone(),
@@ -316,14 +337,12 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
             })
             .cloned()
             .collect();
-        let users = match &spec.identity {
-            Some(route) => match route.path.first(event) {
-                Some(value) => {
-                    outcome.identity = Some(value.clone());
-                    runtime.store.users_by_identity(inbound.project_id, inbound.integration, &route.key, &value).await?
-                }
-                None => Vec::new(),
-            },
+        let users = match identity {
+            Some(value) => {
+                let at = identities.iter().position(|known| *known == value);
+                outcome.identity = Some(value);
+                at.and_then(|at| named.get(at)).cloned().unwrap_or_default()
+            }
             None => Vec::new(),
         };
         if users.is_empty() {
@@ -353,6 +372,7 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
             let id_key = event_id
                 .as_ref()
                 .map(|id| (format!("webhook:{}:{id}", inbound.integration), chrono::DateTime::UNIX_EPOCH));
+            let chosen = enablement.get(&user).cloned();
             starts.push((
                 outcomes.len(),
                 StartFor {
@@ -361,7 +381,7 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
                     deployments: passing,
                     data: data.clone(),
                     id_key,
-                    enablement: None,
+                    enablement: chosen,
                 },
             ));
         }

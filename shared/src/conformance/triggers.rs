@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{at_ms, join_all, unique};
 use crate::ports::{
-    DeliveredEvent, DueCursor, MAX_DUE_PAGE, MAX_SEEN_KEYS, ScheduleEntry, SeenSet, Store, WEBHOOK_RETENTION_DAYS,
-    WebhookDelivery,
+    CredentialRecord, CredentialStatus, DeliveredEvent, DueCursor, MAX_DUE_PAGE, MAX_SEEN_KEYS, RouteLookup, Routes,
+    ScheduleEntry, SeenSet, Store, Switch, WEBHOOK_RETENTION_DAYS, WebhookDelivery,
 };
 use crate::record::{Timestamp, now};
 
@@ -349,8 +349,6 @@ pub async fn case_deliveries_are_listed_newest_first(store: &dyn Store) {
     assert_eq!(store.list_deliveries(&unique("p"), None, false, None, 10).await.expect("unknown"), vec![]);
 }
 
-/// A body of 256 KiB full of characters JSON escapes (quotes, newlines, control characters)
-/// is kept exactly.
 /// A kept delivery's event ids are known to `delivered_events` (not those of `duplicate`
 /// events, nor another integration's or project's), in the order asked.
 pub async fn case_delivered_event_ids_are_recognised(store: &dyn Store) {
@@ -375,6 +373,8 @@ pub async fn case_delivered_event_ids_are_recognised(store: &dyn Store) {
     ));
 }
 
+/// A body of 256 KiB full of characters JSON escapes (quotes, newlines, control characters)
+/// is kept exactly.
 pub async fn case_a_large_delivery_body_round_trips(store: &dyn Store) {
     let project = unique("p");
     let pattern = "\"\n\u{1}é\\x";
@@ -383,6 +383,78 @@ pub async fn case_a_large_delivery_body_round_trips(store: &dyn Store) {
     store.put_delivery(&big).await.expect("put a large delivery");
     assert_eq!(store.get_delivery(&project, &big.id).await.expect("get"), Some(big.clone()));
     assert_eq!(store.list_deliveries(&project, None, false, None, 10).await.expect("list"), vec![big]);
+}
+
+/// `route_lookup` answers in one call what `delivered_events`, `users_by_identity` and
+/// `enablement` answer one at a time: per event id and per identity value, in order, and the
+/// choices of every user named (and of no one else).
+pub async fn case_route_lookup_reads_what_the_single_reads_read(store: &dyn Store) {
+    let project = unique("p");
+    let kept = delivery(&project, "slack", 0, false);
+    let first = kept.events[0].event_id.clone().expect("an id");
+    store.put_delivery(&kept).await.expect("put");
+    let (ada, bob, cy, other) = (unique("u"), unique("u"), unique("u"), unique("u"));
+    for (user, team) in [(&ada, "T1"), (&bob, "T1"), (&cy, "T2"), (&other, "T9")] {
+        let record = CredentialRecord {
+            sealed: crate::crypto::Sealed {
+                version: 1,
+                wrapped_key: "d2s=".into(),
+                nonce: "bm9uY2U=".into(),
+                ciphertext: "Y3Q=".into(),
+            },
+            status: CredentialStatus::Connected,
+            expires_at: None,
+            updated_at: at_ms(1_800_000_000_000),
+            refreshing_until: None,
+            identity: BTreeMap::from([("team".to_string(), team.to_string())]),
+        };
+        store.put_credentials(&project, user, "slack", &record).await.expect("credentials");
+    }
+    store.set_enabled(&project, &ada, &Switch::Integration("slack".into()), false).await.expect("switch");
+    store.set_enabled(&project, &bob, &Switch::Workflow("w".into()), true).await.expect("switch");
+
+    let event_ids = [unique("never"), first.clone()];
+    let identities = ["T1".to_string(), "T2".to_string(), "T3".to_string()];
+    let lookup = RouteLookup {
+        project_id: &project,
+        integration: "slack",
+        event_ids: &event_ids,
+        identity_key: Some("team"),
+        identities: &identities,
+    };
+    let routes = store.route_lookup(&lookup, store).await.expect("lookup");
+    assert_eq!(routes.delivered, store.delivered_events(&project, "slack", &event_ids).await.expect("read"));
+    assert_eq!(routes.delivered, [false, true]);
+    let mut t1 = vec![ada.clone(), bob.clone()];
+    t1.sort();
+    assert_eq!(routes.users, [t1, vec![cy.clone()], vec![]]);
+    for value in &identities {
+        let single = store.users_by_identity(&project, "slack", "team", value).await.expect("read");
+        let at = identities.iter().position(|v| v == value).expect("asked");
+        assert_eq!(routes.users[at], single, "identity {value}");
+    }
+    assert_eq!(routes.enablement.len(), 3, "ada, bob and cy; not the user of T9");
+    for user in [&ada, &bob, &cy] {
+        assert_eq!(routes.enablement.get(user), Some(&store.enablement(&project, user).await.expect("read")));
+    }
+    assert_eq!(routes.enablement[&ada].integrations.get("slack"), Some(&false));
+    assert_eq!(routes.enablement[&bob].workflows.get("w"), Some(&true));
+
+    // Without an identity key no event routes; another integration's ids and users are its own.
+    let unkeyed = RouteLookup { identity_key: None, ..lookup };
+    let routes = store.route_lookup(&unkeyed, store).await.expect("lookup");
+    assert_eq!(routes.users, [Vec::<String>::new(), vec![], vec![]]);
+    assert!(routes.enablement.is_empty());
+    let elsewhere = RouteLookup { integration: "hubspot", ..lookup };
+    let routes = store.route_lookup(&elsewhere, store).await.expect("lookup");
+    assert_eq!(routes.delivered, [false, false]);
+    assert_eq!(routes.users, [Vec::<String>::new(), vec![], vec![]]);
+    let empty = RouteLookup { event_ids: &[], identities: &[], ..lookup };
+    assert_eq!(store.route_lookup(&empty, store).await.expect("lookup"), Routes::default());
+    let too_many: Vec<String> = (0..=crate::ports::MAX_EVENT_IDS).map(|i| i.to_string()).collect();
+    for over in [RouteLookup { event_ids: &too_many, ..lookup }, RouteLookup { identities: &too_many, ..lookup }] {
+        assert!(matches!(store.route_lookup(&over, store).await, Err(crate::ports::StoreError::TooLarge(_))));
+    }
 }
 
 /// Every user `ensure_user` or `update_user` recorded is listed once, in id (UTF-8 byte)

@@ -5,6 +5,8 @@
 //! execution under an id derived from their own key (`crate::fires`), and creating an
 //! execution is already a conditional write on its id. The ledger only says what is due.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -183,6 +185,30 @@ pub const MAX_EVENT_IDS: usize = 100;
 /// (`crate::fires::key_hash`).
 pub const MAX_EVENT_ID_CHARS: usize = 200;
 
+/// What [`WebhookStore::route_lookup`] reads for one delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteLookup<'a> {
+    pub project_id: &'a str,
+    pub integration: &'a str,
+    /// At most [`MAX_EVENT_IDS`].
+    pub event_ids: &'a [String],
+    /// The identity key the integration routes by (None: no event routes).
+    pub identity_key: Option<&'a str>,
+    /// The identity values of the delivery's events, distinct; at most [`MAX_EVENT_IDS`].
+    pub identities: &'a [String],
+}
+
+/// What [`WebhookStore::route_lookup`] answers.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Routes {
+    /// Per event id, in order: whether a kept delivery named it.
+    pub delivered: Vec<bool>,
+    /// Per identity value, in order: the users it names.
+    pub users: Vec<Vec<String>>,
+    /// The choices of every user named.
+    pub enablement: HashMap<String, super::Enablement>,
+}
+
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
     /// Keeps `delivery` (creating or replacing the one of its id), until
@@ -200,6 +226,37 @@ pub trait WebhookStore: Send + Sync {
         integration: &str,
         event_ids: &[String],
     ) -> Result<Vec<bool>, StoreError>;
+    /// Everything routing a delivery's events reads, together (one read on SQLite): which of
+    /// `event_ids` were delivered (as [`WebhookStore::delivered_events`]), the users each of
+    /// `identities` names under `identity_key` (as [`UserStore::users_by_identity`], in
+    /// order), and the choices ([`EnablementStore::enablement`]) of every user named. The
+    /// default asks `users` one read at a time.
+    ///
+    /// [`UserStore::users_by_identity`]: super::UserStore::users_by_identity
+    /// [`EnablementStore::enablement`]: super::EnablementStore::enablement
+    async fn route_lookup(
+        &self,
+        lookup: &RouteLookup<'_>,
+        users: &dyn super::ConnectStore,
+    ) -> Result<Routes, StoreError> {
+        check_event_ids(lookup.identities)?;
+        let delivered = self.delivered_events(lookup.project_id, lookup.integration, lookup.event_ids).await?;
+        let mut named = Vec::with_capacity(lookup.identities.len());
+        let mut enablement = HashMap::new();
+        for value in lookup.identities {
+            let found = match lookup.identity_key {
+                Some(key) => users.users_by_identity(lookup.project_id, lookup.integration, key, value).await?,
+                None => Vec::new(),
+            };
+            for user in &found {
+                if !enablement.contains_key(user) {
+                    enablement.insert(user.clone(), users.enablement(lookup.project_id, user).await?);
+                }
+            }
+            named.push(found);
+        }
+        Ok(Routes { delivered, users: named, enablement })
+    }
     async fn get_delivery(&self, project_id: &str, delivery_id: &str) -> Result<Option<WebhookDelivery>, StoreError>;
     /// The project's deliveries, newest first, of one integration if given, only those with
     /// an unrouted event if `unrouted_only`; at most `limit`, received before the delivery

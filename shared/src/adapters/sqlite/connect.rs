@@ -12,10 +12,10 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
-use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
+use super::{Cached, Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::ports::{
     ConnectedUser, CredentialRecord, CredentialStore, Enablement, EnablementStore, IntegrationRecord, IntegrationStore,
     MAX_USERS_BY_IDENTITY, MAX_USERS_PAGE, SettingsScope, SettingsStore, StoreError, Switch, UserMeta, UserStore,
@@ -33,9 +33,9 @@ impl IntegrationStore for Sqlite {
         let project_id = project_id.to_string();
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute("DELETE FROM integrations WHERE project_id = ?1", params![project_id]).map_err(backend)?;
+            tx.run("DELETE FROM integrations WHERE project_id = ?1", params![project_id]).map_err(backend)?;
             for (name, record) in &rows {
-                tx.execute(
+                tx.run(
                     "INSERT INTO integrations (project_id, name, record) VALUES (?1, ?2, ?3)",
                     params![project_id, name, record],
                 )
@@ -62,7 +62,7 @@ impl IntegrationStore for Sqlite {
         let (project_id, name) = (project_id.to_string(), name.to_string());
         self.call(move |conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT record FROM integrations WHERE project_id = ?1 AND name = ?2",
                     params![project_id, name],
                     |row| row.get(0),
@@ -81,7 +81,7 @@ impl UserStore for Sqlite {
         let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
         self.call(move |conn| {
             let inserted = conn
-                .execute(
+                .run(
                     "INSERT INTO users (project_id, user_id, created_at_ms) VALUES (?1, ?2, ?3)
                      ON CONFLICT (project_id, user_id) DO NOTHING",
                     params![project_id, user_id, to_ms(&now())],
@@ -95,7 +95,7 @@ impl UserStore for Sqlite {
     async fn update_user(&self, project_id: &str, user_id: &str, meta: &UserMeta) -> Result<ConnectedUser, StoreError> {
         let (project_id, user_id, meta) = (project_id.to_string(), user_id.to_string(), meta.clone());
         self.call(move |conn| {
-            conn.execute(
+            conn.run(
                 "INSERT INTO users (project_id, user_id, name, email, timezone, created_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                  ON CONFLICT (project_id, user_id) DO UPDATE SET
@@ -151,7 +151,7 @@ fn read_user(
     user_id: &str,
 ) -> Result<Option<ConnectedUser>, StoreError> {
     let row = conn
-        .query_row(
+        .row(
             "SELECT name, email, timezone, created_at_ms FROM users WHERE project_id = ?1 AND user_id = ?2",
             params![project_id, user_id],
             |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)?)),
@@ -172,26 +172,7 @@ fn read_user(
 impl EnablementStore for Sqlite {
     async fn enablement(&self, project_id: &str, user_id: &str) -> Result<Enablement, StoreError> {
         let (project_id, user_id) = (project_id.to_string(), user_id.to_string());
-        self.call(move |conn| {
-            let mut statement = conn
-                .prepare_cached("SELECT kind, target, enabled FROM enablement WHERE project_id = ?1 AND user_id = ?2")
-                .map_err(backend)?;
-            let rows = statement
-                .query_map(params![project_id, user_id], |row| {
-                    Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?))
-                })
-                .map_err(backend)?;
-            let mut enablement = Enablement::default();
-            for row in rows {
-                let (kind, target, enabled) = row.map_err(backend)?;
-                match kind.as_str() {
-                    "integration" => enablement.integrations.insert(target, enabled),
-                    _ => enablement.workflows.insert(target, enabled),
-                };
-            }
-            Ok(enablement)
-        })
-        .await
+        self.call(move |conn| read_enablement(conn, &project_id, &user_id)).await
     }
 
     async fn set_enabled(
@@ -207,14 +188,14 @@ impl EnablementStore for Sqlite {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(backend)?;
             let before: Option<bool> = tx
-                .query_row(
+                .row(
                     "SELECT enabled FROM enablement WHERE project_id = ?1 AND user_id = ?2 AND kind = ?3 AND target = ?4",
                     params![project_id, user_id, kind, target],
                     |row| row.get(0),
                 )
                 .optional()
                 .map_err(backend)?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO enablement (project_id, user_id, kind, target, enabled) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT (project_id, user_id, kind, target) DO UPDATE SET enabled = excluded.enabled",
                 params![project_id, user_id, kind, target, enabled],
@@ -269,12 +250,12 @@ impl SettingsStore for Sqlite {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             for (id, text) in &rows {
                 match text {
-                    Some(text) => tx.execute(
+                    Some(text) => tx.run(
                         "INSERT INTO settings (project_id, user_id, scope, setting_id, value) VALUES (?1, ?2, ?3, ?4, ?5)
                          ON CONFLICT (project_id, user_id, scope, setting_id) DO UPDATE SET value = excluded.value",
                         params![project_id, user_id, scope, id, text],
                     ),
-                    None => tx.execute(
+                    None => tx.run(
                         "DELETE FROM settings WHERE project_id = ?1 AND user_id = ?2 AND scope = ?3 AND setting_id = ?4",
                         params![project_id, user_id, scope, id],
                     ),
@@ -301,7 +282,7 @@ impl CredentialStore for Sqlite {
         let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO credentials (project_id, user_id, integration, record) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (project_id, user_id, integration) DO UPDATE SET record = excluded.record",
                 params![project_id, user_id, integration, text],
@@ -322,7 +303,7 @@ impl CredentialStore for Sqlite {
         let (project_id, user_id, integration) = (project_id.to_string(), user_id.to_string(), integration.to_string());
         self.call(move |conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT record FROM credentials WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
                     params![project_id, user_id, integration],
                     |row| row.get(0),
@@ -349,7 +330,7 @@ impl CredentialStore for Sqlite {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let swapped = tx
-                .execute(
+                .run(
                     "UPDATE credentials SET record = ?5
                      WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3 AND record = ?4",
                     params![project_id, user_id, integration, old_text, new_text],
@@ -370,7 +351,7 @@ impl CredentialStore for Sqlite {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let deleted = tx
-                .execute(
+                .run(
                     "DELETE FROM credentials WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
                     params![project_id, user_id, integration],
                 )
@@ -389,27 +370,60 @@ impl CredentialStore for Sqlite {
         key: &str,
         value: &str,
     ) -> Result<Vec<String>, StoreError> {
-        if !identity_key_fits(key) || !identity_value_fits(value) {
-            return Ok(Vec::new());
-        }
         let (project_id, integration) = (project_id.to_string(), integration.to_string());
         let (key, value) = (key.to_string(), value.to_string());
-        self.call(move |conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT user_id FROM credential_identities
-                     WHERE project_id = ?1 AND integration = ?2 AND identity_key = ?3 AND identity_value = ?4
-                     ORDER BY user_id LIMIT ?5",
-                )
-                .map_err(backend)?;
-            let limit = i64::try_from(MAX_USERS_BY_IDENTITY).unwrap_or(i64::MAX);
-            let rows = statement
-                .query_map(params![project_id, integration, key, value, limit], |row| row.get::<_, String>(0))
-                .map_err(backend)?;
-            rows.map(|row| row.map_err(backend)).collect()
-        })
-        .await
+        self.call(move |conn| read_users_by_identity(conn, &project_id, &integration, &key, &value)).await
     }
+}
+
+/// The user's choices (see `EnablementStore::enablement`).
+pub(super) fn read_enablement(conn: &Connection, project_id: &str, user_id: &str) -> Result<Enablement, StoreError> {
+    let mut statement = conn
+        .prepare_cached("SELECT kind, target, enabled FROM enablement WHERE project_id = ?1 AND user_id = ?2")
+        .map_err(backend)?;
+    let rows = statement
+        .query_map(params![project_id, user_id], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, bool>(2)?))
+        })
+        .map_err(backend)?;
+    let mut enablement = Enablement::default();
+    for row in rows {
+        let (kind, target, enabled) = row.map_err(backend)?;
+        match kind.as_str() {
+            "integration" => enablement.integrations.insert(target, enabled),
+            _ => enablement.workflows.insert(target, enabled),
+        };
+    }
+    Ok(enablement)
+}
+
+/// The users whose identity for `integration` is (`key`, `value`) (see
+/// `UserStore::users_by_identity`); none for a key or value outside the limits.
+pub(super) fn read_users_by_identity(
+    conn: &Connection,
+    project_id: &str,
+    integration: &str,
+    key: &str,
+    value: &str,
+) -> Result<Vec<String>, StoreError> {
+    if !identity_key_fits(key) || !identity_value_fits(value) {
+        return Ok(Vec::new());
+    }
+    let mut statement = conn.prepare_cached(&identity_users_sql()).map_err(backend)?;
+    let rows = statement
+        .query_map(params![project_id, integration, key, value], |row| row.get::<_, String>(0))
+        .map_err(backend)?;
+    rows.map(|row| row.map_err(backend)).collect()
+}
+
+/// The users of one identity, in user id order: the primary key's order past its four
+/// equal columns (no `ORDER BY`, see `super::Cached`).
+pub(super) fn identity_users_sql() -> String {
+    format!(
+        "SELECT user_id FROM credential_identities INDEXED BY sqlite_autoindex_credential_identities_1
+         WHERE project_id = ?1 AND integration = ?2 AND identity_key = ?3 AND identity_value = ?4
+         LIMIT {MAX_USERS_BY_IDENTITY}"
+    )
 }
 
 /// Makes `identity` what the index holds for the user's credentials for `integration`
@@ -421,7 +435,7 @@ fn index_identity(
     integration: &str,
     identity: &BTreeMap<String, String>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.run(
         "DELETE FROM credential_identities WHERE project_id = ?1 AND user_id = ?2 AND integration = ?3",
         params![project_id, user_id, integration],
     )

@@ -11,7 +11,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
+use super::{Cached, Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
 use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp};
@@ -169,7 +169,7 @@ pub(super) fn insert_execution(conn: &Connection, e: &Execution) -> Result<(), S
     let trigger = to_json(&e.trigger)?;
     let error = opt_json(e.error.as_ref())?;
     let inserted = conn
-        .execute(
+        .run(
             "INSERT INTO executions (id, project_id, workflow_id, workflow_version, user_id, status,
                  started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
@@ -197,7 +197,7 @@ pub(super) fn insert_execution(conn: &Connection, e: &Execution) -> Result<(), S
 
 fn read_response(conn: &Connection, execution_id: &str) -> Result<Option<SettledResponse>, StoreError> {
     let text: Option<String> = conn
-        .query_row("SELECT response FROM responses WHERE execution_id = ?1", params![execution_id], |row| row.get(0))
+        .row("SELECT response FROM responses WHERE execution_id = ?1", params![execution_id], |row| row.get(0))
         .optional()
         .map_err(backend)?;
     opt_from_json("settled response", text)
@@ -228,7 +228,7 @@ impl ExecutionStore for Sqlite {
                 bool,
             );
             let row: Option<ExecutionRow> = conn
-                .query_row(
+                .row(
                     "SELECT id, project_id, workflow_id, workflow_version, user_id, status, started_at_ms,
                          ended_at_ms, trigger, response_deadline_ms, error, test
                      FROM executions WHERE id = ?1",
@@ -298,7 +298,7 @@ impl ExecutionStore for Sqlite {
         let error = opt_json(error)?;
         self.call(move |conn| {
             let changed = conn
-                .execute(
+                .run(
                     "UPDATE executions SET status = ?2, error = ?3, ended_at_ms = ?4
                      WHERE id = ?1 AND status IN ('running', 'waiting')",
                     params![execution_id, status.as_str(), error, to_ms(&ended_at)],
@@ -318,7 +318,7 @@ impl ExecutionStore for Sqlite {
         let execution_id = execution_id.to_string();
         self.call(move |conn| {
             let changed = conn
-                .execute(
+                .run(
                     "UPDATE executions SET status = ?3 WHERE id = ?1 AND status = ?2",
                     params![execution_id, from.as_str(), to.as_str()],
                 )
@@ -382,7 +382,7 @@ impl ExecutionStore for Sqlite {
         self.call(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
             let inserted = tx
-                .execute(
+                .run(
                     "INSERT INTO responses (execution_id, response) VALUES (?1, ?2)
                      ON CONFLICT (execution_id) DO NOTHING",
                     params![execution_id, text],

@@ -18,6 +18,7 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
+use super::Cached;
 use super::executions::{EncodedStep, STEP_COLUMNS, decode_step, insert_step, step_row};
 use super::{Sqlite, backend, from_json};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
@@ -34,7 +35,7 @@ impl FanOutStore for Sqlite {
                 "SELECT {STEP_COLUMNS} FROM step_attempts WHERE execution_id = ?1 AND step = ?2
                  ORDER BY attempt DESC LIMIT 1"
             );
-            let row = conn.query_row(&sql, params![execution_id, step_key], step_row).optional().map_err(backend)?;
+            let row = conn.row(&sql, params![execution_id, step_key], step_row).optional().map_err(backend)?;
             row.map(decode_step).transpose()
         })
         .await
@@ -81,7 +82,7 @@ impl FanOutStore for Sqlite {
         let (execution_id, fan_out_key) = (execution_id.to_string(), fan_out_key.to_string());
         self.call(move |conn| {
             let text: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT item FROM fan_out_items WHERE execution_id = ?1 AND fan_out_key = ?2 AND item_index = ?3",
                     params![execution_id, fan_out_key, index],
                     |row| row.get(0),

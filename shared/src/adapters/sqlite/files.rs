@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use rusqlite::{OptionalExtension, params};
 
-use super::{Sqlite, backend};
+use super::{Cached, Sqlite, backend};
 use crate::adapters::{check_file_size, new_file_id, stored_file_id};
 use crate::ports::{FileStore, StoreError};
 use crate::record::FileObject;
@@ -34,7 +34,7 @@ impl FileStore for Sqlite {
         let (execution_id, row) = (execution_id.to_string(), file.clone());
         self.call(move |conn| {
             let size = i64::try_from(bytes.len()).map_err(|_| StoreError::TooLarge("file size".into()))?;
-            conn.execute(
+            conn.run(
                 "INSERT INTO files (execution_id, id, name, mime_type, size, bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![execution_id, id, row.name, row.mime_type, size, bytes.as_ref()],
             )
@@ -52,7 +52,7 @@ impl FileStore for Sqlite {
         let (execution_id, id) = (execution_id.to_string(), id.to_string());
         self.call(move |conn| {
             let row: Option<(i64, Vec<u8>)> = conn
-                .query_row(
+                .row(
                     "SELECT size, bytes FROM files WHERE execution_id = ?1 AND id = ?2",
                     params![execution_id, id],
                     |row| Ok((row.get(0)?, row.get(1)?)),

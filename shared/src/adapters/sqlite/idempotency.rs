@@ -9,7 +9,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Sqlite, backend, from_json, from_ms, now_ms, to_json, to_ms};
+use super::{Cached, Sqlite, backend, from_json, from_ms, now_ms, to_json, to_ms};
 use crate::ports::{ClaimState, FirstWrite, IdempotencyKey, IdempotencyRecord, IdempotencyStore, StoreError};
 use crate::record::Timestamp;
 
@@ -60,17 +60,19 @@ impl IdempotencyStore for Sqlite {
         self.call(move |conn| {
             let now = now_ms();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute(
-                "DELETE FROM idempotency_keys WHERE rowid IN
-                   (SELECT rowid FROM idempotency_keys WHERE expires_at_ms < ?1 LIMIT ?2)",
-                params![now, CLEANUP_BATCH],
+            tx.run(
+                &format!(
+                    "DELETE FROM idempotency_keys WHERE rowid IN
+                       (SELECT rowid FROM idempotency_keys WHERE expires_at_ms < ?1 LIMIT {CLEANUP_BATCH})"
+                ),
+                params![now],
             )
             .map_err(backend)?;
             if let Some(existing) = read_live(&tx, &key, now)? {
                 return Ok(FirstWrite::Existing(existing));
             }
             // Whatever is left under the key has expired (the cleanup may not have reached it).
-            tx.execute(
+            tx.run(
                 &format!(
                     "INSERT OR REPLACE INTO idempotency_keys (project_id, route, caller, idempotency_key, {COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
@@ -104,7 +106,7 @@ impl IdempotencyStore for Sqlite {
         let (key, token) = (key.clone(), token.to_string());
         self.call(move |conn| {
             let changed = conn
-                .execute(
+                .run(
                     &format!(
                         "UPDATE idempotency_keys SET state = ?6, expires_at_ms = ?7 WHERE {WHERE_KEY} AND token = ?5"
                     ),
@@ -128,7 +130,7 @@ impl IdempotencyStore for Sqlite {
         let (key, token) = (key.clone(), token.to_string());
         self.call(move |conn| {
             let deleted = conn
-                .execute(
+                .run(
                     &format!("DELETE FROM idempotency_keys WHERE {WHERE_KEY} AND token = ?5"),
                     params![key.project_id, key.route, key.caller, key.key, token],
                 )

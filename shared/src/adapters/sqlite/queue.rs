@@ -14,7 +14,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::{Connection, TransactionBehavior, params};
 
-use super::{Sqlite, backend, ceil_ms, now_ms, now_ms_ceil};
+use super::{Cached, Sqlite, backend, ceil_ms, now_ms, now_ms_ceil};
 use crate::ports::{ConsumeQueue, MAX_QUEUE_DELAY, Outgoing, QueueError, QueueName, Received, SendQueue, StoreError};
 
 /// The longest a long-polling receiver sleeps before looking again, in case another process
@@ -29,7 +29,7 @@ pub(super) fn insert(conn: &Connection, queue: QueueName, message: &Outgoing, no
     let delay = ceil_ms(message.delay.min(MAX_QUEUE_DELAY));
     // Counted from `now` rounded up, so the delay is never cut short; no delay means at once.
     let visible_at = if delay == 0 { now } else { now_ms_ceil().saturating_add(delay) };
-    conn.execute(
+    conn.run(
         "INSERT INTO messages (queue, body, visible_at_ms, receive_count, sent_at_ms) VALUES (?1, ?2, ?3, 0, ?4)",
         params![queue.as_str(), message.body, visible_at, now],
     )
@@ -51,6 +51,18 @@ struct Take {
     next_visible_at_ms: Option<i64>,
 }
 
+/// The most messages one `receive` delivers.
+const MAX_BATCH: usize = 100;
+
+/// Up to `limit` visible messages of queue `?1` at `?2`, in (visibility, id) order: the
+/// index's order (no `ORDER BY`, see `super::Cached`).
+pub(super) fn visible_sql(limit: usize) -> String {
+    format!(
+        "SELECT id, body, receive_count, sent_at_ms FROM messages INDEXED BY messages_by_visibility
+         WHERE queue = ?1 AND visible_at_ms <= ?2 LIMIT {limit}"
+    )
+}
+
 /// Delivers up to `max` visible messages of `queue`, dead-lettering the over-received ones.
 fn take(
     conn: &mut Connection,
@@ -66,16 +78,12 @@ fn take(
     let mut delivered: Vec<Received> = Vec::new();
     let mut delivered_ids: Vec<i64> = Vec::new();
     loop {
-        let wanted = i64::try_from(max - delivered.len()).unwrap_or(i64::MAX);
+        let wanted = max - delivered.len();
         let candidates: Vec<(i64, String, u32, i64)> = {
-            let mut statement = tx
-                .prepare_cached(
-                    "SELECT id, body, receive_count, sent_at_ms FROM messages
-                     WHERE queue = ?1 AND visible_at_ms <= ?2 ORDER BY visible_at_ms, id LIMIT ?3",
-                )
-                .map_err(backend)?;
+            // One cached statement per batch size (a handful: receivers ask for a few).
+            let mut statement = tx.prepare_cached(&visible_sql(wanted)).map_err(backend)?;
             let rows = statement
-                .query_map(params![queue.as_str(), now, wanted], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .query_map(params![queue.as_str(), now], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
                 .map_err(backend)?;
             rows.collect::<Result<_, _>>().map_err(backend)?
         };
@@ -87,12 +95,12 @@ fn take(
             }
             let count = receive_count.saturating_add(1);
             if count > max_receives.saturating_add(DEAD_LETTER_NOTICES) {
-                tx.execute(
+                tx.run(
                     "INSERT INTO dead_letters (queue, body, receive_count, sent_at_ms, dead_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![queue.as_str(), body, receive_count, sent_at, now],
                 )
                 .map_err(backend)?;
-                tx.execute("DELETE FROM messages WHERE id = ?1", params![id]).map_err(backend)?;
+                tx.run("DELETE FROM messages WHERE id = ?1", params![id]).map_err(backend)?;
                 dead += 1;
                 continue;
             }
@@ -101,7 +109,7 @@ fn take(
             let dead_letter = count > max_receives;
             let prefix = if dead_letter { DEAD_RECEIPT } else { "" };
             let receipt = format!("{prefix}{id}-{}", uuid::Uuid::new_v4().simple());
-            tx.execute(
+            tx.run(
                 "UPDATE messages SET visible_at_ms = ?2, receipt = ?3, receive_count = ?4 WHERE id = ?1",
                 params![id, hidden_until, receipt, count],
             )
@@ -115,7 +123,7 @@ fn take(
         }
     }
     let next_visible_at_ms: Option<i64> = tx
-        .query_row(
+        .row(
             "SELECT MIN(visible_at_ms) FROM messages WHERE queue = ?1 AND visible_at_ms > ?2",
             params![queue.as_str(), now],
             |r| r.get(0),
@@ -178,6 +186,8 @@ impl ConsumeQueue for Sqlite {
         if max == 0 {
             return Ok(Vec::new());
         }
+        // A batch is at most SQS's 10 in practice; the cap bounds the statements cached per size.
+        let max = max.min(MAX_BATCH);
         let deadline = tokio::time::Instant::now() + wait;
         let visibility_ms = ceil_ms(visibility);
         let max_receives = self.max_receives;
@@ -218,23 +228,20 @@ impl ConsumeQueue for Sqlite {
         // refusing an expired handle; acking twice is harmless.
         self.call(move |conn| {
             if !receipt.starts_with(DEAD_RECEIPT) {
-                conn.execute(
-                    "DELETE FROM messages WHERE queue = ?1 AND receipt = ?2",
-                    params![queue.as_str(), receipt],
-                )
-                .map_err(backend)?;
+                conn.run("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
+                    .map_err(backend)?;
                 return Ok(());
             }
             // A dead letter that was handled is kept in `dead_letters`, as SQS keeps it in the
             // dead-letter queue.
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO dead_letters (queue, body, receive_count, sent_at_ms, dead_at_ms)
                  SELECT queue, body, receive_count, sent_at_ms, ?3 FROM messages WHERE queue = ?1 AND receipt = ?2",
                 params![queue.as_str(), receipt, now_ms()],
             )
             .map_err(backend)?;
-            tx.execute("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
+            tx.run("DELETE FROM messages WHERE queue = ?1 AND receipt = ?2", params![queue.as_str(), receipt])
                 .map_err(backend)?;
             tx.commit().map_err(backend)?;
             Ok(())

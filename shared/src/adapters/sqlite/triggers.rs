@@ -12,13 +12,15 @@
 //! [`WEBHOOK_RETENTION_DAYS`] ago is never returned: each `put_delivery` deletes up to
 //! [`CLEANUP_BATCH`] of them.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
-use super::{Sqlite, backend, from_json, from_ms, now_ms, to_json, to_ms};
+use super::{Cached, Sqlite, backend, from_json, from_ms, now_ms, to_json, to_ms};
 use crate::ports::{
-    DueCursor, MAX_DUE_PAGE, PollStore, ScheduleEntry, ScheduleStore, SeenSet, StoreError, WebhookDelivery,
-    WebhookStore,
+    DueCursor, MAX_DUE_PAGE, PollStore, RouteLookup, Routes, ScheduleEntry, ScheduleStore, SeenSet, StoreError,
+    WebhookDelivery, WebhookStore,
 };
 use crate::record::Timestamp;
 
@@ -157,7 +159,7 @@ impl ScheduleStore for Sqlite {
     async fn put_schedule(&self, entry: &ScheduleEntry) -> Result<(), StoreError> {
         let (entry, encoded) = (entry.clone(), EncodedEntry::new(entry)?);
         self.call(move |conn| {
-            conn.execute(
+            conn.run(
                 &format!(
                     "INSERT OR REPLACE INTO schedules ({SCHEDULE_COLUMNS})
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
@@ -193,7 +195,7 @@ impl ScheduleStore for Sqlite {
         let (project_id, workflow_id, user_id) = (project_id.to_string(), workflow_id.to_string(), user_id.to_string());
         self.call(move |conn| {
             let row = conn
-                .query_row(
+                .row(
                     &format!(
                         "SELECT {SCHEDULE_COLUMNS} FROM schedules
                          WHERE project_id = ?1 AND workflow_id = ?2 AND user_id = ?3"
@@ -212,7 +214,7 @@ impl ScheduleStore for Sqlite {
         let (project_id, workflow_id, user_id) = (project_id.to_string(), workflow_id.to_string(), user_id.to_string());
         self.call(move |conn| {
             let deleted = conn
-                .execute(
+                .run(
                     "DELETE FROM schedules WHERE project_id = ?1 AND workflow_id = ?2 AND user_id = ?3",
                     params![project_id, workflow_id, user_id],
                 )
@@ -267,7 +269,7 @@ impl ScheduleStore for Sqlite {
         self.call(move |conn| {
             // `IS` compares NULL with NULL as equal: a parked row is expected parked.
             let changed = conn
-                .execute(
+                .run(
                     "UPDATE schedules SET next_fire_ms = ?4, version = ?5, zone = ?6, last_fire_ms = ?7,
                        last_execution_id = ?8, fired = ?9, skipped = ?10, missed = ?11, last_note = ?12,
                        updated_at_ms = ?13
@@ -336,7 +338,7 @@ impl PollStore for Sqlite {
         let (project_id, workflow_id, user_id) = (project_id.to_string(), workflow_id.to_string(), user_id.to_string());
         self.call(move |conn| {
             let row: Option<(String, i64)> = conn
-                .query_row(
+                .row(
                     "SELECT keys, version FROM poll_seen WHERE project_id = ?1 AND workflow_id = ?2 AND user_id = ?3",
                     params![project_id, workflow_id, user_id],
                     |row| Ok((row.get(0)?, row.get(1)?)),
@@ -370,13 +372,13 @@ impl PollStore for Sqlite {
             .ok_or_else(|| StoreError::TooLarge("the seen-set version is at its maximum".to_string()))?;
         self.call(move |conn| {
             let written = if expected == 0 {
-                conn.execute(
+                conn.run(
                     "INSERT INTO poll_seen (project_id, workflow_id, user_id, keys, version)
                      VALUES (?1, ?2, ?3, ?4, 1) ON CONFLICT (project_id, workflow_id, user_id) DO NOTHING",
                     params![project_id, workflow_id, user_id, keys],
                 )
             } else {
-                conn.execute(
+                conn.run(
                     "UPDATE poll_seen SET keys = ?4, version = ?6
                      WHERE project_id = ?1 AND workflow_id = ?2 AND user_id = ?3 AND version = ?5",
                     params![project_id, workflow_id, user_id, keys, expected, next],
@@ -392,7 +394,7 @@ impl PollStore for Sqlite {
         let (project_id, workflow_id, user_id) = (project_id.to_string(), workflow_id.to_string(), user_id.to_string());
         self.call(move |conn| {
             let deleted = conn
-                .execute(
+                .run(
                     "DELETE FROM poll_seen WHERE project_id = ?1 AND workflow_id = ?2 AND user_id = ?3",
                     params![project_id, workflow_id, user_id],
                 )
@@ -424,18 +426,39 @@ impl WebhookStore for Sqlite {
         crate::ports::check_event_ids(event_ids)?;
         let (project_id, integration, event_ids) =
             (project_id.to_string(), integration.to_string(), event_ids.to_vec());
-        self.call(move |conn| {
-            let mut statement = conn
-                .prepare_cached(
-                    "SELECT 1 FROM webhook_events
-                     WHERE project_id = ?1 AND integration = ?2 AND event_id = ?3 AND received_at_ms >= ?4",
-                )
-                .map_err(backend)?;
-            let cutoff = now_ms().saturating_sub(RETENTION_MS);
-            event_ids
-                .iter()
-                .map(|event_id| statement.exists(params![project_id, integration, event_id, cutoff]).map_err(backend))
-                .collect()
+        self.call(move |conn| read_delivered(conn, &project_id, &integration, &event_ids)).await
+    }
+
+    async fn route_lookup(
+        &self,
+        lookup: &RouteLookup<'_>,
+        _users: &dyn crate::ports::ConnectStore,
+    ) -> Result<Routes, StoreError> {
+        crate::ports::check_event_ids(lookup.event_ids)?;
+        crate::ports::check_event_ids(lookup.identities)?;
+        let (project_id, integration) = (lookup.project_id.to_string(), lookup.integration.to_string());
+        let (event_ids, identities) = (lookup.event_ids.to_vec(), lookup.identities.to_vec());
+        let identity_key = lookup.identity_key.map(str::to_string);
+        // One read, on one snapshot: the kept event ids, the identities' users, their choices.
+        self.read(move |conn| {
+            let tx = conn.transaction().map_err(backend)?;
+            let delivered = read_delivered(&tx, &project_id, &integration, &event_ids)?;
+            let mut users = Vec::with_capacity(identities.len());
+            let mut enablement = HashMap::new();
+            for value in &identities {
+                let found = match &identity_key {
+                    Some(key) => super::connect::read_users_by_identity(&tx, &project_id, &integration, key, value)?,
+                    None => Vec::new(),
+                };
+                for user in &found {
+                    if !enablement.contains_key(user) {
+                        enablement.insert(user.clone(), super::connect::read_enablement(&tx, &project_id, user)?);
+                    }
+                }
+                users.push(found);
+            }
+            tx.commit().map_err(backend)?;
+            Ok(Routes { delivered, users, enablement })
         })
         .await
     }
@@ -444,7 +467,7 @@ impl WebhookStore for Sqlite {
         let (project_id, delivery_id) = (project_id.to_string(), delivery_id.to_string());
         self.call(move |conn| {
             let record: Option<String> = conn
-                .query_row(
+                .row(
                     "SELECT record FROM webhook_deliveries
                      WHERE project_id = ?1 AND id = ?2 AND received_at_ms >= ?3",
                     params![project_id, delivery_id, now_ms().saturating_sub(RETENTION_MS)],
@@ -481,42 +504,64 @@ impl WebhookStore for Sqlite {
     }
 }
 
+/// Whether a kept event id is there (by its key) and within the retention.
+const DELIVERED_SQL: &str = "SELECT 1 FROM webhook_events
+     WHERE project_id = ?1 AND integration = ?2 AND event_id = ?3 AND received_at_ms >= ?4";
+
+/// Deletes up to [`CLEANUP_BATCH`] rows of `table` received before `?1`, found through its
+/// `_by_age` index.
+fn expired_sql(table: &str) -> String {
+    format!(
+        "DELETE FROM {table} WHERE rowid IN
+           (SELECT rowid FROM {table} WHERE received_at_ms < ?1 LIMIT {CLEANUP_BATCH})"
+    )
+}
+
+/// For each of `event_ids`, whether a delivery kept within the retention named it (see
+/// `WebhookStore::delivered_events`).
+fn read_delivered(
+    conn: &Connection,
+    project_id: &str,
+    integration: &str,
+    event_ids: &[String],
+) -> Result<Vec<bool>, StoreError> {
+    let mut statement = conn.prepare_cached(DELIVERED_SQL).map_err(backend)?;
+    let cutoff = now_ms().saturating_sub(RETENTION_MS);
+    event_ids
+        .iter()
+        .map(|event_id| statement.exists(params![project_id, integration, event_id, cutoff]).map_err(backend))
+        .collect()
+}
+
 /// Writes `delivery` and the event ids it names in `tx` (see `WebhookStore::put_delivery`),
 /// after removing a batch of expired ones.
 pub(super) fn write_delivery(tx: &rusqlite::Transaction<'_>, delivery: &WebhookDelivery) -> Result<(), StoreError> {
     let record = to_json(delivery)?;
     let received_at_ms = to_ms(&delivery.received_at);
     let cutoff = now_ms().saturating_sub(RETENTION_MS);
-    tx.execute(
-        "DELETE FROM webhook_deliveries WHERE rowid IN
-           (SELECT rowid FROM webhook_deliveries WHERE received_at_ms < ?1 LIMIT ?2)",
-        params![cutoff, CLEANUP_BATCH],
-    )
-    .map_err(backend)?;
-    tx.execute(
+    tx.run(&expired_sql("webhook_deliveries"), params![cutoff]).map_err(backend)?;
+    tx.run(
         "INSERT OR REPLACE INTO webhook_deliveries (project_id, id, integration, received_at_ms, unrouted, record)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![delivery.project_id, delivery.id, delivery.integration, received_at_ms, delivery.unrouted, record],
     )
     .map_err(backend)?;
-    tx.execute(
-        "DELETE FROM webhook_events WHERE rowid IN
-           (SELECT rowid FROM webhook_events WHERE received_at_ms < ?1 LIMIT ?2)",
-        params![cutoff, CLEANUP_BATCH],
-    )
-    .map_err(backend)?;
-    let event_ids =
-        delivery.events.iter().filter(|event| event.outcome != "duplicate").filter_map(|e| e.event_id.as_ref());
-    for event_id in event_ids {
-        tx.execute(
+    tx.run(&expired_sql("webhook_events"), params![cutoff]).map_err(backend)?;
+    let mut insert = tx
+        .prepare_cached(
             "INSERT INTO webhook_events (project_id, integration, event_id, delivery_id, received_at_ms)
              VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (project_id, integration, event_id) DO UPDATE
                SET delivery_id = excluded.delivery_id, received_at_ms = excluded.received_at_ms
                WHERE webhook_events.received_at_ms < ?6",
-            params![delivery.project_id, delivery.integration, event_id, delivery.id, received_at_ms, cutoff],
         )
         .map_err(backend)?;
+    let event_ids =
+        delivery.events.iter().filter(|event| event.outcome != "duplicate").filter_map(|e| e.event_id.as_ref());
+    for event_id in event_ids {
+        insert
+            .execute(params![delivery.project_id, delivery.integration, event_id, delivery.id, received_at_ms, cutoff])
+            .map_err(backend)?;
     }
     Ok(())
 }
@@ -546,6 +591,17 @@ mod tests {
             let plan = plan(&due_sql(after));
             assert!(plan.contains("USING INDEX schedules_due"), "after {after}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "no sort: the index is in listing order: {plan}");
+        }
+    }
+
+    #[test]
+    fn kept_event_ids_are_found_by_their_key_and_expire_through_the_age_index() {
+        let plan_of = plan(DELIVERED_SQL);
+        assert!(plan_of.contains("USING INDEX sqlite_autoindex_webhook_events_1"), "{plan_of}");
+        for table in ["webhook_events", "webhook_deliveries"] {
+            let plan = plan(&expired_sql(table));
+            assert!(plan.contains(&format!("{table}_by_age")), "{table}: {plan}");
+            assert!(!plan.split("; ").any(|line| line == format!("SCAN {table}")), "no full scan: {plan}");
         }
     }
 

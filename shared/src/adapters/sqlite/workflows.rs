@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use super::{Sqlite, backend, from_json, from_ms, to_json, to_ms};
+use super::{Cached, Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::model::Workflow;
 use crate::model::project::AppEvent;
 use crate::ports::{AppEventStore, Deployment, Project, ProjectStore, SampleStore, StoreError, WorkflowStore};
@@ -21,7 +21,7 @@ impl ProjectStore for Sqlite {
         let project = project.clone();
         self.call(move |conn| {
             let inserted = conn
-                .execute(
+                .run(
                     "INSERT INTO projects (id, signing_public_key_pem, api_key_sha256, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4) ON CONFLICT (id) DO NOTHING",
                     params![
@@ -44,7 +44,7 @@ impl ProjectStore for Sqlite {
         let project_id = project_id.to_string();
         self.call(move |conn| {
             let row = conn
-                .query_row(
+                .row(
                     "SELECT id, signing_public_key_pem, api_key_sha256, created_at_ms FROM projects WHERE id = ?1",
                     params![project_id],
                     |row| Ok((row.get::<_, String>(0)?, row.get(1)?, row.get(2)?, row.get::<_, i64>(3)?)),
@@ -67,7 +67,7 @@ fn version_row(
     workflow_id: &str,
     version: u32,
 ) -> Result<Option<(String, i64)>, StoreError> {
-    conn.query_row(
+    conn.row(
         "SELECT definition, deployed_at_ms FROM workflow_versions
          WHERE project_id = ?1 AND workflow_id = ?2 AND version = ?3",
         params![project_id, workflow_id, version],
@@ -111,7 +111,7 @@ fn deployed_row(
     workflow_id: &str,
 ) -> Result<Option<(u32, String, i64)>, StoreError> {
     let version: Option<u32> = conn
-        .query_row(
+        .row(
             "SELECT version FROM deployed WHERE project_id = ?1 AND workflow_id = ?2",
             params![project_id, workflow_id],
             |row| row.get(0),
@@ -153,7 +153,7 @@ impl WorkflowStore for Sqlite {
                 }
             }
             let latest: Option<u32> = tx
-                .query_row(
+                .row(
                     "SELECT MAX(version) FROM workflow_versions WHERE project_id = ?1 AND workflow_id = ?2",
                     params![project_id, workflow.id],
                     |row| row.get(0),
@@ -164,13 +164,13 @@ impl WorkflowStore for Sqlite {
                 .checked_add(1)
                 .ok_or_else(|| StoreError::Corrupt(format!("{project_id}/{}: no version number left", workflow.id)))?;
             let deployed_at = crate::record::now();
-            tx.execute(
+            tx.run(
                 "INSERT INTO workflow_versions (project_id, workflow_id, version, definition, deployed_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![project_id, workflow.id, version, definition, to_ms(&deployed_at)],
             )
             .map_err(backend)?;
-            tx.execute(
+            tx.run(
                 "INSERT INTO deployed (project_id, workflow_id, version) VALUES (?1, ?2, ?3)
                  ON CONFLICT (project_id, workflow_id) DO UPDATE SET version = excluded.version",
                 params![project_id, workflow.id, version],
@@ -232,7 +232,7 @@ impl WorkflowStore for Sqlite {
         let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
         self.call(move |conn| {
             let removed = conn
-                .execute(
+                .run(
                     "DELETE FROM deployed WHERE project_id = ?1 AND workflow_id = ?2",
                     params![project_id, workflow_id],
                 )
@@ -248,7 +248,7 @@ impl AppEventStore for Sqlite {
     async fn put_app_events(&self, project_id: &str, events: &[AppEvent]) -> Result<(), StoreError> {
         let (project_id, events) = (project_id.to_string(), to_json(&events)?);
         self.call(move |conn| {
-            conn.execute(
+            conn.run(
                 "INSERT INTO app_events (project_id, events) VALUES (?1, ?2)
                  ON CONFLICT (project_id) DO UPDATE SET events = excluded.events",
                 params![project_id, events],
@@ -263,7 +263,7 @@ impl AppEventStore for Sqlite {
         let project_id = project_id.to_string();
         self.call(move |conn| {
             let events: Option<String> = conn
-                .query_row("SELECT events FROM app_events WHERE project_id = ?1", params![project_id], |row| row.get(0))
+                .row("SELECT events FROM app_events WHERE project_id = ?1", params![project_id], |row| row.get(0))
                 .optional()
                 .map_err(backend)?;
             events.map_or(Ok(Vec::new()), |events| from_json("app events", &events))
@@ -285,7 +285,7 @@ impl SampleStore for Sqlite {
             (project_id.to_string(), workflow_id.to_string(), token_sha256.to_string());
         let expires_at = to_ms(&expires_at);
         self.call(move |conn| {
-            conn.execute(
+            conn.run(
                 "INSERT INTO test_requests (project_id, workflow_id, token_sha256, expires_at_ms) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (project_id, workflow_id)
                  DO UPDATE SET token_sha256 = excluded.token_sha256, expires_at_ms = excluded.expires_at_ms",
@@ -310,7 +310,7 @@ impl SampleStore for Sqlite {
         let (sample, now) = (to_json(sample)?, to_ms(&now));
         self.call(move |conn| {
             let changed = conn
-                .execute(
+                .run(
                     "UPDATE test_requests SET sample = ?4, token_sha256 = NULL, expires_at_ms = NULL
                      WHERE project_id = ?1 AND workflow_id = ?2 AND token_sha256 = ?3 AND expires_at_ms > ?5",
                     params![project_id, workflow_id, token, sample, now],
@@ -325,7 +325,7 @@ impl SampleStore for Sqlite {
         let (project_id, workflow_id) = (project_id.to_string(), workflow_id.to_string());
         self.call(move |conn| {
             let sample: Option<Option<String>> = conn
-                .query_row(
+                .row(
                     "SELECT sample FROM test_requests WHERE project_id = ?1 AND workflow_id = ?2",
                     params![project_id, workflow_id],
                     |row| row.get(0),
