@@ -411,7 +411,15 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
     match planned {
         None => runtime.store.put_delivery(&kept).await?,
         Some(planned) if planned.news.is_empty() => runtime.store.put_delivery(&kept).await?,
-        // The executions and the delivery in one write (SQLite: one transaction).
+        // Where the executions are created one by one (DynamoDB), a concurrent delivery of
+        // the same events may create some of them between ours: each is started on its own,
+        // so that the ones this delivery created are known, and the delivery kept after.
+        Some(planned) if !runtime.starter.is_atomic() => {
+            let existed = start_all(runner, planned).await?;
+            mark_duplicates(&mut kept, &existed);
+            runtime.store.put_delivery(&kept).await?;
+        }
+        // The executions and the delivery in one write (SQLite: one transaction, all or none).
         Some(planned) => match start::start_many_and_keep(runner, planned.news.clone(), &kept).await {
             Ok(_) => {}
             Err(StartError::Store(StoreError::AlreadyExists(_))) => {
@@ -419,11 +427,7 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
                 // earlier one that stopped before it was kept): start the others one by one,
                 // and call the events whose executions all existed duplicates.
                 let existed = start_all(runner, planned).await?;
-                for outcome in &mut kept.events {
-                    if !outcome.executions.is_empty() && outcome.executions.iter().all(|id| existed.contains(id)) {
-                        outcome.outcome = "duplicate".into();
-                    }
-                }
+                mark_duplicates(&mut kept, &existed);
                 runtime.store.put_delivery(&kept).await?;
             }
             Err(error) => return Err(error.into()),
@@ -431,6 +435,15 @@ pub async fn receive(runner: &Runner, inbound: Inbound<'_>) -> Result<Answer, We
     }
     let outcomes = kept.events;
     Ok(Answer::Accepted(Accepted { delivery_id, events: outcomes }))
+}
+
+/// Calls `duplicate` each event of `kept` whose executions all `existed` before this delivery.
+fn mark_duplicates(kept: &mut WebhookDelivery, existed: &HashSet<String>) {
+    for outcome in &mut kept.events {
+        if !outcome.executions.is_empty() && outcome.executions.iter().all(|id| existed.contains(id)) {
+            outcome.outcome = "duplicate".into();
+        }
+    }
 }
 
 /// Starts what was planned one by one, where some were started already (their derived ids
