@@ -17,9 +17,11 @@
 //! `POST /projects/dev/webhooks/custom.hooks`, each verified, deduplicated, routed to the one
 //! connected user and starting one workflow like the asynchronous shape's, and reads back every
 //! execution it started. `GET /health` of a fresh server at the same concurrencies is the loopback
-//! floor; `BENCH_SHAPES` (default `async,sync,fan-out,event,webhook`) picks the shapes. Prints a
-//! Markdown table (also written to `target/bench-http-load.md`) and exits non-zero if any request
-//! did not succeed.
+//! floor; `BENCH_SHAPES` (default `async,sync,fan-out,event,webhook`) picks the shapes, and
+//! `BENCH_ROUNDS` (default 1) runs them that many times in turn, so that two shapes are compared
+//! close together in time on a noisy machine (with both async and webhook, the webhook ÷ async
+//! ratio of completed/s is printed per round, with its median). Prints a Markdown table (also
+//! written to `target/bench-http-load.md`) and exits non-zero if any request did not succeed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -510,6 +512,8 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 struct Row {
     target: Target,
+    /// Which pass over the shapes (`BENCH_ROUNDS`), from 1.
+    round: usize,
     concurrency: usize,
     load: Load,
     settled: Option<Settled>,
@@ -537,21 +541,22 @@ impl Row {
         self.load.requests().saturating_sub(self.failed())
     }
 
+    /// Executions completed per second: accepted executions ÷ (first request → latest end).
+    fn completed_per_second(&self) -> Option<f64> {
+        let settled = self.settled.as_ref().filter(|s| s.unended == 0)?;
+        let span = (settled.latest_end? - DateTime::<Utc>::from(self.load.started?)).as_seconds_f64();
+        (span > 0.0).then(|| self.load.ids.len() as f64 / span)
+    }
+
     fn markdown(&self, floor_p50: Option<f64>) -> String {
         let load = &self.load;
         let mut sorted = load.latencies_ms.clone();
         sorted.sort_by(f64::total_cmp);
         let rate = |count: f64, seconds: f64| format!("{:.0}", count / seconds);
         let (accepted, completed) = match (self.target, &self.settled) {
-            (Target::Async | Target::Event | Target::Webhook, Some(settled)) => {
+            (Target::Async | Target::Event | Target::Webhook, Some(_)) => {
                 let accepted = load.ids.len() as f64;
-                let completed = match (load.started, settled.latest_end) {
-                    (Some(start), Some(end)) if settled.unended == 0 => {
-                        let span = (end - DateTime::<Utc>::from(start)).as_seconds_f64();
-                        if span > 0.0 { rate(accepted, span) } else { "–".into() }
-                    }
-                    _ => "–".into(),
-                };
+                let completed = self.completed_per_second().map_or_else(|| "–".into(), |r| format!("{r:.0}"));
                 (rate(accepted, load.seconds), completed)
             }
             _ => ("–".into(), "–".into()),
@@ -570,9 +575,13 @@ impl Row {
             Some(floor) if self.target != Target::Health => format!("{:.1}", percentile(&sorted, 0.5) / floor),
             _ => "–".into(),
         };
+        let label = match self.round {
+            1 => self.target.label().to_string(),
+            round => format!("{} (round {round})", self.target.label()),
+        };
         format!(
             "| {} | {} | {} | {:.2} | {:.2} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.1} |",
-            self.target.label(),
+            label,
             self.concurrency,
             rate(load.requests() as f64, load.seconds),
             percentile(&sorted, 0.5),
@@ -609,7 +618,7 @@ async fn run_target(config: &Config, client: &Client, target: Target) -> Vec<Row
             Target::Sync | Target::FanOut => Some(settle(client, &server, sample(&measured.ids, SYNC_SAMPLE)).await),
         };
         eprintln!("{} c={concurrency}: {} requests in {:.1} s", target.label(), measured.requests(), measured.seconds);
-        rows.push(Row { target, concurrency, load: measured, settled, memory: (f64::NAN, f64::NAN) });
+        rows.push(Row { target, round: 1, concurrency, load: measured, settled, memory: (f64::NAN, f64::NAN) });
     }
     let memory = server.memory();
     for row in &mut rows {
@@ -634,6 +643,40 @@ fn load_average() -> String {
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_string))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Webhook completed/s ÷ async completed/s per round and concurrency, with the median of the
+/// rounds (issue 20's target: at least 0.8); empty unless both shapes ran.
+fn webhook_ratios(rows: &[Row], concurrencies: &[usize]) -> String {
+    let completed = |target: Target, round: usize, c: usize| {
+        rows.iter()
+            .find(|r| r.target == target && r.round == round && r.concurrency == c)
+            .and_then(Row::completed_per_second)
+    };
+    let rounds = rows.iter().map(|r| r.round).max().unwrap_or(0);
+    let mut out = String::new();
+    for &c in concurrencies {
+        let mut ratios: Vec<f64> = (1..=rounds)
+            .filter_map(|round| Some(completed(Target::Webhook, round, c)? / completed(Target::Async, round, c)?))
+            .collect();
+        if ratios.is_empty() {
+            continue;
+        }
+        let listed: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
+        ratios.sort_by(f64::total_cmp);
+        let median = match ratios.len() % 2 {
+            1 => ratios[ratios.len() / 2],
+            _ => (ratios[ratios.len() / 2 - 1] + ratios[ratios.len() / 2]) / 2.0,
+        };
+        out.push_str(&format!(
+            "\nwebhook ÷ async completed/s at c={c}: {} per round, median **{median:.2}**",
+            listed.join(", ")
+        ));
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
 }
 
 fn env_number(name: &str, default: f64) -> f64 {
@@ -670,17 +713,23 @@ async fn main() {
     // event, webhook).
     let shapes = std::env::var("BENCH_SHAPES").unwrap_or_else(|_| "async,sync,fan-out,event,webhook".into());
     let wanted = |name: &str| shapes.split(',').any(|shape| shape.trim() == name);
+    // BENCH_ROUNDS: passes over the shapes (default 1; the floor runs in the first only), for
+    // ratios between shapes measured close together in time on a noisy machine.
+    let rounds = env_number("BENCH_ROUNDS", 1.0).max(1.0) as usize;
     let mut rows = Vec::new();
-    for (target, name) in [
-        (Target::Health, "health"),
-        (Target::Async, "async"),
-        (Target::Sync, "sync"),
-        (Target::FanOut, "fan-out"),
-        (Target::Event, "event"),
-        (Target::Webhook, "webhook"),
-    ] {
-        if target == Target::Health || wanted(name) {
-            rows.extend(run_target(&config, &client, target).await);
+    for round in 1..=rounds {
+        for (target, name) in [
+            (Target::Health, "health"),
+            (Target::Async, "async"),
+            (Target::Sync, "sync"),
+            (Target::FanOut, "fan-out"),
+            (Target::Event, "event"),
+            (Target::Webhook, "webhook"),
+        ] {
+            if (target == Target::Health && round == 1) || wanted(name) {
+                let ran = run_target(&config, &client, target).await;
+                rows.extend(ran.into_iter().map(|row| Row { round, ..row }));
+            }
         }
     }
 
@@ -720,6 +769,7 @@ async fn main() {
          executions ÷ (first request → latest endedAt). Peak RSS (VmHWM) and RSS (VmRSS) of each \
          shape's own `sluice dev`, read after its last cell; the floor is `GET /health` on its own fresh server.\n",
     );
+    out.push_str(&webhook_ratios(&rows, &config.concurrencies));
     print!("{out}");
     let report = config.root.join("target").join("bench-http-load.md");
     fs::create_dir_all(report.parent().expect("target folder")).expect("create target/");
