@@ -75,6 +75,7 @@ pub mod connect;
 pub mod executions;
 pub mod fan_out;
 pub mod files;
+pub mod history;
 pub mod idempotency;
 pub mod projects;
 pub mod queue;
@@ -175,6 +176,13 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     triggers::case_a_large_delivery_body_round_trips(store).await;
     triggers::case_route_lookup_reads_what_the_single_reads_read(store).await;
     triggers::case_users_are_listed_in_order_and_paged(store).await;
+}
+
+/// Runs every Task History case (`HistoryStore`) against `store`.
+pub async fn history_suite(store: &dyn Store) {
+    history::case_history_lists_every_filter_newest_first_across_pages(store).await;
+    history::case_history_status_follows_every_move(store).await;
+    history::case_replays_are_linked_to_their_original(store).await;
 }
 
 /// How many claims of one idempotency key the suite makes at once.

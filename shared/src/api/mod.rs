@@ -5,6 +5,7 @@
 mod connect;
 mod events;
 mod executions;
+mod history;
 mod idempotency;
 mod management;
 mod respond;
@@ -109,6 +110,10 @@ impl Api {
                 allow(&request, &Method::DELETE)?;
                 let (project, target) = (id(project)?, integration(target)?);
                 management::undeploy_integration(&self.runtime, project, target, request.headers()).await
+            }
+            ["projects", project, "executions"] => {
+                allow(&request, &Method::GET)?;
+                history::list(&self.runtime, id(project)?, request.headers(), request.uri().query()).await
             }
             ["projects", project, "executions", execution] => {
                 allow(&request, &Method::GET)?;

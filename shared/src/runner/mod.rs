@@ -784,7 +784,7 @@ impl<'a> Segment<'a> {
             }
             Effect::SetStatus { from, to } => {
                 self.flush().await?;
-                if store.set_execution_status(&self.execution.id, from, to).await? {
+                if store.set_execution_status(&self.execution.project_id, &self.execution.id, from, to).await? {
                     self.status = to;
                 } else if let Some(current) = store.get_execution(&self.execution.id).await? {
                     self.status = current.status;
@@ -795,7 +795,9 @@ impl<'a> Segment<'a> {
             }
             Effect::Finish { status, error } => {
                 self.flush().await?;
-                store.finish_execution(&self.execution.id, status, error.as_ref(), now()).await?;
+                store
+                    .finish_execution(&self.execution.project_id, &self.execution.id, status, error.as_ref(), now())
+                    .await?;
                 self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");
             }
