@@ -14,9 +14,11 @@ use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, Sett
 
 mod connect;
 mod idempotency;
+mod notifications;
 mod triggers;
 pub use connect::*;
 pub use idempotency::*;
+pub use notifications::*;
 pub use triggers::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -357,6 +359,7 @@ pub trait Store:
     + ScheduleStore
     + PollStore
     + WebhookStore
+    + NotificationStore
 {
 }
 impl<
@@ -371,7 +374,8 @@ impl<
         + IdempotencyStore
         + ScheduleStore
         + PollStore
-        + WebhookStore,
+        + WebhookStore
+        + NotificationStore,
 > Store for T
 {
 }

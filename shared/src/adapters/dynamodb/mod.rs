@@ -20,6 +20,7 @@ mod executions;
 mod fan_out;
 mod files;
 mod idempotency;
+mod notifications;
 pub mod sweep;
 pub mod triggers;
 mod workflows;

@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
 //! step records, settled responses, execution files, fan-out items and branch results, the
 //! connect layer's records, claimed idempotency keys, the schedule ledger, polling seen-sets,
-//! kept webhook deliveries, and both queues (with their dead letters).
+//! kept webhook deliveries, failure notification destinations, and both queues (with their dead letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -14,6 +14,7 @@ mod executions;
 mod fan_out;
 mod files;
 mod idempotency;
+mod notifications;
 mod queue;
 mod start;
 mod triggers;
@@ -45,6 +46,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// users, enablement, settings and sealed credentials. 6: app events. 7: idempotency keys.
 /// 8: the credentials' identity index (empty for credentials written before: they have no
 /// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries.
+/// 11: failure notification destinations.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -293,6 +295,16 @@ CREATE TABLE webhook_events (
     PRIMARY KEY (project_id, integration, event_id)
 );
 CREATE INDEX webhook_events_by_age ON webhook_events (received_at_ms);
+"#,
+    // 11: failure notification destinations (the record as JSON, its secret sealed).
+    r#"
+CREATE TABLE notification_destinations (
+    project_id    TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    record        TEXT NOT NULL,
+    PRIMARY KEY (project_id, id)
+);
 "#,
 ];
 
