@@ -313,7 +313,7 @@ async fn failure_notifications_arrive_signed_at_least_once(backend: Backend) {
             bytes.extend(wal);
         }
         let key = STANDARD.decode(&secret[6..]).expect("base64");
-        for needle in [secret[6..].as_bytes(), &key[..], b"hooks.example.com/more"] {
+        for needle in [&secret.as_bytes()[6..], &key[..], b"hooks.example.com/more"] {
             let found = bytes.windows(needle.len()).any(|w| w == needle);
             // The URL is stored in the clear (proving the search looks at the right bytes);
             // the secret, in neither form.
