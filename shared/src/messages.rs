@@ -73,6 +73,14 @@ pub struct NotifyMessage {
     pub execution_id: String,
     pub destination_id: String,
     pub attempt: u32,
+    /// How many times it found its execution not ended yet (notifications are queued just
+    /// before the execution is marked failed) and waited. Absent = 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// The prefix every [`NotifyMessage`] body starts with (how the step runner tells it apart).
@@ -164,11 +172,18 @@ mod tests {
 
     #[test]
     fn a_notify_message_round_trips_and_starts_with_its_prefix() {
-        let message =
-            NotifyMessage { project_id: "p".into(), execution_id: "e".into(), destination_id: "d".into(), attempt: 3 };
+        let message = NotifyMessage {
+            project_id: "p".into(),
+            execution_id: "e".into(),
+            destination_id: "d".into(),
+            attempt: 3,
+            waits: 0,
+        };
         let body = message.to_json();
         assert!(body.starts_with(NOTIFY_PREFIX), "{body}");
-        assert_eq!(NotifyMessage::from_json(&body).ok(), Some(message));
+        assert_eq!(NotifyMessage::from_json(&body).ok(), Some(message.clone()));
         assert!(serde_json::from_str::<StepMessage>(&body).is_err(), "never read as a step message");
+        let waited = NotifyMessage { waits: 2, ..message };
+        assert_eq!(NotifyMessage::from_json(&waited.to_json()).ok(), Some(waited));
     }
 }

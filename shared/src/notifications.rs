@@ -4,7 +4,10 @@
 //! seconds) and `webhook-signature: v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`,
 //! the key being the bytes behind the destination's `whsec_<base64>` secret.
 //!
-//! Invariants: one queue message per (execution, destination); its handler POSTs through the
+//! Invariants: the messages, one per (execution, destination), are queued before the
+//! execution is marked failed (a failure to queue them leaves it running, to be ended again),
+//! and a message whose execution has not ended yet waits for it; a message whose execution
+//! ended otherwise (a lost race with a cancel) sends nothing. Its handler POSTs through the
 //! outbound guard ([`crate::net`]) with a [`DELIVERY_TIMEOUT`], and on a non-2xx answer, a
 //! timeout or a connection error sends itself again with an exponential queue delay, up to
 //! [`MAX_ATTEMPTS`] attempts, then gives up with a log line. The `webhook-id` and the body are
@@ -22,7 +25,7 @@ use crate::crypto;
 use crate::messages::NotifyMessage;
 use crate::net::{HttpClient, OutboundPolicy, find_net_error};
 use crate::ports::{NotificationDestination, Outgoing, QueueName, secret_context};
-use crate::record::{Execution, format_timestamp, now};
+use crate::record::{Execution, ExecutionStatus, format_timestamp, now};
 use crate::runner::RunError;
 use crate::runtime::{BASE_URL_ENV, Runtime};
 
@@ -33,6 +36,10 @@ pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 /// The wait before the second attempt; each later wait is 3 times the one before, at most
 /// 900 s (SQS's longest delay): 5 s, 15 s, 45 s, 2¼ min, 6¾ min, then 15 min.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_secs(5);
+/// How long a notification that found its execution not ended yet waits before it looks again.
+pub const WAIT_DELAY: Duration = Duration::from_secs(2);
+/// How many times it looks (10 minutes) before it is dropped with a log line.
+pub const MAX_WAITS: u32 = 300;
 /// The longest URL a destination may have.
 pub const MAX_URL_LEN: usize = 2048;
 /// The longest description a destination may have.
@@ -121,18 +128,14 @@ fn dashboard_url(base: &str, execution_id: &str) -> String {
 }
 
 /// Queues the failure notifications of execution `execution_id` of `project_id`, one message
-/// per destination: one read of the destinations, one batch of messages. Failures are logged,
-/// never raised: the execution has ended, and the caller's message is done.
-pub async fn execution_failed(runtime: &Runtime, project_id: &str, execution_id: &str) {
-    let destinations = match runtime.store.list_destinations(project_id).await {
-        Ok(destinations) => destinations,
-        Err(error) => {
-            tracing::error!(execution = %execution_id, %error, "failure notifications not sent: cannot read the destinations");
-            return;
-        }
-    };
+/// per destination: one read of the destinations, one batch of messages. Called just before
+/// the execution is marked failed, so that a failure here leaves it running and the message
+/// that ends it is delivered again: no failed execution is left without its notifications.
+/// A delivery that finds its execution not ended yet waits for it ([`handle`]).
+pub async fn queue_failed(runtime: &Runtime, project_id: &str, execution_id: &str) -> Result<(), RunError> {
+    let destinations = runtime.store.list_destinations(project_id).await?;
     if destinations.is_empty() {
-        return;
+        return Ok(());
     }
     let messages: Vec<Outgoing> = destinations
         .iter()
@@ -141,18 +144,12 @@ pub async fn execution_failed(runtime: &Runtime, project_id: &str, execution_id:
             execution_id: execution_id.to_string(),
             destination_id: d.id.clone(),
             attempt: 1,
+            waits: 0,
         })
         .map(|m| Outgoing { body: m.to_json(), delay: Duration::ZERO })
         .collect();
-    // A second try covers a passing queue failure; the messages are idempotent for receivers.
-    for attempt in 1..=2 {
-        match runtime.queue.send_batch(QueueName::Steps, messages.clone()).await {
-            Ok(()) => return,
-            Err(error) => {
-                tracing::error!(execution = %execution_id, attempt, %error, "could not queue failure notifications")
-            }
-        }
-    }
+    runtime.queue.send_batch(QueueName::Steps, messages).await?;
+    Ok(())
 }
 
 /// What one attempt came to.
@@ -237,6 +234,21 @@ pub async fn handle(runtime: &Runtime, body: &str) -> Result<(), RunError> {
         tracing::warn!(execution = %execution_id, "failure notification of an unknown execution; dropped");
         return Ok(());
     };
+    if !execution.status.is_ended() {
+        // Queued just before the execution is marked failed: wait for that.
+        if message.waits >= MAX_WAITS {
+            tracing::error!(execution = %execution_id, destination = %destination_id, "failure notification dropped: its execution never ended");
+            return Ok(());
+        }
+        let next = NotifyMessage { waits: message.waits + 1, ..message };
+        runtime.queue.send(QueueName::Steps, Outgoing { body: next.to_json(), delay: WAIT_DELAY }).await?;
+        return Ok(());
+    }
+    if execution.status != ExecutionStatus::Failed {
+        // Marking it failed lost to another end (a cancel, say): nothing to tell.
+        tracing::debug!(execution = %execution_id, status = execution.status.as_str(), "execution did not fail; no notification");
+        return Ok(());
+    }
     let key = destination_key(runtime, &destination).await?;
     let base_url = runtime.settings.env.get(BASE_URL_ENV).map(String::as_str);
     let body = failed_payload(&execution, base_url).to_string();

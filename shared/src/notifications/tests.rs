@@ -163,3 +163,193 @@ fn the_webhook_id_is_stable_per_execution_and_destination() {
     assert_ne!(webhook_id("e1", "d1"), webhook_id("e1", "d2"));
     assert_eq!(webhook_id("e1", "d1"), "msg_e1_d1");
 }
+
+/// The delivery on a real SQLite store and queue, driven through the step runner.
+#[cfg(feature = "sqlite")]
+mod delivery {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::adapters::sqlite::Sqlite;
+    use crate::crypto::{KeyWrap, LocalKeyFile};
+    use crate::messages::StepMessage;
+    use crate::model::load::load_str;
+    use crate::ports::{ConsumeQueue, ExecutionStore, NotificationStore, QueueError, SendQueue, WorkflowStore};
+    use crate::record::{ExecutionStatus, sample_execution};
+    use crate::runner::Runner;
+    use crate::runtime::Settings;
+
+    /// SQLite's queue, whose next `fail_batches` batch sends fail (a queue outage).
+    struct Flaky {
+        inner: Arc<Sqlite>,
+        fail_batches: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SendQueue for Flaky {
+        async fn send(&self, queue: QueueName, message: Outgoing) -> Result<(), QueueError> {
+            self.inner.send(queue, message).await
+        }
+
+        async fn send_batch(&self, queue: QueueName, messages: Vec<Outgoing>) -> Result<(), QueueError> {
+            if self.fail_batches.load(Ordering::SeqCst) > 0 {
+                self.fail_batches.fetch_sub(1, Ordering::SeqCst);
+                return Err(QueueError::Backend("the queue is down".into()));
+            }
+            self.inner.send_batch(queue, messages).await
+        }
+    }
+
+    struct Fixture {
+        runner: Runner,
+        db: Arc<Sqlite>,
+        queue: Arc<Flaky>,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = std::env::temp_dir().join(format!("sluice-notify-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let keys: Arc<dyn KeyWrap> = Arc::new(LocalKeyFile::open_or_create(dir.join("master.key")).expect("key file"));
+        let db = Arc::new(Sqlite::in_memory().expect("SQLite"));
+        let queue = Arc::new(Flaky { inner: db.clone(), fail_batches: AtomicUsize::new(0) });
+        let runtime =
+            Runtime::new(db.clone(), queue.clone(), db.clone(), client(LOOPBACK), Settings::default()).with_keys(keys);
+        Fixture { runner: Runner::new(runtime), db, queue, dir }
+    }
+
+    impl Fixture {
+        /// A destination of project `p` at `url`.
+        async fn destination(&self, url: &str) -> NotificationDestination {
+            let id = uuid::Uuid::now_v7().simple().to_string();
+            let keys = self.runner.runtime().connect.keys().expect("keys");
+            let secret = crypto::seal(keys, &secret_context("p", &id), b"key").await.expect("seal");
+            let destination = NotificationDestination {
+                project_id: "p".into(),
+                id,
+                url: url.into(),
+                description: None,
+                created_at: now(),
+                secret,
+            };
+            assert!(self.db.add_destination(&destination, 10).await.expect("add"));
+            destination
+        }
+
+        /// The bodies on the steps queue within `wait` (received and acked).
+        async fn queued(&self, wait: Duration) -> Vec<String> {
+            let got = self.db.receive(QueueName::Steps, 10, wait, Duration::from_secs(30)).await.expect("receive");
+            for message in &got {
+                self.db.ack(QueueName::Steps, &message.receipt).await.expect("ack");
+            }
+            got.into_iter().map(|m| m.body).collect()
+        }
+
+        async fn status(&self, id: &str) -> ExecutionStatus {
+            self.db.get_execution(id).await.expect("read").expect("exists").status
+        }
+    }
+
+    #[tokio::test]
+    async fn notifications_are_queued_before_the_execution_fails_and_a_queue_outage_leaves_it_running() {
+        let f = fixture().await;
+        let destination = f.destination("http://127.0.0.1:9/hook").await;
+        let workflow = load_str(
+            "w.yaml",
+            "id: w\ntrigger: { type: request }\nsteps:\n  - { id: push, type: request, url: \"http://127.0.0.1:9/crm\" }\n",
+        )
+        .expect("valid workflow");
+        f.db.deploy_workflow("p", &workflow).await.expect("deploy");
+        let execution = sample_execution(&format!("e-{}", uuid::Uuid::new_v4().simple()));
+        f.db.create_execution(&execution).await.expect("create");
+        let message = StepMessage::first(&execution.id, "push").to_json();
+
+        f.queue.fail_batches.store(1, Ordering::SeqCst);
+        let first = f.runner.handle(&message, 1).await;
+        assert!(first.is_err_and(|e| e.is_retryable()), "the step message must come back");
+        assert_eq!(f.status(&execution.id).await, ExecutionStatus::Running, "not failed without its notifications");
+        assert!(f.queued(Duration::ZERO).await.is_empty());
+
+        f.runner.handle(&message, 2).await.expect("the redelivery");
+        assert_eq!(f.status(&execution.id).await, ExecutionStatus::Failed);
+        let queued = f.queued(Duration::ZERO).await;
+        assert_eq!(queued.len(), 1, "{queued:?}");
+        let notify = NotifyMessage::from_json(&queued[0]).expect("a notify message");
+        assert_eq!((notify.destination_id.as_str(), notify.attempt, notify.waits), (destination.id.as_str(), 1, 0));
+        assert_eq!(notify.execution_id, execution.id);
+    }
+
+    #[tokio::test]
+    async fn a_notification_waits_for_its_execution_and_is_dropped_when_it_did_not_fail() {
+        let f = fixture().await;
+        let destination = f.destination("http://127.0.0.1:9/hook").await;
+        let execution = sample_execution(&format!("e-{}", uuid::Uuid::new_v4().simple()));
+        f.db.create_execution(&execution).await.expect("create");
+        let message = NotifyMessage {
+            project_id: "p".into(),
+            execution_id: execution.id.clone(),
+            destination_id: destination.id.clone(),
+            attempt: 1,
+            waits: 0,
+        };
+        // Still running: it looks again later.
+        f.runner.handle(&message.to_json(), 1).await.expect("handled");
+        assert!(f.queued(Duration::ZERO).await.is_empty(), "after a delay");
+        let again = f.queued(WAIT_DELAY + Duration::from_secs(1)).await;
+        assert_eq!(again.len(), 1);
+        assert_eq!(NotifyMessage::from_json(&again[0]).expect("notify").waits, 1);
+        // Waited long enough: dropped.
+        let waited = NotifyMessage { waits: MAX_WAITS, ..message.clone() };
+        f.runner.handle(&waited.to_json(), 1).await.expect("handled");
+        assert!(f.queued(Duration::ZERO).await.is_empty());
+        // Ended otherwise (succeeded): nothing sent, nothing queued.
+        f.db.finish_execution(&execution.id, ExecutionStatus::Succeeded, None, now()).await.expect("finish");
+        f.runner.handle(&message.to_json(), 1).await.expect("handled");
+        assert!(f.queued(Duration::ZERO).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_attempt_is_sent_again_with_its_delay_until_the_last_and_a_deleted_destination_stops() {
+        let f = fixture().await;
+        // Nothing listens on port 9: every attempt fails to connect.
+        let destination = f.destination("http://127.0.0.1:9/hook").await;
+        let execution = sample_execution(&format!("e-{}", uuid::Uuid::new_v4().simple()));
+        f.db.create_execution(&execution).await.expect("create");
+        f.db.finish_execution(&execution.id, ExecutionStatus::Failed, None, now()).await.expect("finish");
+        let message = NotifyMessage {
+            project_id: "p".into(),
+            execution_id: execution.id.clone(),
+            destination_id: destination.id.clone(),
+            attempt: 1,
+            waits: 0,
+        };
+        f.runner.handle(&message.to_json(), 1).await.expect("handled");
+        // The retry waits 5 s in the queue: not visible yet.
+        assert!(f.queued(Duration::ZERO).await.is_empty(), "delayed");
+        let last = NotifyMessage { attempt: MAX_ATTEMPTS, ..message.clone() };
+        f.runner.handle(&last.to_json(), 1).await.expect("handled");
+        let count = |db: &Sqlite| {
+            let db = db.clone();
+            async move { db.receive(QueueName::Steps, 10, Duration::from_secs(7), Duration::from_secs(30)).await }
+        };
+        let due = count(&f.db).await.expect("receive");
+        let attempts: Vec<u32> =
+            due.iter().map(|m| NotifyMessage::from_json(&m.body).expect("notify").attempt).collect();
+        assert_eq!(attempts, [2], "attempt 2 after its delay; none after the last attempt");
+        // Deleted: its queued attempt sends nothing and queues nothing.
+        assert!(f.db.delete_destination("p", &destination.id).await.expect("delete"));
+        f.runner.handle(&due[0].body, 1).await.expect("handled");
+        f.db.ack(QueueName::Steps, &due[0].receipt).await.expect("ack");
+        let after = f.db.receive(QueueName::Steps, 10, Duration::from_secs(6), Duration::from_secs(30)).await;
+        assert!(after.expect("receive").is_empty());
+    }
+}

@@ -802,12 +802,14 @@ impl<'a> Segment<'a> {
             }
             Effect::Finish { status, error } => {
                 self.flush().await?;
-                let ended = store.finish_execution(&self.execution.id, status, error.as_ref(), now()).await?;
-                self.status = status;
-                if ended && status == ExecutionStatus::Failed && !self.execution.test {
-                    let execution = self.execution;
-                    crate::notifications::execution_failed(self.runtime, &execution.project_id, &execution.id).await;
+                let execution = self.execution;
+                if status == ExecutionStatus::Failed && !execution.test && !execution.status.is_ended() {
+                    // Before it ends, so that it never ends failed without them (see
+                    // `crate::notifications`).
+                    crate::notifications::queue_failed(self.runtime, &execution.project_id, &execution.id).await?;
                 }
+                store.finish_execution(&execution.id, status, error.as_ref(), now()).await?;
+                self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");
             }
         }
