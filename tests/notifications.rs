@@ -3,8 +3,8 @@
 //! event whose signature this test verifies with its own HMAC (the `hmac` and `sha2` crates,
 //! not the stack's aws-lc-rs). A receiver that answers 500 first gets the same notification
 //! again (same `webhook-id`, a valid signature); a deleted destination gets no further
-//! attempt; the secret is shown once and is in no listing, log line or database byte; bad
-//! input gets 400s.
+//! attempt; the secret is shown once and is in no listing, log line, database byte or table
+//! item; bad input gets 400s.
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -19,7 +19,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
 use sluice_e2e::fake_api::serve_locally;
-use sluice_e2e::stack::{Backend, StackConfig, TestStack};
+use sluice_e2e::stack::{Backend, StackConfig, TestStack, aws_endpoint, aws_sdk_config};
 
 const PUBLIC_URL: &str = "https://sluice.example.com";
 /// Trigger data no notification may carry.
@@ -306,6 +306,16 @@ async fn failure_notifications_arrive_signed_at_least_once(backend: Backend) {
     assert!(logged.contains("failure notification"), "logs are captured");
     for secret in [&secret, &gone_secret] {
         assert!(!logged.contains(&secret[6..]), "a secret was logged");
+    }
+    if let (Some(aws), Some(endpoint)) = (&stack.aws, aws_endpoint()) {
+        // Every item of the stack's table, as DynamoDB holds it.
+        let client = aws_sdk_dynamodb::Client::new(&aws_sdk_config(&endpoint).await);
+        let scan = client.scan().table_name(&aws.table).send().await.expect("scan the table");
+        let items = format!("{:?}", scan.items());
+        assert!(items.contains("hooks.example.com/more"), "the scan sees the destinations");
+        for secret in [&secret, &gone_secret] {
+            assert!(!items.contains(&secret[6..]), "a secret is stored in the clear");
+        }
     }
     if let Some(file) = stack.sqlite_file() {
         let mut bytes = std::fs::read(&file).expect("the database file");
