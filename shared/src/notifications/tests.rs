@@ -352,4 +352,21 @@ mod delivery {
         let after = f.db.receive(QueueName::Steps, 10, Duration::from_secs(6), Duration::from_secs(30)).await;
         assert!(after.expect("receive").is_empty());
     }
+
+    #[tokio::test]
+    async fn a_dead_lettered_notification_is_given_up_without_failing_anything() {
+        let f = fixture().await;
+        let execution = sample_execution(&format!("e-{}", uuid::Uuid::new_v4().simple()));
+        f.db.create_execution(&execution).await.expect("create");
+        let message = NotifyMessage {
+            project_id: "p".into(),
+            execution_id: execution.id.clone(),
+            destination_id: "d".into(),
+            attempt: 3,
+            waits: 0,
+        };
+        f.runner.dead_lettered(&message.to_json()).await.expect("handled");
+        assert_eq!(f.status(&execution.id).await, ExecutionStatus::Running, "the execution is not touched");
+        assert!(f.queued(Duration::ZERO).await.is_empty());
+    }
 }
