@@ -15,10 +15,12 @@ use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, Sett
 mod connect;
 mod history;
 mod idempotency;
+mod notifications;
 mod triggers;
 pub use connect::*;
 pub use history::*;
 pub use idempotency::*;
+pub use notifications::*;
 pub use triggers::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +365,7 @@ pub trait Store:
     + PollStore
     + WebhookStore
     + HistoryStore
+    + NotificationStore
 {
 }
 impl<
@@ -378,7 +381,8 @@ impl<
         + ScheduleStore
         + PollStore
         + WebhookStore
-        + HistoryStore,
+        + HistoryStore
+        + NotificationStore,
 > Store for T
 {
 }

@@ -21,6 +21,7 @@ mod fan_out;
 mod files;
 pub mod history;
 mod idempotency;
+mod notifications;
 pub mod sweep;
 pub mod triggers;
 mod workflows;

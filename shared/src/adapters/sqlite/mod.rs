@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
 //! step records, settled responses, execution files, fan-out items and branch results, the
 //! connect layer's records, claimed idempotency keys, the schedule ledger, polling seen-sets,
-//! kept webhook deliveries, and both queues (with their dead letters).
+//! kept webhook deliveries, failure notification destinations, and both queues (with their dead letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -15,6 +15,7 @@ mod fan_out;
 mod files;
 mod history;
 mod idempotency;
+mod notifications;
 mod queue;
 mod start;
 mod triggers;
@@ -46,7 +47,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// users, enablement, settings and sealed credentials. 6: app events. 7: idempotency keys.
 /// 8: the credentials' identity index (empty for credentials written before: they have no
 /// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries. 10: the
-/// delivered webhook event ids. 11: Task History's columns and indexes.
+/// delivered webhook event ids. 11: Task History's columns and indexes. 12: failure
+/// notification destinations.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -322,6 +324,16 @@ CREATE TABLE execution_search (
     execution_id  TEXT NOT NULL,
     PRIMARY KEY (project_id, key, value, started_at_ms, execution_id)
 ) WITHOUT ROWID;
+"#,
+    // 12: failure notification destinations (the record as JSON, its secret sealed).
+    r#"
+CREATE TABLE notification_destinations (
+    project_id    TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    record        TEXT NOT NULL,
+    PRIMARY KEY (project_id, id)
+);
 "#,
 ];
 
