@@ -550,7 +550,9 @@ impl<'a> Segment<'a> {
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
-        let executed = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx).await;
+        let span = crate::telemetry::StepSpan::start(self.execution, &text, step.kind.type_name(), attempt);
+        let running = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx);
+        let executed = span.instrument(running).await;
         self.steps_run += 1;
         let mut record = executed.record;
         context::redact_secrets(&mut record, &settings, credentials.as_deref());
@@ -566,7 +568,10 @@ impl<'a> Segment<'a> {
                 }
             }
         }
-        let outcome = match self.record(record).await? {
+        let (written, recorded) = self.record(record).await?;
+        span.end(&recorded);
+        log_attempt(self.execution, &recorded);
+        let outcome = match (written, recorded) {
             (FirstWrite::Written, recorded) if recorded.status == StepStatus::Succeeded => {
                 Outcome::Succeeded { output: recorded.output.unwrap_or(Value::Null), signal: executed.signal }
             }
@@ -795,7 +800,10 @@ impl<'a> Segment<'a> {
             }
             Effect::Finish { status, error } => {
                 self.flush().await?;
-                store.finish_execution(&self.execution.id, status, error.as_ref(), now()).await?;
+                let ended_at = now();
+                if store.finish_execution(&self.execution.id, status, error.as_ref(), ended_at).await? {
+                    crate::telemetry::export_root(self.execution, status, ended_at);
+                }
                 self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");
             }
@@ -825,6 +833,16 @@ fn recorded_attempt(key: &StepKey, attempt: u32, result: Recorded) -> StepAttemp
         ended_at: at,
         logs: Vec::new(),
     })
+}
+
+/// The one line a step attempt that ran writes at the default level.
+fn log_attempt(execution: &Execution, recorded: &StepAttempt) {
+    let ms = (recorded.ended_at - recorded.started_at).num_milliseconds();
+    let status = match recorded.status {
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+    };
+    tracing::info!(execution = %execution.id, step = %recorded.step, attempt = recorded.attempt, status, ms, "step ended");
 }
 
 /// How long until `epoch_ms`, if that is later than now (beyond a small tolerance).
