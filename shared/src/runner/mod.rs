@@ -842,7 +842,7 @@ fn log_attempt(execution: &Execution, recorded: &StepAttempt) {
         StepStatus::Succeeded => "succeeded",
         StepStatus::Failed => "failed",
     };
-    tracing::info!(execution = %execution.id, step = %recorded.step, attempt = recorded.attempt, status, ms, "step ended");
+    tracing::info!(execution = %execution.id, step = %recorded.step, attempt = recorded.attempt, status = %status, ms, "step ended");
 }
 
 /// How long until `epoch_ms`, if that is later than now (beyond a small tolerance).

@@ -166,15 +166,9 @@ impl HttpSpan {
         if !parent.has_active_span() {
             return HttpSpan(None);
         }
-        let mut full = url.clone();
-        full.set_query(None);
-        full.set_fragment(None);
-        // Fails only for URLs that cannot have user info, which then have none.
-        let _ = full.set_username("");
-        let _ = full.set_password(None);
         let mut attributes = vec![
             KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("url.full", full.to_string()),
+            KeyValue::new("url.full", full_url(url)),
         ];
         if let Some(host) = url.host_str() {
             attributes.push(KeyValue::new("server.address", host.to_string()));
@@ -182,6 +176,7 @@ impl HttpSpan {
         if let Some(port) = url.port_or_known_default() {
             attributes.push(KeyValue::new("server.port", i64::from(port)));
         }
+        invocation_attributes(&mut attributes);
         let span = tracer
             .span_builder(method.to_string())
             .with_kind(SpanKind::Client)
@@ -223,6 +218,18 @@ impl HttpSpan {
     }
 }
 
+/// `url` as `url.full` shows it: without query string, fragment or user info (any of them may
+/// hold a secret).
+fn full_url(url: &url::Url) -> String {
+    let mut full = url.clone();
+    full.set_query(None);
+    full.set_fragment(None);
+    // Fails only for URLs that cannot have user info, which then have none.
+    let _ = full.set_username("");
+    let _ = full.set_password(None);
+    full.to_string()
+}
+
 /// The class of a request that got no answer (`error.type`).
 fn error_type(error: &reqwest::Error) -> &'static str {
     if crate::net::find_net_error(error).is_some() {
@@ -233,5 +240,16 @@ fn error_type(error: &reqwest::Error) -> &'static str {
         "connect"
     } else {
         "request"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_full_url_drops_query_fragment_and_user_info() {
+        let url = url::Url::parse("https://user:secret@api.example.com:8443/v1/items?api_key=k#top").expect("url");
+        assert_eq!(full_url(&url), "https://api.example.com:8443/v1/items");
     }
 }
