@@ -69,7 +69,8 @@ fn trace_id_of(execution_id: &str) -> Option<TraceId> {
 
 /// The id of an execution's root span: the first 8 bytes of SHA-256 of `sluice-root:` + id.
 pub fn root_span_id(execution_id: &str) -> SpanId {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("sluice-root:{execution_id}").as_bytes());
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, format!("sluice-root:{execution_id}").as_bytes());
     let mut bytes = [0u8; 8];
     bytes.copy_from_slice(&digest.as_ref()[..8]);
     SpanId::from_bytes(bytes)
@@ -120,9 +121,11 @@ pub fn init(resource: Vec<KeyValue>) -> Result<bool, TelemetryError> {
 pub fn init_lambda() -> Result<bool, TelemetryError> {
     logs::init_lambda();
     let mut resource = vec![KeyValue::new("cloud.provider", "aws")];
-    for (attribute, var) in
-        [("faas.name", "AWS_LAMBDA_FUNCTION_NAME"), ("faas.version", "AWS_LAMBDA_FUNCTION_VERSION"), ("cloud.region", "AWS_REGION")]
-    {
+    for (attribute, var) in [
+        ("faas.name", "AWS_LAMBDA_FUNCTION_NAME"),
+        ("faas.version", "AWS_LAMBDA_FUNCTION_VERSION"),
+        ("cloud.region", "AWS_REGION"),
+    ] {
         if let Ok(value) = std::env::var(var) {
             resource.push(KeyValue::new(attribute, value));
         }

@@ -149,8 +149,7 @@ fn serve_otlp(stream: TcpStream, kept: &Mutex<Vec<Received>>, counted: &AtomicUs
             }
             _ => "400 Bad Request",
         };
-        let answer =
-            format!("HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
+        let answer = format!("HTTP/1.1 {status}\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n");
         if reader.get_mut().write_all(answer.as_bytes()).is_err() {
             return;
         }

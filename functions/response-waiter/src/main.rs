@@ -6,9 +6,9 @@
 use anyhow::Context;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
-use sluice_shared::telemetry::{self, FaasTrigger};
 use sluice_shared::config::{LambdaConfig, build_runtime};
 use sluice_shared::sqs_batch::handle_batch;
+use sluice_shared::telemetry::{self, FaasTrigger};
 use sluice_shared::waiter::Waiter;
 
 #[tokio::main]

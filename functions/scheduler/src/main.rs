@@ -10,9 +10,9 @@ use anyhow::Context;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use sluice_shared::adapters::eventbridge::scheduled_tick;
-use sluice_shared::telemetry::{self, FaasTrigger};
 use sluice_shared::config::{LambdaConfig, build_runtime};
 use sluice_shared::runner::Runner;
+use sluice_shared::telemetry::{self, FaasTrigger};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

@@ -9,11 +9,11 @@ use anyhow::Context;
 use aws_lambda_events::sqs::SqsEvent;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
-use sluice_shared::telemetry::{self, FaasTrigger};
 use sluice_shared::config::{LambdaConfig, build_runtime, dynamo_store};
 use sluice_shared::recovery::DynamoSweep;
 use sluice_shared::runner::Runner;
 use sluice_shared::sqs_batch::handle_batch;
+use sluice_shared::telemetry::{self, FaasTrigger};
 
 /// The scheduled event's `sluice` field that asks for a recovery sweep (`template.yaml`).
 const SWEEP_EVENT: &str = "recovery-sweep";

@@ -4,8 +4,8 @@
 use anyhow::Context;
 use lambda_http::{Error, Request, RequestExt, service_fn};
 use sluice_shared::api::Api;
-use sluice_shared::telemetry::{self, FaasTrigger};
 use sluice_shared::config::{LambdaConfig, build_runtime};
+use sluice_shared::telemetry::{self, FaasTrigger};
 use trigger::{from_api_response, into_api_request};
 
 #[tokio::main]

@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use opentelemetry::trace::{
-    FutureExt as _, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceState,
-    Tracer as _,
+    FutureExt as _, Span as _, SpanContext, SpanKind, Status, TraceContextExt as _, TraceFlags, TraceState, Tracer as _,
 };
 use opentelemetry::{Context, KeyValue};
 
@@ -93,9 +92,8 @@ pub fn export_root(execution: &Execution, status: ExecutionStatus, ended_at: Tim
         .with_kind(SpanKind::Internal)
         .with_start_time(SystemTime::from(execution.started_at))
         .with_attributes(attributes);
-    let mut span = ids::with_ids(trace, root_span_id(&execution.id), || {
-        builder.start_with_context(tracer, &Context::new())
-    });
+    let mut span =
+        ids::with_ids(trace, root_span_id(&execution.id), || builder.start_with_context(tracer, &Context::new()));
     span.set_status(match status {
         ExecutionStatus::Failed => Status::error("the execution failed"),
         _ => Status::Ok,
@@ -166,10 +164,8 @@ impl HttpSpan {
         if !parent.has_active_span() {
             return HttpSpan(None);
         }
-        let mut attributes = vec![
-            KeyValue::new("http.request.method", method.to_string()),
-            KeyValue::new("url.full", full_url(url)),
-        ];
+        let mut attributes =
+            vec![KeyValue::new("http.request.method", method.to_string()), KeyValue::new("url.full", full_url(url))];
         if let Some(host) = url.host_str() {
             attributes.push(KeyValue::new("server.address", host.to_string()));
         }
