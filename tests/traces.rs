@@ -1,10 +1,12 @@
-//! Traces from the Lambda binaries: the trigger function under the Runtime Interface Emulator
-//! (DynamoDB + SQS on the local AWS-API server) with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at
-//! a local OTLP receiver. A synchronous execution runs inline in the trigger and ends there:
-//! its root, step and request spans reach the receiver before the invocation returns (the
-//! function flushes before answering), with the FaaS attributes; its logs are JSON lines.
-//! Skipped with a notice when the emulator or the server is not configured, unless
-//! `SLUICE_REQUIRE_AWS=1`. `sluice dev`'s traces are tested in `cli/tests/traces.rs`.
+//! Traces from the Lambda binaries under the Runtime Interface Emulator (DynamoDB + SQS on the
+//! local AWS-API server), with `OTEL_EXPORTER_OTLP_ENDPOINT` pointing at a local OTLP receiver.
+//! A synchronous execution runs inline in the trigger and ends there: its root, step and
+//! request spans reach the receiver before the invocation returns (the function flushes before
+//! answering), with the FaaS attributes; its logs are JSON lines. An asynchronous execution's
+//! step runs in the step runner, which ends it: the spans it exports carry the trace and root
+//! derived from the execution id, as the trigger's would. Skipped with a notice when the
+//! emulator or the server is not configured, unless `SLUICE_REQUIRE_AWS=1`. `sluice dev`'s
+//! traces are tested in `cli/tests/traces.rs`.
 
 use std::time::Duration;
 
@@ -12,9 +14,10 @@ use serde_json::{Value, json};
 use sluice_e2e::fake_api::FakeApi;
 use sluice_e2e::otlp::Receiver;
 use sluice_e2e::rie::{AwsResources, Rie, emulator_and_endpoint, lambda_binary};
+use sluice_shared::adapters::sqs::SqsQueue;
 use sluice_shared::auth;
 use sluice_shared::model::load;
-use sluice_shared::ports::{Project, ProjectStore, WorkflowStore};
+use sluice_shared::ports::{ConsumeQueue, Project, ProjectStore, QueueName, WorkflowStore};
 use sluice_shared::record::now;
 
 const SECRET: &str = "s3cret-in-the-query";
@@ -36,43 +39,67 @@ fn url_event(path: &str, bearer: &str, body: &Value) -> Value {
     })
 }
 
+/// A project with `yaml` deployed on fresh AWS resources, and the functions' environment
+/// exporting to `receiver`.
+struct Setup {
+    resources: AwsResources,
+    env: Vec<(String, String)>,
+    private_pem: String,
+    project_id: String,
+}
+
+impl Setup {
+    async fn new(endpoint: &str, receiver: &Receiver, yaml: &str) -> Setup {
+        let resources = AwsResources::create(endpoint).await;
+        let store = resources.store();
+        let keys = auth::generate_signing_key().expect("key");
+        let project_id = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let project = Project {
+            id: project_id.clone(),
+            signing_public_key_pem: keys.public_pem,
+            api_key_sha256: auth::hash_api_key("sk_traces"),
+            created_at: now(),
+        };
+        store.create_project(&project).await.expect("project");
+        let workflow = load::load_str("traced.yaml", yaml).expect("valid workflow");
+        store.deploy_workflow(&project_id, &workflow).await.expect("deploy");
+        let mut env = resources.function_env();
+        for (name, value) in env.iter_mut() {
+            if name == "SLUICE_ALLOW_PRIVATE_NETWORK" {
+                *value = "true".into();
+            }
+        }
+        env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://127.0.0.1:{}", receiver.port)));
+        Setup { resources, env, private_pem: keys.private_pem, project_id }
+    }
+
+    /// A trigger event of workflow `traced` for user-7.
+    fn trigger_event(&self) -> Value {
+        let token = auth::issue_user_token(&self.private_pem, "user-7", Duration::from_secs(300)).expect("token");
+        url_event(&format!("/projects/{}/sdk/triggers/traced", self.project_id), &token, &json!({}))
+    }
+}
+
+fn workflow(api: &FakeApi, respond: bool) -> String {
+    let reply =
+        if respond { "  - id: reply\n    type: response\n    body: { id: \"{{execution.id}}\" }\n" } else { "" };
+    format!(
+        "id: traced\ntrigger: {{ type: request }}\nsteps:\n  - id: search\n    type: request\n    url: \"{}/contacts?key={SECRET}\"\n{reply}",
+        api.base_url
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_trigger_function_exports_its_spans_with_faas_attributes_before_answering() {
     let Some((emulator, endpoint)) = emulator_and_endpoint() else { return };
     let api = FakeApi::start().await;
     let receiver = Receiver::start();
-    let resources = AwsResources::create(&endpoint).await;
-    let store = resources.store();
-    let keys = auth::generate_signing_key().expect("key");
-    let project_id = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
-    let project = Project {
-        id: project_id.clone(),
-        signing_public_key_pem: keys.public_pem,
-        api_key_sha256: auth::hash_api_key("sk_traces"),
-        created_at: now(),
-    };
-    store.create_project(&project).await.expect("project");
-    let yaml = format!(
-        "id: traced\ntrigger: {{ type: request }}\nsteps:\n  - id: search\n    type: request\n    url: \"{}/contacts?key={SECRET}\"\n  - id: reply\n    type: response\n    body: {{ id: \"{{{{execution.id}}}}\" }}\n",
-        api.base_url
-    );
-    let workflow = load::load_str("traced.yaml", &yaml).expect("valid workflow");
-    store.deploy_workflow(&project_id, &workflow).await.expect("deploy");
-
-    let mut env = resources.function_env();
-    for (name, value) in env.iter_mut() {
-        if name == "SLUICE_ALLOW_PRIVATE_NETWORK" {
-            *value = "true".into();
-        }
-    }
-    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT".into(), format!("http://127.0.0.1:{}", receiver.port)));
-    let trigger = Rie::start(&emulator, &lambda_binary("trigger"), &env).await;
-    let token = auth::issue_user_token(&keys.private_pem, "user-7", Duration::from_secs(300)).expect("token");
-    let path = format!("/projects/{project_id}/sdk/triggers/traced");
+    let setup = Setup::new(&endpoint, &receiver, &workflow(&api, true)).await;
+    let trigger = Rie::start(&emulator, &lambda_binary("trigger"), &setup.env).await;
 
     let mut ids = Vec::new();
     for _ in 0..2 {
-        let answer = trigger.invoke(&url_event(&path, &token, &json!({}))).await.json();
+        let answer = trigger.invoke(&setup.trigger_event()).await.json();
         assert_eq!(answer["statusCode"], 200, "{answer}\n{}", trigger.output());
         let body: Value = serde_json::from_str(answer["body"].as_str().expect("body")).expect("JSON body");
         ids.push(body["id"].as_str().expect("the execution id").to_string());
@@ -119,4 +146,56 @@ async fn the_trigger_function_exports_its_spans_with_faas_attributes_before_answ
     assert_eq!(ended.len(), 4, "two attempts per execution, one JSON line each:\n{output}");
     assert!(ended.iter().all(|line| line["level"] == "INFO" && line["fields"]["execution"].is_string()));
     assert!(!output.contains("\x1b["), "colour codes in the function's log:\n{output}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_run_by_the_step_runner_is_one_trace_across_functions() {
+    let Some((emulator, endpoint)) = emulator_and_endpoint() else { return };
+    let api = FakeApi::start().await;
+    let receiver = Receiver::start();
+    let setup = Setup::new(&endpoint, &receiver, &workflow(&api, false)).await;
+    let trigger = Rie::start(&emulator, &lambda_binary("trigger"), &setup.env).await;
+    let runner = Rie::start(&emulator, &lambda_binary("step-runner"), &setup.env).await;
+
+    // Asynchronous on Lambda: the trigger answers 202 and its first step goes to the queue.
+    let answer = trigger.invoke(&setup.trigger_event()).await.json();
+    assert_eq!(answer["statusCode"], 202, "{answer}\n{}", trigger.output());
+    let body: Value = serde_json::from_str(answer["body"].as_str().expect("body")).expect("JSON body");
+    let id = body["executionId"].as_str().expect("executionId").to_string();
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&setup.resources.sdk),
+        setup.resources.steps_url.clone(),
+        setup.resources.responses_url.clone(),
+    );
+    let messages = queue.receive(QueueName::Steps, 10, Duration::from_secs(5), Duration::from_secs(30)).await;
+    let messages = messages.expect("receive the step message");
+    assert_eq!(messages.len(), 1);
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|m| {
+            json!({
+                "messageId": uuid::Uuid::new_v4().to_string(), "receiptHandle": m.receipt, "body": m.body,
+                "attributes": { "ApproximateReceiveCount": "1" }, "messageAttributes": {},
+                "eventSource": "aws:sqs", "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:steps",
+                "awsRegion": "us-east-1"
+            })
+        })
+        .collect();
+    let handled = runner.invoke(&json!({ "Records": records })).await.json();
+    assert_eq!(handled["batchItemFailures"], json!([]), "{}", runner.output());
+
+    let spans = receiver.wait_for(Duration::from_secs(2), |spans| spans.len() >= 3);
+    let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(spans.len(), 3, "root, step, request: {names:?}\n{}", runner.output());
+    assert!(spans.iter().all(|s| s.trace_id == id.replace('-', "")), "{spans:#?}");
+    let root = spans.iter().find(|s| s.name == "execution traced").expect("the root, exported by the step runner");
+    let step = spans.iter().find(|s| s.name == "step search").expect("the step attempt");
+    let request = spans.iter().find(|s| s.name == "GET").expect("the request");
+    assert_eq!((step.parent.as_str(), request.parent.as_str()), (root.span_id.as_str(), step.span_id.as_str()));
+    for span in &spans {
+        assert_eq!(span.attr("faas.trigger"), Some("pubsub"), "{span:#?}");
+        assert_eq!(span.resource.get("faas.name").map(String::as_str), Some("step-runner"));
+    }
+    assert_eq!(root.attr("sluice.execution.status"), Some("succeeded"));
+    assert_eq!(root.attr("sluice.user.id"), Some("user-7"));
 }
