@@ -525,13 +525,21 @@ impl<'a> Segment<'a> {
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
         let references = context::references(step);
-        let (settings, credentials) = match self.secrets(&references).await? {
+        // The attempt's span covers reading its credentials too (an OAuth refresh is a request
+        // of the attempt); a fan-out is no attempt of its own.
+        let span = match &step.kind {
+            StepKind::FanOut(_) => crate::telemetry::StepSpan::off(),
+            kind => crate::telemetry::StepSpan::start(self.execution, &text, kind.type_name(), attempt),
+        };
+        let (settings, credentials) = match span.instrument(self.secrets(&references)).await? {
             Ok(secrets) => secrets,
             // The user's settings or credentials cannot be used (a connection that needs
             // re-authorisation, a secret that does not open): the step fails, saying why.
             Err(reason) => {
                 let error = crate::record::StepError::terminal(reason);
                 let (_, recorded) = self.record(recorded_attempt(&key, attempt, Recorded::Failed(error))).await?;
+                span.end(&recorded);
+                log_attempt(self.execution, &recorded);
                 let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
                 return Ok(Event::StepEnded { key, attempt, outcome });
             }
@@ -550,7 +558,6 @@ impl<'a> Segment<'a> {
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
-        let span = crate::telemetry::StepSpan::start(self.execution, &text, step.kind.type_name(), attempt);
         let running = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx);
         let executed = span.instrument(running).await;
         self.steps_run += 1;

@@ -122,6 +122,11 @@ impl StepSpan {
         StepSpan(Some(parent.with_span(span)))
     }
 
+    /// No span (a step that is not an attempt).
+    pub fn off() -> StepSpan {
+        StepSpan(None)
+    }
+
     /// Runs `future` (the attempt) inside this span: the outbound requests it sends are its
     /// children.
     pub async fn instrument<F: std::future::Future>(&self, future: F) -> F::Output {
