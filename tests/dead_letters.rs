@@ -93,6 +93,7 @@ async fn the_recovery_sweep_resumes_an_execution_nothing_moves() {
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     };
     stack.store.create_execution(&execution).await.expect("create");
     let recorded = StepAttempt {

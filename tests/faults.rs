@@ -385,7 +385,7 @@ impl Seen {
     /// Ended, or waiting on a Delay due later.
     fn settled(&self, now: sluice_shared::record::Timestamp) -> bool {
         match self.status {
-            ExecutionStatus::Succeeded | ExecutionStatus::Failed => true,
+            ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Cancelled => true,
             ExecutionStatus::Running => false,
             ExecutionStatus::Waiting => self.attempts.iter().any(|(_, _, _, output)| {
                 output
@@ -407,6 +407,7 @@ fn check(executions: &[Seen], calls: &[sluice_e2e::chaos::Call], figures: &mut F
         let mut v = Vec::new();
         match e.status {
             ExecutionStatus::Succeeded => {}
+            ExecutionStatus::Cancelled => v.push(violation("cancelled, but nothing cancels in this suite".into())),
             ExecutionStatus::Failed => {
                 if e.error.as_deref().is_none_or(str::is_empty) {
                     v.push(violation("failed without a reason".into()));
@@ -996,6 +997,7 @@ async fn an_execution_whose_put_answer_was_lost_is_created_once_and_reported_cre
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     };
     proxy.drop_next_answer(&execution.id);
     store.create_execution(&execution).await.expect("created, though the first answer was lost");

@@ -40,6 +40,7 @@ fn execution(id: &str, status: ExecutionStatus, response_deadline: Option<Timest
         response_deadline,
         error: None,
         test: false,
+        ..Default::default()
     }
 }
 

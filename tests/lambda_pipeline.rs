@@ -379,6 +379,7 @@ async fn the_recovery_sweep_resumes_what_nothing_moves_and_leaves_what_waits() {
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     };
     store.create_execution(&execution).await.expect("create the execution");
     // Both are past the bound only once 2 s have passed since they started.

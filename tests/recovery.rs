@@ -123,6 +123,7 @@ async fn execution_whose_start_died_before_its_first_step_is_resumed_by_its_reco
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     };
     stack.store.create_execution(&execution).await.expect("create the execution");
     let recovery = DeadlineMessage { execution_id: id.clone(), resume: Some("a".into()), recover: true };

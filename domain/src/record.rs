@@ -41,20 +41,38 @@ pub fn format_timestamp(t: &Timestamp) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ExecutionStatus {
+    #[default]
     Running,
     /// Running, but its next step waits for a Delay step's time to come.
     Waiting,
     Succeeded,
     Failed,
+    /// Stopped by a `cancel` (Task History): no step starts after it.
+    Cancelled,
 }
 
 impl ExecutionStatus {
-    /// Succeeded or failed: nothing more happens to the execution.
+    /// Every status, in the order the API lists them.
+    pub const ALL: [ExecutionStatus; 5] = [
+        ExecutionStatus::Running,
+        ExecutionStatus::Waiting,
+        ExecutionStatus::Succeeded,
+        ExecutionStatus::Failed,
+        ExecutionStatus::Cancelled,
+    ];
+
+    /// Succeeded, failed or cancelled: nothing more happens to the execution (unless it is
+    /// redriven, which moves a failed one back to running).
     pub fn is_ended(self) -> bool {
-        matches!(self, ExecutionStatus::Succeeded | ExecutionStatus::Failed)
+        matches!(self, ExecutionStatus::Succeeded | ExecutionStatus::Failed | ExecutionStatus::Cancelled)
+    }
+
+    /// The status `text` names (`as_str`'s inverse).
+    pub fn parse(text: &str) -> Option<ExecutionStatus> {
+        ExecutionStatus::ALL.into_iter().find(|status| status.as_str() == text)
     }
 
     pub fn as_str(self) -> &'static str {
@@ -63,12 +81,13 @@ impl ExecutionStatus {
             ExecutionStatus::Waiting => "waiting",
             ExecutionStatus::Succeeded => "succeeded",
             ExecutionStatus::Failed => "failed",
+            ExecutionStatus::Cancelled => "cancelled",
         }
     }
 }
 
 /// What started an execution.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
     /// `POST /projects/{p}/sdk/triggers/{w}` (and test runs).
@@ -104,6 +123,36 @@ pub struct TriggerData {
     pub event: Option<String>,
 }
 
+impl TriggerKind {
+    pub const ALL: [TriggerKind; 7] = [
+        TriggerKind::Request,
+        TriggerKind::AppEvent,
+        TriggerKind::Webhook,
+        TriggerKind::IntegrationEnabled,
+        TriggerKind::OauthConnected,
+        TriggerKind::Schedule,
+        TriggerKind::Poll,
+    ];
+
+    /// The name the API and the stores use (`app_event`), as serde writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Request => "request",
+            TriggerKind::AppEvent => "app_event",
+            TriggerKind::Webhook => "webhook",
+            TriggerKind::IntegrationEnabled => "integration_enabled",
+            TriggerKind::OauthConnected => "oauth_connected",
+            TriggerKind::Schedule => "schedule",
+            TriggerKind::Poll => "poll",
+        }
+    }
+
+    /// The kind `text` names (`as_str`'s inverse).
+    pub fn parse(text: &str) -> Option<TriggerKind> {
+        TriggerKind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
 impl TriggerData {
     /// The data of a trigger that is not a request: `payload` as the body.
     pub fn of(kind: TriggerKind, payload: Value) -> Self {
@@ -119,7 +168,7 @@ pub struct ExecutionError {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Execution {
     pub id: String,
     pub project_id: String,
@@ -137,6 +186,21 @@ pub struct Execution {
     /// requests capped.
     #[serde(default)]
     pub test: bool,
+    /// The integration its workflow belongs to (`None` outside any integration), copied at
+    /// start so that Task History filters on it without reading the workflow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub integration: Option<String>,
+    /// Search attributes: the workflow's `search` declarations evaluated when it started
+    /// (Task History filters on them exactly).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub search: BTreeMap<String, String>,
+    /// The execution this one replays (Task History `replay`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replay_of: Option<String>,
+    /// How many times it was redriven (Task History `redrive`): each resumed it, failed, from
+    /// its failed steps.
+    #[serde(default)]
+    pub redrives: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,6 +320,7 @@ pub fn sample_execution(id: &str) -> Execution {
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     }
 }
 

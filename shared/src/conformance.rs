@@ -1,7 +1,7 @@
 //! The conformance suites every adapter must pass: [`store_suite`] for `Store` and
 //! [`queue_suite`] for `Queue`, each a list of `pub async fn case_*` taking the trait object (in
 //! [`projects`], [`executions`], [`files`], [`fan_out`], [`connect`], [`idempotency`],
-//! [`triggers`] and [`queue`])
+//! [`triggers`], [`notifications`] and [`queue`])
 //! (run them one by one to narrow a failure down). Cases assert by panicking: this is test code.
 //!
 //! Invariants: store cases use fresh uuid ids, so they can share one table or database with
@@ -67,6 +67,11 @@
 //!   integration and unrouted listings after reading (the read costs the deliveries passed
 //!   over) and leaves expired items to the table's TTL. Both hide a delivery from the moment
 //!   it is `WEBHOOK_RETENTION_DAYS` old, to the millisecond.
+//! - Notification destinations: SQLite counts a project's rows and inserts in one immediate
+//!   transaction; DynamoDB keeps a counter item beside the destination items and changes both
+//!   in one `TransactWriteItems` (the counter's update conditioned on the limit), so concurrent
+//!   adds may fail retryably on DynamoDB (a transaction conflict) where SQLite serialises them.
+//!   Neither ever exceeds the limit.
 //! - Users: SQLite lists its `users` table; DynamoDB keeps an index item per user
 //!   (`USERS#<project>` / user id), written by `ensure_user` and `update_user` before the user
 //!   item, so users recorded before the index existed are listed from their next request.
@@ -75,7 +80,9 @@ pub mod connect;
 pub mod executions;
 pub mod fan_out;
 pub mod files;
+pub mod history;
 pub mod idempotency;
+pub mod notifications;
 pub mod projects;
 pub mod queue;
 pub mod start;
@@ -175,6 +182,17 @@ pub async fn store_suite_with(store: &dyn Store, limits: SuiteLimits) {
     triggers::case_a_large_delivery_body_round_trips(store).await;
     triggers::case_route_lookup_reads_what_the_single_reads_read(store).await;
     triggers::case_users_are_listed_in_order_and_paged(store).await;
+    notifications::case_destinations_round_trip_and_are_listed_per_project(store).await;
+    notifications::case_a_taken_destination_id_already_exists(store).await;
+    notifications::case_destinations_are_limited_per_project_and_deleted_once(store).await;
+    notifications::case_concurrent_adds_never_exceed_the_limit(store).await;
+}
+
+/// Runs every Task History case (`HistoryStore`) against `store`.
+pub async fn history_suite(store: &dyn Store) {
+    history::case_history_lists_every_filter_newest_first_across_pages(store).await;
+    history::case_history_status_follows_every_move(store).await;
+    history::case_replays_are_linked_to_their_original(store).await;
 }
 
 /// How many claims of one idempotency key the suite makes at once.

@@ -23,6 +23,7 @@ pub mod fires;
 pub mod idempotency;
 pub mod messages;
 pub mod net;
+pub mod notifications;
 pub mod oauth;
 pub mod poll;
 pub mod ports;

@@ -62,6 +62,46 @@ pub struct DeadlineMessage {
     pub recover: bool,
 }
 
+/// On the steps queue, as `{"notify": {...}}`: deliver the failure notification of execution
+/// `execution_id` to destination `destination_id` of `project_id` (attempt `attempt`, from
+/// 1). Handling it again sends the same notification again (same `webhook-id`): receivers
+/// dedupe, deliveries are at least once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NotifyMessage {
+    pub project_id: String,
+    pub execution_id: String,
+    pub destination_id: String,
+    pub attempt: u32,
+    /// How many times it found its execution not ended yet (notifications are queued just
+    /// before the execution is marked failed) and waited. Absent = 0.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub waits: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+/// The prefix every [`NotifyMessage`] body starts with (how the step runner tells it apart).
+pub const NOTIFY_PREFIX: &str = "{\"notify\":";
+
+impl NotifyMessage {
+    pub fn to_json(&self) -> String {
+        json!({ "notify": self }).to_string()
+    }
+
+    /// Reads a body that starts with [`NOTIFY_PREFIX`].
+    pub fn from_json(body: &str) -> Result<NotifyMessage, serde_json::Error> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Wrapped {
+            notify: NotifyMessage,
+        }
+        serde_json::from_str::<Wrapped>(body).map(|w| w.notify)
+    }
+}
+
 impl StepMessage {
     /// The first attempt of `step`, outside any fan-out, now.
     pub fn first(execution_id: &str, step: &str) -> StepMessage {
@@ -128,5 +168,22 @@ mod tests {
         };
         assert_eq!(serde_json::from_str::<StepMessage>(&scoped.to_json()).ok(), Some(scoped.clone()));
         assert_eq!(scoped.key().to_string(), "s@2");
+    }
+
+    #[test]
+    fn a_notify_message_round_trips_and_starts_with_its_prefix() {
+        let message = NotifyMessage {
+            project_id: "p".into(),
+            execution_id: "e".into(),
+            destination_id: "d".into(),
+            attempt: 3,
+            waits: 0,
+        };
+        let body = message.to_json();
+        assert!(body.starts_with(NOTIFY_PREFIX), "{body}");
+        assert_eq!(NotifyMessage::from_json(&body).ok(), Some(message.clone()));
+        assert!(serde_json::from_str::<StepMessage>(&body).is_err(), "never read as a step message");
+        let waited = NotifyMessage { waits: 2, ..message };
+        assert_eq!(NotifyMessage::from_json(&waited.to_json()).ok(), Some(waited));
     }
 }

@@ -81,6 +81,7 @@ pub async fn run(
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     };
     let step = Step {
         id: "poll".to_string(),
@@ -134,6 +135,7 @@ pub async fn run(
                 user_id: user_id.to_string(),
                 test: false,
                 caller_waits: false,
+                replay_of: None,
             };
             match start::start(runner, new).await {
                 Ok(_) => {

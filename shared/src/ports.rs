@@ -13,10 +13,14 @@ use crate::model::project::AppEvent;
 use crate::record::{Execution, ExecutionError, ExecutionStatus, FileObject, SettledResponse, StepAttempt, Timestamp};
 
 mod connect;
+mod history;
 mod idempotency;
+mod notifications;
 mod triggers;
 pub use connect::*;
+pub use history::*;
 pub use idempotency::*;
+pub use notifications::*;
 pub use triggers::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -202,8 +206,10 @@ pub trait ExecutionStore: Send + Sync {
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError>;
     /// Moves a running or waiting execution to `status` (and records `error`, `ended_at`).
     /// Returns false, changing nothing, if it had ended already: only the first finish counts.
+    /// `project_id` is the execution's (DynamoDB keys its status index with it).
     async fn finish_execution(
         &self,
+        project_id: &str,
         execution_id: &str,
         status: ExecutionStatus,
         error: Option<&ExecutionError>,
@@ -213,6 +219,7 @@ pub trait ExecutionStore: Send + Sync {
     /// false, changing nothing, when it was not in `from`.
     async fn set_execution_status(
         &self,
+        project_id: &str,
         execution_id: &str,
         from: ExecutionStatus,
         to: ExecutionStatus,
@@ -357,6 +364,8 @@ pub trait Store:
     + ScheduleStore
     + PollStore
     + WebhookStore
+    + HistoryStore
+    + NotificationStore
 {
 }
 impl<
@@ -371,7 +380,9 @@ impl<
         + IdempotencyStore
         + ScheduleStore
         + PollStore
-        + WebhookStore,
+        + WebhookStore
+        + HistoryStore
+        + NotificationStore,
 > Store for T
 {
 }

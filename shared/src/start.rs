@@ -32,17 +32,20 @@
 //!
 //! [`Settings::recovery_delay`]: crate::runtime::Settings::recovery_delay
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::engine::{self, Effect, Event, State, StepKey};
 use crate::messages::{DeadlineMessage, StepMessage};
 use crate::model::Workflow;
 use crate::ports::{
-    Deployment, MAX_QUEUE_DELAY, Outgoing, QueueName, SendQueue, StartError, StartExecution, Store, StoreError,
+    Deployment, MAX_QUEUE_DELAY, MAX_SEARCH_VALUE_BYTES, Outgoing, QueueName, SendQueue, StartError, StartExecution,
+    Store, StoreError,
 };
 use crate::record::{Execution, ExecutionStatus, StepAttempt, StepStatus, TriggerData, now};
 use crate::runner::{Entry, RunError, Runner};
@@ -67,6 +70,8 @@ pub struct NewExecution {
     pub test: bool,
     /// A caller waits for a Response step's answer (until the response timeout).
     pub caller_waits: bool,
+    /// The execution this one replays (Task History `replay`).
+    pub replay_of: Option<String>,
 }
 
 /// A started execution, and its inline first segment if one runs.
@@ -74,6 +79,38 @@ pub struct NewExecution {
 pub struct Started {
     pub execution: Execution,
     pub segment: Option<JoinHandle<Result<(), RunError>>>,
+}
+
+/// The search attributes of an execution of `workflow` started by `trigger` for `user_id`:
+/// each of the workflow's `search` templates rendered from `trigger.*` and `user.id`. A value
+/// that is missing, null, an object or an array is left out, as is a text longer than
+/// [`MAX_SEARCH_VALUE_BYTES`] (nobody could type it exactly); numbers and booleans become
+/// their JSON text (`42`, `true`).
+pub fn search_attributes(workflow: &Workflow, trigger: &TriggerData, user_id: &str) -> BTreeMap<String, String> {
+    if workflow.search.is_empty() {
+        return BTreeMap::new();
+    }
+    let ctx = serde_json::json!({
+        "trigger": { "query": trigger.query, "headers": trigger.headers, "body": trigger.body, "event": trigger.event },
+        "user": { "id": user_id },
+    });
+    let mut values = BTreeMap::new();
+    for (key, template) in &workflow.search {
+        let rendered = match crate::template::render_optional(&Value::String(template.clone()), &ctx) {
+            Ok(Some(value)) => value,
+            Ok(None) | Err(_) => continue,
+        };
+        let text = match rendered {
+            Value::String(text) => text,
+            Value::Number(n) => n.to_string(),
+            Value::Bool(b) => b.to_string(),
+            Value::Null | Value::Array(_) | Value::Object(_) => continue,
+        };
+        if !text.is_empty() && text.len() <= MAX_SEARCH_VALUE_BYTES {
+            values.insert(key.clone(), text);
+        }
+    }
+    values
 }
 
 /// A new, time-ordered execution id.
@@ -141,12 +178,14 @@ fn prepare(runtime: &Runtime, new: NewExecution) -> Result<Prepared, StartError>
         .then(|| chrono::Duration::from_std(settings.response_timeout).ok().map(|d| started_at + d))
         .flatten();
     let deployment = new.deployment;
+    let user_id = new.user_id;
+    let search = search_attributes(&deployment.workflow, &new.trigger, &user_id);
     let execution = Execution {
         id: new.id,
         project_id: deployment.project_id.clone(),
         workflow_id: deployment.workflow_id.clone(),
         workflow_version: deployment.version,
-        user_id: new.user_id,
+        user_id,
         status: ExecutionStatus::Running,
         started_at,
         ended_at: None,
@@ -154,6 +193,10 @@ fn prepare(runtime: &Runtime, new: NewExecution) -> Result<Prepared, StartError>
         response_deadline: deadline,
         error: None,
         test: new.test,
+        integration: deployment.workflow.integration.clone(),
+        search,
+        replay_of: new.replay_of,
+        redrives: 0,
     };
     let state = State {
         execution_id: &execution.id,

@@ -301,6 +301,7 @@ pub(crate) async fn plan_for(
                 user_id: user_id.clone(),
                 test: false,
                 caller_waits: false,
+                replay_of: None,
             });
         }
         reports.push(report);

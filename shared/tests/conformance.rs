@@ -9,7 +9,7 @@ mod sqlite {
     use std::time::{Duration, Instant};
 
     use sluice_shared::adapters::sqlite::Sqlite;
-    use sluice_shared::conformance::{queue_suite, start_suite, store_suite};
+    use sluice_shared::conformance::{history_suite, queue_suite, start_suite, store_suite};
     use sluice_shared::ports::{ConsumeQueue, Outgoing, QueueName, SendQueue};
 
     /// A temporary folder removed on drop.
@@ -32,6 +32,17 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_memory_store_conforms() {
         store_suite(&Sqlite::in_memory().expect("in-memory database")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_memory_history_conforms() {
+        history_suite(&Sqlite::in_memory().expect("in-memory database")).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn file_history_conforms() {
+        let dir = TempDir::new();
+        history_suite(&Sqlite::open(&dir.0.join("sluice.db")).expect("database file")).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,7 +170,7 @@ mod aws {
     use sluice_shared::adapters::sqs::{self, SqsQueue};
     use std::sync::Arc;
 
-    use sluice_shared::conformance::{SuiteLimits, queue_suite, start_suite, store_suite_with};
+    use sluice_shared::conformance::{SuiteLimits, history_suite, queue_suite, start_suite, store_suite_with};
     use sluice_shared::ports::{ConsumeQueue, Outgoing, QueueName, SendQueue, Store};
     use sluice_shared::start::SendThenCreate;
 
@@ -203,6 +214,18 @@ mod aws {
         dynamodb::create_table(&client, &table).await.expect("create table");
         dynamodb::create_table(&client, &table).await.expect("creating an existing table is a no-op");
         store_suite_with(&DynamoStore::new(client.clone(), table.clone()), SuiteLimits::FULL).await;
+        client.delete_table().table_name(&table).send().await.expect("delete table");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn dynamodb_history_conforms() {
+        let Some(endpoint) = endpoint("dynamodb_history_conforms") else {
+            return;
+        };
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+        let table = format!("sluice-conformance-{}", unique());
+        dynamodb::create_table(&client, &table).await.expect("create table");
+        history_suite(&DynamoStore::new(client.clone(), table.clone())).await;
         client.delete_table().table_name(&table).send().await.expect("delete table");
     }
 

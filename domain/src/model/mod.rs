@@ -35,6 +35,10 @@ pub struct Workflow {
     /// Workflow-level user settings (`{{settings.KEY}}`; they shadow the integration's).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub inputs: BTreeMap<String, project::Input>,
+    /// Search attributes (Task History): name → template evaluated when an execution starts,
+    /// from `trigger.*` and `user.id`; the history lists executions by their values exactly.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub search: BTreeMap<String, String>,
     /// Enabled for every user who has not disabled it (otherwise a user enables it first).
     /// Workflows outside any integration are always enabled by default.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -72,6 +76,7 @@ impl Workflow {
             trigger: Trigger::Request { method: TriggerMethod::Post, validate: None },
             steps: Vec::new(),
             inputs: BTreeMap::new(),
+            search: BTreeMap::new(),
             enabled_by_default: false,
             integration: None,
             integration_inputs: BTreeMap::new(),
@@ -201,6 +206,17 @@ pub struct PollTrigger {
 }
 
 /// The shortest interval of a poll.
+/// Whether `key` can name a search attribute: a letter, then up to 39 letters, digits or `_`.
+pub fn is_search_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && key.len() <= 40
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The most search attributes one workflow declares.
+pub const MAX_SEARCH_ATTRIBUTES: usize = 5;
+
 pub const MIN_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 pub const DEFAULT_POLL_ITEMS: &str = "body";
 pub const DEFAULT_POLL_KEY: &str = "{{item.id}}";

@@ -34,8 +34,14 @@ pub(super) async fn get(
     let response = store.get_response(execution_id).await?;
     let deployment = store.get_version(project_id, &execution.workflow_id, execution.workflow_version).await?;
     let workflow = deployment.as_ref().map(|d| &d.workflow);
-    Ok(json_response(StatusCode::OK, &record(&execution, &attempts, workflow, response.as_ref())))
+    let replays = store.replays_of(project_id, execution_id, MAX_LISTED_REPLAYS).await?;
+    let mut record = record(&execution, &attempts, workflow, response.as_ref());
+    record["replays"] = json!(replays);
+    Ok(json_response(StatusCode::OK, &record))
 }
+
+/// The most replays an execution record lists (newest last).
+const MAX_LISTED_REPLAYS: usize = 50;
 
 /// Checks `Authorization: Bearer <project API key>`.
 pub(super) async fn authorize(runtime: &Runtime, project_id: &str, headers: &HeaderMap) -> Result<(), ApiError> {
@@ -64,11 +70,19 @@ pub fn record(
         "workflowId": execution.workflow_id,
         "workflowVersion": execution.workflow_version,
         "userId": execution.user_id,
+        "integration": execution.integration,
         "status": execution.status.as_str(),
         "startedAt": format_timestamp(&execution.started_at),
         "endedAt": execution.ended_at.as_ref().map(format_timestamp),
+        "durationMs": execution.ended_at.map(|end| (end - execution.started_at).num_milliseconds()),
         "error": execution.error.as_ref().map(|e| json!({ "step": e.step, "message": e.message })),
+        "search": execution.search,
+        "replayOf": execution.replay_of,
+        "redrives": execution.redrives,
+        "test": execution.test,
         "trigger": {
+            "kind": execution.trigger.kind.as_str(),
+            "event": execution.trigger.event,
             "query": execution.trigger.query,
             "headers": execution.trigger.headers,
             "body": execution.trigger.body,

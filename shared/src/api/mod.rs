@@ -5,8 +5,10 @@
 mod connect;
 mod events;
 mod executions;
+mod history;
 mod idempotency;
 mod management;
+mod notifications;
 mod respond;
 mod schedules;
 mod test_runs;
@@ -110,6 +112,10 @@ impl Api {
                 let (project, target) = (id(project)?, integration(target)?);
                 management::undeploy_integration(&self.runtime, project, target, request.headers()).await
             }
+            ["projects", project, "executions"] => {
+                allow(&request, &Method::GET)?;
+                history::list(&self.runtime, id(project)?, request.headers(), request.uri().query()).await
+            }
             ["projects", project, "executions", execution] => {
                 allow(&request, &Method::GET)?;
                 let (project, execution) = (id(project)?, id(execution)?);
@@ -195,6 +201,25 @@ impl Api {
             ["projects", project, "schedules"] => {
                 allow(&request, &Method::GET)?;
                 schedules::list(&self.runner, id(project)?, request.headers(), request.uri().query()).await
+            }
+            ["projects", project, "notification-destinations"] => {
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                match parts.method {
+                    Method::POST => notifications::create(&self.runtime, project, &parts.headers, &body).await,
+                    Method::GET => notifications::list(&self.runtime, project, &parts.headers).await,
+                    _ => Err(ApiError::MethodNotAllowed("use POST or GET for this route".into())),
+                }
+            }
+            ["projects", project, "notification-destinations", destination] => {
+                allow(&request, &Method::DELETE)?;
+                let (project, destination) = (id(project)?, id(destination)?);
+                notifications::delete(&self.runtime, project, destination, request.headers()).await
+            }
+            ["projects", project, "notification-destinations", destination, "test"] => {
+                allow(&request, &Method::POST)?;
+                let (project, destination) = (id(project)?, id(destination)?);
+                notifications::test(&self.runtime, project, destination, request.headers()).await
             }
             ["health"] => Ok(json_response(StatusCode::OK, &json!({ "status": "ok" }))),
             _ => Err(ApiError::NotFound(format!("no route for {path}"))),

@@ -141,6 +141,7 @@ pub(super) async fn handle(
         response_deadline: None,
         error: None,
         test: true,
+        ..Default::default()
     };
     if let Some(step_id) = &request.step {
         let step = workflow
@@ -186,6 +187,7 @@ pub(super) async fn handle(
         user_id: execution.user_id,
         test: true,
         caller_waits: false,
+        replay_of: None,
     };
     let started = start::start(runner, new).await?;
     let execution = started.execution;

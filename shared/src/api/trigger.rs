@@ -87,7 +87,15 @@ pub(super) async fn handle(
     } else {
         StoredAnswer::Fixed { status: StatusCode::ACCEPTED.as_u16(), body: accepted.clone() }
     };
-    let new = NewExecution { id, deployment: Arc::new(deployment), trigger, user_id, test: false, caller_waits };
+    let new = NewExecution {
+        id,
+        deployment: Arc::new(deployment),
+        trigger,
+        user_id,
+        test: false,
+        caller_waits,
+        replay_of: None,
+    };
     let starting = {
         let runner = runner.clone();
         async move { start::start(&runner, new).await.map_err(ApiError::from) }

@@ -34,6 +34,7 @@ fn execution(id: &str) -> Execution {
         response_deadline: None,
         error: None,
         test: false,
+        ..Default::default()
     }
 }
 
@@ -70,10 +71,18 @@ pub async fn case_finish_execution_only_once(store: &dyn Store) {
     store.create_execution(&e).await.expect("create execution");
     let error = ExecutionError { step: Some("fetch".into()), message: "HTTP 500".into() };
     let ended = at_ms(e.started_at.timestamp_millis() + 1_501);
-    assert!(store.finish_execution(&e.id, ExecutionStatus::Failed, Some(&error), ended).await.expect("finish"));
+    assert!(
+        store
+            .finish_execution(&e.project_id, &e.id, ExecutionStatus::Failed, Some(&error), ended)
+            .await
+            .expect("finish")
+    );
 
     let later = at_ms(ended.timestamp_millis() + 10_000);
-    let second = store.finish_execution(&e.id, ExecutionStatus::Succeeded, None, later).await.expect("second finish");
+    let second = store
+        .finish_execution(&e.project_id, &e.id, ExecutionStatus::Succeeded, None, later)
+        .await
+        .expect("second finish");
     assert!(!second, "only the first finish counts");
     let stored = store.get_execution(&e.id).await.expect("get").expect("exists");
     assert_eq!(stored.status, ExecutionStatus::Failed);
@@ -83,11 +92,16 @@ pub async fn case_finish_execution_only_once(store: &dyn Store) {
 
     let ok = execution(&unique("e"));
     store.create_execution(&ok).await.expect("create execution");
-    assert!(store.finish_execution(&ok.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish ok"));
+    assert!(
+        store
+            .finish_execution(&ok.project_id, &ok.id, ExecutionStatus::Succeeded, None, ended)
+            .await
+            .expect("finish ok")
+    );
     let stored = store.get_execution(&ok.id).await.expect("get").expect("exists");
     assert_eq!((stored.status, stored.error, stored.ended_at), (ExecutionStatus::Succeeded, None, Some(ended)));
 
-    let unknown = store.finish_execution(&unique("e"), ExecutionStatus::Failed, None, ended).await;
+    let unknown = store.finish_execution("p", &unique("e"), ExecutionStatus::Failed, None, ended).await;
     assert!(!unknown.expect("finish unknown"), "an unknown execution is not running");
 }
 
@@ -189,7 +203,7 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
     e.response_deadline = Some(at_ms(1_764_000_055_999));
     store.create_execution(&e).await.expect("create");
     let ended = at_ms(1_764_000_001_001);
-    store.finish_execution(&e.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish");
+    store.finish_execution(&e.project_id, &e.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish");
     let stored = store.get_execution(&e.id).await.expect("get").expect("exists");
     assert_eq!(
         (stored.started_at, stored.response_deadline, stored.ended_at),
@@ -243,24 +257,24 @@ pub async fn case_set_execution_status_moves_only_from_the_given_status(store: &
     store.create_execution(&e).await.expect("create execution");
     let status = async |id: &str| store.get_execution(id).await.expect("get").expect("exists");
 
-    assert!(store.set_execution_status(&e.id, Running, Waiting).await.expect("to waiting"));
+    assert!(store.set_execution_status(&e.project_id, &e.id, Running, Waiting).await.expect("to waiting"));
     assert_eq!(status(&e.id).await, Execution { status: Waiting, ..e.clone() }, "only the status changed");
-    let again = store.set_execution_status(&e.id, Running, Waiting).await.expect("from running again");
+    let again = store.set_execution_status(&e.project_id, &e.id, Running, Waiting).await.expect("from running again");
     assert!(!again, "it is not running any more");
     assert_eq!(status(&e.id).await.status, Waiting);
-    assert!(store.set_execution_status(&e.id, Waiting, Running).await.expect("back to running"));
-    assert!(store.set_execution_status(&e.id, Running, Waiting).await.expect("waiting again"));
+    assert!(store.set_execution_status(&e.project_id, &e.id, Waiting, Running).await.expect("back to running"));
+    assert!(store.set_execution_status(&e.project_id, &e.id, Running, Waiting).await.expect("waiting again"));
 
     let ended = at_ms(e.started_at.timestamp_millis() + 60_001);
-    assert!(store.finish_execution(&e.id, Succeeded, None, ended).await.expect("finish while waiting"));
+    assert!(store.finish_execution(&e.project_id, &e.id, Succeeded, None, ended).await.expect("finish while waiting"));
     let finished = status(&e.id).await;
     assert_eq!((finished.status, finished.ended_at), (Succeeded, Some(ended)));
-    assert!(!store.set_execution_status(&e.id, Waiting, Running).await.expect("after finish"));
-    assert!(!store.set_execution_status(&e.id, Running, Waiting).await.expect("after finish"));
+    assert!(!store.set_execution_status(&e.project_id, &e.id, Waiting, Running).await.expect("after finish"));
+    assert!(!store.set_execution_status(&e.project_id, &e.id, Running, Waiting).await.expect("after finish"));
     assert_eq!(status(&e.id).await, finished, "an ended execution stays ended");
 
     let unknown = unique("e");
-    assert!(!store.set_execution_status(&unknown, Running, Waiting).await.expect("unknown"));
+    assert!(!store.set_execution_status("p", &unknown, Running, Waiting).await.expect("unknown"));
     assert_eq!(store.get_execution(&unknown).await.expect("get unknown"), None, "nothing was created");
 }
 
@@ -270,7 +284,12 @@ pub async fn case_test_flag_round_trips(store: &dyn Store) {
     store.create_execution(&test).await.expect("create test run");
     assert_eq!(store.get_execution(&test.id).await.expect("get"), Some(test.clone()));
     let ended = at_ms(test.started_at.timestamp_millis() + 2_001);
-    assert!(store.finish_execution(&test.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish"));
+    assert!(
+        store
+            .finish_execution(&test.project_id, &test.id, ExecutionStatus::Succeeded, None, ended)
+            .await
+            .expect("finish")
+    );
     assert!(store.get_execution(&test.id).await.expect("get").expect("exists").test, "still a test run");
 
     let ordinary = execution(&unique("e"));

@@ -217,6 +217,9 @@ impl Runner {
         if body.starts_with("{\"tick\":") {
             return self.handle_tick(body).await;
         }
+        if body.starts_with(crate::messages::NOTIFY_PREFIX) {
+            return crate::notifications::handle(&self.runtime, body).await;
+        }
         let message: StepMessage =
             serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
         let result = self.run_message(&message, receive_count > 1).await;
@@ -370,6 +373,10 @@ impl Runner {
     /// returning (every delivery crashed the process or ran out of time): its execution fails
     /// with the reason, so it is not left `running` with nothing to move it.
     pub async fn dead_lettered(&self, body: &str) -> Result<(), RunError> {
+        if body.starts_with(crate::messages::NOTIFY_PREFIX) {
+            tracing::error!("a failure notification message was dead-lettered; given up");
+            return Ok(());
+        }
         let Ok(message) = serde_json::from_str::<StepMessage>(body) else {
             tracing::error!("a malformed step message was dead-lettered; dropped");
             return Ok(());
@@ -796,7 +803,7 @@ impl<'a> Segment<'a> {
             }
             Effect::SetStatus { from, to } => {
                 self.flush().await?;
-                if store.set_execution_status(&self.execution.id, from, to).await? {
+                if store.set_execution_status(&self.execution.project_id, &self.execution.id, from, to).await? {
                     self.status = to;
                 } else if let Some(current) = store.get_execution(&self.execution.id).await? {
                     self.status = current.status;
@@ -807,9 +814,18 @@ impl<'a> Segment<'a> {
             }
             Effect::Finish { status, error } => {
                 self.flush().await?;
+                let execution = self.execution;
+                if status == ExecutionStatus::Failed && !execution.test && !execution.status.is_ended() {
+                    // Before it ends, so that it never ends failed without them (see
+                    // `crate::notifications`).
+                    crate::notifications::queue_failed(self.runtime, &execution.project_id, &execution.id).await?;
+                }
                 let ended_at = now();
-                if store.finish_execution(&self.execution.id, status, error.as_ref(), ended_at).await? {
-                    crate::telemetry::export_root(self.execution, status, ended_at);
+                if store
+                    .finish_execution(&execution.project_id, &execution.id, status, error.as_ref(), ended_at)
+                    .await?
+                {
+                    crate::telemetry::export_root(execution, status, ended_at);
                 }
                 self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");

@@ -122,6 +122,7 @@ mod tests {
             response_deadline: None,
             error: None,
             test: false,
+            ..Default::default()
         };
         assert_eq!(last_due(&execution, &[], Some(&workflow)), at(0));
         let with_deadline = Execution { response_deadline: Some(at(55)), ..execution.clone() };

@@ -96,7 +96,8 @@ pub fn export_root(execution: &Execution, status: ExecutionStatus, ended_at: Tim
         ids::with_ids(trace, root_span_id(&execution.id), || builder.start_with_context(tracer, &Context::new()));
     span.set_status(match status {
         ExecutionStatus::Failed => Status::error("the execution failed"),
-        _ => Status::Ok,
+        ExecutionStatus::Succeeded => Status::Ok,
+        _ => Status::Unset,
     });
     span.end_with_timestamp(SystemTime::from(ended_at));
 }

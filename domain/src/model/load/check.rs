@@ -22,7 +22,7 @@ use crate::template::kind;
 static WORKFLOW_ID: LazyLock<Option<Regex>> = LazyLock::new(|| Regex::new("^[a-z0-9][a-z0-9-]*$").ok());
 pub(super) const MAX_WORKFLOW_ID_LEN: usize = 64;
 
-const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps", "inputs", "enabled_by_default"];
+const TOP_KEYS: &[&str] = &["id", "name", "trigger", "steps", "inputs", "enabled_by_default", "search"];
 const TRIGGER_TYPES: &[&str] =
     &["request", "app_event", "integration_enabled", "oauth_connected", "webhook", "schedule", "poll"];
 /// The trigger types this version runs.
@@ -191,6 +191,41 @@ impl Checker {
         match map.get("steps") {
             None => self.problem("steps", "`steps` is required: a workflow needs at least one step"),
             Some(steps) => self.workflow_steps(steps),
+        }
+        if let Some(search) = map.get("search") {
+            self.search(search);
+        }
+    }
+
+    /// `search: {name: template}`: at most [`MAX_SEARCH_ATTRIBUTES`], names that
+    /// [`is_search_key`] accepts, templates of the trigger and the user.
+    fn search(&mut self, value: &Value) {
+        let Some(map) = self.mapping(value, "search", "`search`") else {
+            return;
+        };
+        if map.len() > crate::model::MAX_SEARCH_ATTRIBUTES {
+            self.problem(
+                "search",
+                format!(
+                    "{} search attributes; at most {} (each costs an index write per execution)",
+                    map.len(),
+                    crate::model::MAX_SEARCH_ATTRIBUTES
+                ),
+            );
+        }
+        for (key, template) in map {
+            let path = key_path("search", key);
+            if !crate::model::is_search_key(key) {
+                self.problem(
+                    &path,
+                    format!(
+                        "`{key}` is not a valid search attribute name: a letter, then up to 39 letters, digits or `_`"
+                    ),
+                );
+            }
+            if self.string(template, &path).is_some() {
+                self.in_trigger(RefContext::Search, |checker, scope| checker.templates(template, &path, scope));
+            }
         }
     }
 

@@ -28,6 +28,8 @@ pub(super) enum RefContext {
     WebhookFilter,
     /// A poll trigger's `request`: the user's values, no trigger yet.
     PollRequest,
+    /// A search attribute: evaluated when the execution starts, from the trigger and the user.
+    Search,
     /// A poll trigger's `key`: one listed `item`.
     PollKey,
 }
@@ -40,6 +42,11 @@ impl RefContext {
             (RefContext::WebhookFilter, _) => Some(format!(
                 "`{root}` does not exist in a webhook filter: it is checked on the event before an \
                  execution starts (use trigger.body, trigger.headers, trigger.event or user.id)"
+            )),
+            (RefContext::Search, "trigger" | "user") => None,
+            (RefContext::Search, _) => Some(format!(
+                "`{root}` does not exist in a search attribute: it is evaluated when the execution \
+                 starts (use trigger.body, trigger.query, trigger.headers, trigger.event or user.id)"
             )),
             (RefContext::PollRequest, "steps" | "trigger" | "execution" | "item" | "index") => Some(format!(
                 "`{root}` does not exist in a poll's request: it runs before any execution \

@@ -14,7 +14,7 @@ use serde_json::Value;
 
 use super::{
     DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, conditional, execution_pk, get_flag, get_json,
-    get_n, get_opt_json, get_opt_ts, get_s, get_ts, json, ms, n, s, step_sk, sweep,
+    get_n, get_opt_json, get_opt_ts, get_s, get_ts, history, json, ms, n, s, step_sk, sweep,
 };
 use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
@@ -48,6 +48,10 @@ fn decode_execution(item: &Item) -> Result<Execution, StoreError> {
         response_deadline: get_opt_ts(item, "response_deadline")?,
         error: get_opt_json(item, "error")?,
         test: get_flag(item, "test")?,
+        integration: super::get_opt_s(item, "integration")?.map(str::to_string),
+        search: get_opt_json(item, "search")?.unwrap_or_default(),
+        replay_of: super::get_opt_s(item, "replay_of")?.map(str::to_string),
+        redrives: super::get_opt_n(item, "redrives")?.unwrap_or(0),
     })
 }
 
@@ -111,6 +115,23 @@ impl ExecutionStore for DynamoStore {
         if !e.status.is_ended() {
             attributes.extend(sweep::index_attributes(&e.id, &e.started_at));
         }
+        if !e.search.is_empty() {
+            attributes.push(("search", json(&e.search)?));
+        }
+        if let Some(original) = &e.replay_of {
+            attributes.push(("replay_of", s(original)));
+        }
+        if e.redrives > 0 {
+            attributes.push(("redrives", n(e.redrives)));
+        }
+        attributes.extend(history::index_attributes(e));
+        // Search attribute items and the replay link go first: an index entry whose execution
+        // was never created is skipped by every reader, an execution missing from its index
+        // would be lost to searches.
+        let links: Vec<Item> = history::search_items(e).into_iter().chain(history::replay_link(e)).collect();
+        if !links.is_empty() {
+            self.put_all(links).await?;
+        }
         if self.put_new(item(attributes)).await? {
             return Ok(());
         }
@@ -130,6 +151,7 @@ impl ExecutionStore for DynamoStore {
 
     async fn set_execution_status(
         &self,
+        project_id: &str,
         execution_id: &str,
         from: ExecutionStatus,
         to: ExecutionStatus,
@@ -141,15 +163,18 @@ impl ExecutionStore for DynamoStore {
             .key("pk", s(execution_pk(execution_id)))
             .key("sk", s(EXECUTION_SK))
             .condition_expression("#status = :from")
-            .update_expression("SET #status = :to")
+            .update_expression("SET #status = :to, #h_status = :h_status")
             .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#h_status", history::STATUS_KEY)
             .expression_attribute_values(":from", s(from.as_str()))
-            .expression_attribute_values(":to", s(to.as_str()));
+            .expression_attribute_values(":to", s(to.as_str()))
+            .expression_attribute_values(":h_status", history::status_key(project_id, to));
         conditional("UpdateItem", update.send().await)
     }
 
     async fn finish_execution(
         &self,
+        project_id: &str,
         execution_id: &str,
         status: ExecutionStatus,
         error: Option<&ExecutionError>,
@@ -168,14 +193,21 @@ impl ExecutionStore for DynamoStore {
             .expression_attribute_names("#due", sweep::DUE_AT)
             .expression_attribute_values(":running", s(ExecutionStatus::Running.as_str()))
             .expression_attribute_values(":waiting", s(ExecutionStatus::Waiting.as_str()))
+            .expression_attribute_names("#h_status", history::STATUS_KEY)
             .expression_attribute_values(":status", s(status.as_str()))
+            .expression_attribute_values(":h_status", history::status_key(project_id, status))
             .expression_attribute_values(":ended_at", ms(&ended_at));
         let update = match error {
             // Ending takes the execution out of the sweep's index in the same update.
             Some(error) => update
-                .update_expression("SET #status = :status, ended_at = :ended_at, #error = :error REMOVE #shard, #due")
+                .update_expression(
+                    "SET #status = :status, #h_status = :h_status, ended_at = :ended_at, #error = :error \
+                     REMOVE #shard, #due",
+                )
                 .expression_attribute_values(":error", json(error)?),
-            None => update.update_expression("SET #status = :status, ended_at = :ended_at REMOVE #error, #shard, #due"),
+            None => update.update_expression(
+                "SET #status = :status, #h_status = :h_status, ended_at = :ended_at REMOVE #error, #shard, #due",
+            ),
         };
         // Not running any more, or no such execution: the condition fails either way.
         conditional("UpdateItem", update.send().await)

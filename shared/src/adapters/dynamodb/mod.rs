@@ -19,7 +19,9 @@ mod credentials;
 mod executions;
 mod fan_out;
 mod files;
+pub mod history;
 mod idempotency;
+mod notifications;
 pub mod sweep;
 pub mod triggers;
 mod workflows;
@@ -88,6 +90,43 @@ impl DynamoStore {
             .send()
             .await;
         conditional("PutItem", result)
+    }
+}
+
+impl DynamoStore {
+    /// Puts every item of `items` (unconditionally, 25 per `BatchWriteItem`), retrying what
+    /// DynamoDB leaves unprocessed.
+    async fn put_all(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        for chunk in items.chunks(25) {
+            let mut requests = chunk
+                .iter()
+                .map(|item| {
+                    PutRequest::builder()
+                        .set_item(Some(item.clone()))
+                        .build()
+                        .map(|put| WriteRequest::builder().put_request(put).build())
+                        .map_err(|e| StoreError::Backend(format!("BatchWriteItem: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            for _ in 0..10 {
+                if requests.is_empty() {
+                    break;
+                }
+                let answer = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, std::mem::take(&mut requests))
+                    .send()
+                    .await
+                    .map_err(|e| backend("BatchWriteItem", e))?;
+                requests = answer.unprocessed_items.and_then(|mut left| left.remove(&self.table)).unwrap_or_default();
+            }
+            if !requests.is_empty() {
+                return Err(StoreError::Backend(format!("BatchWriteItem: {} items left unwritten", requests.len())));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -223,7 +262,33 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .projection(Projection::builder().projection_type(ProjectionType::All).build())
         .build()
         .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))?;
-    let result = client
+    let mut history_indexes = Vec::new();
+    for (name, partition, sort) in history::INDEXES {
+        let mut projection = Projection::builder().projection_type(ProjectionType::Include);
+        for attribute in history::PROJECTED {
+            if attribute != partition && attribute != sort {
+                projection = projection.non_key_attributes(attribute);
+            }
+        }
+        history_indexes.push(
+            GlobalSecondaryIndex::builder()
+                .index_name(name)
+                .key_schema(key(partition, KeyType::Hash)?)
+                .key_schema(key(sort, KeyType::Range)?)
+                .projection(projection.build())
+                .build()
+                .map_err(|e| StoreError::Backend(format!("CreateTable request: {e}")))?,
+        );
+    }
+    let mut history_attributes: Vec<&str> = Vec::new();
+    for (_, partition, sort) in history::INDEXES {
+        for name in [partition, sort] {
+            if !history_attributes.contains(&name) {
+                history_attributes.push(name);
+            }
+        }
+    }
+    let mut request = client
         .create_table()
         .table_name(table)
         .billing_mode(BillingMode::PayPerRequest)
@@ -236,9 +301,14 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .key_schema(key("pk", KeyType::Hash)?)
         .key_schema(key("sk", KeyType::Range)?)
         .global_secondary_indexes(sweep_index)
-        .global_secondary_indexes(due_index)
-        .send()
-        .await;
+        .global_secondary_indexes(due_index);
+    for index in history_indexes {
+        request = request.global_secondary_indexes(index);
+    }
+    for name in history_attributes {
+        request = request.attribute_definitions(attribute(name, ScalarAttributeType::S)?);
+    }
+    let result = request.send().await;
     match result {
         Ok(_) => {}
         Err(e) if e.as_service_error().is_some_and(|s| s.is_resource_in_use_exception()) => {}

@@ -14,16 +14,16 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::{Cached, Sqlite, backend, from_json, from_ms, to_json, to_ms};
 use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
-use crate::record::{Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp};
+use crate::record::{
+    Execution, ExecutionError, ExecutionStatus, SettledResponse, StepAttempt, StepStatus, Timestamp, TriggerKind,
+};
 
-fn parse_execution_status(text: &str) -> Result<ExecutionStatus, StoreError> {
-    match text {
-        "running" => Ok(ExecutionStatus::Running),
-        "waiting" => Ok(ExecutionStatus::Waiting),
-        "succeeded" => Ok(ExecutionStatus::Succeeded),
-        "failed" => Ok(ExecutionStatus::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
-    }
+pub(super) fn parse_execution_status(text: &str) -> Result<ExecutionStatus, StoreError> {
+    ExecutionStatus::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown execution status `{text}`")))
+}
+
+pub(super) fn parse_trigger_kind(text: &str) -> Result<TriggerKind, StoreError> {
+    TriggerKind::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown trigger kind `{text}`")))
 }
 
 fn step_status_str(status: StepStatus) -> &'static str {
@@ -41,15 +41,18 @@ fn parse_step_status(text: &str) -> Result<StepStatus, StoreError> {
     }
 }
 
-fn opt_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<String>, StoreError> {
+pub(super) fn opt_json<T: serde::Serialize>(value: Option<&T>) -> Result<Option<String>, StoreError> {
     value.map(to_json).transpose()
 }
 
-fn opt_from_json<T: serde::de::DeserializeOwned>(what: &str, text: Option<String>) -> Result<Option<T>, StoreError> {
+pub(super) fn opt_from_json<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: Option<String>,
+) -> Result<Option<T>, StoreError> {
     text.map(|t| from_json(what, &t)).transpose()
 }
 
-fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
+pub(super) fn opt_from_ms(ms: Option<i64>) -> Result<Option<Timestamp>, StoreError> {
     ms.map(from_ms).transpose()
 }
 
@@ -91,6 +94,76 @@ pub(super) fn decode_step(row: StepRow) -> Result<StepAttempt, StoreError> {
         attempt,
         logs: opt_from_json("step logs", logs)?.unwrap_or_default(),
     })
+}
+
+/// The columns of an execution row, read by [`ExecutionRow::read`].
+pub(super) const EXECUTION_COLUMNS: &str = "id, project_id, workflow_id, workflow_version, user_id, status,
+    started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test, integration, trigger_kind, search,
+    replay_of, redrives";
+
+/// An execution row as read, decoded later (decoding errors are `StoreError`s).
+pub(super) struct ExecutionRow {
+    id: String,
+    project_id: String,
+    workflow_id: String,
+    workflow_version: u32,
+    user_id: String,
+    status: String,
+    started_at_ms: i64,
+    ended_at_ms: Option<i64>,
+    trigger: String,
+    response_deadline_ms: Option<i64>,
+    error: Option<String>,
+    test: bool,
+    integration: Option<String>,
+    search: Option<String>,
+    replay_of: Option<String>,
+    redrives: u32,
+}
+
+impl ExecutionRow {
+    /// Reads the [`EXECUTION_COLUMNS`] of `row`, in that order.
+    pub(super) fn read(row: &Row<'_>) -> rusqlite::Result<ExecutionRow> {
+        Ok(ExecutionRow {
+            id: row.get(0)?,
+            project_id: row.get(1)?,
+            workflow_id: row.get(2)?,
+            workflow_version: row.get(3)?,
+            user_id: row.get(4)?,
+            status: row.get(5)?,
+            started_at_ms: row.get(6)?,
+            ended_at_ms: row.get(7)?,
+            trigger: row.get(8)?,
+            response_deadline_ms: row.get(9)?,
+            error: row.get(10)?,
+            test: row.get(11)?,
+            integration: row.get(12)?,
+            search: row.get(14)?,
+            replay_of: row.get(15)?,
+            redrives: row.get(16)?,
+        })
+    }
+
+    pub(super) fn decode(self) -> Result<Execution, StoreError> {
+        Ok(Execution {
+            id: self.id,
+            project_id: self.project_id,
+            workflow_id: self.workflow_id,
+            workflow_version: self.workflow_version,
+            user_id: self.user_id,
+            status: parse_execution_status(&self.status)?,
+            started_at: from_ms(self.started_at_ms)?,
+            ended_at: opt_from_ms(self.ended_at_ms)?,
+            trigger: from_json("trigger data", &self.trigger)?,
+            response_deadline: opt_from_ms(self.response_deadline_ms)?,
+            error: opt_from_json::<ExecutionError>("execution error", self.error)?,
+            test: self.test,
+            integration: self.integration,
+            search: opt_from_json("search attributes", self.search)?.unwrap_or_default(),
+            replay_of: self.replay_of,
+            redrives: self.redrives,
+        })
+    }
 }
 
 fn read_step(
@@ -164,15 +237,21 @@ pub(super) fn insert_step(conn: &Connection, execution_id: &str, a: &EncodedStep
     Ok(inserted == 1)
 }
 
-/// Inserts a new execution; `AlreadyExists` if the id is taken.
+/// Inserts a new execution with its search attribute rows; `AlreadyExists` if the id is taken.
+/// Callers that are not inside a transaction go through [`Sqlite::create_execution`], which
+/// opens one: the rows are written together or not at all.
 pub(super) fn insert_execution(conn: &Connection, e: &Execution) -> Result<(), StoreError> {
     let trigger = to_json(&e.trigger)?;
     let error = opt_json(e.error.as_ref())?;
+    let search = if e.search.is_empty() { None } else { Some(to_json(&e.search)?) };
+    let started_at_ms = to_ms(&e.started_at);
     let inserted = conn
         .run(
             "INSERT INTO executions (id, project_id, workflow_id, workflow_version, user_id, status,
-                 started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT (id) DO NOTHING",
+                 started_at_ms, ended_at_ms, trigger, response_deadline_ms, error, test, integration,
+                 trigger_kind, search, replay_of, redrives)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)
+             ON CONFLICT (id) DO NOTHING",
             params![
                 e.id,
                 e.project_id,
@@ -180,17 +259,30 @@ pub(super) fn insert_execution(conn: &Connection, e: &Execution) -> Result<(), S
                 e.workflow_version,
                 e.user_id,
                 e.status.as_str(),
-                to_ms(&e.started_at),
+                started_at_ms,
                 e.ended_at.as_ref().map(to_ms),
                 trigger,
                 e.response_deadline.as_ref().map(to_ms),
                 error,
                 e.test,
+                e.integration,
+                e.trigger.kind.as_str(),
+                search,
+                e.replay_of,
+                e.redrives,
             ],
         )
         .map_err(backend)?;
     if inserted == 0 {
         return Err(StoreError::AlreadyExists(format!("execution {}", e.id)));
+    }
+    for (key, value) in &e.search {
+        conn.run(
+            "INSERT INTO execution_search (project_id, key, value, started_at_ms, execution_id)
+             VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
+            params![e.project_id, key, value, started_at_ms, e.id],
+        )
+        .map_err(backend)?;
     }
     Ok(())
 }
@@ -207,88 +299,30 @@ fn read_response(conn: &Connection, execution_id: &str) -> Result<Option<Settled
 impl ExecutionStore for Sqlite {
     async fn create_execution(&self, execution: &Execution) -> Result<(), StoreError> {
         let e = execution.clone();
-        self.call(move |conn| insert_execution(conn, &e)).await
+        self.call(move |conn| {
+            if e.search.is_empty() {
+                return insert_execution(conn, &e);
+            }
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(backend)?;
+            insert_execution(&tx, &e)?;
+            tx.commit().map_err(backend)
+        })
+        .await
     }
 
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
         let execution_id = execution_id.to_string();
         self.call(move |conn| {
-            type ExecutionRow = (
-                String,
-                String,
-                String,
-                u32,
-                String,
-                String,
-                i64,
-                Option<i64>,
-                String,
-                Option<i64>,
-                Option<String>,
-                bool,
-            );
-            let row: Option<ExecutionRow> = conn
-                .row(
-                    "SELECT id, project_id, workflow_id, workflow_version, user_id, status, started_at_ms,
-                         ended_at_ms, trigger, response_deadline_ms, error, test
-                     FROM executions WHERE id = ?1",
-                    params![execution_id],
-                    |r| {
-                        Ok((
-                            r.get(0)?,
-                            r.get(1)?,
-                            r.get(2)?,
-                            r.get(3)?,
-                            r.get(4)?,
-                            r.get(5)?,
-                            r.get(6)?,
-                            r.get(7)?,
-                            r.get(8)?,
-                            r.get(9)?,
-                            r.get(10)?,
-                            r.get(11)?,
-                        ))
-                    },
-                )
-                .optional()
-                .map_err(backend)?;
-            let Some((
-                id,
-                project_id,
-                workflow_id,
-                workflow_version,
-                user_id,
-                status,
-                started,
-                ended,
-                trigger,
-                deadline,
-                error,
-                test,
-            )) = row
-            else {
-                return Ok(None);
-            };
-            Ok(Some(Execution {
-                id,
-                project_id,
-                workflow_id,
-                workflow_version,
-                user_id,
-                status: parse_execution_status(&status)?,
-                started_at: from_ms(started)?,
-                ended_at: opt_from_ms(ended)?,
-                trigger: from_json("trigger data", &trigger)?,
-                response_deadline: opt_from_ms(deadline)?,
-                error: opt_from_json::<ExecutionError>("execution error", error)?,
-                test,
-            }))
+            let sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?1");
+            let row = conn.row(&sql, params![execution_id], ExecutionRow::read).optional().map_err(backend)?;
+            row.map(ExecutionRow::decode).transpose()
         })
         .await
     }
 
     async fn finish_execution(
         &self,
+        _project_id: &str,
         execution_id: &str,
         status: ExecutionStatus,
         error: Option<&ExecutionError>,
@@ -311,6 +345,7 @@ impl ExecutionStore for Sqlite {
 
     async fn set_execution_status(
         &self,
+        _project_id: &str,
         execution_id: &str,
         from: ExecutionStatus,
         to: ExecutionStatus,

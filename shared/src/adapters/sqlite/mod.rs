@@ -1,7 +1,7 @@
 //! The embedded backend: one SQLite database holds projects, workflow versions, executions,
 //! step records, settled responses, execution files, fan-out items and branch results, the
 //! connect layer's records, claimed idempotency keys, the schedule ledger, polling seen-sets,
-//! kept webhook deliveries, and both queues (with their dead letters).
+//! kept webhook deliveries, failure notification destinations, and both queues (with their dead letters).
 //!
 //! Invariants: the one `Connection` is only touched under its mutex on a blocking thread
 //! (`spawn_blocking`), never on an async worker; the schema is brought up to date by numbered
@@ -13,7 +13,9 @@ mod connect;
 mod executions;
 mod fan_out;
 mod files;
+mod history;
 mod idempotency;
+mod notifications;
 mod queue;
 mod start;
 mod triggers;
@@ -44,7 +46,9 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// branches counted before and for inline batches). 5: the connect layer's integrations,
 /// users, enablement, settings and sealed credentials. 6: app events. 7: idempotency keys.
 /// 8: the credentials' identity index (empty for credentials written before: they have no
-/// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries.
+/// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries. 10: the
+/// delivered webhook event ids. 11: Task History's columns and indexes. 12: failure
+/// notification destinations.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -293,6 +297,43 @@ CREATE TABLE webhook_events (
     PRIMARY KEY (project_id, integration, event_id)
 );
 CREATE INDEX webhook_events_by_age ON webhook_events (received_at_ms);
+"#,
+    // 11: Task History. The columns the listing filters on (the trigger kind, backfilled from
+    // the trigger data), search attributes (as JSON on the row, and one row each in
+    // `execution_search`, its index), replays and redrives; one index per filter, each in
+    // listing order (newest first), so a page reads only its rows.
+    r#"
+ALTER TABLE executions ADD COLUMN integration TEXT;
+ALTER TABLE executions ADD COLUMN trigger_kind TEXT NOT NULL DEFAULT 'request';
+ALTER TABLE executions ADD COLUMN search TEXT;
+ALTER TABLE executions ADD COLUMN replay_of TEXT;
+ALTER TABLE executions ADD COLUMN redrives INTEGER NOT NULL DEFAULT 0;
+UPDATE executions SET trigger_kind = coalesce(json_extract(trigger, '$.kind'), 'request');
+CREATE INDEX executions_history ON executions (project_id, started_at_ms, id);
+CREATE INDEX executions_by_workflow ON executions (project_id, workflow_id, started_at_ms, id);
+CREATE INDEX executions_by_user ON executions (project_id, user_id, started_at_ms, id);
+CREATE INDEX executions_by_status ON executions (project_id, status, started_at_ms, id);
+CREATE INDEX executions_by_integration ON executions (project_id, integration, started_at_ms, id);
+CREATE INDEX executions_by_trigger ON executions (project_id, trigger_kind, started_at_ms, id);
+CREATE INDEX executions_replays ON executions (replay_of, started_at_ms) WHERE replay_of IS NOT NULL;
+CREATE TABLE execution_search (
+    project_id    TEXT NOT NULL,
+    key           TEXT NOT NULL,
+    value         TEXT NOT NULL,
+    started_at_ms INTEGER NOT NULL,
+    execution_id  TEXT NOT NULL,
+    PRIMARY KEY (project_id, key, value, started_at_ms, execution_id)
+) WITHOUT ROWID;
+"#,
+    // 12: failure notification destinations (the record as JSON, its secret sealed).
+    r#"
+CREATE TABLE notification_destinations (
+    project_id    TEXT NOT NULL,
+    id            TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    record        TEXT NOT NULL,
+    PRIMARY KEY (project_id, id)
+);
 "#,
 ];
 

@@ -141,7 +141,7 @@ impl Checker {
     }
 
     /// Checks templates of a part of the trigger with `context`'s rules; nothing ran before it.
-    fn in_trigger(&mut self, context: RefContext, check: impl FnOnce(&mut Checker, &Scope)) {
+    pub(super) fn in_trigger(&mut self, context: RefContext, check: impl FnOnce(&mut Checker, &Scope)) {
         let nothing = RanBefore { here: HashSet::new(), outer: None };
         let scope = Scope { ran_before: &nothing, current: "the trigger", fan_outs: &[] };
         let outer = std::mem::replace(&mut self.refs_in, context);
