@@ -581,13 +581,21 @@ impl<'a> Segment<'a> {
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
         let references = context::references(step);
-        let (settings, credentials) = match self.secrets(&references).await? {
+        // The attempt's span covers reading its credentials too (an OAuth refresh is a request
+        // of the attempt); a fan-out is no attempt of its own.
+        let span = match &step.kind {
+            StepKind::FanOut(_) => crate::telemetry::StepSpan::off(),
+            kind => crate::telemetry::StepSpan::start(self.execution, &text, kind.type_name(), attempt),
+        };
+        let (settings, credentials) = match span.instrument(self.secrets(&references)).await? {
             Ok(secrets) => secrets,
             // The user's settings or credentials cannot be used (a connection that needs
             // re-authorisation, a secret that does not open): the step fails, saying why.
             Err(reason) => {
                 let error = crate::record::StepError::terminal(reason);
                 let (_, recorded) = self.record(recorded_attempt(&key, attempt, Recorded::Failed(error))).await?;
+                span.end(&recorded);
+                log_attempt(self.execution, &recorded);
                 let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
                 return Ok(Event::StepEnded { key, attempt, outcome });
             }
@@ -606,7 +614,8 @@ impl<'a> Segment<'a> {
         if let StepKind::FanOut(fan_out) = &step.kind {
             return Ok(Event::FanOutEvaluated { key, attempt, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
-        let executed = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx).await;
+        let running = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx);
+        let executed = span.instrument(running).await;
         self.steps_run += 1;
         let mut record = executed.record;
         context::redact_secrets(&mut record, &settings, credentials.as_deref());
@@ -622,7 +631,10 @@ impl<'a> Segment<'a> {
                 }
             }
         }
-        let outcome = match self.record(record).await? {
+        let (written, recorded) = self.record(record).await?;
+        span.end(&recorded);
+        log_attempt(self.execution, &recorded);
+        let outcome = match (written, recorded) {
             (FirstWrite::Written, recorded) if recorded.status == StepStatus::Succeeded => {
                 Outcome::Succeeded { output: recorded.output.unwrap_or(Value::Null), signal: executed.signal }
             }
@@ -861,7 +873,13 @@ impl<'a> Segment<'a> {
                     // `crate::notifications`).
                     crate::notifications::queue_failed(self.runtime, &execution.project_id, &execution.id).await?;
                 }
-                store.finish_execution(&execution.project_id, &execution.id, status, error.as_ref(), now()).await?;
+                let ended_at = now();
+                if store
+                    .finish_execution(&execution.project_id, &execution.id, status, error.as_ref(), ended_at)
+                    .await?
+                {
+                    crate::telemetry::export_root(execution, status, ended_at);
+                }
                 self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");
             }
@@ -891,6 +909,16 @@ fn recorded_attempt(key: &StepKey, attempt: u32, result: Recorded) -> StepAttemp
         ended_at: at,
         logs: Vec::new(),
     })
+}
+
+/// The one line a step attempt that ran writes at the default level.
+fn log_attempt(execution: &Execution, recorded: &StepAttempt) {
+    let ms = (recorded.ended_at - recorded.started_at).num_milliseconds();
+    let status = match recorded.status {
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+    };
+    tracing::info!(execution = %execution.id, step = %recorded.step, attempt = recorded.attempt, status = %status, ms, "step ended");
 }
 
 /// How long until `epoch_ms`, if that is later than now (beyond a small tolerance).
