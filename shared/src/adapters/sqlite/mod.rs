@@ -48,7 +48,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 8: the credentials' identity index (empty for credentials written before: they have no
 /// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries. 10: the
 /// delivered webhook event ids. 11: Task History's columns and indexes. 12: failure
-/// notification destinations.
+/// notification destinations. 13: bulk jobs.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -332,6 +332,16 @@ CREATE TABLE notification_destinations (
     id            TEXT NOT NULL,
     created_at_ms INTEGER NOT NULL,
     record        TEXT NOT NULL,
+    PRIMARY KEY (project_id, id)
+);
+"#,
+    // 13: Task History's bulk jobs (the job as JSON, its revision for compare and swap).
+    r#"
+CREATE TABLE bulk_jobs (
+    project_id TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    record     TEXT NOT NULL,
     PRIMARY KEY (project_id, id)
 );
 "#,
