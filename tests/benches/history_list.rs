@@ -40,7 +40,10 @@ async fn seed(store: &dyn Store, project: &str, rows: usize) {
         pending.push(async move {
             store.create_execution(&e).await.expect("create");
             let (status, error) = if i % 5 == 0 {
-                (ExecutionStatus::Failed, Some(ExecutionError { step: Some("post".into()), message: "HTTP 500".into() }))
+                (
+                    ExecutionStatus::Failed,
+                    Some(ExecutionError { step: Some("post".into()), message: "HTTP 500".into() }),
+                )
             } else {
                 (ExecutionStatus::Succeeded, None)
             };
@@ -95,7 +98,14 @@ async fn run(backend: &str, store: &dyn Store, table: &mut String) {
                 ..HistoryFilter::default()
             },
         ),
-        ("workflow+user", HistoryFilter { workflow_id: Some("wf-1".into()), user_id: Some("user-2".into()), ..HistoryFilter::default() }),
+        (
+            "workflow+user",
+            HistoryFilter {
+                workflow_id: Some("wf-1".into()),
+                user_id: Some("user-2".into()),
+                ..HistoryFilter::default()
+            },
+        ),
     ];
     for (name, filter) in filters {
         let (listed, times) = pages(store, &project, &filter, limit).await;
