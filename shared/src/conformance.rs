@@ -85,6 +85,7 @@ pub mod idempotency;
 pub mod notifications;
 pub mod projects;
 pub mod queue;
+pub mod retention;
 pub mod start;
 pub mod triggers;
 
@@ -194,6 +195,7 @@ pub async fn history_suite(store: &dyn Store) {
     history::case_history_status_follows_every_move(store).await;
     history::case_replays_are_linked_to_their_original(store).await;
     history::case_only_a_failed_execution_is_redriven_and_each_redrive_counts(store).await;
+    retention::case_an_execution_past_its_retention_is_absent(store).await;
 }
 
 /// How many claims of one idempotency key the suite makes at once.

@@ -17,6 +17,8 @@ mod history;
 mod idempotency;
 mod notifications;
 mod queue;
+mod retention;
+pub use retention::{EXPIRY_BATCH, Expired};
 mod start;
 mod triggers;
 mod workflows;
@@ -48,7 +50,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 8: the credentials' identity index (empty for credentials written before: they have no
 /// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries. 10: the
 /// delivered webhook event ids. 11: Task History's columns and indexes. 12: failure
-/// notification destinations.
+/// notification destinations. 13: the indexes retention deletes by.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -335,6 +337,12 @@ CREATE TABLE notification_destinations (
     PRIMARY KEY (project_id, id)
 );
 "#,
+    // 13: retention. Expired executions are found by their start alone, and their search
+    // rows by execution.
+    r#"
+CREATE INDEX executions_by_start ON executions (started_at_ms);
+CREATE INDEX execution_search_by_execution ON execution_search (execution_id);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
@@ -349,6 +357,8 @@ pub struct Sqlite {
     /// Woken whenever a message is sent, so long-polling receivers return at once.
     sent: Arc<Notify>,
     max_receives: u32,
+    /// How long an execution is kept after its start (see [`Sqlite::with_retention`]).
+    retention: Duration,
 }
 
 /// Creates `dir` and its missing parents, readable by the owner only (0700 on Unix).
@@ -453,6 +463,7 @@ impl Sqlite {
             reader: None,
             sent: Arc::new(Notify::new()),
             max_receives: DEFAULT_MAX_RECEIVES,
+            retention: crate::retention::DEFAULT_RETENTION,
         })
     }
 
@@ -698,7 +709,10 @@ mod tests {
         .expect("old execution row");
         drop(conn);
 
-        let db = Sqlite::open(&path).expect("open upgrades");
+        // The rows are from 2025: kept for as long as a retention can be.
+        let db = Sqlite::open(&path)
+            .expect("open upgrades")
+            .with_retention(crate::retention::from_days(crate::retention::MAX_RETENTION_DAYS).expect("valid"));
         let execution = db.get_execution("e1").await.expect("get execution").expect("kept");
         assert_eq!((execution.workflow_id.as_str(), execution.test), ("w", false));
         let (fetch, f) = (StepKey::top("fetch"), StepKey::top("f"));
