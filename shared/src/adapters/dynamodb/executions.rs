@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use super::{
-    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, TTL_ATTRIBUTE, backend, conditional, execution_pk, get_flag, get_json,
-    get_n, get_opt_json, get_opt_ts, get_s, get_ts, history, json, ms, n, s, step_sk, sweep,
+    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, TTL_ATTRIBUTE, backend, conditional, execution_pk,
+    get_flag, get_json, get_n, get_opt_json, get_opt_ts, get_s, get_ts, history, json, ms, n, s, step_sk, sweep,
 };
 use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
