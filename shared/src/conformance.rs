@@ -72,6 +72,11 @@
 //!   in one `TransactWriteItems` (the counter's update conditioned on the limit), so concurrent
 //!   adds may fail retryably on DynamoDB (a transaction conflict) where SQLite serialises them.
 //!   Neither ever exceeds the limit.
+//! - Retention: both treat an execution past `started_at + retention` as absent (not read by
+//!   `get_execution`, not listed). SQLite narrows a listing's start range to the retention and
+//!   deletes the rows in `Sqlite::delete_expired`; DynamoDB compares each execution item's
+//!   `expiresAt` (whole seconds, rounded up: up to a second later than SQLite) and leaves the
+//!   deletion to the table's TTL.
 //! - Users: SQLite lists its `users` table; DynamoDB keeps an index item per user
 //!   (`USERS#<project>` / user id), written by `ensure_user` and `update_user` before the user
 //!   item, so users recorded before the index existed are listed from their next request.
