@@ -26,6 +26,7 @@ on_both_backends! {
     replay_starts_a_linked_execution_of_the_same_trigger: TIMEOUT;
     redrive_runs_only_the_failed_branch_of_a_fan_out_again: TIMEOUT;
     cancel_stops_a_waiting_execution_and_answers_a_waiting_caller: TIMEOUT;
+    bulk_actions_count_first_then_run_with_progress: TIMEOUT;
 }
 
 /// A fake API whose `/item/{id}` fails (500) for the ids in `broken`, counting calls per id.
@@ -358,4 +359,86 @@ async fn cancel_stops_a_waiting_execution_and_answers_a_waiting_caller(stack: &T
     let response = action(stack, &running, "redrive", json!({})).await;
     assert_eq!(response.status(), 409);
     assert_eq!(json_of(response).await["error"]["status"], "cancelled");
+}
+
+async fn bulk(stack: &TestStack, body: Value) -> (StatusCode, Value) {
+    let url = format!("{}/projects/{}/executions/bulk", stack.base_url, stack.project_id);
+    let response = stack.client().post(url).bearer_auth(&stack.api_key).json(&body).send().await.expect("bulk");
+    let status = response.status();
+    (status, json_of(response).await)
+}
+
+async fn bulk_actions_count_first_then_run_with_progress(stack: &TestStack) {
+    stack
+        .deploy("id: batch\ntrigger: { type: request }\nsteps:\n  - { id: check, type: function, code: \"(p) => { if (p.fail) throw new Error('bad row'); return 1 }\", parameters: { fail: \"{{trigger.body.fail}}\" } }\n")
+        .await;
+    let mut failed = BTreeSet::new();
+    for i in 0..7 {
+        let id = start_as(stack, "batch", "user-1", json!({ "fail": i < 5 })).await;
+        stack.wait_until_ended(&id, TIMEOUT).await;
+        if i < 5 {
+            failed.insert(id);
+        }
+    }
+    let filter = json!({ "workflow": "batch", "status": "failed" });
+    let (status, dry) = bulk(stack, json!({ "action": "replay", "filter": filter, "dryRun": true })).await;
+    assert_eq!(status, 200, "{dry}");
+    assert_eq!((dry["count"].as_u64(), dry["countCapped"].as_bool()), (Some(5), Some(false)), "{dry}");
+    let sampled: BTreeSet<String> = dry["sample"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .map(|r| r["executionId"].as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(sampled, failed, "the sample is what the action would touch");
+    assert_eq!(list_all(stack, "workflow=batch", 100).await.len(), 7, "a dry run changes nothing");
+    let (_, cancel) =
+        bulk(stack, json!({ "action": "cancel", "filter": { "workflow": "batch" }, "dryRun": true })).await;
+    assert_eq!(cancel["count"], 0, "nothing there is running: {cancel}");
+
+    let (status, started) = bulk(stack, json!({ "action": "replay", "filter": filter })).await;
+    assert_eq!(status, 202, "{started}");
+    assert_eq!(started["total"], 5);
+    let bulk_id = started["bulkId"].as_str().expect("bulkId").to_string();
+    let progress_url = format!("{}/projects/{}/bulk/{bulk_id}", stack.base_url, stack.project_id);
+    let deadline = Instant::now() + TIMEOUT;
+    let done = loop {
+        let response = stack.client().get(&progress_url).bearer_auth(&stack.api_key).send().await.expect("progress");
+        assert_eq!(response.status(), 200);
+        let progress = json_of(response).await;
+        if progress["state"] == "done" {
+            break progress;
+        }
+        assert!(Instant::now() < deadline, "bulk job not done: {progress}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        (done["done"].as_u64(), done["succeeded"].as_u64(), done["failed"].as_u64()),
+        (Some(5), Some(5), Some(0)),
+        "{done}"
+    );
+    let page = list(stack, "workflow=batch&limit=100").await;
+    let replays: BTreeSet<String> = page["executions"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["replayOf"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(replays, failed, "one replay of each failed execution, none of the others");
+    assert_eq!(page["executions"].as_array().map(Vec::len), Some(12));
+
+    for (body, needle) in [
+        (json!({ "action": "explode", "filter": {} }), "`action`"),
+        (json!({ "action": "replay", "filter": { "colour": "red" } }), "unknown filter `colour`"),
+        (json!({ "action": "redrive", "filter": {}, "version": "original" }), "for replays only"),
+        (json!({ "action": "cancel", "filter": { "status": "done" } }), "unknown status"),
+        (json!({ "action": "cancel", "filter": {}, "dryRun": "yes" }), "`dryRun`"),
+    ] {
+        let (status, answer) = bulk(stack, body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains(needle)), "{body}: {answer}");
+    }
+    let unknown = format!("{}/projects/{}/bulk/nope", stack.base_url, stack.project_id);
+    let response = stack.client().get(unknown).bearer_auth(&stack.api_key).send().await.expect("progress");
+    assert_eq!(response.status(), 404);
 }

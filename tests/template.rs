@@ -802,3 +802,40 @@ fn cfn_lint_reports_nothing() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The table has every Task History index the adapter queries, with the keys it writes and the
+/// attributes it filters on projected (a filter on an attribute an index does not project
+/// matches nothing on AWS), and the trigger function may query each.
+#[test]
+fn the_history_indexes_are_the_ones_the_adapter_queries() {
+    use sluice_shared::adapters::dynamodb::history;
+    let template = Template::load();
+    let (table, _) = template.resources_of_type("AWS::DynamoDB::Table").next().expect("a table");
+    let properties = &template.resource(table).expect("the table")["Properties"];
+    let types: BTreeMap<&str, &str> = properties["AttributeDefinitions"]
+        .as_sequence()
+        .expect("AttributeDefinitions")
+        .iter()
+        .map(|d| (d["AttributeName"].as_str().expect("name"), d["AttributeType"].as_str().expect("type")))
+        .collect();
+    for (name, partition, sort) in history::INDEXES {
+        let index = properties["GlobalSecondaryIndexes"]
+            .as_sequence()
+            .and_then(|indexes| indexes.iter().find(|i| i["IndexName"].as_str() == Some(name)))
+            .unwrap_or_else(|| panic!("{table}: no index `{name}`"));
+        let keys: Vec<(&str, &str)> = index["KeySchema"]
+            .as_sequence()
+            .expect("a KeySchema")
+            .iter()
+            .map(|k| (k["AttributeName"].as_str().expect("name"), k["KeyType"].as_str().expect("type")))
+            .collect();
+        assert_eq!(keys, [(partition, "HASH"), (sort, "RANGE")], "{name}");
+        assert_eq!(types.get(partition), Some(&"S"), "{name}");
+        assert_eq!(types.get(sort), Some(&"S"), "{name}");
+        assert_eq!(index["Projection"]["ProjectionType"].as_str(), Some("INCLUDE"), "{name}");
+        let projected = as_strings(&index["Projection"]["NonKeyAttributes"]);
+        let expected: Vec<&str> =
+            history::PROJECTED.iter().copied().filter(|a| *a != partition && *a != sort).collect();
+        assert_eq!(projected, expected, "{name}");
+    }
+}

@@ -200,6 +200,7 @@ pub async fn history_suite(store: &dyn Store) {
     history::case_history_status_follows_every_move(store).await;
     history::case_replays_are_linked_to_their_original(store).await;
     history::case_only_a_failed_execution_is_redriven_and_each_redrive_counts(store).await;
+    history::case_bulk_jobs_are_created_once_and_updated_by_revision(store).await;
     retention::case_an_execution_past_its_retention_is_absent(store).await;
 }
 

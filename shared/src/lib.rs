@@ -12,6 +12,7 @@ pub use sluice_domain::{catalog, condition, engine, model, record, template};
 pub mod adapters;
 pub mod api;
 pub mod auth;
+pub mod bulk;
 pub mod config;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;

@@ -369,6 +369,7 @@ pub trait Store:
     + PollStore
     + WebhookStore
     + HistoryStore
+    + BulkStore
     + NotificationStore
 {
 }
@@ -386,6 +387,7 @@ impl<
         + PollStore
         + WebhookStore
         + HistoryStore
+        + BulkStore
         + NotificationStore,
 > Store for T
 {

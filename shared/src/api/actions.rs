@@ -90,15 +90,21 @@ pub(super) async fn replay(
     let fields = action_body(body, &["version"])?;
     let version = ReplayVersion::parse(fields.get("version"))?;
     let original = execution_of(runner, project_id, execution_id).await?;
-    let started = replay_one(runner, &original, version).await?;
+    let started = replay_one(runner, &original, version, None).await?;
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({ "executionId": started.id, "replayOf": original.id, "workflowVersion": started.workflow_version }),
     ))
 }
 
-/// Starts a replay of `original` (see the module doc); the new execution.
-pub async fn replay_one(runner: &Runner, original: &Execution, version: ReplayVersion) -> Result<Execution, ApiError> {
+/// Starts a replay of `original` (see the module doc) under `id` (a fresh one if `None`); the
+/// new execution.
+pub async fn replay_one(
+    runner: &Runner,
+    original: &Execution,
+    version: ReplayVersion,
+    id: Option<String>,
+) -> Result<Execution, ApiError> {
     let runtime = runner.runtime();
     let store = &runtime.store;
     if original.test {
@@ -130,7 +136,7 @@ pub async fn replay_one(runner: &Runner, original: &Execution, version: ReplayVe
         return Err(ApiError::NotEnabled(refusal.explain(&original.project_id, &original.workflow_id)));
     }
     let new = NewExecution {
-        id: start::new_execution_id(),
+        id: id.unwrap_or_else(start::new_execution_id),
         deployment: Arc::new(deployment),
         trigger: original.trigger.clone(),
         user_id: original.user_id.clone(),

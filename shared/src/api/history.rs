@@ -235,6 +235,113 @@ async fn check_search_keys(runtime: &Runtime, project_id: &str, filter: &History
     Ok(())
 }
 
+/// The most rows a dry run shows.
+const BULK_SAMPLE: usize = 10;
+
+/// `POST /projects/{p}/executions/bulk`: `{"action", "filter", "dryRun", "version"}` (see
+/// `crate::bulk`).
+pub(super) async fn bulk(
+    runner: &crate::runner::Runner,
+    project_id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response<Bytes>, ApiError> {
+    use crate::bulk::{self, Action};
+    let runtime = runner.runtime();
+    authorized_project(runtime, project_id, headers).await?;
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the body is not JSON: {e}")))?;
+    let Value::Object(fields) = &value else {
+        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+    };
+    if let Some(unknown) = fields.keys().find(|k| !["action", "filter", "dryRun", "version"].contains(&k.as_str())) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown field `{unknown}` (allowed: action, filter, dryRun, version)"
+        )));
+    }
+    let action = fields
+        .get("action")
+        .and_then(Value::as_str)
+        .and_then(Action::parse)
+        .ok_or_else(|| ApiError::BadRequest("`action` is \"replay\", \"redrive\" or \"cancel\"".into()))?;
+    let dry_run = match fields.get("dryRun") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::BadRequest("`dryRun` is true or false".into())),
+    };
+    let version = match (action, fields.get("version")) {
+        (_, None) => None,
+        (Action::Replay, Some(v)) => Some(match super::actions::ReplayVersion::parse(Some(v))? {
+            super::actions::ReplayVersion::Live => "live".to_string(),
+            super::actions::ReplayVersion::Original => "original".to_string(),
+        }),
+        (_, Some(_)) => return Err(ApiError::BadRequest("`version` is for replays only".into())),
+    };
+    let params = bulk::filter_params(fields.get("filter").unwrap_or(&json!({})))?;
+    let created_at = now();
+    let mut filter = parse_filter(&params, created_at)?;
+    check_search_keys(runtime, project_id, &filter).await?;
+    // What the job starts is never part of its own selection.
+    if filter.started_before.is_none_or(|until| until > created_at) {
+        filter.started_before = Some(created_at);
+    }
+    let (count, capped, sample) = bulk::count(runner, project_id, &filter, action, BULK_SAMPLE).await?;
+    if dry_run {
+        let sample: Vec<Value> = sample.iter().map(row).collect();
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({ "action": action.as_str(), "dryRun": true, "count": count, "countCapped": capped, "sample": sample }),
+        ));
+    }
+    if capped {
+        return Err(ApiError::BadRequest(format!(
+            "the filter selects more than {} executions: narrow it (a time range, a workflow, a status)",
+            crate::ports::MAX_BULK_EXECUTIONS
+        )));
+    }
+    let job = crate::ports::BulkJob {
+        project_id: project_id.to_string(),
+        bulk_id: crate::start::new_execution_id(),
+        action: action.as_str().to_string(),
+        filter: bulk::filter_value(&filter),
+        version,
+        created_at,
+        state: if count == 0 { "done".into() } else { "running".into() },
+        total: count,
+        done: 0,
+        succeeded: 0,
+        failed: 0,
+        skipped: 0,
+        errors: Vec::new(),
+        after: None,
+        revision: 0,
+    };
+    runtime.store.create_bulk_job(&job).await?;
+    if count > 0 {
+        let outgoing =
+            crate::ports::Outgoing { body: bulk::message(project_id, &job.bulk_id), delay: std::time::Duration::ZERO };
+        runtime.queue.send(crate::ports::QueueName::Steps, outgoing).await?;
+    }
+    Ok(json_response(StatusCode::ACCEPTED, &bulk::view(&job)))
+}
+
+/// `GET /projects/{p}/bulk/{bulkId}`: a bulk job's progress.
+pub(super) async fn bulk_progress(
+    runner: &crate::runner::Runner,
+    project_id: &str,
+    bulk_id: &str,
+    headers: &HeaderMap,
+) -> Result<Response<Bytes>, ApiError> {
+    let runtime = runner.runtime();
+    authorized_project(runtime, project_id, headers).await?;
+    let job = runtime
+        .store
+        .get_bulk_job(project_id, bulk_id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no bulk job `{bulk_id}` in this project")))?;
+    Ok(json_response(StatusCode::OK, &crate::bulk::view(&job)))
+}
+
 /// One listing row.
 pub fn row(e: &ExecutionSummary) -> Value {
     let duration_ms = e.ended_at.map(|end| (end - e.started_at).num_milliseconds());

@@ -2,7 +2,7 @@
 //! Lambda (through lambda_http) and by `sluice dev` (through axum). Every error becomes a
 //! JSON body through [`ApiError::into_response`]; nothing here panics on client input.
 
-mod actions;
+pub(crate) mod actions;
 mod connect;
 mod events;
 mod executions;
@@ -17,6 +17,7 @@ mod trigger;
 mod validate;
 mod webhooks;
 
+pub use history::parse_filter as history_filter;
 pub use test_runs::TEST_WORKFLOW_PREFIX;
 
 use bytes::Bytes;
@@ -116,6 +117,16 @@ impl Api {
             ["projects", project, "executions"] => {
                 allow(&request, &Method::GET)?;
                 history::list(&self.runtime, id(project)?, request.headers(), request.uri().query()).await
+            }
+            ["projects", project, "executions", "bulk"] => {
+                allow(&request, &Method::POST)?;
+                let project = id(project)?;
+                let (parts, body) = request.into_parts();
+                history::bulk(&self.runner, project, &parts.headers, &body).await
+            }
+            ["projects", project, "bulk", bulk] => {
+                allow(&request, &Method::GET)?;
+                history::bulk_progress(&self.runner, id(project)?, id(bulk)?, request.headers()).await
             }
             ["projects", project, "executions", execution, action @ ("replay" | "redrive" | "cancel")] => {
                 allow(&request, &Method::POST)?;

@@ -290,3 +290,36 @@ pub async fn case_only_a_failed_execution_is_redriven_and_each_redrive_counts(st
     }
     assert_eq!(store.redrive_execution(&project, &unique("e")).await.expect("unknown"), None);
 }
+
+pub async fn case_bulk_jobs_are_created_once_and_updated_by_revision(store: &dyn Store) {
+    let project = unique("p");
+    let mut job = crate::ports::BulkJob {
+        project_id: project.clone(),
+        bulk_id: unique("b"),
+        action: "replay".into(),
+        filter: serde_json::json!({ "status": "failed" }),
+        version: Some("live".into()),
+        created_at: at_ms(1_800_000_000_000),
+        state: "running".into(),
+        total: 3,
+        done: 0,
+        succeeded: 0,
+        failed: 0,
+        skipped: 0,
+        errors: Vec::new(),
+        after: None,
+        revision: 0,
+    };
+    store.create_bulk_job(&job).await.expect("create");
+    assert!(matches!(store.create_bulk_job(&job).await, Err(crate::ports::StoreError::AlreadyExists(_))));
+    assert_eq!(store.get_bulk_job(&project, &job.bulk_id).await.expect("get"), Some(job.clone()));
+    assert_eq!(store.get_bulk_job("another-project", &job.bulk_id).await.expect("elsewhere"), None);
+    let first =
+        crate::ports::BulkJob { done: 2, after: Some((1_800_000_000_000, "e".into())), revision: 1, ..job.clone() };
+    assert!(store.update_bulk_job(&first).await.expect("first update"));
+    let stale = crate::ports::BulkJob { done: 1, revision: 1, ..job.clone() };
+    assert!(!store.update_bulk_job(&stale).await.expect("stale update"), "revision 1 is taken");
+    job = crate::ports::BulkJob { state: "done".into(), done: 3, revision: 2, ..first };
+    assert!(store.update_bulk_job(&job).await.expect("second update"));
+    assert_eq!(store.get_bulk_job(&project, &job.bulk_id).await.expect("get"), Some(job));
+}

@@ -139,3 +139,56 @@ pub trait HistoryStore: Send + Sync {
     /// The executions that replay `execution_id` (`replay_of`), oldest first, at most `limit`.
     async fn replays_of(&self, project_id: &str, execution_id: &str, limit: usize) -> Result<Vec<String>, StoreError>;
 }
+
+/// The most executions one bulk action takes (a larger selection is refused: narrow it).
+pub const MAX_BULK_EXECUTIONS: u64 = 10_000;
+
+/// The most per-execution errors a bulk job keeps (the counts go on).
+pub const MAX_BULK_ERRORS: usize = 20;
+
+/// A bulk replay, redrive or cancel over a history filter, worked through page by page by
+/// queue messages; `revision` orders its updates (compare and swap).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkJob {
+    pub project_id: String,
+    pub bulk_id: String,
+    /// `replay`, `redrive` or `cancel`.
+    pub action: String,
+    /// The filter as the API takes it (`workflow`, `status`, `search`...), with `until` fixed
+    /// at the job's creation so that what the job starts is never part of its selection.
+    pub filter: serde_json::Value,
+    /// For a replay: `live` or `original`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    pub created_at: Timestamp,
+    /// `running` or `done`.
+    pub state: String,
+    pub total: u64,
+    pub done: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub skipped: u64,
+    pub errors: Vec<BulkError>,
+    /// Where the next page starts (the last execution handled): `(started_at ms, id)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<(i64, String)>,
+    pub revision: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BulkError {
+    pub execution_id: String,
+    pub message: String,
+}
+
+#[async_trait]
+pub trait BulkStore: Send + Sync {
+    /// Creates `job`; `AlreadyExists` if its id is taken.
+    async fn create_bulk_job(&self, job: &BulkJob) -> Result<(), StoreError>;
+    async fn get_bulk_job(&self, project_id: &str, bulk_id: &str) -> Result<Option<BulkJob>, StoreError>;
+    /// Replaces the job if its stored revision is `job.revision - 1`; false (nothing changed)
+    /// when another update came first.
+    async fn update_bulk_job(&self, job: &BulkJob) -> Result<bool, StoreError>;
+}

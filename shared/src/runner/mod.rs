@@ -225,6 +225,9 @@ impl Runner {
         if body.starts_with(crate::messages::NOTIFY_PREFIX) {
             return crate::notifications::handle(&self.runtime, body).await;
         }
+        if body.starts_with(crate::bulk::BULK_PREFIX) {
+            return crate::bulk::handle(self, body).await;
+        }
         let message: StepMessage =
             serde_json::from_str(body).map_err(|e| RunError::Poison(format!("malformed step message: {e}")))?;
         let result = self.run_message(&message, receive_count > 1).await;

@@ -34,7 +34,8 @@ use super::{
     DynamoStore, EXECUTION_SK, Item, backend, execution_pk, get_n, get_opt_json, get_opt_s, get_opt_ts, get_s, s,
 };
 use crate::ports::{
-    ExecutionSummary, HistoryFilter, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, StoreError,
+    BulkJob, BulkStore, ExecutionSummary, HistoryFilter, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore,
+    StoreError,
 };
 use crate::record::{Execution, ExecutionStatus, Timestamp, TriggerKind};
 
@@ -426,6 +427,53 @@ impl HistoryStore for DynamoStore {
 }
 
 const REPLAY_PREFIX: &str = "REPLAY#";
+
+fn bulk_sk(bulk_id: &str) -> String {
+    format!("BULK#{bulk_id}")
+}
+
+#[async_trait::async_trait]
+impl BulkStore for DynamoStore {
+    async fn create_bulk_job(&self, job: &BulkJob) -> Result<(), StoreError> {
+        let item: Item = [
+            ("pk", s(super::project_pk(&job.project_id))),
+            ("sk", s(bulk_sk(&job.bulk_id))),
+            ("revision", super::n(job.revision)),
+            ("record", super::json(job)?),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        if self.put_new(item).await? {
+            Ok(())
+        } else {
+            Err(StoreError::AlreadyExists(format!("bulk job {}", job.bulk_id)))
+        }
+    }
+
+    async fn get_bulk_job(&self, project_id: &str, bulk_id: &str) -> Result<Option<BulkJob>, StoreError> {
+        let item = self.get(super::project_pk(project_id), &bulk_sk(bulk_id)).await?;
+        item.map(|item| super::get_json(&item, "record")).transpose()
+    }
+
+    async fn update_bulk_job(&self, job: &BulkJob) -> Result<bool, StoreError> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(super::project_pk(&job.project_id)))
+            .key("sk", s(bulk_sk(&job.bulk_id)))
+            .condition_expression("revision = :before")
+            .update_expression("SET revision = :revision, #record = :record")
+            .expression_attribute_names("#record", "record")
+            .expression_attribute_values(":before", super::n(job.revision.saturating_sub(1)))
+            .expression_attribute_values(":revision", super::n(job.revision))
+            .expression_attribute_values(":record", super::json(job)?)
+            .send()
+            .await;
+        super::conditional("UpdateItem", result)
+    }
+}
 
 /// The item that links the execution `e` replays to `e` (in the replayed one's partition,
 /// sorted by the replay's start).

@@ -7,11 +7,13 @@
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Row, params_from_iter};
+use rusqlite::{OptionalExtension, Row, params_from_iter};
 
 use super::executions::{opt_from_json, opt_from_ms, parse_execution_status, parse_trigger_kind};
-use super::{Sqlite, backend, from_ms, to_ms};
-use crate::ports::{ExecutionSummary, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, StoreError};
+use super::{Cached, Sqlite, backend, from_ms, to_ms};
+use crate::ports::{
+    BulkJob, BulkStore, ExecutionSummary, HistoryPage, HistoryPosition, HistoryQuery, HistoryStore, StoreError,
+};
 
 const SUMMARY_COLUMNS: &str = "e.id, e.project_id, e.workflow_id, e.workflow_version, e.user_id, e.integration,
     e.status, e.trigger_kind, e.started_at_ms, e.ended_at_ms, e.error, e.search, e.replay_of, e.redrives, e.test";
@@ -174,6 +176,64 @@ impl HistoryStore for Sqlite {
             let rows =
                 statement.query_map(rusqlite::params![execution_id, project_id], |r| r.get(0)).map_err(backend)?;
             rows.collect::<Result<Vec<String>, _>>().map_err(backend)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl BulkStore for Sqlite {
+    async fn create_bulk_job(&self, job: &BulkJob) -> Result<(), StoreError> {
+        let (project, id, revision, record) = (
+            job.project_id.clone(),
+            job.bulk_id.clone(),
+            i64::try_from(job.revision).unwrap_or(i64::MAX),
+            super::to_json(job)?,
+        );
+        self.call(move |conn| {
+            let inserted = conn
+                .run(
+                    "INSERT INTO bulk_jobs (project_id, id, revision, record) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING",
+                    rusqlite::params![project, id, revision, record],
+                )
+                .map_err(backend)?;
+            if inserted == 0 { Err(StoreError::AlreadyExists(format!("bulk job {id}"))) } else { Ok(()) }
+        })
+        .await
+    }
+
+    async fn get_bulk_job(&self, project_id: &str, bulk_id: &str) -> Result<Option<BulkJob>, StoreError> {
+        let (project, id) = (project_id.to_string(), bulk_id.to_string());
+        let record: Option<String> = self
+            .call(move |conn| {
+                conn.row(
+                    "SELECT record FROM bulk_jobs WHERE project_id = ?1 AND id = ?2",
+                    rusqlite::params![project, id],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(backend)
+            })
+            .await?;
+        record.map(|text| super::from_json("bulk job", &text)).transpose()
+    }
+
+    async fn update_bulk_job(&self, job: &BulkJob) -> Result<bool, StoreError> {
+        let (project, id, revision, record) = (
+            job.project_id.clone(),
+            job.bulk_id.clone(),
+            i64::try_from(job.revision).unwrap_or(i64::MAX),
+            super::to_json(job)?,
+        );
+        self.call(move |conn| {
+            let changed = conn
+                .run(
+                    "UPDATE bulk_jobs SET revision = ?3, record = ?4 WHERE project_id = ?1 AND id = ?2 AND revision = ?3 - 1",
+                    rusqlite::params![project, id, revision, record],
+                )
+                .map_err(backend)?;
+            Ok(changed == 1)
         })
         .await
     }

@@ -50,7 +50,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 8: the credentials' identity index (empty for credentials written before: they have no
 /// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries. 10: the
 /// delivered webhook event ids. 11: Task History's columns and indexes. 12: failure
-/// notification destinations. 13: the indexes retention deletes by.
+/// notification destinations. 13: bulk jobs. 14: the indexes retention deletes by.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -337,7 +337,17 @@ CREATE TABLE notification_destinations (
     PRIMARY KEY (project_id, id)
 );
 "#,
-    // 13: retention. Expired executions are found by their start alone, and their search
+    // 13: Task History's bulk jobs (the job as JSON, its revision for compare and swap).
+    r#"
+CREATE TABLE bulk_jobs (
+    project_id TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    revision   INTEGER NOT NULL,
+    record     TEXT NOT NULL,
+    PRIMARY KEY (project_id, id)
+);
+"#,
+    // 14: retention. Expired executions are found by their start alone, and their search
     // rows by execution.
     r#"
 CREATE INDEX executions_by_start ON executions (started_at_ms);

@@ -6,7 +6,7 @@
 //! immediate transaction, so no reader ever sees half an execution; batches are bounded
 //! ([`EXPIRY_BATCH`] executions), so the writer is never held for long; expired executions
 //! are found through `executions_by_start` and their search rows through
-//! `execution_search_by_execution` (migration 13), never by a scan.
+//! `execution_search_by_execution` (migration 14), never by a scan.
 
 use std::time::Duration;
 
