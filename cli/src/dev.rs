@@ -45,6 +45,8 @@ pub struct DevOptions {
     /// Workflows' `{{env.NAME}}` values (see [`crate::workflow_env::dev_env`]); `SLUICE_BASE_URL`
     /// is always the stack's own address.
     pub env: BTreeMap<String, String>,
+    /// How long an execution is kept after its start (`--retention`, default 30 days).
+    pub retention: Duration,
 }
 
 /// `<data-dir>/dev-project.json`: what a developer needs to call the local stack.
@@ -58,6 +60,40 @@ pub struct DevProject {
 
 pub use sluice_shared::runtime::BASE_URL_ENV;
 
+/// How often `sluice dev` deletes the executions past their retention.
+pub const EXPIRY_EVERY: Duration = Duration::from_secs(60);
+/// The most executions one round of [`delete_expired_every`] deletes (the rest wait a minute).
+const EXPIRY_MAX_ROWS: usize = 10_000;
+
+/// Aborts the expiry loop when dropped.
+struct ExpiryLoop(tokio::task::JoinHandle<()>);
+
+impl Drop for ExpiryLoop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Every `every` (first right away), deletes up to [`EXPIRY_MAX_ROWS`] executions of `db` past
+/// its retention with all their rows, and orphaned files; a failure is logged and retried on
+/// the next round.
+pub async fn delete_expired_every(every: Duration, db: Sqlite) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match db.delete_expired(now(), db.retention(), EXPIRY_MAX_ROWS).await {
+            Ok(expired) if expired.executions > 0 || expired.orphan_files > 0 => tracing::info!(
+                executions = expired.executions,
+                orphan_files = expired.orphan_files,
+                "deleted executions past their retention"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot delete expired executions"),
+        }
+    }
+}
+
 /// Runs `sluice dev` until Ctrl-C.
 ///
 /// The listener is bound first (so the base URL is known), then the dev project, its keys and
@@ -65,7 +101,13 @@ pub use sluice_shared::runtime::BASE_URL_ENV;
 /// `GET /health`, finds the project ready and `sluice token` finds its signing key. A client
 /// that connects earlier waits in the listener's backlog for that moment.
 pub async fn run(options: DevOptions) -> anyhow::Result<()> {
-    let db = Arc::new(Sqlite::open(&options.data_dir.join("sluice.db")).context("cannot open the SQLite database")?);
+    let db = Arc::new(
+        Sqlite::open(&options.data_dir.join("sluice.db"))
+            .context("cannot open the SQLite database")?
+            .with_retention(options.retention),
+    );
+    // Dropped (aborting the loop) when `run` returns.
+    let _expiry = ExpiryLoop(tokio::spawn(delete_expired_every(EXPIRY_EVERY, (*db).clone())));
     let store: Arc<dyn Store> = db.clone();
     let queue: Arc<dyn Queue> = db.clone();
     let addr = SocketAddr::from(([127, 0, 0, 1], options.port));

@@ -49,6 +49,10 @@ enum Command {
         /// `{{env.NAME}}` too, over the file. `SLUICE_BASE_URL` is always this stack's address.
         #[arg(long)]
         env_file: Option<PathBuf>,
+        /// How long executions (with their steps, files and fan-out items) are kept after
+        /// their start: whole days, 1d to 3650d. Older ones are deleted every minute.
+        #[arg(long, default_value = "30d", value_parser = parse_retention)]
+        retention: Duration,
     },
     /// Check a project folder, a plain folder of workflow files or one workflow file, and
     /// list every problem (file and path).
@@ -205,6 +209,11 @@ async fn main() -> ExitCode {
     }
 }
 
+/// `--retention`: whole days (`30d`), see `sluice_shared::retention::parse`.
+fn parse_retention(text: &str) -> Result<Duration, String> {
+    sluice_shared::retention::parse(text).map_err(|e| e.to_string())
+}
+
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Dev {
@@ -216,6 +225,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             allow_private_network,
             workers,
             env_file,
+            retention,
         } => {
             let response_timeout = response_timeout.duration();
             if response_timeout < Duration::from_millis(100) {
@@ -235,6 +245,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 allow_private_network,
                 workers,
                 env,
+                retention,
             };
             // Traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set (off otherwise).
             if sluice_shared::telemetry::init(Vec::new())? {

@@ -25,6 +25,10 @@ pub const ENV_ALLOW_PRIVATE_NETWORK: &str = "SLUICE_ALLOW_PRIVATE_NETWORK";
 /// itself (its unrecorded step would then run twice).
 pub const ENV_RECOVERY_DELAY_SECONDS: &str = "SLUICE_RECOVERY_DELAY_SECONDS";
 
+/// Whole days an execution and every record of it are kept after its start (default 30,
+/// 1 to 3650; see [`crate::retention`]): the DynamoDB items carry the TTL attribute.
+pub const ENV_EXECUTION_RETENTION_DAYS: &str = "SLUICE_EXECUTION_RETENTION_DAYS";
+
 /// The ARN of the dead-letter queue a consumer function also reads (set on the step runner
 /// and the response waiter only): its records are handled as dead letters (the execution
 /// fails with the reason), not run.
@@ -51,7 +55,7 @@ pub const ENV_WORKFLOW_PREFIX: &str = "SLUICE_ENV_";
 
 /// Every variable [`LambdaConfig::from_env`] requires or reads by name; `template.yaml` sets
 /// exactly these (besides any [`ENV_WORKFLOW_PREFIX`] variables the deployer adds).
-pub const ENV_VARS: [&str; 7] = [
+pub const ENV_VARS: [&str; 8] = [
     ENV_TABLE,
     ENV_STEP_QUEUE_URL,
     ENV_RESPONSE_QUEUE_URL,
@@ -59,6 +63,7 @@ pub const ENV_VARS: [&str; 7] = [
     ENV_ALLOW_PRIVATE_NETWORK,
     ENV_RECOVERY_DELAY_SECONDS,
     ENV_KMS_KEY_ID,
+    ENV_EXECUTION_RETENTION_DAYS,
 ];
 
 /// Longest accepted response timeout: the trigger function must outlive it (Lambda's own
@@ -105,6 +110,8 @@ pub struct LambdaConfig {
     pub scheduler_rule: Option<String>,
     /// Workflows' `{{env.NAME}}` values, from the `SLUICE_ENV_<NAME>` variables.
     pub env: BTreeMap<String, String>,
+    /// [`ENV_EXECUTION_RETENTION_DAYS`].
+    pub execution_retention: Duration,
 }
 
 impl LambdaConfig {
@@ -136,6 +143,14 @@ impl LambdaConfig {
             None => DEFAULT_STUCK_AFTER,
             Some(value) => parse_seconds(ENV_STUCK_AFTER_SECONDS, &value, MAX_STUCK_AFTER_SECONDS)?,
         };
+        let execution_retention = match lookup(ENV_EXECUTION_RETENTION_DAYS) {
+            None => crate::retention::DEFAULT_RETENTION,
+            Some(value) => crate::retention::parse(&value).map_err(|e| ConfigError::Invalid {
+                name: ENV_EXECUTION_RETENTION_DAYS,
+                value: value.clone(),
+                reason: e.to_string(),
+            })?,
+        };
         let allow_private_network = match lookup(ENV_ALLOW_PRIVATE_NETWORK) {
             None => false,
             Some(value) => parse_bool(ENV_ALLOW_PRIVATE_NETWORK, &value)?,
@@ -152,6 +167,7 @@ impl LambdaConfig {
             kms_key_id: lookup(ENV_KMS_KEY_ID).map(|id| id.trim().to_string()).filter(|id| !id.is_empty()),
             scheduler_rule: lookup(ENV_SCHEDULER_RULE).map(|name| name.trim().to_string()).filter(|n| !n.is_empty()),
             env: BTreeMap::new(),
+            execution_retention,
         })
     }
 }
@@ -200,6 +216,7 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
 #[cfg(feature = "aws")]
 pub fn dynamo_store(config: &LambdaConfig, sdk: &aws_config::SdkConfig) -> crate::adapters::dynamodb::DynamoStore {
     crate::adapters::dynamodb::DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), config.table_name.clone())
+        .with_retention(config.execution_retention)
 }
 
 /// Builds the ports and clients of a Lambda function: DynamoDB store, SQS queues, the
@@ -282,8 +299,14 @@ mod tests {
                 kms_key_id: None,
                 scheduler_rule: None,
                 env: BTreeMap::new(),
+                execution_retention: Duration::from_secs(30 * 86_400),
             }
         );
+        let kept = config(&with(&[(ENV_EXECUTION_RETENTION_DAYS, "7")])).expect("valid");
+        assert_eq!(kept.execution_retention, Duration::from_secs(7 * 86_400));
+        for bad in ["0", "3651", "7h", ""] {
+            assert!(config(&with(&[(ENV_EXECUTION_RETENTION_DAYS, bad)])).is_err(), "{bad:?} is refused");
+        }
         let ruled = config(&with(&[(ENV_SCHEDULER_RULE, " sluice-scheduler ")])).expect("valid");
         assert_eq!(ruled.scheduler_rule.as_deref(), Some("sluice-scheduler"));
         let blank = config(&with(&[(ENV_SCHEDULER_RULE, "  ")])).expect("valid");

@@ -72,6 +72,11 @@
 //!   in one `TransactWriteItems` (the counter's update conditioned on the limit), so concurrent
 //!   adds may fail retryably on DynamoDB (a transaction conflict) where SQLite serialises them.
 //!   Neither ever exceeds the limit.
+//! - Retention: both treat an execution past `started_at + retention` as absent (not read by
+//!   `get_execution`, not listed). SQLite narrows a listing's start range to the retention and
+//!   deletes the rows in `Sqlite::delete_expired`; DynamoDB compares each execution item's
+//!   `expiresAt` (whole seconds, rounded up: up to a second later than SQLite) and leaves the
+//!   deletion to the table's TTL.
 //! - Users: SQLite lists its `users` table; DynamoDB keeps an index item per user
 //!   (`USERS#<project>` / user id), written by `ensure_user` and `update_user` before the user
 //!   item, so users recorded before the index existed are listed from their next request.
@@ -85,6 +90,7 @@ pub mod idempotency;
 pub mod notifications;
 pub mod projects;
 pub mod queue;
+pub mod retention;
 pub mod start;
 pub mod triggers;
 
@@ -195,6 +201,7 @@ pub async fn history_suite(store: &dyn Store) {
     history::case_replays_are_linked_to_their_original(store).await;
     history::case_only_a_failed_execution_is_redriven_and_each_redrive_counts(store).await;
     history::case_bulk_jobs_are_created_once_and_updated_by_revision(store).await;
+    retention::case_an_execution_past_its_retention_is_absent(store).await;
 }
 
 /// How many claims of one idempotency key the suite makes at once.

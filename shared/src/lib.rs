@@ -30,6 +30,7 @@ pub mod poll;
 pub mod ports;
 #[cfg(feature = "aws")]
 pub mod recovery;
+pub mod retention;
 pub mod runner;
 pub mod runtime;
 pub mod scheduler;

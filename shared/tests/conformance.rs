@@ -229,6 +229,108 @@ mod aws {
         client.delete_table().table_name(&table).send().await.expect("delete table");
     }
 
+    /// Every item of an execution's partition (the execution, search attribute items, a
+    /// replay link, step attempts, the response, a file's manifest and chunk, fan-out item
+    /// chunks, branch results and the join's shard) carries `expiresAt`: the execution's at its
+    /// start + the retention, those written later at their write + the retention.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn every_item_of_an_execution_carries_the_ttl_attribute() {
+        use aws_sdk_dynamodb::types::AttributeValue;
+        use sluice_shared::engine::StepKey;
+        use sluice_shared::ports::{ExecutionStore, FanOutStore, FileStore};
+        use sluice_shared::record::{
+            Execution, ExecutionStatus, HttpResponse, SettledResponse, StepAttempt, StepStatus, TriggerData,
+            TriggerKind, now,
+        };
+        let Some(endpoint) = endpoint("every_item_of_an_execution_carries_the_ttl_attribute") else {
+            return;
+        };
+        let client = aws_sdk_dynamodb::Client::new(&sdk_config(&endpoint).await);
+        let table = format!("sluice-conformance-{}", unique());
+        dynamodb::create_table(&client, &table).await.expect("create table");
+        let retention = Duration::from_secs(2 * 86_400);
+        let store = DynamoStore::new(client.clone(), table.clone()).with_retention(retention);
+        let before = now().timestamp();
+        let started_at = chrono::DateTime::from_timestamp_millis(now().timestamp_millis() - 3_600_000).expect("time");
+        let e = Execution {
+            id: unique(),
+            project_id: "p".into(),
+            workflow_id: "w".into(),
+            workflow_version: 1,
+            user_id: "u".into(),
+            status: ExecutionStatus::Running,
+            started_at,
+            trigger: TriggerData::of(TriggerKind::Request, serde_json::json!({})),
+            search: [("email".to_string(), "a@example.com".to_string())].into(),
+            ..Default::default()
+        };
+        store.create_execution(&e).await.expect("create");
+        let replay = Execution { id: unique(), replay_of: Some(e.id.clone()), search: Default::default(), ..e.clone() };
+        store.create_execution(&replay).await.expect("create the replay");
+        let attempt = StepAttempt {
+            step: "s".into(),
+            attempt: 1,
+            status: StepStatus::Succeeded,
+            input: serde_json::json!({}),
+            output: Some(serde_json::json!(1)),
+            error: None,
+            started_at: now(),
+            ended_at: now(),
+            logs: Vec::new(),
+        };
+        store.record_step(&e.id, &attempt).await.expect("step");
+        let response = SettledResponse::WorkflowEnded {
+            response: HttpResponse { status: 200, headers: Default::default(), body: serde_json::json!(1), file: None },
+            at: now(),
+        };
+        store.settle_response(&e.id, &response).await.expect("response");
+        store.put_file(&e.id, "a.txt", "text/plain", bytes::Bytes::from_static(b"hi")).await.expect("file");
+        let key = StepKey::top("f");
+        store.put_fan_out_items(&e.id, &key, &[serde_json::json!(1), serde_json::json!(2)]).await.expect("items");
+        for index in 0..2 {
+            store.complete_branch(&e.id, &key, index, 2, &serde_json::json!(index), "").await.expect("branch");
+        }
+        let after = now().timestamp() + 1;
+
+        let items = client
+            .query()
+            .table_name(&table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", AttributeValue::S(format!("EXEC#{}", e.id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .expect("query the partition")
+            .items
+            .unwrap_or_default();
+        let sk = |item: &std::collections::HashMap<String, AttributeValue>| match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.clone(),
+            other => panic!("no sort key: {other:?}"),
+        };
+        let kinds: Vec<String> = items.iter().map(|i| sk(i).split('#').next().unwrap_or("").to_string()).collect();
+        for kind in ["EXEC", "SEARCH", "REPLAY", "STEP", "RESPONSE", "FILE", "FANOUT", "BRANCH"] {
+            assert!(kinds.iter().any(|k| k == kind), "an item of kind {kind} among {kinds:?}");
+        }
+        let secs = retention.as_secs() as i64;
+        let start_expiry = (started_at.timestamp_millis() + secs * 1000 + 999) / 1000;
+        for item in &items {
+            let expires: i64 = match item.get(dynamodb::TTL_ATTRIBUTE) {
+                Some(AttributeValue::N(n)) => n.parse().expect("a number"),
+                other => panic!("{} has no expiresAt: {other:?}", sk(item)),
+            };
+            let sk = sk(item);
+            if sk == "EXEC" || sk.starts_with("SEARCH#") || sk.starts_with("REPLAY#") {
+                assert_eq!(expires, start_expiry, "{sk} expires with its execution");
+            } else {
+                assert!(
+                    (before + secs..=after + secs).contains(&expires),
+                    "{sk} expires {expires}: its write + retention"
+                );
+            }
+        }
+        client.delete_table().table_name(&table).send().await.expect("delete table");
+    }
+
     /// `create_table` turns the table's time to live on, on the attribute idempotency records
     /// carry, and creating the table again leaves it on (DynamoDB refuses to enable it twice).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -199,10 +199,12 @@ pub async fn case_settle_response_first_wins(store: &dyn Store) {
 /// Every stored timestamp reads back to the exact millisecond.
 pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
     let mut e = execution(&unique("e"));
-    e.started_at = at_ms(1_764_000_000_007);
-    e.response_deadline = Some(at_ms(1_764_000_055_999));
+    // Recent (within any retention), with milliseconds that a seconds-only store would lose.
+    let base = now().timestamp_millis() / 1_000_000 * 1_000_000;
+    e.started_at = at_ms(base + 7);
+    e.response_deadline = Some(at_ms(base + 55_999));
     store.create_execution(&e).await.expect("create");
-    let ended = at_ms(1_764_000_001_001);
+    let ended = at_ms(base + 1_001);
     store.finish_execution(&e.project_id, &e.id, ExecutionStatus::Succeeded, None, ended).await.expect("finish");
     let stored = store.get_execution(&e.id).await.expect("get").expect("exists");
     assert_eq!(
@@ -210,14 +212,14 @@ pub async fn case_timestamps_round_trip_to_the_millisecond(store: &dyn Store) {
         (e.started_at, e.response_deadline, Some(ended))
     );
 
-    let a = attempt("t", 1, at_ms(1_764_000_000_999), json!(null));
+    let a = attempt("t", 1, at_ms(base + 999), json!(null));
     store.record_step(&e.id, &a).await.expect("record");
     let got = store.get_step(&e.id, &StepKey::top("t"), 1).await.expect("get").expect("exists");
     assert_eq!((got.started_at, got.ended_at), (a.started_at, a.ended_at));
 
     let settled = SettledResponse::WorkflowEnded {
         response: HttpResponse { status: 500, headers: BTreeMap::new(), body: json!("failed"), file: None },
-        at: at_ms(1_764_000_002_003),
+        at: at_ms(base + 2_003),
     };
     store.settle_response(&e.id, &settled).await.expect("settle");
     assert_eq!(store.get_response(&e.id).await.expect("get"), Some(settled));

@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
 use super::{
-    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, backend, conditional, execution_pk, get_flag, get_json,
-    get_n, get_opt_json, get_opt_ts, get_s, get_ts, history, json, ms, n, s, step_sk, sweep,
+    DynamoStore, EXECUTION_SK, Item, RESPONSE_SK, STEP_PREFIX, TTL_ATTRIBUTE, backend, conditional, execution_pk,
+    get_flag, get_json, get_n, get_opt_json, get_opt_ts, get_s, get_ts, history, json, ms, n, s, step_sk, sweep,
 };
 use crate::engine::StepKey;
 use crate::ports::{ExecutionStore, FirstWrite, StoreError};
@@ -119,10 +119,21 @@ impl ExecutionStore for DynamoStore {
             attributes.push(("redrives", n(e.redrives)));
         }
         attributes.extend(history::index_attributes(e));
+        let expiry = self.expiry(Some(&e.started_at));
+        attributes.push((TTL_ATTRIBUTE, expiry.clone()));
         // Search attribute items and the replay link go first: an index entry whose execution
         // was never created is skipped by every reader, an execution missing from its index
         // would be lost to searches.
-        let links: Vec<Item> = history::search_items(e).into_iter().chain(history::replay_link(e)).collect();
+        // Each expires with `e` (the replay link, in the original's partition, may outlive the
+        // original: readers skip links to executions that are gone).
+        let links: Vec<Item> = history::search_items(e)
+            .into_iter()
+            .chain(history::replay_link(e))
+            .map(|mut link| {
+                link.insert(TTL_ATTRIBUTE.to_string(), expiry.clone());
+                link
+            })
+            .collect();
         if !links.is_empty() {
             self.put_all(links).await?;
         }
@@ -140,7 +151,11 @@ impl ExecutionStore for DynamoStore {
 
     async fn get_execution(&self, execution_id: &str) -> Result<Option<Execution>, StoreError> {
         let item = self.get(execution_pk(execution_id), EXECUTION_SK).await?;
-        item.as_ref().map(decode_execution).transpose()
+        // Past its retention it is gone, whether or not DynamoDB deleted it yet.
+        match item {
+            Some(item) if !super::is_expired(&item)? => decode_execution(&item).map(Some),
+            _ => Ok(None),
+        }
     }
 
     async fn set_execution_status(
@@ -258,6 +273,7 @@ impl ExecutionStore for DynamoStore {
             ("attempt", n(attempt.attempt)),
             ("started_at", ms(&attempt.started_at)),
             ("record", json(attempt)?),
+            (TTL_ATTRIBUTE, self.expiry(None)),
         ];
         if attempt.output == Some(Value::Null) {
             attributes.push((OUTPUT_NULL, AttributeValue::Bool(true)));
@@ -317,8 +333,12 @@ impl ExecutionStore for DynamoStore {
         execution_id: &str,
         response: &SettledResponse,
     ) -> Result<FirstWrite<SettledResponse>, StoreError> {
-        let attributes =
-            vec![("pk", s(execution_pk(execution_id))), ("sk", s(RESPONSE_SK)), ("response", json(response)?)];
+        let attributes = vec![
+            ("pk", s(execution_pk(execution_id))),
+            ("sk", s(RESPONSE_SK)),
+            ("response", json(response)?),
+            (TTL_ATTRIBUTE, self.expiry(None)),
+        ];
         if self.put_new(item(attributes)).await? {
             return Ok(FirstWrite::Written);
         }

@@ -31,7 +31,7 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 
 use super::executions::decode_step;
-use super::{DynamoStore, Item, backend, execution_pk, get_n, get_opt_s, get_s, n, s, step_prefix};
+use super::{DynamoStore, Item, TTL_ATTRIBUTE, backend, execution_pk, get_n, get_opt_s, get_s, n, s, step_prefix};
 use crate::adapters::{check_branch_index, check_fan_out_len, fan_out_value_json};
 use crate::engine::StepKey;
 use crate::ports::{Counted, ExecutionStore, FanOutStore, FirstWrite, MAX_FAN_OUT_ITEMS, StoreError};
@@ -222,8 +222,10 @@ impl DynamoStore {
             .table_name(&self.table)
             .key("pk", s(execution_pk(execution_id)))
             .key("sk", s(sk))
-            .update_expression("ADD #set :member")
+            .update_expression("ADD #set :member SET #ttl = if_not_exists(#ttl, :ttl)")
             .expression_attribute_names("#set", attribute)
+            .expression_attribute_names("#ttl", TTL_ATTRIBUTE)
+            .expression_attribute_values(":ttl", self.expiry(None))
             .expression_attribute_values(":member", AttributeValue::Ns(vec![member.to_string()]))
             // ALL_NEW, not UPDATED_NEW: adding a member already there may count as no update.
             .return_values(ReturnValue::AllNew)
@@ -285,6 +287,7 @@ impl FanOutStore for DynamoStore {
                 (KEY, s(&fan_out_key)),
                 ("first", n(first)),
                 ("items", s(array)),
+                (TTL_ATTRIBUTE, self.expiry(None)),
             ]);
             let store = self.clone();
             writes.spawn(async move { store.put_chunk(chunk).await });
@@ -354,7 +357,7 @@ impl FanOutStore for DynamoStore {
             ("sk", s(branch_sk(&fan_out_key, index))),
             (KEY, s(&fan_out_key)),
         ];
-        attributes.extend([("index", n(index)), ("result", s(text))]);
+        attributes.extend([("index", n(index)), ("result", s(text)), (TTL_ATTRIBUTE, self.expiry(None))]);
         if !by.is_empty() {
             attributes.push((COUNTED_BY, s(by)));
         }

@@ -14,7 +14,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use bytes::Bytes;
 use tokio::task::JoinSet;
 
-use super::{DynamoStore, Item, backend, execution_pk, get_n, n, s};
+use super::{DynamoStore, Item, TTL_ATTRIBUTE, backend, execution_pk, get_n, n, s};
 use crate::adapters::{check_file_size, new_file_id, stored_file_id};
 use crate::ports::{FileStore, MAX_FILE_BYTES, StoreError};
 use crate::record::FileObject;
@@ -58,6 +58,8 @@ impl DynamoStore {
                 ("file_id", s(file_id)),
                 ("chunk", n(count)),
                 ("data", AttributeValue::B(Blob::new(data.to_vec()))),
+                // A chunk no manifest names (its put failed half-way) is collected by the TTL.
+                (TTL_ATTRIBUTE, self.expiry(None)),
             ]);
             let store = self.clone();
             writes.spawn(async move { store.put_new(chunk).await });
@@ -143,6 +145,7 @@ impl FileStore for DynamoStore {
             ("mime_type", s(mime_type)),
             ("size", n(bytes.len())),
             ("chunks", n(chunks)),
+            (TTL_ATTRIBUTE, self.expiry(None)),
         ]);
         if !self.put_new(manifest).await? {
             return Err(StoreError::Backend(format!("file {file_id} already exists")));

@@ -214,12 +214,14 @@ pub(super) fn decode_summary(item: &Item) -> Result<ExecutionSummary, StoreError
 
 impl DynamoStore {
     /// The execution items of `ids` (at most 100) as listing rows, in the order of `ids`;
-    /// ids with no execution item are left out.
+    /// ids with no execution item, or one past its retention, are left out.
     async fn summaries(&self, ids: &[String]) -> Result<Vec<ExecutionSummary>, StoreError> {
         let mut found: HashMap<String, ExecutionSummary> = HashMap::with_capacity(ids.len());
+        // With the TTL attribute: an execution past its retention is left out.
+        let attributes = || SUMMARY_ATTRIBUTES.iter().copied().chain([super::TTL_ATTRIBUTE]);
         let names: HashMap<String, String> =
-            SUMMARY_ATTRIBUTES.iter().enumerate().map(|(i, name)| (format!("#a{i}"), name.to_string())).collect();
-        let projection = (0..SUMMARY_ATTRIBUTES.len()).map(|i| format!("#a{i}")).collect::<Vec<_>>().join(", ");
+            attributes().enumerate().map(|(i, name)| (format!("#a{i}"), name.to_string())).collect();
+        let projection = (0..attributes().count()).map(|i| format!("#a{i}")).collect::<Vec<_>>().join(", ");
         let mut pending: Vec<Item> = ids
             .iter()
             .map(|id| [("pk".to_string(), s(execution_pk(id))), ("sk".to_string(), s(EXECUTION_SK))].into())
@@ -243,6 +245,9 @@ impl DynamoStore {
                 .await
                 .map_err(|e| backend("BatchGetItem", e))?;
             for item in answer.responses.and_then(|mut found| found.remove(&self.table)).unwrap_or_default() {
+                if super::is_expired(&item)? {
+                    continue;
+                }
                 let summary = decode_summary(&item)?;
                 found.insert(summary.id.clone(), summary);
             }

@@ -10,9 +10,11 @@
 //! caps trigger bodies at 256 KiB) to keep items under DynamoDB's 400 KB; files, which may be
 //! larger, are split into binary chunk items of at most 300 KiB (`files`); fan-out items are
 //! grouped into JSON chunk items of at most 100 items or 64 KiB, and completed branches are
-//! recorded and counted by one transaction each (`fan_out`). Only idempotency records
-//! (`idempotency`) and kept webhook deliveries (`triggers`) expire: they carry the table's TTL
-//! attribute [`TTL_ATTRIBUTE`].
+//! recorded and counted by one transaction each (`fan_out`). Idempotency records
+//! (`idempotency`), kept webhook deliveries (`triggers`) and every item of an execution's
+//! partition (its retention, [`DynamoStore::with_retention`]) expire: they carry the table's
+//! TTL attribute [`TTL_ATTRIBUTE`]. An execution item past its `expiresAt` reads as absent,
+//! as DynamoDB deletes expired items within days, not at once.
 
 mod connect;
 mod credentials;
@@ -56,12 +58,31 @@ pub const TTL_ATTRIBUTE: &str = "expiresAt";
 pub struct DynamoStore {
     client: Client,
     table: String,
+    /// How long an execution's items are kept after its start (see [`crate::retention`]).
+    retention: Duration,
 }
 
 impl DynamoStore {
     /// A store over `table`, which must exist with the key schema of [`create_table`].
     pub fn new(client: Client, table: impl Into<String>) -> DynamoStore {
-        DynamoStore { client, table: table.into() }
+        DynamoStore { client, table: table.into(), retention: crate::retention::DEFAULT_RETENTION }
+    }
+
+    /// Sets how long an execution's items are kept after its start (default 30 days): every
+    /// item written into an execution's partition from now on carries [`TTL_ATTRIBUTE`].
+    pub fn with_retention(mut self, retention: Duration) -> DynamoStore {
+        self.retention = retention;
+        self
+    }
+
+    /// The [`TTL_ATTRIBUTE`] value of an item of an execution that started at `started_at`,
+    /// or, where the writer does not know the start (step attempts, files, fan-out items,
+    /// written later), of one that starts now: such an item expires at most the execution's
+    /// age at its write after the execution item. Whole seconds, rounded up, so never before.
+    fn expiry(&self, started_at: Option<&Timestamp>) -> AttributeValue {
+        let start = started_at.copied().unwrap_or_else(crate::record::now);
+        let at = crate::retention::expires_at(&start, self.retention);
+        n(at.timestamp_millis().div_euclid(1000) + i64::from(at.timestamp_millis().rem_euclid(1000) > 0))
     }
 
     /// Reads one item with a strongly consistent read.
@@ -440,6 +461,13 @@ fn get_opt_s<'a>(item: &'a Item, name: &str) -> Result<Option<&'a str>, StoreErr
 
 fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     get_opt_s(item, name)?.ok_or_else(|| StoreError::Corrupt(format!("attribute {name} is missing")))
+}
+
+/// Whether `item` carries a [`TTL_ATTRIBUTE`] that has passed: DynamoDB may not have deleted
+/// it yet, but it is gone for every reader.
+fn is_expired(item: &Item) -> Result<bool, StoreError> {
+    let expires: Option<i64> = get_opt_n(item, TTL_ATTRIBUTE)?;
+    Ok(expires.is_some_and(|seconds| seconds.saturating_mul(1000) <= crate::record::now().timestamp_millis()))
 }
 
 fn get_opt_n<T: FromStr>(item: &Item, name: &str) -> Result<Option<T>, StoreError> {

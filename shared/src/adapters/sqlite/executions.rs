@@ -318,6 +318,7 @@ impl ExecutionStore for Sqlite {
             row.map(ExecutionRow::decode).transpose()
         })
         .await
+        .map(|execution| self.unexpired(execution))
     }
 
     async fn finish_execution(

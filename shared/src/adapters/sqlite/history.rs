@@ -146,6 +146,7 @@ fn page_statement(query: &HistoryQuery) -> (String, Vec<SqlValue>) {
 #[async_trait]
 impl HistoryStore for Sqlite {
     async fn list_executions(&self, query: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+        let query = &self.within_retention(query);
         let (sql, params) = page_statement(query);
         let limit = query.limit;
         let mut executions = self

@@ -17,6 +17,8 @@ mod history;
 mod idempotency;
 mod notifications;
 mod queue;
+mod retention;
+pub use retention::{EXPIRY_BATCH, Expired};
 mod start;
 mod triggers;
 mod workflows;
@@ -48,7 +50,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// 8: the credentials' identity index (empty for credentials written before: they have no
 /// identity). 9: the schedule ledger, polling seen-sets and kept webhook deliveries. 10: the
 /// delivered webhook event ids. 11: Task History's columns and indexes. 12: failure
-/// notification destinations. 13: bulk jobs.
+/// notification destinations. 13: bulk jobs. 14: the indexes retention deletes by.
 const MIGRATIONS: &[&str] = &[
     r#"
 CREATE TABLE projects (
@@ -345,6 +347,12 @@ CREATE TABLE bulk_jobs (
     PRIMARY KEY (project_id, id)
 );
 "#,
+    // 14: retention. Expired executions are found by their start alone, and their search
+    // rows by execution.
+    r#"
+CREATE INDEX executions_by_start ON executions (started_at_ms);
+CREATE INDEX execution_search_by_execution ON execution_search (execution_id);
+"#,
 ];
 
 /// The embedded store and queue: implements `ProjectStore`, `WorkflowStore`,
@@ -359,6 +367,8 @@ pub struct Sqlite {
     /// Woken whenever a message is sent, so long-polling receivers return at once.
     sent: Arc<Notify>,
     max_receives: u32,
+    /// How long an execution is kept after its start (see [`Sqlite::with_retention`]).
+    retention: Duration,
 }
 
 /// Creates `dir` and its missing parents, readable by the owner only (0700 on Unix).
@@ -463,6 +473,7 @@ impl Sqlite {
             reader: None,
             sent: Arc::new(Notify::new()),
             max_receives: DEFAULT_MAX_RECEIVES,
+            retention: crate::retention::DEFAULT_RETENTION,
         })
     }
 
@@ -708,7 +719,10 @@ mod tests {
         .expect("old execution row");
         drop(conn);
 
-        let db = Sqlite::open(&path).expect("open upgrades");
+        // The rows are from 2025: kept for as long as a retention can be.
+        let db = Sqlite::open(&path)
+            .expect("open upgrades")
+            .with_retention(crate::retention::from_days(crate::retention::MAX_RETENTION_DAYS).expect("valid"));
         let execution = db.get_execution("e1").await.expect("get execution").expect("kept");
         assert_eq!((execution.workflow_id.as_str(), execution.test), ("w", false));
         let (fetch, f) = (StepKey::top("fetch"), StepKey::top("f"));
