@@ -260,6 +260,23 @@ impl Api {
         self.send(path, request).await
     }
 
+    /// The full id of an execution given by a prefix of its id (as the list shows them);
+    /// a full id (36 characters) as it is. Refused when no or several executions match.
+    pub async fn resolve(&self, id: &str) -> anyhow::Result<String> {
+        if id.len() >= FULL_ID {
+            return Ok(id.to_string());
+        }
+        let query = [("idPrefix".to_string(), id.to_string()), ("limit".to_string(), "2".to_string())];
+        let page = self.get("/executions", &query).await?;
+        let found: Vec<&str> =
+            page["executions"].as_array().into_iter().flatten().filter_map(|r| r["executionId"].as_str()).collect();
+        match found.as_slice() {
+            [one] => Ok((*one).to_string()),
+            [] => bail!("no execution id starts with `{id}`"),
+            _ => bail!("several execution ids start with `{id}` (give more of it)"),
+        }
+    }
+
     async fn send(&self, path: &str, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
         let response = request.bearer_auth(&self.api_key).send().await.map_err(|e| {
             // reqwest's message names the URL, never the headers.
@@ -296,6 +313,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         None => list(&args.list).await,
         Some(HistoryCommand::Show { id, json, target }) => {
             let api = Api::new(&target)?;
+            let id = api.resolve(&id).await?;
             let record = api.get(&format!("/executions/{id}"), &[]).await?;
             if json {
                 out(&format!("{}\n", serde_json::to_string_pretty(&record)?));
@@ -309,6 +327,9 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         Some(HistoryCommand::Cancel(action)) => actions::run("cancel", &action).await,
     }
 }
+
+/// The length of a full execution id (a UUID).
+const FULL_ID: usize = 36;
 
 /// The most rows one page asks for.
 const MAX_PAGE: usize = 1000;

@@ -38,7 +38,15 @@ async fn by_ids(api: &Api, action: &str, args: &ActionArgs) -> anyhow::Result<Ex
         None => json!({}),
     };
     let mut failed = 0;
-    for id in &args.ids {
+    for given in &args.ids {
+        let id = match api.resolve(given).await {
+            Ok(id) => id,
+            Err(error) => {
+                failed += 1;
+                out(&format!("{action} {given}: failed: {error}\n"));
+                continue;
+            }
+        };
         match api.post(&format!("/executions/{id}/{action}"), &body).await {
             Ok(answer) => out(&format!("{action} {id}: {}\n", done_line(action, &answer))),
             Err(error) => {

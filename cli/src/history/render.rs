@@ -92,11 +92,12 @@ fn text<'a>(value: &'a Value, default: &'a str) -> &'a str {
 /// The list as a table, one execution per line, under a header.
 pub fn table(rows: &[Value], colour: bool, wide: bool, now: DateTime<Utc>) -> String {
     const HEADER: [&str; 8] = ["ID", "STATUS", "WORKFLOW", "USER", "TRIGGER", "STARTED", "DURATION", "FAILURE"];
+    let ids: Vec<&str> = rows.iter().map(|row| text(&row["executionId"], "?")).collect();
+    let short = if wide { usize::MAX } else { short_length(&ids) };
     let cells: Vec<[String; 8]> = rows
         .iter()
         .map(|row| {
-            let id = text(&row["executionId"], "?");
-            let id = if wide { id.to_string() } else { id.chars().take(8).collect() };
+            let id: String = text(&row["executionId"], "?").chars().take(short).collect();
             let workflow = match row["workflowVersion"].as_u64() {
                 Some(v) => format!("{} v{v}", text(&row["workflowId"], "?")),
                 None => text(&row["workflowId"], "?").to_string(),
@@ -143,6 +144,18 @@ pub fn table(rows: &[Value], colour: bool, wide: bool, now: DateTime<Utc>) -> St
         out.push('\n');
     }
     out
+}
+
+/// How many leading characters tell the listed ids apart: at least 8. Execution ids are
+/// UUIDv7, which start with their millisecond timestamp, so executions started within about a
+/// minute share 8 characters; the short ids then grow until they differ (and still work as
+/// `--id-prefix` or as the id of `show`, `replay`, ...).
+pub fn short_length(ids: &[&str]) -> usize {
+    let mut sorted: Vec<&str> = ids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let common = |a: &str, b: &str| a.chars().zip(b.chars()).take_while(|(x, y)| x == y).count();
+    sorted.windows(2).map(|pair| common(pair[0], pair[1]) + 1).max().unwrap_or(0).max(8)
 }
 
 /// The width of the timeline's bars.
@@ -276,7 +289,9 @@ fn timeline_step(
         let label = paint(&pad(&format!("{icon} {status}"), 11), code, colour);
         let name = pad(id, width.saturating_sub(2 * (depth - 1)));
         out.push_str(&format!("{indent}{name}  {label} {offset:>9} {took:>8}  |{bar}|{note}\n"));
+        // A fan-out's failure is its branches' (listed below).
         if status == "failed"
+            && step.get("branches").is_none()
             && let Some(message) = attempt["error"]["message"].as_str()
         {
             let first = message.lines().next().unwrap_or_default();
@@ -338,6 +353,13 @@ mod tests {
         let at = now() - chrono::Duration::minutes(5);
         assert_eq!(relative(at, now()), "5m ago");
         assert_eq!(relative(now(), now()), "just now");
+    }
+
+    #[test]
+    fn short_ids_grow_until_the_listed_ids_differ() {
+        assert_eq!(short_length(&["01a25330-aaaa", "01b00000-bbbb"]), 8);
+        assert_eq!(short_length(&["01a25330-c4d4-1", "01a25330-c4ed-2"]), 12);
+        assert_eq!(short_length(&["x", "x"]), 8, "one id listed twice is one id");
     }
 
     #[test]
