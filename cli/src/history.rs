@@ -117,6 +117,9 @@ pub struct ListArgs {
     /// Full execution ids and error summaries.
     #[arg(long)]
     pub wide: bool,
+    /// Rows asked per page (the tests page through small pages).
+    #[arg(long, hide = true, default_value_t = MAX_PAGE)]
+    pub page_size: usize,
     #[command(flatten)]
     pub target: Target,
 }
@@ -337,7 +340,7 @@ const MAX_PAGE: usize = 1000;
 async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.target)?;
     let wanted = if args.all { usize::MAX } else { args.limit };
-    if wanted == 0 {
+    if wanted == 0 || args.page_size == 0 {
         bail!("--limit must be at least 1");
     }
     let filter = args.filter.query();
@@ -345,7 +348,7 @@ async fn list(args: &ListArgs) -> anyhow::Result<ExitCode> {
     let mut cursor: Option<String> = None;
     let more = loop {
         let mut query = filter.clone();
-        query.push(("limit".into(), (wanted - rows.len()).min(MAX_PAGE).to_string()));
+        query.push(("limit".into(), (wanted - rows.len()).min(args.page_size.min(MAX_PAGE)).to_string()));
         if let Some(cursor) = &cursor {
             query.push(("cursor".into(), cursor.clone()));
         }
