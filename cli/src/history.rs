@@ -184,7 +184,10 @@ impl Filter {
             }
         }
         if !self.search.is_empty() {
-            filter.insert("search".into(), json!(self.search.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()));
+            filter.insert(
+                "search".into(),
+                json!(self.search.iter().cloned().collect::<std::collections::BTreeMap<_, _>>()),
+            );
         }
         Value::Object(filter)
     }
@@ -227,9 +230,7 @@ impl Api {
     pub fn new(target: &Target) -> anyhow::Result<Api> {
         let (base, project, api_key) = match &target.url {
             Some(url) => {
-                let Some(api_key) = target.api_key.clone() else {
-                    bail!("--url needs --api-key (or SLUICE_API_KEY)")
-                };
+                let Some(api_key) = target.api_key.clone() else { bail!("--url needs --api-key (or SLUICE_API_KEY)") };
                 let Some(project) = target.project.clone() else { bail!("--url needs --project") };
                 (url.clone(), project, api_key)
             }

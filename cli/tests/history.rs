@@ -155,7 +155,8 @@ fn history_lists_shows_and_acts_on_the_executions_of_sluice_dev() {
     // The actions (replay, redrive, cancel, bulk) landed on `main` during this work: checked
     // only when the stack has them.
     let auth = format!("Bearer {api_key}");
-    let probe = http(port, "POST", &format!("/projects/dev/executions/{ok_id}/cancel"), &[("authorization", &auth)], "");
+    let probe =
+        http(port, "POST", &format!("/projects/dev/executions/{ok_id}/cancel"), &[("authorization", &auth)], "");
     let has_actions = probe.as_ref().is_some_and(|(status, body)| !(*status == 404 && body.contains("no route")));
     if !has_actions {
         eprintln!("the stack has no action routes yet: replay/redrive/cancel not checked ({probe:?})");

@@ -313,9 +313,8 @@ fn timeline_step(
             let index = &branch["index"];
             let steps = branch["steps"].as_array().cloned().unwrap_or_default();
             let failing = steps.iter().find(|s| s["status"] == "failed");
-            let (step, message) = failing.map_or(("?", ""), |s| {
-                (text(&s["id"], "?"), s["error"]["message"].as_str().unwrap_or_default())
-            });
+            let (step, message) = failing
+                .map_or(("?", ""), |s| (text(&s["id"], "?"), s["error"]["message"].as_str().unwrap_or_default()));
             let first = message.lines().next().unwrap_or_default();
             let line = format!("{indent}  ✗ branch {index}: {step}: {}\n", truncate(first, 100));
             out.push_str(&paint(&line, "\x1b[31m", colour));
