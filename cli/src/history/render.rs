@@ -264,7 +264,13 @@ fn timeline_step(
     for (i, attempt) in attempts.iter().enumerate() {
         let status = text(&attempt["status"], "?");
         let (icon, code) = status_parts(status);
-        let (from, to) = (parse_time(&attempt["startedAt"]), parse_time(&attempt["endedAt"]));
+        let (mut from, mut to) = (parse_time(&attempt["startedAt"]), parse_time(&attempt["endedAt"]));
+        if attempts.len() == 1 {
+            // A fan-out's entry is its join; its line spans its branches too.
+            let (first, last) = branch_span(step);
+            from = [from, first].into_iter().flatten().min();
+            to = [to, last].into_iter().flatten().max();
+        }
         let offset = match (span, from) {
             (Some((start, _)), Some(from)) => format!("+{}", duration((from - start).num_milliseconds())),
             _ => "-".into(),
@@ -320,6 +326,21 @@ fn timeline_step(
             out.push_str(&paint(&line, "\x1b[31m", colour));
         }
     }
+}
+
+/// The earliest start and the latest end of the steps in a fan-out's branches (nested
+/// fan-outs included).
+fn branch_span(step: &Value) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>) {
+    let (mut first, mut last) = (None, None);
+    let inner = step["branches"].as_array().into_iter().flatten().flat_map(|b| b["steps"].as_array()).flatten();
+    for inner in inner {
+        let (start, end) = branch_span(inner);
+        let start = [parse_time(&inner["startedAt"]), start].into_iter().flatten().min();
+        let end = [parse_time(&inner["endedAt"]), end].into_iter().flatten().max();
+        first = [first, start].into_iter().flatten().min();
+        last = [last, end].into_iter().flatten().max();
+    }
+    (first, last)
 }
 
 /// A bar of [`BAR`] cells: blank before `offset`, filled for `length`, out of `total` ms
@@ -398,15 +419,18 @@ mod tests {
                 { "id": "each", "status": "failed", "attempts": 1,
                   "startedAt": "2026-12-08T11:59:01.000Z", "endedAt": "2026-12-08T11:59:02.000Z",
                   "branches": [
-                    { "index": 0, "steps": [{ "id": "d", "status": "succeeded" }] },
+                    { "index": 0, "steps": [{ "id": "d", "status": "succeeded",
+                      "startedAt": "2026-12-08T11:59:00.500Z", "endedAt": "2026-12-08T11:59:01.000Z" }] },
                     { "index": 1, "steps": [{ "id": "d", "status": "failed", "error": { "message": "boom\nstack" } }] }
                   ] }
             ]
         });
         let shown = super::record(&record, false, now());
         assert!(shown.contains("execution e1  ✗ failed"), "{shown}");
-        assert!(shown.contains("2 attempts") && shown.contains("+1.0s"), "{shown}");
+        assert!(shown.contains("2 attempts") && shown.contains("+0ms"), "{shown}");
         assert!(shown.contains("branches: 2 (1 succeeded, 1 failed)"), "{shown}");
+        let each = shown.lines().find(|l| l.trim_start().starts_with("each")).expect("the fan-out's line");
+        assert!(each.contains("+500ms") && each.contains("1.5s"), "spans its branches: {each}");
         assert!(shown.contains("✗ branch 1: d: boom") && !shown.contains("stack"), "{shown}");
         assert!(shown.contains("error in step each:\n  branch 1 failed"), "{shown}");
     }
