@@ -53,6 +53,32 @@ fn history_ok(data: &str, args: &[&str]) -> String {
     out.stdout
 }
 
+/// `sluice ARGS` with its stdin and stdout on a pseudo-terminal (util-linux `script`), `input`
+/// typed in; what it printed, or None without `script` (the check is then skipped, and said).
+fn on_terminal_with_input(args: &[&str], vars: &[(&str, &str)], input: &str) -> Option<String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let line = std::iter::once(env!("CARGO_BIN_EXE_sluice")).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
+    let child = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .envs(vars.iter().copied())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    let Ok(mut child) = child else {
+        eprintln!("no `script` command: the terminal checks are skipped");
+        return None;
+    };
+    child.stdin.take().expect("stdin").write_all(input.as_bytes()).expect("type into the terminal");
+    let out = child.wait_with_output().expect("script");
+    Some(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn on_terminal(args: &[&str], vars: &[(&str, &str)]) -> Option<String> {
+    on_terminal_with_input(args, vars, "")
+}
+
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines().map(json).collect()
 }
@@ -87,6 +113,13 @@ fn history_lists_shows_and_acts_on_the_executions_of_sluice_dev() {
     assert!(lines[2].contains("request") && lines[2].contains("just now ("), "{table}");
     assert!(lines[3].contains("ok v1"), "{table}");
     assert!(!table.contains('\x1b'), "no colour outside a terminal: {table}");
+
+    // On a terminal (a pseudo-terminal by `script`, when there is one): colour, unless NO_COLOR.
+    if let Some(coloured) = on_terminal(&["history", "--data-dir", d], &[]) {
+        assert!(coloured.contains("\x1b[32m✓ succeeded") && coloured.contains("\x1b[31m✗ failed"), "{coloured:?}");
+        let plain = on_terminal(&["history", "--data-dir", d], &[("NO_COLOR", "1")]).expect("script ran before");
+        assert!(plain.contains("✓ succeeded") && !plain.contains('\x1b'), "{plain:?}");
+    }
 
     // JSON lines: the API's rows, newest first.
     let rows = json_lines(&history_ok(d, &["--json"]));

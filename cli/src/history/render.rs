@@ -20,7 +20,7 @@ fn status_parts(status: &str) -> (&'static str, &'static str) {
 }
 
 fn paint(text: &str, code: &str, colour: bool) -> String {
-    if colour && !code.is_empty() { format!("{code}{text}{RESET}") } else { text.to_string() }
+    if colour && !code.is_empty() && !text.is_empty() { format!("{code}{text}{RESET}") } else { text.to_string() }
 }
 
 /// `✓ succeeded`, padded to `width` before colouring.
