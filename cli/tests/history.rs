@@ -225,4 +225,13 @@ fn check_actions(d: &str, ok_id: &str, failed_id: &str) {
     let bulk = history_ok(d, &["replay", "--workflow", "ok", "--yes"]);
     assert!(bulk.contains("progress: ") && bulk.contains("done: "), "{bulk}");
     assert!(bulk.contains(" 0 failed"), "{bulk}");
+
+    // On a terminal: the question; `n` does nothing, `y` runs it with a bar redrawn in place.
+    let replay_ok = ["history", "replay", "--workflow", "ok", "--data-dir", d];
+    if let Some(declined) = on_terminal_with_input(&replay_ok, &[], "n\n") {
+        assert!(declined.contains("execution(s)? [y/N]") && declined.contains("nothing done"), "{declined:?}");
+        let confirmed = on_terminal_with_input(&replay_ok, &[], "y\n").expect("script ran before");
+        assert!(confirmed.contains("\r\x1b[") || confirmed.contains("\r["), "a bar redrawn: {confirmed:?}");
+        assert!(confirmed.contains("done: ") && confirmed.contains(" 0 failed"), "{confirmed:?}");
+    }
 }
