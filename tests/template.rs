@@ -380,9 +380,13 @@ fn functions_set_exactly_the_variables_lambda_config_reads() {
                 }
             }
         }
-        // `SLUICE_ENV_<NAME>` variables are the deployer's `{{env.NAME}}` values, not configuration.
-        let names: BTreeSet<&str> =
-            variables.keys().map(String::as_str).filter(|k| !k.starts_with(ENV_WORKFLOW_PREFIX)).collect();
+        // `SLUICE_ENV_<NAME>` variables are the deployer's `{{env.NAME}}` values, not configuration;
+        // `OTEL_*` are the standard OpenTelemetry variables, read by the trace exporter.
+        let names: BTreeSet<&str> = variables
+            .keys()
+            .map(String::as_str)
+            .filter(|k| !k.starts_with(ENV_WORKFLOW_PREFIX) && !k.starts_with("OTEL_"))
+            .collect();
         // A consumer also reads its dead-letter queue, and must know which records come from it.
         let queues: Vec<String> = template
             .sqs_events(function)

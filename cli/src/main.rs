@@ -3,7 +3,6 @@
 
 mod schedule;
 
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -199,14 +198,8 @@ enum ProjectCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,sluice=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        // Colour codes only on a terminal: a log written to a file or a pipe stays plain text.
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    // Colour codes only on a terminal: a log written to a file or a pipe stays plain text.
+    sluice_shared::telemetry::logs::init_terminal("warn,sluice=info");
     match run(Cli::parse().command).await {
         Ok(code) => code,
         Err(error) => {
@@ -247,7 +240,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 workers,
                 env,
             };
-            dev::run(options).await?;
+            // Traces go to OTEL_EXPORTER_OTLP_ENDPOINT when it is set (off otherwise).
+            if sluice_shared::telemetry::init(Vec::new())? {
+                tracing::info!("exporting traces over OTLP");
+            }
+            let ran = dev::run(options).await;
+            sluice_shared::telemetry::shutdown().await;
+            ran?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Validate { path } => {

@@ -193,6 +193,7 @@ pub async fn history_suite(store: &dyn Store) {
     history::case_history_lists_every_filter_newest_first_across_pages(store).await;
     history::case_history_status_follows_every_move(store).await;
     history::case_replays_are_linked_to_their_original(store).await;
+    history::case_only_a_failed_execution_is_redriven_and_each_redrive_counts(store).await;
 }
 
 /// How many claims of one idempotency key the suite makes at once.

@@ -51,6 +51,10 @@ pub enum ApiError {
     AfterStart { execution_id: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
+    /// The action does not fit the execution's status (redriving a succeeded execution,
+    /// cancelling an ended one): 409 with the status.
+    #[error("{message}")]
+    WrongStatus { status: &'static str, message: String },
     /// The deployment lacks something the request needs (a webhook's signing secret): 503
     /// with the reason, so the sender retries once it is set (it names no secret value).
     #[error("{0}")]
@@ -104,6 +108,16 @@ impl From<crate::idempotency::IdempotencyError> for ApiError {
     }
 }
 
+impl From<crate::runner::RunError> for ApiError {
+    fn from(error: crate::runner::RunError) -> Self {
+        if error.is_retryable() {
+            ApiError::Unavailable(error.to_string())
+        } else {
+            ApiError::Internal(error.to_string())
+        }
+    }
+}
+
 impl From<crate::auth::AuthError> for ApiError {
     fn from(error: crate::auth::AuthError) -> Self {
         if error.is_client_error() {
@@ -124,7 +138,7 @@ impl ApiError {
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::NotEnabled(_) => StatusCode::FORBIDDEN,
-            ApiError::IntegrationDisabled(_) => StatusCode::CONFLICT,
+            ApiError::IntegrationDisabled(_) | ApiError::WrongStatus { .. } => StatusCode::CONFLICT,
             ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ if self.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_)
@@ -159,6 +173,7 @@ impl ApiError {
             ApiError::NotEnabled(_) => "workflow_not_enabled",
             ApiError::IntegrationDisabled(_) => "integration_disabled",
             ApiError::NotConfigured(_) => "not_configured",
+            ApiError::WrongStatus { .. } => "execution_status_conflict",
             _ if self.is_retryable() => "unavailable",
             ApiError::Store(_)
             | ApiError::Queue(_)
@@ -182,6 +197,9 @@ impl ApiError {
         let mut error = json!({ "code": self.code(), "message": message });
         if let ApiError::Validation(violations) = self {
             error["violations"] = json!(violations);
+        }
+        if let ApiError::WrongStatus { status, .. } = self {
+            error["status"] = json!(status);
         }
         json!({ "error": error })
     }

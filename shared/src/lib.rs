@@ -37,6 +37,7 @@ pub mod settle;
 pub mod sqs_batch;
 pub mod start;
 pub mod steps;
+pub mod telemetry;
 pub mod triggers;
 pub mod waiter;
 pub mod webhook_signature;

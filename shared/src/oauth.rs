@@ -473,6 +473,8 @@ async fn post_form(
         body.append_pair("client_id", &provider.client_id).append_pair("client_secret", &provider.client_secret);
         body.finish()
     };
+    // A refresh inside a step attempt is a span of that attempt (none elsewhere).
+    let span = crate::telemetry::HttpSpan::start("POST", url);
     let response = http
         .client()
         .post(url.clone())
@@ -481,8 +483,9 @@ async fn post_form(
         .timeout(TOKEN_TIMEOUT)
         .body(body)
         .send()
-        .await
-        .map_err(|e| OAuthError::Endpoint(format!("{url}: {}", e.without_url())))?;
+        .await;
+    span.ended(&response);
+    let response = response.map_err(|e| OAuthError::Endpoint(format!("{url}: {}", e.without_url())))?;
     let status = response.status();
     Ok((status, read_limited(response).await?))
 }

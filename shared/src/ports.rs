@@ -224,6 +224,10 @@ pub trait ExecutionStore: Send + Sync {
         from: ExecutionStatus,
         to: ExecutionStatus,
     ) -> Result<bool, StoreError>;
+    /// Moves a failed execution back to `running` for a redrive (Task History): its error and
+    /// end cleared, its redrive count raised by one. `Some(the new count)`, or `None`,
+    /// changing nothing, when it was not `failed` (only one of concurrent redrives wins).
+    async fn redrive_execution(&self, project_id: &str, execution_id: &str) -> Result<Option<u32>, StoreError>;
     /// Records one attempt of one step, keyed by (execution, step, attempt). First writer wins:
     /// a redelivered message gets back the attempt recorded before it.
     async fn record_step(

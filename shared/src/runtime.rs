@@ -89,6 +89,31 @@ pub struct Runtime {
     pub connect: Arc<Connect>,
     /// The rule that runs the scheduler, where there is one (AWS); deploys switch it.
     pub schedule_rule: Option<Arc<dyn crate::ports::ScheduleRule>>,
+    /// Executions cancelled through this process: its segments stop at their next step.
+    pub cancels: Arc<Cancels>,
+}
+
+/// The ids of executions cancelled through this process (Task History `cancel`), so that a
+/// segment running here stops before its next step without reading the store. Bounded: past
+/// [`Cancels::CAPACITY`] ids it starts over (segments then notice from the store).
+#[derive(Debug, Default)]
+pub struct Cancels(std::sync::Mutex<std::collections::HashSet<String>>);
+
+impl Cancels {
+    pub const CAPACITY: usize = 10_000;
+
+    pub fn insert(&self, execution_id: &str) {
+        let mut ids = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if ids.len() >= Self::CAPACITY {
+            ids.clear();
+        }
+        ids.insert(execution_id.to_string());
+    }
+
+    pub fn contains(&self, execution_id: &str) -> bool {
+        let ids = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        !ids.is_empty() && ids.contains(execution_id)
+    }
 }
 
 /// The `{{env.NAME}}` variable holding the stack's own base URL (`sluice dev` sets it, e.g.
@@ -104,7 +129,17 @@ impl Runtime {
         settings: Settings,
     ) -> Self {
         let connect = Arc::new(Connect::new(store.clone(), None, http.clone(), settings.env.clone(), settings.host));
-        Runtime { store, queue, starter, http, settings, signals: Arc::default(), connect, schedule_rule: None }
+        Runtime {
+            store,
+            queue,
+            starter,
+            http,
+            settings,
+            signals: Arc::default(),
+            connect,
+            schedule_rule: None,
+            cancels: Arc::default(),
+        }
     }
 
     /// The runtime with the rule that runs the scheduler (AWS).

@@ -204,6 +204,7 @@ fn prepare(runtime: &Runtime, new: NewExecution) -> Result<Prepared, StartError>
         caller_waits: deadline.is_some(),
         now: started_at,
         inline_fan_out_items: settings.inline_fan_out_items,
+        redrives: 0,
     };
     let effects = engine::decide(&deployment.workflow, &state, Event::Started)
         .map_err(|e| StartError::Store(crate::ports::StoreError::Corrupt(e.to_string())))?;

@@ -90,6 +90,7 @@ impl Waiter {
             caller_waits: true,
             now: now(),
             inline_fan_out_items: 0,
+            redrives: execution.redrives,
         };
         // The deadline decision does not depend on the workflow's steps.
         let workflow = Workflow::without_steps(&execution.workflow_id);

@@ -6,6 +6,7 @@ pub mod cost;
 pub mod counting;
 pub mod duplicating;
 pub mod fake_api;
+pub mod otlp;
 pub mod providers;
 pub mod record;
 pub mod rie;

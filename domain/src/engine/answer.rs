@@ -1,7 +1,8 @@
 //! What a waiting caller gets, and the end of an execution. A Response step's answer is
 //! settled for a caller that waits (else it is only recorded); an execution that ends
 //! before any Response step answered gives a waiting caller the "ended" answer at once —
-//! 500 with the failing step when it failed, 200 when it succeeded without answering —
+//! 500 with the failing step when it failed, 409 `execution_cancelled` when it was cancelled,
+//! 200 when it succeeded without answering —
 //! instead of making it wait for 542; the deadline gives 542. Whatever is settled first is
 //! what the caller gets (the interpreter settles first-writer-wins).
 
@@ -46,11 +47,20 @@ pub fn ended_answer(execution_id: &str, status: ExecutionStatus, error: Option<&
             "executionId": execution_id,
             "step": error.step,
         }}),
+        (ExecutionStatus::Cancelled, _) => json!({ "error": {
+            "code": "execution_cancelled",
+            "message": "The execution was cancelled before it answered.",
+            "executionId": execution_id,
+        }}),
         _ => json!({
             "message": "The workflow finished without reaching a Response step.",
             "executionId": execution_id,
         }),
     };
-    let status = if status == ExecutionStatus::Failed { 500 } else { 200 };
+    let status = match status {
+        ExecutionStatus::Failed => 500,
+        ExecutionStatus::Cancelled => 409,
+        _ => 200,
+    };
     HttpResponse { status, headers: Default::default(), body, file: None }
 }

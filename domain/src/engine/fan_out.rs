@@ -31,16 +31,17 @@ pub(super) fn evaluated(
     workflow: &Workflow,
     state: &State<'_>,
     key: &StepKey,
+    attempt: u32,
     items: Result<Vec<Value>, StepError>,
 ) -> Result<Vec<Effect>, EngineError> {
     let fan_out = fan_out_step(workflow, key)?;
     let fail = |message: String| {
-        vec![Effect::Record { key: key.clone(), attempt: 1, result: Recorded::Failed(StepError::terminal(message)) }]
+        vec![Effect::Record { key: key.clone(), attempt, result: Recorded::Failed(StepError::terminal(message)) }]
     };
     let items = match items {
         Ok(items) => items,
         Err(error) => {
-            return Ok(vec![Effect::Record { key: key.clone(), attempt: 1, result: Recorded::Failed(error) }]);
+            return Ok(vec![Effect::Record { key: key.clone(), attempt, result: Recorded::Failed(error) }]);
         }
     };
     if items.len() > MAX_FAN_OUT_ITEMS {
@@ -54,7 +55,7 @@ pub(super) fn evaluated(
     };
     if items.is_empty() {
         let result = Recorded::Succeeded { input: json!({ "items": 0 }), output: json!([]) };
-        return Ok(vec![Effect::Record { key: key.clone(), attempt: 1, result }]);
+        return Ok(vec![Effect::Record { key: key.clone(), attempt, result }]);
     }
     let total = u32::try_from(items.len()).unwrap_or(u32::MAX);
     let lanes = fan_out.concurrency.map_or(total, |c| c.clamp(1, total));

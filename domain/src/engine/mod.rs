@@ -48,7 +48,40 @@ pub struct State<'a> {
     pub now: Timestamp,
     /// Fan-outs of at most this many items whose branches never wait run inline.
     pub inline_fan_out_items: usize,
+    /// How many times the execution was redriven (see [`REDRIVE_ATTEMPT_STRIDE`]).
+    pub redrives: u32,
 }
+
+/// Attempts of one step are numbered in generations, one per redrive: generation `g` numbers
+/// its attempts `g × stride + 1`, `g × stride + 2`, ... A redrive (Task History) keeps every
+/// record; when the interpreter replays a step whose *final* failure belongs to a generation
+/// before the execution's latest redrive, the step runs again as the first attempt of the next
+/// generation, with its whole retry budget. Steps that succeeded replay from their records,
+/// so only what failed runs again (inside a fan-out: only the failed branches).
+pub const REDRIVE_ATTEMPT_STRIDE: u32 = 1_000;
+
+/// The most redrives of one execution.
+pub const MAX_REDRIVES: u32 = 1_000;
+
+/// The generation an attempt number belongs to.
+pub fn attempt_generation(attempt: u32) -> u32 {
+    attempt.saturating_sub(1) / REDRIVE_ATTEMPT_STRIDE
+}
+
+/// An attempt's number within its generation (1 for the first).
+pub fn attempt_in_generation(attempt: u32) -> u32 {
+    attempt.saturating_sub(1) % REDRIVE_ATTEMPT_STRIDE + 1
+}
+
+/// The first attempt of generation `generation`.
+pub fn first_attempt_of(generation: u32) -> u32 {
+    generation.saturating_mul(REDRIVE_ATTEMPT_STRIDE).saturating_add(1)
+}
+
+/// What [`Effect::Record`] of a fan-out step says instead of an attempt number when the
+/// interpreter must use the fan-out's current attempt (it reads it from the store: the engine
+/// cannot know in which generation a fan-out last started).
+pub const CURRENT_FAN_OUT_ATTEMPT: u32 = 0;
 
 /// Which branch of a conditional was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +136,7 @@ pub enum Event {
     /// A Response step rendered its answer (before its attempt is recorded).
     Answered { key: StepKey, answer: HttpResponse },
     /// A fan-out step's `over` was evaluated: its items, or why there are none.
-    FanOutEvaluated { key: StepKey, items: Result<Vec<Value>, StepError> },
+    FanOutEvaluated { key: StepKey, attempt: u32, items: Result<Vec<Value>, StepError> },
     /// Branch `index` of fan-out `fan_out` (of `total` branches) was counted done; `all_done`
     /// says whether every branch is; `carry`, whether this delivery goes on down the lane.
     BranchCounted { fan_out: StepKey, index: u32, total: u32, all_done: bool, carry: Carry },
@@ -116,6 +149,9 @@ pub enum Event {
     /// The interpreter could not go on with `key` (a poison message, or the last delivery
     /// failed): the execution must end.
     Abandoned { key: Option<StepKey>, reason: String },
+    /// Someone cancelled the execution (Task History): it ends `cancelled`, no step starts
+    /// after it, and a waiting caller gets the cancellation answer.
+    Cancelled { reason: String },
 }
 
 /// Whether the delivery that counted a fan-out branch done starts the next branch of its
@@ -191,7 +227,7 @@ pub fn decide(workflow: &Workflow, state: &State<'_>, event: Event) -> Result<Ve
         Event::Started => Ok(started::started(workflow, state)),
         Event::StepEnded { key, attempt, outcome } => step_ended::step_ended(workflow, state, &key, attempt, outcome),
         Event::Answered { answer, .. } => Ok(answer::answered(state, answer)),
-        Event::FanOutEvaluated { key, items } => fan_out::evaluated(workflow, state, &key, items),
+        Event::FanOutEvaluated { key, attempt, items } => fan_out::evaluated(workflow, state, &key, attempt, items),
         Event::BranchCounted { fan_out, index, total, all_done, carry } => {
             fan_out::counted(workflow, &fan_out, index, total, all_done, carry)
         }
@@ -205,6 +241,9 @@ pub fn decide(workflow: &Workflow, state: &State<'_>, event: Event) -> Result<Ve
             ExecutionStatus::Failed,
             Some(ExecutionError { step: key.map(|k| k.step), message: reason }),
         )),
+        Event::Cancelled { reason } => {
+            Ok(answer::finish(state, ExecutionStatus::Cancelled, Some(ExecutionError { step: None, message: reason })))
+        }
     }
 }
 

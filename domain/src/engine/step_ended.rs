@@ -62,23 +62,33 @@ fn failed(
     attempt: u32,
     error: &StepError,
 ) -> Vec<Effect> {
-    if error.retryable && attempt <= step.retries {
+    let in_generation = super::attempt_in_generation(attempt);
+    if error.retryable && in_generation <= step.retries {
         let seed = jitter_seed(state.execution_id, &key.to_string(), attempt);
         return vec![Effect::RunStep {
             key: key.clone(),
             attempt: attempt + 1,
-            delay: retry_delay(step, attempt, error, seed),
+            delay: retry_delay(step, in_generation, error, seed),
         }];
     }
     if step.continue_on_failure {
         return continue_after(workflow, state, key, Value::Null);
+    }
+    let generation = super::attempt_generation(attempt);
+    if generation < state.redrives {
+        // Final in its generation, but the execution was redriven since: run it again.
+        return vec![Effect::RunStep {
+            key: key.clone(),
+            attempt: super::first_attempt_of(generation + 1),
+            delay: std::time::Duration::ZERO,
+        }];
     }
     if let (Some(fan_out), Some((index, outer))) = (enclosing_fan_out(&workflow.steps, &step.id), key.innermost()) {
         let message = format!("branch {index} failed at step `{}`: {}", step.id, error.message);
         let error = StepError { message, retryable: false, details: error.details.clone(), retry_after_ms: None };
         return vec![Effect::Record {
             key: StepKey::new(fan_out.id.clone(), outer),
-            attempt: 1,
+            attempt: super::CURRENT_FAN_OUT_ATTEMPT,
             result: Recorded::Failed(error),
         }];
     }

@@ -29,7 +29,7 @@ fn time(text: &str) -> Timestamp {
 const NOW: &str = "2026-11-23T10:00:00.000Z";
 
 fn state(status: ExecutionStatus, caller_waits: bool) -> State<'static> {
-    State { execution_id: "e1", status, caller_waits, now: time(NOW), inline_fan_out_items: 100 }
+    State { execution_id: "e1", status, caller_waits, now: time(NOW), inline_fan_out_items: 100, redrives: 0 }
 }
 
 fn running() -> State<'static> {
@@ -406,7 +406,7 @@ fn fanned() -> Workflow {
 }
 
 fn evaluated(wf: &Workflow, items: Result<Vec<Value>, StepError>) -> Vec<Effect> {
-    decide(wf, &running(), Event::FanOutEvaluated { key: key("f", &[]), items }).expect("decision")
+    decide(wf, &running(), Event::FanOutEvaluated { key: key("f", &[]), attempt: 1, items }).expect("decision")
 }
 
 fn recorded_failure(effects: &[Effect]) -> String {
@@ -607,7 +607,7 @@ fn a_joined_fan_out_continues_below_it() {
 fn a_failed_branch_fails_its_fan_out() {
     let effects = ended(&fanned(), &running(), "f1", &[2], 1, failed(false));
     match effects.as_slice() {
-        [Effect::Record { key: fan_out, attempt: 1, result: Recorded::Failed(error) }] => {
+        [Effect::Record { key: fan_out, attempt: CURRENT_FAN_OUT_ATTEMPT, result: Recorded::Failed(error) }] => {
             assert_eq!(fan_out, &key("f", &[]));
             assert!(error.message.contains("branch 2 failed at step `f1`") && !error.retryable, "{}", error.message);
         }
@@ -647,6 +647,65 @@ fn a_scope_that_does_not_match_the_step_is_an_error() {
         let event = Event::StepEnded { key: key(step, scope), attempt: 1, outcome: ok(json!(1)) };
         assert!(matches!(decide(&wf, &running(), event), Err(EngineError::BadScope { .. })), "{step}");
     }
-    let not_fan_out = Event::FanOutEvaluated { key: key("a", &[]), items: Ok(vec![]) };
+    let not_fan_out = Event::FanOutEvaluated { key: key("a", &[]), attempt: 1, items: Ok(vec![]) };
     assert!(matches!(decide(&wf, &running(), not_fan_out), Err(EngineError::NotAFanOut(_))));
+}
+
+fn redriven(times: u32) -> State<'static> {
+    State { redrives: times, ..running() }
+}
+
+#[test]
+fn after_a_redrive_a_final_failure_of_an_earlier_generation_runs_again_with_its_whole_retry_budget() {
+    let wf = retrying(2, "1s", false);
+    let run = |attempt| vec![Effect::RunStep { key: key("a", &[]), attempt, delay: Duration::ZERO }];
+    // Generation 0's last attempt (3, retries spent) failed: redriven once, attempt 1001 runs.
+    assert_eq!(ended(&wf, &redriven(1), "a", &[], 3, failed(true)), run(1001));
+    // A terminal failure is final too.
+    assert_eq!(ended(&wf, &redriven(1), "a", &[], 1, failed(false)), run(1001));
+    // A failure generation 0 retried is replayed as it went: the retry, not a redrive.
+    assert!(matches!(
+        ended(&wf, &redriven(1), "a", &[], 1, failed(true)).as_slice(),
+        [Effect::RunStep { attempt: 2, .. }]
+    ));
+    // Generation 1 retries like generation 0 did: 1001 → 1002 → 1003, then fails for good.
+    assert!(matches!(
+        ended(&wf, &redriven(1), "a", &[], 1002, failed(true)).as_slice(),
+        [Effect::RunStep { attempt: 1003, .. }]
+    ));
+    assert!(matches!(
+        ended(&wf, &redriven(1), "a", &[], 1003, failed(true)).as_slice(),
+        [Effect::Finish { status: ExecutionStatus::Failed, .. }]
+    ));
+    // Redriven twice: generation 0's failure leads to generation 1's, whose failure to 2001.
+    assert_eq!(ended(&wf, &redriven(2), "a", &[], 3, failed(true)), run(1001));
+    assert_eq!(ended(&wf, &redriven(2), "a", &[], 1003, failed(true)), run(2001));
+    // Never redriven: nothing changes.
+    assert!(matches!(
+        ended(&wf, &running(), "a", &[], 3, failed(true)).as_slice(),
+        [Effect::Finish { status: ExecutionStatus::Failed, .. }]
+    ));
+    // The retry delay of a later generation is its first retry's, not the thousandth's.
+    let first = ended(&wf, &running(), "a", &[], 1, failed(true));
+    let later = ended(&wf, &redriven(1), "a", &[], 1001, failed(true));
+    let delay = |effects: &[Effect]| match effects {
+        [Effect::RunStep { delay, .. }] => *delay,
+        other => panic!("expected a retry, got {other:?}"),
+    };
+    assert!(delay(&later) <= delay(&first) * 2, "{:?} vs {:?}", delay(&later), delay(&first));
+}
+
+#[test]
+fn a_cancel_ends_the_execution_cancelled_and_answers_a_waiting_caller_409() {
+    let wf = retrying(0, "1s", false);
+    let cancel = || Event::Cancelled { reason: "cancelled through the API".into() };
+    let effects = decide(&wf, &state(ExecutionStatus::Waiting, true), cancel()).expect("a decision");
+    let [Effect::Finish { status: ExecutionStatus::Cancelled, .. }, Effect::Respond(Answer::Ended(answer))] =
+        effects.as_slice()
+    else {
+        panic!("expected finish then answer, got {effects:?}");
+    };
+    assert_eq!(answer.status, 409);
+    assert_eq!(answer.body["error"]["code"], "execution_cancelled");
+    assert_eq!(decide(&wf, &state(ExecutionStatus::Succeeded, true), cancel()), Ok(vec![]), "ended: nothing");
 }

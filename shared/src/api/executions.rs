@@ -65,6 +65,7 @@ pub fn record(
 ) -> Value {
     json!({
         "executionId": execution.id,
+        "traceId": crate::telemetry::trace_id(&execution.id),
         "projectId": execution.project_id,
         "workflowId": execution.workflow_id,
         "workflowVersion": execution.workflow_version,

@@ -2,6 +2,7 @@
 //! Lambda (through lambda_http) and by `sluice dev` (through axum). Every error becomes a
 //! JSON body through [`ApiError::into_response`]; nothing here panics on client input.
 
+mod actions;
 mod connect;
 mod events;
 mod executions;
@@ -115,6 +116,16 @@ impl Api {
             ["projects", project, "executions"] => {
                 allow(&request, &Method::GET)?;
                 history::list(&self.runtime, id(project)?, request.headers(), request.uri().query()).await
+            }
+            ["projects", project, "executions", execution, action @ ("replay" | "redrive" | "cancel")] => {
+                allow(&request, &Method::POST)?;
+                let (project, execution) = (id(project)?, id(execution)?);
+                let (parts, body) = request.into_parts();
+                match *action {
+                    "replay" => actions::replay(&self.runner, project, execution, &parts.headers, &body).await,
+                    "redrive" => actions::redrive(&self.runner, project, execution, &parts.headers, &body).await,
+                    _ => actions::cancel(&self.runner, project, execution, &parts.headers, &body).await,
+                }
             }
             ["projects", project, "executions", execution] => {
                 allow(&request, &Method::GET)?;

@@ -238,3 +238,55 @@ pub async fn case_replays_are_linked_to_their_original(store: &dyn Store) {
     assert_eq!(store.replays_of(&project, &original.id, 2).await.expect("replays").len(), 2);
     assert!(store.replays_of("another-project", &original.id, 10).await.expect("elsewhere").is_empty());
 }
+
+pub async fn case_only_a_failed_execution_is_redriven_and_each_redrive_counts(store: &dyn Store) {
+    let project = unique("p");
+    let e = Execution {
+        id: unique("e"),
+        project_id: project.clone(),
+        workflow_id: "w".into(),
+        user_id: "u".into(),
+        started_at: at_ms(1_800_000_000_000),
+        ..Default::default()
+    };
+    store.create_execution(&e).await.expect("create");
+    assert_eq!(store.redrive_execution(&project, &e.id).await.expect("running"), None, "not failed: no redrive");
+    let error = ExecutionError { step: Some("post".into()), message: "HTTP 503".into() };
+    for expected in 1..=2u32 {
+        let ended = at_ms(1_800_000_001_000);
+        assert!(
+            store.finish_execution(&project, &e.id, ExecutionStatus::Failed, Some(&error), ended).await.expect("fail")
+        );
+        assert_eq!(store.redrive_execution(&project, &e.id).await.expect("redrive"), Some(expected));
+        let stored = store.get_execution(&e.id).await.expect("get").expect("the execution");
+        assert_eq!(
+            (stored.status, stored.error, stored.ended_at, stored.redrives),
+            (ExecutionStatus::Running, None, None, expected)
+        );
+        assert_eq!(
+            store.redrive_execution(&project, &e.id).await.expect("again"),
+            None,
+            "running again: no second redrive"
+        );
+        let listed = store
+            .list_executions(&HistoryQuery {
+                project_id: project.clone(),
+                filter: HistoryFilter { status: Some(ExecutionStatus::Running), ..HistoryFilter::default() },
+                after: None,
+                limit: 10,
+            })
+            .await
+            .expect("list running");
+        assert_eq!(listed.executions.len(), 1, "listed as running again");
+        assert_eq!(listed.executions[0].redrives, expected);
+    }
+    for status in [ExecutionStatus::Succeeded, ExecutionStatus::Cancelled] {
+        let other = Execution { id: unique("e"), ..e.clone() };
+        store.create_execution(&other).await.expect("create");
+        store.finish_execution(&project, &other.id, status, None, at_ms(1_800_000_001_000)).await.expect("end");
+        assert_eq!(store.redrive_execution(&project, &other.id).await.expect("ended"), None, "{status:?}");
+        let stored = store.get_execution(&other.id).await.expect("get").expect("the execution");
+        assert_eq!(stored.status, status, "every status reads back");
+    }
+    assert_eq!(store.redrive_execution(&project, &unique("e")).await.expect("unknown"), None);
+}

@@ -121,10 +121,11 @@ impl Segment<'_> {
                 results.len()
             )));
         }
+        let attempt = self.current_fan_out_attempt(&fan_out).await?;
         let at = now();
         let joined = within_record_limit(StepAttempt {
             step: key,
-            attempt: 1,
+            attempt,
             status: StepStatus::Succeeded,
             input: json!({ "items": total }),
             output: Some(Value::Array(results.into_iter().map(|(_, v)| v).collect())),
@@ -140,7 +141,7 @@ impl Segment<'_> {
             .ok_or_else(|| RunError::Poison(format!("workflow has no step `{}`", fan_out.step)))?;
         let (_, recorded) = self.record(joined).await?;
         let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
-        Ok(Event::StepEnded { key: fan_out, attempt: 1, outcome })
+        Ok(Event::StepEnded { key: fan_out, attempt, outcome })
     }
 
     /// Runs every branch of `fan_out` here, `lanes` at a time; returns the batch count of

@@ -36,6 +36,9 @@ pub use sweep::Swept;
 pub const MAX_RECEIVES: u32 = 5;
 /// At most this many steps run inline in one segment before the rest is enqueued.
 const MAX_INLINE_STEPS: usize = 50;
+/// How stale a segment's view of its execution's status may get before a step starts: a
+/// cancel from another process stops the segment at its first step after this.
+pub const STATUS_RECHECK: Duration = Duration::from_millis(100);
 /// A wait due within this much is not sent back to the queue: the flow goes on now.
 const EARLY_TOLERANCE: Duration = Duration::from_millis(50);
 
@@ -128,6 +131,8 @@ struct Segment<'a> {
     /// The fan-out branches of the current position, outermost first.
     scope: Vec<ScopeEntry>,
     started: Instant,
+    /// When the execution's status was last read (to notice a cancel from another process).
+    status_read: Instant,
     steps_run: usize,
     /// Set once the caller was answered by a segment that must hand off after answering.
     handed_off: bool,
@@ -446,6 +451,7 @@ impl<'a> Segment<'a> {
             status: execution.status,
             scope,
             started: Instant::now(),
+            status_read: Instant::now(),
             steps_run: 0,
             handed_off: false,
             answered: false,
@@ -464,6 +470,13 @@ impl<'a> Segment<'a> {
     async fn run(&mut self, first: Pending) -> Result<(), RunError> {
         let mut next = Some(first);
         while let Some(pending) = next.take() {
+            if matches!(pending, Pending::Entry(_)) && self.cancelled().await? {
+                // No step starts once the execution is cancelled; what ran is recorded.
+                self.flush().await?;
+                self.status = ExecutionStatus::Cancelled;
+                tracing::debug!(execution = %self.execution.id, "execution cancelled; segment stopped");
+                return Ok(());
+            }
             let event = match pending {
                 Pending::Event(event) => event,
                 Pending::Entry(Entry::Run { key, attempt }) => self.run_step(key, attempt).await?,
@@ -478,6 +491,41 @@ impl<'a> Segment<'a> {
         Ok(())
     }
 
+    /// Whether the execution was cancelled since this segment last knew its status: at once
+    /// when the cancel came through this process, otherwise from the store, read again at
+    /// most every [`STATUS_RECHECK`] (a segment's first steps cost no read: its status was
+    /// just read or written).
+    async fn cancelled(&mut self) -> Result<bool, RunError> {
+        if self.runtime.cancels.contains(&self.execution.id) {
+            return Ok(true);
+        }
+        if self.status_read.elapsed() < STATUS_RECHECK {
+            return Ok(false);
+        }
+        self.status_read = Instant::now();
+        let current = self.runtime.store.get_execution(&self.execution.id).await?;
+        Ok(current.is_some_and(|e| e.status == ExecutionStatus::Cancelled))
+    }
+
+    /// The attempt a fan-out's own record takes now: 1 until the execution is redriven; after,
+    /// the attempt its latest generation started (see `engine::REDRIVE_ATTEMPT_STRIDE`).
+    pub(super) async fn current_fan_out_attempt(&mut self, key: &StepKey) -> Result<u32, RunError> {
+        if self.execution.redrives == 0 {
+            return Ok(1);
+        }
+        self.flush().await?;
+        Ok(match self.runtime.store.latest_step(&self.execution.id, key).await? {
+            None => 1,
+            Some(latest)
+                if latest.status == StepStatus::Failed
+                    && engine::attempt_generation(latest.attempt) < self.execution.redrives =>
+            {
+                engine::first_attempt_of(engine::attempt_generation(latest.attempt) + 1)
+            }
+            Some(latest) => latest.attempt,
+        })
+    }
+
     fn state(&self) -> State<'_> {
         State {
             execution_id: &self.execution.id,
@@ -485,6 +533,7 @@ impl<'a> Segment<'a> {
             caller_waits: self.execution.response_deadline.is_some() && !self.answered,
             now: now(),
             inline_fan_out_items: self.runtime.settings.inline_fan_out_items,
+            redrives: self.execution.redrives,
         }
     }
 
@@ -532,13 +581,21 @@ impl<'a> Segment<'a> {
             return Ok(Event::StepEnded { key, attempt, outcome });
         }
         let references = context::references(step);
-        let (settings, credentials) = match self.secrets(&references).await? {
+        // The attempt's span covers reading its credentials too (an OAuth refresh is a request
+        // of the attempt); a fan-out is no attempt of its own.
+        let span = match &step.kind {
+            StepKind::FanOut(_) => crate::telemetry::StepSpan::off(),
+            kind => crate::telemetry::StepSpan::start(self.execution, &text, kind.type_name(), attempt),
+        };
+        let (settings, credentials) = match span.instrument(self.secrets(&references)).await? {
             Ok(secrets) => secrets,
             // The user's settings or credentials cannot be used (a connection that needs
             // re-authorisation, a secret that does not open): the step fails, saying why.
             Err(reason) => {
                 let error = crate::record::StepError::terminal(reason);
                 let (_, recorded) = self.record(recorded_attempt(&key, attempt, Recorded::Failed(error))).await?;
+                span.end(&recorded);
+                log_attempt(self.execution, &recorded);
                 let outcome = steps::outcome_of(step, &recorded).map_err(RunError::Poison)?;
                 return Ok(Event::StepEnded { key, attempt, outcome });
             }
@@ -555,9 +612,10 @@ impl<'a> Segment<'a> {
         )
         .await?;
         if let StepKind::FanOut(fan_out) = &step.kind {
-            return Ok(Event::FanOutEvaluated { key, items: steps::fan_out::evaluate(fan_out, &ctx) });
+            return Ok(Event::FanOutEvaluated { key, attempt, items: steps::fan_out::evaluate(fan_out, &ctx) });
         }
-        let executed = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx).await;
+        let running = steps::execute(self.ports(), self.execution, self.workflow, step, &text, attempt, &ctx);
+        let executed = span.instrument(running).await;
         self.steps_run += 1;
         let mut record = executed.record;
         context::redact_secrets(&mut record, &settings, credentials.as_deref());
@@ -573,7 +631,10 @@ impl<'a> Segment<'a> {
                 }
             }
         }
-        let outcome = match self.record(record).await? {
+        let (written, recorded) = self.record(record).await?;
+        span.end(&recorded);
+        log_attempt(self.execution, &recorded);
+        let outcome = match (written, recorded) {
             (FirstWrite::Written, recorded) if recorded.status == StepStatus::Succeeded => {
                 Outcome::Succeeded { output: recorded.output.unwrap_or(Value::Null), signal: executed.signal }
             }
@@ -749,6 +810,10 @@ impl<'a> Segment<'a> {
                 self.send_step(&key, attempt, delay, Some(at.timestamp_millis()), true).await?;
             }
             Effect::Record { key, attempt, result } => {
+                let attempt = match attempt {
+                    engine::CURRENT_FAN_OUT_ATTEMPT => self.current_fan_out_attempt(&key).await?,
+                    attempt => attempt,
+                };
                 let record = recorded_attempt(&key, attempt, result);
                 let step = self
                     .workflow
@@ -808,7 +873,13 @@ impl<'a> Segment<'a> {
                     // `crate::notifications`).
                     crate::notifications::queue_failed(self.runtime, &execution.project_id, &execution.id).await?;
                 }
-                store.finish_execution(&execution.project_id, &execution.id, status, error.as_ref(), now()).await?;
+                let ended_at = now();
+                if store
+                    .finish_execution(&execution.project_id, &execution.id, status, error.as_ref(), ended_at)
+                    .await?
+                {
+                    crate::telemetry::export_root(execution, status, ended_at);
+                }
                 self.status = status;
                 tracing::debug!(execution = %self.execution.id, status = status.as_str(), "execution ended");
             }
@@ -838,6 +909,16 @@ fn recorded_attempt(key: &StepKey, attempt: u32, result: Recorded) -> StepAttemp
         ended_at: at,
         logs: Vec::new(),
     })
+}
+
+/// The one line a step attempt that ran writes at the default level.
+fn log_attempt(execution: &Execution, recorded: &StepAttempt) {
+    let ms = (recorded.ended_at - recorded.started_at).num_milliseconds();
+    let status = match recorded.status {
+        StepStatus::Succeeded => "succeeded",
+        StepStatus::Failed => "failed",
+    };
+    tracing::info!(execution = %execution.id, step = %recorded.step, attempt = recorded.attempt, status = %status, ms, "step ended");
 }
 
 /// How long until `epoch_ms`, if that is later than now (beyond a small tolerance).

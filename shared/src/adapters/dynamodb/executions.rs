@@ -25,13 +25,7 @@ fn item(attributes: Vec<(&str, AttributeValue)>) -> Item {
 }
 
 fn parse_status(text: &str) -> Result<ExecutionStatus, StoreError> {
-    match text {
-        "running" => Ok(ExecutionStatus::Running),
-        "waiting" => Ok(ExecutionStatus::Waiting),
-        "succeeded" => Ok(ExecutionStatus::Succeeded),
-        "failed" => Ok(ExecutionStatus::Failed),
-        other => Err(StoreError::Corrupt(format!("unknown execution status `{other}`"))),
-    }
+    ExecutionStatus::parse(text).ok_or_else(|| StoreError::Corrupt(format!("unknown execution status `{text}`")))
 }
 
 fn decode_execution(item: &Item) -> Result<Execution, StoreError> {
@@ -211,6 +205,45 @@ impl ExecutionStore for DynamoStore {
         };
         // Not running any more, or no such execution: the condition fails either way.
         conditional("UpdateItem", update.send().await)
+    }
+
+    async fn redrive_execution(&self, project_id: &str, execution_id: &str) -> Result<Option<u32>, StoreError> {
+        let [(shard_name, shard), (due_name, due)] = sweep::index_attributes(execution_id, &crate::record::now());
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(execution_pk(execution_id)))
+            .key("sk", s(EXECUTION_SK))
+            .condition_expression("#status = :failed")
+            // Back in the sweep's index, as a started execution is.
+            .update_expression(
+                "SET #status = :running, #h_status = :h_status, #shard = :shard, #due = :due, \
+                 redrives = if_not_exists(redrives, :zero) + :one REMOVE ended_at, #error",
+            )
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_names("#h_status", history::STATUS_KEY)
+            .expression_attribute_names("#shard", shard_name)
+            .expression_attribute_names("#due", due_name)
+            .expression_attribute_names("#error", "error")
+            .expression_attribute_values(":failed", s(ExecutionStatus::Failed.as_str()))
+            .expression_attribute_values(":running", s(ExecutionStatus::Running.as_str()))
+            .expression_attribute_values(":h_status", history::status_key(project_id, ExecutionStatus::Running))
+            .expression_attribute_values(":shard", shard)
+            .expression_attribute_values(":due", due)
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":one", n(1))
+            .return_values(aws_sdk_dynamodb::types::ReturnValue::UpdatedNew)
+            .send()
+            .await;
+        match result {
+            Ok(output) => {
+                let attributes = output.attributes.unwrap_or_default();
+                Ok(Some(super::get_n(&attributes, "redrives")?))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_conditional_check_failed_exception()) => Ok(None),
+            Err(e) => Err(super::backend("UpdateItem", e)),
+        }
     }
 
     async fn record_step(

@@ -363,6 +363,21 @@ impl ExecutionStore for Sqlite {
         .await
     }
 
+    async fn redrive_execution(&self, _project_id: &str, execution_id: &str) -> Result<Option<u32>, StoreError> {
+        let execution_id = execution_id.to_string();
+        self.call(move |conn| {
+            conn.row(
+                "UPDATE executions SET status = 'running', error = NULL, ended_at_ms = NULL, redrives = redrives + 1
+                 WHERE id = ?1 AND status = 'failed' RETURNING redrives",
+                params![execution_id],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(backend)
+        })
+        .await
+    }
+
     async fn record_step(
         &self,
         execution_id: &str,

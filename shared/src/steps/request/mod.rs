@@ -281,7 +281,10 @@ impl<'a> Exchange<'a> {
             let builder = builder.timeout(self.req.timeout);
             let builder = if with_body { self.body.apply(builder) } else { builder };
             tracing::debug!(%target, "sending request");
-            let answer = builder.send().await.map_err(|e| errors::classify(e, &target, self.req.timeout))?;
+            let span = crate::telemetry::HttpSpan::start(method.as_str(), &url);
+            let answer = builder.send().await;
+            span.ended(&answer);
+            let answer = answer.map_err(|e| errors::classify(e, &target, self.req.timeout))?;
             let Some(next) = redirect_target(&answer) else { break answer };
             redirects += 1;
             if redirects > MAX_REDIRECTS {
