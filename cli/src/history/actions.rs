@@ -129,6 +129,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 async fn follow(api: &Api, bulk_id: &str) -> anyhow::Result<ExitCode> {
     let terminal = std::io::stdout().is_terminal();
     let mut last = None;
+    let mut changed = std::time::Instant::now();
     let state = loop {
         let state = api.get(&format!("/bulk/{bulk_id}"), &[]).await?;
         let numbers = ["total", "done", "succeeded", "failed", "skipped"].map(|k| state[k].as_u64().unwrap_or(0));
@@ -139,9 +140,18 @@ async fn follow(api: &Api, bulk_id: &str) -> anyhow::Result<ExitCode> {
         } else if last != Some(numbers) {
             out(&format!("progress: {counts}\n"));
         }
+        if last != Some(numbers) {
+            changed = std::time::Instant::now();
+        }
         last = Some(numbers);
         if state["state"] == "done" {
             break state;
+        }
+        if changed.elapsed() > STALLED {
+            if terminal {
+                out("\n");
+            }
+            bail!("bulk {bulk_id} made no progress for {} minutes; it goes on in the stack", STALLED.as_secs() / 60);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
@@ -164,6 +174,9 @@ async fn follow(api: &Api, bulk_id: &str) -> anyhow::Result<ExitCode> {
     ));
     Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
+
+/// How long the command follows a bulk job that makes no progress.
+const STALLED: Duration = Duration::from_secs(600);
 
 fn progress_bar(done: u64, total: u64) -> String {
     const WIDTH: u64 = 30;
