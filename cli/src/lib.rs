@@ -4,6 +4,7 @@
 pub mod aws;
 pub mod demo;
 pub mod dev;
+pub mod history;
 pub mod project;
 pub mod remote;
 pub mod server;

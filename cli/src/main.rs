@@ -112,6 +112,10 @@ enum Command {
         #[arg(long)]
         project: String,
     },
+    /// Task History: list executions (filters, table or --json), `show ID` (step timeline),
+    /// `replay|redrive|cancel ID...` or by filter in bulk (a dry run first). Against `sluice dev`
+    /// by default, or a deployed stack with --url, --api-key and --project.
+    History(Box<sluice_cli::history::HistoryArgs>),
     /// Print a connected-user token for the project whose keys are in --data-dir.
     Token {
         #[arg(long)]
@@ -349,6 +353,7 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             sluice_cli::remote::print_outcomes(&outcomes);
             Ok(ExitCode::SUCCESS)
         }
+        Command::History(args) => sluice_cli::history::run(*args).await,
         Command::Token { user, data_dir, ttl } => {
             println!("{}", dev::user_token(&data_dir, &user, ttl.duration())?);
             Ok(ExitCode::SUCCESS)
